@@ -1,0 +1,180 @@
+"""Every error the connector raises, in one tree. Imports nothing else of the package.
+
+JicooError
+├── ConfigError                 bad settings (base URL, key, limits) before any request
+├── APIStatusError              the server answered with a non-2xx status
+│   ├── BadRequestError         400
+│   ├── AuthenticationError     401: the key is missing or invalid
+│   ├── PermissionDeniedError   403: the key may not call this endpoint (carries it)
+│   ├── NotFoundError           404
+│   ├── ValidationError         422 (and 402): the server's message is kept
+│   ├── RateLimitedError        429 once retries are spent (carries retry_after)
+│   └── ServerError             5xx once retries are spent
+├── TransportError              no usable answer: connect/read failures, deadline exceeded
+├── ProtocolError               an answer we refuse: truncated, too large, hostile JSON,
+│   │                           a redirect, an envelope that lies
+│   └── PaginationError         pages that never end, repeat, or drift beyond the re-walk bound
+├── InDoubtError                a write left us and may or may not have taken effect
+└── ChangeSetError              a change-set row or file we refuse (row, column, reason)
+"""
+
+from collections.abc import Mapping
+
+__all__ = [
+    "APIStatusError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ChangeSetError",
+    "ConfigError",
+    "InDoubtError",
+    "JicooError",
+    "NotFoundError",
+    "PaginationError",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "RateLimitedError",
+    "ServerError",
+    "TransportError",
+    "ValidationError",
+]
+
+
+class JicooError(Exception):
+    """Root of every error raised by jicoo_connector."""
+
+
+class ConfigError(JicooError):
+    """Settings that cannot work, found before any request is sent."""
+
+
+class APIStatusError(JicooError):
+    """The API answered with a status we do not treat as success.
+
+    ``errors`` is the opaque ``errors`` member of the body (never the whole body:
+    bodies can hold personal data).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        method: str,
+        endpoint: str,
+        errors: Mapping[str, object] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.method = method
+        self.endpoint = endpoint
+        self.errors: Mapping[str, object] = dict(errors or {})
+
+    @property
+    def server_message(self) -> str | None:
+        message = self.errors.get("message")
+        return message if isinstance(message, str) else None
+
+
+class BadRequestError(APIStatusError):
+    """400: the request is unacceptable, usually a missing parameter."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing or invalid."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key may not call ``endpoint``; callers may skip that stream."""
+
+
+class NotFoundError(APIStatusError):
+    """404: the resource does not exist."""
+
+
+class ValidationError(APIStatusError):
+    """422 (or 402): the request is well formed but the server refuses it."""
+
+
+class RateLimitedError(APIStatusError):
+    """429 after the retry budget was spent."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        method: str,
+        endpoint: str,
+        errors: Mapping[str, object] | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            message, status_code=status_code, method=method, endpoint=endpoint, errors=errors
+        )
+        self.retry_after = retry_after
+
+
+class ServerError(APIStatusError):
+    """5xx after the retry budget was spent."""
+
+
+class TransportError(JicooError):
+    """No usable answer arrived: connection failure, timeout or the total deadline."""
+
+    def __init__(self, message: str, *, method: str, endpoint: str) -> None:
+        super().__init__(message)
+        self.method = method
+        self.endpoint = endpoint
+
+
+class ProtocolError(JicooError):
+    """An answer arrived but we refuse it (truncated, oversized, hostile JSON, redirect...)."""
+
+    def __init__(
+        self, message: str, *, method: str, endpoint: str, page: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.method = method
+        self.endpoint = endpoint
+        self.page = page
+
+
+class PaginationError(ProtocolError):
+    """Paging did not converge: the server lied about totals, repeated pages or kept drifting."""
+
+
+class InDoubtError(JicooError):
+    """A non-idempotent request left and we cannot tell whether it took effect.
+
+    Carries what was sent so a ledger can reconcile by reading the resource back.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str,
+        endpoint: str,
+        sent_body: Mapping[str, object] | None,
+    ) -> None:
+        super().__init__(message)
+        self.method = method
+        self.endpoint = endpoint
+        self.sent_body: Mapping[str, object] | None = (
+            dict(sent_body) if sent_body is not None else None
+        )
+
+
+class ChangeSetError(JicooError):
+    """A change-set file or row we refuse, located by row (1-based, header = 1) and column."""
+
+    def __init__(self, reason: str, *, row: int | None = None, column: str | None = None) -> None:
+        where = []
+        if row is not None:
+            where.append(f"row {row}")
+        if column is not None:
+            where.append(f"column {column!r}")
+        super().__init__(f"{', '.join(where)}: {reason}" if where else reason)
+        self.reason = reason
+        self.row = row
+        self.column = column

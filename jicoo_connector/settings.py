@@ -1,0 +1,137 @@
+"""Frozen connector settings and the redacted API key. Imports nothing else of the package."""
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from jicoo_connector.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_BURST",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_PAGE_CONCURRENCY",
+    "DEFAULT_PER_PAGE",
+    "DEFAULT_RATE_LIMIT",
+    "DEFAULT_READ_TIMEOUT",
+    "DEFAULT_REQUEST_DEADLINE",
+    "ApiKey",
+    "Settings",
+]
+
+DEFAULT_BASE_URL = "https://api.jicoo.com"
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 30.0
+# httpx timeouts are per socket operation; this bounds a whole request, trickle included.
+DEFAULT_REQUEST_DEADLINE = 60.0
+DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_RETRIES = 6
+# The API documents no numbers; 10 req/s with a burst of 20 is the sandbox default too.
+DEFAULT_RATE_LIMIT = 10.0
+DEFAULT_BURST = 20
+DEFAULT_PAGE_CONCURRENCY = 16
+DEFAULT_PER_PAGE = 100
+
+
+class ApiKey:
+    """An API key whose repr and str never show the secret. Read it with ``reveal()``."""
+
+    __slots__ = ("_secret",)
+
+    def __init__(self, secret: str) -> None:
+        if not secret or secret != secret.strip() or any(ord(c) < 0x21 for c in secret):
+            raise ConfigError("the API key is empty or contains whitespace/control characters")
+        self._secret = secret
+
+    def reveal(self) -> str:
+        return self._secret
+
+    def __repr__(self) -> str:
+        return "ApiKey('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ApiKey) and other._secret == self._secret
+
+    def __hash__(self) -> int:
+        return hash(self._secret)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("ApiKey is not picklable: secrets do not travel")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the client needs; build with ``Settings(...)`` or ``Settings.from_env()``.
+
+    >>> Settings(api_key=ApiKey("sk_test"), base_url="http://127.0.0.1:8765").base_url
+    'http://127.0.0.1:8765'
+    """
+
+    api_key: ApiKey
+    base_url: str = DEFAULT_BASE_URL
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    request_deadline: float = DEFAULT_REQUEST_DEADLINE
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    max_retries: int = DEFAULT_MAX_RETRIES
+    rate_limit: float = DEFAULT_RATE_LIMIT
+    burst: int = DEFAULT_BURST
+    page_concurrency: int = DEFAULT_PAGE_CONCURRENCY
+    per_page: int = DEFAULT_PER_PAGE
+    user_agent: str = field(default="jicoo-connector/0.1")
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"base URL {self.base_url!r} is not an http(s) URL")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            raise ConfigError(
+                f"base URL {self.base_url!r}: plain http is allowed only to loopback hosts"
+            )
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ConfigError("base URL must not carry credentials, a query or a fragment")
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        if self.rate_limit <= 0 or self.burst < 1:
+            raise ConfigError("rate_limit must be > 0 and burst >= 1")
+        if not 1 <= self.per_page <= 100:
+            raise ConfigError("per_page must be between 1 and 100")
+        if self.page_concurrency < 1 or self.max_retries < 0:
+            raise ConfigError("page_concurrency must be >= 1 and max_retries >= 0")
+        if min(self.connect_timeout, self.read_timeout, self.request_deadline) <= 0:
+            raise ConfigError("timeouts and the request deadline must be > 0")
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> "Settings":
+        """Read ``JICOO_API_KEY`` (required) and ``JICOO_BASE_URL``, ``JICOO_RATE_LIMIT``,
+        ``JICOO_BURST`` (optional); keyword overrides win."""
+        secret = os.environ.get("JICOO_API_KEY")
+        if not secret:
+            raise ConfigError("JICOO_API_KEY is not set")
+        values: dict[str, object] = {"api_key": ApiKey(secret)}
+        if base := os.environ.get("JICOO_BASE_URL"):
+            values["base_url"] = base
+        for env, name, kind in (
+            ("JICOO_RATE_LIMIT", "rate_limit", float),
+            ("JICOO_BURST", "burst", int),
+        ):
+            if raw := os.environ.get(env):
+                try:
+                    values[name] = kind(raw)
+                except ValueError as exc:
+                    raise ConfigError(f"{env}={raw!r} is not a number") from exc
+        values.update(overrides)
+        return cls(**values)  # type: ignore[arg-type]
