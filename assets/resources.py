@@ -1,0 +1,56 @@
+"""Dagster resources: configuration plus factories for the plain library objects."""
+
+import dagster as dg
+from pydantic import Field
+
+from jicoo_connector.settings import (
+    DEFAULT_BASE_URL,
+    DEFAULT_BURST,
+    DEFAULT_PAGE_CONCURRENCY,
+    DEFAULT_RATE_LIMIT,
+    ApiKey,
+    Settings,
+)
+
+DEFAULT_WAREHOUSE_ROOT = "data/warehouse"
+DEFAULT_DUCKDB_PATH = "data/warehouse.duckdb"
+DEFAULT_LEDGER_PATH = "data/ledger.sqlite"
+
+
+class JicooResource(dg.ConfigurableResource["JicooResource"]):
+    """The Jicoo API account: the key comes only from the environment (``dg.EnvVar``)."""
+
+    api_key: str = Field(description="API key; always pass dg.EnvVar('JICOO_API_KEY').")
+    base_url: str = Field(
+        default=DEFAULT_BASE_URL, description="API origin; plain http only to loopback."
+    )
+    rate_limit: float = Field(
+        default=DEFAULT_RATE_LIMIT, description="Requests per second shared by the process."
+    )
+    burst: int = Field(default=DEFAULT_BURST, description="Token-bucket size of the limiter.")
+    page_concurrency: int = Field(
+        default=DEFAULT_PAGE_CONCURRENCY, description="Pages fetched at once per listing."
+    )
+
+    def settings(self) -> Settings:
+        return Settings(
+            api_key=ApiKey(self.api_key),
+            base_url=self.base_url,
+            rate_limit=self.rate_limit,
+            burst=self.burst,
+            page_concurrency=self.page_concurrency,
+        )
+
+
+class WarehouseResource(dg.ConfigurableResource["WarehouseResource"]):
+    """Where the tables go: a Parquet root (local path or URI such as s3://) and a DuckDB file."""
+
+    root: str = Field(
+        default=DEFAULT_WAREHOUSE_ROOT, description="Parquet dataset root: a path or a URI."
+    )
+    duckdb_path: str = Field(
+        default=DEFAULT_DUCKDB_PATH, description="The embedded DuckDB warehouse file."
+    )
+    timezone: str = Field(
+        default="Asia/Tokyo", description="IANA zone whose calendar days partition bookings."
+    )
