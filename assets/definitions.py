@@ -1,5 +1,49 @@
 """The one `Definitions` object that workspace.yaml loads."""
 
+import os
+
 import dagster as dg
 
-defs = dg.Definitions()
+from assets.automation import (
+    daily_tables_job,
+    jicoo_refresh_schedule,
+    jicoo_snapshots_schedule,
+    jicoo_sweep_schedule,
+    snapshots_job,
+)
+from assets.extract_assets import extract_assets
+from assets.resources import (
+    DEFAULT_DUCKDB_PATH,
+    DEFAULT_LEDGER_PATH,
+    DEFAULT_WAREHOUSE_ROOT,
+    JicooResource,
+    WarehouseResource,
+)
+from assets.writeback import (
+    WriteBackResource,
+    apply_changeset_job,
+    apply_log,
+    changeset_inbox_sensor,
+)
+from jicoo_connector.settings import DEFAULT_BASE_URL
+
+defs = dg.Definitions(
+    assets=[*extract_assets, apply_log],
+    jobs=[daily_tables_job, snapshots_job, apply_changeset_job],
+    sensors=[changeset_inbox_sensor],
+    schedules=[jicoo_refresh_schedule, jicoo_sweep_schedule, jicoo_snapshots_schedule],
+    resources={
+        # The key only ever through EnvVar: a literal would show in the resource's repr and UI.
+        "jicoo": JicooResource(
+            api_key=dg.EnvVar("JICOO_API_KEY"),
+            base_url=os.environ.get("JICOO_BASE_URL", DEFAULT_BASE_URL),
+        ),
+        "warehouse": WarehouseResource(
+            root=os.environ.get("JICOO_WAREHOUSE_ROOT", DEFAULT_WAREHOUSE_ROOT),
+            duckdb_path=os.environ.get("JICOO_DUCKDB_PATH", DEFAULT_DUCKDB_PATH),
+        ),
+        "writeback": WriteBackResource(
+            ledger_path=os.environ.get("JICOO_LEDGER_PATH", DEFAULT_LEDGER_PATH),
+        ),
+    },
+)

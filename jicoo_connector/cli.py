@@ -1,13 +1,15 @@
 """The `jicoo` command: sandbox serve, extract, plan, apply, ledger. The only module that prints."""
 
 import argparse
+import csv
 import datetime as dt
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
-from jicoo_connector.errors import JicooError
+from jicoo_connector.errors import ChangeSetError, JicooError
 
 __all__ = ["main"]
 
@@ -85,6 +87,177 @@ def _serve_sandbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_extract(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    from jicoo_connector.extract import DEFAULT_ZONE, SOURCES
+
+    extract = commands.add_parser(
+        "extract",
+        help="extract tables to Parquet (no Dagster needed)",
+        description=(
+            "Extract Jicoo tables into hive-partitioned Parquet: day tables for every day in "
+            "[--start, --end] (calendar days in --timezone), snapshot tables once for today."
+        ),
+    )
+    extract.add_argument(
+        "--tables",
+        nargs="+",
+        choices=sorted(SOURCES),
+        default=sorted(SOURCES),
+        help="tables to extract (default: all)",
+    )
+    extract.add_argument("--start", type=_date, default=None, help="first day (default today)")
+    extract.add_argument("--end", type=_date, default=None, help="last day (default --start)")
+    extract.add_argument("--out", default="data/warehouse", help="Parquet root: a path or URI")
+    extract.add_argument("--timezone", default=DEFAULT_ZONE, help="IANA zone of the days")
+    extract.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from jicoo_connector.extract import ExtractResult, extract_range
+    from jicoo_connector.settings import Settings
+    from jicoo_connector.tables import TABLES
+
+    settings = Settings.from_env()
+    start = args.start or dt.datetime.now(ZoneInfo(args.timezone)).date()
+    end = args.end or start
+    if end < start:
+        raise SystemExit(f"jicoo extract: --end {end} is before --start {start}")
+    days = (end - start).days + 1
+    total = sum(days if TABLES[t].partitioning == "day" else 1 for t in args.tables)
+    rows: dict[str, int] = {}
+    with tqdm(total=total, unit="partition", disable=args.quiet, file=sys.stderr) as bar:
+
+        def progress(result: ExtractResult) -> None:
+            rows[result.table] = rows.get(result.table, 0) + result.rows
+            if result.skipped_reason:
+                bar.write(f"skipped {result.table}: {result.skipped_reason}")
+            bar.set_postfix_str(f"{result.table} {result.partition_value}: {result.rows} rows")
+            bar.update()
+
+        extract_range(settings, args.tables, start, end, args.out, progress, zone=args.timezone)
+    for table in args.tables:
+        print(f"{table:<24} {rows.get(table, 0):>9} rows  {args.out}/{table}/")
+    return EXIT_OK
+
+
+DEFAULT_LEDGER = "data/ledger.sqlite"
+DEFAULT_APPLY_LOG_ROOT = "data/apply_log"
+# Final states a row may end in for `jicoo apply` to exit 0.
+SUCCESS_STATES = frozenset({"applied", "already_applied", "will_apply", "already_in_target"})
+
+
+def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    apply = commands.add_parser(
+        "apply",
+        help="apply reschedules/cancellations from a CSV change set, exactly once",
+        description=(
+            "Validate a change-set CSV, then plan it (--dry-run) or apply it through the ledger. "
+            "Exit 0: every row applied or already in target; 1: some rows rejected or failed "
+            "(the report says which); 2: the file is unusable (nothing applied)."
+        ),
+    )
+    apply.add_argument("file", type=Path, help="the change-set CSV")
+    apply.add_argument("--dry-run", action="store_true", help="plan only; writes FILE.plan.json")
+    apply.add_argument("--plan", type=Path, help="apply only if this plan still holds")
+    apply.add_argument("--ledger", type=Path, default=Path(DEFAULT_LEDGER), help="SQLite ledger")
+    apply.add_argument("--concurrency", type=int, default=4, help="changes in flight at once")
+    apply.add_argument("--batch-id", help="ledger batch id (default: the file name)")
+    apply.add_argument("--encoding", help="file encoding, e.g. cp932 (default UTF-8)")
+    apply.add_argument("--strict", action="store_true", help="refuse the file if any row is bad")
+    apply.add_argument(
+        "--apply-log", default=DEFAULT_APPLY_LOG_ROOT, help="apply_log Parquet table root"
+    )
+
+    ledger = commands.add_parser("ledger", help="inspect the write-back ledger")
+    ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
+    undo = ledger_commands.add_parser(
+        "undo", help="write the inverse change set of a batch's applied reschedules"
+    )
+    undo.add_argument("batch", help="the batch id")
+    undo.add_argument("--ledger", type=Path, default=Path(DEFAULT_LEDGER), help="SQLite ledger")
+    undo.add_argument("--out", type=Path, help="output CSV (default BATCH.undo.csv)")
+    status = ledger_commands.add_parser("status", help="counts per state of a batch")
+    status.add_argument("batch", help="the batch id")
+    status.add_argument("--ledger", type=Path, default=Path(DEFAULT_LEDGER), help="SQLite ledger")
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from jicoo_connector.changes import (
+        Plan,
+        apply_changeset,
+        build_plan,
+        parse_changeset,
+        write_rejected_csv,
+    )
+    from jicoo_connector.settings import Settings
+
+    path: Path = args.file
+    try:
+        parsed = parse_changeset(path, encoding=args.encoding, strict=args.strict)
+    except ChangeSetError as exc:
+        print(f"jicoo apply: {path}: {exc} (nothing applied)", file=sys.stderr)
+        return EXIT_UNUSABLE
+    settings = Settings.from_env()
+    if parsed.rejected:
+        rejected = path.with_name(f"{path.stem}.rejected.csv")
+        write_rejected_csv(rejected, parsed)
+        print(f"{len(parsed.rejected)} rows rejected; fix and resubmit {rejected}:")
+        for row in parsed.rejected:
+            print(f"  row {row.row}, column {row.column or '-'}: {row.reason}")
+    if args.dry_run:
+        dry = build_plan(settings, parsed, concurrency=args.concurrency)
+        plan_path = dry.write(path.with_name(f"{path.stem}.plan.json"))
+        print(f"plan {plan_path}: " + ", ".join(f"{k} {n}" for k, n in dry.counts().items()))
+        for item in dry.items:
+            if item.verdict.value not in SUCCESS_STATES:
+                print(f"  row {item.row}: {item.verdict.value}: {item.reason}")
+        ok = all(item.verdict.value in SUCCESS_STATES for item in dry.items)
+        return EXIT_OK if ok and not parsed.rejected else EXIT_SOME_FAILED
+    plan = Plan.read(args.plan) if args.plan else None
+    batch_id = args.batch_id or path.stem
+    report = apply_changeset(
+        settings,
+        parsed,
+        ledger_path=args.ledger,
+        batch_id=batch_id,
+        plan=plan,
+        concurrency=args.concurrency,
+    )
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    log = report.write_parquet(Path(args.apply_log) / f"batch={batch_id}" / f"run-{stamp}.parquet")
+    print(report.summary())
+    print(f"apply log: {log}; ledger: {args.ledger}")
+    ok = all(row.state in SUCCESS_STATES for row in report.rows)
+    return EXIT_OK if ok and not parsed.rejected else EXIT_SOME_FAILED
+
+
+def _ledger(args: argparse.Namespace) -> int:
+    from jicoo_connector.changes import Ledger
+
+    if not args.ledger.exists():
+        print(f"jicoo ledger: no ledger at {args.ledger}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    with Ledger(args.ledger) as ledger:
+        if ledger.batch_hash(args.batch) is None:
+            print(f"jicoo ledger: no batch {args.batch!r} in {args.ledger}", file=sys.stderr)
+            return EXIT_UNUSABLE
+        if args.ledger_command == "status":
+            for state, count in sorted(ledger.counts(args.batch).items()):
+                print(f"{state:<16} {count:>6}")
+            return EXIT_OK
+        rows = ledger.export_inverse(args.batch)
+    out: Path = args.out or Path(f"{args.batch}.undo.csv")
+    columns = ["change_id", "action", "booking_uid", "new_started_at", "time_zone", "cancel_reason"]
+    with out.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"{len(rows)} reschedules to undo written to {out} (apply it with: jicoo apply {out})")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jicoo",
@@ -93,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     _add_sandbox(commands)
+    _add_extract(commands)
+    _add_apply(commands)
     return parser
 
 
@@ -101,6 +276,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "sandbox":
             return _serve_sandbox(args)
+        if args.command == "extract":
+            return _extract(args)
+        if args.command == "apply":
+            return _apply(args)
+        if args.command == "ledger":
+            return _ledger(args)
     except KeyboardInterrupt:
         return EXIT_OK
     except JicooError as exc:

@@ -1,0 +1,229 @@
+"""One asset per Jicoo table (key jicoo/<table>): each calls the library and adds metadata."""
+
+import datetime as dt
+import time
+from collections.abc import Iterator, Sequence
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pyarrow as pa
+from dagster._core.definitions.metadata import RawMetadataValue
+
+from assets.partitions import TIMEZONE, daily_partitions
+from assets.resources import JicooResource, WarehouseResource
+from jicoo_connector.extract import ExtractResult, extract_range
+from jicoo_connector.quality import (
+    QualityResult,
+    Severity,
+    contacts_reference_bookings,
+    ended_after_started,
+    extra_empty,
+    key_unique_not_null,
+    rows_match_total,
+)
+from jicoo_connector.storage import ParquetStore, Warehouse
+from jicoo_connector.tables import TABLES
+
+GROUP = "jicoo"
+KINDS = {"jicoo", "parquet"}
+PREVIEW_ROWS = 5
+DAILY_TABLES = ("bookings", "booking_contacts")
+SNAPSHOT_TABLES = ("schedules", "availability_calendars", "available_slots", "event_types", "users")
+
+
+def asset_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["jicoo", table])
+
+
+def column_schema(schema: pa.Schema) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=f.name,
+                type=str(f.type),
+                constraints=dg.TableColumnConstraints(nullable=f.nullable),
+            )
+            for f in schema
+        ]
+    )
+
+
+def _check_names(table: str) -> list[str]:
+    names = ["key_unique_not_null", "extra_empty"]
+    if table in ("bookings", "schedules"):
+        names.append("ended_after_started")
+    if table == "bookings":
+        names.append("rows_match_total")
+    if table == "booking_contacts":
+        names.append("contacts_reference_bookings")
+    return names
+
+
+def check_specs(table: str) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(name, asset=asset_key(table)) for name in _check_names(table)]
+
+
+def _quality(
+    table: str, data: pa.Table, results: Sequence[ExtractResult], store: ParquetStore
+) -> list[QualityResult]:
+    spec = TABLES[table]
+    found = [key_unique_not_null(data, spec.key_columns), extra_empty(data)]
+    if table in ("bookings", "schedules"):
+        found.append(ended_after_started(data))
+    if table == "bookings":
+        totals = [r.total_count for r in results]
+        total = None if any(t is None for t in totals) else sum(t or 0 for t in totals)
+        found.append(rows_match_total(len(data), total))
+    if table == "booking_contacts":
+        booking_uids: set[str] = set()
+        for result in results:
+            bookings = store.read_partition("bookings", result.partition_value)
+            booking_uids.update(str(uid) for uid in bookings.column("uid").to_pylist())
+        found.append(contacts_reference_bookings(data, booking_uids))
+    return found
+
+
+def _check_result(table: str, result: QualityResult) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(
+        check_name=result.name,
+        asset_key=asset_key(table),
+        passed=result.passed,
+        severity=dg.AssetCheckSeverity.WARN
+        if result.severity is Severity.WARN
+        else dg.AssetCheckSeverity.ERROR,
+        description=result.description,
+        metadata=dict(result.metadata),
+    )
+
+
+def _preview(data: pa.Table) -> str:
+    head = data.slice(0, PREVIEW_ROWS).drop_columns(
+        [c for c in data.column_names if c.startswith("_")]
+    )
+    return head.to_pandas().to_markdown(index=False) if len(head) else "(no rows)"
+
+
+def _metadata(
+    table: str,
+    data: pa.Table,
+    results: Sequence[ExtractResult],
+    store: ParquetStore,
+    seconds: float,
+) -> dict[str, RawMetadataValue]:
+    report = results[0].report
+    for result in results[1:]:
+        report.merge(result.report)
+    paths = [r.path for r in results if r.path]
+    return {
+        "dagster/row_count": len(data),
+        "dagster/column_schema": column_schema(TABLES[table].schema),
+        "dagster/uri": paths[0] if len(paths) == 1 else store.table_uri(table),
+        "jicoo/partitions": ", ".join(str(r.partition_value) for r in results),
+        "jicoo/duration_s": round(seconds, 3),
+        "jicoo/preview": dg.MetadataValue.md(_preview(data)),
+        **{f"jicoo/{name}": value for name, value in report.as_metadata().items()},
+    }
+
+
+def _extract(
+    context: dg.AssetExecutionContext,
+    table: str,
+    jicoo: JicooResource,
+    warehouse: WarehouseResource,
+    days: Sequence[dt.date],
+) -> Iterator[dg.MaterializeResult[None]]:
+    started = time.monotonic()
+    store = ParquetStore(warehouse.root)
+    results = extract_range(
+        jicoo.settings(),
+        [table],
+        min(days),
+        max(days),
+        warehouse.root,
+        zone=TIMEZONE,
+        run_id=context.run_id,
+    )
+    skipped = [r for r in results if r.skipped_reason]
+    if skipped:
+        # A 403 on this endpoint: the key may not read it. Skip the asset, keep the run green.
+        context.log.warning(f"jicoo/{table} skipped: {skipped[0].skipped_reason}")
+        return
+    results.sort(key=lambda r: r.partition_value)
+    data = pa.concat_tables([store.read_partition(table, r.partition_value) for r in results])
+    yield dg.MaterializeResult(
+        metadata=_metadata(table, data, results, store, time.monotonic() - started),
+        check_results=[_check_result(table, q) for q in _quality(table, data, results, store)],
+    )
+
+
+def _daily_asset(table: str, deps: Sequence[dg.AssetKey] = ()) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=asset_key(table),
+        group_name=GROUP,
+        kinds=KINDS,
+        partitions_def=daily_partitions,
+        # One run extracts a whole range (backfills, the rolling refresh), days in parallel.
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        check_specs=check_specs(table),
+        deps=deps,
+        output_required=False,
+        description=f"Jicoo {table}, one partition per calendar day in {TIMEZONE}.",
+    )
+    def _asset(
+        context: dg.AssetExecutionContext, jicoo: JicooResource, warehouse: WarehouseResource
+    ) -> Iterator[dg.MaterializeResult[None]]:
+        days = [dt.date.fromisoformat(key) for key in context.partition_keys]
+        yield from _extract(context, table, jicoo, warehouse, days)
+
+    return _asset
+
+
+def _snapshot_asset(table: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=asset_key(table),
+        group_name=GROUP,
+        kinds=KINDS,
+        check_specs=check_specs(table),
+        output_required=False,
+        description=f"Jicoo {table}, a snapshot per day (today's is replaced on re-run).",
+    )
+    def _asset(
+        context: dg.AssetExecutionContext, jicoo: JicooResource, warehouse: WarehouseResource
+    ) -> Iterator[dg.MaterializeResult[None]]:
+        today = dt.datetime.now(ZoneInfo(TIMEZONE)).date()
+        yield from _extract(context, table, jicoo, warehouse, [today])
+
+    return _asset
+
+
+bookings = _daily_asset("bookings")
+# Contacts are checked against the same day's bookings partition, so bookings come first.
+booking_contacts = _daily_asset("booking_contacts", deps=[asset_key("bookings")])
+snapshot_assets = [_snapshot_asset(table) for table in SNAPSHOT_TABLES]
+
+
+@dg.asset(
+    key=asset_key("warehouse"),
+    group_name=GROUP,
+    kinds={"duckdb"},
+    deps=[asset_key(table) for table in (*DAILY_TABLES, *SNAPSHOT_TABLES)],
+    description="Every Parquet table loaded into the DuckDB warehouse; re-runs never duplicate.",
+)
+def warehouse_tables(warehouse: WarehouseResource) -> dg.MaterializeResult[None]:
+    store = ParquetStore(warehouse.root)
+    duckdb_file = Warehouse(warehouse.duckdb_path)
+    counts = {
+        table: duckdb_file.load_table(table, store)
+        for table in (*DAILY_TABLES, *SNAPSHOT_TABLES)
+        if store.list_partitions(table)
+    }
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/uri": str(warehouse.duckdb_path),
+            "dagster/row_count": sum(counts.values()),
+            "jicoo/tables": dg.MetadataValue.json(counts),
+        }
+    )
+
+
+extract_assets = [bookings, booking_contacts, *snapshot_assets, warehouse_tables]

@@ -1,0 +1,163 @@
+"""The apply_changeset job: a change-set CSV applied exactly once, published as jicoo/apply_log."""
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from assets.resources import DEFAULT_LEDGER_PATH, JicooResource
+from jicoo_connector.changes import (
+    ChangeState,
+    Ledger,
+    apply_changeset,
+    build_plan,
+    parse_changeset,
+    write_rejected_csv,
+)
+from jicoo_connector.changes.apply import APPLY_LOG_SCHEMA, DEFAULT_APPLY_CONCURRENCY
+
+APPLY_LOG_KEY = dg.AssetKey(["jicoo", "apply_log"])
+IN_FLIGHT_STATES = (ChangeState.INTENT.value, ChangeState.IN_DOUBT.value)
+DEFAULT_APPLY_LOG_ROOT = "data/apply_log"
+
+
+class WriteBackResource(dg.ConfigurableResource["WriteBackResource"]):
+    """Where write-back keeps its state: the SQLite ledger and the apply_log Parquet table."""
+
+    ledger_path: str = Field(default=DEFAULT_LEDGER_PATH, description="SQLite ledger file.")
+    apply_log_root: str = Field(
+        default=DEFAULT_APPLY_LOG_ROOT,
+        description="apply_log Parquet table root (one file per batch and run).",
+    )
+
+
+class ApplyChangesetConfig(dg.Config):
+    path: str = Field(description="The change-set CSV to apply.")
+    dry_run: bool = Field(default=False, description="Plan only: read bookings, send nothing.")
+    concurrency: int = Field(
+        default=DEFAULT_APPLY_CONCURRENCY, description="Changes in flight at once."
+    )
+    batch_id: str | None = Field(
+        default=None,
+        description="Ledger batch id; default the file name. Same id + other content = refused.",
+    )
+    strict: bool = Field(default=False, description="Refuse the whole file if any row is bad.")
+    encoding: str | None = Field(default=None, description="e.g. cp932 for Japanese Excel.")
+
+
+def default_batch_id(path: Path) -> str:
+    return path.stem
+
+
+@dg.asset(
+    key=APPLY_LOG_KEY,
+    group_name="jicoo",
+    kinds={"jicoo", "parquet", "sqlite"},
+    output_required=False,
+    check_specs=[dg.AssetCheckSpec("no_change_in_flight", asset=APPLY_LOG_KEY)],
+    description="One row per change per write-back run: before, target, after, state, reason.",
+)
+def apply_log(
+    context: dg.AssetExecutionContext,
+    config: ApplyChangesetConfig,
+    jicoo: JicooResource,
+    writeback: WriteBackResource,
+) -> Iterator[dg.MaterializeResult[None]]:
+    path = Path(config.path)
+    parsed = parse_changeset(path, encoding=config.encoding, strict=config.strict)
+    batch_id = config.batch_id or default_batch_id(path)
+    if parsed.rejected:
+        rejected_path = path.with_name(f"{path.stem}.rejected.csv")
+        write_rejected_csv(rejected_path, parsed)
+        context.log.warning(
+            f"{len(parsed.rejected)} rows rejected; fix and resubmit {rejected_path}"
+        )
+    if config.dry_run:
+        plan = build_plan(jicoo.settings(), parsed, concurrency=config.concurrency)
+        plan_path = plan.write(path.with_name(f"{path.stem}.plan.json"))
+        context.log.info(f"plan written to {plan_path}: {plan.counts()}")
+        # A dry run changes nothing, so it is an observation, not a new apply_log.
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=APPLY_LOG_KEY,
+                metadata={
+                    "jicoo/dry_run": True,
+                    "jicoo/plan_path": dg.MetadataValue.path(str(plan_path)),
+                    **{f"jicoo/plan/{verdict}": n for verdict, n in plan.counts().items()},
+                },
+            )
+        )
+        return
+    report = apply_changeset(
+        jicoo.settings(),
+        parsed,
+        ledger_path=writeback.ledger_path,
+        batch_id=batch_id,
+        concurrency=config.concurrency,
+    )
+    context.log.info(report.summary())
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    out = report.write_parquet(
+        Path(writeback.apply_log_root) / f"batch={batch_id}" / f"run-{stamp}.parquet"
+    )
+    with Ledger(writeback.ledger_path) as ledger:
+        ledger_counts = ledger.counts(batch_id)
+    in_flight = sum(ledger_counts.get(state, 0) for state in IN_FLIGHT_STATES)
+    yield dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(report.rows),
+            "dagster/uri": str(out),
+            "dagster/column_schema": dg.TableSchema(
+                columns=[dg.TableColumn(f.name, str(f.type)) for f in APPLY_LOG_SCHEMA]
+            ),
+            "jicoo/batch_id": batch_id,
+            "jicoo/posts_sent": report.posts_sent,
+            "jicoo/summary": dg.MetadataValue.md(f"```\n{report.summary()}\n```"),
+            **{f"jicoo/state/{state}": n for state, n in report.counts.items()},
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name="no_change_in_flight",
+                passed=in_flight == 0,
+                description=f"{in_flight} changes of batch {batch_id} left in intent/in doubt",
+                metadata={"in_flight": in_flight},
+            )
+        ],
+    )
+
+
+apply_changeset_job = dg.define_asset_job(
+    "apply_changeset",
+    selection=dg.AssetSelection.assets(APPLY_LOG_KEY),
+    description="Validate, plan (dry_run) or apply a change-set CSV through the ledger.",
+)
+
+
+INBOX = Path("data/changesets/inbox")
+
+
+@dg.sensor(
+    job=apply_changeset_job,
+    minimum_interval_seconds=30,
+    description="Starts apply_changeset once per CSV content dropped in data/changesets/inbox/.",
+)
+def changeset_inbox_sensor(context: dg.SensorEvaluationContext) -> Iterator[dg.RunRequest]:
+    for path in sorted(INBOX.glob("*.csv")):
+        content_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+        yield dg.RunRequest(
+            # The same content never starts twice; an edited file is a new batch.
+            run_key=f"{path.name}:{content_hash}",
+            run_config={
+                "ops": {
+                    "jicoo__apply_log": {
+                        "config": {
+                            "path": str(path),
+                            "batch_id": f"{path.stem}-{content_hash[:12]}",
+                        }
+                    }
+                }
+            },
+        )

@@ -1,0 +1,53 @@
+"""The code location loads and validates as Dagster itself would load it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_definitions_validate_with_dagsters_own_command(tmp_path: Path) -> None:
+    env = {**os.environ, "JICOO_API_KEY": "placeholder-key", "DAGSTER_HOME": str(tmp_path)}
+    (tmp_path / "dagster.yaml").write_text("")
+    result = subprocess.run(  # noqa: S603
+        [
+            str(Path(sys.executable).with_name("dagster")),
+            "definitions",
+            "validate",
+            "-w",
+            "workspace.yaml",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All code locations passed validation" in result.stdout + result.stderr
+
+
+def test_definitions_object_resolves_every_asset_and_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JICOO_API_KEY", "placeholder-key")
+    from assets.definitions import defs
+
+    repository = defs.get_repository_def()
+    keys = {key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()}
+    assert {
+        "jicoo/bookings",
+        "jicoo/booking_contacts",
+        "jicoo/schedules",
+        "jicoo/availability_calendars",
+        "jicoo/available_slots",
+        "jicoo/event_types",
+        "jicoo/users",
+        "jicoo/warehouse",
+        "jicoo/apply_log",
+    } <= keys
+    assert isinstance(defs.get_job_def("apply_changeset"), dg.JobDefinition)
