@@ -1,0 +1,348 @@
+"""Atomic Parquet partitions (local or any pyarrow filesystem URI) and the DuckDB warehouse load.
+
+Knows tables' schemas, nothing of the client or dagster.
+"""
+
+import datetime as dt
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import duckdb
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from jicoo_connector.tables import TABLES, TableSpec
+
+__all__ = [
+    "DATA_FILE_NAME",
+    "ParquetStore",
+    "PartitionWriteResult",
+    "Warehouse",
+]
+
+logger = logging.getLogger(__name__)
+
+DATA_FILE_NAME = "data.parquet"
+PARQUET_COMPRESSION: Final = "zstd"
+# Row groups large enough for good compression, small enough to keep reader memory modest.
+ROW_GROUP_ROWS = 64 * 1024
+_TEMP_MARKER = ".tmp-"
+# A temp file this old belongs to a writer that died (SIGKILL, power loss); a younger one may
+# belong to a writer still running, so it is left alone.
+STALE_TEMP_SECONDS = 15 * 60
+_COPY_BUFFER_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionWriteResult:
+    """Where one partition was written, with its row count and file size in bytes."""
+
+    path: str
+    rows: int
+    bytes: int
+
+
+def _spec(table: str) -> TableSpec:
+    spec = TABLES.get(table)
+    if spec is None:
+        raise ValueError(f"unknown table {table!r}; known: {sorted(TABLES)}")
+    return spec
+
+
+class ParquetStore:
+    """A hive-laid-out Parquet dataset: ``<root>/<table>/<key>=<value>/data.parquet``.
+
+    ``root`` is a local path or a URI pyarrow understands (``s3://bucket/prefix``); pass
+    ``filesystem`` to override how it is reached (an S3 endpoint, credentials).
+
+    >>> store = ParquetStore("data/warehouse")  # doctest: +SKIP
+    >>> store.write_partition("users", dt.date(2024, 3, 1), batches)  # doctest: +SKIP
+    """
+
+    def __init__(self, root: str | Path, *, filesystem: pafs.FileSystem | None = None) -> None:
+        text = str(root)
+        if filesystem is not None:
+            self.filesystem = filesystem
+            self.base = text.split("://", 1)[1] if "://" in text else text
+        elif "://" in text:
+            self.filesystem, self.base = pafs.FileSystem.from_uri(text)
+        else:
+            self.filesystem = pafs.LocalFileSystem()
+            self.base = str(Path(text).resolve())
+        self.base = self.base.rstrip("/")
+        self.is_local = isinstance(self.filesystem, pafs.LocalFileSystem)
+        self.root = text
+
+    def __repr__(self) -> str:
+        return f"ParquetStore({self.root!r})"
+
+    def partition_dir(self, table: str, partition_value: dt.date) -> str:
+        spec = _spec(table)
+        return f"{self.base}/{table}/{spec.partition_column}={partition_value.isoformat()}"
+
+    def partition_path(self, table: str, partition_value: dt.date) -> str:
+        return f"{self.partition_dir(table, partition_value)}/{DATA_FILE_NAME}"
+
+    def table_uri(self, table: str) -> str:
+        """Where all partitions of ``table`` live (for metadata such as ``dagster/uri``)."""
+        _spec(table)
+        return self.location(f"{self.base}/{table}")
+
+    def location(self, path: str) -> str:
+        """A path of this store as users spell it: a local path, or ``<scheme>://bucket/key``."""
+        if self.is_local:
+            return path
+        scheme = self.root.split("://", 1)[0] if "://" in self.root else self.filesystem.type_name
+        return f"{scheme}://{path}"
+
+    def write_partition(
+        self, table: str, partition_value: dt.date, batches: Iterable[pa.RecordBatch]
+    ) -> PartitionWriteResult:
+        """Stream ``batches`` into the partition's one Parquet file, replacing it atomically.
+
+        Readers see the old file or the new one, never a mix or a half-written file. If the
+        batches raise midway, the old file stays and the exception propagates.
+        """
+        spec = _spec(table)
+        final = self.partition_path(table, partition_value)
+        if self.is_local:
+            rows = self._write_local(spec, final, batches)
+        else:
+            rows = self._write_remote(spec, final, batches)
+        size = self.filesystem.get_file_info(final).size or 0
+        logger.info("wrote %s rows (%s bytes) to %s", rows, size, final)
+        return PartitionWriteResult(path=self.location(final), rows=rows, bytes=size)
+
+    def _write_local(self, spec: TableSpec, final: str, batches: Iterable[pa.RecordBatch]) -> int:
+        directory = Path(final).parent
+        directory.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(directory)
+        # The temp file lives in the final directory so os.replace is a same-filesystem rename,
+        # which POSIX makes atomic.
+        temp = directory / f"{DATA_FILE_NAME}{_TEMP_MARKER}{uuid.uuid4().hex}"
+        try:
+            rows = _write_parquet(spec, str(temp), batches, self.filesystem)
+            fd = os.open(temp, os.O_RDONLY)
+            try:
+                os.fsync(fd)  # the data must be on disk before the rename makes it visible
+            finally:
+                os.close(fd)
+            temp.replace(final)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(directory)  # make the rename itself durable
+        return rows
+
+    def _write_remote(self, spec: TableSpec, final: str, batches: Iterable[pa.RecordBatch]) -> int:
+        # Object stores replace a key atomically when one upload completes: readers get the old
+        # object until then. A temp key + copy is two requests (a crash between them leaks the
+        # temp key; big copies are multipart and not atomic), so the final key gets exactly one
+        # upload. Parquet is first spooled to a local temp file (disk, not memory): writing it
+        # straight to the remote stream would, on an exception midway, still complete the upload
+        # when the stream is closed and publish a truncated file.
+        with tempfile.TemporaryDirectory(prefix="jicoo-spool-") as spool_dir:
+            spool = str(Path(spool_dir) / DATA_FILE_NAME)
+            rows = _write_parquet(spec, spool, batches, pafs.LocalFileSystem())
+            self.filesystem.create_dir(str(Path(final).parent), recursive=True)
+            with (
+                pafs.LocalFileSystem().open_input_stream(spool) as source,
+                self.filesystem.open_output_stream(final) as sink,
+            ):
+                shutil.copyfileobj(source, sink, _COPY_BUFFER_BYTES)
+        return rows
+
+    def read_partition(self, table: str, partition_value: dt.date) -> pa.Table:
+        return pq.read_table(
+            self.partition_path(table, partition_value),
+            filesystem=self.filesystem,
+            schema=_spec(table).schema,
+        )
+
+    def dataset(self, table: str) -> ds.FileSystemDataset:
+        """Every partition of ``table`` as one pyarrow dataset.
+
+        The partition column is in the files and in the path; pyarrow's untyped hive discovery
+        (``pd.read_parquet(dir)``) would see string vs date and refuse, so the partitioning is
+        declared with the column's type here.
+        """
+        spec = _spec(table)
+        partitioning = ds.partitioning(
+            pa.schema([spec.schema.field(spec.partition_column)]), flavor="hive"
+        )
+        # Listed files only: temp files of a running or crashed writer are not the table.
+        paths = [self.partition_path(table, value) for value in self.list_partitions(table)]
+        return ds.dataset(
+            paths,
+            schema=spec.schema,
+            format="parquet",
+            filesystem=self.filesystem,
+            partitioning=partitioning,
+            partition_base_dir=f"{self.base}/{table}",
+        )
+
+    def has_partition(self, table: str, partition_value: dt.date) -> bool:
+        info = self.filesystem.get_file_info(self.partition_path(table, partition_value))
+        return info.type == pafs.FileType.File
+
+    def list_partitions(self, table: str) -> list[dt.date]:
+        """Partition values of ``table`` that have a data file, sorted."""
+        spec = _spec(table)
+        prefix = f"{spec.partition_column}="
+        selector = pafs.FileSelector(f"{self.base}/{table}", recursive=True, allow_not_found=True)
+        values: list[dt.date] = []
+        for info in self.filesystem.get_file_info(selector):
+            parent, _, name = info.path.rpartition("/")
+            folder = parent.rpartition("/")[2]
+            if info.type != pafs.FileType.File or name != DATA_FILE_NAME:
+                continue
+            if folder.startswith(prefix):
+                try:
+                    values.append(dt.date.fromisoformat(folder.removeprefix(prefix)))
+                except ValueError:
+                    logger.warning("ignoring a folder that is not a partition: %s", parent)
+        return sorted(values)
+
+
+def _write_parquet(
+    spec: TableSpec, path: str, batches: Iterable[pa.RecordBatch], filesystem: pafs.FileSystem
+) -> int:
+    rows = 0
+    # One batch in memory at a time: memory follows the batch size, not the partition size.
+    with pq.ParquetWriter(
+        path, spec.schema, filesystem=filesystem, compression=PARQUET_COMPRESSION
+    ) as writer:
+        for batch in batches:
+            if not batch.schema.equals(spec.schema):
+                raise ValueError(
+                    f"{spec.name}: a batch does not match the table schema:\n{batch.schema}"
+                )
+            writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
+            rows += batch.num_rows
+    return rows
+
+
+def _remove_stale_temps(directory: Path) -> None:
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    for temp in directory.glob(f"{DATA_FILE_NAME}{_TEMP_MARKER}*"):
+        try:
+            if temp.stat().st_mtime < cutoff:
+                temp.unlink()
+                logger.warning("removed a temp file left by a crashed writer: %s", temp)
+        except FileNotFoundError:
+            continue  # another writer removed it first
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Warehouse:
+    """A DuckDB file with one table per extracted table, loaded from a :class:`ParquetStore`.
+
+    Loads are idempotent: ``load_table`` rebuilds the table from every partition in one
+    transaction, ``load_partition`` deletes and re-inserts one partition in one transaction.
+    """
+
+    def __init__(self, duckdb_path: str | Path) -> None:
+        self.path = str(duckdb_path)
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        # Short-lived connections: DuckDB allows one writing process per file, and Dagster runs
+        # steps in separate processes.
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(self.path)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def load_table(self, table: str, store: ParquetStore) -> int:
+        """Make the DuckDB table equal to every partition in ``store``; returns its row count.
+
+        CREATE OR REPLACE (not an append) so that re-running never duplicates and partitions
+        removed from the store disappear too; other connections see the old table until commit.
+        """
+        spec = _spec(table)
+        paths = [store.partition_path(table, value) for value in store.list_partitions(table)]
+        with self.connect() as con:
+            con.begin()
+            try:
+                con.register("_jicoo_source", _source(spec, store, paths))
+                con.execute(
+                    f"CREATE OR REPLACE TABLE {_ident(table)} AS SELECT * FROM _jicoo_source"  # noqa: S608
+                )
+                con.unregister("_jicoo_source")
+                con.commit()
+            except BaseException:
+                con.rollback()
+                raise
+            return _count(con, table)
+
+    def load_partition(self, table: str, partition_value: dt.date, store: ParquetStore) -> int:
+        """Replace one partition's rows (DELETE + INSERT in one transaction); returns its rows."""
+        spec = _spec(table)
+        path = store.partition_path(table, partition_value)
+        key = _ident(spec.partition_column)
+        with self.connect() as con:
+            con.begin()
+            try:
+                con.register("_jicoo_empty", spec.schema.empty_table())
+                con.execute(
+                    f"CREATE TABLE IF NOT EXISTS {_ident(table)} AS SELECT * FROM _jicoo_empty"  # noqa: S608
+                )
+                con.execute(f"DELETE FROM {_ident(table)} WHERE {key} = ?", [partition_value])  # noqa: S608
+                con.register("_jicoo_source", _source(spec, store, [path]))
+                con.execute(f"INSERT INTO {_ident(table)} BY NAME SELECT * FROM _jicoo_source")  # noqa: S608
+                for name in ("_jicoo_empty", "_jicoo_source"):
+                    con.unregister(name)
+                con.commit()
+            except BaseException:
+                con.rollback()
+                raise
+            row = con.execute(
+                f"SELECT count(*) FROM {_ident(table)} WHERE {key} = ?",  # noqa: S608
+                [partition_value],
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+
+def _source(
+    spec: TableSpec, store: ParquetStore, paths: list[str]
+) -> pa.RecordBatchReader | pa.Table:
+    """An Arrow stream of the files, for DuckDB to scan.
+
+    Read through pyarrow, not DuckDB's read_parquet: DuckDB would need its httpfs extension for
+    s3:// (not installable offline), and one code path serves local and remote stores alike.
+    The partition value is read from the files, so no hive-path parsing is involved.
+    """
+    if not paths:
+        return spec.schema.empty_table()
+    dataset = ds.dataset(paths, schema=spec.schema, format="parquet", filesystem=store.filesystem)
+    return dataset.scanner().to_reader()
+
+
+def _ident(name: str) -> str:
+    # SQL text only ever interpolates names from the TABLES registry (checked by _spec), quoted.
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    row = con.execute(f"SELECT count(*) FROM {_ident(table)}").fetchone()  # noqa: S608
+    return int(row[0]) if row else 0

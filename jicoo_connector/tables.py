@@ -1,0 +1,581 @@
+"""One explicit Arrow schema per table and the records -> RecordBatch conversion.
+
+The only place where the API's camelCase becomes snake_case. Imports no client, storage or dagster.
+"""
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeAlias
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from jicoo_connector.errors import JicooError
+
+__all__ = [
+    "EXTRACTED_AT_COLUMN",
+    "EXTRA_COLUMN",
+    "RUN_ID_COLUMN",
+    "TABLES",
+    "UTC_MS",
+    "Partitioning",
+    "RecordConversionError",
+    "TableSpec",
+    "availability_rows",
+    "contact_rows",
+    "event_type_rows",
+    "slot_rows",
+    "to_record_batch",
+]
+
+UTC_MS = pa.timestamp("ms", tz="UTC")
+# Parsing through nanoseconds accepts any fraction; beyond ns range (1677-2262) fails loudly.
+_UTC_NS = pa.timestamp("ns", tz="UTC")
+EXTRA_COLUMN = "_extra"
+EXTRACTED_AT_COLUMN = "_extracted_at"
+RUN_ID_COLUMN = "_run_id"
+DAY_COLUMN = "day"
+SNAPSHOT_COLUMN = "snapshot_date"
+
+# Synthetic source keys that the row helpers below attach to API records. The leading underscore
+# cannot collide with the API's camelCase field names.
+_BOOKING_UID = "_bookingUid"
+_CONTACT_INDEX = "_contactIndex"
+_EVENT_TYPE_UID = "_eventTypeUid"
+_EVENT_TYPE_HOSTS = "_hosts"
+_RULE_INDEX = "_ruleIndex"
+# Availability rules are flattened next to their template; their keys get this prefix so that a
+# rule field never shadows a template field of the same name.
+_RULE_PREFIX = "rule."
+
+# Error messages show at most this much of a bad (non-personal) value.
+_MAX_SHOWN_CHARS = 64
+
+Partitioning = Literal["day", "snapshot"]
+# pyarrow-stubs make Array generic over its scalar type; columns here are heterogeneous.
+_Arr: TypeAlias = "pa.Array[Any]"
+_Kind = Literal["string", "int", "bool", "int_bool", "timestamp", "json", "list"]
+
+
+class RecordConversionError(JicooError, ValueError):
+    """A record value that does not fit its column; names the table, column and record key."""
+
+    def __init__(self, table: str, column: str, record_key: str, reason: str) -> None:
+        super().__init__(f"{table}.{column}: {reason} (record {record_key})")
+        self.table = table
+        self.column = column
+        self.record_key = record_key
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Column:
+    name: str
+    source: str
+    type: pa.DataType
+    kind: _Kind
+    nullable: bool = True
+    # For list<struct>: the same type with the API's field names, renamed after building.
+    api_type: pa.DataType | None = None
+    struct_sources: frozenset[str] = frozenset()
+
+
+def _col(name: str, source: str, type_: pa.DataType, *, nullable: bool = True) -> _Column:
+    kind: _Kind
+    if pa.types.is_timestamp(type_):
+        kind = "timestamp"
+    elif pa.types.is_integer(type_):
+        kind = "int"
+    elif pa.types.is_boolean(type_):
+        kind = "bool"
+    elif pa.types.is_list(type_):
+        kind = "list"
+    else:
+        kind = "string"
+    return _Column(name, source, type_, kind, nullable)
+
+
+def _json(name: str, source: str) -> _Column:
+    """A field whose shape the API does not document: kept verbatim as a JSON string."""
+    return _Column(name, source, pa.string(), "json")
+
+
+def _int_bool(name: str, source: str) -> _Column:
+    """The API's 0/1 integers that mean a flag (availability ``isDefault``)."""
+    return _Column(name, source, pa.bool_(), "int_bool")
+
+
+def _struct_list(name: str, source: str, fields: Sequence[tuple[str, str, pa.DataType]]) -> _Column:
+    snake = pa.list_(pa.struct([pa.field(col, type_) for col, _, type_ in fields]))
+    camel = pa.list_(pa.struct([pa.field(src, type_) for _, src, type_ in fields]))
+    return _Column(
+        name,
+        source,
+        snake,
+        "list",
+        api_type=camel,
+        struct_sources=frozenset(src for _, src, _ in fields),
+    )
+
+
+RowsFn = Callable[[Iterable[Mapping[str, object]]], Iterable[Mapping[str, object]]]
+
+
+def _identity(records: Iterable[Mapping[str, object]]) -> Iterable[Mapping[str, object]]:
+    return records
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """A table: its Arrow schema, key columns and how it is partitioned.
+
+    ``partition_column`` is stored in every file as well as in the hive path: a file read alone
+    (or loaded into DuckDB by explicit path) still knows its partition, with its exact type.
+    """
+
+    name: str
+    columns: tuple[_Column, ...]
+    key_columns: tuple[str, ...]
+    partitioning: Partitioning
+    rows: RowsFn = _identity
+    schema: pa.Schema = field(init=False)
+    known_sources: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "schema", _schema_of(self))
+        object.__setattr__(self, "known_sources", frozenset(c.source for c in self.columns))
+
+    @property
+    def partition_column(self) -> str:
+        return DAY_COLUMN if self.partitioning == "day" else SNAPSHOT_COLUMN
+
+
+def _schema_of(spec: TableSpec) -> pa.Schema:
+    fields = [pa.field(c.name, c.type, nullable=c.nullable) for c in spec.columns]
+    fields += [
+        pa.field(spec.partition_column, pa.date32(), nullable=False),
+        pa.field(EXTRA_COLUMN, pa.string()),
+        pa.field(EXTRACTED_AT_COLUMN, UTC_MS, nullable=False),
+        pa.field(RUN_ID_COLUMN, pa.string()),
+    ]
+    return pa.schema(fields)
+
+
+def contact_rows(
+    booking_uid: str, contacts: Iterable[Mapping[str, object]]
+) -> Iterator[Mapping[str, object]]:
+    """Attach the booking uid and the contact's position (its stable key) to each contact."""
+    for index, contact in enumerate(contacts):
+        yield {**contact, _BOOKING_UID: booking_uid, _CONTACT_INDEX: index}
+
+
+def slot_rows(
+    event_type_uid: str, slots: Iterable[Mapping[str, object]]
+) -> Iterator[Mapping[str, object]]:
+    """Attach the event type uid to each ``{startedAt, remainingCapacity}`` slot."""
+    for slot in slots:
+        yield {**slot, _EVENT_TYPE_UID: event_type_uid}
+
+
+def event_type_rows(
+    event_type: Mapping[str, object], hosts: Sequence[Mapping[str, object]] | None
+) -> Mapping[str, object]:
+    """An event type with its hosts (from the hosts endpoint); ``None`` = hosts unknown."""
+    return {**event_type, _EVENT_TYPE_HOSTS: hosts}
+
+
+def availability_rows(
+    templates: Iterable[Mapping[str, object]],
+) -> Iterator[Mapping[str, object]]:
+    """One row per weekly rule per template; a template without rules keeps one row (no rule)."""
+    for template in templates:
+        head = {k: v for k, v in template.items() if k != "calendars"}
+        rules = template.get("calendars")
+        if not isinstance(rules, list) or not rules:
+            if rules not in (None, []):
+                head["calendars"] = rules  # not a list: unknown shape, lands in _extra
+            yield {**head, _RULE_INDEX: None}
+            continue
+        for index, rule in enumerate(rules):
+            flat = (
+                {_RULE_PREFIX + k: v for k, v in rule.items()} if isinstance(rule, Mapping) else {}
+            )
+            yield {**head, **flat, _RULE_INDEX: index}
+
+
+_HOST: list[tuple[str, str, pa.DataType]] = [
+    ("user_id", "userId", pa.string()),
+    ("role", "role", pa.string()),
+]
+_ANSWER: list[tuple[str, str, pa.DataType]] = [
+    ("question", "question", pa.string()),
+    ("content", "content", pa.list_(pa.string())),
+]
+_ATTENDEE: list[tuple[str, str, pa.DataType]] = [
+    ("user_id", "userId", pa.string()),
+    ("email", "email", pa.string()),
+    ("role", "role", pa.string()),
+    ("user_type", "userType", pa.string()),
+]
+_EVENT_TYPE_HOST: list[tuple[str, str, pa.DataType]] = [
+    ("uid", "uid", pa.string()),
+    ("name", "name", pa.string()),
+    ("email", "email", pa.string()),
+    ("profile_image", "profileImage", pa.string()),
+    ("role", "role", pa.string()),
+    ("priority", "priority", pa.int32()),
+    ("user_type", "userType", pa.string()),
+    ("sort", "sort", pa.int32()),
+]
+
+_BOOKINGS = TableSpec(
+    "bookings",
+    (
+        _col("uid", "uid", pa.string(), nullable=False),
+        _col("event_type_id", "eventTypeId", pa.string()),
+        _col("name", "name", pa.string()),
+        _col("description", "description", pa.string()),
+        _col("status", "status", pa.string()),
+        _col("started_at", "startedAt", UTC_MS, nullable=False),
+        _col("ended_at", "endedAt", UTC_MS),
+        _col("location_id", "locationId", pa.string()),
+        _col("url", "url", pa.string()),
+        _col("phone_number", "phoneNumber", pa.string()),
+        _col("address", "address", pa.string()),
+        _col("custom_location", "customLocation", pa.string()),
+        _col("access", "access", pa.string()),
+        _col("time_zone", "timeZone", pa.string()),
+        _col("priority", "priority", pa.string()),
+        _col("cancel_reason", "cancelReason", pa.string()),
+        _col("cancelled_at", "cancelledAt", UTC_MS),
+        _col("cancelled_by", "cancelledBy", pa.string()),
+        _col("capacity", "capacity", pa.int32()),
+        _struct_list("hosts", "hosts", _HOST),
+        _col("created_at", "createdAt", UTC_MS),
+        _col("updated_at", "updatedAt", UTC_MS),
+    ),
+    ("uid",),
+    "day",
+)
+
+_BOOKING_CONTACTS = TableSpec(
+    "booking_contacts",
+    (
+        _col("booking_uid", _BOOKING_UID, pa.string(), nullable=False),
+        _col("contact_index", _CONTACT_INDEX, pa.int32(), nullable=False),
+        _col("name", "name", pa.string()),
+        _col("email", "email", pa.string()),
+        _col("cc_emails", "ccEmails", pa.list_(pa.string())),
+        _col("company", "company", pa.string()),
+        _col("phone_number", "phoneNumber", pa.string()),
+        _col("message", "message", pa.string()),
+        _col("text_remind_number", "textRemindNumber", pa.string()),
+        _col("text_remind_country_code", "textRemindCountryCode", pa.string()),
+        _struct_list("answers", "answers", _ANSWER),
+        _col("created_at", "createdAt", UTC_MS),
+        _col("updated_at", "updatedAt", UTC_MS),
+    ),
+    ("booking_uid", "contact_index"),
+    "day",
+)
+
+_SCHEDULES = TableSpec(
+    "schedules",
+    (
+        _col("uid", "uid", pa.string(), nullable=False),
+        _col("name", "name", pa.string()),
+        _col("description", "description", pa.string()),
+        _json("routine", "routine"),
+        _col("is_remind", "isRemind", pa.bool_()),
+        _col("project_id", "projectId", pa.int64()),
+        _col("phone_number", "phoneNumber", pa.string()),
+        _col("access", "access", pa.string()),
+        _col("address", "address", pa.string()),
+        _col("custom_location", "customLocation", pa.string()),
+        _struct_list("attendees", "attendees", _ATTENDEE),
+        _col("is_all_day", "isAllDay", pa.bool_()),
+        _col("time_zone", "timeZone", pa.string()),
+        _col("started_at", "startedAt", UTC_MS),
+        _col("ended_at", "endedAt", UTC_MS),
+        _col("priority", "priority", pa.string()),
+        _col("display_type", "displayType", pa.string()),
+        _col("location", "location", pa.string()),
+        _col("transparency", "transparency", pa.string()),
+        _col("behavior", "behavior", pa.string()),
+        _col("visibility_type", "visibilityType", pa.string()),
+        _col("status", "status", pa.string()),
+        _col("url", "url", pa.string()),
+        _col("created_at", "createdAt", UTC_MS),
+        _col("updated_at", "updatedAt", UTC_MS),
+    ),
+    ("uid",),
+    "snapshot",
+)
+
+_AVAILABILITY_CALENDARS = TableSpec(
+    "availability_calendars",
+    (
+        _col("calendar_uid", "uid", pa.string(), nullable=False),
+        _col("rule_index", _RULE_INDEX, pa.int32()),
+        _col("team_id", "teamId", pa.int64()),
+        _col("user_id", "userId", pa.string()),
+        _col("name", "name", pa.string()),
+        _int_bool("is_default", "isDefault"),
+        # The API spells it `timezone` here and `timeZone` everywhere else.
+        _col("time_zone", "timezone", pa.string()),
+        _col("created_at", "createdAt", UTC_MS),
+        _col("updated_at", "updatedAt", UTC_MS),
+        _col("wday", _RULE_PREFIX + "wday", pa.int8()),
+        _col("start_hour", _RULE_PREFIX + "startHour", pa.int8()),
+        _col("start_minute", _RULE_PREFIX + "startMinute", pa.int8()),
+        _col("end_hour", _RULE_PREFIX + "endHour", pa.int8()),
+        _col("end_minute", _RULE_PREFIX + "endMinute", pa.int8()),
+        _col("rule_started_at", _RULE_PREFIX + "startedAt", UTC_MS),
+        _col("rule_ended_at", _RULE_PREFIX + "endedAt", UTC_MS),
+        _col("frequency_type", _RULE_PREFIX + "frequencyType", pa.int32()),
+        _col("frequency_interval", _RULE_PREFIX + "frequencyInterval", pa.int32()),
+        _json("exceptions", _RULE_PREFIX + "exceptions"),
+    ),
+    ("calendar_uid", "rule_index"),
+    "snapshot",
+    availability_rows,
+)
+
+_AVAILABLE_SLOTS = TableSpec(
+    "available_slots",
+    (
+        _col("event_type_uid", _EVENT_TYPE_UID, pa.string(), nullable=False),
+        _col("started_at", "startedAt", UTC_MS, nullable=False),
+        _col("remaining_capacity", "remainingCapacity", pa.int32()),
+    ),
+    ("event_type_uid", "started_at"),
+    "snapshot",
+)
+
+_EVENT_TYPES = TableSpec(
+    "event_types",
+    (
+        _col("uid", "uid", pa.string(), nullable=False),
+        _col("name", "name", pa.string()),
+        _col("description", "description", pa.string()),
+        _col("status", "status", pa.string()),
+        _col("duration_minutes", "duration", pa.int32()),
+        _col("team_id", "teamId", pa.int64()),
+        _col("url", "url", pa.string()),
+        _struct_list("hosts", _EVENT_TYPE_HOSTS, _EVENT_TYPE_HOST),
+        _col("created_at", "createdAt", UTC_MS),
+        _col("updated_at", "updatedAt", UTC_MS),
+    ),
+    ("uid",),
+    "snapshot",
+)
+
+_USERS = TableSpec(
+    "users",
+    (
+        _col("uid", "uid", pa.string(), nullable=False),
+        _col("name", "name", pa.string()),
+        _col("email", "email", pa.string()),
+        _col("role", "role", pa.string()),
+        _col("profile_image", "profileImage", pa.string()),
+        _col("created_at", "createdAt", UTC_MS),
+        _col("updated_at", "updatedAt", UTC_MS),
+    ),
+    ("uid",),
+    "snapshot",
+)
+
+TABLES: Mapping[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        _BOOKINGS,
+        _BOOKING_CONTACTS,
+        _SCHEDULES,
+        _AVAILABILITY_CALENDARS,
+        _AVAILABLE_SLOTS,
+        _EVENT_TYPES,
+        _USERS,
+    )
+}
+
+
+class _BadValueError(Exception):
+    """Internal: a column could not be built; the caller locates the record."""
+
+
+def _build_timestamps(values: list[Any]) -> _Arr:
+    strings = pa.array(values, pa.string())
+    try:
+        return strings.cast(UTC_MS)
+    except pa.ArrowInvalid:
+        # Sub-millisecond fractions fail the direct cast; parse at ns, then truncate to ms.
+        return strings.cast(_UTC_NS).cast(UTC_MS, safe=False)
+
+
+def _build_ints(values: list[Any], type_: pa.DataType) -> _Arr:
+    # Inference first: pa.array(floats, int64) would silently truncate 1.5 to 1.
+    inferred: _Arr = pa.array(values)
+    if not (pa.types.is_integer(inferred.type) or pa.types.is_null(inferred.type)):
+        raise _BadValueError(f"expected integers, got {inferred.type}")
+    return inferred.cast(type_)
+
+
+def _build_int_bools(values: list[Any]) -> _Arr:
+    inferred: _Arr = pa.array(values)
+    if pa.types.is_boolean(inferred.type) or pa.types.is_null(inferred.type):
+        return inferred.cast(pa.bool_())
+    if not pa.types.is_integer(inferred.type):
+        raise _BadValueError(f"expected 0/1, got {inferred.type}")
+    if pc.any(pc.invert(pc.is_in(inferred.drop_null(), pa.array([0, 1])))).as_py():
+        raise _BadValueError("expected 0 or 1")
+    return inferred.cast(pa.bool_())
+
+
+def _build_json(values: list[Any]) -> _Arr:
+    return pa.array(
+        [
+            None if v is None else orjson.dumps(v, option=orjson.OPT_SORT_KEYS).decode()
+            for v in values
+        ],
+        pa.string(),
+    )
+
+
+def _rename_struct_list(built: _Arr, target: pa.DataType) -> _Arr:
+    # Arrow casts structs by field name, so a camelCase -> snake_case rename is a rebuild that
+    # reuses the child buffers (no copy of the data).
+    if not (isinstance(built, pa.ListArray) and isinstance(target, pa.ListType)):
+        raise TypeError(f"expected a list array, got {built.type}")
+    values = built.values
+    if not isinstance(values, pa.StructArray):
+        raise TypeError(f"expected list<struct>, got {built.type}")
+    struct_type = target.value_type
+    renamed = pa.StructArray.from_arrays(
+        [values.field(i) for i in range(values.type.num_fields)],
+        fields=list(struct_type),
+        mask=values.is_null() if values.null_count else None,
+    )
+    return pa.ListArray.from_arrays(
+        built.offsets, renamed, type=target, mask=built.is_null() if built.null_count else None
+    )
+
+
+def _build(column: _Column, values: list[Any]) -> _Arr:
+    try:
+        match column.kind:
+            case "timestamp":
+                return _build_timestamps(values)
+            case "int":
+                return _build_ints(values, column.type)
+            case "int_bool":
+                return _build_int_bools(values)
+            case "json":
+                return _build_json(values)
+            case "list" if any(v is not None and not isinstance(v, list) for v in values):
+                # Arrow would read a string as a list of its characters.
+                raise _BadValueError("expected a list")
+            case "list" if column.api_type is not None:
+                return _rename_struct_list(pa.array(values, column.api_type), column.type)
+            case _:
+                return pa.array(values, column.type)
+    except (pa.ArrowException, OverflowError, TypeError, ValueError, orjson.JSONEncodeError) as exc:
+        raise _BadValueError(str(exc).split("\n", 1)[0]) from exc
+
+
+def _record_key(spec: TableSpec, row: Mapping[str, object]) -> str:
+    sources = {c.name: c.source for c in spec.columns}
+    return ", ".join(f"{key}={row.get(sources[key])!r}" for key in spec.key_columns)
+
+
+def _shown(column: _Column, value: object) -> str:
+    # Text and nested columns can hold personal data (names, emails): name only the type.
+    if column.kind in ("timestamp", "int", "int_bool", "bool"):
+        return repr(value)[:_MAX_SHOWN_CHARS]
+    return f"of type {type(value).__name__}"
+
+
+def _locate_failure(
+    spec: TableSpec, column: _Column, rows: Sequence[Mapping[str, object]], values: list[Any]
+) -> RecordConversionError:
+    # Only on the failure path: rebuild value by value to name the offending record.
+    for row, value in zip(rows, values, strict=True):
+        try:
+            _build(column, [value])
+        except _BadValueError as exc:
+            return RecordConversionError(
+                spec.name,
+                column.name,
+                _record_key(spec, row),
+                f"bad value {_shown(column, value)}: {exc}",
+            )
+    return RecordConversionError(spec.name, column.name, "unknown", "the column could not be built")
+
+
+def _unknown_nested(column: _Column, value: object) -> bool:
+    if not isinstance(value, list):
+        return False
+    return any(isinstance(item, Mapping) and item.keys() - column.struct_sources for item in value)
+
+
+def _extras(spec: TableSpec, rows: Sequence[Mapping[str, object]]) -> _Arr:
+    known = spec.known_sources
+    nested = [c for c in spec.columns if c.api_type is not None]
+    out: list[str | None] = []
+    for row in rows:
+        unknown = row.keys() - known
+        # A nested item with fields the struct does not know: keep the whole original list.
+        unknown.update(c.source for c in nested if _unknown_nested(c, row.get(c.source)))
+        if not unknown:
+            out.append(None)
+            continue
+        try:
+            text = orjson.dumps({k: row[k] for k in unknown}, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError as exc:
+            raise RecordConversionError(
+                spec.name, EXTRA_COLUMN, _record_key(spec, row), f"not JSON-serialisable: {exc}"
+            ) from exc
+        out.append(text.decode())
+    return pa.array(out, pa.string())
+
+
+def to_record_batch(
+    table: str,
+    records: Iterable[Mapping[str, object]],
+    *,
+    extracted_at: dt.datetime,
+    run_id: str | None,
+    partition_value: dt.date,
+) -> pa.RecordBatch:
+    """Convert API records of ``table`` into one batch of its schema, column by column.
+
+    >>> to_record_batch("users", [{"uid": "u1", "name": "A"}], extracted_at=dt.datetime.now(dt.UTC),
+    ...                 run_id=None, partition_value=dt.date(2024, 3, 1)).num_rows
+    1
+    """
+    spec = TABLES.get(table)
+    if spec is None:
+        raise ValueError(f"unknown table {table!r}; known: {sorted(TABLES)}")
+    if extracted_at.tzinfo is None:
+        raise ValueError("extracted_at must be timezone-aware")
+    rows = list(spec.rows(records))
+    arrays: list[_Arr] = []
+    for column in spec.columns:
+        values = [row.get(column.source) for row in rows]
+        try:
+            array = _build(column, values)
+        except _BadValueError:
+            raise _locate_failure(spec, column, rows, values) from None
+        if not column.nullable and array.null_count:
+            first_null = pc.index(array.is_null(), True).as_py()
+            raise RecordConversionError(
+                spec.name, column.name, _record_key(spec, rows[first_null]), "missing value"
+            )
+        arrays.append(array)
+    count = len(rows)
+    arrays.append(pa.array([partition_value] * count, pa.date32()))
+    arrays.append(_extras(spec, rows))
+    arrays.append(pa.array([extracted_at] * count, UTC_MS))
+    arrays.append(pa.array([run_id] * count, pa.string()))
+    return pa.RecordBatch.from_arrays(arrays, schema=spec.schema)

@@ -1,0 +1,317 @@
+"""extract_partition against the sandbox over loopback, and the day windows it relies on."""
+
+import asyncio
+import datetime as dt
+from collections import Counter
+from pathlib import Path
+from zoneinfo import ZoneInfo, available_timezones
+
+import httpx
+import pyarrow.compute as pc
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from jicoo_connector.client import AsyncJicooClient
+from jicoo_connector.errors import ConfigError
+from jicoo_connector.extract import (
+    DEFAULT_SLOT_HORIZON_DAYS,
+    SOURCES,
+    ExtractResult,
+    day_window,
+    extract_partition,
+    extract_range,
+)
+from jicoo_connector.sandbox.server import SandboxServer
+from jicoo_connector.settings import ApiKey, Settings
+from jicoo_connector.storage import ParquetStore
+from jicoo_connector.tables import TABLES
+
+ZONES = sorted(
+    z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/"))
+)
+
+
+def test_every_table_has_a_source() -> None:
+    assert set(SOURCES) == set(TABLES)
+
+
+def test_tokyo_day_starts_at_15_utc_the_day_before() -> None:
+    start, end = day_window(dt.date(2024, 3, 1), "Asia/Tokyo")
+    assert start == dt.datetime(2024, 2, 29, 15, tzinfo=dt.UTC)
+    assert end == dt.datetime(2024, 3, 1, 15, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("day", "zone", "hours"),
+    [
+        (dt.date(2024, 3, 10), "America/New_York", 23),  # spring forward
+        (dt.date(2024, 11, 3), "America/New_York", 25),  # fall back
+        (dt.date(2024, 9, 8), "America/Santiago", 23),  # the gap is at midnight itself
+        (dt.date(2024, 3, 31), "Europe/Berlin", 23),
+        (dt.date(2024, 3, 1), "Asia/Tokyo", 24),
+    ],
+)
+def test_dst_days_have_their_true_length(day: dt.date, zone: str, hours: int) -> None:
+    start, end = day_window(day, zone)
+    assert end - start == dt.timedelta(hours=hours)
+
+
+@given(
+    st.dates(min_value=dt.date(1990, 1, 1), max_value=dt.date(2060, 12, 31)),
+    st.sampled_from(ZONES),
+    st.integers(min_value=0, max_value=10**12),
+)
+def test_every_instant_of_the_window_is_on_that_local_day(
+    day: dt.date, zone: str, offset_ms: int
+) -> None:
+    start, end = day_window(day, zone)
+    assert start < end
+    assert day_window(day + dt.timedelta(days=1), zone)[0] == end  # windows tile the timeline
+    length_ms = (end - start) // dt.timedelta(milliseconds=1)
+    instant = start + dt.timedelta(milliseconds=offset_ms % length_ms)
+    assert instant.astimezone(ZoneInfo(zone)).date() == day
+    assert (start - dt.timedelta(milliseconds=1)).astimezone(ZoneInfo(zone)).date() < day
+
+
+def test_an_unknown_zone_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="IANA"):
+        day_window(dt.date(2024, 3, 1), "Mars/Olympus")
+
+
+# -- against the sandbox ---------------------------------------------------------------------
+
+JST = ZoneInfo("Asia/Tokyo")
+# conftest.py's key that the session sandbox answers 403 on listEventTypes.
+LIMITED_KEY = "sk_test_limited"
+
+
+def _settings(sandbox: SandboxServer, key: str | None = None) -> Settings:
+    return Settings(
+        api_key=ApiKey(key or sandbox.api_key),
+        base_url=sandbox.base_url,
+        rate_limit=1000,
+        burst=1000,
+    )
+
+
+def _instant(text: object) -> dt.datetime:
+    return dt.datetime.fromisoformat(str(text))
+
+
+async def _all_bookings(sandbox: SandboxServer) -> list[dict[str, object]]:
+    async with AsyncJicooClient(_settings(sandbox)) as client:
+        return (await client.list_bookings()).records
+
+
+def _busiest_jst_day(bookings: list[dict[str, object]]) -> dt.date:
+    days = Counter(_instant(b["startedAt"]).astimezone(JST).date() for b in bookings)
+    return days.most_common(1)[0][0]
+
+
+async def _extract(
+    sandbox: SandboxServer,
+    store: ParquetStore,
+    table: str,
+    *,
+    day: dt.date | None = None,
+    snapshot_date: dt.date | None = None,
+    key: str | None = None,
+) -> ExtractResult:
+    async with AsyncJicooClient(_settings(sandbox, key)) as client:
+        return await extract_partition(
+            client,
+            table,
+            day=day,
+            snapshot_date=snapshot_date,
+            store=store,
+            run_id="run-42",
+        )
+
+
+def test_bookings_of_a_jst_day_are_exactly_those_starting_that_day(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    everything = asyncio.run(_all_bookings(sandbox))
+    day = _busiest_jst_day(everything)
+    expected = {
+        str(b["uid"]): b
+        for b in everything
+        if _instant(b["startedAt"]).astimezone(JST).date() == day
+    }
+    store = ParquetStore(tmp_path)
+    result = asyncio.run(_extract(sandbox, store, "bookings", day=day))
+
+    assert result.skipped_reason is None
+    assert result.partition_value == day
+    assert result.rows == len(expected) > 0
+    assert result.total_count == result.rows
+    assert result.report.requests >= 1
+    table = store.read_partition("bookings", day)
+    assert sorted(str(uid) for uid in table.column("uid").to_pylist()) == sorted(expected)
+    assert set(table.column("day").to_pylist()) == {day}
+    assert set(table.column("_run_id").to_pylist()) == {"run-42"}
+    for row in table.slice(0, 10).to_pylist():
+        source = expected[row["uid"]]
+        assert row["started_at"] == _instant(source["startedAt"])
+        assert row["ended_at"] == _instant(source["endedAt"])
+        assert row["status"] == source["status"]
+        assert row["name"] == source["name"]
+        assert row["event_type_id"] == source["eventTypeId"]
+        assert row["time_zone"] == source["timeZone"]
+        assert row["location_id"] == source["locationId"]
+        assert row["hosts"] == [
+            {"user_id": h["userId"], "role": h["role"]}
+            for h in source["hosts"]  # type: ignore[attr-defined]
+        ]
+
+
+def test_a_booking_at_half_past_midnight_jst_lands_on_that_jst_day(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    everything = asyncio.run(_all_bookings(sandbox))
+    day = _busiest_jst_day(everything)
+    moved = str(everything[0]["uid"])
+    start = dt.datetime.combine(day, dt.time(0, 30), tzinfo=JST)  # 15:30 UTC the day before
+    response = httpx.patch(
+        f"{sandbox.base_url}/v1/bookings/{moved}",
+        headers={"X-Jicoo-Api-Key": sandbox.api_key},
+        json={
+            "startedAt": start.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+            "endedAt": (start + dt.timedelta(minutes=30))
+            .astimezone(dt.UTC)
+            .isoformat()
+            .replace("+00:00", "Z"),
+        },
+    )
+    assert response.status_code == 200, response.text
+    store = ParquetStore(tmp_path)
+    asyncio.run(_extract(sandbox, store, "bookings", day=day))
+    asyncio.run(_extract(sandbox, store, "bookings", day=day - dt.timedelta(days=1)))
+    on_day = store.read_partition("bookings", day).column("uid").to_pylist()
+    day_before = store.read_partition("bookings", day - dt.timedelta(days=1))
+    assert moved in on_day
+    assert moved not in day_before.column("uid").to_pylist()
+    # The UTC calendar would have filed it on the day before.
+    assert start.astimezone(dt.UTC).date() == day - dt.timedelta(days=1)
+
+
+def test_contacts_of_a_day_match_each_bookings_contacts(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    everything = asyncio.run(_all_bookings(sandbox))
+    day = _busiest_jst_day(everything)
+    store = ParquetStore(tmp_path)
+    asyncio.run(_extract(sandbox, store, "bookings", day=day))
+    result = asyncio.run(_extract(sandbox, store, "booking_contacts", day=day))
+    booking_uids = [str(u) for u in store.read_partition("bookings", day).column("uid").to_pylist()]
+
+    async def expected_rows() -> list[tuple[str, int, object, object]]:
+        async with AsyncJicooClient(_settings(sandbox)) as client:
+            rows = []
+            for uid in booking_uids:
+                for index, contact in enumerate(await client.list_booking_contacts(uid)):
+                    rows.append((uid, index, contact["email"], contact["name"]))
+            return rows
+
+    expected = asyncio.run(expected_rows())
+    contacts = store.read_partition("booking_contacts", day)
+    got = [
+        (r["booking_uid"], r["contact_index"], r["email"], r["name"]) for r in contacts.to_pylist()
+    ]
+    assert sorted(got) == sorted(expected)
+    assert result.rows == len(expected) > 0
+    assert set(contacts.column("day").to_pylist()) == {day}
+    assert result.report.requests >= len(booking_uids) + 1
+
+
+def test_snapshot_tables_are_extracted(sandbox: SandboxServer, tmp_path: Path) -> None:
+    store = ParquetStore(tmp_path)
+    today = dt.datetime.now(JST).date()
+    results = {
+        table: asyncio.run(_extract(sandbox, store, table, snapshot_date=today))
+        for table in (
+            "users",
+            "schedules",
+            "event_types",
+            "availability_calendars",
+            "available_slots",
+        )
+    }
+    for table, result in results.items():
+        assert result.skipped_reason is None, table
+        assert store.read_partition(table, today).num_rows == result.rows, table
+    for table in ("users", "schedules", "event_types"):
+        assert results[table].total_count == results[table].rows, table
+        assert results[table].rows > 0, table
+    users = store.read_partition("users", today).column("uid").to_pylist()
+    calendars = store.read_partition("availability_calendars", today)
+    assert set(calendars.column("user_id").to_pylist()) <= set(users)
+    assert calendars.num_rows > 0
+    slots = store.read_partition("available_slots", today)
+    event_types = set(store.read_partition("event_types", today).column("uid").to_pylist())
+    assert set(slots.column("event_type_uid").to_pylist()) <= event_types
+    start, _ = day_window(today, JST)
+    end, _ = day_window(today + dt.timedelta(days=DEFAULT_SLOT_HORIZON_DAYS), JST)
+    assert slots.num_rows > 0
+    assert pc.min(slots.column("started_at")).as_py() >= start
+    assert pc.max(slots.column("started_at")).as_py() < end
+
+
+def test_a_403_skips_the_table_and_writes_nothing(sandbox: SandboxServer, tmp_path: Path) -> None:
+    store = ParquetStore(tmp_path)
+    today = dt.datetime.now(JST).date()
+    for table in ("event_types", "available_slots"):
+        result = asyncio.run(_extract(sandbox, store, table, snapshot_date=today, key=LIMITED_KEY))
+        assert result.skipped_reason is not None
+        assert "403" in result.skipped_reason
+        assert result.path is None
+        assert result.rows == 0
+        assert store.list_partitions(table) == []
+    # The same key may still read what it is allowed to.
+    users = asyncio.run(_extract(sandbox, store, "users", snapshot_date=today, key=LIMITED_KEY))
+    assert users.skipped_reason is None
+    assert users.rows > 0
+
+
+def test_partition_arguments_are_checked(tmp_path: Path) -> None:
+    store = ParquetStore(tmp_path)
+    client = AsyncJicooClient(Settings(api_key=ApiKey("sk_test_x"), base_url="http://127.0.0.1:9"))
+    with pytest.raises(ValueError, match="pass day="):
+        asyncio.run(
+            extract_partition(
+                client, "bookings", snapshot_date=dt.date(2024, 1, 1), store=store, run_id=None
+            )
+        )
+    with pytest.raises(ValueError, match="pass snapshot_date="):
+        asyncio.run(
+            extract_partition(client, "users", day=dt.date(2024, 1, 1), store=store, run_id=None)
+        )
+    with pytest.raises(ValueError, match="unknown table"):
+        asyncio.run(
+            extract_partition(client, "nope", day=dt.date(2024, 1, 1), store=store, run_id=None)
+        )
+    asyncio.run(client.aclose())
+
+
+def test_extract_range_runs_days_and_snapshots(sandbox: SandboxServer, tmp_path: Path) -> None:
+    everything = asyncio.run(_all_bookings(sandbox))
+    last = _busiest_jst_day(everything)
+    first = last - dt.timedelta(days=2)
+    seen: list[ExtractResult] = []
+    results = extract_range(
+        _settings(sandbox), ["bookings", "users"], first, last, str(tmp_path), seen.append
+    )
+    assert [(r.table, r.partition_value) for r in results] == [
+        ("bookings", first),
+        ("bookings", first + dt.timedelta(days=1)),
+        ("bookings", last),
+        ("users", dt.datetime.now(JST).date()),
+    ]
+    assert sorted(seen, key=lambda r: (r.table, r.partition_value)) == results
+    store = ParquetStore(tmp_path)
+    assert store.list_partitions("bookings") == [first, first + dt.timedelta(days=1), last]
+    expected = sum(
+        1 for b in everything if first <= _instant(b["startedAt"]).astimezone(JST).date() <= last
+    )
+    assert sum(r.rows for r in results if r.table == "bookings") == expected

@@ -1,0 +1,240 @@
+"""Atomic Parquet partitions (local and S3 through moto on loopback) and the DuckDB load."""
+
+import datetime as dt
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+from moto.server import ThreadedMotoServer
+
+from jicoo_connector.storage import STALE_TEMP_SECONDS, ParquetStore, Warehouse
+from jicoo_connector.tables import TABLES, to_record_batch
+
+DAY = dt.date(2024, 3, 1)
+NEXT_DAY = dt.date(2024, 3, 2)
+EXTRACTED_AT = dt.datetime(2024, 3, 2, 0, 0, tzinfo=dt.UTC)
+BUCKET = "jicoo-test"
+
+
+def _bookings(count: int, *, prefix: str = "b", day: dt.date = DAY) -> pa.RecordBatch:
+    start = dt.datetime.combine(day, dt.time(1), tzinfo=dt.UTC)
+    records = [
+        {
+            "uid": f"{prefix}{i:05d}",
+            "name": f"meeting {i}",
+            "status": "open",
+            "startedAt": (start + dt.timedelta(minutes=i)).isoformat().replace("+00:00", "Z"),
+            "hosts": [{"userId": "u1", "role": "admin"}],
+        }
+        for i in range(count)
+    ]
+    return to_record_batch(
+        "bookings", records, extracted_at=EXTRACTED_AT, run_id="r1", partition_value=day
+    )
+
+
+class _BoomError(RuntimeError):
+    pass
+
+
+def _dies_midway(first: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+    yield first
+    raise _BoomError("writer killed mid-write")
+
+
+def _uids(store: ParquetStore, day: dt.date = DAY) -> list[str]:
+    return [str(uid) for uid in store.read_partition("bookings", day).column("uid").to_pylist()]
+
+
+def test_write_uses_hive_layout_and_reads_back(tmp_path: Path) -> None:
+    store = ParquetStore(str(tmp_path / "wh"))
+    result = store.write_partition("bookings", DAY, [_bookings(3), _bookings(2, prefix="c")])
+    expected = tmp_path / "wh" / "bookings" / "day=2024-03-01" / "data.parquet"
+    assert Path(result.path) == expected
+    assert result.rows == 5
+    assert result.bytes == expected.stat().st_size
+    assert pq.ParquetFile(expected).metadata.row_group(0).column(0).compression == "ZSTD"
+    table = store.read_partition("bookings", DAY)
+    assert table.schema == TABLES["bookings"].schema
+    assert table.column("uid").to_pylist() == ["b00000", "b00001", "b00002", "c00000", "c00001"]
+    # The partition value lives in the file too, with its exact type.
+    alone = pq.ParquetFile(expected).read()
+    assert alone.column("day").to_pylist() == [DAY] * 5
+    assert alone.schema == TABLES["bookings"].schema
+    store.write_partition("bookings", NEXT_DAY, [_bookings(1, day=NEXT_DAY)])
+    assert store.list_partitions("bookings") == [DAY, NEXT_DAY]
+    assert store.list_partitions("users") == []
+    whole = store.dataset("bookings").to_table()
+    assert whole.schema == TABLES["bookings"].schema
+    assert whole.column("day").to_pylist() == [DAY] * 5 + [NEXT_DAY]
+
+
+def test_a_writer_dying_midway_leaves_the_old_partition_intact(tmp_path: Path) -> None:
+    store = ParquetStore(tmp_path)
+    store.write_partition("bookings", DAY, [_bookings(10)])
+    path = Path(store.partition_path("bookings", DAY))
+    before = path.read_bytes()
+    with pytest.raises(_BoomError):
+        store.write_partition("bookings", DAY, _dies_midway(_bookings(500, prefix="new")))
+    assert path.read_bytes() == before
+    assert len(_uids(store)) == 10
+    assert [p.name for p in path.parent.iterdir()] == [
+        "data.parquet"
+    ]  # the failed writer cleaned its temp file
+
+
+def test_a_batch_with_the_wrong_schema_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    store = ParquetStore(tmp_path)
+    store.write_partition("bookings", DAY, [_bookings(2)])
+    wrong = pa.RecordBatch.from_pydict({"uid": ["x"]})
+    with pytest.raises(ValueError, match="does not match the table schema"):
+        store.write_partition("bookings", DAY, [_bookings(1), wrong])
+    assert _uids(store) == ["b00000", "b00001"]
+
+
+def test_stale_temp_files_of_killed_writers_are_removed_fresh_ones_kept(tmp_path: Path) -> None:
+    store = ParquetStore(tmp_path)
+    directory = Path(store.partition_dir("bookings", DAY))
+    directory.mkdir(parents=True)
+    stale = directory / "data.parquet.tmp-dead"
+    fresh = directory / "data.parquet.tmp-running"
+    stale.write_bytes(b"half a parquet file")
+    fresh.write_bytes(b"another writer, still going")
+    old = time.time() - STALE_TEMP_SECONDS - 60
+    os.utime(stale, (old, old))
+    store.write_partition("bookings", DAY, [_bookings(1)])
+    assert sorted(p.name for p in directory.iterdir()) == [
+        "data.parquet",
+        "data.parquet.tmp-running",
+    ]
+    # A leftover temp file is never mistaken for a partition.
+    assert store.list_partitions("bookings") == [DAY]
+
+
+def test_identical_input_gives_identical_bytes(tmp_path: Path) -> None:
+    store = ParquetStore(tmp_path)
+    store.write_partition("bookings", DAY, [_bookings(50)])
+    first = Path(store.partition_path("bookings", DAY)).read_bytes()
+    store.write_partition("bookings", DAY, [_bookings(50)])
+    assert Path(store.partition_path("bookings", DAY)).read_bytes() == first
+
+
+def test_an_empty_partition_is_written_as_a_zero_row_file(tmp_path: Path) -> None:
+    store = ParquetStore(tmp_path)
+    store.write_partition("bookings", DAY, [_bookings(5)])
+    result = store.write_partition("bookings", DAY, [])
+    assert result.rows == 0
+    assert store.read_partition("bookings", DAY).num_rows == 0
+    assert store.has_partition("bookings", DAY)
+
+
+def test_memory_does_not_follow_the_row_count(tmp_path: Path) -> None:
+    # Many small batches are written one row group at a time; the file holds them all.
+    store = ParquetStore(tmp_path)
+    result = store.write_partition(
+        "bookings", DAY, (_bookings(1000, prefix=f"p{i}-") for i in range(40))
+    )
+    assert result.rows == 40_000
+    assert pq.ParquetFile(store.partition_path("bookings", DAY)).metadata.num_rows == 40_000
+
+
+def _duck_count(path: Path, sql: str) -> int:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        row = con.execute(sql).fetchone()
+    finally:
+        con.close()
+    assert row is not None
+    return int(row[0])
+
+
+def test_warehouse_loads_are_idempotent_and_follow_rematerialisation(tmp_path: Path) -> None:
+    store = ParquetStore(tmp_path / "wh")
+    store.write_partition("bookings", DAY, [_bookings(30)])
+    store.write_partition("bookings", NEXT_DAY, [_bookings(20, prefix="n", day=NEXT_DAY)])
+    warehouse = Warehouse(tmp_path / "warehouse.duckdb")
+    assert warehouse.load_table("bookings", store) == 50
+    assert warehouse.load_table("bookings", store) == 50
+    db = tmp_path / "warehouse.duckdb"
+    assert _duck_count(db, "SELECT count(DISTINCT uid) FROM bookings") == 50
+
+    # Re-materialised with fewer rows: the partition load replaces, never appends.
+    store.write_partition("bookings", DAY, [_bookings(7)])
+    assert warehouse.load_partition("bookings", DAY, store) == 7
+    assert warehouse.load_partition("bookings", DAY, store) == 7
+    assert _duck_count(db, "SELECT count(*) FROM bookings") == 27
+    assert _duck_count(db, "SELECT count(*) FROM bookings WHERE day = DATE '2024-03-02'") == 20
+    assert warehouse.load_table("bookings", store) == 27
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        types = dict(
+            con.execute("SELECT column_name, column_type FROM (DESCRIBE bookings)").fetchall()
+        )
+    finally:
+        con.close()
+    assert types["started_at"] == "TIMESTAMP WITH TIME ZONE"
+    assert types["day"] == "DATE"
+    assert types["hosts"].startswith('STRUCT(user_id VARCHAR, "role" VARCHAR)[]')
+
+
+def test_load_partition_creates_the_table_and_load_table_of_nothing_is_empty(
+    tmp_path: Path,
+) -> None:
+    store = ParquetStore(tmp_path / "wh")
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    assert warehouse.load_table("users", store) == 0
+    store.write_partition("bookings", NEXT_DAY, [_bookings(3, day=NEXT_DAY)])
+    assert warehouse.load_partition("bookings", NEXT_DAY, store) == 3
+    assert _duck_count(tmp_path / "w.duckdb", "SELECT count(*) FROM users") == 0
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[pafs.S3FileSystem]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        fs = pafs.S3FileSystem(
+            endpoint_override=f"{host}:{port}",
+            scheme="http",
+            access_key="testing",
+            secret_key="testing",
+            region="us-east-1",
+            allow_bucket_creation=True,
+        )
+        fs.create_dir(BUCKET)
+        yield fs
+    finally:
+        server.stop()
+
+
+def test_s3_write_read_replace_and_load(s3: pafs.S3FileSystem, tmp_path: Path) -> None:
+    store = ParquetStore(f"s3://{BUCKET}/lake", filesystem=s3)
+    result = store.write_partition("bookings", DAY, [_bookings(12)])
+    assert result.path == f"s3://{BUCKET}/lake/bookings/day=2024-03-01/data.parquet"
+    assert result.rows == 12
+    assert result.bytes > 0
+    assert len(_uids(store)) == 12
+
+    # A writer dying midway never publishes: the old object stays whole.
+    with pytest.raises(_BoomError):
+        store.write_partition("bookings", DAY, _dies_midway(_bookings(300, prefix="new")))
+    assert len(_uids(store)) == 12
+
+    store.write_partition("bookings", DAY, [_bookings(4, prefix="v2-")])
+    assert _uids(store) == ["v2-00000", "v2-00001", "v2-00002", "v2-00003"]
+    store.write_partition("bookings", NEXT_DAY, [_bookings(2, day=NEXT_DAY)])
+    assert store.list_partitions("bookings") == [DAY, NEXT_DAY]
+
+    warehouse = Warehouse(tmp_path / "remote.duckdb")
+    assert warehouse.load_table("bookings", store) == 6
+    store.write_partition("bookings", NEXT_DAY, [])
+    assert warehouse.load_partition("bookings", NEXT_DAY, store) == 0
+    assert _duck_count(tmp_path / "remote.duckdb", "SELECT count(*) FROM bookings") == 4
