@@ -1,0 +1,644 @@
+"""Apply a change set exactly once: ledger intent, POST, ledger outcome; reconcile by read-back.
+
+Imports changeset, plan, ledger, the client and errors. Logs uids and keys, never bodies.
+"""
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import signal
+from collections import Counter
+from collections.abc import Coroutine, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jicoo_connector.changes.changeset import Action, Change, ParsedChangeSet
+from jicoo_connector.changes.ledger import (
+    DEFAULT_SYNCHRONOUS,
+    ChangeState,
+    Lease,
+    Ledger,
+    LedgerEntry,
+    Synchronous,
+    booking_snapshot,
+)
+from jicoo_connector.changes.plan import (
+    Plan,
+    PlanError,
+    PlannedChange,
+    Verdict,
+    parse_instant,
+    plan_changeset,
+)
+from jicoo_connector.client import AsyncJicooClient
+from jicoo_connector.errors import (
+    APIStatusError,
+    AuthenticationError,
+    ChangeSetError,
+    JicooError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+    ValidationError,
+)
+from jicoo_connector.settings import Settings
+
+__all__ = [
+    "APPLY_LOG_SCHEMA",
+    "DEFAULT_APPLY_CONCURRENCY",
+    "DEFAULT_MAX_RESENDS",
+    "KILL_ENV",
+    "MAX_SEND_ATTEMPTS",
+    "ApplyReport",
+    "ApplyRow",
+    "apply_changeset",
+    "apply_changeset_async",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_APPLY_CONCURRENCY = 4
+# After an in-doubt POST whose read-back shows the booking untouched, send once more per run.
+DEFAULT_MAX_RESENDS = 1
+# Across runs: a change still untouched after this many sends goes to a human (conflict).
+MAX_SEND_ATTEMPTS = 3
+# Test-only crash hook: JICOO_TEST_KILL_AT=<point>[:<n>] makes this process SIGKILL itself the
+# n-th time (default 1st) it reaches <point>: after_intent, after_post or after_outcome.
+KILL_ENV = "JICOO_TEST_KILL_AT"
+REJECTED_STATE = "rejected"
+
+_kill_hits: Counter[str] = Counter()
+
+
+def _kill_point(point: str) -> None:
+    wanted = os.environ.get(KILL_ENV)
+    if not wanted:
+        return
+    name, _, nth = wanted.partition(":")
+    if name != point:
+        return
+    _kill_hits[point] += 1
+    if _kill_hits[point] == (int(nth) if nth else 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_APPLY_LOG_FIELDS: list["pa.Field[Any]"] = [
+    pa.field("batch_id", pa.string(), nullable=False),
+    pa.field("row", pa.int32(), nullable=False),
+    pa.field("key", pa.string()),
+    pa.field("action", pa.string()),
+    pa.field("booking_uid", pa.string()),
+    pa.field("before_started_at", pa.timestamp("ms", tz="UTC")),
+    pa.field("before_status", pa.string()),
+    pa.field("target_started_at", pa.timestamp("ms", tz="UTC")),
+    pa.field("after_started_at", pa.timestamp("ms", tz="UTC")),
+    pa.field("after_status", pa.string()),
+    pa.field("state", pa.string(), nullable=False),
+    pa.field("http_status", pa.int16()),
+    pa.field("reason", pa.string()),
+    pa.field("attempts", pa.int16(), nullable=False),
+    pa.field("started_at", pa.timestamp("us", tz="UTC")),
+    pa.field("finished_at", pa.timestamp("us", tz="UTC")),
+]
+APPLY_LOG_SCHEMA = pa.schema(_APPLY_LOG_FIELDS)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyRow:
+    """One line of the apply log."""
+
+    batch_id: str
+    row: int
+    key: str | None
+    action: str | None
+    booking_uid: str | None
+    before_started_at: dt.datetime | None
+    before_status: str | None
+    target_started_at: dt.datetime | None
+    after_started_at: dt.datetime | None
+    after_status: str | None
+    state: str
+    http_status: int | None
+    reason: str | None
+    attempts: int
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+    @classmethod
+    def of_entry(cls, entry: LedgerEntry) -> "ApplyRow":
+        before, after = entry.booking_before or {}, entry.booking_after or {}
+        return cls(
+            batch_id=entry.batch_id,
+            row=entry.row,
+            key=entry.key,
+            action=entry.action.value,
+            booking_uid=entry.booking_uid,
+            before_started_at=parse_instant(before.get("startedAt")),
+            before_status=_text(before.get("status")),
+            target_started_at=parse_instant(entry.target_started_at),
+            after_started_at=parse_instant(after.get("startedAt")),
+            after_status=_text(after.get("status")),
+            state=entry.state.value,
+            http_status=entry.http_status,
+            reason=entry.reason,
+            attempts=entry.attempts,
+            started_at=_stamp(entry.intent_at),
+            finished_at=_stamp(entry.outcome_at),
+        )
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _stamp(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if value else None
+
+
+@dataclass(slots=True)
+class ApplyReport:
+    """What a run did: per-state counts, one row per change, and how many POSTs it sent."""
+
+    batch_id: str
+    dry_run: bool
+    rows: list[ApplyRow]
+    posts_sent: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.counts:
+            self.counts = dict(sorted(Counter(row.state for row in self.rows).items()))
+
+    def to_rows(self) -> list[dict[str, object]]:
+        return [asdict(row) for row in self.rows]
+
+    def to_table(self) -> pa.Table:
+        return pa.Table.from_pylist(self.to_rows(), schema=APPLY_LOG_SCHEMA)
+
+    def write_parquet(self, path: str | os.PathLike[str]) -> Path:
+        """Write the apply log (``APPLY_LOG_SCHEMA``) atomically."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        pq.write_table(self.to_table(), tmp)
+        tmp.replace(target)
+        return target
+
+    def summary(self) -> str:
+        """A few lines for a terminal: counts, then every row that needs a human."""
+        mode = "dry run" if self.dry_run else "applied"
+        counts = ", ".join(f"{state} {n}" for state, n in self.counts.items()) or "nothing"
+        lines = [f"batch {self.batch_id} ({mode}): {counts}; POSTs sent: {self.posts_sent}"]
+        attention = {
+            ChangeState.FAILED.value,
+            ChangeState.CONFLICT.value,
+            ChangeState.IN_DOUBT.value,
+            ChangeState.PENDING.value,
+            REJECTED_STATE,
+            Verdict.CONFLICT.value,
+            Verdict.SLOT_NOT_BOOKABLE.value,
+            Verdict.INVALID.value,
+        }
+        for row in self.rows:
+            if row.state in attention:
+                lines.append(
+                    f"  row {row.row}: {row.state} {row.action or '?'} "
+                    f"{row.booking_uid or '?'}: {row.reason or ''}".rstrip()
+                )
+        return "\n".join(lines)
+
+
+def _at_target(change: Change, booking: Mapping[str, object]) -> bool:
+    if change.action is Action.CANCEL:
+        return booking.get("status") == "cancel"
+    return (
+        booking.get("status") != "cancel"
+        and parse_instant(booking.get("startedAt")) == change.new_started_at
+    )
+
+
+def _untouched(before: Mapping[str, object], now: Mapping[str, object]) -> bool:
+    # updatedAt moves on every effective write, so an equal one proves our POST did not apply.
+    return all(before.get(name) == now.get(name) for name in ("status", "updatedAt")) and (
+        parse_instant(before.get("startedAt")) == parse_instant(now.get("startedAt"))
+    )
+
+
+class _Applier:
+    def __init__(
+        self,
+        client: AsyncJicooClient,
+        ledger: Ledger,
+        lease: Lease,
+        plan: Plan | None,
+        concurrency: int,
+        max_resends: int,
+    ) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.lease = lease
+        self.planned: dict[str, PlannedChange] = plan.by_key() if plan is not None else {}
+        self.use_plan = plan is not None
+        self.gate = asyncio.Semaphore(max(1, concurrency))
+        self.max_resends = max_resends
+        self.posts_sent = 0
+
+    def _outcome(
+        self,
+        change: Change,
+        state: ChangeState,
+        *,
+        http_status: int | None = None,
+        reason: str | None = None,
+        before: Mapping[str, object] | None = None,
+        after: Mapping[str, object] | None = None,
+    ) -> None:
+        self.ledger.record_outcome(
+            self.lease,
+            change.key,
+            state,
+            http_status=http_status,
+            reason=reason,
+            booking_before=before,
+            booking_after=after,
+        )
+        logger.info("apply: row %d %s %s -> %s", change.row, change.action, change.key, state)
+        _kill_point("after_outcome")
+
+    async def _read(self, uid: str) -> Mapping[str, object] | None:
+        try:
+            return await self.client.get_booking(uid)
+        except NotFoundError:
+            return None
+
+    async def _post(self, change: Change) -> Mapping[str, object]:
+        self.posts_sent += 1
+        if change.action is Action.CANCEL:
+            return await self.client.cancel_booking(change.booking_uid, reason=change.cancel_reason)
+        started, zone = change.new_started_at, change.time_zone
+        if started is None or zone is None:
+            raise ChangeSetError("a reschedule needs new_started_at and time_zone", row=change.row)
+        return await self.client.reschedule_booking(
+            change.booking_uid, started_at=started, time_zone=zone
+        )
+
+    # -- a change that has not been sent yet -------------------------------------------------
+
+    async def apply(self, change: Change) -> None:
+        async with self.gate:
+            try:
+                booking = await self._read(change.booking_uid)
+            except JicooError as exc:
+                # Nothing was sent; the change stays pending for the next run.
+                self._outcome(
+                    change, ChangeState.PENDING, reason=f"read failed: {type(exc).__name__}"
+                )
+                return
+            if booking is None:
+                self._outcome(
+                    change, ChangeState.CONFLICT, http_status=404, reason="booking not found"
+                )
+                return
+            if self.use_plan and not self._plan_allows(change, booking):
+                return
+            if _at_target(change, booking):
+                what = (
+                    "already cancelled" if change.action is Action.CANCEL else "already at target"
+                )
+                self._outcome(
+                    change, ChangeState.ALREADY_APPLIED, reason=what, before=booking, after=booking
+                )
+                return
+            if change.action is Action.RESCHEDULE and booking.get("status") == "cancel":
+                self._outcome(
+                    change, ChangeState.CONFLICT, reason="booking was cancelled", before=booking
+                )
+                return
+            attempt = self.ledger.record_intent(self.lease, change.key, booking_snapshot(booking))
+            await self._send(
+                change, booking, attempts=attempt, resends_left=self.max_resends, resend=False
+            )
+
+    def _plan_allows(self, change: Change, booking: Mapping[str, object]) -> bool:
+        item = self.planned.get(change.key)
+        if item is None:
+            self._outcome(change, ChangeState.CONFLICT, reason="change is not in the plan")
+            return False
+        if item.verdict in (Verdict.CONFLICT, Verdict.INVALID, Verdict.SLOT_NOT_BOOKABLE):
+            state = ChangeState.CONFLICT if item.verdict is Verdict.CONFLICT else ChangeState.FAILED
+            self._outcome(
+                change, state, reason=f"plan: {item.verdict}: {item.reason}", before=booking
+            )
+            return False
+        if item.precondition is not None and not item.precondition.holds_for(booking):
+            self._outcome(
+                change,
+                ChangeState.CONFLICT,
+                reason="booking changed since the plan "
+                f"(updatedAt {item.precondition.updated_at} -> {booking.get('updatedAt')})",
+                before=booking,
+            )
+            return False
+        return True
+
+    async def _send(
+        self,
+        change: Change,
+        before: Mapping[str, object],
+        *,
+        attempts: int,
+        resends_left: int,
+        resend: bool,
+    ) -> None:
+        _kill_point("after_intent")
+        try:
+            after = await self._post(change)
+        except ValidationError as exc:
+            await self._after_422(change, before, exc, resend=resend)
+            return
+        except NotFoundError:
+            self._outcome(change, ChangeState.CONFLICT, http_status=404, reason="booking not found")
+            return
+        except (RateLimitedError, AuthenticationError, PermissionDeniedError) as exc:
+            # The server refused before acting; retry on a later run.
+            self._outcome(
+                change,
+                ChangeState.PENDING,
+                http_status=exc.status_code,
+                reason=f"not sent: {type(exc).__name__}",
+            )
+            return
+        except APIStatusError as exc:
+            if exc.status_code < 500:
+                self._outcome(
+                    change,
+                    ChangeState.FAILED,
+                    http_status=exc.status_code,
+                    reason=exc.server_message or type(exc).__name__,
+                )
+                return
+            logger.warning("apply: row %d POST got %d; reading back", change.row, exc.status_code)
+            await self._reconcile(change, before, attempts=attempts, resends_left=resends_left)
+            return
+        except JicooError as exc:
+            # InDoubtError, a transport failure or a broken answer: the POST may have applied.
+            logger.warning(
+                "apply: row %d POST in doubt (%s); reading back", change.row, type(exc).__name__
+            )
+            await self._reconcile(change, before, attempts=attempts, resends_left=resends_left)
+            return
+        _kill_point("after_post")
+        self._outcome(change, ChangeState.APPLIED, http_status=200, before=before, after=after)
+
+    async def _after_422(
+        self, change: Change, before: Mapping[str, object], exc: ValidationError, *, resend: bool
+    ) -> None:
+        reason = exc.server_message or "refused by the server"
+        if change.action is Action.CANCEL or resend:
+            # A cancel of a cancelled booking is 422, and a resend may meet its own earlier
+            # effect: only a read-back tells success from failure.
+            try:
+                now = await self._read(change.booking_uid)
+            except JicooError:
+                self._outcome(change, ChangeState.IN_DOUBT, http_status=422, reason=reason)
+                return
+            if now is not None and _at_target(change, now):
+                state = ChangeState.APPLIED if resend else ChangeState.ALREADY_APPLIED
+                self._outcome(
+                    change, state, http_status=422, reason=f"read-back: {reason}", after=now
+                )
+                return
+        self._outcome(change, ChangeState.FAILED, http_status=422, reason=reason)
+
+    # -- a change whose POST may have left -----------------------------------------------------
+
+    async def _reconcile(
+        self, change: Change, before: Mapping[str, object], *, attempts: int, resends_left: int
+    ) -> None:
+        try:
+            now = await self._read(change.booking_uid)
+        except JicooError as exc:
+            self._outcome(
+                change, ChangeState.IN_DOUBT, reason=f"read-back failed: {type(exc).__name__}"
+            )
+            return
+        if now is None:
+            self._outcome(change, ChangeState.CONFLICT, http_status=404, reason="booking vanished")
+        elif _at_target(change, now):
+            self._outcome(
+                change,
+                ChangeState.APPLIED,
+                reason="confirmed by read-back",
+                before=before,
+                after=now,
+            )
+        elif not _untouched(before, now):
+            self._outcome(
+                change,
+                ChangeState.CONFLICT,
+                reason="booking changed by someone else while our request was in doubt",
+                after=now,
+            )
+        elif resends_left > 0 and attempts < MAX_SEND_ATTEMPTS:
+            attempt = self.ledger.record_intent(self.lease, change.key, before)
+            await self._send(
+                change, before, attempts=attempt, resends_left=resends_left - 1, resend=True
+            )
+        elif attempts >= MAX_SEND_ATTEMPTS:
+            self._outcome(
+                change,
+                ChangeState.CONFLICT,
+                reason=f"not applied after {attempts} in-doubt attempts; check by hand",
+            )
+        else:
+            self._outcome(change, ChangeState.IN_DOUBT, reason="not applied yet; resend next run")
+
+    async def resume(self, change: Change, entry: LedgerEntry) -> None:
+        """A change a previous run left as intent or in_doubt: read back before any resend."""
+        async with self.gate:
+            if entry.booking_before is None:
+                self._outcome(change, ChangeState.PENDING, reason="intent without a snapshot")
+                return
+            logger.info(
+                "apply: row %d left %s by an earlier run; reading back", change.row, entry.state
+            )
+            await self._reconcile(
+                change,
+                entry.booking_before,
+                attempts=entry.attempts,
+                resends_left=self.max_resends,
+            )
+
+
+def _plan_rows(batch_id: str, plan: Plan) -> list[ApplyRow]:
+    return [
+        ApplyRow(
+            batch_id=batch_id,
+            row=item.row,
+            key=item.key,
+            action=item.action,
+            booking_uid=item.booking_uid,
+            before_started_at=parse_instant(item.precondition.started_at)
+            if item.precondition
+            else None,
+            before_status=item.precondition.status if item.precondition else None,
+            target_started_at=parse_instant(item.target),
+            after_started_at=None,
+            after_status=None,
+            state=item.verdict.value,
+            http_status=None,
+            reason=item.reason,
+            attempts=0,
+            started_at=None,
+            finished_at=None,
+        )
+        for item in plan.items
+    ]
+
+
+async def _run(
+    client: AsyncJicooClient,
+    parsed: ParsedChangeSet,
+    *,
+    plan: Plan | None,
+    ledger_path: str | os.PathLike[str],
+    batch_id: str,
+    concurrency: int,
+    dry_run: bool,
+    synchronous: Synchronous,
+    max_resends: int,
+) -> ApplyReport:
+    if plan is not None and plan.content_hash != parsed.content_hash:
+        raise PlanError(
+            "the plan was made for another change-set file "
+            f"(sha256 {plan.content_hash[:12]}…, file {parsed.content_hash[:12]}…)"
+        )
+    if dry_run:
+        plan = plan or await plan_changeset(client, parsed, concurrency=concurrency)
+        return ApplyReport(batch_id=batch_id, dry_run=True, rows=_plan_rows(batch_id, plan))
+    with Ledger(ledger_path, synchronous=synchronous) as ledger:
+        ledger.open_batch(batch_id, parsed.content_hash, parsed.changes)
+        with ledger.lease(batch_id) as lease:
+            applier = _Applier(client, ledger, lease, plan, concurrency, max_resends)
+            entries = {entry.key: entry for entry in ledger.entries(batch_id)}
+            left = [c for c in parsed.changes if entries[c.key].state in _LEFT_OVER]
+            # Every leftover is read back before any new POST of this run leaves.
+            await _all(applier.resume(c, entries[c.key]) for c in left)
+            pending = [c for c in parsed.changes if entries[c.key].state is ChangeState.PENDING]
+            await _all(applier.apply(c) for c in pending)
+            done = ledger.entries(batch_id)
+    rows = [ApplyRow.of_entry(entry) for entry in done]
+    rows.extend(
+        ApplyRow(
+            batch_id=batch_id,
+            row=r.row,
+            key=None,
+            action=r.cells.get("action"),
+            booking_uid=r.cells.get("booking_uid"),
+            before_started_at=None,
+            before_status=None,
+            target_started_at=None,
+            after_started_at=None,
+            after_status=None,
+            state=REJECTED_STATE,
+            http_status=None,
+            reason=f"{r.column or 'row'}: {r.reason}",
+            attempts=0,
+            started_at=None,
+            finished_at=None,
+        )
+        for r in parsed.rejected
+    )
+    rows.sort(key=lambda row: row.row)
+    report = ApplyReport(batch_id=batch_id, dry_run=False, rows=rows, posts_sent=applier.posts_sent)
+    logger.info("apply: batch %s: %s, %d POSTs", batch_id, report.counts, report.posts_sent)
+    return report
+
+
+_LEFT_OVER = frozenset({ChangeState.INTENT, ChangeState.IN_DOUBT})
+
+
+async def _all(jobs: Iterable[Coroutine[object, object, None]]) -> None:
+    # Let every in-flight change record its outcome before an error closes the ledger;
+    # whatever was interrupted stays an intent and is read back on the next run.
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
+async def apply_changeset_async(
+    client: AsyncJicooClient | Settings,
+    parsed: ParsedChangeSet,
+    *,
+    ledger_path: str | os.PathLike[str],
+    batch_id: str,
+    plan: Plan | None = None,
+    concurrency: int = DEFAULT_APPLY_CONCURRENCY,
+    dry_run: bool = False,
+    synchronous: Synchronous = DEFAULT_SYNCHRONOUS,
+    max_resends: int = DEFAULT_MAX_RESENDS,
+) -> ApplyReport:
+    """Apply ``parsed`` under ``batch_id`` exactly once, recording every step in the ledger.
+
+    A re-run of the same batch skips final changes (sends nothing for them) and reads back
+    changes a crashed run left in doubt before resending anything. With ``plan``, a change
+    whose booking moved since the plan is a conflict. ``dry_run`` plans and writes nothing.
+    """
+    if isinstance(client, Settings):
+        async with AsyncJicooClient(client) as opened:
+            return await apply_changeset_async(
+                opened,
+                parsed,
+                ledger_path=ledger_path,
+                batch_id=batch_id,
+                plan=plan,
+                concurrency=concurrency,
+                dry_run=dry_run,
+                synchronous=synchronous,
+                max_resends=max_resends,
+            )
+    return await _run(
+        client,
+        parsed,
+        plan=plan,
+        ledger_path=ledger_path,
+        batch_id=batch_id,
+        concurrency=concurrency,
+        dry_run=dry_run,
+        synchronous=synchronous,
+        max_resends=max_resends,
+    )
+
+
+def apply_changeset(
+    settings: Settings,
+    parsed: ParsedChangeSet,
+    *,
+    ledger_path: str | os.PathLike[str],
+    batch_id: str,
+    plan: Plan | None = None,
+    concurrency: int = DEFAULT_APPLY_CONCURRENCY,
+    dry_run: bool = False,
+    synchronous: Synchronous = DEFAULT_SYNCHRONOUS,
+    max_resends: int = DEFAULT_MAX_RESENDS,
+) -> ApplyReport:
+    """Synchronous ``apply_changeset_async`` (opens its own client and event loop)."""
+    return asyncio.run(
+        apply_changeset_async(
+            settings,
+            parsed,
+            ledger_path=ledger_path,
+            batch_id=batch_id,
+            plan=plan,
+            concurrency=concurrency,
+            dry_run=dry_run,
+            synchronous=synchronous,
+            max_resends=max_resends,
+        )
+    )

@@ -1,0 +1,302 @@
+"""The dry run: read each booking once and say what applying the change set would do.
+
+Imports changeset, the client and errors; writes nothing but the plan file.
+"""
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from jicoo_connector.changes.changeset import Action, Change, ParsedChangeSet, format_instant
+from jicoo_connector.client import AsyncJicooClient
+from jicoo_connector.errors import APIStatusError, JicooError, NotFoundError
+from jicoo_connector.settings import Settings
+
+__all__ = [
+    "DEFAULT_PLAN_CONCURRENCY",
+    "PLAN_FORMAT",
+    "Plan",
+    "PlanError",
+    "PlannedChange",
+    "Precondition",
+    "Verdict",
+    "build_plan",
+    "classify",
+    "parse_instant",
+    "plan_changeset",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PLAN_CONCURRENCY = 8
+PLAN_FORMAT = "jicoo-changeset-plan/1"
+# Slots are looked up around the target; the API caps a window at 7 days.
+SLOT_WINDOW = dt.timedelta(hours=1)
+
+
+class PlanError(JicooError):
+    """A plan file we cannot use (unreadable, wrong format, another change set)."""
+
+
+class Verdict(StrEnum):
+    WILL_APPLY = "will_apply"
+    ALREADY_IN_TARGET = "already_in_target"
+    CONFLICT = "conflict"
+    SLOT_NOT_BOOKABLE = "slot_not_bookable"
+    INVALID = "invalid"
+
+
+def parse_instant(value: object) -> dt.datetime | None:
+    """An API timestamp (``...Z`` or an offset, with or without millis) as an aware UTC value."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.astimezone(dt.UTC) if parsed.tzinfo is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Precondition:
+    """What the booking looked like when the plan was made; apply refuses if it moved."""
+
+    updated_at: str | None
+    started_at: str | None
+    status: str | None
+
+    @classmethod
+    def of(cls, booking: Mapping[str, object]) -> "Precondition":
+        def text(name: str) -> str | None:
+            value = booking.get(name)
+            return value if isinstance(value, str) else None
+
+        return cls(text("updatedAt"), text("startedAt"), text("status"))
+
+    def holds_for(self, booking: Mapping[str, object]) -> bool:
+        now = Precondition.of(booking)
+        return (
+            now.status == self.status
+            and parse_instant(now.started_at) == parse_instant(self.started_at)
+            and now.updated_at == self.updated_at
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedChange:
+    """One row's verdict. ``change`` is None for rows the parser rejected."""
+
+    row: int
+    key: str | None
+    action: str | None
+    booking_uid: str | None
+    target: str | None
+    verdict: Verdict
+    reason: str
+    precondition: Precondition | None
+
+    def to_json(self) -> dict[str, object]:
+        out = asdict(self)
+        out["verdict"] = self.verdict.value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The dry-run result for one change-set file (identified by its sha256)."""
+
+    content_hash: str
+    created_at: str
+    items: list[PlannedChange]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for item in self.items:
+            out[item.verdict.value] = out.get(item.verdict.value, 0) + 1
+        return out
+
+    def by_key(self) -> dict[str, PlannedChange]:
+        return {item.key: item for item in self.items if item.key is not None}
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "format": PLAN_FORMAT,
+            "content_hash": self.content_hash,
+            "created_at": self.created_at,
+            "counts": self.counts(),
+            "items": [item.to_json() for item in self.items],
+        }
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write the plan as JSON, atomically (a reader never sees half a plan)."""
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True), encoding="utf-8")
+        tmp.replace(target)
+        return target
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> "Plan":
+        try:
+            raw = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise PlanError(f"cannot read the plan file: {exc}") from exc
+        if not isinstance(raw, dict) or raw.get("format") != PLAN_FORMAT:
+            raise PlanError(f"not a {PLAN_FORMAT} file")
+        try:
+            items = [
+                PlannedChange(
+                    row=int(item["row"]),
+                    key=item["key"],
+                    action=item["action"],
+                    booking_uid=item["booking_uid"],
+                    target=item["target"],
+                    verdict=Verdict(item["verdict"]),
+                    reason=str(item["reason"]),
+                    precondition=Precondition(**item["precondition"])
+                    if item["precondition"] is not None
+                    else None,
+                )
+                for item in raw["items"]
+            ]
+            return cls(
+                content_hash=str(raw["content_hash"]),
+                created_at=str(raw["created_at"]),
+                items=items,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PlanError(f"malformed plan file: {exc}") from exc
+
+
+def _overlaps_itself(booking: Mapping[str, object], target: dt.datetime) -> bool:
+    start, end = parse_instant(booking.get("startedAt")), parse_instant(booking.get("endedAt"))
+    if start is None or end is None:
+        return False
+    return start <= target < end or target <= start < target + (end - start)
+
+
+def classify(change: Change, booking: Mapping[str, object] | None) -> tuple[Verdict, str]:
+    """The verdict that needs no slot lookup (``booking`` None = not found)."""
+    if booking is None:
+        return Verdict.CONFLICT, "booking not found"
+    status = booking.get("status")
+    if change.action is Action.CANCEL:
+        if status == "cancel":
+            return Verdict.ALREADY_IN_TARGET, "already cancelled"
+        return Verdict.WILL_APPLY, f"cancel a {status} booking"
+    if status == "cancel":
+        return Verdict.CONFLICT, "booking was cancelled; it cannot be rescheduled"
+    if parse_instant(booking.get("startedAt")) == change.new_started_at:
+        return Verdict.ALREADY_IN_TARGET, "booking already starts at the target"
+    return Verdict.WILL_APPLY, f"move from {booking.get('startedAt')} to {change.target}"
+
+
+async def _slot_free(
+    client: AsyncJicooClient, change: Change, booking: Mapping[str, object]
+) -> tuple[bool, str]:
+    target = change.new_started_at
+    event_type = booking.get("eventTypeId")
+    if target is None or not isinstance(event_type, str):
+        return True, "no event type to check availability against"
+    if _overlaps_itself(booking, target):
+        # The booking occupies (part of) its own target slot, so the slot list cannot say
+        # whether it is free for this booking; the server decides on apply.
+        return True, "target overlaps the booking's own slot; availability decided on apply"
+    try:
+        slots = await client.list_available_slots(
+            event_type, start=target - SLOT_WINDOW, end=target + SLOT_WINDOW
+        )
+    except APIStatusError as exc:
+        return False, f"availability lookup failed ({exc.status_code})"
+    for slot in slots:
+        if parse_instant(slot.get("startedAt")) == target:
+            capacity = slot.get("remainingCapacity")
+            if isinstance(capacity, int) and capacity <= 0:
+                return False, "target slot has no remaining capacity"
+            return True, "target slot is available"
+    return False, f"{change.target} is not an available slot of event type {event_type}"
+
+
+async def _plan_one(
+    client: AsyncJicooClient, change: Change, gate: asyncio.Semaphore, now: dt.datetime
+) -> PlannedChange:
+    async with gate:
+        try:
+            booking: Mapping[str, object] | None = await client.get_booking(change.booking_uid)
+        except NotFoundError:
+            booking = None
+        verdict, reason = classify(change, booking)
+        if (
+            verdict is Verdict.WILL_APPLY
+            and change.new_started_at is not None
+            and change.new_started_at <= now
+        ):
+            verdict, reason = Verdict.INVALID, f"{change.target} is in the past now"
+        if verdict is Verdict.WILL_APPLY and change.action is Action.RESCHEDULE and booking:
+            free, reason = await _slot_free(client, change, booking)
+            if not free:
+                verdict = Verdict.SLOT_NOT_BOOKABLE
+    return PlannedChange(
+        row=change.row,
+        key=change.key,
+        action=change.action.value,
+        booking_uid=change.booking_uid,
+        target=change.target,
+        verdict=verdict,
+        reason=reason,
+        precondition=Precondition.of(booking) if booking is not None else None,
+    )
+
+
+async def plan_changeset(
+    client: AsyncJicooClient,
+    parsed: ParsedChangeSet,
+    *,
+    concurrency: int = DEFAULT_PLAN_CONCURRENCY,
+    now: dt.datetime | None = None,
+) -> Plan:
+    """Read the current state of every booking in ``parsed`` and classify each change.
+
+    Rejected rows appear as ``invalid``. Read-only: sends no POST.
+    """
+    moment = now or dt.datetime.now(dt.UTC)
+    gate = asyncio.Semaphore(max(1, concurrency))
+    planned = await asyncio.gather(*(_plan_one(client, c, gate, moment) for c in parsed.changes))
+    rejected = [
+        PlannedChange(
+            row=r.row,
+            key=None,
+            action=r.cells.get("action"),
+            booking_uid=r.cells.get("booking_uid"),
+            target=None,
+            verdict=Verdict.INVALID,
+            reason=f"{r.column or 'row'}: {r.reason}",
+            precondition=None,
+        )
+        for r in parsed.rejected
+    ]
+    items = sorted([*planned, *rejected], key=lambda item: item.row)
+    plan = Plan(content_hash=parsed.content_hash, created_at=format_instant(moment), items=items)
+    logger.info("plan: %s", plan.counts())
+    return plan
+
+
+def build_plan(
+    settings: Settings,
+    parsed: ParsedChangeSet,
+    *,
+    concurrency: int = DEFAULT_PLAN_CONCURRENCY,
+) -> Plan:
+    """Synchronous ``plan_changeset`` for callers without an event loop (the CLI)."""
+
+    async def run() -> Plan:
+        async with AsyncJicooClient(settings) as client:
+            return await plan_changeset(client, parsed, concurrency=concurrency)
+
+    return asyncio.run(run())

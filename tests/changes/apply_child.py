@@ -1,0 +1,25 @@
+"""Child process for the kill-and-resume tests: apply one change set, print the counts as JSON.
+
+Usage: python apply_child.py <csv> <ledger> <batch_id>; reads JICOO_API_KEY / JICOO_BASE_URL,
+and JICOO_TEST_KILL_AT (see jicoo_connector.changes.apply.KILL_ENV) to die at a named point.
+"""
+
+import json
+import sys
+
+from jicoo_connector.changes.apply import apply_changeset
+from jicoo_connector.changes.changeset import parse_changeset
+from jicoo_connector.settings import Settings
+
+
+def main() -> None:
+    csv_path, ledger_path, batch_id = sys.argv[1:4]
+    parsed = parse_changeset(csv_path)
+    report = apply_changeset(
+        Settings.from_env(), parsed, ledger_path=ledger_path, batch_id=batch_id, concurrency=3
+    )
+    sys.stdout.write(json.dumps({"counts": report.counts, "posts": report.posts_sent}) + "\n")
+
+
+if __name__ == "__main__":
+    main()
