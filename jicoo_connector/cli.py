@@ -88,8 +88,6 @@ def _serve_sandbox(args: argparse.Namespace) -> int:
 
 
 def _add_extract(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    from jicoo_connector.extract import DEFAULT_ZONE, SOURCES
-
     extract = commands.add_parser(
         "extract",
         help="extract tables to Parquet (no Dagster needed)",
@@ -101,31 +99,38 @@ def _add_extract(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     extract.add_argument(
         "--tables",
         nargs="+",
-        choices=sorted(SOURCES),
-        default=sorted(SOURCES),
-        help="tables to extract (default: all)",
+        metavar="TABLE",
+        help=(
+            "tables to extract (default: all): bookings booking_contacts schedules "
+            "availability_calendars available_slots event_types users"
+        ),
     )
     extract.add_argument("--start", type=_date, default=None, help="first day (default today)")
     extract.add_argument("--end", type=_date, default=None, help="last day (default --start)")
     extract.add_argument("--out", default="data/warehouse", help="Parquet root: a path or URI")
-    extract.add_argument("--timezone", default=DEFAULT_ZONE, help="IANA zone of the days")
+    extract.add_argument("--timezone", default="Asia/Tokyo", help="IANA zone of the days")
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _extract(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from jicoo_connector.extract import ExtractResult, extract_range
+    from jicoo_connector.extract import SOURCES, ExtractResult, extract_range
     from jicoo_connector.settings import Settings
     from jicoo_connector.tables import TABLES
 
+    tables = args.tables or sorted(SOURCES)
+    unknown = sorted(set(tables) - set(SOURCES))
+    if unknown:
+        print(f"jicoo extract: unknown tables {unknown}; known: {sorted(SOURCES)}", file=sys.stderr)
+        return EXIT_UNUSABLE
     settings = Settings.from_env()
     start = args.start or dt.datetime.now(ZoneInfo(args.timezone)).date()
     end = args.end or start
     if end < start:
         raise SystemExit(f"jicoo extract: --end {end} is before --start {start}")
     days = (end - start).days + 1
-    total = sum(days if TABLES[t].partitioning == "day" else 1 for t in args.tables)
+    total = sum(days if TABLES[t].partitioning == "day" else 1 for t in tables)
     rows: dict[str, int] = {}
     with tqdm(total=total, unit="partition", disable=args.quiet, file=sys.stderr) as bar:
 
@@ -137,7 +142,7 @@ def _extract(args: argparse.Namespace) -> int:
             bar.update()
 
         extract_range(settings, args.tables, start, end, args.out, progress, zone=args.timezone)
-    for table in args.tables:
+    for table in tables:
         print(f"{table:<24} {rows.get(table, 0):>9} rows  {args.out}/{table}/")
     return EXIT_OK
 
@@ -287,6 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JicooError as exc:
         print(f"jicoo: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
+    except ExceptionGroup as group:
+        # extract_range attempts every partition and raises the failures together.
+        for exc in group.exceptions:
+            notes = "; ".join(getattr(exc, "__notes__", []))
+            print(f"jicoo: {type(exc).__name__}: {exc} ({notes})", file=sys.stderr)
+        return EXIT_SOME_FAILED
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -23,7 +23,7 @@ def main() -> int:
         dagster = ROOT / ".venv" / "bin" / "dagster"
         command = [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", DEV_PORT]
         try:
-            return subprocess.call(command, cwd=ROOT, env=env)  # noqa: S603
+            return subprocess.call(command, cwd=ROOT, env=env)
         except KeyboardInterrupt:
             return 0
 

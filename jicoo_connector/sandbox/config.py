@@ -8,7 +8,7 @@ from pathlib import Path
 __all__ = ["DEFAULT_SANDBOX_KEY", "SandboxConfig"]
 
 # A sandbox key, not a secret: it only opens the local fake server.
-DEFAULT_SANDBOX_KEY = "sk_test_sandbox"  # noqa: S105
+DEFAULT_SANDBOX_KEY = "sk_test_sandbox"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,102 @@
+"""Shared fixtures: one sandbox server per session, reset after every test that used it.
+
+The shared sandbox is anchored on today (``anchor_date=None``): reschedule and cancel rules
+compare with the real clock, so data spread around a fixed past day would make "future" slots
+past. Tests that need byte-identical data start their own store/server with a fixed anchor.
+"""
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from jicoo_connector.sandbox.config import SandboxConfig
+from jicoo_connector.sandbox.server import SandboxServer
+
+SANDBOX_SEED = 7
+SANDBOX_BOOKINGS = 2000
+SANDBOX_KEY = "sk_test_sandbox"
+# A valid key that gets 403 on listEventTypes (plan/role gating seen in public code).
+LIMITED_KEY = "sk_test_limited"
+CAPTURE_STATUS = 200
+POLL_S = 0.02  # how fast the capture server notices shutdown()
+CAPTURE_BODY = b'{"data": null, "errors": {}}'
+
+
+def sandbox_config() -> SandboxConfig:
+    return SandboxConfig(
+        seed=SANDBOX_SEED,
+        bookings=SANDBOX_BOOKINGS,
+        anchor_date=None,
+        api_keys=(SANDBOX_KEY,),
+        denied={LIMITED_KEY: frozenset({"listEventTypes"})},
+    )
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[SandboxServer]:
+    """The session's sandbox server; see ``_reset_sandbox`` for isolation between tests."""
+    server = SandboxServer(sandbox_config())
+    try:
+        server.start()
+    except Exception as exc:  # noqa: BLE001 - any start failure must stop the suite, not skip
+        pytest.fail(f"the Jicoo sandbox could not start on 127.0.0.1: {exc!r}", pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _reset_sandbox(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used ``sandbox``: seeded data, empty journal, no faults, empty log."""
+    yield
+    if "sandbox" in request.fixturenames:
+        server: SandboxServer = request.getfixturevalue("sandbox")
+        server.reset()
+
+
+class CaptureServer:
+    """A plain HTTP server that records the headers of every request (the redirect-leak oracle)."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, str]] = []
+        self.paths: list[str] = []
+        captured = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _capture(self) -> None:
+                captured.requests.append({k.lower(): v for k, v in self.headers.items()})
+                captured.paths.append(self.path)
+                length = int(self.headers.get("content-length") or 0)
+                if length:
+                    self.rfile.read(length)
+                self.send_response(CAPTURE_STATUS)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(CAPTURE_BODY)))
+                self.end_headers()
+                self.wfile.write(CAPTURE_BODY)
+
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _capture  # noqa: N815
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Quiet: the test reads ``requests`` instead."""
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(POLL_S,), daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+
+@pytest.fixture
+def capture_server() -> Iterator[CaptureServer]:
+    server = CaptureServer()
+    yield server
+    server.close()
