@@ -294,9 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_UNUSABLE
     except ExceptionGroup as group:
         # extract_range attempts every partition and raises the failures together.
-        for exc in group.exceptions:
-            notes = "; ".join(getattr(exc, "__notes__", []))
-            print(f"jicoo: {type(exc).__name__}: {exc} ({notes})", file=sys.stderr)
+        for failure in group.exceptions:
+            notes = "; ".join(getattr(failure, "__notes__", []))
+            print(f"jicoo: {type(failure).__name__}: {failure} ({notes})", file=sys.stderr)
         return EXIT_SOME_FAILED
     raise AssertionError(f"unhandled command {args.command}")
 
