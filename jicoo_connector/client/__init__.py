@@ -1,0 +1,16 @@
+"""The Jicoo API client: AsyncJicooClient (the core), JicooClient (sync facade), paging reports
+and the shared rate limiter. Imports nothing of tables, extract, storage, changes or sandbox.
+"""
+
+from jicoo_connector.client._api import AsyncJicooClient, JicooClient
+from jicoo_connector.client._ratelimit import RateLimiter, shared_limiter
+from jicoo_connector.client._report import FetchReport, Listing
+
+__all__ = [
+    "AsyncJicooClient",
+    "FetchReport",
+    "JicooClient",
+    "Listing",
+    "RateLimiter",
+    "shared_limiter",
+]

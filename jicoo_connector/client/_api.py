@@ -1,0 +1,405 @@
+"""AsyncJicooClient (typed verb_noun endpoint methods) and JicooClient, its synchronous facade.
+
+The only owner of URL paths; every id is quoted into them. Imports no tables/extract/changes.
+"""
+
+import asyncio
+import datetime as dt
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from types import TracebackType
+from typing import Self, TypeVar
+from urllib.parse import quote
+
+from jicoo_connector.client._http import HttpCore, Transport
+from jicoo_connector.client._paginate import walk_pages
+from jicoo_connector.client._ratelimit import RateLimiter, shared_limiter
+from jicoo_connector.client._report import FetchReport, Listing
+from jicoo_connector.errors import ProtocolError
+from jicoo_connector.settings import Settings
+
+__all__ = ["AVAILABLE_SLOTS_WINDOW", "AsyncJicooClient", "JicooClient"]
+
+# The API refuses available-schedule periods longer than this (a comment in public client
+# code; the sandbox answers 422), so longer ranges are split.
+AVAILABLE_SLOTS_WINDOW = dt.timedelta(days=7)
+BOOKING_STATUSES = frozenset({"open", "cancel"})
+BOOKING_ORDERS = frozenset({"startedAt", "createdAt"})  # the field (README: names are swapped)
+BOOKING_SORTS = frozenset({"asc", "desc"})  # the direction
+
+_T = TypeVar("_T")
+
+
+def _segment(value: str, what: str) -> str:
+    """``value`` as one path segment. Empty or dot segments would silently address another
+    resource (``/v1/bookings/`` is the listing, ``..`` climbs), so they are refused."""
+    return quote(_require_id(value, what), safe="")
+
+
+def _require_id(value: str, what: str) -> str:
+    if value in ("", ".", ".."):
+        raise ValueError(f"{what} must be a non-empty id, got {value!r}")
+    return value
+
+
+def format_instant(value: dt.datetime, what: str) -> str:
+    """A timezone-aware datetime as the API's UTC form, ``2024-03-01T20:00:00.000Z``."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} must be timezone-aware, got naive {value.isoformat()}")
+    utc = value.astimezone(dt.UTC)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+
+
+def _data_object(body: Mapping[str, object], method: str, endpoint: str) -> dict[str, object]:
+    data = body.get("data")
+    if not isinstance(data, dict):
+        raise ProtocolError(
+            f"{method} {endpoint}: 'data' is not an object", method=method, endpoint=endpoint
+        )
+    return data
+
+
+def _data_objects(
+    body: Mapping[str, object], method: str, endpoint: str
+) -> list[dict[str, object]]:
+    data = body.get("data")
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise ProtocolError(
+            f"{method} {endpoint}: 'data' is not a list of objects",
+            method=method,
+            endpoint=endpoint,
+        )
+    return data
+
+
+class AsyncJicooClient:
+    """The Jicoo API as typed async methods, with retries, rate limiting and safe paging.
+
+    >>> async def main(settings: Settings) -> int:
+    ...     async with AsyncJicooClient(settings) as client:
+    ...         listing = await client.list_bookings(status="open")
+    ...         return len(listing.records)
+
+    ``limiter`` defaults to ``shared_limiter(settings)``: every client of one account in the
+    process shares one budget. ``transport`` is the httpx seam (e.g. ``httpx.MockTransport``).
+    ``report`` accumulates every call's FetchReport over the client's life.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        limiter: RateLimiter | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        self.settings = settings
+        self.limiter = limiter if limiter is not None else shared_limiter(settings)
+        self.report = FetchReport()
+        self._http = HttpCore(settings, limiter=self.limiter, transport=transport)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    def __repr__(self) -> str:
+        return f"AsyncJicooClient(base_url={self.settings.base_url!r})"
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _measured(
+        self, call: Callable[[FetchReport], Awaitable[_T]]
+    ) -> tuple[_T, FetchReport]:
+        report = FetchReport()
+        started = time.perf_counter()
+        try:
+            return await call(report), report
+        finally:
+            report.elapsed_s = time.perf_counter() - started
+            self.report.merge(report)
+
+    async def _list(self, endpoint: str, params: Mapping[str, str] | None = None) -> Listing:
+        per_page = self.settings.per_page
+
+        async def walk(report: FetchReport) -> Listing:
+            async def fetch(page: int) -> Mapping[str, object]:
+                query: dict[str, str | int] = {**(params or {}), "page": page, "perPage": per_page}
+                return await self._http.request(
+                    "GET", endpoint, report=report, params=query, page=page
+                )
+
+            result = await walk_pages(
+                fetch,
+                per_page=per_page,
+                concurrency=self.settings.page_concurrency,
+                report=report,
+                method="GET",
+                endpoint=endpoint,
+            )
+            return Listing(result.records, result.total_count, report)
+
+        listing, _ = await self._measured(walk)
+        return listing
+
+    async def _call(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json_body: Mapping[str, object] | None = None,
+    ) -> Mapping[str, object]:
+        async def send(report: FetchReport) -> Mapping[str, object]:
+            return await self._http.request(
+                method, endpoint, report=report, params=params, json_body=json_body
+            )
+
+        body, _ = await self._measured(send)
+        return body
+
+    # -- bookings ---------------------------------------------------------------------------
+
+    async def list_bookings(
+        self,
+        *,
+        started_at: dt.datetime | None = None,
+        ended_at: dt.datetime | None = None,
+        status: str | None = None,
+        order: str = "startedAt",
+        sort: str = "asc",
+    ) -> Listing:
+        """Bookings starting at/after ``started_at`` and ending at/before ``ended_at``.
+        ``order`` is the field (startedAt|createdAt), ``sort`` the direction (asc|desc)."""
+        if status is not None and status not in BOOKING_STATUSES:
+            raise ValueError(f"status must be one of {sorted(BOOKING_STATUSES)}, got {status!r}")
+        if order not in BOOKING_ORDERS:
+            raise ValueError(f"order must be one of {sorted(BOOKING_ORDERS)}, got {order!r}")
+        if sort not in BOOKING_SORTS:
+            raise ValueError(f"sort must be one of {sorted(BOOKING_SORTS)}, got {sort!r}")
+        params = {"order": order, "sort": sort}
+        if started_at is not None:
+            params["startedAt"] = format_instant(started_at, "started_at")
+        if ended_at is not None:
+            params["endedAt"] = format_instant(ended_at, "ended_at")
+        if status is not None:
+            params["status"] = status
+        return await self._list("/v1/bookings", params)
+
+    async def get_booking(self, uid: str) -> dict[str, object]:
+        endpoint = f"/v1/bookings/{_segment(uid, 'uid')}"
+        return _data_object(await self._call("GET", endpoint), "GET", endpoint)
+
+    async def list_booking_contacts(self, uid: str) -> list[dict[str, object]]:
+        endpoint = f"/v1/bookings/{_segment(uid, 'uid')}/contacts"
+        return _data_objects(await self._call("GET", endpoint), "GET", endpoint)
+
+    async def cancel_booking(self, uid: str, *, reason: str | None = None) -> dict[str, object]:
+        """Cancel a booking. Never resent after it left: a failure then is InDoubtError."""
+        endpoint = f"/v1/bookings/{_segment(uid, 'uid')}/cancel"
+        body: dict[str, object] = {} if reason is None else {"cancelReason": reason}
+        return _data_object(await self._call("POST", endpoint, json_body=body), "POST", endpoint)
+
+    async def reschedule_booking(
+        self, uid: str, *, started_at: dt.datetime, time_zone: str
+    ) -> dict[str, object]:
+        """Move a booking (the server derives the end). Failure after sending: InDoubtError."""
+        endpoint = f"/v1/bookings/{_segment(uid, 'uid')}/reschedule"
+        body: dict[str, object] = {
+            "startedAt": format_instant(started_at, "started_at"),
+            "timeZone": time_zone,
+        }
+        return _data_object(await self._call("POST", endpoint, json_body=body), "POST", endpoint)
+
+    # -- other listings ---------------------------------------------------------------------
+
+    async def list_schedules(self) -> Listing:
+        return await self._list("/v1/schedules")
+
+    async def list_organization_users(self) -> Listing:
+        return await self._list("/v1/organization_users")
+
+    async def list_availability_calendars(self, user_id: str) -> Listing:
+        return await self._list(
+            "/v1/user_availability_calendars", {"userId": _require_id(user_id, "user_id")}
+        )
+
+    async def list_event_types(self) -> Listing:
+        return await self._list("/v1/event_types")
+
+    async def list_event_type_hosts(self, event_type_id: str) -> Listing:
+        return await self._list(
+            "/v1/event_type_hosts", {"eventTypeId": _require_id(event_type_id, "event_type_id")}
+        )
+
+    async def list_available_slots(
+        self, event_type_uid: str, start: dt.datetime, end: dt.datetime
+    ) -> list[dict[str, object]]:
+        """Free start times in [start, end), asked in windows of at most 7 days (the API's
+        limit); a slot on a window edge is returned once (deduplicated on ``startedAt``)."""
+        endpoint = (
+            f"/v1/event_types/{_segment(event_type_uid, 'event_type_uid')}/available_schedules"
+        )
+        format_instant(start, "start")
+        format_instant(end, "end")
+        if end <= start:
+            raise ValueError("end must be after start")
+        windows: list[tuple[dt.datetime, dt.datetime]] = []
+        cursor = start
+        while cursor < end:
+            windows.append((cursor, min(cursor + AVAILABLE_SLOTS_WINDOW, end)))
+            cursor = windows[-1][1]
+        gate = asyncio.Semaphore(self.settings.page_concurrency)
+
+        async def window(bounds: tuple[dt.datetime, dt.datetime]) -> list[dict[str, object]]:
+            params = {
+                "periodStart": format_instant(bounds[0], "start"),
+                "periodEnd": format_instant(bounds[1], "end"),
+            }
+            async with gate:
+                body = await self._call("GET", endpoint, params=params)
+            return _data_objects(body, "GET", endpoint)
+
+        slots: dict[str, dict[str, object]] = {}
+        for found in await asyncio.gather(*(window(bounds) for bounds in windows)):
+            for slot in found:
+                started = slot.get("startedAt")
+                if not isinstance(started, str):
+                    raise ProtocolError(
+                        f"GET {endpoint}: a slot without a string 'startedAt'",
+                        method="GET",
+                        endpoint=endpoint,
+                    )
+                slots.setdefault(started, slot)
+        return list(slots.values())
+
+
+class JicooClient:
+    """The synchronous facade: the same methods, run on a private event loop in a thread, so
+    it works from any thread, including one that has no loop (Dagster ops, scripts).
+
+    >>> with JicooClient(Settings.from_env()) as client:  # doctest: +SKIP
+    ...     booking = client.get_booking("mzgdPJVBb7RE")
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        limiter: RateLimiter | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="jicoo-client-loop", daemon=True
+        )
+        self._thread.start()
+        self._closed = False
+
+        async def create() -> AsyncJicooClient:
+            # Built on the private loop so httpx's pool belongs to it.
+            return AsyncJicooClient(settings, limiter=limiter, transport=transport)
+
+        self._client = self._run(create())
+
+    def _run(self, coroutine: Coroutine[object, object, _T]) -> _T:
+        if self._closed:
+            coroutine.close()
+            raise RuntimeError("the JicooClient is closed")
+        if threading.current_thread() is self._thread:
+            coroutine.close()
+            raise RuntimeError("JicooClient called from its own loop: use AsyncJicooClient")
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    @property
+    def report(self) -> FetchReport:
+        return self._client.report
+
+    @property
+    def settings(self) -> Settings:
+        return self._client.settings
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self._run(self._client.aclose())
+        finally:
+            self._closed = True
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            self._loop.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"JicooClient(base_url={self._client.settings.base_url!r})"
+
+    def list_bookings(
+        self,
+        *,
+        started_at: dt.datetime | None = None,
+        ended_at: dt.datetime | None = None,
+        status: str | None = None,
+        order: str = "startedAt",
+        sort: str = "asc",
+    ) -> Listing:
+        return self._run(
+            self._client.list_bookings(
+                started_at=started_at, ended_at=ended_at, status=status, order=order, sort=sort
+            )
+        )
+
+    def get_booking(self, uid: str) -> dict[str, object]:
+        return self._run(self._client.get_booking(uid))
+
+    def list_booking_contacts(self, uid: str) -> list[dict[str, object]]:
+        return self._run(self._client.list_booking_contacts(uid))
+
+    def cancel_booking(self, uid: str, *, reason: str | None = None) -> dict[str, object]:
+        return self._run(self._client.cancel_booking(uid, reason=reason))
+
+    def reschedule_booking(
+        self, uid: str, *, started_at: dt.datetime, time_zone: str
+    ) -> dict[str, object]:
+        return self._run(
+            self._client.reschedule_booking(uid, started_at=started_at, time_zone=time_zone)
+        )
+
+    def list_schedules(self) -> Listing:
+        return self._run(self._client.list_schedules())
+
+    def list_organization_users(self) -> Listing:
+        return self._run(self._client.list_organization_users())
+
+    def list_availability_calendars(self, user_id: str) -> Listing:
+        return self._run(self._client.list_availability_calendars(user_id))
+
+    def list_event_types(self) -> Listing:
+        return self._run(self._client.list_event_types())
+
+    def list_event_type_hosts(self, event_type_id: str) -> Listing:
+        return self._run(self._client.list_event_type_hosts(event_type_id))
+
+    def list_available_slots(
+        self, event_type_uid: str, start: dt.datetime, end: dt.datetime
+    ) -> list[dict[str, object]]:
+        return self._run(self._client.list_available_slots(event_type_uid, start, end))

@@ -1,0 +1,370 @@
+"""The one place that speaks HTTP: auth header, no redirects, a total deadline, a byte cap,
+JSON parsing and mapping of answers to errors, all behind a retry loop. Only httpx importer.
+
+Never logs a body, a header or the key; errors carry the status, method, path and the
+``errors`` member of error bodies only.
+"""
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NoReturn
+
+import httpx
+import orjson
+
+from jicoo_connector.client._ratelimit import RateLimiter
+from jicoo_connector.client._report import FetchReport
+from jicoo_connector.client._retry import (
+    Outcome,
+    OutcomeKind,
+    RetryBudget,
+    decide,
+    parse_retry_after,
+)
+from jicoo_connector.errors import (
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    InDoubtError,
+    JicooError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProtocolError,
+    RateLimitedError,
+    ServerError,
+    TransportError,
+    ValidationError,
+)
+from jicoo_connector.settings import Settings
+
+__all__ = [
+    "API_KEY_HEADER",
+    "MAX_JSON_DEPTH",
+    "HttpCore",
+    "Transport",
+    "parse_json_object",
+]
+
+logger = logging.getLogger("jicoo_connector.client")
+
+# The one seam for tests and custom stacks (httpx.MockTransport, a proxy transport...).
+Transport = httpx.AsyncBaseTransport
+
+API_KEY_HEADER = "X-Jicoo-Api-Key"
+# Far below orjson's own 1024: deeper trees break recursive consumers (repr, Arrow) later.
+MAX_JSON_DEPTH = 32
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+# orjson turns integers beyond 64 bits into floats, so a float this large was such an integer.
+_FLOAT_INT_LIMIT = float(2**63)
+# Error bodies are read only for their `errors` member; more than this is not an error body.
+ERROR_BODY_MAX_BYTES = 64 * 1024
+# Keep a server message short in exception text.
+MAX_SERVER_MESSAGE_CHARS = 300
+# Connections beyond the page concurrency, for a get_booking next to a running listing.
+POOL_HEADROOM = 4
+
+_STATUS_ERRORS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    402: ValidationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    422: ValidationError,
+}
+
+
+class _AttemptFailedError(Exception):
+    """One attempt failed: how (for the retry decision) and what to raise if we stop."""
+
+    def __init__(self, outcome: Outcome, error: JicooError) -> None:
+        super().__init__(str(error))
+        self.outcome = outcome
+        self.error = error
+
+
+class _RefusedJSONError(ValueError):
+    """A body that is not JSON we accept; the message says why (never quotes the body)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """What one request is for, as named in every error and log line."""
+
+    method: str
+    endpoint: str
+    page: int | None
+
+    def __str__(self) -> str:
+        page = f" page {self.page}" if self.page is not None else ""
+        return f"{self.method} {self.endpoint}{page}"
+
+    def protocol_error(self, why: str) -> ProtocolError:
+        return ProtocolError(
+            f"{self}: {why}", method=self.method, endpoint=self.endpoint, page=self.page
+        )
+
+
+def _check_tree(root: dict[str, object]) -> None:
+    stack: list[tuple[dict[str, object] | list[object], int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise _RefusedJSONError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+            elif isinstance(child, int) and not INT64_MIN <= child <= INT64_MAX:
+                raise _RefusedJSONError("JSON integer beyond 64 bits")
+            elif isinstance(child, float) and not abs(child) < _FLOAT_INT_LIMIT:
+                raise _RefusedJSONError("JSON number beyond 64 bits or not finite")
+
+
+def parse_json_object(raw: bytes) -> dict[str, object]:
+    """Parse ``raw`` as a JSON object, refusing NaN/Infinity, invalid surrogates or UTF-8,
+    integers beyond 64 bits and nesting deeper than MAX_JSON_DEPTH (raises ValueError)."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        # orjson's message gives a position and a reason, never the document itself.
+        raise _RefusedJSONError(f"invalid JSON ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise _RefusedJSONError(f"top-level JSON is {type(value).__name__}, not an object")
+    _check_tree(value)
+    return value
+
+
+class HttpCore:
+    """An httpx.AsyncClient configured for the Jicoo API plus the retry loop around it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        limiter: RateLimiter,
+        transport: Transport | None = None,
+    ) -> None:
+        self._settings = settings
+        self._limiter = limiter
+        self._budget = RetryBudget()
+        pool = settings.page_concurrency + POOL_HEADROOM
+        self._client = httpx.AsyncClient(
+            base_url=settings.base_url,
+            headers={
+                API_KEY_HEADER: settings.api_key.reveal(),
+                "Accept": "application/json",
+                "User-Agent": settings.user_agent,
+            },
+            timeout=httpx.Timeout(
+                connect=settings.connect_timeout,
+                read=settings.read_timeout,
+                write=settings.read_timeout,
+                pool=settings.connect_timeout,
+            ),
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+            # Following a redirect would hand the key header to whatever origin it names.
+            follow_redirects=False,
+            verify=True,
+            # No proxies, .netrc or SSL_CERT_FILE from the environment: what is configured
+            # here is what runs, and no other party sees the key.
+            trust_env=False,
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def request(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        report: FetchReport,
+        params: Mapping[str, str | int] | None = None,
+        json_body: Mapping[str, object] | None = None,
+        page: int | None = None,
+    ) -> dict[str, object]:
+        """Send until success or a final failure; return the answer's JSON object (with
+        ``data``). Raises the typed errors of jicoo_connector.errors."""
+        target = _Target(method, endpoint, page)
+        attempt = 0
+        self._budget.deposit()
+        while True:
+            await self._limiter.acquire()
+            report.requests += 1
+            try:
+                return await self._send_once(target, params, json_body)
+            except _AttemptFailedError as failed:
+                outcome, error = failed.outcome, failed.error
+            if outcome.kind is OutcomeKind.RATE_LIMITED:
+                report.rate_limited += 1
+                self._limiter.penalise(outcome.retry_after)
+            elif outcome.kind is OutcomeKind.SERVER_ERROR:
+                report.server_errors += 1
+            decision = decide(
+                method,
+                attempt,
+                outcome,
+                max_retries=self._settings.max_retries,
+                budget=self._budget,
+            )
+            if decision.in_doubt:
+                raise InDoubtError(
+                    f"{error}; the request was sent and may have taken effect: read the "
+                    "resource back before resending",
+                    method=method,
+                    endpoint=endpoint,
+                    sent_body=json_body,
+                ) from error
+            if not decision.retry:
+                raise error
+            logger.debug(
+                "%s: %s, retry %d in %.2f s", target, decision.reason, attempt + 1, decision.delay
+            )
+            report.retries += 1
+            attempt += 1
+            await asyncio.sleep(decision.delay)
+
+    async def _send_once(
+        self,
+        target: _Target,
+        params: Mapping[str, str | int] | None,
+        json_body: Mapping[str, object] | None,
+    ) -> dict[str, object]:
+        request = self._client.build_request(
+            target.method,
+            target.endpoint,
+            params=dict(params) if params else None,
+            content=orjson.dumps(json_body) if json_body is not None else None,
+            headers={"Content-Type": "application/json"} if json_body is not None else None,
+        )
+        answered = False
+        try:
+            # httpx timeouts bound each socket operation; a server trickling one byte per
+            # read timeout could hold a call for hours. This bounds the whole exchange.
+            async with asyncio.timeout(self._settings.request_deadline):
+                response = await self._client.send(request, stream=True)
+                answered = True
+                try:
+                    return await self._answer(response, target)
+                finally:
+                    await response.aclose()
+        except TimeoutError as exc:
+            _fail(OutcomeKind.DEADLINE, target, "total deadline exceeded", exc)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            _fail(OutcomeKind.CONNECT, target, f"could not connect ({type(exc).__name__})", exc)
+        except httpx.RemoteProtocolError as exc:
+            if answered:
+                _fail(OutcomeKind.TRUNCATED, target, "body cut short", exc)
+            _fail(OutcomeKind.TRANSPORT, target, "connection dropped before an answer", exc)
+        except httpx.DecodingError as exc:
+            _fail(OutcomeKind.REFUSED_ANSWER, target, "undecodable body", exc)
+        except (httpx.TimeoutException, httpx.NetworkError, httpx.ProtocolError) as exc:
+            _fail(OutcomeKind.TRANSPORT, target, type(exc).__name__, exc)
+
+    async def _answer(self, response: httpx.Response, target: _Target) -> dict[str, object]:
+        status = response.status_code
+
+        def refuse(why: str) -> NoReturn:
+            outcome = Outcome(OutcomeKind.REFUSED_ANSWER, status)
+            raise _AttemptFailedError(outcome, target.protocol_error(why))
+
+        if 300 <= status < 400:
+            # Never follow: httpx would resend the key header to the redirect's origin.
+            refuse(f"answered HTTP {status} (a redirect); refusing to follow it")
+        if 200 <= status < 300:
+            cap = self._settings.max_response_bytes
+            raw = await _read_capped(response, cap)
+            if raw is None:
+                refuse(f"body larger than {cap} bytes")
+            try:
+                body = parse_json_object(raw)
+            except _RefusedJSONError as exc:
+                refuse(str(exc))
+            if "data" not in body:
+                refuse("JSON object without a 'data' member")
+            return body
+        errors = await _error_member(response)
+        _raise_status(status, errors, response.headers.get("Retry-After"), target)
+
+
+def _fail(kind: OutcomeKind, target: _Target, what: str, cause: BaseException) -> NoReturn:
+    error: JicooError
+    if kind in (OutcomeKind.TRUNCATED, OutcomeKind.REFUSED_ANSWER):
+        error = target.protocol_error(what)
+    else:
+        error = TransportError(f"{target}: {what}", method=target.method, endpoint=target.endpoint)
+    error.__cause__ = cause
+    raise _AttemptFailedError(Outcome(kind), error)
+
+
+def _raise_status(
+    status: int, errors: dict[str, object], retry_after_header: str | None, target: _Target
+) -> NoReturn:
+    message = errors.get("message")
+    detail = f": {message[:MAX_SERVER_MESSAGE_CHARS]}" if isinstance(message, str) else ""
+    text = f"{target}: HTTP {status}{detail}"
+    retry_after = parse_retry_after(retry_after_header)
+    method, endpoint = target.method, target.endpoint
+    error: APIStatusError
+    if status == 429:
+        error = RateLimitedError(
+            text,
+            status_code=status,
+            method=method,
+            endpoint=endpoint,
+            errors=errors,
+            retry_after=retry_after,
+        )
+        kind = OutcomeKind.RATE_LIMITED
+    elif status >= 500:
+        error = ServerError(
+            text, status_code=status, method=method, endpoint=endpoint, errors=errors
+        )
+        kind = OutcomeKind.SERVER_ERROR
+    elif 400 <= status < 500:
+        error_type = _STATUS_ERRORS.get(status, APIStatusError)
+        error = error_type(
+            text, status_code=status, method=method, endpoint=endpoint, errors=errors
+        )
+        kind = OutcomeKind.FATAL
+    else:  # 1xx after the handshake or a non-HTTP status: an answer we cannot use
+        refused = Outcome(OutcomeKind.REFUSED_ANSWER, status)
+        raise _AttemptFailedError(refused, target.protocol_error(f"HTTP {status}"))
+    raise _AttemptFailedError(Outcome(kind, status, retry_after), error)
+
+
+async def _error_member(response: httpx.Response) -> dict[str, object]:
+    """The ``errors`` object of an error body, or {} if the body has none we accept."""
+    raw = await _read_capped(response, ERROR_BODY_MAX_BYTES)
+    if not raw:
+        return {}
+    try:
+        body = parse_json_object(raw)
+    except ValueError:
+        return {}
+    errors = body.get("errors")
+    return dict(errors) if isinstance(errors, dict) else {}
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
+    """The decoded body, or None once it exceeds ``cap`` bytes. Counting decoded bytes is
+    what stops a gzip bomb: a few KB on the wire can inflate to gigabytes."""
+    declared = response.headers.get("Content-Length")
+    if (
+        declared is not None
+        and declared.isdigit()
+        and "Content-Encoding" not in response.headers
+        and int(declared) > cap
+    ):
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,37 @@
+"""The client package's public surface: a sorted, complete ``__all__`` and no upward imports."""
+
+import ast
+from pathlib import Path
+
+import jicoo_connector.client as client
+
+PACKAGE = Path(client.__file__).parent
+FORBIDDEN = (
+    "dagster",
+    "assets",
+    "jicoo_connector.tables",
+    "jicoo_connector.extract",
+    "jicoo_connector.storage",
+    "jicoo_connector.changes",
+    "jicoo_connector.sandbox",
+)
+
+
+def test_all_is_sorted_and_complete() -> None:
+    public = {name for name in vars(client) if not name.startswith("_")}
+    assert client.__all__ == sorted(public)
+    assert {"AsyncJicooClient", "JicooClient", "FetchReport", "Listing", "RateLimiter"} <= public
+
+
+def test_only_http_imports_httpx_and_nothing_imports_upward() -> None:
+    for path in PACKAGE.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        } | {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert not [name for name in imported if name.startswith(FORBIDDEN)], path.name
+        if path.name != "_http.py":
+            assert "httpx" not in imported, path.name
