@@ -164,25 +164,20 @@ class ParquetStore:
         return rows
 
     def read_partition(self, table: str, partition_value: dt.date) -> pa.Table:
-        return pq.read_table(
-            self.partition_path(table, partition_value),
-            filesystem=self.filesystem,
-            schema=_spec(table).schema,
-        )
+        """One partition with the full table schema (the partition column comes from the path)."""
+        return self._dataset(table, [self.partition_path(table, partition_value)]).to_table()
 
     def dataset(self, table: str) -> ds.FileSystemDataset:
-        """Every partition of ``table`` as one pyarrow dataset.
+        """Every partition of ``table`` as one pyarrow dataset, partition column typed."""
+        # Listed files only: temp files of a running or crashed writer are not the table.
+        paths = [self.partition_path(table, value) for value in self.list_partitions(table)]
+        return self._dataset(table, paths)
 
-        The partition column is in the files and in the path; pyarrow's untyped hive discovery
-        (``pd.read_parquet(dir)``) would see string vs date and refuse, so the partitioning is
-        declared with the column's type here.
-        """
+    def _dataset(self, table: str, paths: list[str]) -> ds.FileSystemDataset:
         spec = _spec(table)
         partitioning = ds.partitioning(
             pa.schema([spec.schema.field(spec.partition_column)]), flavor="hive"
         )
-        # Listed files only: temp files of a running or crashed writer are not the table.
-        paths = [self.partition_path(table, value) for value in self.list_partitions(table)]
         return ds.dataset(
             paths,
             schema=spec.schema,
@@ -215,20 +210,32 @@ class ParquetStore:
         return sorted(values)
 
 
+def file_schema(spec: TableSpec) -> pa.Schema:
+    """The schema inside each file: the table's, less the partition column.
+
+    The partition value lives only in the hive path (``day=2026-11-25/``), as every hive reader
+    expects: ``pd.read_parquet(dir)``, ``duckdb.read_parquet(..., hive_partitioning=true)``,
+    Spark. A copy inside the files would clash with the path's type in untyped discovery.
+    """
+    return spec.schema.remove(spec.schema.get_field_index(spec.partition_column))
+
+
 def _write_parquet(
     spec: TableSpec, path: str, batches: Iterable[pa.RecordBatch], filesystem: pafs.FileSystem
 ) -> int:
     rows = 0
+    schema = file_schema(spec)
+    drop = spec.schema.get_field_index(spec.partition_column)
     # One batch in memory at a time: memory follows the batch size, not the partition size.
     with pq.ParquetWriter(
-        path, spec.schema, filesystem=filesystem, compression=PARQUET_COMPRESSION
+        path, schema, filesystem=filesystem, compression=PARQUET_COMPRESSION
     ) as writer:
         for batch in batches:
             if not batch.schema.equals(spec.schema):
                 raise ValueError(
                     f"{spec.name}: a batch does not match the table schema:\n{batch.schema}"
                 )
-            writer.write_batch(batch, row_group_size=ROW_GROUP_ROWS)
+            writer.write_batch(batch.remove_column(drop), row_group_size=ROW_GROUP_ROWS)
             rows += batch.num_rows
     return rows
 
@@ -330,12 +337,10 @@ def _source(
 
     Read through pyarrow, not DuckDB's read_parquet: DuckDB would need its httpfs extension for
     s3:// (not installable offline), and one code path serves local and remote stores alike.
-    The partition value is read from the files, so no hive-path parsing is involved.
     """
     if not paths:
         return spec.schema.empty_table()
-    dataset = ds.dataset(paths, schema=spec.schema, format="parquet", filesystem=store.filesystem)
-    return dataset.scanner().to_reader()
+    return store._dataset(spec.name, paths).scanner().to_reader()
 
 
 def _ident(name: str) -> str:
