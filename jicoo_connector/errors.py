@@ -14,8 +14,14 @@ JicooError
 ├── ProtocolError               an answer we refuse: truncated, too large, hostile JSON,
 │   │                           a redirect, an envelope that lies
 │   └── PaginationError         pages that never end, repeat, or drift beyond the re-walk bound
+├── RecordConversionError       an API record value that does not fit its table column
 ├── InDoubtError                a write left us and may or may not have taken effect
-└── ChangeSetError              a change-set row or file we refuse (row, column, reason)
+├── ChangeSetError              a change-set row or file we refuse (row, column, reason)
+├── PlanError                   a plan file we cannot use (unreadable, another change set)
+└── LedgerError                 the write-back ledger refuses an operation
+    ├── LedgerBusyError         another applier holds the batch
+    ├── BatchMismatchError      the batch id was used with a different change-set file
+    └── StaleLeaseError         a newer applier took over (fencing epoch)
 """
 
 from collections.abc import Mapping
@@ -24,16 +30,22 @@ __all__ = [
     "APIStatusError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchMismatchError",
     "ChangeSetError",
     "ConfigError",
     "InDoubtError",
     "JicooError",
+    "LedgerBusyError",
+    "LedgerError",
     "NotFoundError",
     "PaginationError",
     "PermissionDeniedError",
+    "PlanError",
     "ProtocolError",
     "RateLimitedError",
+    "RecordConversionError",
     "ServerError",
+    "StaleLeaseError",
     "TransportError",
     "ValidationError",
 ]
@@ -178,3 +190,34 @@ class ChangeSetError(JicooError):
         self.reason = reason
         self.row = row
         self.column = column
+
+
+class RecordConversionError(JicooError, ValueError):
+    """A record value that does not fit its column; names the table, column and record key."""
+
+    def __init__(self, table: str, column: str, record_key: str, reason: str) -> None:
+        super().__init__(f"{table}.{column}: {reason} (record {record_key})")
+        self.table = table
+        self.column = column
+        self.record_key = record_key
+        self.reason = reason
+
+
+class PlanError(JicooError):
+    """A plan file we cannot use (unreadable, wrong format, another change set)."""
+
+
+class LedgerError(JicooError):
+    """The ledger refuses an operation (busy batch, changed file, stale lease)."""
+
+
+class LedgerBusyError(LedgerError):
+    """Another applier holds this batch."""
+
+
+class BatchMismatchError(LedgerError):
+    """The batch id was used before with a different change-set file."""
+
+
+class StaleLeaseError(LedgerError):
+    """A newer applier took over the batch; this applier's writes are refused (fencing)."""

@@ -12,7 +12,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jicoo_connector.errors import JicooError
+from jicoo_connector.errors import RecordConversionError
 
 __all__ = [
     "EXTRACTED_AT_COLUMN",
@@ -57,17 +57,6 @@ Partitioning = Literal["day", "snapshot"]
 # pyarrow-stubs make Array generic over its scalar type; columns here are heterogeneous.
 _Arr: TypeAlias = "pa.Array[Any]"
 _Kind = Literal["string", "int", "bool", "int_bool", "timestamp", "json", "list"]
-
-
-class RecordConversionError(JicooError, ValueError):
-    """A record value that does not fit its column; names the table, column and record key."""
-
-    def __init__(self, table: str, column: str, record_key: str, reason: str) -> None:
-        super().__init__(f"{table}.{column}: {reason} (record {record_key})")
-        self.table = table
-        self.column = column
-        self.record_key = record_key
-        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Literal
 
 from jicoo_connector.changes.changeset import Action, Change
-from jicoo_connector.errors import JicooError
+from jicoo_connector.errors import (
+    BatchMismatchError,
+    LedgerBusyError,
+    LedgerError,
+    StaleLeaseError,
+)
 
 __all__ = [
     "BOOKING_SNAPSHOT_FIELDS",
@@ -57,22 +62,6 @@ BOOKING_SNAPSHOT_FIELDS = (
     "cancelledBy",
     "hosts",
 )
-
-
-class LedgerError(JicooError):
-    """The ledger refuses an operation (busy batch, changed file, stale lease)."""
-
-
-class LedgerBusyError(LedgerError):
-    """Another applier holds this batch."""
-
-
-class BatchMismatchError(LedgerError):
-    """The batch id was used before with a different change-set file."""
-
-
-class StaleLeaseError(LedgerError):
-    """A newer applier took over the batch; this applier's writes are refused (fencing)."""
 
 
 class ChangeState(StrEnum):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from jicoo_connector.changes.changeset import Action, Change, ParsedChangeSet, format_instant
 from jicoo_connector.client import AsyncJicooClient
-from jicoo_connector.errors import APIStatusError, JicooError, NotFoundError
+from jicoo_connector.errors import APIStatusError, NotFoundError, PlanError
 from jicoo_connector.settings import Settings
 
 __all__ = [
@@ -38,10 +38,6 @@ DEFAULT_PLAN_CONCURRENCY = 8
 PLAN_FORMAT = "jicoo-changeset-plan/1"
 # Slots are looked up around the target; the API caps a window at 7 days.
 SLOT_WINDOW = dt.timedelta(hours=1)
-
-
-class PlanError(JicooError):
-    """A plan file we cannot use (unreadable, wrong format, another change set)."""
 
 
 class Verdict(StrEnum):
