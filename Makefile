@@ -9,7 +9,12 @@ PY := $(VENV)/bin/python
 # Dagster keeps its run storage here (ephemeral for demo/tests, never in the home folder).
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: help setup demo dev test check lint typecheck test-unit test-slow bench bench-quick sandbox clean
+.PHONY: dagster-home help setup demo dev test check lint typecheck test-unit test-slow bench bench-quick sandbox clean
+
+# No network here and no reason to phone home: telemetry off in the instance config.
+dagster-home:
+	@mkdir -p $(DAGSTER_HOME)
+	@test -s $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -25,11 +30,11 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 setup: $(VENV)/.synced ## Install everything (uv from PyPI, then the locked environment in .venv)
 
 demo: setup ## Start the sandbox and run the main job end to end; print where the tables are
-	@mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+	@$(MAKE) --no-print-directory dagster-home
 	$(PY) scripts/demo.py
 
 dev: setup ## Open the Dagster UI on the same setup as the demo (sandbox started alongside)
-	@mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+	@$(MAKE) --no-print-directory dagster-home
 	$(PY) scripts/dev.py
 
 check: setup ## Lint, format check, strict typing, import contracts, Dagster definitions
@@ -37,17 +42,17 @@ check: setup ## Lint, format check, strict typing, import contracts, Dagster def
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
-	@mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+	@$(MAKE) --no-print-directory dagster-home
 	JICOO_API_KEY=placeholder-for-validation $(VENV)/bin/dagster definitions validate -w workspace.yaml
 
 test-unit: setup ## Run the test suite (fast tier)
-	@mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+	@$(MAKE) --no-print-directory dagster-home
 	$(VENV)/bin/pytest -m "not slow" -q
 
 test: check test-unit ## Everything CI checks: make check, then the test suite
 
 test-slow: setup ## Heavy tests: crash-and-resume loops, large data
-	@mkdir -p $(DAGSTER_HOME) && touch $(DAGSTER_HOME)/dagster.yaml
+	@$(MAKE) --no-print-directory dagster-home
 	$(VENV)/bin/pytest -m slow -q
 
 bench: setup ## Full benchmarks (minutes); results in benchmarks/results/

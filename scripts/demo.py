@@ -4,6 +4,7 @@ then a write-back dry run and apply of a small change set. Prints where everythi
 import csv
 import datetime as dt
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,19 @@ DEMO_SEED = 7
 DEMO_RESCHEDULES = 4
 DEMO_CANCELS = 2
 SEPARATOR = "-" * 78
+# Dagster's event log at WARNING: the demo prints its own summary of each run.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _fresh_state() -> None:
+    """Each demo starts a new sandbox, so the last demo's tables and ledger describe a world
+    that no longer exists: start from empty (only demo-owned paths under data/)."""
+    for path in (DATA / "warehouse", DATA / "apply_log"):
+        shutil.rmtree(path, ignore_errors=True)
+    for path in DATA.glob("warehouse.duckdb*"):
+        path.unlink()
+    for path in DATA.glob("ledger.sqlite*"):
+        path.unlink()
 
 
 def _configure(base_url: str, api_key: str) -> None:
@@ -27,8 +41,10 @@ def _configure(base_url: str, api_key: str) -> None:
     os.environ.setdefault("JICOO_WAREHOUSE_ROOT", str(DATA / "warehouse"))
     os.environ.setdefault("JICOO_DUCKDB_PATH", str(DATA / "warehouse.duckdb"))
     os.environ.setdefault("DAGSTER_HOME", str(ROOT / ".dagster_home"))
-    Path(os.environ["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-    (Path(os.environ["DAGSTER_HOME"]) / "dagster.yaml").touch()
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "dagster.yaml").exists():
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
 
 
 def _extract(today: dt.date) -> None:
@@ -44,8 +60,9 @@ def _extract(today: dt.date) -> None:
     end = today + dt.timedelta(days=DEMO_FUTURE_DAYS)
     instance = dg.DagsterInstance.get()
     print(f"Extracting bookings and contacts for {start} .. {end} (one Dagster run)")
-    daily = defs.get_job_def("jicoo_daily_tables").execute_in_process(
+    daily = defs.resolve_job_def("jicoo_daily_tables").execute_in_process(
         instance=instance,
+        run_config=QUIET,
         tags={
             ASSET_PARTITION_RANGE_START_TAG: start.isoformat(),
             ASSET_PARTITION_RANGE_END_TAG: end.isoformat(),
@@ -53,7 +70,9 @@ def _extract(today: dt.date) -> None:
     )
     print(f"  run {daily.run_id}: {'success' if daily.success else 'FAILED'}")
     print("Extracting snapshot tables and loading DuckDB (one Dagster run)")
-    snapshots = defs.get_job_def("jicoo_snapshots").execute_in_process(instance=instance)
+    snapshots = defs.resolve_job_def("jicoo_snapshots").execute_in_process(
+        instance=instance, run_config=QUIET
+    )
     print(f"  run {snapshots.run_id}: {'success' if snapshots.success else 'FAILED'}")
     if not (daily.success and snapshots.success):
         raise SystemExit("the extract job failed; see the Dagster output above")
@@ -138,25 +157,44 @@ def _write_back(path: Path) -> None:
 
     from assets.definitions import defs
 
-    job = defs.get_job_def("apply_changeset")
+    job = defs.resolve_job_def("apply_changeset")
     instance = dg.DagsterInstance.get()
-    for dry_run in (True, False):
+    steps = (
+        (True, "dry run (plan, sends nothing)"),
+        (False, "apply"),
+        (False, "apply again (the ledger makes it a no-op)"),
+    )
+    for dry_run, title in steps:
         print(SEPARATOR)
-        print(f"Write-back {'dry run (plan)' if dry_run else 'apply'} of {path.relative_to(ROOT)}")
+        print(f"Write-back {title}: {path.relative_to(ROOT)}")
         result = job.execute_in_process(
             instance=instance,
             run_config={
+                **QUIET,
                 "ops": {
-                    "apply_changeset_op": {
+                    "jicoo__apply_log": {
                         "config": {"path": str(path), "dry_run": dry_run, "concurrency": 4}
                     }
-                }
+                },
             },
         )
         if not result.success:
             raise SystemExit("the write-back job failed; see the Dagster output above")
-        summary = result.output_for_node("apply_changeset_op")
-        print(summary)
+        for event in result.all_events:
+            metadata = (
+                event.asset_observation_data.asset_observation.metadata
+                if event.is_asset_observation
+                else event.step_materialization_data.materialization.metadata
+                if event.is_step_materialization
+                else {}
+            )
+            for key, value in metadata.items():
+                if key.startswith(("jicoo/plan/", "jicoo/state/")) or key in (
+                    "jicoo/posts_sent",
+                    "jicoo/plan_path",
+                    "dagster/uri",
+                ):
+                    print(f"  {key}: {value.value}")
 
 
 def main() -> int:
@@ -166,6 +204,7 @@ def main() -> int:
     started = time.monotonic()
     with SandboxProcess(seed=DEMO_SEED, bookings=DEMO_BOOKINGS) as sandbox:
         print(f"Sandbox: {DEMO_BOOKINGS} seeded bookings at {sandbox.base_url}")
+        _fresh_state()
         _configure(sandbox.base_url, DEFAULT_SANDBOX_KEY)
         today = dt.datetime.now(ZoneInfo("Asia/Tokyo")).date()
         _extract(today)
