@@ -21,7 +21,6 @@ from jicoo_connector.settings import Settings
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import (
     TABLES,
-    availability_rows,
     contact_rows,
     event_type_rows,
     slot_rows,
@@ -285,7 +284,8 @@ async def _fetch_availability(client: AsyncJicooClient, ctx: _Context) -> _Fetch
     listings = await _bounded(ctx.fanout)(client.list_availability_calendars, user_ids)
     templates: Records = [record for listing in listings for record in listing.records]
     report = _merged(users.report, *(listing.report for listing in listings))
-    return _Fetched(list(availability_rows(templates)), report, None)
+    # to_record_batch flattens templates into one row per rule (TableSpec.rows); pass them raw.
+    return _Fetched(templates, report, None)
 
 
 async def _fetch_event_types(client: AsyncJicooClient, ctx: _Context) -> _Fetched:
