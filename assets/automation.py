@@ -27,7 +27,6 @@ SWEEP_PAST_DAYS = int(os.environ.get("JICOO_SWEEP_PAST_DAYS", "90"))
 daily_tables_job = dg.define_asset_job(
     "jicoo_daily_tables",
     selection=dg.AssetSelection.assets(*(asset_key(t) for t in DAILY_TABLES)),
-    partitions_def=daily_partitions,
     description="Bookings and contacts for a range of days (one run, days in parallel).",
 )
 snapshots_job = dg.define_asset_job(

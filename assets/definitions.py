@@ -20,6 +20,7 @@ from assets.resources import (
     WarehouseResource,
 )
 from assets.writeback import (
+    DEFAULT_APPLY_LOG_ROOT,
     WriteBackResource,
     apply_changeset_job,
     apply_log,
@@ -44,6 +45,7 @@ defs = dg.Definitions(
         ),
         "writeback": WriteBackResource(
             ledger_path=os.environ.get("JICOO_LEDGER_PATH", DEFAULT_LEDGER_PATH),
+            apply_log_root=os.environ.get("JICOO_APPLY_LOG_ROOT", DEFAULT_APPLY_LOG_ROOT),
         ),
     },
 )

@@ -11,6 +11,7 @@ from dagster._core.definitions.metadata import RawMetadataValue
 
 from assets.partitions import TIMEZONE, daily_partitions
 from assets.resources import JicooResource, WarehouseResource
+from jicoo_connector.client import FetchReport
 from jicoo_connector.extract import ExtractResult, extract_range
 from jicoo_connector.quality import (
     QualityResult,
@@ -110,8 +111,8 @@ def _metadata(
     store: ParquetStore,
     seconds: float,
 ) -> dict[str, RawMetadataValue]:
-    report = results[0].report
-    for result in results[1:]:
+    report = FetchReport()
+    for result in results:
         report.merge(result.report)
     paths = [r.path for r in results if r.path]
     return {
@@ -119,6 +120,11 @@ def _metadata(
         "dagster/column_schema": column_schema(TABLES[table].schema),
         "dagster/uri": paths[0] if len(paths) == 1 else store.table_uri(table),
         "jicoo/partitions": ", ".join(str(r.partition_value) for r in results),
+        # Dagster copies one run's metadata onto every partition of the range it materialized,
+        # so dagster/row_count is the run's total; this is each day's own count.
+        "jicoo/rows_by_partition": dg.MetadataValue.json(
+            {str(r.partition_value): r.rows for r in results}
+        ),
         "jicoo/duration_s": round(seconds, 3),
         "jicoo/preview": dg.MetadataValue.md(_preview(data)),
         **{f"jicoo/{name}": value for name, value in report.as_metadata().items()},
@@ -141,33 +147,54 @@ def _extract(
         max(days),
         warehouse.root,
         zone=TIMEZONE,
-        run_id=context.run_id,
+        run_id=context.run.run_id,
     )
     skipped = [r for r in results if r.skipped_reason]
     if skipped:
-        # A 403 on this endpoint: the key may not read it. Skip the asset, keep the run green.
+        # A 403 on this endpoint: the key may not read it. Skip the asset (and its checks),
+        # keep the run green. Dagster skips the steps downstream of it (the warehouse reload).
         context.log.warning(f"jicoo/{table} skipped: {skipped[0].skipped_reason}")
         return
     results.sort(key=lambda r: r.partition_value)
-    data = pa.concat_tables([store.read_partition(table, r.partition_value) for r in results])
+    data = pa.concat_tables(
+        [store.read_partition(table, r.partition_value) for r in results],
+        promote_options="none",
+    )
+    selected = context.selected_asset_check_keys
     yield dg.MaterializeResult(
+        asset_key=asset_key(table),
         metadata=_metadata(table, data, results, store, time.monotonic() - started),
-        check_results=[_check_result(table, q) for q in _quality(table, data, results, store)],
+        check_results=[
+            _check_result(table, q)
+            for q in _quality(table, data, results, store)
+            if dg.AssetCheckKey(asset_key(table), q.name) in selected
+        ],
+    )
+
+
+def _spec(table: str, description: str, deps: Sequence[dg.AssetKey] = ()) -> dg.AssetSpec:
+    # skippable: a 403 yields nothing for the asset, and that must not fail the step.
+    return dg.AssetSpec(
+        asset_key(table),
+        group_name=GROUP,
+        kinds=KINDS,
+        deps=deps,
+        description=description,
+        skippable=True,
     )
 
 
 def _daily_asset(table: str, deps: Sequence[dg.AssetKey] = ()) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=asset_key(table),
-        group_name=GROUP,
-        kinds=KINDS,
+    # A one-asset multi_asset rather than @asset: only can_subset makes the check outputs
+    # optional, which a skipped (403) asset needs.
+    @dg.multi_asset(
+        name=f"jicoo__{table}",
+        specs=[_spec(table, f"Jicoo {table}, one partition per calendar day in {TIMEZONE}.", deps)],
         partitions_def=daily_partitions,
         # One run extracts a whole range (backfills, the rolling refresh), days in parallel.
         backfill_policy=dg.BackfillPolicy.single_run(),
         check_specs=check_specs(table),
-        deps=deps,
-        output_required=False,
-        description=f"Jicoo {table}, one partition per calendar day in {TIMEZONE}.",
+        can_subset=True,
     )
     def _asset(
         context: dg.AssetExecutionContext, jicoo: JicooResource, warehouse: WarehouseResource
@@ -179,13 +206,11 @@ def _daily_asset(table: str, deps: Sequence[dg.AssetKey] = ()) -> dg.AssetsDefin
 
 
 def _snapshot_asset(table: str) -> dg.AssetsDefinition:
-    @dg.asset(
-        key=asset_key(table),
-        group_name=GROUP,
-        kinds=KINDS,
+    @dg.multi_asset(
+        name=f"jicoo__{table}",
+        specs=[_spec(table, f"Jicoo {table}, a snapshot per day (today's is replaced on re-run).")],
         check_specs=check_specs(table),
-        output_required=False,
-        description=f"Jicoo {table}, a snapshot per day (today's is replaced on re-run).",
+        can_subset=True,
     )
     def _asset(
         context: dg.AssetExecutionContext, jicoo: JicooResource, warehouse: WarehouseResource

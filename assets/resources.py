@@ -51,6 +51,3 @@ class WarehouseResource(dg.ConfigurableResource["WarehouseResource"]):
     duckdb_path: str = Field(
         default=DEFAULT_DUCKDB_PATH, description="The embedded DuckDB warehouse file."
     )
-    timezone: str = Field(
-        default="Asia/Tokyo", description="IANA zone whose calendar days partition bookings."
-    )

@@ -2,12 +2,14 @@
 
 import datetime as dt
 import hashlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
+from assets.extract_assets import column_schema
 from assets.resources import DEFAULT_LEDGER_PATH, JicooResource
 from jicoo_connector.changes import (
     ChangeState,
@@ -20,6 +22,8 @@ from jicoo_connector.changes import (
 from jicoo_connector.changes.apply import APPLY_LOG_SCHEMA, DEFAULT_APPLY_CONCURRENCY
 
 APPLY_LOG_KEY = dg.AssetKey(["jicoo", "apply_log"])
+# The op behind the asset: the key in run_config["ops"] for ApplyChangesetConfig.
+APPLY_LOG_OP = "jicoo__apply_log"
 IN_FLIGHT_STATES = (ChangeState.INTENT.value, ChangeState.IN_DOUBT.value)
 DEFAULT_APPLY_LOG_ROOT = "data/apply_log"
 
@@ -52,13 +56,25 @@ def default_batch_id(path: Path) -> str:
     return path.stem
 
 
-@dg.asset(
-    key=APPLY_LOG_KEY,
-    group_name="jicoo",
-    kinds={"jicoo", "parquet", "sqlite"},
-    output_required=False,
-    check_specs=[dg.AssetCheckSpec("no_change_in_flight", asset=APPLY_LOG_KEY)],
-    description="One row per change per write-back run: before, target, after, state, reason.",
+NO_CHANGE_IN_FLIGHT = dg.AssetCheckKey(APPLY_LOG_KEY, "no_change_in_flight")
+
+
+# A one-asset multi_asset: a dry run yields neither the asset nor its check, and only
+# can_subset makes the check output optional.
+@dg.multi_asset(
+    name=APPLY_LOG_OP,
+    specs=[
+        dg.AssetSpec(
+            APPLY_LOG_KEY,
+            group_name="jicoo",
+            kinds={"jicoo", "parquet", "sqlite"},
+            skippable=True,
+            description="One row per change per write-back run: before, target, after, state, "
+            "reason. A dry run records an observation with the plan's counts instead.",
+        )
+    ],
+    check_specs=[dg.AssetCheckSpec(NO_CHANGE_IN_FLIGHT.name, asset=APPLY_LOG_KEY)],
+    can_subset=True,
 )
 def apply_log(
     context: dg.AssetExecutionContext,
@@ -106,25 +122,28 @@ def apply_log(
     with Ledger(writeback.ledger_path) as ledger:
         ledger_counts = ledger.counts(batch_id)
     in_flight = sum(ledger_counts.get(state, 0) for state in IN_FLIGHT_STATES)
+    checks = [
+        dg.AssetCheckResult(
+            check_name=NO_CHANGE_IN_FLIGHT.name,
+            asset_key=APPLY_LOG_KEY,
+            passed=in_flight == 0,
+            description=f"{in_flight} changes of batch {batch_id} left in intent/in doubt",
+            metadata={"in_flight": in_flight},
+        )
+    ]
     yield dg.MaterializeResult(
+        asset_key=APPLY_LOG_KEY,
         metadata={
             "dagster/row_count": len(report.rows),
             "dagster/uri": str(out),
-            "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(f.name, str(f.type)) for f in APPLY_LOG_SCHEMA]
-            ),
+            "dagster/column_schema": column_schema(APPLY_LOG_SCHEMA),
             "jicoo/batch_id": batch_id,
             "jicoo/posts_sent": report.posts_sent,
             "jicoo/summary": dg.MetadataValue.md(f"```\n{report.summary()}\n```"),
             **{f"jicoo/state/{state}": n for state, n in report.counts.items()},
         },
         check_results=[
-            dg.AssetCheckResult(
-                check_name="no_change_in_flight",
-                passed=in_flight == 0,
-                description=f"{in_flight} changes of batch {batch_id} left in intent/in doubt",
-                metadata={"in_flight": in_flight},
-            )
+            c for c in checks if NO_CHANGE_IN_FLIGHT in context.selected_asset_check_keys
         ],
     )
 
@@ -136,28 +155,43 @@ apply_changeset_job = dg.define_asset_job(
 )
 
 
-INBOX = Path("data/changesets/inbox")
+DEFAULT_INBOX = "data/changesets/inbox"
+# What the asset writes next to a change set: never a new change set for the sensor.
+OUTPUT_SUFFIXES = (".rejected.csv",)
+
+
+def inbox_dir() -> Path:
+    """The watched folder, read at every tick so a deployment can move it without a reload."""
+    return Path(os.environ.get("JICOO_CHANGESET_INBOX", DEFAULT_INBOX))
+
+
+def inbox_run_request(path: Path) -> dg.RunRequest:
+    content_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+    return dg.RunRequest(
+        # The same content never starts twice; an edited file is a new batch.
+        run_key=f"{path.name}:{content_hash}",
+        run_config={
+            "ops": {
+                APPLY_LOG_OP: {
+                    "config": {
+                        # Absolute: the run may start in another working directory.
+                        "path": str(path.resolve()),
+                        "batch_id": f"{path.stem}-{content_hash[:12]}",
+                    }
+                }
+            }
+        },
+    )
 
 
 @dg.sensor(
     job=apply_changeset_job,
     minimum_interval_seconds=30,
-    description="Starts apply_changeset once per CSV content dropped in data/changesets/inbox/.",
+    description="Starts apply_changeset once per CSV content dropped in the change-set inbox "
+    f"($JICOO_CHANGESET_INBOX, default {DEFAULT_INBOX}).",
 )
 def changeset_inbox_sensor(context: dg.SensorEvaluationContext) -> Iterator[dg.RunRequest]:
-    for path in sorted(INBOX.glob("*.csv")):
-        content_hash = hashlib.sha256(path.read_bytes()).hexdigest()
-        yield dg.RunRequest(
-            # The same content never starts twice; an edited file is a new batch.
-            run_key=f"{path.name}:{content_hash}",
-            run_config={
-                "ops": {
-                    "jicoo__apply_log": {
-                        "config": {
-                            "path": str(path),
-                            "batch_id": f"{path.stem}-{content_hash[:12]}",
-                        }
-                    }
-                }
-            },
-        )
+    for path in sorted(inbox_dir().glob("*.csv")):
+        if path.name.endswith(OUTPUT_SUFFIXES):
+            continue
+        yield inbox_run_request(path)

@@ -50,4 +50,13 @@ def test_definitions_object_resolves_every_asset_and_job(monkeypatch: pytest.Mon
         "jicoo/warehouse",
         "jicoo/apply_log",
     } <= keys
-    assert isinstance(defs.get_job_def("apply_changeset"), dg.JobDefinition)
+    for job in ("jicoo_daily_tables", "jicoo_snapshots", "apply_changeset"):
+        assert isinstance(defs.resolve_job_def(job), dg.JobDefinition)
+    assert {s.name for s in repository.schedule_defs} == {
+        "jicoo_refresh_schedule",
+        "jicoo_sweep_schedule",
+        "jicoo_snapshots_schedule",
+    }
+    assert {s.name for s in repository.sensor_defs} == {"changeset_inbox_sensor"}
+    checks = {key.to_user_string() for key in repository.asset_graph.asset_check_keys}
+    assert "jicoo/apply_log:no_change_in_flight" in checks

@@ -1,0 +1,61 @@
+"""Helpers for the code-location tests: resources on the sandbox, range tags, event lookups."""
+
+import datetime as dt
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from assets.resources import JicooResource, WarehouseResource
+from jicoo_connector.sandbox.server import SandboxServer
+
+TOKYO = ZoneInfo("Asia/Tokyo")
+# The sandbox has no rate limit of its own: let the client go fast so runs stay short.
+TEST_RATE_LIMIT = 500.0
+TEST_BURST = 200
+
+
+def jicoo_resource(sandbox: SandboxServer, api_key: str | None = None) -> JicooResource:
+    return JicooResource(
+        api_key=api_key or sandbox.api_key,
+        base_url=sandbox.base_url,
+        rate_limit=TEST_RATE_LIMIT,
+        burst=TEST_BURST,
+    )
+
+
+def warehouse_resource(root: Path) -> WarehouseResource:
+    return WarehouseResource(root=str(root / "wh"), duckdb_path=str(root / "wh.duckdb"))
+
+
+def tokyo_today() -> dt.date:
+    return dt.datetime.now(TOKYO).date()
+
+
+def range_tags(start: dt.date, end: dt.date) -> dict[str, str]:
+    return {
+        ASSET_PARTITION_RANGE_START_TAG: start.isoformat(),
+        ASSET_PARTITION_RANGE_END_TAG: end.isoformat(),
+    }
+
+
+def materializations(
+    result: dg.ExecuteInProcessResult, key: dg.AssetKey
+) -> list[dg.AssetMaterialization]:
+    return [
+        event.materialization
+        for event in result.get_asset_materialization_events()
+        if event.materialization.asset_key == key
+    ]
+
+
+def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    """``asset/check`` -> passed, for every check evaluated in the run."""
+    out: dict[str, bool] = {}
+    for event in result.get_asset_check_evaluations():
+        out[f"{event.asset_key.to_user_string()}/{event.check_name}"] = event.passed
+    return out

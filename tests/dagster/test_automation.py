@@ -1,0 +1,131 @@
+"""Schedules, the inbox sensor and the 403 path, evaluated and run through Dagster."""
+
+import datetime as dt
+import logging
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from assets.automation import (
+    REFRESH_FUTURE_DAYS,
+    REFRESH_PAST_DAYS,
+    daily_tables_job,
+    jicoo_refresh_schedule,
+)
+from assets.extract_assets import extract_assets
+from assets.writeback import APPLY_LOG_OP, apply_changeset_job, apply_log, changeset_inbox_sensor
+from jicoo_connector.sandbox.server import SandboxServer
+from jicoo_connector.storage import ParquetStore
+from tests.conftest import LIMITED_KEY
+from tests.dagster.support import (
+    TOKYO,
+    jicoo_resource,
+    materializations,
+    range_tags,
+    tokyo_today,
+    warehouse_resource,
+)
+
+CHANGESET = "action,booking_uid,new_started_at,time_zone,cancel_reason\ncancel,{uid},,,gone\n"
+
+
+def _sensor_requests(inbox: Path) -> list[dg.RunRequest]:
+    context = dg.build_sensor_context()
+    result = changeset_inbox_sensor.evaluate_tick(context)
+    assert not result.skip_message, result.skip_message
+    return list(result.run_requests or [])
+
+
+def test_inbox_sensor_requests_one_run_per_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JICOO_CHANGESET_INBOX", str(tmp_path))
+    (tmp_path / "a.csv").write_text(CHANGESET.format(uid="b1"), encoding="utf-8")
+    (tmp_path / "b.csv").write_text(CHANGESET.format(uid="b2"), encoding="utf-8")
+    # What the asset writes next to a change set is not a new change set.
+    (tmp_path / "a.rejected.csv").write_text("row,column,reason\n", encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("ignored", encoding="utf-8")
+
+    first = _sensor_requests(tmp_path)
+    assert [r.run_key.split(":")[0] for r in first if r.run_key] == ["a.csv", "b.csv"]
+    assert [r.run_key for r in _sensor_requests(tmp_path)] == [r.run_key for r in first]
+
+    job = dg.Definitions(
+        assets=[apply_log], jobs=[apply_changeset_job], resources={"jicoo": {}, "writeback": {}}
+    ).resolve_job_def("apply_changeset")
+    for request in first:
+        config = request.run_config["ops"][APPLY_LOG_OP]["config"]
+        assert Path(config["path"]).is_absolute()
+        assert Path(config["path"]).parent == tmp_path.resolve()
+        assert dg.validate_run_config(job, request.run_config)
+
+    (tmp_path / "a.csv").write_text(CHANGESET.format(uid="b3"), encoding="utf-8")
+    edited = _sensor_requests(tmp_path)
+    assert edited[0].run_key != first[0].run_key
+    assert edited[1].run_key == first[1].run_key
+    batch_ids = {r.run_config["ops"][APPLY_LOG_OP]["config"]["batch_id"] for r in edited + first}
+    assert len(batch_ids) == 3
+
+
+def test_refresh_schedule_requests_the_rolling_range_and_the_run_extracts_it(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    moment = dt.datetime.combine(tokyo_today(), dt.time(3, 30), tzinfo=TOKYO)
+    context = dg.build_schedule_context(scheduled_execution_time=moment)
+    (request,) = list(jicoo_refresh_schedule.evaluate_tick(context).run_requests or [])
+    start = moment.date() - dt.timedelta(days=REFRESH_PAST_DAYS)
+    end = moment.date() + dt.timedelta(days=REFRESH_FUTURE_DAYS)
+    assert request.tags == {
+        **range_tags(start, end),
+        "dagster/schedule_name": "jicoo_refresh_schedule",
+    }
+    assert jicoo_refresh_schedule.job_name == "jicoo_daily_tables"
+
+    warehouse = warehouse_resource(tmp_path)
+    job = dg.Definitions(
+        assets=extract_assets,
+        jobs=[daily_tables_job],
+        resources={"jicoo": jicoo_resource(sandbox), "warehouse": warehouse},
+    ).resolve_job_def(jicoo_refresh_schedule.job_name)
+    # The schedule's own tags, on a narrowed range to keep the run short.
+    narrow = {**request.tags, **range_tags(moment.date(), moment.date() + dt.timedelta(days=1))}
+    result = job.execute_in_process(tags=narrow)
+    assert result.success
+    for table in ("bookings", "booking_contacts"):
+        events = materializations(result, dg.AssetKey(["jicoo", table]))
+        assert sorted(str(e.partition) for e in events) == [
+            str(moment.date()),
+            str(moment.date() + dt.timedelta(days=1)),
+        ]
+    assert ParquetStore(warehouse.root).list_partitions("bookings") == [
+        moment.date(),
+        moment.date() + dt.timedelta(days=1),
+    ]
+
+
+def test_a_403_skips_the_asset_with_a_warning_and_keeps_the_run_green(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    by_key = {a.key.to_user_string(): a for a in extract_assets}
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = dg.materialize(
+            [by_key["jicoo/event_types"], by_key["jicoo/users"]],
+            resources={
+                "jicoo": jicoo_resource(sandbox, api_key=LIMITED_KEY),
+                "warehouse": warehouse_resource(tmp_path),
+            },
+            instance=instance,
+        )
+        warnings = [
+            entry.user_message
+            for entry in instance.all_logs(result.run_id)
+            if entry.level == logging.WARNING
+        ]
+    assert result.success
+    assert materializations(result, dg.AssetKey(["jicoo", "event_types"])) == []
+    assert len(materializations(result, dg.AssetKey(["jicoo", "users"]))) == 1
+    assert {e.asset_key.to_user_string() for e in result.get_asset_check_evaluations()} == {
+        "jicoo/users"
+    }
+    assert any("jicoo/event_types skipped: 403" in message for message in warnings), warnings

@@ -1,0 +1,122 @@
+"""apply_changeset through Dagster: dry run observes, apply POSTs once per change, re-run none."""
+
+import csv
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from assets.writeback import (
+    APPLY_LOG_KEY,
+    APPLY_LOG_OP,
+    WriteBackResource,
+    apply_changeset_job,
+    apply_log,
+)
+from jicoo_connector.client import JicooClient
+from jicoo_connector.sandbox.server import SandboxServer
+from tests.dagster.support import check_evaluations, jicoo_resource, materializations
+
+CANCELS = 3
+FIELDS = ["action", "booking_uid", "new_started_at", "time_zone", "cancel_reason"]
+
+
+def _changeset(sandbox: SandboxServer, path: Path) -> dict[str, str]:
+    """Cancels of future open bookings plus one reschedule to a free slot: booking uid -> action."""
+    now = dt.datetime.now(dt.UTC)
+    with JicooClient(jicoo_resource(sandbox).settings()) as client:
+        upcoming = client.list_bookings(
+            started_at=now + dt.timedelta(days=2), ended_at=now + dt.timedelta(days=9)
+        )
+        open_bookings = [b for b in upcoming.records if b.get("status") == "open"]
+        moved = open_bookings[0]
+        slots = client.list_available_slots(
+            str(moved["eventTypeId"]), now + dt.timedelta(days=10), now + dt.timedelta(days=13)
+        )
+    rows = [
+        {
+            "action": "reschedule",
+            "booking_uid": str(moved["uid"]),
+            "new_started_at": str(slots[0]["startedAt"]),
+            "time_zone": "Asia/Tokyo",
+            "cancel_reason": "",
+        },
+        *(
+            {
+                "action": "cancel",
+                "booking_uid": str(b["uid"]),
+                "new_started_at": "",
+                "time_zone": "",
+                "cancel_reason": "room closed",
+            }
+            for b in open_bookings[1 : 1 + CANCELS]
+        ),
+    ]
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return {row["booking_uid"]: row["action"] for row in rows}
+
+
+def _posts(sandbox: SandboxServer, since: int = 0) -> list[dict[str, object]]:
+    return [e for e in sandbox.store.journal(since) if e["method"] == "POST"]
+
+
+def test_dry_run_then_apply_then_rerun_through_the_job(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "changes.csv"
+    changes = _changeset(sandbox, path)
+    # The way scripts/demo.py launches it: the Definitions' job, run_config keyed by the op.
+    job = dg.Definitions(
+        assets=[apply_log],
+        jobs=[apply_changeset_job],
+        resources={
+            "jicoo": jicoo_resource(sandbox),
+            "writeback": WriteBackResource(
+                ledger_path=str(tmp_path / "ledger.sqlite"),
+                apply_log_root=str(tmp_path / "apply_log"),
+            ),
+        },
+    ).resolve_job_def("apply_changeset")
+
+    def run(dry_run: bool) -> dg.ExecuteInProcessResult:
+        config = {"path": str(path), "dry_run": dry_run, "concurrency": 4}
+        return job.execute_in_process(run_config={"ops": {APPLY_LOG_OP: {"config": config}}})
+
+    dry = run(dry_run=True)
+    assert dry.success
+    assert _posts(sandbox) == []
+    assert materializations(dry, APPLY_LOG_KEY) == []
+    assert check_evaluations(dry) == {}
+    (observation,) = dry.get_asset_observation_events()
+    metadata = observation.asset_observation_data.asset_observation.metadata
+    assert metadata["jicoo/plan/will_apply"] == dg.IntMetadataValue(len(changes))
+    assert metadata["jicoo/dry_run"] == dg.BoolMetadataValue(True)
+
+    applied = run(dry_run=False)
+    assert applied.success
+    posts = _posts(sandbox)
+    assert all(p["changed"] and p["status"] == 200 for p in posts)
+    assert sorted(str(p["booking_uid"]) for p in posts) == sorted(changes)
+    assert {str(p["booking_uid"]): str(p["path"]).rsplit("/", 1)[-1] for p in posts} == changes
+    assert check_evaluations(applied) == {"jicoo/apply_log/no_change_in_flight": True}
+    (event,) = materializations(applied, APPLY_LOG_KEY)
+    assert event.metadata["dagster/row_count"] == dg.IntMetadataValue(len(changes))
+    assert event.metadata["jicoo/posts_sent"] == dg.IntMetadataValue(len(changes))
+    assert event.metadata["jicoo/state/applied"] == dg.IntMetadataValue(len(changes))
+    assert Path(str(event.metadata["dagster/uri"].value)).is_file()
+    # An asset job has no "result" output to read: callers read the materialization instead.
+    with pytest.raises(dg.DagsterInvariantViolationError, match="no output named result"):
+        applied.output_for_node(APPLY_LOG_OP)
+    assert f"POSTs sent: {len(changes)}" in str(event.metadata["jicoo/summary"].value)
+
+    seen = len(sandbox.store.journal())
+    again = run(dry_run=False)
+    assert again.success
+    assert _posts(sandbox, since=seen) == []
+    (event,) = materializations(again, APPLY_LOG_KEY)
+    assert event.metadata["jicoo/posts_sent"] == dg.IntMetadataValue(0)
+    assert check_evaluations(again) == {"jicoo/apply_log/no_change_in_flight": True}
