@@ -1,10 +1,14 @@
 """Change sets built from the sandbox's current data: valid reschedules (free slots) and cancels."""
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 
 import httpx
 
+from jicoo_connector.changes.changeset import ParsedChangeSet
+from jicoo_connector.changes.ledger import ChangeState, Ledger
 from jicoo_connector.changes.plan import parse_instant
 from jicoo_connector.sandbox.server import SandboxServer
 from jicoo_connector.settings import ApiKey, Settings
@@ -51,7 +55,48 @@ def future_open_bookings(sandbox: SandboxServer, status: str = "open") -> list[d
     return [b for b in found if isinstance(b.get("eventTypeId"), str)]
 
 
-def free_slot(sandbox: SandboxServer, bk: Mapping[str, object], taken: set[str]) -> str | None:
+def _interval(record: Mapping[str, object]) -> tuple[dt.datetime, dt.datetime] | None:
+    start, end = parse_instant(record.get("startedAt")), parse_instant(record.get("endedAt"))
+    return (start, end) if start is not None and end is not None else None
+
+
+def _host_ids(record: Mapping[str, object]) -> set[str]:
+    hosts = record.get("hosts")
+    if not isinstance(hosts, list):
+        return set()
+    return {str(h["userId"]) for h in hosts if isinstance(h, Mapping) and "userId" in h}
+
+
+def _hosts_free(
+    sandbox: SandboxServer,
+    bk: Mapping[str, object],
+    start: dt.datetime,
+    chosen: list[tuple[set[str], dt.datetime, dt.datetime]],
+) -> bool:
+    """An event type's slot is free for *some* host; a reschedule keeps the booking's hosts, so
+    check them against the store (the oracle) and against moves already in this batch."""
+    own = _interval(bk)
+    if own is None:
+        return False
+    end = start + (own[1] - own[0])
+    hosts = _host_ids(bk)
+    for other in sandbox.store.all_bookings():
+        if other["uid"] == bk["uid"] or other["status"] == "cancel":
+            continue
+        span = _interval(other)
+        if span and hosts & _host_ids(other) and span[0] < end and start < span[1]:
+            return False
+    return not any(h & hosts and s < end and start < e for h, s, e in chosen)
+
+
+def free_slot(
+    sandbox: SandboxServer,
+    bk: Mapping[str, object],
+    taken: set[str],
+    chosen: list[tuple[set[str], dt.datetime, dt.datetime]] | None = None,
+) -> str | None:
+    """A future slot the booking can really move to; records it in ``taken``/``chosen``."""
+    chosen = [] if chosen is None else chosen
     start = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
     end = start + dt.timedelta(days=SLOT_SEARCH_DAYS - 1)
     slots = _get(
@@ -61,18 +106,22 @@ def free_slot(sandbox: SandboxServer, bk: Mapping[str, object], taken: set[str])
         periodEnd=end.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
     )
     current = parse_instant(bk.get("startedAt"))
+    own = _interval(bk)
     for slot in slots:
         stamp = slot.get("startedAt")
         capacity = slot.get("remainingCapacity")
         if not isinstance(stamp, str) or not isinstance(capacity, int) or capacity < 1:
             continue
         instant = parse_instant(stamp)
-        if instant is None or instant == current or stamp in taken:
+        if instant is None or instant == current or stamp in taken or own is None:
             continue
         ends = instant + dt.timedelta(hours=2)
         if current is not None and instant - dt.timedelta(hours=2) < current < ends:
             continue  # keep away from the booking's own slot
+        if not _hosts_free(sandbox, bk, instant, chosen):
+            continue
         taken.add(stamp)
+        chosen.append((_host_ids(bk), instant, instant + (own[1] - own[0])))
         return stamp
     return None
 
@@ -83,13 +132,14 @@ def build_csv(sandbox: SandboxServer, reschedules: int, cancels: int) -> tuple[s
     uids: list[str] = []
     used_types: set[object] = set()
     taken: set[str] = set()
+    chosen: list[tuple[set[str], dt.datetime, dt.datetime]] = []
     candidates = future_open_bookings(sandbox)
     for bk in candidates:
         if len([r for r in rows if ",reschedule," in r]) >= reschedules:
             break
         if bk["eventTypeId"] in used_types:
             continue
-        stamp = free_slot(sandbox, bk, taken)
+        stamp = free_slot(sandbox, bk, taken, chosen)
         if stamp is None:
             continue
         used_types.add(bk["eventTypeId"])
@@ -103,3 +153,30 @@ def build_csv(sandbox: SandboxServer, reschedules: int, cancels: int) -> tuple[s
             uids.append(str(bk["uid"]))
     assert len(rows) == reschedules + cancels, "the sandbox offered too few bookings/slots"
     return HEADER + "\n" + "\n".join(rows) + "\n", uids
+
+
+def effective_posts(sandbox: SandboxServer) -> Counter[str]:
+    return Counter(
+        str(entry["booking_uid"])
+        for entry in sandbox.store.journal()
+        if entry["method"] == "POST" and entry["changed"]
+    )
+
+
+def all_posts(sandbox: SandboxServer) -> int:
+    return sum(1 for entry in sandbox.store.journal() if entry["method"] == "POST")
+
+
+def assert_server_matches(
+    sandbox: SandboxServer, parsed: ParsedChangeSet, ledger: Path, batch_id: str = "batch"
+) -> None:
+    """Every change is final in the ledger and visible on the server."""
+    with Ledger(ledger) as led:
+        entries = {e.key: e for e in led.entries(batch_id)}
+    for change in parsed.changes:
+        now = booking(sandbox, change.booking_uid)
+        assert entries[change.key].state in (ChangeState.APPLIED, ChangeState.ALREADY_APPLIED)
+        if change.target is None:
+            assert now["status"] == "cancel"
+        else:
+            assert parse_instant(now["startedAt"]) == change.new_started_at

@@ -21,15 +21,16 @@ from jicoo_connector.changes.apply import (
     apply_changeset,
     apply_changeset_async,
 )
-from jicoo_connector.changes.changeset import ParsedChangeSet, parse_changeset
-from jicoo_connector.changes.ledger import ChangeState, Ledger
+from jicoo_connector.changes.changeset import parse_changeset
 from jicoo_connector.changes.plan import Plan, PlanError, parse_instant, plan_changeset
 from jicoo_connector.client import AsyncJicooClient
 from jicoo_connector.sandbox.server import SandboxServer
 from tests.writeback_data import (
     HEADER,
-    booking,
+    all_posts,
+    assert_server_matches,
     build_csv,
+    effective_posts,
     future_open_bookings,
     settings_for,
 )
@@ -37,30 +38,6 @@ from tests.writeback_data import (
 # An off-grid minute no event type offers as a slot: the server answers 422.
 OFF_GRID = dt.timedelta(minutes=7)
 CHILD = Path(__file__).with_name("apply_child.py")
-
-
-def effective_posts(sandbox: SandboxServer) -> Counter[str]:
-    return Counter(
-        str(entry["booking_uid"])
-        for entry in sandbox.store.journal()
-        if entry["method"] == "POST" and entry["changed"]
-    )
-
-
-def all_posts(sandbox: SandboxServer) -> int:
-    return sum(1 for entry in sandbox.store.journal() if entry["method"] == "POST")
-
-
-def assert_server_matches(sandbox: SandboxServer, parsed: ParsedChangeSet, ledger: Path) -> None:
-    with Ledger(ledger) as led:
-        entries = {e.key: e for e in led.entries("batch")}
-    for change in parsed.changes:
-        now = booking(sandbox, change.booking_uid)
-        assert entries[change.key].state in (ChangeState.APPLIED, ChangeState.ALREADY_APPLIED)
-        if change.target is None:
-            assert now["status"] == "cancel"
-        else:
-            assert parse_instant(now["startedAt"]) == change.new_started_at
 
 
 def test_a_batch_applies_exactly_once_and_a_rerun_sends_nothing(
