@@ -552,12 +552,48 @@ async def _read_body(receive: Receive) -> bytes:
     return b"".join(chunks)
 
 
+async def _disconnected(receive: Receive) -> None:
+    """Return once uvicorn reports the connection gone (the request body, if any, is dropped)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 async def _wait_disconnect(receive: Receive) -> None:
     """Wait until uvicorn has seen the connection go, so it does not log a half-sent response."""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(DISCONNECT_WAIT_S):
-            while (await receive())["type"] != "http.disconnect":
-                pass
+            await _disconnected(receive)
+
+
+class _LoggedRequest:
+    """One request log line; the hash and header names are worked out when the log is read."""
+
+    __slots__ = ("at", "fault", "headers", "method", "path", "query", "seq", "status")
+
+    def __init__(self, seq: int, scope: Scope) -> None:
+        self.seq = seq
+        self.at = time.time()
+        self.method: str = scope["method"]
+        self.path: str = scope["path"]
+        self.query: bytes = scope["query_string"]
+        self.headers: list[tuple[bytes, bytes]] = scope["headers"]
+        self.status: int | None = None
+        self.fault: str | None = None
+
+    def to_dict(self) -> dict[str, object]:
+        key = next((v for k, v in self.headers if k == API_KEY_HEADER), None)
+        return {
+            "seq": self.seq,
+            "at": self.at,
+            "method": self.method,
+            "path": self.path,
+            "query": self.query.decode("latin-1"),
+            "had_key": key is not None,
+            "key_hash": None if key is None else _key_hash(key),
+            "header_names": sorted({k.decode("latin-1") for k, _ in self.headers}),
+            "status": self.status,
+            "fault": self.fault,
+        }
 
 
 class _CapturedResponse:
@@ -595,7 +631,7 @@ class FaultInjector:
         self.app = app
         self.store = store
         self.config = config
-        self._log: deque[dict[str, object]] = deque(maxlen=REQUEST_LOG_MAX)
+        self._log: deque[_LoggedRequest] = deque(maxlen=REQUEST_LOG_MAX)
         self._seq = 0
         self.set_profile(FaultProfile.from_mapping(config.faults))
 
@@ -606,6 +642,10 @@ class FaultInjector:
         self._states = [_RuleState() for _ in profile.rules]
         self._buckets = _TokenBuckets(profile.rate_limit) if profile.rate_limit else None
         self._fired: dict[str, int] = {}
+        # Nothing to limit, delay or match: requests go straight to the app (the common case).
+        self._inert = not (
+            profile.rules or profile.rate_limit or profile.latency_ms or profile.latency_jitter_ms
+        )
 
     def counters(self) -> dict[str, object]:
         return {
@@ -625,14 +665,19 @@ class FaultInjector:
         if path.startswith("/_sandbox/"):
             await self._control(scope, receive, send)
             return
-        entry = self._log_request(scope)
+        self._seq += 1
+        entry = _LoggedRequest(self._seq, scope)
+        self._log.append(entry)
 
         async def logged_send(message: Message) -> None:
             if message["type"] == "http.response.start":
-                entry["status"] = message["status"]
+                entry.status = message["status"]
             await send(message)
 
-        await self._handle(scope, receive, logged_send, entry)
+        if self._inert:
+            await self.app(scope, receive, logged_send)
+        else:
+            await self._handle(scope, receive, logged_send, entry)
 
     # -- control endpoints --
 
@@ -650,7 +695,7 @@ class FaultInjector:
                 return
             await self._send_state(send)
         elif path == "/_sandbox/requests" and method == "GET":
-            data = list(self._log)
+            data = [entry.to_dict() for entry in self._log]
             body = json.dumps({"data": data, "errors": {}, "count": len(data)}).encode()
             await _json_response(send, 200, body)
         elif path == "/_sandbox/requests/clear" and method == "POST":
@@ -663,24 +708,6 @@ class FaultInjector:
     async def _send_state(self, send: Send) -> None:
         data = {"profile": self.profile.to_mapping(), "counters": self.counters()}
         await _json_response(send, 200, json.dumps({"data": data, "errors": {}}).encode())
-
-    def _log_request(self, scope: Scope) -> dict[str, object]:
-        self._seq += 1
-        key = _header(scope, API_KEY_HEADER)
-        entry: dict[str, object] = {
-            "seq": self._seq,
-            "at": time.time(),
-            "method": scope["method"],
-            "path": scope["path"],
-            "query": scope["query_string"].decode("latin-1"),
-            "had_key": key is not None,
-            "key_hash": None if key is None else _key_hash(key),
-            "header_names": sorted({k.decode("latin-1") for k, _ in scope["headers"]}),
-            "status": None,
-            "fault": None,
-        }
-        self._log.append(entry)
-        return entry
 
     # -- fault decisions --
 
@@ -716,7 +743,7 @@ class FaultInjector:
         return None, drifts
 
     async def _handle(
-        self, scope: Scope, receive: Receive, send: Send, entry: dict[str, object]
+        self, scope: Scope, receive: Receive, send: Send, entry: _LoggedRequest
     ) -> None:
         method: str = scope["method"]
         path: str = scope["path"]
@@ -725,7 +752,7 @@ class FaultInjector:
             wait = self._buckets.take(_key_hash(key), time.monotonic())
             if wait > 0:
                 self._fired["rate_limit"] = self._fired.get("rate_limit", 0) + 1
-                entry["fault"] = "rate_limit"
+                entry.fault = "rate_limit"
                 retry = str(max(MIN_RETRY_AFTER_S, math.ceil(wait))).encode()
                 await self._short_circuit(
                     scope,
@@ -748,7 +775,7 @@ class FaultInjector:
 
         rule, drifts = self._decide(method, path)
         if rule is not None:
-            entry["fault"] = rule.kind
+            entry.fault = rule.kind
             await self._apply(rule, scope, receive, send)
         else:
             await self.app(scope, receive, send)
@@ -846,7 +873,7 @@ class FaultInjector:
                 _transport(scope).close()  # close, not abort: the half body must reach the client
                 await _wait_disconnect(receive)
             else:
-                await _trickle(rule, body, send)
+                await _trickle(rule, body, send, receive)
         else:
             raise AssertionError(f"unhandled fault kind {kind}")
 
@@ -896,22 +923,31 @@ async def _abort(scope: Scope, receive: Receive, *, reset: bool) -> None:
     await _wait_disconnect(receive)
 
 
-async def _trickle(rule: FaultRule, body: bytes, send: Send) -> None:
+async def _trickle(rule: FaultRule, body: bytes, send: Send, receive: Receive) -> None:
+    """Send ``body`` a chunk per interval; stop as soon as the client hangs up (a slow body is
+    no reason to keep a dead connection, and the server's shutdown, waiting)."""
     step = rule.chunk_bytes or DEFAULT_TRICKLE_CHUNK_BYTES
     interval = (rule.interval_ms or 0.0) / MS_PER_S
-    for offset in range(0, len(body), step):
-        last = offset + step >= len(body)
-        await send(
-            {
-                "type": "http.response.body",
-                "body": body[offset : offset + step],
-                "more_body": not last,
-            }
-        )
-        if not last:
-            await asyncio.sleep(interval)
     if not body:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+    hung_up = asyncio.ensure_future(_disconnected(receive))
+    try:
+        for offset in range(0, len(body), step):
+            last = offset + step >= len(body)
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": body[offset : offset + step],
+                    "more_body": not last,
+                }
+            )
+            if not last:
+                await asyncio.wait((hung_up,), timeout=interval)
+                if hung_up.done():
+                    return
+    finally:
+        hung_up.cancel()
 
 
 async def _send_hostile(rule: FaultRule, send: Send) -> None:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Final
 from zoneinfo import ZoneInfo
 
 __all__ = [
@@ -26,13 +27,15 @@ __all__ = [
     "build_seed",
     "fits_rules",
     "format_ms",
+    "json_instant",
     "schedule_count",
     "schedule_record",
     "short_uid",
 ]
 
 MS_PER_S = 1000
-MS_PER_MINUTE = 60 * MS_PER_S
+SECONDS_PER_MINUTE = 60
+MS_PER_MINUTE = SECONDS_PER_MINUTE * MS_PER_S
 MS_PER_DAY = 24 * 60 * MS_PER_MINUTE
 MINUTES_PER_HOUR = 60
 MINUTES_PER_DAY = 24 * MINUTES_PER_HOUR
@@ -231,6 +234,29 @@ def format_ms(ms: int) -> str:
     hour, minute = divmod(minutes, MINUTES_PER_HOUR)
     second, milli = divmod(millis, MS_PER_S)
     return f"{_day_prefix(day)}{hour:02d}:{minute:02d}:{second:02d}.{milli:03d}Z"
+
+
+# json_instant's lookup tables: "HH:MM:" per minute of the day, "SS." per second, "mmmZ"" per ms.
+_JSON_HOUR_MINUTE: Final = tuple(
+    f"{hour:02d}:{minute:02d}:".encode() for hour in range(24) for minute in range(MINUTES_PER_HOUR)
+)
+_JSON_SECOND: Final = tuple(f"{second:02d}.".encode() for second in range(SECONDS_PER_MINUTE))
+_JSON_MILLI: Final = tuple(f'{milli:03d}Z"'.encode() for milli in range(MS_PER_S))
+_json_day_prefixes: dict[int, bytes] = {}
+
+
+def json_instant(ms: int) -> bytes:
+    """``orjson.dumps(format_ms(ms))`` (``b'"2024-03-01T20:00:00.000Z"'``) by table lookups.
+
+    Serialising a booking formats four or five instants: this is the hottest code of a cold page.
+    """
+    day, rest = divmod(ms, MS_PER_DAY)
+    seconds, milli = divmod(rest, MS_PER_S)
+    minutes, second = divmod(seconds, SECONDS_PER_MINUTE)
+    prefix = _json_day_prefixes.get(day)
+    if prefix is None:
+        prefix = _json_day_prefixes[day] = b'"' + _day_prefix(day).encode()
+    return prefix + _JSON_HOUR_MINUTE[minutes] + _JSON_SECOND[second] + _JSON_MILLI[milli]
 
 
 def fits_rules(rules: Sequence[Rule], zone: ZoneInfo, start_ms: int, end_ms: int) -> bool:

@@ -5,13 +5,15 @@ Imports no client code.
 """
 
 import bisect
+import contextlib
+import gc
 import logging
 import math
 import random
 import threading
 import time
 import zoneinfo
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,6 +33,7 @@ from jicoo_connector.sandbox.seed import (
     build_seed,
     fits_rules,
     format_ms,
+    json_instant,
     schedule_count,
     schedule_record,
     short_uid,
@@ -62,6 +65,23 @@ DRIFT_METHOD: Final = "DRIFT"
 WEEKLY_FREQUENCY: Final = 2  # AvailabilityCalendarRule.frequencyType in the portal's examples
 MINUTES_PER_HOUR: Final = 60
 CANCELLED_BY_API: Final = "host"  # an API key acts for the host side (README "Unknowns")
+# Encoded strings the booking encoder keeps: seeded values repeat (a few hundred distinct names,
+# zones, reasons); values sent through the API are encoded each time once the memo is full.
+MAX_MEMO_STRINGS: Final = 4096
+# Seeded starts and ends sit on the 15-minute grid (~100 a day): encoded once each, they save
+# half the instant formatting of a cold page. Past the bound, instants are formatted each time.
+MAX_MEMO_INSTANTS: Final = 65_536
+JSON_NULL: Final = b"null"
+# Up to this size every booking is serialised at build time (~7 us and ~700 bytes each), so no
+# page is ever cold; above it, on first read (1M would add ~7 s to the build and ~700 MB).
+PREBUILD_MAX_BOOKINGS: Final = 100_000
+# The Booking schema's keys in the order the API shows them; orjson.dumps of that dict, compact.
+BOOKING_TEMPLATE: Final = (
+    b'{"uid":%s,"eventTypeId":%s,"name":%s,"description":%s,"status":%s,"startedAt":%s,'
+    b'"endedAt":%s,"locationId":%s,"url":%s,"phoneNumber":%s,"address":%s,"customLocation":%s,'
+    b'"access":%s,"timeZone":%s,"priority":%s,"cancelReason":%s,"cancelledAt":%s,'
+    b'"cancelledBy":%s,"hosts":%s,"createdAt":%s,"updatedAt":%s}'
+)
 
 
 class SandboxError(Exception):
@@ -186,6 +206,16 @@ class SandboxStore:
 
     def _load(self) -> None:
         started = time.perf_counter()
+        with _gc_paused():
+            self._build()
+        logger.info(
+            "sandbox store: %d bookings, %d users built in %.2f s",
+            len(self._bookings),
+            len(self._data.users),
+            time.perf_counter() - started,
+        )
+
+    def _build(self) -> None:
         cfg = self.config
         data = build_seed(cfg.seed, cfg.bookings, self.anchor, cfg.past_days, cfg.future_days)
         self._data: SeedData = data
@@ -207,17 +237,15 @@ class SandboxStore:
                     host.uids.append(booking.uid)
         # The longest booking ever seen bounds the endedAt filter's and clash check's scans.
         self._max_span = max((b.end - b.start for b in data.bookings), default=0)
+        self._encoder = _BookingEncoder(data.event_types)
         self._json: dict[str, bytes] = {}
+        if len(data.bookings) <= PREBUILD_MAX_BOOKINGS:
+            encode = self._encoder.encode
+            self._json = {b.uid: encode(b) for b in data.bookings}
         self._created_cache: dict[tuple[str | None, int | None, int | None], list[str]] = {}
         self._version = 0
         self._dirty = False
         self._schedules = schedule_count(cfg.bookings)
-        logger.info(
-            "sandbox store: %d bookings, %d users built in %.2f s",
-            len(data.bookings),
-            len(data.users),
-            time.perf_counter() - started,
-        )
 
     def reset(self) -> None:
         """Back to the seeded state with an empty journal (the journal file is append-only)."""
@@ -265,37 +293,10 @@ class SandboxStore:
 
     # -- serialisation -------------------------------------------------------------------------
 
-    def _booking_dict(self, b: Booking) -> dict[str, object]:
-        return {
-            "uid": b.uid,
-            "eventTypeId": None
-            if b.event_type is None
-            else self._data.event_types[b.event_type].uid,
-            "name": b.name,
-            "description": b.description,
-            "status": b.status,
-            "startedAt": format_ms(b.start),
-            "endedAt": format_ms(b.end),
-            "locationId": b.location_id,
-            "url": b.url,
-            "phoneNumber": b.phone_number,
-            "address": b.address,
-            "customLocation": b.custom_location,
-            "access": b.access,
-            "timeZone": b.time_zone,
-            "priority": b.priority,
-            "cancelReason": b.cancel_reason,
-            "cancelledAt": None if b.cancelled_at is None else format_ms(b.cancelled_at),
-            "cancelledBy": b.cancelled_by,
-            "hosts": [{"userId": user_id, "role": role} for user_id, role in b.hosts],
-            "createdAt": format_ms(b.created),
-            "updatedAt": format_ms(b.updated),
-        }
-
     def _bytes(self, uid: str) -> bytes:
         cached = self._json.get(uid)
         if cached is None:
-            cached = self._json[uid] = orjson.dumps(self._booking_dict(self._bookings[uid]))
+            cached = self._json[uid] = self._encoder.encode(self._bookings[uid])
         return cached
 
     # -- booking reads -------------------------------------------------------------------------
@@ -329,7 +330,7 @@ class SandboxStore:
                 uids = self._created_order(index, query)
                 total = len(uids)
                 positions = _page_positions(total, offset, limit, query.descending)
-                return total, [self._bytes(uids[i]) for i in positions]
+                return total, self._page_bytes(_take(uids, 0, positions))
             starts = index.starts
             lo = 0 if query.started_from is None else bisect.bisect_left(starts, query.started_from)
             hi, mid, tail = len(starts), len(starts), list[str]()
@@ -342,10 +343,18 @@ class SandboxStore:
                 ]
             head = mid - lo
             total = head + len(tail)
-            out = []
-            for i in _page_positions(total, offset, limit, query.descending):
-                out.append(self._bytes(index.uids[lo + i] if i < head else tail[i - head]))
-            return total, out
+            positions = _page_positions(total, offset, limit, query.descending)
+            if positions and max(positions) < head:
+                page = _take(index.uids, lo, positions)
+            else:
+                page = [index.uids[lo + i] if i < head else tail[i - head] for i in positions]
+            return total, self._page_bytes(page)
+
+    def _page_bytes(self, uids: list[str]) -> list[bytes]:
+        try:
+            return list(map(self._json.__getitem__, uids))  # warm: no Python-level loop
+        except KeyError:
+            return [self._bytes(uid) for uid in uids]
 
     def _created_order(self, index: _Index, query: BookingQuery) -> list[str]:
         """createdAt order needs a sort; cached until the next change (slower path, O(n log n))."""
@@ -774,6 +783,90 @@ class SandboxStore:
             )
 
 
+class _BookingEncoder:
+    """A booking's API JSON, byte for byte ``orjson.dumps`` of the Booking schema's dict.
+
+    Built without the dict: building it (22 keys, five formatted instants, a host list) cost
+    twice as much as this whole encoder. Values many bookings share are encoded once;
+    tests/sandbox/test_store.py holds the bytes to the plain dict's.
+    """
+
+    __slots__ = ("_event_type_ids", "_hosts", "_instants", "_strings")
+
+    def __init__(self, event_types: Sequence[EventType]) -> None:
+        self._event_type_ids = [orjson.dumps(et.uid) for et in event_types]
+        self._strings: dict[str | None, bytes] = {None: JSON_NULL}
+        self._hosts: dict[tuple[tuple[str, str], ...], bytes] = {}
+        self._instants: dict[int, bytes] = {}
+
+    def _string(self, value: str | None) -> bytes:
+        encoded = orjson.dumps(value)
+        if len(self._strings) < MAX_MEMO_STRINGS:
+            self._strings[value] = encoded
+        return encoded
+
+    def _host_list(self, hosts: tuple[tuple[str, str], ...]) -> bytes:
+        encoded = orjson.dumps([{"userId": user_id, "role": role} for user_id, role in hosts])
+        if len(self._hosts) < MAX_MEMO_STRINGS:
+            self._hosts[hosts] = encoded
+        return encoded
+
+    def _slot(self, ms: int) -> bytes:
+        encoded = json_instant(ms)
+        if len(self._instants) < MAX_MEMO_INSTANTS:
+            self._instants[ms] = encoded
+        return encoded
+
+    def encode(self, b: Booking) -> bytes:
+        memo = self._strings.get
+        miss = self._string
+        slot = self._instants.get
+        updated = json_instant(b.updated)
+        cancelled = (
+            JSON_NULL
+            if b.cancelled_at is None
+            else updated
+            if b.cancelled_at == b.updated  # a seeded cancellation is its last update
+            else json_instant(b.cancelled_at)
+        )
+        return BOOKING_TEMPLATE % (
+            orjson.dumps(b.uid),
+            JSON_NULL if b.event_type is None else self._event_type_ids[b.event_type],
+            memo(b.name) or miss(b.name),
+            memo(b.description) or miss(b.description),
+            memo(b.status) or miss(b.status),
+            slot(b.start) or self._slot(b.start),
+            slot(b.end) or self._slot(b.end),
+            memo(b.location_id) or miss(b.location_id),
+            JSON_NULL if b.url is None else orjson.dumps(b.url),  # one per meeting: not memoised
+            memo(b.phone_number) or miss(b.phone_number),
+            memo(b.address) or miss(b.address),
+            memo(b.custom_location) or miss(b.custom_location),
+            memo(b.access) or miss(b.access),
+            memo(b.time_zone) or miss(b.time_zone),
+            memo(b.priority) or miss(b.priority),
+            memo(b.cancel_reason) or miss(b.cancel_reason),
+            cancelled,
+            memo(b.cancelled_by) or miss(b.cancelled_by),
+            self._hosts.get(b.hosts) or self._host_list(b.hosts),
+            json_instant(b.created),
+            updated,
+        )
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic GC while millions of acyclic objects are made: each collection would walk them
+    all again (about 3 of 17 s at 1M bookings). Freed by reference counting as ever."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _page_positions(total: int, offset: int, limit: int, descending: bool) -> range:
     """Positions (in ascending order space) of one page; descending reads from the end."""
     stop = min(total, offset + limit)
@@ -782,6 +875,16 @@ def _page_positions(total: int, offset: int, limit: int, descending: bool) -> ra
     if descending:
         return range(total - 1 - offset, total - 1 - stop, -1)
     return range(offset, stop)
+
+
+def _take(uids: list[str], base: int, positions: range) -> list[str]:
+    """``[uids[base + i] for i in positions]`` as one slice (positions are consecutive)."""
+    if not positions:
+        return []
+    page = uids[base + min(positions) : base + max(positions) + 1]
+    if positions.step < 0:
+        page.reverse()
+    return page
 
 
 def _as_dict(value: object) -> dict[str, object]:

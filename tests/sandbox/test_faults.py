@@ -5,6 +5,7 @@ import datetime as dt
 import email.utils
 import gzip
 import json
+import socket
 import time
 from collections.abc import Iterator, Mapping
 
@@ -12,6 +13,7 @@ import httpx
 import orjson
 import pytest
 
+from jicoo_connector.sandbox.config import SandboxConfig
 from jicoo_connector.sandbox.faults import (
     DEEP_NESTING_DEPTH,
     FAULT_KINDS,
@@ -22,6 +24,10 @@ from jicoo_connector.sandbox.server import SandboxServer
 
 BOOKINGS = "/v1/bookings"
 TIMEOUT_S = 10.0
+HUNG_UP_BOOKINGS = 200
+HUNG_UP_READ_BYTES = 64
+HUNG_UP_LINGER_S = 0.3
+HUNG_UP_STOP_S = 2.0
 
 
 @pytest.fixture
@@ -227,6 +233,26 @@ def test_trickle_beats_a_read_timeout_but_not_a_deadline(
     elapsed = time.monotonic() - started
     assert response.content == full
     assert elapsed >= 5 * interval_ms / 1000
+
+
+def test_a_hung_up_trickle_stops_and_lets_the_server_stop_promptly() -> None:
+    # ~60 s to trickle a page: only a trickle that notices the hang-up lets stop() finish fast.
+    rule = {"kind": "trickle", "chunk_bytes": 16, "interval_ms": 100}
+    server = SandboxServer(SandboxConfig(bookings=HUNG_UP_BOOKINGS, faults={"rules": [rule]}))
+    server.start()
+    try:
+        host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=TIMEOUT_S) as conn:
+            conn.sendall(
+                f"GET {BOOKINGS}?perPage=100 HTTP/1.1\r\nHost: {host}\r\n"
+                f"X-Jicoo-Api-Key: {server.api_key}\r\n\r\n".encode()
+            )
+            assert conn.recv(HUNG_UP_READ_BYTES).startswith(b"HTTP/1.1 200")
+        time.sleep(HUNG_UP_LINGER_S)  # a few more intervals: the sandbox must see the hang-up
+    finally:
+        started = time.monotonic()
+        server.stop()
+    assert time.monotonic() - started < HUNG_UP_STOP_S
 
 
 def test_redirect_points_to_the_other_origin_keeping_the_path(
