@@ -49,16 +49,6 @@ def registry(spec: Json) -> Registry[Any]:
     return registry
 
 
-@pytest.fixture
-def client(sandbox: SandboxServer) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=sandbox.base_url,
-        headers={"X-Jicoo-Api-Key": sandbox.api_key},
-        timeout=TIMEOUT_S,
-    ) as c:
-        yield c
-
-
 def response_schema(spec: Json, template: str, method: str, status: int) -> Json:
     responses = spec["paths"][template][method.lower()]["responses"]
     assert str(status) in responses, f"{method} {template} does not document {status}"

@@ -2,7 +2,6 @@
 
 import datetime as dt
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,16 +16,6 @@ Json = dict[str, Any]
 BOOKINGS = "/v1/bookings"
 TIMEOUT_S = 10.0
 NOT_FOUND = {"code": "not_found", "message": "Record Not Found", "fields": {}}
-
-
-@pytest.fixture
-def client(sandbox: SandboxServer) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=sandbox.base_url,
-        headers={"X-Jicoo-Api-Key": sandbox.api_key},
-        timeout=TIMEOUT_S,
-    ) as c:
-        yield c
 
 
 def walk(client: httpx.Client, params: dict[str, str | int]) -> tuple[list[str], list[Json]]:

@@ -7,7 +7,7 @@ import gzip
 import json
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import httpx
 import orjson
@@ -28,16 +28,6 @@ HUNG_UP_BOOKINGS = 200
 HUNG_UP_READ_BYTES = 64
 HUNG_UP_LINGER_S = 0.3
 HUNG_UP_STOP_S = 2.0
-
-
-@pytest.fixture
-def client(sandbox: SandboxServer) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=sandbox.base_url,
-        headers={"X-Jicoo-Api-Key": sandbox.api_key},
-        timeout=TIMEOUT_S,
-    ) as http:
-        yield http
 
 
 def statuses(client: httpx.Client, n: int, path: str = BOOKINGS) -> list[int]:

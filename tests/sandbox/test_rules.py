@@ -1,7 +1,6 @@
 """Business rules over real HTTP: reschedule, cancel, PATCH, the journal and reset."""
 
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -15,16 +14,6 @@ Json = dict[str, Any]
 
 BOOKINGS = "/v1/bookings"
 TIMEOUT_S = 10.0
-
-
-@pytest.fixture
-def client(sandbox: SandboxServer) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=sandbox.base_url,
-        headers={"X-Jicoo-Api-Key": sandbox.api_key},
-        timeout=TIMEOUT_S,
-    ) as c:
-        yield c
 
 
 def instant(value: object) -> dt.datetime:
