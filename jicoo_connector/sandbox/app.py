@@ -12,7 +12,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -38,6 +38,8 @@ MAX_UPDATE_MESSAGE: Final = 2000
 MAX_CANCEL_REASON: Final = 2000
 JSON: Final = "application/json"
 NOT_FOUND: Final = 404
+# nginx's "client closed request": logged only, never sent (the client is gone).
+CLIENT_CLOSED_REQUEST: Final = 499
 DIGITS: Final = re.compile(r"[0-9]+")
 EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 ONE_MS: Final = dt.timedelta(milliseconds=1)
@@ -215,7 +217,13 @@ class _Api:
         """A mutating endpoint: every outcome, refusals included, goes to the journal."""
 
         async def endpoint(request: Request) -> Response:
-            body, journal_body, parsed = _parse_body(await request.body())
+            try:
+                raw = await request.body()
+            except ClientDisconnect:
+                # The client died mid-request (crash tests kill appliers): nothing arrived, so
+                # nothing is applied or journaled, and nobody is left to answer.
+                return Response(status_code=CLIENT_CLOSED_REQUEST)
+            body, journal_body, parsed = _parse_body(raw)
             changed = False
             try:
                 self._guard(request, operation)

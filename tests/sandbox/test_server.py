@@ -2,7 +2,10 @@
 
 import datetime as dt
 import json
+import logging
+import socket
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -137,3 +140,21 @@ def test_process_that_cannot_start_fails_with_a_clear_message(tmp_path: Path) ->
         process.stop()
     with pytest.raises(RuntimeError, match="not running"):
         _ = process.base_url
+
+
+def test_a_client_dying_mid_body_is_neither_applied_nor_an_error(
+    sandbox: SandboxServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    uid = str(sandbox.store.all_bookings()[0]["uid"])
+    host, port = sandbox.base_url.removeprefix("http://").split(":")
+    head = (
+        f"POST /v1/bookings/{uid}/cancel HTTP/1.1\r\nHost: {host}\r\n"
+        f"X-Jicoo-Api-Key: {sandbox.api_key}\r\nContent-Type: application/json\r\n"
+        'Content-Length: 100\r\n\r\n{"cancelReason":'
+    )
+    with caplog.at_level(logging.ERROR), socket.create_connection((host, int(port))) as sock:
+        sock.sendall(head.encode())
+    time.sleep(0.3)  # let the server notice the hang-up
+    assert sandbox.store.journal() == []
+    assert sandbox.store.get_booking(uid) == sandbox.store.all_bookings()[0]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
