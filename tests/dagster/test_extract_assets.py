@@ -245,7 +245,8 @@ def test_materialization_metadata_is_exact(scenario: Scenario) -> None:
                 assert isinstance(metadata[f"jicoo/{counter}"], dg.IntMetadataValue)
             requests = metadata["jicoo/requests"]
             assert isinstance(requests, dg.IntMetadataValue)
-            assert (requests.value or 0) >= len(scenario.days)
+            # Days are listed in chunks (several days per listing), so at least one request.
+            assert (requests.value or 0) >= 1
     schema = _expected_schema("bookings")
     started = next(c for c in schema.columns if c.name == "started_at")
     assert (started.type, started.constraints.nullable) == ("timestamp[ms, tz=UTC]", False)
