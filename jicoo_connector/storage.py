@@ -14,15 +14,19 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-import duckdb
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from jicoo_connector.tables import TABLES, TableSpec
+
+if TYPE_CHECKING:
+    # Imported where used: pyarrow.dataset pulls in pandas (about 1 s of start-up) and duckdb is
+    # only for the warehouse, while an extraction needs neither.
+    import duckdb
+    import pyarrow.dataset as ds
 
 __all__ = [
     "DATA_FILE_NAME",
@@ -167,13 +171,15 @@ class ParquetStore:
         """One partition with the full table schema (the partition column comes from the path)."""
         return self._dataset(table, [self.partition_path(table, partition_value)]).to_table()
 
-    def dataset(self, table: str) -> ds.FileSystemDataset:
+    def dataset(self, table: str) -> "ds.FileSystemDataset":
         """Every partition of ``table`` as one pyarrow dataset, partition column typed."""
         # Listed files only: temp files of a running or crashed writer are not the table.
         paths = [self.partition_path(table, value) for value in self.list_partitions(table)]
         return self._dataset(table, paths)
 
-    def _dataset(self, table: str, paths: list[str]) -> ds.FileSystemDataset:
+    def _dataset(self, table: str, paths: list[str]) -> "ds.FileSystemDataset":
+        import pyarrow.dataset as ds  # lazy: see the imports above
+
         spec = _spec(table)
         partitioning = ds.partitioning(
             pa.schema([spec.schema.field(spec.partition_column)]), flavor="hive"
@@ -270,7 +276,9 @@ class Warehouse:
         self.path = str(duckdb_path)
 
     @contextmanager
-    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self) -> Iterator["duckdb.DuckDBPyConnection"]:
+        import duckdb  # lazy: see the imports above
+
         # Short-lived connections: DuckDB allows one writing process per file, and Dagster runs
         # steps in separate processes.
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -348,6 +356,6 @@ def _ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+def _count(con: "duckdb.DuckDBPyConnection", table: str) -> int:
     row = con.execute(f"SELECT count(*) FROM {_ident(table)}").fetchone()  # noqa: S608
     return int(row[0]) if row else 0

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 from jicoo_connector.errors import RecordConversionError
 
 __all__ = [
+    "DAY_COLUMN",
     "EXTRACTED_AT_COLUMN",
     "EXTRA_COLUMN",
     "RUN_ID_COLUMN",
@@ -502,20 +503,37 @@ def _locate_failure(
     return RecordConversionError(spec.name, column.name, "unknown", "the column could not be built")
 
 
-def _unknown_nested(column: _Column, value: object) -> bool:
-    if not isinstance(value, list):
-        return False
-    return any(isinstance(item, Mapping) and item.keys() - column.struct_sources for item in value)
-
-
 def _extras(spec: TableSpec, rows: Sequence[Mapping[str, object]]) -> _Arr:
     known = spec.known_sources
     nested = [c for c in spec.columns if c.api_type is not None]
+    # Records of one listing share a few key layouts: compare each layout with the schema once.
+    unknown_of_layout: dict[tuple[str, ...], frozenset[str]] = {}
+    item_is_known: dict[tuple[str, tuple[str, ...]], bool] = {}
+
+    def nested_unknown(column: _Column, value: object) -> bool:
+        if not isinstance(value, list):
+            return False
+        for item in value:
+            if not isinstance(item, Mapping):
+                continue
+            layout = (column.source, tuple(item))
+            ok = item_is_known.get(layout)
+            if ok is None:
+                ok = item_is_known[layout] = not (item.keys() - column.struct_sources)
+            if not ok:
+                return True
+        return False
+
     out: list[str | None] = []
     for row in rows:
-        unknown = row.keys() - known
+        layout = tuple(row)
+        unknown_keys = unknown_of_layout.get(layout)
+        if unknown_keys is None:
+            unknown_keys = unknown_of_layout[layout] = frozenset(row.keys() - known)
         # A nested item with fields the struct does not know: keep the whole original list.
-        unknown.update(c.source for c in nested if _unknown_nested(c, row.get(c.source)))
+        unknown = unknown_keys.union(
+            c.source for c in nested if nested_unknown(c, row.get(c.source))
+        )
         if not unknown:
             out.append(None)
             continue

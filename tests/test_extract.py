@@ -18,6 +18,8 @@ from jicoo_connector.extract import (
     DEFAULT_SLOT_HORIZON_DAYS,
     SOURCES,
     ExtractResult,
+    _extract_chunk,
+    _Plan,
     day_window,
     extract_partition,
     extract_range,
@@ -315,3 +317,100 @@ def test_extract_range_runs_days_and_snapshots(sandbox: SandboxServer, tmp_path:
         1 for b in everything if first <= _instant(b["startedAt"]).astimezone(JST).date() <= last
     )
     assert sum(r.rows for r in results if r.table == "bookings") == expected
+
+
+def test_chunked_range_matches_day_by_day_with_fewer_requests(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    everything = asyncio.run(_all_bookings(sandbox))
+    last = _busiest_jst_day(everything)
+    first = last - dt.timedelta(days=4)
+    days = [first + dt.timedelta(days=i) for i in range(5)]
+    chunked = extract_range(
+        _settings(sandbox),
+        ["bookings", "booking_contacts"],
+        first,
+        last,
+        str(tmp_path / "chunked"),
+        chunk_days=3,
+    )
+    assert [(r.table, r.partition_value) for r in chunked] == [
+        (table, day) for table in ("booking_contacts", "bookings") for day in days
+    ]
+    day_store = ParquetStore(tmp_path / "daily")
+    daily = [asyncio.run(_extract(sandbox, day_store, "bookings", day=day)) for day in days]
+    chunk_store = ParquetStore(tmp_path / "chunked")
+    for day in days:
+        got = chunk_store.read_partition("bookings", day)
+        want = day_store.read_partition("bookings", day)
+        assert sorted(map(str, got.column("uid").to_pylist())) == sorted(
+            map(str, want.column("uid").to_pylist())
+        )
+        assert set(got.column("day").to_pylist()) <= {day}
+        contacts = chunk_store.read_partition("booking_contacts", day)
+        assert set(contacts.column("booking_uid").to_pylist()) <= set(got.column("uid").to_pylist())
+        assert set(contacts.column("day").to_pylist()) <= {day}
+    chunked_bookings = [r for r in chunked if r.table == "bookings"]
+    assert [r.total_count for r in chunked_bookings] == [r.rows for r in chunked_bookings]
+    assert sum(r.rows for r in chunked_bookings) == sum(r.rows for r in daily) > 0
+    # Three listings (a 1-day probe, then 3 + 1 days) instead of five, so fewer margins.
+    listing_pages = sum(r.report.pages for r in chunked_bookings)
+    assert listing_pages < sum(r.report.pages for r in daily)
+    contact_calls = sum(r.report.requests for r in chunked if r.table == "booking_contacts")
+    assert contact_calls == sum(r.rows for r in chunked_bookings)
+
+
+def test_a_small_row_budget_narrows_chunks_without_changing_rows(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    everything = asyncio.run(_all_bookings(sandbox))
+    last = _busiest_jst_day(everything)
+    first = last - dt.timedelta(days=5)
+    wide = extract_range(_settings(sandbox), ["bookings"], first, last, str(tmp_path / "wide"))
+    # A budget of one row per worker: chunks shrink to single days (more listings, same rows).
+    narrow = extract_range(
+        _settings(sandbox),
+        ["bookings"],
+        first,
+        last,
+        str(tmp_path / "narrow"),
+        rows_in_flight=4,
+        day_concurrency=4,
+    )
+    assert [(r.partition_value, r.rows) for r in narrow] == [
+        (r.partition_value, r.rows) for r in wide
+    ]
+    assert sum(r.rows for r in narrow) > 0
+    assert sum(r.report.requests for r in narrow) > sum(r.report.requests for r in wide)
+
+
+def test_a_listing_over_the_chunk_budget_is_halved(sandbox: SandboxServer, tmp_path: Path) -> None:
+    everything = asyncio.run(_all_bookings(sandbox))
+    last = _busiest_jst_day(everything)
+    days = [last - dt.timedelta(days=i) for i in (2, 1, 0)]
+    plan = _Plan(
+        day_tables=["bookings"],
+        days=days,
+        chunk_days=3,
+        chunk_rows=1,
+        snapshots=[],
+        zone=JST,
+        run_id=None,
+        horizon_days=DEFAULT_SLOT_HORIZON_DAYS,
+        max_booking_duration=dt.timedelta(days=1),
+    )
+    store = ParquetStore(tmp_path)
+    results: list[ExtractResult] = []
+
+    async def run() -> int | None:
+        async with AsyncJicooClient(_settings(sandbox)) as client:
+            return await _extract_chunk(client, plan, days, store, results.append)
+
+    listed = asyncio.run(run())
+    assert sorted(r.partition_value for r in results) == days
+    expected = sum(1 for b in everything if _instant(b["startedAt"]).astimezone(JST).date() in days)
+    assert sum(r.rows for r in results) == expected > 0
+    # Three one-day listings after two refused wider ones: each day carries its own listing.
+    assert all(r.report.requests > 0 for r in results)
+    assert listed is not None
+    assert listed >= expected

@@ -3,6 +3,7 @@ and the shared rate limiter. Imports nothing of tables, extract, storage, change
 """
 
 from jicoo_connector.client._api import AsyncJicooClient, JicooClient
+from jicoo_connector.client._paginate import ListingTooLargeError
 from jicoo_connector.client._ratelimit import RateLimiter, shared_limiter
 from jicoo_connector.client._report import FetchReport, Listing
 
@@ -11,6 +12,7 @@ __all__ = [
     "FetchReport",
     "JicooClient",
     "Listing",
+    "ListingTooLargeError",
     "RateLimiter",
     "shared_limiter",
 ]

@@ -128,7 +128,13 @@ class AsyncJicooClient:
             report.elapsed_s = time.perf_counter() - started
             self.report.merge(report)
 
-    async def _list(self, endpoint: str, params: Mapping[str, str] | None = None) -> Listing:
+    async def _list(
+        self,
+        endpoint: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        max_rows: int | None = None,
+    ) -> Listing:
         per_page = self.settings.per_page
 
         async def walk(report: FetchReport) -> Listing:
@@ -145,6 +151,7 @@ class AsyncJicooClient:
                 report=report,
                 method="GET",
                 endpoint=endpoint,
+                max_rows=max_rows,
             )
             return Listing(result.records, result.total_count, report)
 
@@ -177,9 +184,12 @@ class AsyncJicooClient:
         status: str | None = None,
         order: str = "startedAt",
         sort: str = "asc",
+        max_rows: int | None = None,
     ) -> Listing:
         """Bookings starting at/after ``started_at`` and ending at/before ``ended_at``.
-        ``order`` is the field (startedAt|createdAt), ``sort`` the direction (asc|desc)."""
+        ``order`` is the field (startedAt|createdAt), ``sort`` the direction (asc|desc).
+        With ``max_rows``, a window holding more rows raises ListingTooLargeError after
+        page 1 (so callers can bound memory by listing narrower windows)."""
         if status is not None and status not in BOOKING_STATUSES:
             raise ValueError(f"status must be one of {sorted(BOOKING_STATUSES)}, got {status!r}")
         if order not in BOOKING_ORDERS:
@@ -193,7 +203,7 @@ class AsyncJicooClient:
             params["endedAt"] = format_instant(ended_at, "ended_at")
         if status is not None:
             params["status"] = status
-        return await self._list("/v1/bookings", params)
+        return await self._list("/v1/bookings", params, max_rows=max_rows)
 
     async def get_booking(self, uid: str) -> dict[str, object]:
         endpoint = f"/v1/bookings/{_segment(uid, 'uid')}"

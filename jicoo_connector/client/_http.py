@@ -7,7 +7,8 @@ Never logs a body, a header or the key; errors carry the status, method, path an
 
 import asyncio
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
@@ -65,6 +66,10 @@ ERROR_BODY_MAX_BYTES = 64 * 1024
 MAX_SERVER_MESSAGE_CHARS = 300
 # Connections beyond the page concurrency, for a get_booking next to a running listing.
 POOL_HEADROOM = 4
+# httpcore's pool does O(connections**2) work on every request it queues or releases (it probes
+# every idle socket and recounts the pool for each one): at 20 connections that was a third of
+# the client's CPU. Pools of this many connections each, side by side, keep that work small.
+CONNECTIONS_PER_SHARD = 4
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
@@ -107,15 +112,51 @@ class _Target:
         )
 
 
-def _check_tree(root: dict[str, object]) -> None:
-    stack: list[tuple[dict[str, object] | list[object], int]] = [(root, 1)]
-    while stack:
-        node, depth = stack.pop()
+# The checks below run on the raw bytes at C speed (bytes.split/translate/replace, one regex);
+# the Python walk over the parsed tree runs only when a number might be out of range.
+# JSON strings, for a document orjson has already accepted: only their ends need finding.
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKETS_AS_PARENS = bytes.maketrans(b"[{]}", b"(())")
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+# Digits -> "0", exponent marks -> "e", anything else -> " ".
+_NUMBER_SHAPE = bytes(
+    ord("0") if byte in b"0123456789" else ord("e") if byte in b"eE" else ord(" ")
+    for byte in range(256)
+)
+# |value| >= 2**63 needs 19 digits or an exponent (2**63 has 19 digits).
+_LONG_DIGITS = b"0" * len(str(INT64_MAX))
+_EXPONENT = b"0e"
+
+
+def _without_strings(raw: bytes) -> bytes:
+    if b"\\" not in raw:
+        # No escapes: every quote opens or closes a string, so every other piece is structure.
+        return b"".join(raw.split(b'"')[::2])
+    return _JSON_STRING.sub(b"", raw)
+
+
+def _check_tree(raw: bytes, root: dict[str, object]) -> None:
+    structure = _without_strings(raw)
+    # Each pass deletes the innermost containers ("()" pairs), so passes = nesting depth.
+    parens = structure.translate(_BRACKETS_AS_PARENS, _NOT_BRACKETS)
+    depth = 0
+    while parens:
+        depth += 1
         if depth > MAX_JSON_DEPTH:
             raise _RefusedJSONError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        parens = parens.replace(b"()", b"")
+    shape = structure.translate(_NUMBER_SHAPE)
+    if _LONG_DIGITS in shape or _EXPONENT in shape:
+        _check_numbers(root)
+
+
+def _check_numbers(root: dict[str, object]) -> None:
+    stack: list[dict[str, object] | list[object]] = [root]
+    while stack:
+        node = stack.pop()
         for child in node.values() if isinstance(node, dict) else node:
             if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
+                stack.append(child)
             elif isinstance(child, int) and not INT64_MIN <= child <= INT64_MAX:
                 raise _RefusedJSONError("JSON integer beyond 64 bits")
             elif isinstance(child, float) and not abs(child) < _FLOAT_INT_LIMIT:
@@ -132,8 +173,75 @@ def parse_json_object(raw: bytes) -> dict[str, object]:
         raise _RefusedJSONError(f"invalid JSON ({exc.msg})") from None
     if not isinstance(value, dict):
         raise _RefusedJSONError(f"top-level JSON is {type(value).__name__}, not an object")
-    _check_tree(value)
+    _check_tree(raw, value)
     return value
+
+
+class _ReleasingStream(httpx.AsyncByteStream):
+    """A response body that tells its shard when the connection under it is free again."""
+
+    def __init__(self, inner: httpx.AsyncByteStream, release: "_Release") -> None:
+        self._inner = inner
+        self._release = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self._release()
+
+
+class _Release:
+    def __init__(self, loads: list[int], shard: int) -> None:
+        self._loads = loads
+        self._shard = shard
+        self._done = False
+
+    def __call__(self) -> None:
+        if not self._done:
+            self._done = True
+            self._loads[self._shard] -= 1
+
+
+class _ShardedTransport(httpx.AsyncBaseTransport):
+    """Small httpcore pools side by side; each request goes to the least busy one (see
+    CONNECTIONS_PER_SHARD). HttpCore never has more requests in flight than connections, so
+    the chosen shard always has one free."""
+
+    def __init__(self, connections: int) -> None:
+        shards = -(-connections // CONNECTIONS_PER_SHARD)
+        per_shard = -(-connections // shards)
+        limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
+        # One TLS context for all shards: each costs a read of the CA bundle.
+        context = httpx.create_ssl_context(verify=True, trust_env=False)
+        self._shards = [
+            httpx.AsyncHTTPTransport(verify=context, limits=limits, trust_env=False, retries=0)
+            for _ in range(shards)
+        ]
+        self._loads = [0] * shards
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        shard = min(range(len(self._loads)), key=self._loads.__getitem__)
+        self._loads[shard] += 1
+        release = _Release(self._loads, shard)
+        try:
+            response = await self._shards[shard].handle_async_request(request)
+        except BaseException:
+            release()
+            raise
+        if not isinstance(response.stream, httpx.AsyncByteStream):
+            release()
+            return response
+        response.stream = _ReleasingStream(response.stream, release)
+        return response
+
+    async def aclose(self) -> None:
+        for shard in self._shards:
+            await shard.aclose()
 
 
 class HttpCore:
@@ -150,6 +258,7 @@ class HttpCore:
         self._limiter = limiter
         self._budget = RetryBudget()
         pool = settings.page_concurrency + POOL_HEADROOM
+        self._in_flight = asyncio.Semaphore(pool)
         self._client = httpx.AsyncClient(
             base_url=settings.base_url,
             headers={
@@ -170,7 +279,7 @@ class HttpCore:
             # No proxies, .netrc or SSL_CERT_FILE from the environment: what is configured
             # here is what runs, and no other party sees the key.
             trust_env=False,
-            transport=transport,
+            transport=transport if transport is not None else _ShardedTransport(pool),
         )
 
     async def aclose(self) -> None:
@@ -192,12 +301,15 @@ class HttpCore:
         attempt = 0
         self._budget.deposit()
         while True:
-            await self._limiter.acquire()
-            report.requests += 1
-            try:
-                return await self._send_once(target, params, json_body)
-            except _AttemptFailedError as failed:
-                outcome, error = failed.outcome, failed.error
+            # Never more requests than connections: a request queued inside httpcore makes
+            # every later pool operation rescan the queue and probe each idle connection.
+            async with self._in_flight:
+                await self._limiter.acquire()
+                report.requests += 1
+                try:
+                    return await self._send_once(target, params, json_body)
+                except _AttemptFailedError as failed:
+                    outcome, error = failed.outcome, failed.error
             if outcome.kind is OutcomeKind.RATE_LIMITED:
                 report.rate_limited += 1
                 self._limiter.penalise(outcome.retry_after)

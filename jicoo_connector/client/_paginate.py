@@ -13,7 +13,16 @@ from dataclasses import dataclass
 from jicoo_connector.client._report import FetchReport
 from jicoo_connector.errors import PaginationError, ProtocolError
 
-__all__ = ["MAX_PAGES", "MAX_REWALKS", "Page", "Walk", "WalkResult", "parse_page", "walk_pages"]
+__all__ = [
+    "MAX_PAGES",
+    "MAX_REWALKS",
+    "ListingTooLargeError",
+    "Page",
+    "Walk",
+    "WalkResult",
+    "parse_page",
+    "walk_pages",
+]
 
 logger = logging.getLogger("jicoo_connector.client")
 
@@ -36,6 +45,16 @@ class Page:
     current_page: int
     number_of_pages: int
     next_page: int | None
+
+
+class ListingTooLargeError(Exception):
+    """Page 1 announced more rows than the caller's ``max_rows``; no other page was fetched.
+    Not an API failure: the caller asked to be told, to list a narrower window instead."""
+
+    def __init__(self, endpoint: str, total_count: int, max_rows: int) -> None:
+        super().__init__(f"GET {endpoint}: {total_count} rows, more than max_rows {max_rows}")
+        self.total_count = total_count
+        self.max_rows = max_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +259,7 @@ async def walk_pages(
     key: str = "uid",
     max_rewalks: int = MAX_REWALKS,
     max_pages: int = MAX_PAGES,
+    max_rows: int | None = None,
 ) -> WalkResult:
     """Every row of a listing exactly once, or PaginationError. Page 1 first (it tells how
     many pages there are), then up to ``concurrency`` pages at a time.
@@ -248,6 +268,9 @@ async def walk_pages(
     seen, one clean walk is not enough: a deletion behind the cursor balanced by an insertion
     ahead of it leaves counts intact but skips a row, so two consecutive clean walks must
     return the same rows.
+
+    With ``max_rows``, a listing whose page 1 announces more rows raises ListingTooLargeError
+    before any other page is fetched.
     """
     reason = ""
     drift_seen = False
@@ -259,6 +282,8 @@ async def walk_pages(
         body = await fetch(1)
         report.pages += 1
         first = parse_page(body, number=1, method=method, endpoint=endpoint)
+        if max_rows is not None and first.total_count > max_rows:
+            raise ListingTooLargeError(endpoint, first.total_count, max_rows)
         walk = Walk(
             first, per_page=per_page, method=method, endpoint=endpoint, key=key, max_pages=max_pages
         )

@@ -20,9 +20,38 @@ def test_nesting_up_to_the_bound_passes() -> None:
 
 
 @pytest.mark.parametrize(
+    "raw",
+    [
+        # Brackets, digits and exponent-like text inside strings are not structure or numbers.
+        b'{"data": "' + b"[" * 100 + b"]" * 10 + b'"}',
+        b'{"data": "\\"' + b"{" * 100 + b'"}',
+        b'{"data": ["12345678901234567890123", "9e99", "' + b"]" * 40 + b'"]}',
+        b'{"data": [1.5e10, -9223372036854775808, 9223372036854775807, 0.25E-3]}',
+        b'{"data": [' + b"[" * (MAX_JSON_DEPTH - 2) + b"]" * (MAX_JSON_DEPTH - 2) + b"]}",
+    ],
+)
+def test_strings_and_numbers_in_range_pass(raw: bytes) -> None:
+    assert "data" in parse_json_object(raw)
+
+
+@pytest.mark.parametrize(
     ("raw", "message"),
     [
         (nested(MAX_JSON_DEPTH + 1), "nested deeper"),
+        (
+            b'{"s": "\\"]]", "a": '
+            + b"[{}," * MAX_JSON_DEPTH
+            + b"1"
+            + b"]" * MAX_JSON_DEPTH
+            + b"}",
+            "nested deeper",
+        ),
+        (
+            b'{"s": "]]]]", "a": ' + b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH + b"}",
+            "nested deeper",
+        ),
+        (b'{"a": 1e19}', "beyond 64 bits"),
+        (b'{"a": [{"b": -1.5E+30}]}', "beyond 64 bits"),
         (b'{"a": ' + b"[" * 5000 + b"]" * 5000 + b"}", "invalid JSON"),
         (b'{"a": 9223372036854775808}', "beyond 64 bits"),
         (b'{"a": -9223372036854775809}', "beyond 64 bits"),

@@ -10,7 +10,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jicoo_connector.client import FetchReport
-from jicoo_connector.client._paginate import MAX_REWALKS, Page, Walk, WalkResult, walk_pages
+from jicoo_connector.client._paginate import (
+    MAX_REWALKS,
+    ListingTooLargeError,
+    Page,
+    Walk,
+    WalkResult,
+    walk_pages,
+)
 from jicoo_connector.errors import PaginationError, ProtocolError
 
 PER_PAGE = 10
@@ -67,6 +74,33 @@ def test_honest_pages_come_back_once_in_order(concurrency: int) -> None:
     assert uids(result) == ROWS
     assert result.total_count == len(ROWS)
     assert (report.pages, report.drift_rewalks) == (5, 0)
+
+
+@pytest.mark.parametrize(("max_rows", "too_large"), [(46, True), (47, False)])
+def test_max_rows_stops_after_page_one(max_rows: int, too_large: bool) -> None:
+    asked: list[int] = []
+
+    async def fetch(page: int) -> Mapping[str, object]:
+        asked.append(page)
+        return envelope(ROWS, page)
+
+    async def run() -> WalkResult:
+        return await walk_pages(
+            fetch,
+            per_page=PER_PAGE,
+            concurrency=4,
+            report=FetchReport(),
+            method="GET",
+            endpoint="/v1/bookings",
+            max_rows=max_rows,
+        )
+
+    if too_large:
+        with pytest.raises(ListingTooLargeError) as caught:
+            asyncio.run(run())
+        assert (caught.value.total_count, asked) == (len(ROWS), [1])
+    else:
+        assert uids(asyncio.run(run())) == ROWS
 
 
 def test_empty_listing_is_one_page() -> None:

@@ -7,7 +7,12 @@ import time
 import pytest
 
 from jicoo_connector.client import RateLimiter, shared_limiter
-from jicoo_connector.client._ratelimit import PENALTY_RATE_SCALE, RECOVERY_S
+from jicoo_connector.client._ratelimit import (
+    ACCOUNT_BURST_SHARE,
+    ACCOUNT_PACING,
+    PENALTY_RATE_SCALE,
+    RECOVERY_S,
+)
 from jicoo_connector.settings import ApiKey, Settings
 
 # Scheduling slack on a shared 2-core machine.
@@ -44,6 +49,27 @@ def test_slots_are_spaced_at_the_rate_after_the_burst() -> None:
     assert waits == pytest.approx([0.0, 0.0, 0.0, 0.1, 0.2, 0.3])
     clock.now += 10.0  # idle: the bucket refills to its burst, no more
     assert [limiter.reserve()[0] for _ in range(4)] == pytest.approx([0.0, 0.0, 0.0, 0.1])
+
+
+def test_pacing_and_burst_share_leave_the_server_slack() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(10.0, 10, pacing=0.5, burst_share=0.8, clock=clock)
+    waits = [limiter.reserve()[0] for _ in range(10)]
+    # 8 of the 10 burst slots at once, then one slot per 1 / (10 * 0.5) s.
+    assert waits == pytest.approx([0.0] * 8 + [0.2, 0.4])
+    clock.now += 100.0
+    assert [limiter.reserve()[0] for _ in range(9)] == pytest.approx([0.0] * 8 + [0.2])
+
+
+def test_the_shared_limiter_paces_under_the_account_limit() -> None:
+    settings = Settings(api_key=ApiKey("sk_test_paced"), base_url="http://127.0.0.1:3", burst=10)
+    limiter = shared_limiter(settings)
+    waits = [limiter.reserve()[0] for _ in range(10)]
+    kept = int(10 * ACCOUNT_BURST_SHARE)
+    assert waits[:kept] == [0.0] * kept
+    assert waits[kept + 1] - waits[kept] == pytest.approx(
+        1 / (settings.rate_limit * ACCOUNT_PACING), rel=0.05
+    )
 
 
 def test_penalty_pauses_everyone_then_ramps_back() -> None:
