@@ -4,6 +4,7 @@ Imports changeset, plan, ledger, the client and errors. Logs uids and keys, neve
 """
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -590,30 +591,23 @@ async def apply_changeset_async(
     changes a crashed run left in doubt before resending anything. With ``plan``, a change
     whose booking moved since the plan is a conflict. ``dry_run`` plans and writes nothing.
     """
-    if isinstance(client, Settings):
-        async with AsyncJicooClient(client) as opened:
-            return await apply_changeset_async(
-                opened,
-                parsed,
-                ledger_path=ledger_path,
-                batch_id=batch_id,
-                plan=plan,
-                concurrency=concurrency,
-                dry_run=dry_run,
-                synchronous=synchronous,
-                max_resends=max_resends,
-            )
-    return await _run(
-        client,
-        parsed,
-        plan=plan,
-        ledger_path=ledger_path,
-        batch_id=batch_id,
-        concurrency=concurrency,
-        dry_run=dry_run,
-        synchronous=synchronous,
-        max_resends=max_resends,
-    )
+    async with contextlib.AsyncExitStack() as stack:
+        opened = (
+            await stack.enter_async_context(AsyncJicooClient(client))
+            if isinstance(client, Settings)
+            else client
+        )
+        return await _run(
+            opened,
+            parsed,
+            plan=plan,
+            ledger_path=ledger_path,
+            batch_id=batch_id,
+            concurrency=concurrency,
+            dry_run=dry_run,
+            synchronous=synchronous,
+            max_resends=max_resends,
+        )
 
 
 def apply_changeset(
