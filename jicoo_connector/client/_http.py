@@ -10,7 +10,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Literal, NoReturn, overload
 
 import httpx
 import orjson
@@ -297,6 +297,61 @@ class HttpCore:
     ) -> dict[str, object]:
         """Send until success or a final failure; return the answer's JSON object (with
         ``data``). Raises the typed errors of jicoo_connector.errors."""
+        return await self._request(
+            method, endpoint, report=report, params=params, json_body=json_body, page=page
+        )
+
+    async def request_bytes(
+        self,
+        endpoint: str,
+        *,
+        report: FetchReport,
+        params: Mapping[str, str | int] | None = None,
+        page: int | None = None,
+    ) -> bytes:
+        """A GET's successful body, undecoded (capped, never a redirect or an error answer):
+        for callers that decode pages their own way. A body they refuse is theirs to raise."""
+        return await self._request(
+            "GET", endpoint, report=report, params=params, json_body=None, page=page, raw=True
+        )
+
+    @overload
+    async def _request(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        report: FetchReport,
+        params: Mapping[str, str | int] | None,
+        json_body: Mapping[str, object] | None,
+        page: int | None,
+        raw: Literal[True],
+    ) -> bytes: ...
+
+    @overload
+    async def _request(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        report: FetchReport,
+        params: Mapping[str, str | int] | None,
+        json_body: Mapping[str, object] | None,
+        page: int | None,
+        raw: Literal[False] = False,
+    ) -> dict[str, object]: ...
+
+    async def _request(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        report: FetchReport,
+        params: Mapping[str, str | int] | None,
+        json_body: Mapping[str, object] | None,
+        page: int | None,
+        raw: bool = False,
+    ) -> dict[str, object] | bytes:
         target = _Target(method, endpoint, page)
         attempt = 0
         self._budget.deposit()
@@ -307,7 +362,8 @@ class HttpCore:
                 await self._limiter.acquire()
                 report.requests += 1
                 try:
-                    return await self._send_once(target, params, json_body)
+                    body = await self._send_once(target, params, json_body)
+                    return body if raw else _json_answer(body, target)
                 except _AttemptFailedError as failed:
                     outcome, error = failed.outcome, failed.error
             if outcome.kind is OutcomeKind.RATE_LIMITED:
@@ -344,7 +400,7 @@ class HttpCore:
         target: _Target,
         params: Mapping[str, str | int] | None,
         json_body: Mapping[str, object] | None,
-    ) -> dict[str, object]:
+    ) -> bytes:
         request = self._client.build_request(
             target.method,
             target.endpoint,
@@ -376,7 +432,7 @@ class HttpCore:
         except (httpx.TimeoutException, httpx.NetworkError, httpx.ProtocolError) as exc:
             _fail(OutcomeKind.TRANSPORT, target, type(exc).__name__, exc)
 
-    async def _answer(self, response: httpx.Response, target: _Target) -> dict[str, object]:
+    async def _answer(self, response: httpx.Response, target: _Target) -> bytes:
         status = response.status_code
 
         def refuse(why: str) -> NoReturn:
@@ -391,15 +447,21 @@ class HttpCore:
             raw = await _read_capped(response, cap)
             if raw is None:
                 refuse(f"body larger than {cap} bytes")
-            try:
-                body = parse_json_object(raw)
-            except _RefusedJSONError as exc:
-                refuse(str(exc))
-            if "data" not in body:
-                refuse("JSON object without a 'data' member")
-            return body
+            return raw
         errors = await _error_member(response)
         _raise_status(status, errors, response.headers.get("Retry-After"), target)
+
+
+def _json_answer(raw: bytes, target: _Target) -> dict[str, object]:
+    try:
+        body = parse_json_object(raw)
+    except _RefusedJSONError as exc:
+        why = str(exc)
+    else:
+        if "data" in body:
+            return body
+        why = "JSON object without a 'data' member"
+    raise _AttemptFailedError(Outcome(OutcomeKind.REFUSED_ANSWER, 200), target.protocol_error(why))
 
 
 def _fail(kind: OutcomeKind, target: _Target, what: str, cause: BaseException) -> NoReturn:
