@@ -15,13 +15,22 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jicoo_connector.client import AsyncJicooClient, FetchReport, Listing, ListingTooLargeError
+from jicoo_connector.client import (
+    AsyncJicooClient,
+    FetchReport,
+    Listing,
+    ListingTooLargeError,
+    PagedListing,
+)
 from jicoo_connector.errors import ConfigError, NotFoundError, PermissionDeniedError
 from jicoo_connector.settings import Settings
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import (
     DAY_COLUMN,
     TABLES,
+    UTC_MS,
+    PageBatches,
+    constant_array,
     contact_rows,
     event_type_rows,
     slot_rows,
@@ -224,58 +233,64 @@ async def _bookings_of_days(
     extracted_at: dt.datetime,
     run_id: str | None,
     max_rows: int | None = None,
-) -> tuple[list[_DayBookings], Listing]:
+) -> tuple[list[_DayBookings], PagedListing[pa.RecordBatch]]:
     """One listing for consecutive ``days``, split into the bookings that START on each day.
 
     Query: startedAt = first day's start, endedAt = last day's end + the longest booking. The
     API keeps start >= startedAt and end <= endedAt, so every booking starting in the window
     and ending within the margin comes back, with some that start after the window; each day
-    keeps exactly [its start, its end) on the parsed start.
+    keeps exactly [its start, its end) on the parsed start. Pages become Arrow batches as they
+    arrive, so a listing in flight holds no Python object per booking.
     """
     windows = [day_window(day, zone) for day in days]
-    listing = await client.list_bookings(
+    decoder = PageBatches(
+        "bookings", extracted_at=extracted_at, run_id=run_id, partition_value=days[0]
+    )
+    listing = await client.list_bookings_pages(
+        decoder,
         started_at=windows[0][0],
         ended_at=windows[-1][1] + max_booking_duration,
         order="startedAt",
         sort="asc",
         max_rows=max_rows,
     )
-    # Conversion is CPU work: off the event loop, so other listings keep paging meanwhile.
-    split = await asyncio.to_thread(
-        _split_days, listing.records, days, windows, max_booking_duration, extracted_at, run_id
-    )
+    # Filtering is CPU work: off the event loop, so other listings keep paging meanwhile.
+    split = await asyncio.to_thread(_split_days, listing.pages, days, windows, max_booking_duration)
     return split, listing
 
 
 def _split_days(
-    records: Sequence[Mapping[str, object]],
+    pages: Sequence[pa.RecordBatch],
     days: Sequence[dt.date],
     windows: Sequence[tuple[dt.datetime, dt.datetime]],
     max_booking_duration: dt.timedelta,
-    extracted_at: dt.datetime,
-    run_id: str | None,
 ) -> list[_DayBookings]:
-    batch = to_record_batch(
-        "bookings", records, extracted_at=extracted_at, run_id=run_id, partition_value=days[0]
-    )
+    schema = TABLES["bookings"].schema
+    # concat_batches is pyarrow >= 19; the stubs lag behind.
+    batch = pa.concat_batches(pages) if pages else _empty_batch(schema)  # type: ignore[attr-defined]
     _warn_if_margin_is_tight(batch, max_booking_duration, days[0])
     started = batch.column("started_at")
-    stamp = batch.schema.field("started_at").type
-    day_index = batch.schema.get_field_index(DAY_COLUMN)
-    day_field = batch.schema.field(day_index)
+    day_index = schema.get_field_index(DAY_COLUMN)
+    day_field = schema.field(day_index)
     out: list[_DayBookings] = []
     for day, (start, end) in zip(days, windows, strict=True):
         keep = pc.and_(
-            pc.greater_equal(started, pa.scalar(start, stamp)),
-            pc.less(started, pa.scalar(end, stamp)),
+            pc.greater_equal(started, constant_array(start, UTC_MS, 1)[0]),
+            pc.less(started, constant_array(end, UTC_MS, 1)[0]),
         )
         kept = batch.filter(keep)
         if day != days[0]:
             kept = kept.set_column(
-                day_index, day_field, pa.array([day] * kept.num_rows, pa.date32())
+                day_index, day_field, constant_array(day, pa.date32(), kept.num_rows)
             )
         out.append(_DayBookings(day, kept))
     return out
+
+
+def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [constant_array(None, field.type, 0) for field in schema], schema=schema
+    )
 
 
 def _warn_if_margin_is_tight(
@@ -301,7 +316,7 @@ def _warn_if_margin_is_tight(
 
 async def _bookings_of_context(
     client: AsyncJicooClient, ctx: _Context
-) -> tuple[pa.RecordBatch, Listing]:
+) -> tuple[pa.RecordBatch, PagedListing[pa.RecordBatch]]:
     split, listing = await _bookings_of_days(
         client,
         [ctx.partition_value],
@@ -688,7 +703,7 @@ async def _extract_chunk(
             for day in chunk:
                 emit(_skipped(table, day, denied))
         return None
-    listed = len(listing.records)
+    listed = sum(page.num_rows for page in listing.pages)
 
     def report_of(index: int, report: FetchReport) -> FetchReport:
         return report if index == 0 else FetchReport()

@@ -3,7 +3,9 @@
 The only place where the API's camelCase becomes snake_case. Imports no client, storage or dagster.
 """
 
+import array
 import datetime as dt
+import io
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeAlias
@@ -11,6 +13,7 @@ from typing import Any, Literal, TypeAlias
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pajson
 
 from jicoo_connector.errors import RecordConversionError
 
@@ -21,10 +24,12 @@ __all__ = [
     "RUN_ID_COLUMN",
     "TABLES",
     "UTC_MS",
+    "PageBatches",
     "Partitioning",
     "RecordConversionError",
     "TableSpec",
     "availability_rows",
+    "constant_array",
     "contact_rows",
     "event_type_rows",
     "slot_rows",
@@ -396,7 +401,10 @@ class _BadValueError(Exception):
 
 
 def _build_timestamps(values: list[Any]) -> _Arr:
-    strings = pa.array(values, pa.string())
+    return _parse_timestamps(pa.array(values, pa.string()))
+
+
+def _parse_timestamps(strings: _Arr) -> _Arr:
     try:
         return strings.cast(UTC_MS)
     except pa.ArrowInvalid:
@@ -586,3 +594,163 @@ def to_record_batch(
     arrays.append(pa.array([extracted_at] * count, UTC_MS))
     arrays.append(pa.array([run_id] * count, pa.string()))
     return pa.RecordBatch.from_arrays(arrays, schema=spec.schema)
+
+
+# -- list answers straight to Arrow ---------------------------------------------------------
+
+# The list envelope (openapi.yaml): members beside ``data``. ``errors`` is ``{}`` on success.
+_ENVELOPE_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
+    ("totalCount", pa.int64()),
+    ("count", pa.int64()),
+    ("currentPage", pa.int64()),
+    ("numberOfPages", pa.int64()),
+    ("nextPage", pa.int64()),
+    ("errors", pa.struct([])),
+)
+_FAST_KINDS = frozenset({"string", "int", "timestamp", "list"})
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def constant_array(value: dt.date | dt.datetime | str | None, type_: pa.DataType, n: int) -> _Arr:
+    """``n`` copies of ``value`` (a date32, UTC_MS or string column), built from raw buffers.
+
+    pyarrow imports pandas (~0.35 s) on its first conversion of a Python object (``pa.array``,
+    ``pa.scalar``); extraction of conforming pages never converts one, so it never pays that.
+    """
+    if value is None:
+        nulls: _Arr = pa.nulls(n, type_)  # type: ignore[call-overload]  # stubs: concrete types
+        return nulls
+    if type_ == pa.date32() and isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        days = (value - _EPOCH.date()).days
+        return pa.Array.from_buffers(type_, n, [None, pa.py_buffer(array.array("i", [days]) * n)])
+    if type_ == UTC_MS and isinstance(value, dt.datetime) and value.tzinfo is not None:
+        ms = (value - _EPOCH) // dt.timedelta(milliseconds=1)
+        return pa.Array.from_buffers(type_, n, [None, pa.py_buffer(array.array("q", [ms]) * n)])
+    if type_ == pa.string() and isinstance(value, str):
+        encoded = value.encode()
+        offsets = array.array("i", range(0, (n + 1) * len(encoded), len(encoded) or 1))
+        if not encoded:
+            offsets = array.array("i", [0]) * (n + 1)
+        return pa.Array.from_buffers(
+            type_, n, [None, pa.py_buffer(offsets), pa.py_buffer(encoded * n)]
+        )
+    raise TypeError(f"no constant column of {type_} from {type(value).__name__}")
+
+
+def _has_timestamp(type_: pa.DataType | None) -> bool:
+    # Arrow's JSON reader would read a zone-less time as UTC where to_record_batch refuses it;
+    # top-level timestamps are read as text and cast, nested ones would not be.
+    if type_ is None:
+        return False
+    if pa.types.is_timestamp(type_):
+        return True
+    return any(_has_timestamp(type_.field(i).type) for i in range(type_.num_fields))
+
+
+class PageBatches:
+    """Decodes list answers of a table straight into batches of its schema, in C++.
+
+    ``decode`` reads a whole answer with Arrow's JSON reader against the table's API field
+    names; it returns None (and the caller parses the JSON and calls ``from_records``, the
+    exact path) for anything that is not plainly conforming: an unknown field anywhere (it
+    belongs in ``_extra``), a value of another type, a missing required value, invalid
+    UTF-8. Timestamps are read as text and parsed by the same cast as ``to_record_batch``,
+    so both paths agree value for value. Only tables whose rows are the API records unchanged
+    and whose columns are text, integers, timestamps or lists qualify; others always return
+    None.
+
+    Per 100-row page this costs about half the CPU of JSON -> dicts -> Arrow and holds a
+    tenth of the memory.
+    """
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        extracted_at: dt.datetime,
+        run_id: str | None,
+        partition_value: dt.date,
+    ) -> None:
+        spec = TABLES.get(table)
+        if spec is None:
+            raise ValueError(f"unknown table {table!r}; known: {sorted(TABLES)}")
+        if extracted_at.tzinfo is None:
+            raise ValueError("extracted_at must be timezone-aware")
+        self._spec = spec
+        self._extracted_at = extracted_at
+        self._run_id = run_id
+        self._partition_value = partition_value
+        fast = spec.rows is _identity and all(
+            c.kind in _FAST_KINDS and not _has_timestamp(c.api_type) for c in spec.columns
+        )
+        self._options: pajson.ParseOptions | None = None
+        if fast:
+            fields = [
+                pa.field(c.source, pa.string() if c.kind == "timestamp" else c.api_type or c.type)
+                for c in spec.columns
+            ]
+            envelope = pa.schema(
+                [pa.field("data", pa.list_(pa.struct(fields)))]
+                + [pa.field(name, type_) for name, type_ in _ENVELOPE_FIELDS]
+            )
+            self._options = pajson.ParseOptions(
+                explicit_schema=envelope, unexpected_field_behavior="error"
+            )
+
+    def decode(self, raw: bytes) -> tuple[dict[str, object], pa.RecordBatch, list[object]] | None:
+        """(envelope members, the page's batch, each row's ``uid``), or None: use the JSON path."""
+        if self._options is None:
+            return None
+        try:
+            read = pajson.read_json(
+                io.BytesIO(raw),
+                read_options=pajson.ReadOptions(use_threads=False, block_size=len(raw) + 1),
+                parse_options=self._options,
+            )
+        except pa.ArrowException:
+            return None
+        if read.num_rows != 1:
+            return None  # several documents in one body: not an answer we read this way
+        row = read.slice(0, 1).combine_chunks()
+        data = row.column("data")
+        if data.null_count:
+            return None
+        records: object = pc.list_flatten(data.chunk(0))
+        if not isinstance(records, pa.StructArray):
+            return None
+        try:
+            records.validate(full=True)  # the reader does not check UTF-8 in strings
+            batch = self._batch(records)
+        except (pa.ArrowException, _BadValueError):
+            return None
+        envelope = {name: row.column(name)[0].as_py() for name, _ in _ENVELOPE_FIELDS[:-1]}
+        keys: list[object] = batch.column("uid").to_pylist() if "uid" in batch.schema.names else []
+        return envelope, batch, keys
+
+    def from_records(self, records: list[dict[str, object]]) -> pa.RecordBatch:
+        """The exact path: ``to_record_batch`` of records parsed as JSON."""
+        return to_record_batch(
+            self._spec.name,
+            records,
+            extracted_at=self._extracted_at,
+            run_id=self._run_id,
+            partition_value=self._partition_value,
+        )
+
+    def _batch(self, records: pa.StructArray) -> pa.RecordBatch:
+        arrays: list[_Arr] = []
+        for column in self._spec.columns:
+            child = records.field(column.source)
+            if column.kind == "timestamp":
+                child = _parse_timestamps(child)
+            elif column.api_type is not None:
+                child = _rename_struct_list(child, column.type)
+            if not column.nullable and child.null_count:
+                raise _BadValueError("missing value")  # the JSON path names the record
+            arrays.append(child)
+        n = len(records)
+        arrays.append(constant_array(self._partition_value, pa.date32(), n))
+        arrays.append(pa.nulls(n, pa.string()))  # no unknown fields, or decode gave up
+        arrays.append(constant_array(self._extracted_at, UTC_MS, n))
+        arrays.append(constant_array(self._run_id, pa.string(), n))
+        return pa.RecordBatch.from_arrays(arrays, schema=self._spec.schema)

@@ -3,9 +3,9 @@ and the shared rate limiter. Imports nothing of tables, extract, storage, change
 """
 
 from jicoo_connector.client._api import AsyncJicooClient, JicooClient
-from jicoo_connector.client._paginate import ListingTooLargeError
+from jicoo_connector.client._paginate import ListingTooLargeError, PageDecoder
 from jicoo_connector.client._ratelimit import RateLimiter, shared_limiter
-from jicoo_connector.client._report import FetchReport, Listing
+from jicoo_connector.client._report import FetchReport, Listing, PagedListing
 
 __all__ = [
     "AsyncJicooClient",
@@ -13,6 +13,8 @@ __all__ = [
     "JicooClient",
     "Listing",
     "ListingTooLargeError",
+    "PageDecoder",
+    "PagedListing",
     "RateLimiter",
     "shared_limiter",
 ]

@@ -7,8 +7,9 @@ drift); ``walk_pages`` drives walks concurrently and re-walks on drift. No HTTP 
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from jicoo_connector.client._report import FetchReport
 from jicoo_connector.errors import PaginationError, ProtocolError
@@ -18,9 +19,13 @@ __all__ = [
     "MAX_REWALKS",
     "ListingTooLargeError",
     "Page",
+    "PageDecoder",
+    "PagesResult",
     "Walk",
     "WalkResult",
+    "page_of",
     "parse_page",
+    "walk_page_objects",
     "walk_pages",
 ]
 
@@ -34,12 +39,33 @@ MAX_REWALKS = 4
 
 Record = dict[str, object]
 FetchPage = Callable[[int], Awaitable[Mapping[str, object]]]
+# What a page's rows are held as: API records, or whatever a caller's decoder made of them
+# (an Arrow batch holds a page in a tenth of the memory of its dicts).
+R = TypeVar("R")
+
+
+R_co = TypeVar("R_co", covariant=True)
+
+
+class PageDecoder(Protocol[R_co]):
+    """Makes a listing's rows from its answers' raw bodies, e.g. straight into Arrow.
+
+    ``decode`` returns (the envelope's members, the rows, each row's key) or None when it
+    cannot read that body; the client then parses the body as JSON with all its safety checks
+    and calls ``from_records`` with the records. A decoder must refuse (None) anything it
+    cannot represent exactly as ``from_records`` would.
+    """
+
+    def decode(self, raw: bytes) -> tuple[Mapping[str, object], R_co, Sequence[object]] | None: ...
+
+    def from_records(self, records: list[Record]) -> R_co: ...
 
 
 @dataclass(frozen=True, slots=True)
-class Page:
+class Page(Generic[R]):
     number: int  # the page we asked for
-    records: list[Record]
+    rows: R
+    uids: tuple[str, ...]  # each row's key, in order: all the paging checks need of a row
     total_count: int
     count: int
     current_page: int
@@ -58,10 +84,20 @@ class ListingTooLargeError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class PagesResult(Generic[R]):
+    """A clean walk: each page's rows in page order (every key exactly once overall)."""
+
+    pages: list[R]
+    uids: list[str]
+    total_count: int
+
+
+@dataclass(frozen=True, slots=True)
 class WalkResult:
+    """A clean walk of API records, flattened in the server's order."""
+
     records: list[Record]
     total_count: int
-    drift: str | None  # why this walk cannot be trusted, or None when it is clean
 
 
 def _int_field(body: Mapping[str, object], name: str, error: Callable[[str], ProtocolError]) -> int:
@@ -71,8 +107,19 @@ def _int_field(body: Mapping[str, object], name: str, error: Callable[[str], Pro
     return value
 
 
-def parse_page(body: Mapping[str, object], *, number: int, method: str, endpoint: str) -> Page:
-    """Read one list answer's envelope; ProtocolError if it is not a page."""
+def page_of(
+    envelope: Mapping[str, object],
+    rows: R,
+    keys: Sequence[object],
+    *,
+    number: int,
+    method: str,
+    endpoint: str,
+    key: str = "uid",
+) -> Page[R]:
+    """A page from a list answer's envelope (``totalCount``, ``count``, ``currentPage``,
+    ``numberOfPages``, ``nextPage``), its rows and each row's ``key`` value. ProtocolError if
+    the envelope is not a page, PaginationError if a row has no string key."""
 
     def error(why: str) -> ProtocolError:
         return ProtocolError(
@@ -82,50 +129,76 @@ def parse_page(body: Mapping[str, object], *, number: int, method: str, endpoint
             page=number,
         )
 
-    data = body.get("data")
-    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
-        raise error("'data' is not a list of objects")
-    next_page = body.get("nextPage")
+    next_page = envelope.get("nextPage")
     if next_page is not None and (type(next_page) is not int or next_page < 1):
         raise error("'nextPage' is neither absent, null nor a page number")
+    total_count = _int_field(envelope, "totalCount", error)
+    count = _int_field(envelope, "count", error)
+    current_page = _int_field(envelope, "currentPage", error)
+    number_of_pages = _int_field(envelope, "numberOfPages", error)
+    uids: list[str] = []
+    for value in keys:
+        if not isinstance(value, str) or not value:
+            raise PaginationError(
+                f"{method} {endpoint} page {number}: a row without a string '{key}'",
+                method=method,
+                endpoint=endpoint,
+                page=number,
+            )
+        uids.append(value)
     return Page(
         number=number,
-        records=data,
-        total_count=_int_field(body, "totalCount", error),
-        count=_int_field(body, "count", error),
-        current_page=_int_field(body, "currentPage", error),
-        number_of_pages=_int_field(body, "numberOfPages", error),
+        rows=rows,
+        uids=tuple(uids),
+        total_count=total_count,
+        count=count,
+        current_page=current_page,
+        number_of_pages=number_of_pages,
         next_page=next_page,
     )
 
 
-class Walk:
+def parse_page(
+    body: Mapping[str, object], *, number: int, method: str, endpoint: str, key: str = "uid"
+) -> Page[list[Record]]:
+    """Read one list answer (JSON already parsed); ProtocolError if it is not a page."""
+    data = body.get("data")
+    if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+        raise ProtocolError(
+            f"{method} {endpoint} page {number}: 'data' is not a list of objects",
+            method=method,
+            endpoint=endpoint,
+            page=number,
+        )
+    keys = [record.get(key) for record in data]
+    return page_of(body, data, keys, number=number, method=method, endpoint=endpoint, key=key)
+
+
+class Walk(Generic[R]):
     """One pass over a listing. Feed it page 1, then the others in any order (``add``); call
     ``finish`` once every page is in. Lies raise PaginationError at once; drift (the data
     changed under us) is recorded so the caller can walk again.
 
-    >>> first = Page(1, [{"uid": "a"}], 1, 1, 1, 1, None)
-    >>> Walk(first, per_page=20, method="GET", endpoint="/v1/x").finish().records
-    [{'uid': 'a'}]
+    >>> first = Page(1, [{"uid": "a"}], ("a",), 1, 1, 1, 1, None)
+    >>> Walk(first, per_page=20, method="GET", endpoint="/v1/x").finish()[0].pages
+    [[{'uid': 'a'}]]
     """
 
     def __init__(
         self,
-        first: Page,
+        first: Page[R],
         *,
         per_page: int,
         method: str,
         endpoint: str,
-        key: str = "uid",
         max_pages: int = MAX_PAGES,
     ) -> None:
         self.per_page = per_page
         self.method = method
         self.endpoint = endpoint
-        self.key = key
         self.first = first
         self.drift: str | None = None
-        self._pages: dict[int, Page] = {}
+        self._pages: dict[int, Page[R]] = {}
         self._by_uids: dict[tuple[str, ...], int] = {}
         expected = math.ceil(first.total_count / per_page)
         if first.number_of_pages != expected and not (
@@ -155,17 +228,18 @@ class Walk:
             page=number,
         )
 
-    def add(self, page: Page) -> None:
+    def add(self, page: Page[R]) -> None:
         number = page.number
         if number in self._pages:
             raise self._lie(number, "fetched twice in one walk")
         if page.current_page != number:
             raise self._lie(number, f"asked for page {number}, got currentPage {page.current_page}")
-        if page.count != len(page.records):
-            raise self._lie(number, f"count {page.count} but {len(page.records)} rows in data")
-        if len(page.records) > self.per_page:
-            raise self._lie(number, f"{len(page.records)} rows, more than perPage {self.per_page}")
-        uids = tuple(self._uid(number, record) for record in page.records)
+        rows = len(page.uids)
+        if page.count != rows:
+            raise self._lie(number, f"count {page.count} but {rows} rows in data")
+        if rows > self.per_page:
+            raise self._lie(number, f"{rows} rows, more than perPage {self.per_page}")
+        uids = page.uids
         self._pages[number] = page
         first = self.first
         if (page.total_count, page.number_of_pages) != (first.total_count, first.number_of_pages):
@@ -179,10 +253,10 @@ class Walk:
             self._by_uids[uids] = number
         last = first.number_of_pages
         expected = min(self.per_page, max(0, first.total_count - (number - 1) * self.per_page))
-        if len(page.records) != expected:
+        if rows != expected:
             raise self._lie(
                 number,
-                f"{len(page.records)} rows where totalCount {first.total_count} at "
+                f"{rows} rows where totalCount {first.total_count} at "
                 f"{self.per_page} per page means {expected}",
             )
         if number >= last and page.next_page is not None:
@@ -190,38 +264,35 @@ class Walk:
         if number < last and page.next_page not in (None, number + 1):
             raise self._lie(number, f"nextPage {page.next_page} after page {number}")
 
-    def _uid(self, number: int, record: Record) -> str:
-        uid = record.get(self.key)
-        if not isinstance(uid, str) or not uid:
-            raise self._lie(number, f"a row without a string '{self.key}'")
-        return uid
-
-    def finish(self) -> WalkResult:
-        """All rows in page order, and whether the walk drifted (duplicates, gaps, totals)."""
+    def finish(self) -> tuple[PagesResult[R], str | None]:
+        """Every page's rows in page order, and why the walk drifted (duplicates, gaps,
+        totals) or None; a drifted result must not be used."""
         if missing := self.remaining():
             raise self._lie(missing[0], "never fetched")  # a driver bug, not a server lie
         total = self.first.total_count
-        records: list[Record] = []
+        uids: list[str] = []
         seen: set[str] = set()
         drift = self.drift
         for number in range(1, self.number_of_pages + 1):
-            for record in self._pages[number].records:
-                uid = self._uid(number, record)
+            for uid in self._pages[number].uids:
                 if uid in seen:
                     drift = drift or f"a row appeared twice (page {number}): rows moved"
-                    continue
                 seen.add(uid)
-                records.append(record)
-        if drift is None and len(records) > total:
-            raise self._lie(self.number_of_pages, f"{len(records)} rows but totalCount {total}")
-        if drift is None and len(records) < total:
-            drift = f"{len(records)} unique rows of totalCount {total}: rows moved"
-        return WalkResult(records, total, drift)
+                uids.append(uid)
+        if drift is None and len(uids) > total:
+            raise self._lie(self.number_of_pages, f"{len(uids)} rows but totalCount {total}")
+        if drift is None and len(uids) < total:
+            drift = f"{len(uids)} unique rows of totalCount {total}: rows moved"
+        pages = [self._pages[number].rows for number in range(1, self.number_of_pages + 1)]
+        return PagesResult(pages, uids, total), drift
+
+
+FetchPageObject = Callable[[int], Awaitable[Page[R]]]
 
 
 async def _fetch_rest(
-    walk: Walk,
-    fetch: FetchPage,
+    walk: Walk[R],
+    fetch: FetchPageObject[R],
     concurrency: int,
     report: FetchReport,
 ) -> None:
@@ -232,9 +303,9 @@ async def _fetch_rest(
         for number in numbers:
             if walk.drift is not None:  # this walk is void; stop spending requests on it
                 return
-            body = await fetch(number)
+            page = await fetch(number)
             report.pages += 1
-            walk.add(parse_page(body, number=number, method=walk.method, endpoint=walk.endpoint))
+            walk.add(page)
 
     workers = min(concurrency, len(walk.remaining()))
     try:
@@ -246,6 +317,66 @@ async def _fetch_rest(
         first = failures.exceptions[0]
         first.__suppress_context__ = True
         raise first  # noqa: B904 - the group adds nothing to the first failure
+
+
+async def walk_page_objects(
+    fetch: FetchPageObject[R],
+    *,
+    per_page: int,
+    concurrency: int,
+    report: FetchReport,
+    method: str,
+    endpoint: str,
+    max_rewalks: int = MAX_REWALKS,
+    max_pages: int = MAX_PAGES,
+    max_rows: int | None = None,
+) -> PagesResult[R]:
+    """Every row of a listing exactly once, or PaginationError. ``fetch(n)`` returns page
+    ``n`` already decoded (see ``page_of``). Page 1 first (it tells how many pages there are),
+    then up to ``concurrency`` pages at a time.
+
+    A walk that drifted is repeated from page 1, at most ``max_rewalks`` times. Once drift was
+    seen, one clean walk is not enough: a deletion behind the cursor balanced by an insertion
+    ahead of it leaves counts intact but skips a row, so two consecutive clean walks must
+    return the same rows.
+
+    With ``max_rows``, a listing whose page 1 announces more rows raises ListingTooLargeError
+    before any other page is fetched.
+    """
+    reason = ""
+    drift_seen = False
+    previous: list[str] | None = None
+    for walk_number in range(max_rewalks + 1):
+        if walk_number:
+            report.drift_rewalks += 1
+            logger.info("%s %s: re-walking (%s)", method, endpoint, reason)
+        first = await fetch(1)
+        report.pages += 1
+        if max_rows is not None and first.total_count > max_rows:
+            raise ListingTooLargeError(endpoint, first.total_count, max_rows)
+        walk = Walk(first, per_page=per_page, method=method, endpoint=endpoint, max_pages=max_pages)
+        await _fetch_rest(walk, fetch, concurrency, report)
+        if walk.drift is None:
+            result, drift = walk.finish()
+        else:
+            result, drift = None, walk.drift
+        if result is None or drift is not None:
+            drift_seen = True
+            previous = None
+            reason = drift or "drift"
+            continue
+        if not drift_seen:
+            return result
+        if result.uids == previous:
+            return result
+        previous = result.uids
+        reason = "confirming the clean walk that followed drift"
+    raise PaginationError(
+        f"{method} {endpoint}: the data kept changing during paging ({reason}); "
+        f"gave up after {max_rewalks} re-walks",
+        method=method,
+        endpoint=endpoint,
+    )
 
 
 async def walk_pages(
@@ -261,49 +392,23 @@ async def walk_pages(
     max_pages: int = MAX_PAGES,
     max_rows: int | None = None,
 ) -> WalkResult:
-    """Every row of a listing exactly once, or PaginationError. Page 1 first (it tells how
-    many pages there are), then up to ``concurrency`` pages at a time.
+    """``walk_page_objects`` for answers parsed as JSON (``fetch(n)`` returns page ``n``'s
+    body): every record exactly once, in the server's order."""
 
-    A walk that drifted is repeated from page 1, at most ``max_rewalks`` times. Once drift was
-    seen, one clean walk is not enough: a deletion behind the cursor balanced by an insertion
-    ahead of it leaves counts intact but skips a row, so two consecutive clean walks must
-    return the same rows.
+    async def fetch_page(number: int) -> Page[list[Record]]:
+        body = await fetch(number)
+        return parse_page(body, number=number, method=method, endpoint=endpoint, key=key)
 
-    With ``max_rows``, a listing whose page 1 announces more rows raises ListingTooLargeError
-    before any other page is fetched.
-    """
-    reason = ""
-    drift_seen = False
-    previous: tuple[object, ...] | None = None
-    for walk_number in range(max_rewalks + 1):
-        if walk_number:
-            report.drift_rewalks += 1
-            logger.info("%s %s: re-walking (%s)", method, endpoint, reason)
-        body = await fetch(1)
-        report.pages += 1
-        first = parse_page(body, number=1, method=method, endpoint=endpoint)
-        if max_rows is not None and first.total_count > max_rows:
-            raise ListingTooLargeError(endpoint, first.total_count, max_rows)
-        walk = Walk(
-            first, per_page=per_page, method=method, endpoint=endpoint, key=key, max_pages=max_pages
-        )
-        await _fetch_rest(walk, fetch, concurrency, report)
-        result = walk.finish() if walk.drift is None else None
-        if result is None or result.drift is not None:
-            drift_seen = True
-            previous = None
-            reason = walk.drift or (result.drift if result else None) or "drift"
-            continue
-        if not drift_seen:
-            return result
-        signature = tuple(record[key] for record in result.records)
-        if signature == previous:
-            return result
-        previous = signature
-        reason = "confirming the clean walk that followed drift"
-    raise PaginationError(
-        f"{method} {endpoint}: the data kept changing during paging ({reason}); "
-        f"gave up after {max_rewalks} re-walks",
+    result = await walk_page_objects(
+        fetch_page,
+        per_page=per_page,
+        concurrency=concurrency,
+        report=report,
         method=method,
         endpoint=endpoint,
+        max_rewalks=max_rewalks,
+        max_pages=max_pages,
+        max_rows=max_rows,
     )
+    records = [record for page in result.pages for record in page]
+    return WalkResult(records, result.total_count)

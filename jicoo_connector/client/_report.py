@@ -4,8 +4,11 @@ The report holds plain counters only: no URLs, bodies or keys, so it is safe to 
 """
 
 from dataclasses import dataclass, fields
+from typing import Generic, TypeVar
 
-__all__ = ["FetchReport", "Listing"]
+__all__ = ["FetchReport", "Listing", "PagedListing"]
+
+R = TypeVar("R")
 
 
 @dataclass
@@ -46,5 +49,15 @@ class Listing:
     ``totalCount`` and what fetching them cost."""
 
     records: list[dict[str, object]]
+    total_count: int
+    report: FetchReport
+
+
+@dataclass(frozen=True)
+class PagedListing(Generic[R]):
+    """Every row of one listing (each exactly once), page by page as a PageDecoder made them,
+    in the server's order; the server's ``totalCount`` and what fetching them cost."""
+
+    pages: list[R]
     total_count: int
     report: FetchReport

@@ -158,7 +158,7 @@ def test_lies_are_refused(change: Callable[[Body, int], None], message: str) -> 
 
 
 def test_pages_beyond_the_cap_are_refused() -> None:
-    first = Page(1, [{"uid": "a"}], 10**9, 1, 1, 10**8, 2)
+    first = Page(1, [{"uid": "a"}], ("a",), 10**9, 1, 1, 10**8, 2)
     with pytest.raises(PaginationError, match="exceed the cap"):
         Walk(first, per_page=10, method="GET", endpoint="/v1/bookings")
 
