@@ -221,7 +221,25 @@ class _DayBookings:
     totals were checked, so its row count is also what the API says the day holds."""
 
     day: dt.date
-    batch: pa.RecordBatch
+    # Zero-copy pieces of the listing's pages; combined only when written (Parquet row groups
+    # of one page each would be tiny).
+    parts: list[pa.RecordBatch]
+
+    @property
+    def num_rows(self) -> int:
+        return sum(part.num_rows for part in self.parts)
+
+    def batch(self) -> pa.RecordBatch:
+        if not self.parts:
+            return _empty_batch(TABLES["bookings"].schema)
+        # concat_batches is pyarrow >= 19; the stubs lag behind.
+        return pa.concat_batches(self.parts)  # type: ignore[attr-defined,no-any-return]
+
+    def slices(self) -> Iterator[pa.RecordBatch]:
+        """The day as batches of at most BATCH_ROWS rows, built as the writer asks for them."""
+        batch = self.batch()
+        for offset in range(0, batch.num_rows, BATCH_ROWS):
+            yield batch.slice(offset, BATCH_ROWS)
 
 
 async def _bookings_of_days(
@@ -243,8 +261,10 @@ async def _bookings_of_days(
     arrive, so a listing in flight holds no Python object per booking.
     """
     windows = [day_window(day, zone) for day in days]
-    decoder = PageBatches(
-        "bookings", extracted_at=extracted_at, run_id=run_id, partition_value=days[0]
+    decoder = _StartedWithin(
+        PageBatches("bookings", extracted_at=extracted_at, run_id=run_id, partition_value=days[0]),
+        windows[0][0],
+        windows[-1][1],
     )
     listing = await client.list_bookings_pages(
         decoder,
@@ -259,6 +279,32 @@ async def _bookings_of_days(
     return split, listing
 
 
+class _StartedWithin:
+    """A PageDecoder keeping only the bookings that start in ``[start, end)``: the end-filter
+    margin brings rows of the following days, which need not be held while the listing runs
+    (the client still checks every row's key)."""
+
+    def __init__(self, pages: PageBatches, start: dt.datetime, end: dt.datetime) -> None:
+        self._pages = pages
+        self._start = constant_array(start, UTC_MS, 1)[0]
+        self._end = constant_array(end, UTC_MS, 1)[0]
+
+    def decode(self, raw: bytes) -> tuple[dict[str, object], pa.RecordBatch, list[object]] | None:
+        decoded = self._pages.decode(raw)
+        if decoded is None:
+            return None
+        envelope, batch, keys = decoded
+        return envelope, self._within(batch), keys
+
+    def from_records(self, records: list[dict[str, object]]) -> pa.RecordBatch:
+        return self._within(self._pages.from_records(records))
+
+    def _within(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        started = batch.column("started_at")
+        keep = pc.and_(pc.greater_equal(started, self._start), pc.less(started, self._end))
+        return batch if keep.true_count == batch.num_rows else batch.filter(keep)
+
+
 def _split_days(
     pages: Sequence[pa.RecordBatch],
     days: Sequence[dt.date],
@@ -266,24 +312,29 @@ def _split_days(
     max_booking_duration: dt.timedelta,
 ) -> list[_DayBookings]:
     schema = TABLES["bookings"].schema
-    # concat_batches is pyarrow >= 19; the stubs lag behind.
-    batch = pa.concat_batches(pages) if pages else _empty_batch(schema)  # type: ignore[attr-defined]
-    _warn_if_margin_is_tight(batch, max_booking_duration, days[0])
-    started = batch.column("started_at")
+    for page in pages:
+        _warn_if_margin_is_tight(page, max_booking_duration, days[0])
     day_index = schema.get_field_index(DAY_COLUMN)
     day_field = schema.field(day_index)
     out: list[_DayBookings] = []
     for day, (start, end) in zip(days, windows, strict=True):
-        keep = pc.and_(
-            pc.greater_equal(started, constant_array(start, UTC_MS, 1)[0]),
-            pc.less(started, constant_array(end, UTC_MS, 1)[0]),
-        )
-        kept = batch.filter(keep)
-        if day != days[0]:
-            kept = kept.set_column(
-                day_index, day_field, constant_array(day, pa.date32(), kept.num_rows)
-            )
-        out.append(_DayBookings(day, kept))
+        lower = constant_array(start, UTC_MS, 1)[0]
+        upper = constant_array(end, UTC_MS, 1)[0]
+        parts: list[pa.RecordBatch] = []
+        for page in pages:
+            started = page.column("started_at")
+            keep = pc.and_(pc.greater_equal(started, lower), pc.less(started, upper))
+            kept = keep.true_count
+            if kept == 0:
+                continue
+            # Pages come sorted by start, so most lie within one day: keep those uncopied.
+            part = page if kept == page.num_rows else page.filter(keep)
+            if day != days[0]:
+                part = part.set_column(
+                    day_index, day_field, constant_array(day, pa.date32(), part.num_rows)
+                )
+            parts.append(part)
+        out.append(_DayBookings(day, parts))
     return out
 
 
@@ -325,7 +376,7 @@ async def _bookings_of_context(
         extracted_at=ctx.extracted_at,
         run_id=ctx.run_id,
     )
-    return split[0].batch, listing
+    return split[0].batch(), listing
 
 
 async def _fetch_bookings(client: AsyncJicooClient, ctx: _Context) -> _Fetched:
@@ -703,7 +754,7 @@ async def _extract_chunk(
             for day in chunk:
                 emit(_skipped(table, day, denied))
         return None
-    listed = sum(page.num_rows for page in listing.pages)
+    listed = listing.total_count
 
     def report_of(index: int, report: FetchReport) -> FetchReport:
         return report if index == 0 else FetchReport()
@@ -711,7 +762,7 @@ async def _extract_chunk(
     if "bookings" in plan.day_tables:
         for index, part in enumerate(split):
             written = await asyncio.to_thread(
-                store.write_partition, "bookings", part.day, _slices(part.batch)
+                store.write_partition, "bookings", part.day, part.slices()
             )
             emit(
                 ExtractResult(
@@ -720,11 +771,11 @@ async def _extract_chunk(
                     written.rows,
                     written.path,
                     report_of(index, listing.report),
-                    part.batch.num_rows,
+                    part.num_rows,
                 )
             )
     if "booking_contacts" in plan.day_tables:
-        uids = [_uids(part.batch) for part in split]
+        uids = [[uid for piece in part.parts for uid in _uids(piece)] for part in split]
         try:
             per_booking, calls = await _contacts_of_bookings(
                 client, [uid for of_day in uids for uid in of_day], DEFAULT_FANOUT_CONCURRENCY
@@ -767,11 +818,6 @@ async def _extract_chunk(
                 )
             )
     return listed
-
-
-def _slices(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
-    for offset in range(0, batch.num_rows, BATCH_ROWS):
-        yield batch.slice(offset, BATCH_ROWS)
 
 
 async def _run_plan(

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo, available_timezones
 
 import httpx
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -347,6 +348,9 @@ def test_chunked_range_matches_day_by_day_with_fewer_requests(
             map(str, want.column("uid").to_pylist())
         )
         assert set(got.column("day").to_pylist()) <= {day}
+        # Pages are held as zero-copy pieces; the file still gets one row group, not one per page.
+        path = chunk_store.partition_path("bookings", day)
+        assert pq.ParquetFile(path).metadata.num_row_groups == (1 if got.num_rows else 0)
         contacts = chunk_store.read_partition("booking_contacts", day)
         assert set(contacts.column("booking_uid").to_pylist()) <= set(got.column("uid").to_pylist())
         assert set(contacts.column("day").to_pylist()) <= {day}
