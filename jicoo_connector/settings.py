@@ -25,7 +25,7 @@ __all__ = [
 DEFAULT_BASE_URL = "https://api.jicoo.com"
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 30.0
-# httpx timeouts are per socket operation; this bounds a whole request, trickle included.
+# The read timeout bounds each silence; this bounds a whole request, trickle included.
 DEFAULT_REQUEST_DEADLINE = 60.0
 DEFAULT_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_RETRIES = 6

@@ -1,7 +1,7 @@
 """Write-back of reschedules and cancellations: change set -> plan -> ledger -> apply.
 
 ``plan`` and ``apply`` (which need the HTTP client) load on first use, so parsing a change set
-or reading the ledger does not import httpx.
+or reading the ledger does not import the client.
 """
 
 import importlib

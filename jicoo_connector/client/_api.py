@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Self, TypeVar
 from urllib.parse import quote
 
-from jicoo_connector.client._http import HttpCore, Transport, parse_json_object
+from jicoo_connector.client._http import HttpCore, parse_json_object
 from jicoo_connector.client._paginate import (
     Page,
     PageDecoder,
@@ -122,7 +122,7 @@ class AsyncJicooClient:
     ...         return len(listing.records)
 
     ``limiter`` defaults to ``shared_limiter(settings)``: every client of one account in the
-    process shares one budget. ``transport`` is the httpx seam (e.g. ``httpx.MockTransport``).
+    process shares one budget.
     ``report`` accumulates every call's FetchReport over the client's life.
     """
 
@@ -131,12 +131,11 @@ class AsyncJicooClient:
         settings: Settings,
         *,
         limiter: RateLimiter | None = None,
-        transport: Transport | None = None,
     ) -> None:
         self.settings = settings
         self.limiter = limiter if limiter is not None else shared_limiter(settings)
         self.report = FetchReport()
-        self._http = HttpCore(settings, limiter=self.limiter, transport=transport)
+        self._http = HttpCore(settings, limiter=self.limiter)
 
     async def __aenter__(self) -> Self:
         return self
@@ -398,7 +397,6 @@ class JicooClient:
         settings: Settings,
         *,
         limiter: RateLimiter | None = None,
-        transport: Transport | None = None,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
@@ -408,8 +406,8 @@ class JicooClient:
         self._closed = False
 
         async def create() -> AsyncJicooClient:
-            # Built on the private loop so httpx's pool belongs to it.
-            return AsyncJicooClient(settings, limiter=limiter, transport=transport)
+            # Built on the private loop so the connection pool belongs to it.
+            return AsyncJicooClient(settings, limiter=limiter)
 
         self._client = self._run(create())
 

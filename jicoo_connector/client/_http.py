@@ -1,5 +1,6 @@
 """The one place that speaks HTTP: auth header, no redirects, a total deadline, a byte cap,
-JSON parsing and mapping of answers to errors, all behind a retry loop. Only httpx importer.
+JSON parsing and mapping of answers to errors, all behind a retry loop. The wire itself
+(connections, framing, decoding, timeouts) is ``_wire.ConnectionPool``.
 
 Never logs a body, a header or the key; errors carry the status, method, path and the
 ``errors`` member of error bodies only.
@@ -8,11 +9,10 @@ Never logs a body, a header or the key; errors carry the status, method, path an
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, NoReturn, overload
 
-import httpx
 import orjson
 
 from jicoo_connector.client._ratelimit import RateLimiter
@@ -23,6 +23,13 @@ from jicoo_connector.client._retry import (
     RetryBudget,
     decide,
     parse_retry_after,
+)
+from jicoo_connector.client._wire import (
+    BodyCutShortError,
+    ConnectFailedError,
+    ConnectionPool,
+    ExchangeFailedError,
+    Response,
 )
 from jicoo_connector.errors import (
     APIStatusError,
@@ -44,14 +51,10 @@ __all__ = [
     "API_KEY_HEADER",
     "MAX_JSON_DEPTH",
     "HttpCore",
-    "Transport",
     "parse_json_object",
 ]
 
 logger = logging.getLogger("jicoo_connector.client")
-
-# The one seam for tests and custom stacks (httpx.MockTransport, a proxy transport...).
-Transport = httpx.AsyncBaseTransport
 
 API_KEY_HEADER = "X-Jicoo-Api-Key"
 # Far below orjson's own 1024: deeper trees break recursive consumers (repr, Arrow) later.
@@ -66,10 +69,6 @@ ERROR_BODY_MAX_BYTES = 64 * 1024
 MAX_SERVER_MESSAGE_CHARS = 300
 # Connections beyond the page concurrency, for a get_booking next to a running listing.
 POOL_HEADROOM = 4
-# httpcore's pool does O(connections**2) work on every request it queues or releases (it probes
-# every idle socket and recounts the pool for each one): at 20 connections that was a third of
-# the client's CPU. Pools of this many connections each, side by side, keep that work small.
-CONNECTIONS_PER_SHARD = 4
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
@@ -177,113 +176,33 @@ def parse_json_object(raw: bytes) -> dict[str, object]:
     return value
 
 
-class _ReleasingStream(httpx.AsyncByteStream):
-    """A response body that tells its shard when the connection under it is free again."""
-
-    def __init__(self, inner: httpx.AsyncByteStream, release: "_Release") -> None:
-        self._inner = inner
-        self._release = release
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._inner:
-            yield chunk
-
-    async def aclose(self) -> None:
-        try:
-            await self._inner.aclose()
-        finally:
-            self._release()
-
-
-class _Release:
-    def __init__(self, loads: list[int], shard: int) -> None:
-        self._loads = loads
-        self._shard = shard
-        self._done = False
-
-    def __call__(self) -> None:
-        if not self._done:
-            self._done = True
-            self._loads[self._shard] -= 1
-
-
-class _ShardedTransport(httpx.AsyncBaseTransport):
-    """Small httpcore pools side by side; each request goes to the least busy one (see
-    CONNECTIONS_PER_SHARD). HttpCore never has more requests in flight than connections, so
-    the chosen shard always has one free."""
-
-    def __init__(self, connections: int) -> None:
-        shards = -(-connections // CONNECTIONS_PER_SHARD)
-        per_shard = -(-connections // shards)
-        limits = httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard)
-        # One TLS context for all shards: each costs a read of the CA bundle.
-        context = httpx.create_ssl_context(verify=True, trust_env=False)
-        self._shards = [
-            httpx.AsyncHTTPTransport(verify=context, limits=limits, trust_env=False, retries=0)
-            for _ in range(shards)
-        ]
-        self._loads = [0] * shards
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        shard = min(range(len(self._loads)), key=self._loads.__getitem__)
-        self._loads[shard] += 1
-        release = _Release(self._loads, shard)
-        try:
-            response = await self._shards[shard].handle_async_request(request)
-        except BaseException:
-            release()
-            raise
-        if not isinstance(response.stream, httpx.AsyncByteStream):
-            release()
-            return response
-        response.stream = _ReleasingStream(response.stream, release)
-        return response
-
-    async def aclose(self) -> None:
-        for shard in self._shards:
-            await shard.aclose()
-
-
 class HttpCore:
-    """An httpx.AsyncClient configured for the Jicoo API plus the retry loop around it."""
+    """A connection pool configured for the Jicoo API plus the retry loop around it."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        limiter: RateLimiter,
-        transport: Transport | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, *, limiter: RateLimiter) -> None:
         self._settings = settings
         self._limiter = limiter
         self._budget = RetryBudget()
         pool = settings.page_concurrency + POOL_HEADROOM
         self._in_flight = asyncio.Semaphore(pool)
-        self._client = httpx.AsyncClient(
-            base_url=settings.base_url,
+        # Redirects are never followed (see _answer) and nothing comes from the environment
+        # (proxies, .netrc, SSL_CERT_FILE): the key goes to the configured origin only.
+        self._pool = ConnectionPool(
+            settings.base_url,
             headers={
                 API_KEY_HEADER: settings.api_key.reveal(),
                 "Accept": "application/json",
                 "User-Agent": settings.user_agent,
             },
-            timeout=httpx.Timeout(
-                connect=settings.connect_timeout,
-                read=settings.read_timeout,
-                write=settings.read_timeout,
-                pool=settings.connect_timeout,
-            ),
-            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
-            # Following a redirect would hand the key header to whatever origin it names.
-            follow_redirects=False,
-            verify=True,
-            # No proxies, .netrc or SSL_CERT_FILE from the environment: what is configured
-            # here is what runs, and no other party sees the key.
-            trust_env=False,
-            transport=transport if transport is not None else _ShardedTransport(pool),
+            max_connections=pool,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            write_timeout=settings.read_timeout,
         )
+        self._max_body = settings.max_response_bytes
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._pool.aclose()
 
     async def request(
         self,
@@ -356,8 +275,8 @@ class HttpCore:
         attempt = 0
         self._budget.deposit()
         while True:
-            # Never more requests than connections: a request queued inside httpcore makes
-            # every later pool operation rescan the queue and probe each idle connection.
+            # Never more requests than connections: a rate-limit token is taken only by a
+            # request that can go out at once, not one that would then queue for a socket.
             async with self._in_flight:
                 await self._limiter.acquire()
                 report.requests += 1
@@ -401,55 +320,56 @@ class HttpCore:
         params: Mapping[str, str | int] | None,
         json_body: Mapping[str, object] | None,
     ) -> bytes:
-        request = self._client.build_request(
-            target.method,
-            target.endpoint,
-            params=dict(params) if params else None,
-            content=orjson.dumps(json_body) if json_body is not None else None,
-            headers={"Content-Type": "application/json"} if json_body is not None else None,
-        )
-        answered = False
+        content = orjson.dumps(json_body) if json_body is not None else None
         try:
-            # httpx timeouts bound each socket operation; a server trickling one byte per
-            # read timeout could hold a call for hours. This bounds the whole exchange.
+            # The read timeout bounds each silence; a server trickling one byte per read
+            # timeout could hold a call for hours. This bounds the whole exchange.
             async with asyncio.timeout(self._settings.request_deadline):
-                response = await self._client.send(request, stream=True)
-                answered = True
-                try:
-                    return await self._answer(response, target)
-                finally:
-                    await response.aclose()
+                response = await self._pool.request(
+                    target.method,
+                    target.endpoint,
+                    params=params,
+                    body=content,
+                    cap_for=self._cap_for,
+                )
         except TimeoutError as exc:
             _fail(OutcomeKind.DEADLINE, target, "total deadline exceeded", exc)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            _fail(OutcomeKind.CONNECT, target, f"could not connect ({type(exc).__name__})", exc)
-        except httpx.RemoteProtocolError as exc:
-            if answered:
-                _fail(OutcomeKind.TRUNCATED, target, "body cut short", exc)
-            _fail(OutcomeKind.TRANSPORT, target, "connection dropped before an answer", exc)
-        except httpx.DecodingError as exc:
-            _fail(OutcomeKind.REFUSED_ANSWER, target, "undecodable body", exc)
-        except (httpx.TimeoutException, httpx.NetworkError, httpx.ProtocolError) as exc:
-            _fail(OutcomeKind.TRANSPORT, target, type(exc).__name__, exc)
+        except ConnectFailedError as exc:
+            _fail(OutcomeKind.CONNECT, target, f"could not connect ({exc})", exc)
+        except ExchangeFailedError as exc:
+            _fail(OutcomeKind.TRANSPORT, target, str(exc), exc)
+        except BodyCutShortError as exc:
+            _fail(OutcomeKind.TRUNCATED, target, "body cut short", exc)
+        return self._answer(response, target)
 
-    async def _answer(self, response: httpx.Response, target: _Target) -> bytes:
-        status = response.status_code
+    def _cap_for(self, status: int) -> int | None:
+        """The decoded bytes to read of an answer with this status (None: leave it unread).
+        Counting decoded bytes is what stops a gzip bomb: a few KB on the wire can inflate
+        to gigabytes."""
+        if 200 <= status < 300:
+            return self._max_body
+        if 300 <= status < 400:
+            return None
+        return ERROR_BODY_MAX_BYTES
+
+    def _answer(self, response: Response, target: _Target) -> bytes:
+        status = response.status
 
         def refuse(why: str) -> NoReturn:
             outcome = Outcome(OutcomeKind.REFUSED_ANSWER, status)
             raise _AttemptFailedError(outcome, target.protocol_error(why))
 
         if 300 <= status < 400:
-            # Never follow: httpx would resend the key header to the redirect's origin.
+            # Never follow: that would hand the key header to whatever origin it names.
             refuse(f"answered HTTP {status} (a redirect); refusing to follow it")
         if 200 <= status < 300:
-            cap = self._settings.max_response_bytes
-            raw = await _read_capped(response, cap)
-            if raw is None:
-                refuse(f"body larger than {cap} bytes")
-            return raw
-        errors = await _error_member(response)
-        _raise_status(status, errors, response.headers.get("Retry-After"), target)
+            if response.undecodable:
+                refuse("undecodable body")
+            if response.body is None:
+                refuse(f"body larger than {self._max_body} bytes")
+            return response.body
+        errors = _error_member(response.body)
+        _raise_status(status, errors, response.headers.get("retry-after"), target)
 
 
 def _json_answer(raw: bytes, target: _Target) -> dict[str, object]:
@@ -510,9 +430,9 @@ def _raise_status(
     raise _AttemptFailedError(Outcome(kind, status, retry_after), error)
 
 
-async def _error_member(response: httpx.Response) -> dict[str, object]:
-    """The ``errors`` object of an error body, or {} if the body has none we accept."""
-    raw = await _read_capped(response, ERROR_BODY_MAX_BYTES)
+def _error_member(raw: bytes | None) -> dict[str, object]:
+    """The ``errors`` object of an error body, or {} if the body has none we accept (or was
+    not read: over ERROR_BODY_MAX_BYTES or undecodable; the status alone then decides)."""
     if not raw:
         return {}
     try:
@@ -521,24 +441,3 @@ async def _error_member(response: httpx.Response) -> dict[str, object]:
         return {}
     errors = body.get("errors")
     return dict(errors) if isinstance(errors, dict) else {}
-
-
-async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
-    """The decoded body, or None once it exceeds ``cap`` bytes. Counting decoded bytes is
-    what stops a gzip bomb: a few KB on the wire can inflate to gigabytes."""
-    declared = response.headers.get("Content-Length")
-    if (
-        declared is not None
-        and declared.isdigit()
-        and "Content-Encoding" not in response.headers
-        and int(declared) > cap
-    ):
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > cap:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)

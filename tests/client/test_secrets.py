@@ -1,4 +1,4 @@
-"""The API key never shows: not in logs (DEBUG, httpx included), errors, reprs or reports.
+"""The API key never shows: not in logs (DEBUG, everything), errors, reprs or reports.
 
 Runs its own small sandbox that accepts a sentinel key, then drives every failure path.
 """
@@ -83,7 +83,7 @@ def test_sentinel_key_never_appears(
 
     assert len(errors) == 4
     assert reports[1].retries > 0
-    assert caplog.records  # httpx and our retry lines were captured at DEBUG
+    assert caplog.records  # our retry lines were captured at DEBUG
     assert "retry" in caplog.text
     haystack = [caplog.text, repr(settings), str(settings.api_key)]
     haystack += [text for error in errors for text in _texts(error)]
