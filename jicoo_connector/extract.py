@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -75,6 +76,11 @@ DEFAULT_DAY_CONCURRENCY = 4
 # busy; a chunk larger than the budget still runs, alone.
 DEFAULT_ROWS_IN_FLIGHT = 24_000
 BATCH_ROWS = 10_000
+# Arrow work (decoding pages, splitting days, writing Parquet) runs on this many threads beside
+# the event loop. One already overlaps the loop on two cores; each extra thread keeps its own
+# heap in Arrow's allocator (mimalloc): measured on a 500k-booking extract, peak RSS 126-127 MB
+# with one worker, 136-137 MB with two, ~160 MB with asyncio's default of six.
+WORKER_THREADS = 1
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -839,6 +845,10 @@ async def _run_plan(
         if progress is not None:
             progress(result)
 
+    # The loop is ours (extract_range runs it): its to_thread work gets one worker.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="jicoo-extract")
+    )
     async with AsyncJicooClient(settings) as client:
 
         async def chunk_worker() -> None:
