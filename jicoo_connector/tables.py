@@ -659,8 +659,9 @@ class PageBatches:
     and whose columns are text, integers, timestamps or lists qualify; others always return
     None.
 
-    Per 100-row page this costs about half the CPU of JSON -> dicts -> Arrow and holds a
-    tenth of the memory.
+    It is not cheaper in CPU (a 100-row bookings page: 1.37 ms against 1.12 ms for JSON ->
+    dicts -> Arrow, best of 5 x 200 here), but it runs with the GIL released, so beside the
+    event loop, holds no Python object per row, and never makes pyarrow import pandas.
     """
 
     def __init__(
