@@ -7,6 +7,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -100,12 +101,29 @@ def _summary() -> None:
             print(f"  {day}  {status:<8} {count:>4}")
 
 
+def _host_ids(booking: Mapping[str, object]) -> set[str]:
+    hosts = booking.get("hosts")
+    if not isinstance(hosts, list):
+        return set()
+    return {str(h["userId"]) for h in hosts if isinstance(h, Mapping) and h.get("userId")}
+
+
+def _interval(booking: Mapping[str, object]) -> tuple[dt.datetime, dt.datetime]:
+    return (
+        dt.datetime.fromisoformat(str(booking["startedAt"])),
+        dt.datetime.fromisoformat(str(booking["endedAt"])),
+    )
+
+
 def _demo_changeset(base_url: str, api_key: str, path: Path) -> None:
-    """A change set made from the sandbox's current data, so its slots are free and future."""
+    """A change set made from the sandbox's current data, so its slots are free and future:
+    clear of every host's bookings and of the slots the change set itself takes (the API
+    refuses a move onto a host's other booking, including one moved there by an earlier row)."""
     from jicoo_connector.client import JicooClient
     from jicoo_connector.settings import ApiKey, Settings
 
     now = dt.datetime.now(dt.UTC)
+    window = (now + dt.timedelta(days=10), now + dt.timedelta(days=13))
     settings = Settings(api_key=ApiKey(api_key), base_url=base_url)
     rows: list[dict[str, str]] = []
     with JicooClient(settings) as client:
@@ -113,27 +131,40 @@ def _demo_changeset(base_url: str, api_key: str, path: Path) -> None:
             started_at=now + dt.timedelta(days=2), ended_at=now + dt.timedelta(days=9)
         )
         open_bookings = [b for b in upcoming.records if b.get("status") == "open"]
-        taken: set[str] = set()
+        # Busy times per host in the target window: existing bookings, then the rows' targets.
+        busy: list[tuple[set[str], dt.datetime, dt.datetime]] = [
+            (_host_ids(b), *_interval(b))
+            for b in client.list_bookings(
+                started_at=window[0] - dt.timedelta(days=1),
+                ended_at=window[1] + dt.timedelta(days=1),
+            ).records
+            if b.get("status") != "cancel" and b.get("startedAt") and b.get("endedAt")
+        ]
         for booking in open_bookings:
             if len(rows) >= DEMO_RESCHEDULES:
                 break
-            slots = client.list_available_slots(
-                str(booking["eventTypeId"]),
-                now + dt.timedelta(days=10),
-                now + dt.timedelta(days=13),
-            )
-            free = [str(s["startedAt"]) for s in slots if str(s["startedAt"]) not in taken]
-            if free:
-                taken.add(free[0])
+            hosts = _host_ids(booking)
+            start, end = _interval(booking)
+            slots = client.list_available_slots(str(booking["eventTypeId"]), *window)
+            for slot in slots:
+                target = dt.datetime.fromisoformat(str(slot["startedAt"]))
+                target_end = target + (end - start)
+                if any(
+                    hosts & others and target < other_end and other_start < target_end
+                    for others, other_start, other_end in busy
+                ):
+                    continue
+                busy.append((hosts, target, target_end))
                 rows.append(
                     {
                         "action": "reschedule",
                         "booking_uid": str(booking["uid"]),
-                        "new_started_at": free[0],
+                        "new_started_at": str(slot["startedAt"]),
                         "time_zone": "Asia/Tokyo",
                         "cancel_reason": "",
                     }
                 )
+                break
         moved = {row["booking_uid"] for row in rows}
         for booking in [b for b in open_bookings if b["uid"] not in moved][:DEMO_CANCELS]:
             rows.append(
