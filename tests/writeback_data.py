@@ -60,7 +60,7 @@ def _interval(record: Mapping[str, object]) -> tuple[dt.datetime, dt.datetime] |
     return (start, end) if start is not None and end is not None else None
 
 
-def _host_ids(record: Mapping[str, object]) -> set[str]:
+def host_ids(record: Mapping[str, object]) -> set[str]:
     hosts = record.get("hosts")
     if not isinstance(hosts, list):
         return set()
@@ -79,12 +79,12 @@ def _hosts_free(
     if own is None:
         return False
     end = start + (own[1] - own[0])
-    hosts = _host_ids(bk)
+    hosts = host_ids(bk)
     for other in sandbox.store.all_bookings():
         if other["uid"] == bk["uid"] or other["status"] == "cancel":
             continue
         span = _interval(other)
-        if span and hosts & _host_ids(other) and span[0] < end and start < span[1]:
+        if span and hosts & host_ids(other) and span[0] < end and start < span[1]:
             return False
     return not any(h & hosts and s < end and start < e for h, s, e in chosen)
 
@@ -121,7 +121,7 @@ def free_slot(
         if not _hosts_free(sandbox, bk, instant, chosen):
             continue
         taken.add(stamp)
-        chosen.append((_host_ids(bk), instant, instant + (own[1] - own[0])))
+        chosen.append((host_ids(bk), instant, instant + (own[1] - own[0])))
         return stamp
     return None
 

@@ -9,7 +9,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -221,7 +221,7 @@ async def _slot_free(
 
 async def _plan_one(
     client: AsyncJicooClient, change: Change, gate: asyncio.Semaphore, now: dt.datetime
-) -> PlannedChange:
+) -> tuple[PlannedChange, Mapping[str, object] | None]:
     async with gate:
         try:
             booking: Mapping[str, object] | None = await client.get_booking(change.booking_uid)
@@ -238,7 +238,7 @@ async def _plan_one(
             free, reason = await _slot_free(client, change, booking)
             if not free:
                 verdict = Verdict.SLOT_NOT_BOOKABLE
-    return PlannedChange(
+    planned = PlannedChange(
         row=change.row,
         key=change.key,
         action=change.action.value,
@@ -248,6 +248,53 @@ async def _plan_one(
         reason=reason,
         precondition=Precondition.of(booking) if booking is not None else None,
     )
+    return planned, booking
+
+
+def _host_ids(booking: Mapping[str, object]) -> frozenset[str]:
+    hosts = booking.get("hosts")
+    if not isinstance(hosts, list):
+        return frozenset()
+    return frozenset(str(h["userId"]) for h in hosts if isinstance(h, Mapping) and h.get("userId"))
+
+
+def _clashing_moves(
+    planned: list[tuple[PlannedChange, Mapping[str, object] | None]],
+) -> list[PlannedChange]:
+    """Reschedules that would move a booking onto a slot an earlier row of the same change set
+    gives to another booking of one of its hosts: the API refuses the later one (422), so the
+    plan says so now. Rows keep their order; the earlier row wins."""
+    taken: list[tuple[frozenset[str], dt.datetime, dt.datetime, int]] = []
+    out: list[PlannedChange] = []
+    for item, booking in sorted(planned, key=lambda pair: pair[0].row):
+        moves = item.verdict is Verdict.WILL_APPLY and item.action == Action.RESCHEDULE.value
+        start = parse_instant(booking.get("startedAt")) if moves and booking else None
+        end = parse_instant(booking.get("endedAt")) if moves and booking else None
+        target = parse_instant(item.target)
+        if booking is None or start is None or end is None or target is None:
+            out.append(item)
+            continue
+        hosts, target_end = _host_ids(booking), target + (end - start)
+        clash = next(
+            (
+                row
+                for others, s, e, row in taken
+                if hosts & others and s < target_end and target < e
+            ),
+            None,
+        )
+        if clash is None:
+            taken.append((hosts, target, target_end, item.row))
+            out.append(item)
+        else:
+            out.append(
+                replace(
+                    item,
+                    verdict=Verdict.SLOT_NOT_BOOKABLE,
+                    reason=f"row {clash} moves a booking of the same host into this slot",
+                )
+            )
+    return out
 
 
 async def plan_changeset(
@@ -263,7 +310,9 @@ async def plan_changeset(
     """
     moment = now or dt.datetime.now(dt.UTC)
     gate = asyncio.Semaphore(max(1, concurrency))
-    planned = await asyncio.gather(*(_plan_one(client, c, gate, moment) for c in parsed.changes))
+    planned = _clashing_moves(
+        list(await asyncio.gather(*(_plan_one(client, c, gate, moment) for c in parsed.changes)))
+    )
     rejected = [
         PlannedChange(
             row=r.row,

@@ -31,7 +31,9 @@ from tests.writeback_data import (
     assert_server_matches,
     build_csv,
     effective_posts,
+    free_slot,
     future_open_bookings,
+    host_ids,
     settings_for,
 )
 
@@ -262,3 +264,38 @@ def test_sigkill_and_resume_is_exactly_once(
     assert result["counts"] == {"applied": len(uids)}
     assert effective_posts(sandbox) == Counter(dict.fromkeys(uids, 1))
     assert_server_matches(sandbox, parse_changeset(csv_path), ledger)
+
+
+def test_two_rows_moving_one_hosts_bookings_into_one_slot_plan_the_later_as_not_bookable(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    open_bookings = future_open_bookings(sandbox)
+    pair = next(
+        (a, b)
+        for i, a in enumerate(open_bookings)
+        for b in open_bookings[i + 1 :]
+        if a["eventTypeId"] == b["eventTypeId"] and host_ids(a) & host_ids(b)
+    )
+    stamp = free_slot(sandbox, pair[0], set())
+    assert stamp is not None
+    text = HEADER + "\n" + "".join(f",reschedule,{bk['uid']},{stamp},Asia/Tokyo,\n" for bk in pair)
+    parsed = parse_changeset(text.encode())
+
+    async def make_plan() -> Plan:
+        async with AsyncJicooClient(settings_for(sandbox)) as client:
+            return await plan_changeset(client, parsed)
+
+    plan = asyncio.run(make_plan())
+    assert [item.verdict.value for item in plan.items] == ["will_apply", "slot_not_bookable"]
+    assert plan.items[1].reason == "row 2 moves a booking of the same host into this slot"
+    # Applying by the plan sends only the first move (the second fails unsent; the server
+    # would have answered 422).
+    report = apply_changeset(
+        settings_for(sandbox),
+        parsed,
+        ledger_path=tmp_path / "ledger.sqlite",
+        batch_id="pair",
+        plan=plan,
+    )
+    assert report.counts == {"applied": 1, "failed": 1}
+    assert all_posts(sandbox) == 1
