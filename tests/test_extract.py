@@ -228,6 +228,36 @@ def test_contacts_of_a_day_match_each_bookings_contacts(
     assert result.report.requests >= len(booking_uids) + 1
 
 
+def test_fan_out_reports_count_every_request_and_retry(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    everything = asyncio.run(_all_bookings(sandbox))
+    day = _busiest_jst_day(everything)
+    store = ParquetStore(tmp_path)
+    bookings = asyncio.run(_extract(sandbox, store, "bookings", day=day))
+    sandbox.set_faults(
+        {"rules": [{"kind": "status", "status": 503, "path": "/contacts$", "every": 3}]}
+    )
+    contacts = asyncio.run(_extract(sandbox, store, "booking_contacts", day=day))
+    sandbox.clear_faults()
+    listing = bookings.report.requests  # the same listing, unfaulted, runs again for contacts
+    served = [e for e in sandbox.requests() if e["path"].endswith("/contacts")]
+    calls = contacts.report.requests - listing
+    assert contacts.report.retries > 0
+    assert contacts.report.server_errors == contacts.report.retries
+    assert calls == len(served) == bookings.rows + contacts.report.retries
+    assert contacts.report.pages - bookings.report.pages == bookings.rows
+
+    today = dt.datetime.now(JST).date()
+    slots = asyncio.run(_extract(sandbox, store, "available_slots", snapshot_date=today))
+    event_types = asyncio.run(_extract(sandbox, store, "event_types", snapshot_date=today))
+    enabled = store.read_partition("event_types", today).to_pylist()
+    windows = -(-DEFAULT_SLOT_HORIZON_DAYS // 7)  # the API answers at most 7 days per call
+    asked = sum(1 for r in enabled if r["status"] != "disable") * windows
+    assert slots.report.requests == slots.report.pages == asked + 1  # + the event types listing
+    assert event_types.rows == len(enabled)
+
+
 def test_snapshot_tables_are_extracted(sandbox: SandboxServer, tmp_path: Path) -> None:
     store = ParquetStore(tmp_path)
     today = dt.datetime.now(JST).date()

@@ -157,7 +157,7 @@ class AsyncJicooClient:
     # -- plumbing ---------------------------------------------------------------------------
 
     async def _measured(
-        self, call: Callable[[FetchReport], Awaitable[_T]]
+        self, call: Callable[[FetchReport], Awaitable[_T]], into: FetchReport | None = None
     ) -> tuple[_T, FetchReport]:
         report = FetchReport()
         started = time.perf_counter()
@@ -166,6 +166,8 @@ class AsyncJicooClient:
         finally:
             report.elapsed_s = time.perf_counter() - started
             self.report.merge(report)
+            if into is not None:  # also when the call failed: its requests were spent
+                into.merge(report)
 
     async def _list(
         self,
@@ -252,13 +254,16 @@ class AsyncJicooClient:
         *,
         params: Mapping[str, str] | None = None,
         json_body: Mapping[str, object] | None = None,
+        report: FetchReport | None = None,
     ) -> Mapping[str, object]:
-        async def send(report: FetchReport) -> Mapping[str, object]:
-            return await self._http.request(
-                method, endpoint, report=report, params=params, json_body=json_body
+        async def send(call_report: FetchReport) -> Mapping[str, object]:
+            answer = await self._http.request(
+                method, endpoint, report=call_report, params=params, json_body=json_body
             )
+            call_report.pages += 1  # one answer, as a listing counts its pages
+            return answer
 
-        body, _ = await self._measured(send)
+        body, _ = await self._measured(send, into=report)
         return body
 
     # -- bookings ---------------------------------------------------------------------------
@@ -300,9 +305,14 @@ class AsyncJicooClient:
         endpoint = f"/v1/bookings/{_segment(uid, 'uid')}"
         return _data_object(await self._call("GET", endpoint), "GET", endpoint)
 
-    async def list_booking_contacts(self, uid: str) -> list[dict[str, object]]:
+    async def list_booking_contacts(
+        self, uid: str, *, report: FetchReport | None = None
+    ) -> list[dict[str, object]]:
+        """A booking's contacts. ``report``, if given, also gets this call's counters
+        (requests, retries, 429s...), e.g. to sum a fan-out's cost."""
         endpoint = f"/v1/bookings/{_segment(uid, 'uid')}/contacts"
-        return _data_objects(await self._call("GET", endpoint), "GET", endpoint)
+        body = await self._call("GET", endpoint, report=report)
+        return _data_objects(body, "GET", endpoint)
 
     async def cancel_booking(self, uid: str, *, reason: str | None = None) -> dict[str, object]:
         """Cancel a booking. Never resent after it left: a failure then is InDoubtError."""
@@ -343,10 +353,16 @@ class AsyncJicooClient:
         )
 
     async def list_available_slots(
-        self, event_type_uid: str, start: dt.datetime, end: dt.datetime
+        self,
+        event_type_uid: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        report: FetchReport | None = None,
     ) -> list[dict[str, object]]:
         """Free start times in [start, end), asked in windows of at most 7 days (the API's
-        limit); a slot on a window edge is returned once (deduplicated on ``startedAt``)."""
+        limit); a slot on a window edge is returned once (deduplicated on ``startedAt``).
+        ``report``, if given, also gets the calls' counters."""
         endpoint = (
             f"/v1/event_types/{_segment(event_type_uid, 'event_type_uid')}/available_schedules"
         )
@@ -367,7 +383,7 @@ class AsyncJicooClient:
                 "periodEnd": format_instant(bounds[1], "end"),
             }
             async with gate:
-                body = await self._call("GET", endpoint, params=params)
+                body = await self._call("GET", endpoint, params=params, report=report)
             return _data_objects(body, "GET", endpoint)
 
         slots: dict[str, dict[str, object]] = {}
