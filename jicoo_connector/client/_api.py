@@ -18,7 +18,6 @@ from jicoo_connector.client._paginate import (
     PageDecoder,
     page_of,
     parse_page,
-    walk_page_objects,
     walk_pages,
 )
 from jicoo_connector.client._ratelimit import RateLimiter, shared_limiter
@@ -79,6 +78,19 @@ def _data_objects(
             endpoint=endpoint,
         )
     return data
+
+
+class _Records:
+    """The plain PageDecoder: every answer parsed as JSON, rows kept as the API's records."""
+
+    def decode(self, raw: bytes) -> None:
+        return None
+
+    def from_records(self, records: list[dict[str, object]]) -> list[dict[str, object]]:
+        return records
+
+
+_RECORDS = _Records()
 
 
 def _json_page(raw: bytes, endpoint: str, number: int) -> Mapping[str, object]:
@@ -176,28 +188,11 @@ class AsyncJicooClient:
         *,
         max_rows: int | None = None,
     ) -> Listing:
-        per_page = self.settings.per_page
-
-        async def walk(report: FetchReport) -> Listing:
-            async def fetch(page: int) -> Mapping[str, object]:
-                query: dict[str, str | int] = {**(params or {}), "page": page, "perPage": per_page}
-                return await self._http.request(
-                    "GET", endpoint, report=report, params=query, page=page
-                )
-
-            result = await walk_pages(
-                fetch,
-                per_page=per_page,
-                concurrency=self.settings.page_concurrency,
-                report=report,
-                method="GET",
-                endpoint=endpoint,
-                max_rows=max_rows,
-            )
-            return Listing(result.records, result.total_count, report)
-
-        listing, _ = await self._measured(walk)
-        return listing
+        paged = await self._list_decoded(
+            endpoint, params or {}, _RECORDS, max_rows=max_rows, in_thread=False
+        )
+        records = [record for page in paged.pages for record in page]
+        return Listing(records, paged.total_count, paged.report)
 
     async def _list_decoded(
         self,
@@ -206,6 +201,7 @@ class AsyncJicooClient:
         decoder: PageDecoder[_R],
         *,
         max_rows: int | None = None,
+        in_thread: bool = True,
     ) -> PagedListing[_R]:
         per_page = self.settings.per_page
 
@@ -215,8 +211,12 @@ class AsyncJicooClient:
                 raw = await self._http.request_bytes(
                     endpoint, report=report, params=query, page=number
                 )
-                # Arrow's JSON reader drops the GIL: pages decode beside the event loop.
-                decoded = await asyncio.to_thread(decoder.decode, raw)
+                # A decoder's own reader (Arrow's drops the GIL) runs beside the event loop.
+                decoded = (
+                    await asyncio.to_thread(decoder.decode, raw)
+                    if in_thread
+                    else decoder.decode(raw)
+                )
                 if decoded is not None:
                     envelope, rows, keys = decoded
                     return page_of(
@@ -233,7 +233,7 @@ class AsyncJicooClient:
                     endpoint=endpoint,
                 )
 
-            result = await walk_page_objects(
+            result = await walk_pages(
                 fetch,
                 per_page=per_page,
                 concurrency=self.settings.page_concurrency,

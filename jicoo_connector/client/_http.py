@@ -9,9 +9,9 @@ Never logs a body, a header or the key; errors carry the status, method, path an
 import asyncio
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, NoReturn, overload
+from typing import NoReturn, TypeVar
 
 import orjson
 
@@ -55,6 +55,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger("jicoo_connector.client")
+
+_T = TypeVar("_T")
 
 API_KEY_HEADER = "X-Jicoo-Api-Key"
 # Far below orjson's own 1024: deeper trees break recursive consumers (repr, Arrow) later.
@@ -217,7 +219,13 @@ class HttpCore:
         """Send until success or a final failure; return the answer's JSON object (with
         ``data``). Raises the typed errors of jicoo_connector.errors."""
         return await self._request(
-            method, endpoint, report=report, params=params, json_body=json_body, page=page
+            method,
+            endpoint,
+            report=report,
+            params=params,
+            json_body=json_body,
+            page=page,
+            decode=_json_answer,
         )
 
     async def request_bytes(
@@ -231,10 +239,9 @@ class HttpCore:
         """A GET's successful body, undecoded (capped, never a redirect or an error answer):
         for callers that decode pages their own way. A body they refuse is theirs to raise."""
         return await self._request(
-            "GET", endpoint, report=report, params=params, json_body=None, page=page, raw=True
+            "GET", endpoint, report=report, params=params, json_body=None, page=page, decode=_raw
         )
 
-    @overload
     async def _request(
         self,
         method: str,
@@ -244,33 +251,8 @@ class HttpCore:
         params: Mapping[str, str | int] | None,
         json_body: Mapping[str, object] | None,
         page: int | None,
-        raw: Literal[True],
-    ) -> bytes: ...
-
-    @overload
-    async def _request(
-        self,
-        method: str,
-        endpoint: str,
-        *,
-        report: FetchReport,
-        params: Mapping[str, str | int] | None,
-        json_body: Mapping[str, object] | None,
-        page: int | None,
-        raw: Literal[False] = False,
-    ) -> dict[str, object]: ...
-
-    async def _request(
-        self,
-        method: str,
-        endpoint: str,
-        *,
-        report: FetchReport,
-        params: Mapping[str, str | int] | None,
-        json_body: Mapping[str, object] | None,
-        page: int | None,
-        raw: bool = False,
-    ) -> dict[str, object] | bytes:
+        decode: Callable[[bytes, _Target], _T],
+    ) -> _T:
         target = _Target(method, endpoint, page)
         attempt = 0
         self._budget.deposit()
@@ -281,8 +263,9 @@ class HttpCore:
                 await self._limiter.acquire()
                 report.requests += 1
                 try:
-                    body = await self._send_once(target, params, json_body)
-                    return body if raw else _json_answer(body, target)
+                    # Inside the loop: a body refused here is an attempt's outcome (for a
+                    # POST, one that may have taken effect).
+                    return decode(await self._send_once(target, params, json_body), target)
                 except _AttemptFailedError as failed:
                     outcome, error = failed.outcome, failed.error
             if outcome.kind is OutcomeKind.RATE_LIMITED:
@@ -370,6 +353,10 @@ class HttpCore:
             return response.body
         errors = _error_member(response.body)
         _raise_status(status, errors, response.headers.get("retry-after"), target)
+
+
+def _raw(raw: bytes, target: _Target) -> bytes:
+    return raw
 
 
 def _json_answer(raw: bytes, target: _Target) -> dict[str, object]:

@@ -22,10 +22,8 @@ __all__ = [
     "PageDecoder",
     "PagesResult",
     "Walk",
-    "WalkResult",
     "page_of",
     "parse_page",
-    "walk_page_objects",
     "walk_pages",
 ]
 
@@ -38,7 +36,6 @@ MAX_PAGES = 10_000
 MAX_REWALKS = 4
 
 Record = dict[str, object]
-FetchPage = Callable[[int], Awaitable[Mapping[str, object]]]
 # What a page's rows are held as: API records, or whatever a caller's decoder made of them
 # (an Arrow batch holds a page in a tenth of the memory of its dicts).
 R = TypeVar("R")
@@ -89,14 +86,6 @@ class PagesResult(Generic[R]):
 
     pages: list[R]
     uids: list[str]
-    total_count: int
-
-
-@dataclass(frozen=True, slots=True)
-class WalkResult:
-    """A clean walk of API records, flattened in the server's order."""
-
-    records: list[Record]
     total_count: int
 
 
@@ -319,7 +308,7 @@ async def _fetch_rest(
         raise first  # noqa: B904 - the group adds nothing to the first failure
 
 
-async def walk_page_objects(
+async def walk_pages(
     fetch: FetchPageObject[R],
     *,
     per_page: int,
@@ -377,38 +366,3 @@ async def walk_page_objects(
         method=method,
         endpoint=endpoint,
     )
-
-
-async def walk_pages(
-    fetch: FetchPage,
-    *,
-    per_page: int,
-    concurrency: int,
-    report: FetchReport,
-    method: str,
-    endpoint: str,
-    key: str = "uid",
-    max_rewalks: int = MAX_REWALKS,
-    max_pages: int = MAX_PAGES,
-    max_rows: int | None = None,
-) -> WalkResult:
-    """``walk_page_objects`` for answers parsed as JSON (``fetch(n)`` returns page ``n``'s
-    body): every record exactly once, in the server's order."""
-
-    async def fetch_page(number: int) -> Page[list[Record]]:
-        body = await fetch(number)
-        return parse_page(body, number=number, method=method, endpoint=endpoint, key=key)
-
-    result = await walk_page_objects(
-        fetch_page,
-        per_page=per_page,
-        concurrency=concurrency,
-        report=report,
-        method=method,
-        endpoint=endpoint,
-        max_rewalks=max_rewalks,
-        max_pages=max_pages,
-        max_rows=max_rows,
-    )
-    records = [record for page in result.pages for record in page]
-    return WalkResult(records, result.total_count)

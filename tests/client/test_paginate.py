@@ -14,14 +14,16 @@ from jicoo_connector.client._paginate import (
     MAX_REWALKS,
     ListingTooLargeError,
     Page,
+    PagesResult,
     Walk,
-    WalkResult,
+    parse_page,
     walk_pages,
 )
 from jicoo_connector.errors import PaginationError, ProtocolError
 
 PER_PAGE = 10
 Body = dict[str, object]
+Records = list[dict[str, object]]
 
 
 def envelope(rows: list[str], page: int, per_page: int = PER_PAGE) -> Body:
@@ -41,12 +43,16 @@ def envelope(rows: list[str], page: int, per_page: int = PER_PAGE) -> Body:
     return body
 
 
+def as_page(body: Mapping[str, object], page: int) -> Page[Records]:
+    return parse_page(body, number=page, method="GET", endpoint="/v1/bookings")
+
+
 def walk(
     answer: Callable[[int], Body], *, concurrency: int = 4, report: FetchReport | None = None
-) -> WalkResult:
-    async def fetch(page: int) -> Mapping[str, object]:
+) -> PagesResult[Records]:
+    async def fetch(page: int) -> Page[Records]:
         await asyncio.sleep(0)  # let the workers interleave
-        return answer(page)
+        return as_page(answer(page), page)
 
     return asyncio.run(
         walk_pages(
@@ -60,8 +66,12 @@ def walk(
     )
 
 
-def uids(result: WalkResult) -> list[object]:
-    return [record["uid"] for record in result.records]
+def records(result: PagesResult[Records]) -> Records:
+    return [record for page in result.pages for record in page]
+
+
+def uids(result: PagesResult[Records]) -> list[object]:
+    return [record["uid"] for record in records(result)]
 
 
 ROWS = [f"b{i:03d}" for i in range(47)]
@@ -80,11 +90,11 @@ def test_honest_pages_come_back_once_in_order(concurrency: int) -> None:
 def test_max_rows_stops_after_page_one(max_rows: int, too_large: bool) -> None:
     asked: list[int] = []
 
-    async def fetch(page: int) -> Mapping[str, object]:
+    async def fetch(page: int) -> Page[Records]:
         asked.append(page)
-        return envelope(ROWS, page)
+        return as_page(envelope(ROWS, page), page)
 
-    async def run() -> WalkResult:
+    async def run() -> PagesResult[Records]:
         return await walk_pages(
             fetch,
             per_page=PER_PAGE,
@@ -105,7 +115,7 @@ def test_max_rows_stops_after_page_one(max_rows: int, too_large: bool) -> None:
 
 def test_empty_listing_is_one_page() -> None:
     result = walk(lambda page: envelope([], page))
-    assert result.records == []
+    assert records(result) == []
     assert result.total_count == 0
 
 
@@ -276,6 +286,6 @@ def test_drift_never_yields_duplicates_or_gaps(
         result = walk(server, concurrency=concurrency)
     except PaginationError:
         return
-    assert len(set(uids(result))) == len(result.records) == result.total_count
+    assert len(set(uids(result))) == len(records(result)) == result.total_count
     if server.requests > max(plan, default=0):
         assert sorted(map(str, uids(result))) == sorted(server.rows)
