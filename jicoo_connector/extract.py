@@ -23,7 +23,13 @@ from jicoo_connector.client import (
     ListingTooLargeError,
     PagedListing,
 )
-from jicoo_connector.errors import ConfigError, NotFoundError, PermissionDeniedError
+from jicoo_connector.errors import (
+    AuthenticationError,
+    ConfigError,
+    NotFoundError,
+    PermissionDeniedError,
+    TransportError,
+)
 from jicoo_connector.settings import Settings
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import (
@@ -81,6 +87,10 @@ BATCH_ROWS = 10_000
 # heap in Arrow's allocator (mimalloc): measured on a 500k-booking extract, peak RSS 126-127 MB
 # with one worker, 136-137 MB with two, ~160 MB with asyncio's default of six.
 WORKER_THREADS = 1
+# Failures no other partition can escape, raised once retries are spent: the API unreachable
+# (connect, reset, timeouts) or the key refused. After one, extract_range starts no new
+# partition; it would only wait out the same retries again for each.
+_STOPS_THE_RUN = (TransportError, AuthenticationError)
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -623,8 +633,10 @@ def extract_range(
     time; chunks shrink on busy days so that about ``rows_in_flight`` listed rows are held.
     Snapshot tables are dated today in ``zone``: the API only knows the present, so a snapshot
     labelled with a past date would be a lie. At most ``day_concurrency`` chunks or snapshots
-    are in flight. Every partition is attempted; failures are raised together afterwards as an
-    ``ExceptionGroup`` (written partitions stay written). ``progress`` gets each result.
+    are in flight. Every partition is attempted, failures are raised together afterwards as an
+    ``ExceptionGroup`` (written partitions stay written), except that after a failure no other
+    partition could escape (the API unreachable once retries are spent, or the key refused)
+    no new partition starts. ``progress`` gets each result.
     """
     unknown = sorted(set(tables) - set(SOURCES))
     if unknown:
@@ -843,12 +855,21 @@ async def _run_plan(
     sizer = _ChunkSizer(plan, rows_in_flight, day_concurrency)
     results: list[ExtractResult] = []
     errors: list[Exception] = []
-    failed = 0
+    stopped_by: Exception | None = None
 
     def emit(result: ExtractResult) -> None:
         results.append(result)
         if progress is not None:
             progress(result)
+
+    def failed(exc: Exception, what: str) -> None:
+        nonlocal stopped_by
+        logger.error("extracting %s failed: %s", what, exc)
+        exc.add_note(f"while extracting {what}")
+        errors.append(exc)
+        if isinstance(exc, _STOPS_THE_RUN) and stopped_by is None:
+            stopped_by = exc
+            logger.error("no further partition is started: every one would fail the same way")
 
     # The loop is ours (extract_range runs it): its to_thread work gets one worker.
     asyncio.get_running_loop().set_default_executor(
@@ -857,25 +878,22 @@ async def _run_plan(
     async with AsyncJicooClient(settings) as client:
 
         async def chunk_worker() -> None:
-            nonlocal failed
             while (taken := await sizer.take()) is not None:
                 chunk, rows = taken
-                done, listed = len(results), None
+                listed = None
                 try:
-                    async with semaphore:
-                        listed = await _extract_chunk(client, plan, chunk, store, emit)
+                    if stopped_by is None:
+                        async with semaphore:
+                            listed = await _extract_chunk(client, plan, chunk, store, emit)
                 except Exception as exc:  # noqa: BLE001 - one chunk must not stop the others
-                    what = f"{', '.join(plan.day_tables)} {chunk[0]}..{chunk[-1]}"
-                    logger.error("extracting %s failed: %s", what, exc)
-                    exc.add_note(f"while extracting {what}")
-                    errors.append(exc)
-                    failed += len(plan.day_tables) * len(chunk) - (len(results) - done)
+                    failed(exc, f"{', '.join(plan.day_tables)} {chunk[0]}..{chunk[-1]}")
                 finally:
                     await sizer.done(chunk, rows, listed)
 
         async def snapshot_job(table: str, value: dt.date) -> None:
-            nonlocal failed
             async with semaphore:
+                if stopped_by is not None:
+                    return
                 try:
                     result = await extract_partition(
                         client,
@@ -887,10 +905,7 @@ async def _run_plan(
                         horizon_days=plan.horizon_days,
                     )
                 except Exception as exc:  # noqa: BLE001 - one partition must not stop the others
-                    logger.error("extracting %s %s failed: %s", table, value, exc)
-                    exc.add_note(f"while extracting {table} {value}")
-                    errors.append(exc)
-                    failed += 1
+                    failed(exc, f"{table} {value}")
                     return
             emit(result)
 
@@ -899,5 +914,9 @@ async def _run_plan(
             *(snapshot_job(table, value) for table, value in plan.snapshots),
         )
     if errors:
-        raise ExceptionGroup(f"{failed} of {plan.partitions} partitions failed", errors)
+        # Every partition either has a result (written or skipped on a 403) or failed.
+        message = f"{plan.partitions - len(results)} of {plan.partitions} partitions failed"
+        if stopped_by is not None:
+            message += f"; stopped starting new ones after: {stopped_by}"
+        raise ExceptionGroup(message, errors)
     return sorted(results, key=lambda r: (r.table, r.partition_value))

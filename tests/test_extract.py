@@ -2,6 +2,7 @@
 
 import asyncio
 import datetime as dt
+import socket
 from collections import Counter
 from pathlib import Path
 from zoneinfo import ZoneInfo, available_timezones
@@ -14,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jicoo_connector.client import AsyncJicooClient
-from jicoo_connector.errors import ConfigError
+from jicoo_connector.errors import ConfigError, TransportError
 from jicoo_connector.extract import (
     DEFAULT_SLOT_HORIZON_DAYS,
     SOURCES,
@@ -256,6 +257,25 @@ def test_fan_out_reports_count_every_request_and_retry(
     asked = sum(1 for r in enabled if r["status"] != "disable") * windows
     assert slots.report.requests == slots.report.pages == asked + 1  # + the event types listing
     assert event_types.rows == len(enabled)
+
+
+def test_an_unreachable_api_stops_the_range_after_the_first_failure(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on once this closes
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = Settings(
+        api_key=ApiKey("sk_test_nowhere"), base_url=f"http://127.0.0.1:{port}", max_retries=1
+    )
+    start = dt.date(2026, 11, 1)
+    with pytest.raises(ExceptionGroup) as caught:
+        extract_range(
+            settings, ["bookings", "users"], start, start + dt.timedelta(days=29), str(tmp_path)
+        )
+    # 30 day partitions + 1 snapshot, all failed; only the ones already under way were tried.
+    assert caught.value.message.startswith("31 of 31 partitions failed; stopped starting new ones")
+    assert 1 <= len(caught.value.exceptions) <= 2
+    assert all(isinstance(exc, TransportError) for exc in caught.value.exceptions)
+    assert not list(tmp_path.rglob("*.parquet"))
 
 
 def test_snapshot_tables_are_extracted(sandbox: SandboxServer, tmp_path: Path) -> None:
