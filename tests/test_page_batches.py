@@ -105,6 +105,7 @@ def test_anything_irregular_takes_the_exact_path(why: str, change: dict[str, obj
         answer([BOOKING]).replace(b'"name":"', b'"name":"\xff\xfe'),  # invalid UTF-8
         answer([BOOKING]).replace(b'"status":"open"', b'"status":"\\ud800"'),  # lone surrogate
         answer([BOOKING]).replace(b'"capacity":2', b'"capacity":NaN'),
+        answer([BOOKING]).replace(b'"status":"open"', b'"status":"open","status":"x"'),  # twice
         answer([BOOKING]).replace(b'"capacity":2', b'"capacity":99999999999999999999999'),
         answer([BOOKING]) + b"\n" + answer([BOOKING]),  # two documents
         b'{"data": null, "errors": {}}',
