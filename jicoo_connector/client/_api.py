@@ -12,7 +12,7 @@ from types import TracebackType
 from typing import Self, TypeVar
 from urllib.parse import quote
 
-from jicoo_connector.client._http import HttpCore, parse_json_object
+from jicoo_connector.client._http import HttpCore, json_answer
 from jicoo_connector.client._paginate import (
     Page,
     PageDecoder,
@@ -91,15 +91,6 @@ class _Records:
 
 
 _RECORDS = _Records()
-
-
-def _json_page(raw: bytes, endpoint: str, number: int) -> Mapping[str, object]:
-    try:
-        return parse_json_object(raw)
-    except ValueError as exc:
-        raise ProtocolError(
-            f"GET {endpoint} page {number}: {exc}", method="GET", endpoint=endpoint, page=number
-        ) from None
 
 
 def _booking_params(
@@ -222,7 +213,7 @@ class AsyncJicooClient:
                     return page_of(
                         envelope, rows, keys, number=number, method="GET", endpoint=endpoint
                     )
-                body = _json_page(raw, endpoint, number)
+                body = json_answer(raw, method="GET", endpoint=endpoint, page=number)
                 records = parse_page(body, number=number, method="GET", endpoint=endpoint)
                 return page_of(
                     body,

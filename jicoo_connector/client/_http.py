@@ -51,6 +51,7 @@ __all__ = [
     "API_KEY_HEADER",
     "MAX_JSON_DEPTH",
     "HttpCore",
+    "json_answer",
     "parse_json_object",
 ]
 
@@ -359,16 +360,27 @@ def _raw(raw: bytes, target: _Target) -> bytes:
     return raw
 
 
-def _json_answer(raw: bytes, target: _Target) -> dict[str, object]:
+def json_answer(
+    raw: bytes, *, method: str, endpoint: str, page: int | None = None
+) -> dict[str, object]:
+    """``raw`` as an answer's JSON object with a ``data`` member, or ProtocolError saying why
+    (naming the request, never quoting the body)."""
+    target = _Target(method, endpoint, page)
     try:
         body = parse_json_object(raw)
     except _RefusedJSONError as exc:
-        why = str(exc)
-    else:
-        if "data" in body:
-            return body
-        why = "JSON object without a 'data' member"
-    raise _AttemptFailedError(Outcome(OutcomeKind.REFUSED_ANSWER, 200), target.protocol_error(why))
+        raise target.protocol_error(str(exc)) from None
+    if "data" not in body:
+        raise target.protocol_error("JSON object without a 'data' member")
+    return body
+
+
+def _json_answer(raw: bytes, target: _Target) -> dict[str, object]:
+    # Inside the retry loop, a refused body is an attempt's outcome (for a POST, in doubt).
+    try:
+        return json_answer(raw, method=target.method, endpoint=target.endpoint, page=target.page)
+    except ProtocolError as refused:
+        raise _AttemptFailedError(Outcome(OutcomeKind.REFUSED_ANSWER, 200), refused) from None
 
 
 def _fail(kind: OutcomeKind, target: _Target, what: str, cause: BaseException) -> NoReturn:
