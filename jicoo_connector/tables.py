@@ -569,11 +569,7 @@ def to_record_batch(
     ...                 run_id=None, partition_value=dt.date(2024, 3, 1)).num_rows
     1
     """
-    spec = TABLES.get(table)
-    if spec is None:
-        raise ValueError(f"unknown table {table!r}; known: {sorted(TABLES)}")
-    if extracted_at.tzinfo is None:
-        raise ValueError("extracted_at must be timezone-aware")
+    spec = _spec_for_batches(table, extracted_at)
     rows = list(spec.rows(records))
     arrays: list[_Arr] = []
     for column in spec.columns:
@@ -588,11 +584,44 @@ def to_record_batch(
                 spec.name, column.name, _record_key(spec, rows[first_null]), "missing value"
             )
         arrays.append(array)
-    count = len(rows)
-    arrays.append(pa.array([partition_value] * count, pa.date32()))
-    arrays.append(_extras(spec, rows))
-    arrays.append(pa.array([extracted_at] * count, UTC_MS))
-    arrays.append(pa.array([run_id] * count, pa.string()))
+    return _with_lineage(
+        spec,
+        arrays,
+        _extras(spec, rows),
+        partition_value=partition_value,
+        extracted_at=extracted_at,
+        run_id=run_id,
+    )
+
+
+def _spec_for_batches(table: str, extracted_at: dt.datetime) -> TableSpec:
+    spec = TABLES.get(table)
+    if spec is None:
+        raise ValueError(f"unknown table {table!r}; known: {sorted(TABLES)}")
+    if extracted_at.tzinfo is None:
+        raise ValueError("extracted_at must be timezone-aware")
+    return spec
+
+
+def _with_lineage(
+    spec: TableSpec,
+    columns: list[_Arr],
+    extras: _Arr,
+    *,
+    partition_value: dt.date,
+    extracted_at: dt.datetime,
+    run_id: str | None,
+) -> pa.RecordBatch:
+    """The batch of ``spec``'s schema: its columns, then the partition value, ``_extra`` and
+    the lineage columns (constant over the batch)."""
+    n = len(extras)
+    arrays = [
+        *columns,
+        constant_array(partition_value, pa.date32(), n),
+        extras,
+        constant_array(extracted_at, UTC_MS, n),
+        constant_array(run_id, pa.string(), n),
+    ]
     return pa.RecordBatch.from_arrays(arrays, schema=spec.schema)
 
 
@@ -672,11 +701,7 @@ class PageBatches:
         run_id: str | None,
         partition_value: dt.date,
     ) -> None:
-        spec = TABLES.get(table)
-        if spec is None:
-            raise ValueError(f"unknown table {table!r}; known: {sorted(TABLES)}")
-        if extracted_at.tzinfo is None:
-            raise ValueError("extracted_at must be timezone-aware")
+        spec = _spec_for_batches(table, extracted_at)
         self._spec = spec
         self._extracted_at = extracted_at
         self._run_id = run_id
@@ -749,9 +774,12 @@ class PageBatches:
             if not column.nullable and child.null_count:
                 raise _BadValueError("missing value")  # the JSON path names the record
             arrays.append(child)
-        n = len(records)
-        arrays.append(constant_array(self._partition_value, pa.date32(), n))
-        arrays.append(pa.nulls(n, pa.string()))  # no unknown fields, or decode gave up
-        arrays.append(constant_array(self._extracted_at, UTC_MS, n))
-        arrays.append(constant_array(self._run_id, pa.string(), n))
-        return pa.RecordBatch.from_arrays(arrays, schema=self._spec.schema)
+        # No unknown fields (or decode gave up): _extra is null throughout.
+        return _with_lineage(
+            self._spec,
+            arrays,
+            constant_array(None, pa.string(), len(records)),
+            partition_value=self._partition_value,
+            extracted_at=self._extracted_at,
+            run_id=self._run_id,
+        )
