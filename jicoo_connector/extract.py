@@ -246,9 +246,12 @@ class _DayBookings:
 
     def slices(self) -> Iterator[pa.RecordBatch]:
         """The day as batches of at most BATCH_ROWS rows, built as the writer asks for them."""
-        batch = self.batch()
-        for offset in range(0, batch.num_rows, BATCH_ROWS):
-            yield batch.slice(offset, BATCH_ROWS)
+        yield from _slices(self.batch())
+
+
+def _slices(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+    for offset in range(0, batch.num_rows, BATCH_ROWS):
+        yield batch.slice(offset, BATCH_ROWS)
 
 
 async def _bookings_of_days(
@@ -295,8 +298,8 @@ class _StartedWithin:
 
     def __init__(self, pages: PageBatches, start: dt.datetime, end: dt.datetime) -> None:
         self._pages = pages
-        self._start = constant_array(start, UTC_MS, 1)[0]
-        self._end = constant_array(end, UTC_MS, 1)[0]
+        self._start = start
+        self._end = end
 
     def decode(self, raw: bytes) -> tuple[dict[str, object], pa.RecordBatch, list[object]] | None:
         decoded = self._pages.decode(raw)
@@ -309,9 +312,16 @@ class _StartedWithin:
         return self._within(self._pages.from_records(records))
 
     def _within(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        started = batch.column("started_at")
-        keep = pc.and_(pc.greater_equal(started, self._start), pc.less(started, self._end))
-        return batch if keep.true_count == batch.num_rows else batch.filter(keep)
+        return _starting_in(batch, self._start, self._end)
+
+
+def _starting_in(batch: pa.RecordBatch, start: dt.datetime, end: dt.datetime) -> pa.RecordBatch:
+    """The bookings of ``batch`` that start in ``[start, end)``; ``batch`` itself, uncopied,
+    when that is all of them (pages come sorted by start, so most lie within one day)."""
+    started = batch.column("started_at")
+    lower, upper = (constant_array(bound, UTC_MS, 1)[0] for bound in (start, end))
+    keep = pc.and_(pc.greater_equal(started, lower), pc.less(started, upper))
+    return batch if keep.true_count == batch.num_rows else batch.filter(keep)
 
 
 def _split_days(
@@ -321,23 +331,16 @@ def _split_days(
     max_booking_duration: dt.timedelta,
 ) -> list[_DayBookings]:
     schema = TABLES["bookings"].schema
-    for page in pages:
-        _warn_if_margin_is_tight(page, max_booking_duration, days[0])
+    _warn_if_margin_is_tight(pages, max_booking_duration, days[0])
     day_index = schema.get_field_index(DAY_COLUMN)
     day_field = schema.field(day_index)
     out: list[_DayBookings] = []
     for day, (start, end) in zip(days, windows, strict=True):
-        lower = constant_array(start, UTC_MS, 1)[0]
-        upper = constant_array(end, UTC_MS, 1)[0]
         parts: list[pa.RecordBatch] = []
         for page in pages:
-            started = page.column("started_at")
-            keep = pc.and_(pc.greater_equal(started, lower), pc.less(started, upper))
-            kept = keep.true_count
-            if kept == 0:
+            part = _starting_in(page, start, end)
+            if part.num_rows == 0:
                 continue
-            # Pages come sorted by start, so most lie within one day: keep those uncopied.
-            part = page if kept == page.num_rows else page.filter(keep)
             if day != days[0]:
                 part = part.set_column(
                     day_index, day_field, constant_array(day, pa.date32(), part.num_rows)
@@ -354,15 +357,19 @@ def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
 
 
 def _warn_if_margin_is_tight(
-    batch: pa.RecordBatch, max_booking_duration: dt.timedelta, first_day: dt.date
+    pages: Sequence[pa.RecordBatch], max_booking_duration: dt.timedelta, first_day: dt.date
 ) -> None:
-    if batch.num_rows == 0:
-        return
-    durations = pc.subtract(batch.column("ended_at"), batch.column("started_at"))
     # Arrow has no min/max kernel for durations; compare their millisecond counts.
-    longest_ms: object = pc.max(durations.cast(pa.int64())).as_py()
-    if not isinstance(longest_ms, int):
-        return  # every end is null
+    longest_of_pages: list[object] = [
+        pc.max(
+            pc.subtract(page.column("ended_at"), page.column("started_at")).cast(pa.int64())
+        ).as_py()
+        for page in pages
+        if page.num_rows
+    ]
+    longest_ms = max((ms for ms in longest_of_pages if isinstance(ms, int)), default=None)
+    if longest_ms is None:
+        return  # no rows, or every end is null
     longest = dt.timedelta(milliseconds=longest_ms)
     if longest * 2 > max_booking_duration:
         logger.warning(
@@ -532,8 +539,7 @@ def _partition_value(table: str, day: dt.date | None, snapshot_date: dt.date | N
 
 def _batches(table: str, fetched: _Fetched, ctx: _Context) -> Iterator[pa.RecordBatch]:
     if fetched.batch is not None:
-        for offset in range(0, fetched.batch.num_rows, BATCH_ROWS):
-            yield fetched.batch.slice(offset, BATCH_ROWS)
+        yield from _slices(fetched.batch)
         return
     # Converted chunk by chunk while the writer streams: one chunk of Arrow memory at a time.
     for offset in range(0, len(fetched.rows), BATCH_ROWS):

@@ -2,6 +2,7 @@
 
 import asyncio
 import datetime as dt
+import logging
 import socket
 from collections import Counter
 from pathlib import Path
@@ -22,6 +23,7 @@ from jicoo_connector.extract import (
     ExtractResult,
     _extract_chunk,
     _Plan,
+    _split_days,
     day_window,
     extract_partition,
     extract_range,
@@ -29,7 +31,7 @@ from jicoo_connector.extract import (
 from jicoo_connector.sandbox.server import SandboxServer
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.storage import ParquetStore
-from jicoo_connector.tables import TABLES
+from jicoo_connector.tables import TABLES, PageBatches
 
 ZONES = sorted(
     z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/"))
@@ -468,3 +470,24 @@ def test_a_listing_over_the_chunk_budget_is_halved(sandbox: SandboxServer, tmp_p
     assert all(r.report.requests > 0 for r in results)
     assert listed is not None
     assert listed >= expected
+
+
+def test_a_booking_near_the_margin_warns_once_per_listing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    day = dt.date(2026, 11, 25)
+    start, end = day_window(day, JST)
+    long_booking = {"uid": "long", "startedAt": start.isoformat(), "endedAt": end.isoformat()}
+    short = {"uid": "s", "startedAt": start.isoformat(), "endedAt": start.isoformat()}
+    pages = [
+        PageBatches(
+            "bookings", extracted_at=dt.datetime.now(dt.UTC), run_id=None, partition_value=day
+        ).from_records([{**record, "uid": f"{record['uid']}{i}"}])
+        for i, record in enumerate([long_booking, short, long_booking])
+    ]
+    with caplog.at_level(logging.WARNING, logger="jicoo_connector.extract"):
+        split = _split_days(pages, [day], [(start, end)], dt.timedelta(days=1))
+    assert [part.num_rows for part in split] == [3]
+    warnings = [r for r in caplog.records if "end-filter margin" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "1 day, 0:00:00" in warnings[0].getMessage()
