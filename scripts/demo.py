@@ -101,13 +101,6 @@ def _summary() -> None:
             print(f"  {day}  {status:<8} {count:>4}")
 
 
-def _host_ids(booking: Mapping[str, object]) -> set[str]:
-    hosts = booking.get("hosts")
-    if not isinstance(hosts, list):
-        return set()
-    return {str(h["userId"]) for h in hosts if isinstance(h, Mapping) and h.get("userId")}
-
-
 def _interval(booking: Mapping[str, object]) -> tuple[dt.datetime, dt.datetime]:
     return (
         dt.datetime.fromisoformat(str(booking["startedAt"])),
@@ -119,6 +112,7 @@ def _demo_changeset(base_url: str, api_key: str, path: Path) -> None:
     """A change set made from the sandbox's current data, so its slots are free and future:
     clear of every host's bookings and of the slots the change set itself takes (the API
     refuses a move onto a host's other booking, including one moved there by an earlier row)."""
+    from jicoo_connector.changes.plan import host_ids
     from jicoo_connector.client import JicooClient
     from jicoo_connector.settings import ApiKey, Settings
 
@@ -132,8 +126,8 @@ def _demo_changeset(base_url: str, api_key: str, path: Path) -> None:
         )
         open_bookings = [b for b in upcoming.records if b.get("status") == "open"]
         # Busy times per host in the target window: existing bookings, then the rows' targets.
-        busy: list[tuple[set[str], dt.datetime, dt.datetime]] = [
-            (_host_ids(b), *_interval(b))
+        busy: list[tuple[frozenset[str], dt.datetime, dt.datetime]] = [
+            (host_ids(b), *_interval(b))
             for b in client.list_bookings(
                 started_at=window[0] - dt.timedelta(days=1),
                 ended_at=window[1] + dt.timedelta(days=1),
@@ -143,7 +137,7 @@ def _demo_changeset(base_url: str, api_key: str, path: Path) -> None:
         for booking in open_bookings:
             if len(rows) >= DEMO_RESCHEDULES:
                 break
-            hosts = _host_ids(booking)
+            hosts = host_ids(booking)
             start, end = _interval(booking)
             slots = client.list_available_slots(str(booking["eventTypeId"]), *window)
             for slot in slots:

@@ -28,6 +28,7 @@ __all__ = [
     "Verdict",
     "build_plan",
     "classify",
+    "host_ids",
     "parse_instant",
     "plan_changeset",
 ]
@@ -251,7 +252,8 @@ async def _plan_one(
     return planned, booking
 
 
-def _host_ids(booking: Mapping[str, object]) -> frozenset[str]:
+def host_ids(booking: Mapping[str, object]) -> frozenset[str]:
+    """The user ids of a booking record's ``hosts``."""
     hosts = booking.get("hosts")
     if not isinstance(hosts, list):
         return frozenset()
@@ -274,7 +276,7 @@ def _clashing_moves(
         if booking is None or start is None or end is None or target is None:
             out.append(item)
             continue
-        hosts, target_end = _host_ids(booking), target + (end - start)
+        hosts, target_end = host_ids(booking), target + (end - start)
         clash = next(
             (
                 row
