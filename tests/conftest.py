@@ -13,6 +13,7 @@ import pytest
 
 from jicoo_connector.sandbox.config import SandboxConfig
 from jicoo_connector.sandbox.server import SandboxServer
+from tests.postgres_server import PostgresServer
 
 SANDBOX_SEED = 7
 SANDBOX_BOOKINGS = 2000
@@ -44,6 +45,25 @@ def sandbox() -> Iterator[SandboxServer]:
         pytest.fail(f"the Jicoo sandbox could not start on 127.0.0.1: {exc!r}", pytrace=False)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The session's PostgreSQL server (started on first use); see ``postgres_url``."""
+    server = PostgresServer()
+    try:
+        server.start()
+    except Exception as exc:  # noqa: BLE001 - any start failure must stop the suite, not skip
+        server.stop()
+        pytest.fail(f"PostgreSQL could not start on 127.0.0.1: {exc}", pytrace=False)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """A new, empty database on the session's server, for one test."""
+    return postgres.create_database()
 
 
 @pytest.fixture(autouse=True)
