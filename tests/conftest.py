@@ -1,19 +1,50 @@
 """Shared fixtures: one sandbox server per session, reset after every test that used it.
 
-The shared sandbox is anchored on today (``anchor_date=None``): reschedule and cancel rules
-compare with the real clock, so data spread around a fixed past day would make "future" slots
-past. Tests that need byte-identical data start their own store/server with a fixed anchor.
+The shared sandbox runs on ``TEST_CLOCK`` and is anchored on its day (``anchor_date=None``).
+``JICOO_TEST_TODAY`` (``2027-01-31``, or an instant such as ``2027-01-31T23:30:00Z``) starts
+that clock on another day (at ``SHIFTED_TIME`` UTC for a bare date); unset, it is the system
+clock. Tests read "now" from ``sandbox.config.clock`` (or the ``clock`` fixture) and pass it to
+the library (``now=``), never from the system clock: ``make test-dates`` runs them on several
+days. Tests that need byte-identical data start their own store/server with a fixed anchor.
 """
 
+import datetime as dt
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from jicoo_connector.sandbox.config import SandboxConfig
+from jicoo_connector.sandbox.config import Clock, SandboxConfig, clock_from, system_clock
 from jicoo_connector.sandbox.server import SandboxServer
 from tests.postgres_server import PostgresServer
+
+TEST_TODAY_ENV = "JICOO_TEST_TODAY"
+# 03:00 UTC is noon in Tokyo: the seeded working day is half past, half ahead.
+SHIFTED_TIME = dt.time(3, 0, tzinfo=dt.UTC)
+
+
+def _test_clock() -> Clock:
+    raw = os.environ.get(TEST_TODAY_ENV, "").strip()
+    if not raw:
+        return system_clock
+    try:
+        if "T" in raw:
+            start = dt.datetime.fromisoformat(raw)
+            if start.tzinfo is None:
+                raise ValueError("an instant needs a time zone (Z or an offset)")
+        else:
+            start = dt.datetime.combine(dt.date.fromisoformat(raw), SHIFTED_TIME)
+    except ValueError as exc:
+        raise pytest.UsageError(
+            f"{TEST_TODAY_ENV}={raw!r}: expected a date (2027-01-31) or an instant "
+            f"(2027-01-31T23:30:00Z): {exc}"
+        ) from exc
+    return clock_from(start)
+
+
+TEST_CLOCK: Clock = _test_clock()
 
 SANDBOX_SEED = 7
 SANDBOX_BOOKINGS = 2000
@@ -30,9 +61,20 @@ def sandbox_config() -> SandboxConfig:
         seed=SANDBOX_SEED,
         bookings=SANDBOX_BOOKINGS,
         anchor_date=None,
+        clock=TEST_CLOCK,
         api_keys=(SANDBOX_KEY,),
         denied={LIMITED_KEY: frozenset({"listEventTypes"})},
     )
+
+
+def pytest_report_header() -> str:
+    return f"sandbox clock: {TEST_CLOCK().isoformat(timespec='seconds')} ({TEST_TODAY_ENV})"
+
+
+@pytest.fixture(scope="session")
+def clock() -> Clock:
+    """The clock of the shared sandbox: "now" for every test that needs one."""
+    return TEST_CLOCK
 
 
 @pytest.fixture(scope="session")

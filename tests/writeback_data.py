@@ -49,7 +49,7 @@ def booking(sandbox: SandboxServer, uid: str) -> dict[str, object]:
 
 
 def future_open_bookings(sandbox: SandboxServer, status: str = "open") -> list[dict[str, object]]:
-    start = dt.datetime.now(dt.UTC) + dt.timedelta(days=2)
+    start = sandbox.config.clock() + dt.timedelta(days=2)
     stamp = start.strftime("%Y-%m-%dT%H:%M:%S.000Z")
     found = _get(sandbox, "/v1/bookings", status=status, startedAt=stamp, perPage="100")
     return [b for b in found if isinstance(b.get("eventTypeId"), str)]
@@ -97,7 +97,7 @@ def free_slot(
 ) -> str | None:
     """A future slot the booking can really move to; records it in ``taken``/``chosen``."""
     chosen = [] if chosen is None else chosen
-    start = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    start = sandbox.config.clock() + dt.timedelta(days=1)
     end = start + dt.timedelta(days=SLOT_SEARCH_DAYS - 1)
     slots = _get(
         sandbox,

@@ -513,6 +513,7 @@ async def _run(
     dry_run: bool,
     synchronous: Synchronous,
     max_resends: int,
+    now: dt.datetime | None,
 ) -> ApplyReport:
     if plan is not None and plan.content_hash != parsed.content_hash:
         raise PlanError(
@@ -520,7 +521,7 @@ async def _run(
             f"(sha256 {plan.content_hash[:12]}…, file {parsed.content_hash[:12]}…)"
         )
     if dry_run:
-        plan = plan or await plan_changeset(client, parsed, concurrency=concurrency)
+        plan = plan or await plan_changeset(client, parsed, concurrency=concurrency, now=now)
         return ApplyReport(batch_id=batch_id, dry_run=True, rows=_plan_rows(batch_id, plan))
     with Ledger(ledger_path, synchronous=synchronous) as ledger:
         ledger.open_batch(batch_id, parsed.content_hash, parsed.changes)
@@ -584,12 +585,14 @@ async def apply_changeset_async(
     dry_run: bool = False,
     synchronous: Synchronous = DEFAULT_SYNCHRONOUS,
     max_resends: int = DEFAULT_MAX_RESENDS,
+    now: dt.datetime | None = None,
 ) -> ApplyReport:
     """Apply ``parsed`` under ``batch_id`` exactly once, recording every step in the ledger.
 
     A re-run of the same batch skips final changes (sends nothing for them) and reads back
     changes a crashed run left in doubt before resending anything. With ``plan``, a change
-    whose booking moved since the plan is a conflict. ``dry_run`` plans and writes nothing.
+    whose booking moved since the plan is a conflict. ``dry_run`` plans (as of ``now``,
+    default the system clock) and writes nothing.
     """
     async with contextlib.AsyncExitStack() as stack:
         opened = (
@@ -607,6 +610,7 @@ async def apply_changeset_async(
             dry_run=dry_run,
             synchronous=synchronous,
             max_resends=max_resends,
+            now=now,
         )
 
 
@@ -621,6 +625,7 @@ def apply_changeset(
     dry_run: bool = False,
     synchronous: Synchronous = DEFAULT_SYNCHRONOUS,
     max_resends: int = DEFAULT_MAX_RESENDS,
+    now: dt.datetime | None = None,
 ) -> ApplyReport:
     """Synchronous ``apply_changeset_async`` (opens its own client and event loop)."""
     return asyncio.run(
@@ -634,5 +639,6 @@ def apply_changeset(
             dry_run=dry_run,
             synchronous=synchronous,
             max_resends=max_resends,
+            now=now,
         )
     )

@@ -308,7 +308,8 @@ async def plan_changeset(
 ) -> Plan:
     """Read the current state of every booking in ``parsed`` and classify each change.
 
-    Rejected rows appear as ``invalid``. Read-only: sends no POST.
+    Rejected rows appear as ``invalid``; a target at or before ``now`` (default: the system
+    clock) is ``invalid`` too. Read-only: sends no POST.
     """
     moment = now or dt.datetime.now(dt.UTC)
     gate = asyncio.Semaphore(max(1, concurrency))
@@ -339,11 +340,12 @@ def build_plan(
     parsed: ParsedChangeSet,
     *,
     concurrency: int = DEFAULT_PLAN_CONCURRENCY,
+    now: dt.datetime | None = None,
 ) -> Plan:
     """Synchronous ``plan_changeset`` for callers without an event loop (the CLI)."""
 
     async def run() -> Plan:
         async with AsyncJicooClient(settings) as client:
-            return await plan_changeset(client, parsed, concurrency=concurrency)
+            return await plan_changeset(client, parsed, concurrency=concurrency, now=now)
 
     return asyncio.run(run())

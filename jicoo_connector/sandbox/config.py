@@ -1,11 +1,33 @@
 """What a sandbox instance is started with: seed, data size, keys, knobs. Plain data only."""
 
 import datetime as dt
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DEFAULT_SANDBOX_KEY", "SandboxConfig"]
+__all__ = ["DEFAULT_SANDBOX_KEY", "Clock", "SandboxConfig", "clock_from", "system_clock"]
+
+# What "now" is for the sandbox: an aware datetime. Injected so tests and the demo can run the
+# sandbox on any day (its rules refuse the past, its data is spread around "today").
+Clock = Callable[[], dt.datetime]
+
+
+def system_clock() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def clock_from(start: dt.datetime) -> Clock:
+    """A clock that reads ``start`` now and runs at real speed from there (monotonic time)."""
+    if start.tzinfo is None:
+        raise ValueError("the clock's start needs a time zone")
+    origin = time.monotonic()
+
+    def now() -> dt.datetime:
+        return start + dt.timedelta(seconds=time.monotonic() - origin)
+
+    return now
+
 
 # A sandbox key, not a secret: it only opens the local fake server.
 DEFAULT_SANDBOX_KEY = "sk_test_sandbox"
@@ -19,8 +41,9 @@ class SandboxConfig:
     (e.g. ``{"sk_test_limited": frozenset({"listEventTypes"})}``); every key in
     ``api_keys`` or ``denied`` is valid. ``faults`` is the JSON fault profile
     (see ``faults.py``), also settable at run time through ``POST /_sandbox/faults``.
-    ``anchor_date`` is the day the seeded data is spread around (default: today, UTC);
-    fix it for byte-identical data across days.
+    ``anchor_date`` is the day the seeded data is spread around (default: the clock's day,
+    UTC); fix it for byte-identical data across days. ``clock`` is the sandbox's "now": what
+    "in the past" means for reschedules and slots, and the time stamped on changes.
     """
 
     seed: int = 7
@@ -32,9 +55,10 @@ class SandboxConfig:
     future_days: int = 30
     faults: Mapping[str, object] = field(default_factory=dict)
     journal_path: Path | None = None
+    clock: Clock = system_clock
 
     def valid_keys(self) -> frozenset[str]:
         return frozenset(self.api_keys) | frozenset(self.denied)
 
     def effective_anchor(self) -> dt.date:
-        return self.anchor_date or dt.datetime.now(dt.UTC).date()
+        return self.anchor_date or self.clock().astimezone(dt.UTC).date()

@@ -6,6 +6,7 @@ Imports no client code.
 
 import bisect
 import contextlib
+import datetime as dt
 import gc
 import logging
 import math
@@ -17,7 +18,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final, NamedTuple
 
 import orjson
 
@@ -38,9 +39,6 @@ from jicoo_connector.sandbox.seed import (
     schedule_record,
     short_uid,
 )
-
-if TYPE_CHECKING:
-    import datetime as dt
 
 __all__ = [
     "ALL_STATUSES",
@@ -182,8 +180,15 @@ def valid_zone(name: str) -> bool:
     return True
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+ONE_MS: Final = dt.timedelta(milliseconds=1)
+
+
+class SlotRefusal(NamedTuple):
+    """Why a start is not a bookable slot: the 422 code and who is in the way (host or booking)."""
+
+    code: str
+    subject: str | None = None
 
 
 class SandboxStore:
@@ -195,12 +200,17 @@ class SandboxStore:
 
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
+        self._clock = config.clock
         # Fixed once: a reset must give back the same data even after midnight.
         self.anchor: dt.date = config.effective_anchor()
         self._lock = threading.RLock()
         self._journal: list[JournalEntry] = []
         self._seq = 0
         self._load()
+
+    def now_ms(self) -> int:
+        """The sandbox clock's "now" in epoch ms."""
+        return (self._clock() - EPOCH) // ONE_MS
 
     # -- building ------------------------------------------------------------------------------
 
@@ -273,7 +283,7 @@ class SandboxStore:
             self._seq += 1
             entry = JournalEntry(
                 seq=self._seq,
-                time=format_ms(now_ms()),
+                time=format_ms(self.now_ms()),
                 method=method,
                 path=path,
                 booking_uid=booking_uid,
@@ -496,21 +506,18 @@ class SandboxStore:
     def available_slots(
         self, uid: str, period_start: int, period_end: int
     ) -> list[dict[str, object]] | None:
-        """Free start times: inside every host's availability, clear of their open bookings."""
+        """Free start times: the grid steps of the period that ``_slot_refusal`` lets through."""
         with self._lock:
             et = self._types_by_uid.get(uid)
             if et is None:
                 return None
-            hosts = [self._data.users[h] for h in et.hosts]
+            host_ids = [self._data.users[h].uid for h in et.hosts]
             duration = et.duration * MS_PER_MINUTE
-            earliest = max(period_start, now_ms())
-            start = -(-earliest // SLOT_STEP_MS) * SLOT_STEP_MS
+            now = self.now_ms()
+            start = -(-max(period_start, now) // SLOT_STEP_MS) * SLOT_STEP_MS
             out: list[dict[str, object]] = []
             while start < period_end:
-                end = start + duration
-                if all(
-                    fits_rules(h.rules, _zone(h.timezone), start, end) for h in hosts
-                ) and not self._clash([h.uid for h in hosts], start, end, None):
+                if self._slot_refusal(host_ids, start, start + duration, None, now) is None:
                     out.append(
                         {"startedAt": format_ms(start), "remainingCapacity": REMAINING_CAPACITY}
                     )
@@ -518,6 +525,26 @@ class SandboxStore:
             return out
 
     # -- rules ---------------------------------------------------------------------------------
+
+    def _slot_refusal(
+        self, host_ids: Sequence[str], start: int, end: int, exclude: str | None, now: int
+    ) -> SlotRefusal | None:
+        """Why [start, end) is not a slot ``available_schedules`` lists, or None if it is one.
+
+        The one home of the slot rules, shared by the slot listing and reschedule: not in the
+        past, on the grid (every seeded event type offers starts on the quarter hour), inside
+        every host's availability, and a remaining capacity (one booking per host and slot).
+        ``exclude`` is the booking being moved: its own current slot does not count against it.
+        """
+        if start < now:
+            return SlotRefusal("slot_in_past")
+        if start % SLOT_STEP_MS:
+            return SlotRefusal("slot_off_grid")
+        if (host := self._not_available(host_ids, start, end)) is not None:
+            return SlotRefusal("outside_availability", host)
+        if (other := self._clash(host_ids, start, end, exclude)) is not None:
+            return SlotRefusal("slot_unavailable", other)
+        return None
 
     def _clash(
         self, host_ids: Iterable[str], start: int, end: int, exclude: str | None
@@ -580,7 +607,7 @@ class SandboxStore:
             if b.status == "cancel":
                 raise SandboxError(422, "already_cancelled", f"booking {uid} is already cancelled")
             self._unindex(b)
-            now = now_ms()
+            now = self.now_ms()
             b.status, b.cancelled_at, b.cancelled_by = "cancel", now, CANCELLED_BY_API
             b.cancel_reason, b.updated = reason, max(now, b.updated + 1)
             self._index(b)
@@ -588,7 +615,7 @@ class SandboxStore:
             return _as_dict(orjson.loads(self._bytes(uid)))
 
     def reschedule(self, uid: str, start: int, time_zone: str) -> dict[str, object]:
-        """Move a booking if the new slot is bookable for every host; else a 422 saying why."""
+        """Move a booking to a slot ``available_schedules`` would list; else a 422 saying why."""
         with self._lock:
             b = self._found(uid)
             if b.status == "cancel":
@@ -597,36 +624,16 @@ class SandboxStore:
                     "booking_cancelled",
                     f"booking {uid} is cancelled and cannot be rescheduled",
                 )
-            now = now_ms()
-            if start < now:
-                raise SandboxError(
-                    422,
-                    "slot_in_past",
-                    f"startedAt {format_ms(start)} is in the past",
-                    {"startedAt": ["must be in the future"]},
-                )
             span = (
                 b.end - b.start
                 if b.event_type is None
                 else self._data.event_types[b.event_type].duration * MS_PER_MINUTE
             )
             end = start + span
-            host_ids = [user_id for user_id, _ in b.hosts]
-            if (host := self._not_available(host_ids, start, end)) is not None:
-                raise SandboxError(
-                    422,
-                    "outside_availability",
-                    f"{format_ms(start)}-{format_ms(end)} is outside the availability "
-                    f"of host {host}",
-                    {"startedAt": ["the slot is outside the host's availability"]},
-                )
-            if (other := self._clash(host_ids, start, end, uid)) is not None:
-                raise SandboxError(
-                    422,
-                    "slot_unavailable",
-                    f"the slot clashes with booking {other} of the same host",
-                    {"startedAt": ["the slot is already booked"]},
-                )
+            now = self.now_ms()
+            refusal = self._slot_refusal([h for h, _ in b.hosts], start, end, uid, now)
+            if refusal is not None:
+                raise _slot_error(refusal, start, end)
             self._unindex(b)
             b.start, b.end, b.time_zone, b.updated = start, end, time_zone, max(now, b.updated + 1)
             self._index(b)
@@ -671,7 +678,7 @@ class SandboxStore:
                 b.priority = patch.priority
             if "hosts" in sent:
                 b.hosts = patch.hosts
-            b.updated = max(now_ms(), b.updated + 1)
+            b.updated = max(self.now_ms(), b.updated + 1)
             self._index(b)
             self._changed(uid)
             return _as_dict(orjson.loads(self._bytes(uid))), True
@@ -711,7 +718,7 @@ class SandboxStore:
                         break
                 if end == 0:
                     start, end = data.range_start, data.range_start + duration
-                now = now_ms()
+                now = self.now_ms()
                 booking = Booking(
                     uid, et_index, f"{et.name} - drift", None, status, start, end, "zoom",
                     None, None, None, None, None, "Asia/Tokyo", None, None,
@@ -764,7 +771,7 @@ class SandboxStore:
                 ):
                     continue
                 self._unindex(b)
-                b.start, b.end, b.updated = start, end, max(now_ms(), b.updated + 1)
+                b.start, b.end, b.updated = start, end, max(self.now_ms(), b.updated + 1)
                 self._index(b)
                 self._changed(uid)
                 touched.append(uid)
@@ -781,6 +788,30 @@ class SandboxStore:
                 status=None,
                 changed=True,
             )
+
+
+def _slot_error(refusal: SlotRefusal, start: int, end: int) -> SandboxError:
+    """The 422 of a refused reschedule: the code names the rule, the message the instant."""
+    slot = f"{format_ms(start)}-{format_ms(end)}"
+    messages = {
+        "slot_in_past": (f"startedAt {format_ms(start)} is in the past", "must be in the future"),
+        "slot_off_grid": (
+            f"startedAt {format_ms(start)} is not on the event type's "
+            f"{SLOT_STEP_MS // MS_PER_MINUTE}-minute slot grid",
+            f"must start on a multiple of {SLOT_STEP_MS // MS_PER_MINUTE} minutes",
+        ),
+        "outside_availability": (
+            f"{slot} is outside the availability of host {refusal.subject}",
+            "the slot is outside the host's availability",
+        ),
+        "slot_unavailable": (
+            f"{slot} has no remaining capacity: it clashes with booking {refusal.subject} "
+            "of the same host",
+            "the slot is already booked",
+        ),
+    }
+    message, field_message = messages[refusal.code]
+    return SandboxError(422, refusal.code, message, {"startedAt": [field_message]})
 
 
 class _BookingEncoder:

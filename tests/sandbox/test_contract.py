@@ -5,6 +5,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -103,8 +104,8 @@ def ref_path(spec: Json, schema: Json) -> str:
     return ref[2:]
 
 
-def window(days: int) -> dict[str, str]:
-    start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=1)
+def window(sandbox: SandboxServer, days: int) -> dict[str, str]:
+    start = sandbox.config.clock().replace(microsecond=0) + dt.timedelta(days=1)
     return {
         "periodStart": start.isoformat(),
         "periodEnd": (start + dt.timedelta(days=days)).isoformat(),
@@ -142,7 +143,7 @@ def test_read_endpoints_match_their_success_schemas(
         (
             "/v1/event_types/{uid}/available_schedules",
             f"/v1/event_types/{event_type['uid']}/available_schedules",
-            window(7),
+            window(sandbox, 7),
         ),
         ("/v1/event_type_hosts", "/v1/event_type_hosts", {"eventTypeId": event_type["uid"]}),
     ]
@@ -158,7 +159,7 @@ def test_read_endpoints_match_their_success_schemas(
 def test_write_endpoints_match_their_success_schemas(
     spec: Json, registry: Registry[Any], sandbox: SandboxServer, client: httpx.Client
 ) -> None:
-    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    soon = sandbox.config.clock() + dt.timedelta(days=1)
     future = [
         b
         for b in sandbox.store.all_bookings()
@@ -166,7 +167,7 @@ def test_write_endpoints_match_their_success_schemas(
     ]
     first, second = future[0], future[1]
     slots = client.get(
-        f"/v1/event_types/{first['eventTypeId']}/available_schedules", params=window(7)
+        f"/v1/event_types/{first['eventTypeId']}/available_schedules", params=window(sandbox, 7)
     ).json()["data"]
     moved = client.post(
         f"/v1/bookings/{first['uid']}/reschedule",
@@ -230,13 +231,14 @@ def test_error_bodies_match_the_documented_statuses(
             (
                 "/v1/event_types/{uid}/available_schedules",
                 client.get(
-                    f"/v1/event_types/{event_type['uid']}/available_schedules", params=window(8)
+                    f"/v1/event_types/{event_type['uid']}/available_schedules",
+                    params=window(sandbox, 8),
                 ),
                 422,
             ),
             (
                 "/v1/event_types/{uid}/available_schedules",
-                client.get("/v1/event_types/nope/available_schedules", params=window(1)),
+                client.get("/v1/event_types/nope/available_schedules", params=window(sandbox, 1)),
                 404,
             ),
             ("/v1/event_type_hosts", client.get("/v1/event_type_hosts"), 422),
@@ -274,3 +276,63 @@ def test_the_validator_rejects_a_body_that_breaks_the_schema(
             "numberOfPages": 0,
         }
     )
+
+
+SLOT_RULES = ("slot_in_past", "slot_off_grid", "outside_availability", "slot_unavailable")
+
+
+def _on_grid(moment: dt.datetime) -> dt.datetime:
+    """The quarter hour at or before ``moment`` (the sandbox's slot grid)."""
+    return moment.replace(minute=moment.minute - moment.minute % 15, second=0, microsecond=0)
+
+
+def _refused_start(sandbox: SandboxServer, client: httpx.Client, rule: str) -> tuple[Json, str]:
+    """A future open booking and a start that breaks ``rule`` (and only the rules after it)."""
+    now = sandbox.config.clock()
+    future = [
+        b
+        for b in sandbox.store.all_bookings()
+        if b["status"] == "open"
+        and dt.datetime.fromisoformat(str(b["startedAt"])) > now + dt.timedelta(days=1)
+    ]
+    if rule == "slot_unavailable":
+        by_type: dict[object, list[Json]] = {}
+        for booking in future:
+            by_type.setdefault(booking["eventTypeId"], []).append(booking)
+        mover, other = next(pair for pair in by_type.values() if len(pair) >= 2)[:2]
+        return mover, str(other["startedAt"])
+    mover = future[0]
+    if rule == "slot_in_past":
+        start = _on_grid(now - dt.timedelta(days=1))
+    elif rule == "slot_off_grid":
+        slots = client.get(
+            f"/v1/event_types/{mover['eventTypeId']}/available_schedules",
+            params=window(sandbox, 7),
+        ).json()["data"]
+        start = dt.datetime.fromisoformat(slots[0]["startedAt"]) + dt.timedelta(minutes=7)
+    else:
+        # No seeded template opens on Sundays: noon of the host's Sunday after next.
+        host = mover["hosts"][0]["userId"]
+        zone_name = sandbox.store.calendars(host)[0]["timezone"]
+        zone = ZoneInfo(str(zone_name))
+        day = now.astimezone(zone).date() + dt.timedelta(days=8)
+        day += dt.timedelta(days=(6 - day.weekday()) % 7)
+        start = dt.datetime.combine(day, dt.time(12), zone)
+    return mover, start.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+@pytest.mark.parametrize("rule", SLOT_RULES)
+def test_a_refused_reschedule_names_the_slot_rule_in_the_documented_422(
+    spec: Json, registry: Registry[Any], sandbox: SandboxServer, client: httpx.Client, rule: str
+) -> None:
+    mover, start = _refused_start(sandbox, client, rule)
+    response = client.post(
+        f"/v1/bookings/{mover['uid']}/reschedule",
+        json={"timeZone": "Asia/Tokyo", "startedAt": start},
+    )
+    check(spec, registry, response, "/v1/bookings/{uid}/reschedule", 422)
+    errors = response.json()["errors"]
+    assert errors["code"] == rule
+    assert list(errors["fields"]) == ["startedAt"]
+    assert start[:16] in errors["message"]
+    assert client.get(f"/v1/bookings/{mover['uid']}").json()["data"] == mover

@@ -257,10 +257,10 @@ def test_required_query_parameters(client: httpx.Client) -> None:
     assert list(missing_type.json()["errors"]["fields"]) == ["eventTypeId"]
 
 
-def test_available_schedules_window_rules(client: httpx.Client) -> None:
+def test_available_schedules_window_rules(sandbox: SandboxServer, client: httpx.Client) -> None:
     uid = client.get("/v1/event_types").json()["data"][0]["uid"]
     path = f"/v1/event_types/{uid}/available_schedules"
-    start = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=1)
+    start = sandbox.config.clock().replace(microsecond=0) + dt.timedelta(days=1)
 
     def ask(**params: str) -> httpx.Response:
         return client.get(path, params=params)

@@ -39,9 +39,9 @@ def counters(client: httpx.Client) -> Mapping[str, object]:
     return state
 
 
-def open_booking_uid(client: httpx.Client) -> str:
+def open_booking_uid(sandbox: SandboxServer, client: httpx.Client) -> str:
     """A booking that can be cancelled now (open and in the future)."""
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    now = sandbox.config.clock().strftime("%Y-%m-%dT%H:%M:%S.000Z")
     page = client.get(BOOKINGS, params={"status": "open", "startedAt": now, "perPage": 1})
     assert page.status_code == 200, page.text
     uid: str = page.json()["data"][0]["uid"]
@@ -124,7 +124,7 @@ def test_status_answers_with_the_error_envelope(
 def test_injected_failure_on_a_post_is_journaled_as_not_applied(
     sandbox: SandboxServer, client: httpx.Client
 ) -> None:
-    uid = open_booking_uid(client)
+    uid = open_booking_uid(sandbox, client)
     sandbox.set_faults({"rules": [{"kind": "status", "status": 500, "methods": ["POST"]}]})
     response = client.post(f"{BOOKINGS}/{uid}/cancel", json={"cancelReason": "test"})
     assert response.status_code == 500
@@ -335,7 +335,7 @@ def test_hostile_huge_body_gzip_is_a_decompression_bomb(
 def test_drop_after_apply_applies_but_never_answers(
     sandbox: SandboxServer, client: httpx.Client
 ) -> None:
-    uid = open_booking_uid(client)
+    uid = open_booking_uid(sandbox, client)
     sandbox.set_faults({"rules": [{"kind": "drop_after_apply", "path": "/cancel$", "times": 1}]})
     with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
         client.post(f"{BOOKINGS}/{uid}/cancel", json={"cancelReason": "dropped"})

@@ -26,7 +26,7 @@ def z(moment: dt.datetime) -> str:
 
 
 def future_open(sandbox: SandboxServer) -> list[Json]:
-    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    soon = sandbox.config.clock() + dt.timedelta(days=1)
     return [
         b
         for b in sandbox.store.all_bookings()
@@ -38,8 +38,8 @@ def durations(sandbox: SandboxServer) -> dict[object, object]:
     return {et["uid"]: et["duration"] for et in sandbox.store.event_types()}
 
 
-def free_slot(client: httpx.Client, event_type_id: str) -> str:
-    start = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+def free_slot(client: httpx.Client, event_type_id: str, now: dt.datetime) -> str:
+    start = now + dt.timedelta(days=1)
     response = client.get(
         f"/v1/event_types/{event_type_id}/available_schedules",
         params={"periodStart": z(start), "periodEnd": z(start + dt.timedelta(days=7))},
@@ -62,7 +62,7 @@ def test_reschedule_to_a_free_slot_moves_the_booking(
     sandbox: SandboxServer, client: httpx.Client
 ) -> None:
     booking = future_open(sandbox)[0]
-    slot = free_slot(client, booking["eventTypeId"])
+    slot = free_slot(client, booking["eventTypeId"], sandbox.config.clock())
     response = client.post(
         f"{BOOKINGS}/{booking['uid']}/reschedule",
         json={"timeZone": "America/New_York", "startedAt": slot},
@@ -95,7 +95,7 @@ def test_reschedule_accepts_an_offset_without_millis(
     sandbox: SandboxServer, client: httpx.Client
 ) -> None:
     booking = future_open(sandbox)[1]
-    slot = instant(free_slot(client, booking["eventTypeId"]))
+    slot = instant(free_slot(client, booking["eventTypeId"], sandbox.config.clock()))
     local = slot.astimezone(ZoneInfo("Asia/Tokyo")).isoformat()  # e.g. ...T10:00:00+09:00
     response = client.post(
         f"{BOOKINGS}/{booking['uid']}/reschedule",
@@ -142,7 +142,7 @@ def test_reschedule_with_a_bad_body_is_422_and_journaled(
 
 def test_reschedule_into_the_past_is_refused(sandbox: SandboxServer, client: httpx.Client) -> None:
     booking = future_open(sandbox)[0]
-    past = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    past = sandbox.config.clock() - dt.timedelta(hours=2)
     response = client.post(
         f"{BOOKINGS}/{booking['uid']}/reschedule",
         json={"timeZone": "Asia/Tokyo", "startedAt": z(past)},
@@ -161,7 +161,7 @@ def test_reschedule_outside_availability_is_refused(
         ]
     )
     # No seeded template opens on Sundays; 12:00 local on the Sunday two weeks ahead.
-    day = dt.datetime.now(zone).date() + dt.timedelta(days=14)
+    day = sandbox.config.clock().astimezone(zone).date() + dt.timedelta(days=14)
     sunday = day + dt.timedelta(days=(6 - day.weekday()) % 7)
     noon = dt.datetime.combine(sunday, dt.time(12), zone)
     response = client.post(
@@ -182,13 +182,17 @@ def test_reschedule_running_past_the_window_end_is_refused(
     ][0]
     zone = ZoneInfo(calendar["timezone"])
     rule = max(calendar["calendars"], key=lambda r: r["endHour"])
-    day = dt.datetime.now(zone).date() + dt.timedelta(days=8)
+    day = sandbox.config.clock().astimezone(zone).date() + dt.timedelta(days=8)
     while (day.weekday() + 1) % 7 != rule["wday"]:
         day += dt.timedelta(days=1)
     close = dt.datetime.combine(day, dt.time(rule["endHour"], rule["endMinute"]), zone)
+    minutes = durations(sandbox)[booking["eventTypeId"]]
+    assert isinstance(minutes, int)
+    # On the grid, inside the window, but ending a quarter hour after it closes.
+    start = close - dt.timedelta(minutes=minutes) + dt.timedelta(minutes=15)
     response = client.post(
         f"{BOOKINGS}/{booking['uid']}/reschedule",
-        json={"timeZone": "Asia/Tokyo", "startedAt": z(close - dt.timedelta(minutes=5))},
+        json={"timeZone": "Asia/Tokyo", "startedAt": z(start)},
     )
     refused(response, "outside_availability")
 
@@ -233,7 +237,7 @@ def test_reschedule_of_a_cancelled_or_unknown_booking(
 
 def test_cancel_then_cancel_again(sandbox: SandboxServer, client: httpx.Client) -> None:
     booking = future_open(sandbox)[0]
-    before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    before = sandbox.config.clock() - dt.timedelta(seconds=1)
     response = client.post(
         f"{BOOKINGS}/{booking['uid']}/cancel",
         json={"cancelReason": "体調不良", "reason": "ignored"},
@@ -243,7 +247,7 @@ def test_cancel_then_cancel_again(sandbox: SandboxServer, client: httpx.Client) 
     assert data["status"] == "cancel"
     assert data["cancelledBy"] == "host"
     assert data["cancelReason"] == "体調不良"
-    assert before <= instant(data["cancelledAt"]) <= dt.datetime.now(dt.UTC)
+    assert before <= instant(data["cancelledAt"]) <= sandbox.config.clock()
     assert data["startedAt"] == booking["startedAt"]
     again = client.post(f"{BOOKINGS}/{booking['uid']}/cancel")
     assert "already cancelled" in refused(again, "already_cancelled")["message"]
