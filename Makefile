@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # Dagster keeps its run storage here (ephemeral for demo/tests, never in the home folder).
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: dagster-home help setup demo dev test check lint typecheck test-unit test-slow bench bench-quick sandbox clean
+.PHONY: dagster-home help setup demo dev test check lint typecheck test-unit test-slow test-dates bench bench-quick sandbox clean
 
 # No network here and no reason to phone home: telemetry off in the instance config.
 dagster-home:
@@ -57,6 +57,18 @@ test: check test-unit ## Everything CI checks: make check, then the test suite
 test-slow: setup ## Heavy tests: crash-and-resume loops, large data
 	@$(MAKE) --no-print-directory dagster-home
 	$(VENV)/bin/pytest -m slow -q
+
+# Days the clock-dependent tests run on again (JICOO_TEST_TODAY, read by tests/conftest.py):
+# month ends, a leap day, the end of US daylight saving time, and a year end late in the UTC
+# evening (already the next year in Tokyo).
+TEST_DATES ?= 2026-02-28 2026-11-01 2026-12-31T23:30:00Z 2027-01-31 2028-02-29
+
+test-dates: setup ## The date-sensitive tests (marker dates) again on each of TEST_DATES
+	@$(MAKE) --no-print-directory dagster-home
+	@set -e; for day in $(TEST_DATES); do \
+		echo "== JICOO_TEST_TODAY=$$day"; \
+		JICOO_TEST_TODAY=$$day $(VENV)/bin/pytest -m "dates and not slow" -q; \
+	done
 
 bench: setup ## Full benchmarks (minutes); results in benchmarks/results/
 	$(PY) benchmarks/run.py

@@ -12,6 +12,7 @@ import datetime as dt
 import os
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -77,14 +78,31 @@ def clock() -> Clock:
     return TEST_CLOCK
 
 
-@pytest.fixture(scope="session")
-def sandbox() -> Iterator[SandboxServer]:
-    """The session's sandbox server; see ``_reset_sandbox`` for isolation between tests."""
-    server = SandboxServer(sandbox_config())
+def _started(config: SandboxConfig) -> SandboxServer:
+    server = SandboxServer(config)
     try:
         server.start()
     except Exception as exc:  # noqa: BLE001 - any start failure must stop the suite, not skip
         pytest.fail(f"the Jicoo sandbox could not start on 127.0.0.1: {exc!r}", pytrace=False)
+    return server
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[SandboxServer]:
+    """The session's sandbox server; see ``_reset_sandbox`` for isolation between tests."""
+    server = _started(sandbox_config())
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def system_sandbox(request: pytest.FixtureRequest) -> Iterator[SandboxServer]:
+    """A sandbox on the system clock, for tests of code that reads the system clock itself
+    (the CLI, the Dagster write-back job): the shared one unless ``JICOO_TEST_TODAY`` moved it."""
+    if TEST_CLOCK is system_clock:
+        yield request.getfixturevalue("sandbox")
+        return
+    server = _started(replace(sandbox_config(), clock=system_clock))
     yield server
     server.stop()
 
@@ -110,10 +128,15 @@ def postgres_url(postgres: PostgresServer) -> str:
 
 @pytest.fixture(autouse=True)
 def _reset_sandbox(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After a test that used ``sandbox``: seeded data, empty journal, no faults, empty log."""
+    """After a test that used a sandbox: seeded data, empty journal, no faults, empty log."""
     yield
-    if "sandbox" in request.fixturenames:
-        server: SandboxServer = request.getfixturevalue("sandbox")
+    used = {
+        id(server): server
+        for name in ("sandbox", "system_sandbox")
+        if name in request.fixturenames
+        for server in [request.getfixturevalue(name)]
+    }
+    for server in used.values():
         server.reset()
 
 

@@ -1,7 +1,6 @@
 """The `jicoo` command end to end against the sandbox: exit codes, files written, nothing lost."""
 
 import csv
-import datetime as dt
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -13,7 +12,9 @@ from tests.writeback_data import HEADER, booking, build_csv, future_open_booking
 
 
 @pytest.fixture
-def api_env(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> SandboxServer:
+def api_env(system_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> SandboxServer:
+    """The CLI decides "in the past" by the system clock: a sandbox on it."""
+    sandbox = system_sandbox
     monkeypatch.setenv("JICOO_API_KEY", sandbox.api_key)
     monkeypatch.setenv("JICOO_BASE_URL", sandbox.base_url)
     monkeypatch.setenv("JICOO_RATE_LIMIT", "200")
@@ -104,7 +105,7 @@ def test_changed_file_under_same_batch_id_is_refused(
 def test_extract_writes_partitions_and_counts(
     api_env: SandboxServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    day = dt.datetime.now(dt.UTC).date()
+    day = api_env.store.anchor
     out = tmp_path / "wh"
     code = main(
         [

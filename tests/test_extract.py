@@ -231,6 +231,7 @@ def test_contacts_of_a_day_match_each_bookings_contacts(
     assert result.report.requests >= len(booking_uids) + 1
 
 
+@pytest.mark.dates
 def test_fan_out_reports_count_every_request_and_retry(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
@@ -251,7 +252,7 @@ def test_fan_out_reports_count_every_request_and_retry(
     assert calls == len(served) == bookings.rows + contacts.report.retries
     assert contacts.report.pages - bookings.report.pages == bookings.rows
 
-    today = dt.datetime.now(JST).date()
+    today = sandbox.config.clock().astimezone(JST).date()
     slots = asyncio.run(_extract(sandbox, store, "available_slots", snapshot_date=today))
     event_types = asyncio.run(_extract(sandbox, store, "event_types", snapshot_date=today))
     enabled = store.read_partition("event_types", today).to_pylist()
@@ -280,9 +281,10 @@ def test_an_unreachable_api_stops_the_range_after_the_first_failure(tmp_path: Pa
     assert not list(tmp_path.rglob("*.parquet"))
 
 
+@pytest.mark.dates
 def test_snapshot_tables_are_extracted(sandbox: SandboxServer, tmp_path: Path) -> None:
     store = ParquetStore(tmp_path)
-    today = dt.datetime.now(JST).date()
+    today = sandbox.config.clock().astimezone(JST).date()
     results = {
         table: asyncio.run(_extract(sandbox, store, table, snapshot_date=today))
         for table in (
@@ -313,9 +315,10 @@ def test_snapshot_tables_are_extracted(sandbox: SandboxServer, tmp_path: Path) -
     assert pc.max(slots.column("started_at")).as_py() < end
 
 
+@pytest.mark.dates
 def test_a_403_skips_the_table_and_writes_nothing(sandbox: SandboxServer, tmp_path: Path) -> None:
     store = ParquetStore(tmp_path)
-    today = dt.datetime.now(JST).date()
+    today = sandbox.config.clock().astimezone(JST).date()
     for table in ("event_types", "available_slots"):
         result = asyncio.run(_extract(sandbox, store, table, snapshot_date=today, key=LIMITED_KEY))
         assert result.skipped_reason is not None

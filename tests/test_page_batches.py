@@ -248,6 +248,7 @@ def test_decoded_listing_refuses_hostile_json(sandbox: SandboxServer, variant: s
         asyncio.run(run())
 
 
+@pytest.mark.dates
 def test_extracting_bookings_never_imports_pandas(sandbox: SandboxServer, tmp_path: object) -> None:
     # pandas costs ~0.35 s of CPU per process; pyarrow pulls it in on its first conversion of a
     # Python object, so this guards that the bookings path converts none.
@@ -255,8 +256,9 @@ def test_extracting_bookings_never_imports_pandas(sandbox: SandboxServer, tmp_pa
         "import datetime as dt, sys\n"
         "from jicoo_connector.extract import extract_range\n"
         "from jicoo_connector.settings import Settings\n"
-        "results = extract_range(Settings.from_env(), ['bookings'], dt.date.today() - "
-        "dt.timedelta(days=3), dt.date.today() + dt.timedelta(days=3), sys.argv[1])\n"
+        "day = dt.date.fromisoformat(sys.argv[2])\n"
+        "results = extract_range(Settings.from_env(), ['bookings'], day - dt.timedelta(days=3), "
+        "day + dt.timedelta(days=3), sys.argv[1])\n"
         "assert sum(r.rows for r in results) > 0, results\n"
         "print('pandas' in sys.modules)\n"
     )
@@ -267,7 +269,7 @@ def test_extracting_bookings_never_imports_pandas(sandbox: SandboxServer, tmp_pa
         "JICOO_RATE_LIMIT": "1000",
     }
     done = subprocess.run(  # noqa: S603 - our own interpreter and script
-        [sys.executable, "-c", script, str(tmp_path)],
+        [sys.executable, "-c", script, str(tmp_path), sandbox.store.anchor.isoformat()],
         env=env,
         capture_output=True,
         text=True,

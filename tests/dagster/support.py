@@ -32,8 +32,9 @@ def warehouse_resource(root: Path) -> WarehouseResource:
     return WarehouseResource(root=str(root / "wh"), duckdb_path=str(root / "wh.duckdb"))
 
 
-def tokyo_today() -> dt.date:
-    return dt.datetime.now(TOKYO).date()
+def tokyo_today(sandbox: SandboxServer) -> dt.date:
+    """The sandbox clock's day in Tokyo: the day its data is spread around."""
+    return sandbox.config.clock().astimezone(TOKYO).date()
 
 
 def range_tags(start: dt.date, end: dt.date) -> dict[str, str]:

@@ -69,9 +69,11 @@ def test_inbox_sensor_requests_one_run_per_content(
 
 
 def test_refresh_schedule_requests_the_rolling_range_and_the_run_extracts_it(
-    sandbox: SandboxServer, tmp_path: Path
+    system_sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    moment = dt.datetime.combine(tokyo_today(), dt.time(3, 30), tzinfo=TOKYO)
+    # Dagster's partitions end FUTURE_DAYS after the system clock's today: a sandbox on it.
+    sandbox = system_sandbox
+    moment = dt.datetime.combine(tokyo_today(sandbox), dt.time(3, 30), tzinfo=TOKYO)
     context = dg.build_schedule_context(scheduled_execution_time=moment)
     (request,) = list(jicoo_refresh_schedule.evaluate_tick(context).run_requests or [])
     start = moment.date() - dt.timedelta(days=REFRESH_PAST_DAYS)

@@ -44,6 +44,7 @@ FAULTS: Mapping[str, object] = {
     ],
 }
 HALF_PAST_MIDNIGHT = dt.time(0, 30)
+BUSY_DAYS_SEARCH = 14
 
 
 def _instant(value: object) -> dt.datetime:
@@ -71,6 +72,24 @@ class Scenario:
     def expected_uids(self, day: dt.date) -> list[str]:
         start, end = day_window(day, TOKYO)
         return sorted(str(b["uid"]) for b in self.oracle if start <= _instant(b["startedAt"]) < end)
+
+
+def _busy_days(sandbox: SandboxServer) -> list[dt.date]:
+    """Three Tokyo days in a row from the sandbox's yesterday on, each with seeded bookings
+    (weekends have none, so "yesterday, today, tomorrow" would be empty on some days)."""
+    starts = [_instant(b["startedAt"]) for b in sandbox.store.all_bookings()]
+
+    def busy(day: dt.date) -> bool:
+        lo, hi = day_window(day, TOKYO)
+        return any(lo <= start < hi for start in starts)
+
+    first = tokyo_today(sandbox) - dt.timedelta(days=1)
+    for _ in range(BUSY_DAYS_SEARCH):
+        days = [first + dt.timedelta(days=i) for i in range(3)]
+        if all(map(busy, days)):
+            return days
+        first += dt.timedelta(days=1)
+    raise AssertionError("the seeded sandbox has no three busy days in a row")
 
 
 def _move_to_half_past_midnight(sandbox: SandboxServer, day: dt.date) -> str:
@@ -102,10 +121,12 @@ def _read(store: ParquetStore, table: str, days: list[dt.date]) -> pa.Table:
 
 
 @pytest.fixture(scope="module")
-def scenario(sandbox: SandboxServer, tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+def scenario(system_sandbox: SandboxServer, tmp_path_factory: pytest.TempPathFactory) -> Scenario:
+    # Dagster's daily partitions end FUTURE_DAYS after the system clock's today, and snapshot
+    # assets are dated by it: a sandbox on the system clock, its busy days picked from its data.
+    sandbox = system_sandbox
     root = tmp_path_factory.mktemp("extract")
-    today = tokyo_today()
-    days = [today - dt.timedelta(days=1), today, today + dt.timedelta(days=1)]
+    days = _busy_days(sandbox)
     moved_day = days[-1]
     moved_uid = _move_to_half_past_midnight(sandbox, moved_day)
     store = sandbox.store

@@ -121,6 +121,7 @@ def test_status_answers_with_the_error_envelope(
     assert body["errors"]["fields"] == {}
 
 
+@pytest.mark.dates
 def test_injected_failure_on_a_post_is_journaled_as_not_applied(
     sandbox: SandboxServer, client: httpx.Client
 ) -> None:
@@ -332,6 +333,7 @@ def test_hostile_huge_body_gzip_is_a_decompression_bomb(
     assert len(gzip.decompress(wire)) > size
 
 
+@pytest.mark.dates
 def test_drop_after_apply_applies_but_never_answers(
     sandbox: SandboxServer, client: httpx.Client
 ) -> None:

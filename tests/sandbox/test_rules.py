@@ -9,6 +9,8 @@ import pytest
 
 from jicoo_connector.sandbox.server import SandboxServer
 
+pytestmark = pytest.mark.dates
+
 # Parsed JSON bodies: the tests index into them freely.
 Json = dict[str, Any]
 
