@@ -108,15 +108,15 @@ def _interval(booking: Mapping[str, object]) -> tuple[dt.datetime, dt.datetime]:
     )
 
 
-def _demo_changeset(base_url: str, api_key: str, path: Path) -> None:
-    """A change set made from the sandbox's current data, so its slots are free and future:
-    clear of every host's bookings and of the slots the change set itself takes (the API
-    refuses a move onto a host's other booking, including one moved there by an earlier row)."""
+def demo_changeset(base_url: str, api_key: str, path: Path, now: dt.datetime) -> None:
+    """A change set made from the sandbox's current data, so its slots are free and after
+    ``now`` (the sandbox's clock): clear of every host's bookings and of the slots the change
+    set itself takes (the API refuses a move onto a host's other booking, including one moved
+    there by an earlier row). tests/test_demo.py runs it on other days."""
     from jicoo_connector.changes.plan import host_ids
     from jicoo_connector.client import JicooClient
     from jicoo_connector.settings import ApiKey, Settings
 
-    now = dt.datetime.now(dt.UTC)
     window = (now + dt.timedelta(days=10), now + dt.timedelta(days=13))
     settings = Settings(api_key=ApiKey(api_key), base_url=base_url)
     rows: list[dict[str, str]] = []
@@ -235,7 +235,8 @@ def main() -> int:
         _extract(today)
         _summary()
         changeset = DATA / "changesets" / "demo.csv"
-        _demo_changeset(sandbox.base_url, DEFAULT_SANDBOX_KEY, changeset)
+        # The sandbox process and the write-back job both run on the system clock.
+        demo_changeset(sandbox.base_url, DEFAULT_SANDBOX_KEY, changeset, dt.datetime.now(dt.UTC))
         _write_back(changeset)
     print(SEPARATOR)
     print(f"Demo finished in {time.monotonic() - started:.1f} s.")
