@@ -364,3 +364,49 @@ def test_journal_endpoint_and_reset_restore_the_seeded_state(
     assert reset.status_code == 200
     assert sandbox.store.all_bookings() == seeded
     assert sandbox.store.journal() == []
+
+
+SLOT_RULE_CODES = {"slot_in_past", "slot_off_grid", "outside_availability", "slot_unavailable"}
+PROBE_STEP = dt.timedelta(minutes=5)
+
+
+def test_reschedule_accepts_exactly_the_starts_available_schedules_lists(
+    sandbox: SandboxServer, client: httpx.Client
+) -> None:
+    """Every 5 minutes of the booking's own day: accepted if and only if listed, or overlapping
+    the booking's own first slot (the listing counts it as taken; moving the booking frees it).
+    Anything else is a 422 naming a slot rule. The day starts after now: future_open is > 1 day
+    ahead."""
+    for booking in future_open(sandbox):
+        own_start, own_end = instant(booking["startedAt"]), instant(booking["endedAt"])
+        day = own_start.replace(hour=0, minute=0, second=0, microsecond=0)
+        listed = {
+            instant(slot["startedAt"])
+            for slot in client.get(
+                f"/v1/event_types/{booking['eventTypeId']}/available_schedules",
+                params={"periodStart": z(day), "periodEnd": z(day + dt.timedelta(days=1))},
+            ).json()["data"]
+        }
+        if listed:  # a day with other free slots than the booking's own
+            break
+    else:
+        raise AssertionError("no future booking's day has free slots")
+    length = own_end - own_start
+    accepted: set[dt.datetime] = set()
+    codes: set[str] = set()
+    start = day
+    while start < day + dt.timedelta(days=1):
+        response = client.post(
+            f"{BOOKINGS}/{booking['uid']}/reschedule",
+            json={"timeZone": "Asia/Tokyo", "startedAt": z(start)},
+        )
+        if response.status_code == httpx.codes.OK:
+            accepted.add(start)
+        else:
+            codes.add(refused(response, response.json()["errors"]["code"])["code"])
+        start += PROBE_STEP
+    overlapping_own = {s for s in accepted if s < own_end and own_start < s + length}
+    assert accepted - overlapping_own == listed
+    assert own_start in accepted
+    assert codes <= SLOT_RULE_CODES
+    assert "slot_off_grid" in codes
