@@ -19,6 +19,8 @@ from starlette.routing import Route
 from jicoo_connector.sandbox.config import SandboxConfig
 from jicoo_connector.sandbox.faults import FAULT_EXTENSION, FaultInjector
 from jicoo_connector.sandbox.store import (
+    EPOCH,
+    ONE_MS,
     BookingPatch,
     BookingQuery,
     SandboxError,
@@ -41,8 +43,6 @@ NOT_FOUND: Final = 404
 # nginx's "client closed request": logged only, never sent (the client is gone).
 CLIENT_CLOSED_REQUEST: Final = 499
 DIGITS: Final = re.compile(r"[0-9]+")
-EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-ONE_MS: Final = dt.timedelta(milliseconds=1)
 PRIORITY_VALUES: Final = ("low", "middle", "high")
 HOST_ROLES: Final = ("admin", "editor", "viewer")
 PATCH_FIELDS: Final = frozenset(
