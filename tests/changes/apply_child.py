@@ -1,9 +1,11 @@
 """Child process for the kill-and-resume tests: apply one change set, print the counts as JSON.
 
-Usage: python apply_child.py <csv> <ledger> <batch_id>; reads JICOO_API_KEY / JICOO_BASE_URL,
+Usage: python apply_child.py <csv> <ledger> <batch_id> <now>; ``now`` is the sandbox clock's
+instant (ISO 8601) the change set is validated against. Reads JICOO_API_KEY / JICOO_BASE_URL,
 and JICOO_TEST_KILL_AT (see jicoo_connector.changes.apply.KILL_ENV) to die at a named point.
 """
 
+import datetime as dt
 import json
 import sys
 
@@ -13,8 +15,8 @@ from jicoo_connector.settings import Settings
 
 
 def main() -> None:
-    csv_path, ledger_path, batch_id = sys.argv[1:4]
-    parsed = parse_changeset(csv_path)
+    csv_path, ledger_path, batch_id, now = sys.argv[1:5]
+    parsed = parse_changeset(csv_path, now=dt.datetime.fromisoformat(now))
     report = apply_changeset(
         Settings.from_env(), parsed, ledger_path=ledger_path, batch_id=batch_id, concurrency=3
     )

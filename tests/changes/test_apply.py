@@ -268,7 +268,8 @@ def test_sigkill_and_resume_is_exactly_once(
         "JICOO_BASE_URL": sandbox.base_url,
         KILL_ENV: point,
     }
-    args = [sys.executable, str(CHILD), str(csv_path), str(ledger), "batch"]
+    now = sandbox.config.clock().isoformat()
+    args = [sys.executable, str(CHILD), str(csv_path), str(ledger), "batch", now]
     killed = subprocess.run(args, env=env, capture_output=True, timeout=120, check=False)  # noqa: S603 - our own child script
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     env.pop(KILL_ENV)

@@ -63,8 +63,9 @@ def _env(sandbox: SandboxServer, **extra: str) -> dict[str, str]:
     }
 
 
-def _child(csv_path: Path, ledger: Path) -> list[str]:
-    return [sys.executable, str(CHILD), str(csv_path), str(ledger), "batch"]
+def _child(sandbox: SandboxServer, csv_path: Path, ledger: Path) -> list[str]:
+    now = sandbox.config.clock().isoformat()
+    return [sys.executable, str(CHILD), str(csv_path), str(ledger), "batch", now]
 
 
 def _run(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[bytes]:
@@ -76,10 +77,10 @@ def _run(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess
 def _assert_exactly_once(
     sandbox: SandboxServer, csv_path: Path, ledger: Path, uids: list[str]
 ) -> None:
-    resumed = _run(_child(csv_path, ledger), _env(sandbox))
+    resumed = _run(_child(sandbox, csv_path, ledger), _env(sandbox))
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
     assert effective_posts(sandbox) == Counter(dict.fromkeys(uids, 1))
-    assert_server_matches(sandbox, parse_changeset(csv_path), ledger)
+    assert_server_matches(sandbox, parse_changeset(csv_path, now=sandbox.config.clock()), ledger)
 
 
 @pytest.mark.slow
@@ -89,7 +90,7 @@ def test_named_kill_points_then_resume(sandbox: SandboxServer, tmp_path: Path) -
     ledger = tmp_path / "ledger.sqlite"
     # Successive crashes deep into the batch, each resumed by the next run.
     for point in ("after_intent:3", "after_post:150", "after_outcome:400", "after_intent:200"):
-        killed = _run(_child(csv_path, ledger), _env(sandbox, **{KILL_ENV: point}))
+        killed = _run(_child(sandbox, csv_path, ledger), _env(sandbox, **{KILL_ENV: point}))
         assert killed.returncode == -signal.SIGKILL, (point, killed.stderr.decode()[-2000:])
     _assert_exactly_once(sandbox, csv_path, ledger, uids)
 
@@ -102,7 +103,7 @@ def test_kill_while_an_applied_posts_answer_is_on_the_wire(
     csv_path, uids = _batch(sandbox, tmp_path)
     ledger = tmp_path / "ledger.sqlite"
     sandbox.set_faults({"rules": [SLOW_ANSWER]})
-    child = subprocess.Popen(_child(csv_path, ledger), env=_env(sandbox))  # noqa: S603
+    child = subprocess.Popen(_child(sandbox, csv_path, ledger), env=_env(sandbox))  # noqa: S603
     try:
         deadline = time.monotonic() + CHILD_TIMEOUT_S
         while not effective_posts(sandbox) and time.monotonic() < deadline:
@@ -125,7 +126,7 @@ def test_random_kills_then_resume(sandbox: SandboxServer, tmp_path: Path) -> Non
     finished = False
     for _ in range(RANDOM_KILLS):
         child = subprocess.Popen(  # noqa: S603
-            _child(csv_path, ledger), env=_env(sandbox), stdout=subprocess.DEVNULL
+            _child(sandbox, csv_path, ledger), env=_env(sandbox), stdout=subprocess.DEVNULL
         )
         time.sleep(rng.uniform(*RANDOM_KILL_WINDOW_S))
         if child.poll() is not None:
