@@ -19,6 +19,7 @@ from assets.resources import (
     JicooResource,
     WarehouseResource,
 )
+from assets.warehouse import warehouse_tables
 from assets.writeback import (
     DEFAULT_APPLY_LOG_ROOT,
     WriteBackResource,
@@ -29,7 +30,7 @@ from assets.writeback import (
 from jicoo_connector.settings import DEFAULT_BASE_URL
 
 defs = dg.Definitions(
-    assets=[*extract_assets, apply_log],
+    assets=[*extract_assets, warehouse_tables, apply_log],
     jobs=[daily_tables_job, snapshots_job, apply_changeset_job],
     sensors=[changeset_inbox_sensor],
     schedules=[jicoo_refresh_schedule, jicoo_sweep_schedule, jicoo_snapshots_schedule],
@@ -42,6 +43,8 @@ defs = dg.Definitions(
         "warehouse": WarehouseResource(
             root=os.environ.get("JICOO_WAREHOUSE_ROOT", DEFAULT_WAREHOUSE_ROOT),
             duckdb_path=os.environ.get("JICOO_DUCKDB_PATH", DEFAULT_DUCKDB_PATH),
+            # Through EnvVar: the URL may hold a password, which the UI must never show.
+            url=dg.EnvVar("JICOO_WAREHOUSE_URL") if os.environ.get("JICOO_WAREHOUSE_URL") else "",
         ),
         "writeback": WriteBackResource(
             ledger_path=os.environ.get("JICOO_LEDGER_PATH", DEFAULT_LEDGER_PATH),

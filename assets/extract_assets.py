@@ -22,7 +22,7 @@ from jicoo_connector.quality import (
     key_unique_not_null,
     rows_match_total,
 )
-from jicoo_connector.storage import ParquetStore, Warehouse
+from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import TABLES
 
 GROUP = "jicoo"
@@ -227,28 +227,4 @@ booking_contacts = _daily_asset("booking_contacts", deps=[asset_key("bookings")]
 snapshot_assets = [_snapshot_asset(table) for table in SNAPSHOT_TABLES]
 
 
-@dg.asset(
-    key=asset_key("warehouse"),
-    group_name=GROUP,
-    kinds={"duckdb"},
-    deps=[asset_key(table) for table in (*DAILY_TABLES, *SNAPSHOT_TABLES)],
-    description="Every Parquet table loaded into the DuckDB warehouse; re-runs never duplicate.",
-)
-def warehouse_tables(warehouse: WarehouseResource) -> dg.MaterializeResult[None]:
-    store = ParquetStore(warehouse.root)
-    duckdb_file = Warehouse(warehouse.duckdb_path)
-    counts = {
-        table: duckdb_file.load_table(table, store)
-        for table in (*DAILY_TABLES, *SNAPSHOT_TABLES)
-        if store.list_partitions(table)
-    }
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/uri": str(warehouse.duckdb_path),
-            "dagster/row_count": sum(counts.values()),
-            "jicoo/tables": dg.MetadataValue.json(counts),
-        }
-    )
-
-
-extract_assets = [bookings, booking_contacts, *snapshot_assets, warehouse_tables]
+extract_assets = [bookings, booking_contacts, *snapshot_assets]

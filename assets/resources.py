@@ -11,6 +11,7 @@ from jicoo_connector.settings import (
     ApiKey,
     Settings,
 )
+from jicoo_connector.warehouse import WarehouseTarget
 
 DEFAULT_WAREHOUSE_ROOT = "data/warehouse"
 DEFAULT_DUCKDB_PATH = "data/warehouse.duckdb"
@@ -43,7 +44,8 @@ class JicooResource(dg.ConfigurableResource["JicooResource"]):
 
 
 class WarehouseResource(dg.ConfigurableResource["WarehouseResource"]):
-    """Where the tables go: a Parquet root (local path or URI such as s3://) and a DuckDB file."""
+    """Where the tables go: a Parquet root (local path or URI such as s3://) and the warehouse
+    (``url``: PostgreSQL, Snowflake, BigQuery; empty: the DuckDB file ``duckdb_path``)."""
 
     root: str = Field(
         default=DEFAULT_WAREHOUSE_ROOT, description="Parquet dataset root: a path or a URI."
@@ -51,3 +53,12 @@ class WarehouseResource(dg.ConfigurableResource["WarehouseResource"]):
     duckdb_path: str = Field(
         default=DEFAULT_DUCKDB_PATH, description="The embedded DuckDB warehouse file."
     )
+    url: str = Field(
+        default="",
+        description="Warehouse URL (postgresql://, snowflake://, bigquery://project/dataset) or "
+        "a DuckDB path; empty: duckdb_path. Pass dg.EnvVar('JICOO_WAREHOUSE_URL') when it "
+        "holds a password, so that the UI never shows it.",
+    )
+
+    def target(self) -> WarehouseTarget:
+        return WarehouseTarget.parse(self.url or self.duckdb_path)

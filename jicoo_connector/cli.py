@@ -1,4 +1,5 @@
-"""The `jicoo` command: sandbox serve, extract, plan, apply, ledger. The only module that prints."""
+"""The `jicoo` command: sandbox serve, extract, load, plan, apply, ledger. The only module that
+prints."""
 
 import argparse
 import csv
@@ -147,6 +148,79 @@ def _extract(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+DEFAULT_WAREHOUSE_ROOT = "data/warehouse"
+
+
+def _add_load(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    load = commands.add_parser(
+        "load",
+        help="load the extracted Parquet tables into the warehouse (incremental)",
+        description=(
+            "Load the Parquet partitions written since their last load into the warehouse: "
+            "a DuckDB file (default), postgresql://, snowflake:// or bigquery://PROJECT/DATASET. "
+            "Each table is staged, then merged in one transaction; the load state lives in the "
+            "warehouse's _jicoo_loads table. Exit 0 when every table loaded, 2 when the URL, "
+            "driver or a column's type stops the load (tables before it stay loaded)."
+        ),
+        epilog=(
+            "Credentials: in the URL, or JICOO_WAREHOUSE_PASSWORD (libpq's PGPASSWORD and "
+            "~/.pgpass work too; BigQuery uses Google's application default credentials). "
+            "The password is never printed."
+        ),
+    )
+    load.add_argument(
+        "--tables",
+        nargs="+",
+        metavar="TABLE",
+        help=(
+            "tables to load (default: all): bookings booking_contacts schedules "
+            "availability_calendars available_slots event_types users"
+        ),
+    )
+    load.add_argument("--full", action="store_true", help="reload every partition, changed or not")
+    load.add_argument(
+        "--warehouse-url",
+        default=None,
+        metavar="URL",
+        help="default: JICOO_WAREHOUSE_URL, else JICOO_DUCKDB_PATH, else data/warehouse.duckdb",
+    )
+    load.add_argument(
+        "--root",
+        default=None,
+        help="Parquet root: a path or URI (default: JICOO_WAREHOUSE_ROOT, else data/warehouse)",
+    )
+
+
+def _load(args: argparse.Namespace) -> int:
+    import os
+    import uuid
+
+    from jicoo_connector.storage import ParquetStore
+    from jicoo_connector.warehouse import TableLoad, load_warehouse, warehouse_url_from_env
+
+    url = args.warehouse_url or warehouse_url_from_env()
+    root = args.root or os.environ.get("JICOO_WAREHOUSE_ROOT") or DEFAULT_WAREHOUSE_ROOT
+
+    def progress(table: TableLoad) -> None:
+        added = f", columns added: {', '.join(table.columns_added)}" if table.columns_added else ""
+        print(
+            f"{table.table:<24} {len(table.loaded):>4} partitions loaded ({table.rows} rows), "
+            f"{len(table.skipped)} unchanged; {table.total_rows} rows in the warehouse{added}",
+            flush=True,
+        )
+
+    report = load_warehouse(
+        url,
+        ParquetStore(root),
+        tables=args.tables,
+        full=args.full,
+        run_id=f"cli-{uuid.uuid4().hex[:12]}",
+        progress=progress,
+    )
+    print(report.summary())
+    return EXIT_OK
+
+
 DEFAULT_LEDGER = "data/ledger.sqlite"
 DEFAULT_APPLY_LOG_ROOT = "data/apply_log"
 # Final states a row may end in for `jicoo apply` to exit 0.
@@ -266,12 +340,16 @@ def _ledger(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jicoo",
-        description="Jicoo connector: extract to Parquet, apply change sets, run the sandbox.",
+        description=(
+            "Jicoo connector: extract to Parquet, load the warehouse, apply change sets, run "
+            "the sandbox."
+        ),
         epilog="The API key is read from JICOO_API_KEY, the base URL from JICOO_BASE_URL.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     _add_sandbox(commands)
     _add_extract(commands)
+    _add_load(commands)
     _add_apply(commands)
     return parser
 
@@ -283,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve_sandbox(args)
         if args.command == "extract":
             return _extract(args)
+        if args.command == "load":
+            return _load(args)
         if args.command == "apply":
             return _apply(args)
         if args.command == "ledger":

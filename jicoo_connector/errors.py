@@ -18,10 +18,12 @@ JicooError
 ├── InDoubtError                a write left us and may or may not have taken effect
 ├── ChangeSetError              a change-set row or file we refuse (row, column, reason)
 ├── PlanError                   a plan file we cannot use (unreadable, another change set)
-└── LedgerError                 the write-back ledger refuses an operation
-    ├── LedgerBusyError         another applier holds the batch
-    ├── BatchMismatchError      the batch id was used with a different change-set file
-    └── StaleLeaseError         a newer applier took over (fencing epoch)
+├── LedgerError                 the write-back ledger refuses an operation
+│   ├── LedgerBusyError         another applier holds the batch
+│   ├── BatchMismatchError      the batch id was used with a different change-set file
+│   └── StaleLeaseError         a newer applier took over (fencing epoch)
+└── WarehouseError              a warehouse URL, driver or load we refuse (password redacted)
+    └── SchemaChangeError       a column whose type changed (names table, column, both types)
 """
 
 from collections.abc import Mapping
@@ -44,10 +46,12 @@ __all__ = [
     "ProtocolError",
     "RateLimitedError",
     "RecordConversionError",
+    "SchemaChangeError",
     "ServerError",
     "StaleLeaseError",
     "TransportError",
     "ValidationError",
+    "WarehouseError",
 ]
 
 
@@ -221,3 +225,22 @@ class BatchMismatchError(LedgerError):
 
 class StaleLeaseError(LedgerError):
     """A newer applier took over the batch; this applier's writes are refused (fencing)."""
+
+
+class WarehouseError(JicooError):
+    """A warehouse URL, driver or load we refuse; messages never carry the URL's password."""
+
+
+class SchemaChangeError(WarehouseError):
+    """A column's type in the warehouse differs from the table's schema: nothing is loaded."""
+
+    def __init__(self, table: str, column: str, found: str, expected: str) -> None:
+        super().__init__(
+            f"{table}.{column}: the warehouse column is {found}, the table schema now needs "
+            f"{expected}; columns are never altered or dropped by the loader: migrate it "
+            f"yourself (or load into a new table/database)"
+        )
+        self.table = table
+        self.column = column
+        self.found = found
+        self.expected = expected

@@ -1,6 +1,6 @@
-"""Atomic Parquet partitions (local or any pyarrow filesystem URI) and the DuckDB warehouse load.
+"""Atomic Parquet partitions (local or any pyarrow filesystem URI).
 
-Knows tables' schemas, nothing of the client or dagster.
+Knows tables' schemas, nothing of the client or dagster. Warehouse loads live in ``warehouse/``.
 """
 
 import datetime as dt
@@ -10,8 +10,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -23,16 +22,14 @@ import pyarrow.parquet as pq
 from jicoo_connector.tables import TABLES, TableSpec
 
 if TYPE_CHECKING:
-    # Imported where used: pyarrow.dataset pulls in pandas (about 1 s of start-up) and duckdb is
-    # only for the warehouse, while an extraction needs neither.
-    import duckdb
+    # Imported where used: pyarrow.dataset pulls in pandas (about 1 s of start-up), which an
+    # extraction does not need.
     import pyarrow.dataset as ds
 
 __all__ = [
     "DATA_FILE_NAME",
     "ParquetStore",
     "PartitionWriteResult",
-    "Warehouse",
 ]
 
 logger = logging.getLogger(__name__)
@@ -263,99 +260,3 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class Warehouse:
-    """A DuckDB file with one table per extracted table, loaded from a :class:`ParquetStore`.
-
-    Loads are idempotent: ``load_table`` rebuilds the table from every partition in one
-    transaction, ``load_partition`` deletes and re-inserts one partition in one transaction.
-    """
-
-    def __init__(self, duckdb_path: str | Path) -> None:
-        self.path = str(duckdb_path)
-
-    @contextmanager
-    def connect(self) -> Iterator["duckdb.DuckDBPyConnection"]:
-        import duckdb  # lazy: see the imports above
-
-        # Short-lived connections: DuckDB allows one writing process per file, and Dagster runs
-        # steps in separate processes.
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(self.path)
-        try:
-            yield con
-        finally:
-            con.close()
-
-    def load_table(self, table: str, store: ParquetStore) -> int:
-        """Make the DuckDB table equal to every partition in ``store``; returns its row count.
-
-        CREATE OR REPLACE (not an append) so that re-running never duplicates and partitions
-        removed from the store disappear too; other connections see the old table until commit.
-        """
-        spec = _spec(table)
-        paths = [store.partition_path(table, value) for value in store.list_partitions(table)]
-        with self.connect() as con:
-            con.begin()
-            try:
-                con.register("_jicoo_source", _source(spec, store, paths))
-                con.execute(
-                    f"CREATE OR REPLACE TABLE {_ident(table)} AS SELECT * FROM _jicoo_source"  # noqa: S608
-                )
-                con.unregister("_jicoo_source")
-                con.commit()
-            except BaseException:
-                con.rollback()
-                raise
-            return _count(con, table)
-
-    def load_partition(self, table: str, partition_value: dt.date, store: ParquetStore) -> int:
-        """Replace one partition's rows (DELETE + INSERT in one transaction); returns its rows."""
-        spec = _spec(table)
-        path = store.partition_path(table, partition_value)
-        key = _ident(spec.partition_column)
-        with self.connect() as con:
-            con.begin()
-            try:
-                con.register("_jicoo_empty", spec.schema.empty_table())
-                con.execute(
-                    f"CREATE TABLE IF NOT EXISTS {_ident(table)} AS SELECT * FROM _jicoo_empty"  # noqa: S608
-                )
-                con.execute(f"DELETE FROM {_ident(table)} WHERE {key} = ?", [partition_value])  # noqa: S608
-                con.register("_jicoo_source", _source(spec, store, [path]))
-                con.execute(f"INSERT INTO {_ident(table)} BY NAME SELECT * FROM _jicoo_source")  # noqa: S608
-                for name in ("_jicoo_empty", "_jicoo_source"):
-                    con.unregister(name)
-                con.commit()
-            except BaseException:
-                con.rollback()
-                raise
-            row = con.execute(
-                f"SELECT count(*) FROM {_ident(table)} WHERE {key} = ?",  # noqa: S608
-                [partition_value],
-            ).fetchone()
-            return int(row[0]) if row else 0
-
-
-def _source(
-    spec: TableSpec, store: ParquetStore, paths: list[str]
-) -> pa.RecordBatchReader | pa.Table:
-    """An Arrow stream of the files, for DuckDB to scan.
-
-    Read through pyarrow, not DuckDB's read_parquet: DuckDB would need its httpfs extension for
-    s3:// (not installable offline), and one code path serves local and remote stores alike.
-    """
-    if not paths:
-        return spec.schema.empty_table()
-    return store._dataset(spec.name, paths).scanner().to_reader()
-
-
-def _ident(name: str) -> str:
-    # SQL text only ever interpolates names from the TABLES registry (checked by _spec), quoted.
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _count(con: "duckdb.DuckDBPyConnection", table: str) -> int:
-    row = con.execute(f"SELECT count(*) FROM {_ident(table)}").fetchone()  # noqa: S608
-    return int(row[0]) if row else 0

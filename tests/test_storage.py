@@ -1,4 +1,4 @@
-"""Atomic Parquet partitions (local and S3 through moto on loopback) and the DuckDB load."""
+"""Atomic Parquet partitions (local and S3 through moto on loopback) and their DuckDB load."""
 
 import datetime as dt
 import os
@@ -14,8 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from moto.server import ThreadedMotoServer
 
-from jicoo_connector.storage import STALE_TEMP_SECONDS, ParquetStore, Warehouse, file_schema
+from jicoo_connector.storage import STALE_TEMP_SECONDS, ParquetStore, file_schema
 from jicoo_connector.tables import TABLES, to_record_batch
+from jicoo_connector.warehouse import load_warehouse
 
 DAY = dt.date(2024, 3, 1)
 NEXT_DAY = dt.date(2024, 3, 2)
@@ -162,23 +163,24 @@ def _duck_count(path: Path, sql: str) -> int:
     return int(row[0])
 
 
-def test_warehouse_loads_are_idempotent_and_follow_rematerialisation(tmp_path: Path) -> None:
+def test_duckdb_loads_are_incremental_and_follow_rematerialisation(tmp_path: Path) -> None:
     store = ParquetStore(tmp_path / "wh")
     store.write_partition("bookings", DAY, [_bookings(30)])
     store.write_partition("bookings", NEXT_DAY, [_bookings(20, prefix="n", day=NEXT_DAY)])
-    warehouse = Warehouse(tmp_path / "warehouse.duckdb")
-    assert warehouse.load_table("bookings", store) == 50
-    assert warehouse.load_table("bookings", store) == 50
     db = tmp_path / "warehouse.duckdb"
+    first = load_warehouse(str(db), store, tables=["bookings"])
+    assert (first.loaded, first.rows, first.total_rows) == (2, 50, 50)
+    again = load_warehouse(str(db), store, tables=["bookings"])
+    assert (again.loaded, again.skipped, again.total_rows) == (0, 2, 50)
     assert _duck_count(db, "SELECT count(DISTINCT uid) FROM bookings") == 50
 
-    # Re-materialised with fewer rows: the partition load replaces, never appends.
+    # Re-materialised with fewer rows: the partition is replaced, never appended to.
     store.write_partition("bookings", DAY, [_bookings(7)])
-    assert warehouse.load_partition("bookings", DAY, store) == 7
-    assert warehouse.load_partition("bookings", DAY, store) == 7
-    assert _duck_count(db, "SELECT count(*) FROM bookings") == 27
+    third = load_warehouse(str(db), store, tables=["bookings"])
+    assert (third.tables["bookings"].loaded, third.total_rows) == ([DAY], 27)
     assert _duck_count(db, "SELECT count(*) FROM bookings WHERE day = DATE '2024-03-02'") == 20
-    assert warehouse.load_table("bookings", store) == 27
+    full = load_warehouse(str(db), store, tables=["bookings"], full=True)
+    assert (full.loaded, full.total_rows) == (2, 27)
 
     con = duckdb.connect(str(db), read_only=True)
     try:
@@ -192,15 +194,17 @@ def test_warehouse_loads_are_idempotent_and_follow_rematerialisation(tmp_path: P
     assert types["hosts"].startswith('STRUCT(user_id VARCHAR, "role" VARCHAR)[]')
 
 
-def test_load_partition_creates_the_table_and_load_table_of_nothing_is_empty(
-    tmp_path: Path,
-) -> None:
+def test_a_table_without_partitions_is_not_created(tmp_path: Path) -> None:
     store = ParquetStore(tmp_path / "wh")
-    warehouse = Warehouse(tmp_path / "w.duckdb")
-    assert warehouse.load_table("users", store) == 0
+    db = tmp_path / "w.duckdb"
+    report = load_warehouse(str(db), store, tables=["users"])
+    assert (report.loaded, report.total_rows) == (0, 0)
     store.write_partition("bookings", NEXT_DAY, [_bookings(3, day=NEXT_DAY)])
-    assert warehouse.load_partition("bookings", NEXT_DAY, store) == 3
-    assert _duck_count(tmp_path / "w.duckdb", "SELECT count(*) FROM users") == 0
+    assert load_warehouse(str(db), store, tables=["bookings"]).total_rows == 3
+    assert (
+        _duck_count(db, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'users'")
+        == 0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -241,8 +245,8 @@ def test_s3_write_read_replace_and_load(s3: pafs.S3FileSystem, tmp_path: Path) -
     store.write_partition("bookings", NEXT_DAY, [_bookings(2, day=NEXT_DAY)])
     assert store.list_partitions("bookings") == [DAY, NEXT_DAY]
 
-    warehouse = Warehouse(tmp_path / "remote.duckdb")
-    assert warehouse.load_table("bookings", store) == 6
+    db = str(tmp_path / "remote.duckdb")
+    assert load_warehouse(db, store, tables=["bookings"]).total_rows == 6
     store.write_partition("bookings", NEXT_DAY, [])
-    assert warehouse.load_partition("bookings", NEXT_DAY, store) == 0
-    assert _duck_count(tmp_path / "remote.duckdb", "SELECT count(*) FROM bookings") == 4
+    emptied = load_warehouse(db, store, tables=["bookings"])
+    assert (emptied.tables["bookings"].loaded, emptied.total_rows) == ([NEXT_DAY], 4)

@@ -15,7 +15,8 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from assets.extract_assets import booking_contacts, bookings, snapshot_assets, warehouse_tables
+from assets.extract_assets import booking_contacts, bookings, snapshot_assets
+from assets.warehouse import warehouse_tables
 from jicoo_connector.extract import day_window
 from jicoo_connector.sandbox.server import SandboxServer
 from jicoo_connector.storage import ParquetStore

@@ -1,0 +1,45 @@
+"""Warehouse loading: Parquet partitions into DuckDB (default), PostgreSQL, Snowflake or BigQuery.
+
+Dagster-free. ``load_warehouse(url, store)`` stages changed partitions (ADBC bulk ingest) and
+merges them in one transaction, with its load state in the warehouse's ``_jicoo_loads`` table.
+"""
+
+from jicoo_connector.warehouse._loader import (
+    LoadReport,
+    PartitionFile,
+    TableLoad,
+    load_warehouse,
+    partition_files,
+)
+from jicoo_connector.warehouse._sql import LOADS_TABLE, Dialect, LoadRecord
+from jicoo_connector.warehouse._types import TYPE_TABLE, SqlType, sql_type
+from jicoo_connector.warehouse._url import (
+    DEFAULT_WAREHOUSE_URL,
+    PASSWORD_ENV,
+    URL_ENV,
+    Backend,
+    WarehouseTarget,
+    redact,
+    warehouse_url_from_env,
+)
+
+__all__ = [
+    "DEFAULT_WAREHOUSE_URL",
+    "LOADS_TABLE",
+    "PASSWORD_ENV",
+    "TYPE_TABLE",
+    "URL_ENV",
+    "Backend",
+    "Dialect",
+    "LoadRecord",
+    "LoadReport",
+    "PartitionFile",
+    "SqlType",
+    "TableLoad",
+    "WarehouseTarget",
+    "load_warehouse",
+    "partition_files",
+    "redact",
+    "sql_type",
+    "warehouse_url_from_env",
+]

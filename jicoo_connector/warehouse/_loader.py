@@ -1,0 +1,276 @@
+"""Incremental loads of Parquet partitions into a warehouse: stage, then merge in one transaction.
+
+For each table: list its partition files with a fingerprint (size and modification time), compare
+with ``_jicoo_loads`` in the warehouse, stream the changed partitions into a staging table
+(ADBC bulk ingest; DuckDB scans Arrow directly), then in ONE transaction delete those partitions'
+rows, insert the staged ones and record the new fingerprints. Readers see the old partitions until
+the commit; a crash before it leaves them as they were.
+"""
+
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from jicoo_connector.errors import SchemaChangeError, WarehouseError
+from jicoo_connector.storage import ParquetStore
+from jicoo_connector.tables import TABLES, TableSpec
+from jicoo_connector.warehouse._session import Session, open_session
+from jicoo_connector.warehouse._sql import STAGE_PREFIX, LoadRecord
+from jicoo_connector.warehouse._types import logical_type, normalized
+from jicoo_connector.warehouse._url import WarehouseTarget
+
+__all__ = ["LoadReport", "PartitionFile", "TableLoad", "load_warehouse", "partition_files"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionFile:
+    """A partition's Parquet file and the fingerprint of this version of it."""
+
+    value: dt.date
+    path: str
+    fingerprint: str
+
+
+@dataclass(slots=True)
+class TableLoad:
+    """What one table's load did: partitions replaced, partitions already up to date."""
+
+    table: str
+    loaded: list[dt.date] = field(default_factory=list)
+    skipped: list[dt.date] = field(default_factory=list)
+    rows: int = 0
+    columns_added: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    total_rows: int = 0  # in the warehouse table after the load
+
+
+@dataclass(slots=True)
+class LoadReport:
+    """Every table's :class:`TableLoad`; ``warehouse`` is where they went (no password)."""
+
+    warehouse: str
+    tables: dict[str, TableLoad] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        return sum(t.rows for t in self.tables.values())
+
+    @property
+    def loaded(self) -> int:
+        return sum(len(t.loaded) for t in self.tables.values())
+
+    @property
+    def skipped(self) -> int:
+        return sum(len(t.skipped) for t in self.tables.values())
+
+    @property
+    def total_rows(self) -> int:
+        return sum(t.total_rows for t in self.tables.values())
+
+    def summary(self) -> str:
+        return (
+            f"{self.loaded} partitions loaded ({self.rows} rows), {self.skipped} unchanged "
+            f"and skipped, into {self.warehouse}"
+        )
+
+
+def partition_files(store: ParquetStore, table: str) -> list[PartitionFile]:
+    """The table's partitions with fingerprints, taken before any read: if a file is replaced
+    while it is loaded, the older fingerprint is recorded and the next load reloads it."""
+    values = store.list_partitions(table)
+    paths = [store.partition_path(table, value) for value in values]
+    found: list[PartitionFile] = []
+    for value, path, info in zip(values, paths, store.filesystem.get_file_info(paths), strict=True):
+        if info.type != pafs.FileType.File:
+            continue  # removed since the listing
+        found.append(PartitionFile(value, path, f"{info.size}:{info.mtime_ns}"))
+    return found
+
+
+def load_warehouse(
+    target: WarehouseTarget | str,
+    store: ParquetStore,
+    *,
+    tables: Sequence[str] | None = None,
+    full: bool = False,
+    run_id: str | None = None,
+    progress: Callable[[TableLoad], None] | None = None,
+) -> LoadReport:
+    """Load the partitions of ``tables`` (default: all) written since their last load.
+
+    ``full`` reloads every partition in the store. Partitions in the warehouse that are no
+    longer in the store are left alone (never deleted). Raises ``SchemaChangeError`` when a
+    column's type differs from the warehouse's, before that table is touched.
+
+    >>> store = ParquetStore("data/warehouse")
+    >>> load_warehouse("postgresql://loader@db/analytics", store)  # doctest: +SKIP
+    """
+    warehouse = target if isinstance(target, WarehouseTarget) else WarehouseTarget.parse(target)
+    names = list(tables) if tables else list(TABLES)
+    unknown = sorted(set(names) - set(TABLES))
+    if unknown:
+        raise WarehouseError(f"unknown tables {unknown}; known: {sorted(TABLES)}")
+    report = LoadReport(warehouse.describe())
+    with open_session(warehouse) as session:
+        _ensure_loads_table(session)
+        for name in names:
+            result = _load_table(session, TABLES[name], store, full=full, run_id=run_id)
+            report.tables[name] = result
+            logger.info(
+                "%s: %d partitions loaded (%d rows), %d skipped",
+                name,
+                len(result.loaded),
+                result.rows,
+                len(result.skipped),
+            )
+            if progress is not None:
+                progress(result)
+    return report
+
+
+def _ensure_loads_table(session: Session) -> None:
+    dialect = session.dialect
+    for statement in [*dialect.lock("_jicoo_loads"), *dialect.loads_table()]:
+        session.execute(statement)
+    session.commit()
+
+
+def _load_table(
+    session: Session, spec: TableSpec, store: ParquetStore, *, full: bool, run_id: str | None
+) -> TableLoad:
+    started = time.monotonic()
+    result = TableLoad(spec.name)
+    files = partition_files(store, spec.name)
+    state = dict(session.query(session.dialect.loads_query(spec.name)))
+    stale = [f for f in files if full or state.get(f.value) != f.fingerprint]
+    result.skipped = [f.value for f in files if f not in stale]
+    if stale:
+        _replace(session, spec, store, stale, result, run_id)
+    result.total_rows = _count(session, spec.name)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _replace(
+    session: Session,
+    spec: TableSpec,
+    store: ParquetStore,
+    stale: Sequence[PartitionFile],
+    result: TableLoad,
+    run_id: str | None,
+) -> None:
+    result.columns_added = _evolve(session, spec)
+    stage = f"{STAGE_PREFIX}{spec.name}_{uuid.uuid4().hex[:12]}"
+    counts: dict[dt.date, int] = {}
+    session.ingest(stage, _staged(spec, store, stale, counts, json=session.dialect.nested_as_json))
+    records = [LoadRecord(spec.name, f.value, f.fingerprint, counts.get(f.value, 0)) for f in stale]
+    try:
+        for statement in session.dialect.merge(
+            spec.name, stage, spec.schema, spec.partition_column, records, run_id
+        ):
+            session.execute(statement)
+        session.commit()
+    finally:
+        session.execute(session.dialect.drop(stage))
+        session.commit()
+    result.loaded = [f.value for f in stale]
+    result.rows = sum(r.rows for r in records)
+
+
+def _count(session: Session, table: str) -> int:
+    dialect = session.dialect
+    if not session.query(dialect.columns_query(table)):
+        return 0
+    (row,) = session.query(f"SELECT count(*) FROM {dialect.table(table)}")  # noqa: S608
+    session.commit()  # end the read: a transaction left open would hold the table's read lock
+    return int(row[0])
+
+
+def _evolve(session: Session, spec: TableSpec) -> list[str]:
+    """Create the table, or add the schema's new columns; refuse a changed type. Committed
+    before the merge, so readers are blocked by DDL only for an instant."""
+    dialect = session.dialect
+    found = {str(name): str(kind) for name, kind in session.query(dialect.columns_query(spec.name))}
+    for column in spec.schema:
+        expected = dialect.column_type(column).reported
+        if column.name in found and normalized(found[column.name]) != normalized(expected):
+            raise SchemaChangeError(spec.name, column.name, found[column.name], expected)
+    if not found:
+        statements = dialect.create_table(spec.name, spec.schema, spec.partition_column)
+        added: list[str] = []
+    else:
+        missing = [column for column in spec.schema if column.name not in found]
+        if not missing:
+            return []
+        statements = [dialect.add_column(spec.name, column) for column in missing]
+        added = [column.name for column in missing]
+        logger.warning("%s: adding columns %s to the warehouse table", spec.name, added)
+    for statement in [*dialect.lock(spec.name), *statements]:
+        session.execute(statement)
+    session.commit()
+    return added
+
+
+def _staged(
+    spec: TableSpec,
+    store: ParquetStore,
+    files: Sequence[PartitionFile],
+    counts: dict[dt.date, int],
+    *,
+    json: bool,
+) -> pa.RecordBatchReader:
+    """The files' rows as one stream, one partition in memory at a time; nested columns as JSON
+    text when the backend takes them that way. Fills ``counts`` (rows per partition) as read."""
+    nested = [f.name for f in spec.schema if logical_type(f) == "nested"] if json else []
+    schema = pa.schema(
+        [pa.field(f.name, pa.string(), f.nullable) if f.name in nested else f for f in spec.schema]
+    )
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        encoder = _JsonEncoder() if nested else None
+        try:
+            for file in files:
+                rows = 0
+                for batch in store.read_partition(spec.name, file.value).to_batches():
+                    rows += batch.num_rows
+                    yield encoder.encode(batch, nested, schema) if encoder else batch
+                counts[file.value] = rows
+        finally:
+            if encoder is not None:
+                encoder.close()
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+class _JsonEncoder:
+    """Nested Arrow columns to JSON text, in DuckDB's vectorized ``to_json``: 0.11 s for 500,000
+    two-host lists here, against 4.1 s through Python objects and orjson."""
+
+    def __init__(self) -> None:
+        import duckdb  # lazy: see storage.py
+
+        self._con: duckdb.DuckDBPyConnection = duckdb.connect()
+
+    def encode(self, batch: pa.RecordBatch, nested: list[str], schema: pa.Schema) -> pa.RecordBatch:
+        self._con.register("_jicoo_batch", batch)
+        try:
+            select = ", ".join(f'to_json("{name}")::VARCHAR AS "{name}"' for name in nested)
+            encoded = self._con.execute(f"SELECT {select} FROM _jicoo_batch").to_arrow_table()  # noqa: S608
+        finally:
+            self._con.unregister("_jicoo_batch")
+        arrays = [
+            encoded.column(name).combine_chunks() if name in nested else batch.column(name)
+            for name in schema.names
+        ]
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+    def close(self) -> None:
+        self._con.close()

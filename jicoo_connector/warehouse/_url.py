@@ -1,0 +1,137 @@
+"""``JICOO_WAREHOUSE_URL``: which warehouse, parsed once, shown only with its password redacted."""
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from jicoo_connector.errors import WarehouseError
+
+__all__ = [
+    "DEFAULT_WAREHOUSE_URL",
+    "PASSWORD_ENV",
+    "URL_ENV",
+    "Backend",
+    "WarehouseTarget",
+    "redact",
+    "warehouse_url_from_env",
+]
+
+Backend = Literal["duckdb", "postgresql", "snowflake", "bigquery"]
+DEFAULT_WAREHOUSE_URL = "data/warehouse.duckdb"
+# Read when the URL carries no password (libpq's PGPASSWORD and ~/.pgpass work for PostgreSQL too).
+PASSWORD_ENV = "JICOO_WAREHOUSE_PASSWORD"  # noqa: S105 - the variable's name, not a secret
+URL_ENV = "JICOO_WAREHOUSE_URL"
+# The DuckDB file's older setting, still read when JICOO_WAREHOUSE_URL is not set.
+DUCKDB_PATH_ENV = "JICOO_DUCKDB_PATH"
+_SCHEMES: dict[str, Backend] = {
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "snowflake": "snowflake",
+    "bigquery": "bigquery",
+    "duckdb": "duckdb",
+}
+_REDACTED = "***"
+# A password inside any URL-like text: scheme://user:PASSWORD@host.
+_PASSWORD_IN_TEXT = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]*:)[^@\s]*(?P<at>@)")
+
+
+def warehouse_url_from_env() -> str:
+    """``JICOO_WAREHOUSE_URL``, else ``JICOO_DUCKDB_PATH``, else the default DuckDB file."""
+    return os.environ.get(URL_ENV) or os.environ.get(DUCKDB_PATH_ENV) or DEFAULT_WAREHOUSE_URL
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` in it replaced by ***."""
+    return _PASSWORD_IN_TEXT.sub(rf"\g<head>{_REDACTED}\g<at>", text)
+
+
+@dataclass(frozen=True, slots=True)
+class WarehouseTarget:
+    """A parsed warehouse URL. ``url`` keeps the secret; show ``display`` (redacted) instead.
+
+    >>> WarehouseTarget.parse("postgresql://loader:s3cret@db:5432/analytics").display
+    'postgresql://loader:***@db:5432/analytics'
+    >>> WarehouseTarget.parse("data/warehouse.duckdb").backend
+    'duckdb'
+    """
+
+    backend: Backend
+    url: str
+    # DuckDB: the file; BigQuery: project and dataset; else unused.
+    path: str = ""
+    project: str = ""
+    dataset: str = ""
+
+    def __repr__(self) -> str:
+        return f"WarehouseTarget({self.display!r})"
+
+    __str__ = __repr__
+
+    @property
+    def display(self) -> str:
+        return redact(self.url)
+
+    @property
+    def password(self) -> str | None:
+        """The URL's password, else ``JICOO_WAREHOUSE_PASSWORD``, else None."""
+        secret = urlsplit(self.url).password if "://" in self.url else None
+        return unquote(secret) if secret else os.environ.get(PASSWORD_ENV) or None
+
+    @classmethod
+    def parse(cls, url: str) -> "WarehouseTarget":
+        text = url.strip()
+        if not text:
+            raise WarehouseError("the warehouse URL is empty")
+        scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+        if not scheme:
+            return cls("duckdb", text, path=text)
+        backend = _SCHEMES.get(scheme)
+        if backend is None:
+            raise WarehouseError(
+                f"warehouse URL {redact(text)!r}: unknown scheme {scheme!r}; use a DuckDB file "
+                "path, postgresql://, snowflake:// or bigquery://project/dataset"
+            )
+        parts = urlsplit(text)
+        if backend == "duckdb":
+            return cls("duckdb", text, path=text.split("://", 1)[1])
+        if backend == "bigquery":
+            dataset = parts.path.strip("/")
+            if not parts.hostname or not dataset or "/" in dataset:
+                raise WarehouseError(
+                    f"warehouse URL {redact(text)!r}: expected bigquery://PROJECT/DATASET"
+                )
+            return cls("bigquery", text, project=parts.netloc, dataset=dataset)
+        if not parts.hostname:
+            raise WarehouseError(f"warehouse URL {redact(text)!r} has no host")
+        return cls(backend, text)
+
+    def describe(self) -> str:
+        """Where the tables go, for humans and metadata (no secret)."""
+        if self.backend == "duckdb":
+            return str(Path(self.path))
+        return self.display
+
+    def libpq_uri(self) -> str:
+        """The PostgreSQL URL for libpq, with ``JICOO_WAREHOUSE_PASSWORD`` when it has none."""
+        parts = urlsplit(self.url)
+        uri = "postgresql://" + self.url.split("://", 1)[1]
+        secret = os.environ.get(PASSWORD_ENV)
+        if parts.password or not secret or not parts.username:
+            return uri
+        user = f"{parts.username}:{quote(secret, safe='')}@"
+        return uri.replace(f"{parts.username}@", user, 1)
+
+    def snowflake_uri(self) -> str:
+        """The DSN the ADBC Snowflake driver reads (``user@account/db/schema?...``), no password."""
+        parts = urlsplit(self.url)
+        user = quote(unquote(parts.username or ""), safe="")
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        query = f"?{parts.query}" if parts.query else ""
+        return f"{user}@{host}{port}{parts.path}{query}"
+
+    def query(self) -> dict[str, str]:
+        return dict(parse_qsl(urlsplit(self.url).query)) if "://" in self.url else {}
