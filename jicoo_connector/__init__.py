@@ -18,10 +18,12 @@ from jicoo_connector.errors import (
     ProtocolError,
     RateLimitedError,
     RecordConversionError,
+    SchemaChangeError,
     ServerError,
     StaleLeaseError,
     TransportError,
     ValidationError,
+    WarehouseError,
 )
 from jicoo_connector.settings import ApiKey, Settings
 
@@ -44,10 +46,12 @@ __all__ = [
     "ProtocolError",
     "RateLimitedError",
     "RecordConversionError",
+    "SchemaChangeError",
     "ServerError",
     "Settings",
     "StaleLeaseError",
     "TransportError",
     "ValidationError",
+    "WarehouseError",
 ]
 __version__ = "0.1.0"

@@ -1,5 +1,6 @@
-"""`make demo`: sandbox up, the main extract job end to end through Dagster, DuckDB summary,
-then a write-back dry run and apply of a small change set. Prints where everything is."""
+"""`make demo`: sandbox up, the main extract job end to end through Dagster, a warehouse summary
+(DuckDB by default; JICOO_WAREHOUSE_URL=postgresql://... lands the tables in PostgreSQL), then a
+write-back dry run and apply of a small change set. Prints where everything is."""
 
 import csv
 import datetime as dt
@@ -9,7 +10,11 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from jicoo_connector.warehouse import WarehouseTarget
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
@@ -70,7 +75,7 @@ def _extract(today: dt.date) -> None:
         },
     )
     print(f"  run {daily.run_id}: {'success' if daily.success else 'FAILED'}")
-    print("Extracting snapshot tables and loading DuckDB (one Dagster run)")
+    print(f"Extracting snapshot tables and loading the warehouse {_warehouse().describe()}")
     snapshots = defs.resolve_job_def("jicoo_snapshots").execute_in_process(
         instance=instance, run_config=QUIET
     )
@@ -79,26 +84,39 @@ def _extract(today: dt.date) -> None:
         raise SystemExit("the extract job failed; see the Dagster output above")
 
 
-def _summary() -> None:
-    import duckdb
+def _warehouse() -> "WarehouseTarget":
+    from jicoo_connector.warehouse import WarehouseTarget, warehouse_url_from_env
 
-    duckdb_path = os.environ["JICOO_DUCKDB_PATH"]
+    return WarehouseTarget.parse(warehouse_url_from_env())
+
+
+def _summary() -> None:
+    from jicoo_connector.tables import TABLES
+    from jicoo_connector.warehouse import query_warehouse
+
+    warehouse = _warehouse()
     root = os.environ["JICOO_WAREHOUSE_ROOT"]
     print(SEPARATOR)
-    print(f"Parquet tables under {root}/, warehouse {duckdb_path}")
-    with duckdb.connect(duckdb_path, read_only=True) as con:
-        tables = [row[0] for row in con.execute("SHOW TABLES").fetchall()]
-        for table in sorted(tables):
-            row = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()  # noqa: S608
-            print(f"  {table:<24} {row[0] if row else 0:>7} rows   {root}/{table}/")
-        query = (
-            "SELECT day, status, count(*) AS bookings FROM bookings "
-            "GROUP BY ALL ORDER BY day, status"
+    print(f"Parquet tables under {root}/, warehouse {warehouse.describe()}")
+    present = {
+        str(name)
+        for (name,) in query_warehouse(
+            warehouse,
+            "SELECT table_name FROM information_schema.tables "
+            "WHERE table_schema = current_schema()",
         )
-        print(SEPARATOR)
-        print(f"Example query: {query}")
-        for day, status, count in con.execute(query).fetchall():
-            print(f"  {day}  {status:<8} {count:>4}")
+    }
+    for table in [t for t in TABLES if t in present]:
+        (row,) = query_warehouse(warehouse, f'SELECT count(*) FROM "{table}"')  # noqa: S608
+        print(f"  {table:<24} {row[0]:>7} rows   {root}/{table}/")
+    query = (
+        "SELECT day, status, count(*) AS bookings FROM bookings "
+        "GROUP BY day, status ORDER BY day, status"
+    )
+    print(SEPARATOR)
+    print(f"Example query: {query}")
+    for day, status, count in query_warehouse(warehouse, query):
+        print(f"  {day}  {status:<8} {count:>4}")
 
 
 def _interval(booking: Mapping[str, object]) -> tuple[dt.datetime, dt.datetime]:

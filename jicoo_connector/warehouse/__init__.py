@@ -11,6 +11,7 @@ from jicoo_connector.warehouse._loader import (
     load_warehouse,
     partition_files,
 )
+from jicoo_connector.warehouse._session import query_warehouse
 from jicoo_connector.warehouse._sql import LOADS_TABLE, Dialect, LoadRecord
 from jicoo_connector.warehouse._types import TYPE_TABLE, SqlType, sql_type
 from jicoo_connector.warehouse._url import (
@@ -39,6 +40,7 @@ __all__ = [
     "WarehouseTarget",
     "load_warehouse",
     "partition_files",
+    "query_warehouse",
     "redact",
     "sql_type",
     "warehouse_url_from_env",

@@ -19,7 +19,7 @@ from jicoo_connector.errors import WarehouseError
 from jicoo_connector.warehouse._sql import Dialect
 from jicoo_connector.warehouse._url import WarehouseTarget, redact
 
-__all__ = ["Session", "open_session"]
+__all__ = ["Session", "open_session", "query_warehouse"]
 
 # DuckDB allows one writing process per file: a second loader waits for the first this long.
 DUCKDB_LOCK_WAIT_S = 120.0
@@ -219,3 +219,16 @@ def open_session(target: WarehouseTarget) -> _Closing:
         _DuckDBSession if target.backend == "duckdb" else _AdbcSession
     )
     return _Closing(factory(target))
+
+
+def query_warehouse(target: WarehouseTarget | str, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of one read-only query, on a short-lived session (the demo's summary, checks).
+
+    >>> query_warehouse("data/warehouse.duckdb", "SELECT count(*) FROM bookings")  # doctest: +SKIP
+    [(2000,)]
+    """
+    warehouse = target if isinstance(target, WarehouseTarget) else WarehouseTarget.parse(target)
+    with open_session(warehouse) as session:
+        rows = session.query(sql)
+        session.rollback()
+        return rows
