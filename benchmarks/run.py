@@ -75,8 +75,14 @@ TARGET_THROTTLE_SHARE = 0.95
 TARGET_THROTTLE_429_SHARE = 0.02
 TARGET_MEMORY_RATIO = 1.3
 TARGET_WRITEBACK_RATIO = 1.15
+TARGET_WAREHOUSE_SPEEDUP = 10.0
+TARGET_WAREHOUSE_RSS_RATIO = 1.0
+# The "3-day change" of the incremental warehouse reload.
+WAREHOUSE_CHANGED_DAYS = 3
 
 OURS_LIB = "ours_lib"
+OURS_LOAD = "ours_load"
+PANDAS_TO_SQL = "pandas_to_sql"
 OURS_CLI = "ours_cli"
 NAIVE = "naive"
 DLT = "dlt"
@@ -90,6 +96,9 @@ class Sizes:
     contacts_bookings: int
     writeback_rows: int
     writeback_pool: int
+    warehouse_bookings: int
+    # The baseline alone takes minutes at 500,000 rows: one paired run unless --runs says more.
+    warehouse_runs: int
     runs: int
 
 
@@ -100,6 +109,8 @@ FULL = Sizes(
     contacts_bookings=5_000,
     writeback_rows=1_000,
     writeback_pool=6_000,
+    warehouse_bookings=500_000,
+    warehouse_runs=1,
     runs=3,
 )
 QUICK = Sizes(
@@ -109,10 +120,20 @@ QUICK = Sizes(
     contacts_bookings=5_000,
     writeback_rows=100,
     writeback_pool=2_000,
+    warehouse_bookings=20_000,
+    warehouse_runs=1,
     runs=1,
 )
 
-SCENARIOS = ("extract_0ms", "extract_50ms", "memory", "throttled", "contacts", "writeback")
+SCENARIOS = (
+    "extract_0ms",
+    "extract_50ms",
+    "memory",
+    "throttled",
+    "contacts",
+    "writeback",
+    "warehouse",
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1102,6 +1123,21 @@ def targets(results: Mapping[str, Mapping[str, object]]) -> list[Target]:
                 TARGET_WRITEBACK_RATIO,
             )
         )
+    if (warehouse := results.get("warehouse")) is not None:
+        for measure, key, op, threshold in (
+            ("to_sql wall / jicoo load wall", "speedup", ">=", TARGET_WAREHOUSE_SPEEDUP),
+            ("jicoo load / to_sql peak RSS", "rss_ratio", "<=", TARGET_WAREHOUSE_RSS_RATIO),
+        ):
+            value = warehouse.get(key)
+            found.append(
+                Target(
+                    "warehouse",
+                    measure,
+                    float(value) if isinstance(value, int | float) else None,
+                    op,
+                    threshold,
+                )
+            )
     return found
 
 
@@ -1189,6 +1225,130 @@ def _fmt(value: object, digits: int = 2) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Warehouse loading
+
+
+def _load_argv(url: str, root: Path, *extra: str) -> list[str]:
+    argv = [PYTHON, "-m", "jicoo_connector.cli", "load", "--tables", "bookings"]
+    return [*argv, "--warehouse-url", url, "--root", str(root), *extra]
+
+
+def _postgres_rows(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM bookings").fetchone()
+    return int(row[0]) if row else 0
+
+
+def warehouse_scenario(ctx: Context) -> dict[str, object]:
+    """Bookings Parquet (extracted once from the sandbox, not measured) into PostgreSQL: `jicoo
+    load --full` against pandas.DataFrame.to_sql on the same data and server, interleaved; then
+    an incremental reload after a 3-day change against a full reload."""
+    sys.path.insert(0, str(ROOT))
+    from tests.postgres_server import PostgresServer
+
+    work = ctx.work / "warehouse"
+    shutil.rmtree(work, ignore_errors=True)
+    parquet = work / "parquet"
+    spec = SandboxSpec(bookings=ctx.sizes.warehouse_bookings, anchor=ctx.anchor)
+    window = Window.around(ctx.anchor)
+    scenario: dict[str, object] = {
+        "sandbox": spec.settings(),
+        "tools": {
+            OURS_LOAD: "jicoo load --tables bookings --full (ADBC COPY into a staging table, "
+            "one-transaction merge)",
+            PANDAS_TO_SQL: "benchmarks/pandas_to_sql.py: read_parquet, hosts to JSON text, "
+            "to_sql(method='multi', chunksize=65535 // columns), SQLAlchemy + psycopg",
+        },
+        "postgres": "tests/postgres_server.py: the machine's pg_ctl (else the pgserver wheel's), "
+        "fsync=off, one server for every run, a new database per run",
+    }
+    with Sandbox(spec) as sandbox:
+        expected = sandbox.total_bookings()
+        print(f"  sandbox {sandbox.base_url}: {expected} bookings; extracting them (not measured)")
+        tool = ours_lib_tool()
+        setup = run_child(
+            "extract", 0, tool.argv(sandbox.base_url, parquet, window), tool.env(""), work / "logs"
+        )
+    rows = count_parquet_rows(parquet / "bookings")
+    if not setup.ok or rows != expected:
+        raise OSError(f"the warehouse scenario's extract wrote {rows} of {expected} rows")
+    scenario["expected_rows"] = expected
+    per_tool: dict[str, list[ChildResult]] = {OURS_LOAD: [], PANDAS_TO_SQL: []}
+    with PostgresServer() as server:
+        for run in range(1, ctx.sizes.warehouse_runs + 1):
+            for name in (OURS_LOAD, PANDAS_TO_SQL):
+                url = server.create_database(f"{name}_{run}")
+                baseline = [PYTHON, str(BENCH / "pandas_to_sql.py"), "--root", str(parquet)]
+                argv = (
+                    _load_argv(url, parquet, "--full")
+                    if name == OURS_LOAD
+                    else [*baseline, "--url", url]
+                )
+                result = run_child(name, run, argv, child_env(), work / "logs")
+                if result.ok:
+                    result.rows = _postgres_rows(url)
+                    if result.rows != expected:
+                        result.ok = False
+                        result.error = f"loaded {result.rows} rows, the Parquet has {expected}"
+                per_tool[name].append(result)
+                print("    " + describe_result(result))
+        scenario["incremental"] = _incremental_vs_full(ctx, server, parquet, expected, work)
+    scenario["runs"] = {k: [asdict(r) for r in v] for k, v in per_tool.items()}
+    scenario["medians"] = {k: summarize(v) for k, v in per_tool.items() if any(r.ok for r in v)}
+    scenario["ratios"] = {
+        f"{PANDAS_TO_SQL}/{OURS_LOAD}": paired_ratio(scenario, PANDAS_TO_SQL, OURS_LOAD)
+    }
+    scenario["speedup"] = scenario["ratios"][f"{PANDAS_TO_SQL}/{OURS_LOAD}"]
+    scenario["rss_ratio"] = paired_ratio(scenario, OURS_LOAD, PANDAS_TO_SQL, "max_rss_mib")
+    shutil.rmtree(work, ignore_errors=True)
+    return scenario
+
+
+def _incremental_vs_full(
+    ctx: Context, server: Any, parquet: Path, expected: int, work: Path
+) -> dict[str, object]:
+    """On a loaded database: 3 day partitions re-written (as a re-extract does), then `jicoo
+    load` (incremental) and `jicoo load --full`, each measured."""
+    sys.path.insert(0, str(ROOT))
+    from jicoo_connector.storage import ParquetStore
+
+    url = server.create_database("incremental")
+    first = run_child("initial_load", 0, _load_argv(url, parquet), child_env(), work / "logs")
+    store = ParquetStore(parquet)
+    days = [ctx.anchor + dt.timedelta(days=n) for n in range(WAREHOUSE_CHANGED_DAYS)]
+    changed = 0
+    for day in days:
+        data = store.read_partition("bookings", day)
+        store.write_partition("bookings", day, data.to_batches())
+        changed += data.num_rows
+    out: dict[str, object] = {
+        "changed_days": [d.isoformat() for d in days],
+        "changed_rows": changed,
+    }
+    for name, extra in (("incremental", ()), ("full", ("--full",))):
+        results = []
+        for run in range(1, ctx.sizes.runs + 1):
+            if name == "incremental" and run > 1:  # the same 3-day change again
+                for day in days:
+                    data = store.read_partition("bookings", day)
+                    store.write_partition("bookings", day, data.to_batches())
+            result = run_child(
+                f"reload_{name}", run, _load_argv(url, parquet, *extra), child_env(), work / "logs"
+            )
+            result.rows = _postgres_rows(url)
+            result.ok = result.ok and first.ok and result.rows == expected
+            results.append(result)
+            print("    " + describe_result(result))
+        out[name] = summarize(results)
+    incremental, full = out["incremental"], out["full"]
+    if isinstance(incremental, dict) and isinstance(full, dict) and incremental.get("wall_s"):
+        out["full_over_incremental"] = (full.get("wall_s") or 0) / incremental["wall_s"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Machine facts
 
 
@@ -1203,7 +1363,18 @@ def machine_info() -> dict[str, object]:
         platform.processor(),
     )
     versions: dict[str, str | None] = {}
-    for package in ("jicoo-connector", "httpx", "pandas", "pyarrow", "orjson", "uvicorn"):
+    for package in (
+        "jicoo-connector",
+        "httpx",
+        "pandas",
+        "pyarrow",
+        "orjson",
+        "uvicorn",
+        "duckdb",
+        "adbc-driver-postgresql",
+        "sqlalchemy",
+        "psycopg",
+    ):
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -1308,6 +1479,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         **{
             **asdict(base),
             "runs": args.runs or base.runs,
+            "warehouse_runs": args.runs or base.warehouse_runs,
             "memory_bookings": args.memory_bookings or base.memory_bookings,
         }
     )
@@ -1346,6 +1518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "throttled": lambda: throttled_scenario(ctx),
         "contacts": lambda: contacts_scenario(ctx),
         "writeback": lambda: writeback_scenario(ctx),
+        "warehouse": lambda: warehouse_scenario(ctx),
     }
     for name in SCENARIOS:
         if name not in chosen:
