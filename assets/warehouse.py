@@ -64,6 +64,9 @@ def warehouse_tables(
             "jicoo/loaded_partitions": dg.MetadataValue.json(
                 {t.table: [str(day) for day in t.loaded] for t in tables if t.loaded}
             ),
+            "jicoo/skipped_partitions": dg.MetadataValue.json(
+                {t.table: [str(day) for day in t.skipped] for t in tables if t.skipped}
+            ),
             "jicoo/tables": dg.MetadataValue.json(
                 {
                     t.table: {

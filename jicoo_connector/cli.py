@@ -88,6 +88,18 @@ def _serve_sandbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_tables(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument(
+        "--tables",
+        nargs="+",
+        metavar="TABLE",
+        help=(
+            f"tables to {verb} (default: all): bookings booking_contacts schedules "
+            "availability_calendars available_slots event_types users"
+        ),
+    )
+
+
 def _add_extract(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     extract = commands.add_parser(
         "extract",
@@ -97,15 +109,7 @@ def _add_extract(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
             "[--start, --end] (calendar days in --timezone), snapshot tables once for today."
         ),
     )
-    extract.add_argument(
-        "--tables",
-        nargs="+",
-        metavar="TABLE",
-        help=(
-            "tables to extract (default: all): bookings booking_contacts schedules "
-            "availability_calendars available_slots event_types users"
-        ),
-    )
+    _add_tables(extract, "extract")
     extract.add_argument("--start", type=_date, default=None, help="first day (default today)")
     extract.add_argument("--end", type=_date, default=None, help="last day (default --start)")
     extract.add_argument("--out", default="data/warehouse", help="Parquet root: a path or URI")
@@ -168,15 +172,7 @@ def _add_load(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -
             "The password is never printed."
         ),
     )
-    load.add_argument(
-        "--tables",
-        nargs="+",
-        metavar="TABLE",
-        help=(
-            "tables to load (default: all): bookings booking_contacts schedules "
-            "availability_calendars available_slots event_types users"
-        ),
-    )
+    _add_tables(load, "load")
     load.add_argument("--full", action="store_true", help="reload every partition, changed or not")
     load.add_argument(
         "--warehouse-url",
@@ -218,6 +214,11 @@ def _load(args: argparse.Namespace) -> int:
         progress=progress,
     )
     print(report.summary())
+    if not report.loaded and not report.skipped:
+        print(
+            f"jicoo load: no Parquet partitions under {root} (run jicoo extract first?)",
+            file=sys.stderr,
+        )
     return EXIT_OK
 
 

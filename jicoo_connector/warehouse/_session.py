@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType, TracebackType
+from types import ModuleType
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -193,32 +193,22 @@ class _AdbcSession:
         self._conn.close()
 
 
-class _Closing:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    def __enter__(self) -> Session:
-        return self.session
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is not None:
-            # The connection may be gone; closing it ends the transaction anyway.
-            with contextlib.suppress(WarehouseError):
-                self.session.rollback()
-        self.session.close()
-
-
-def open_session(target: WarehouseTarget) -> _Closing:
-    """A session on ``target``, closed (and rolled back on error) by ``with``."""
+@contextmanager
+def open_session(target: WarehouseTarget) -> Iterator[Session]:
+    """A session on ``target``: rolled back if the block raises, always closed."""
     factory: Callable[[WarehouseTarget], Session] = (
         _DuckDBSession if target.backend == "duckdb" else _AdbcSession
     )
-    return _Closing(factory(target))
+    session = factory(target)
+    try:
+        yield session
+    except BaseException:
+        # The connection may be gone; closing it ends the transaction anyway.
+        with contextlib.suppress(WarehouseError):
+            session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 def query_warehouse(target: WarehouseTarget | str, sql: str) -> list[tuple[Any, ...]]:

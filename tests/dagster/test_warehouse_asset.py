@@ -61,6 +61,9 @@ def test_the_warehouse_asset_loads_postgres_incrementally_with_metadata(
     assert (meta["jicoo/partitions_loaded"], meta["jicoo/partitions_skipped"]) == (0, partitions)
     assert meta["dagster/row_count"] == total
     assert meta["jicoo/full_reload"] is False
+    skipped = meta["jicoo/skipped_partitions"]
+    assert isinstance(skipped, dict)
+    assert skipped["bookings"] == [today.isoformat()]
 
     full = dg.materialize(
         [warehouse_tables],

@@ -9,7 +9,10 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import psycopg
@@ -29,6 +32,9 @@ from tests.warehouse.support import (
     scalar,
     start_load,
 )
+
+if TYPE_CHECKING:
+    import subprocess
 
 WAIT_S = 60.0
 POLL_S = 0.02
@@ -149,6 +155,11 @@ def _rewrite(store: ParquetStore, table: str, days: list[dt.date], keep: int) ->
         store.write_partition(table, day, data.slice(0, keep).to_batches())
 
 
+def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql).fetchall()  # type: ignore[arg-type]
+
+
 def _wait_for(condition_sql: str, url: str, expected: int) -> None:
     deadline = time.monotonic() + WAIT_S
     with psycopg.connect(url, autocommit=True) as conn:
@@ -161,6 +172,31 @@ def _wait_for(condition_sql: str, url: str, expected: int) -> None:
 
 
 WAITING_LOCKS = "SELECT count(*) FROM pg_locks WHERE NOT granted"
+WAITING_QUERIES = "SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+
+
+@contextmanager
+def _loaders_held_in_their_merge(
+    url: str, root: Path, count: int
+) -> Iterator[tuple[psycopg.Connection, list["subprocess.Popen[str]"]]]:
+    """``count`` `jicoo load --tables bookings` children, all inside their merge transaction.
+
+    The holder locks the load records: a loader deletes and inserts the bookings, then waits at
+    its write to _jicoo_loads (later ones wait for it); readers may still read. Committing the
+    holder lets them go on.
+    """
+    with psycopg.connect(url) as holder:
+        holder.execute(f"LOCK TABLE {LOADS_TABLE} IN SHARE MODE")
+        children = [start_load(url, root, "--tables", "bookings") for _ in range(count)]
+        try:
+            _wait_for(WAITING_LOCKS, url, count)
+            yield holder, children
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.kill()
+                if child.stdout is not None and not child.stdout.closed:
+                    child.communicate(timeout=WAIT_S)
 
 
 def test_a_loader_killed_mid_merge_leaves_the_old_rows_and_the_next_load_completes(
@@ -172,20 +208,13 @@ def test_a_loader_killed_mid_merge_leaves_the_old_rows_and_the_next_load_complet
     days = around_today(3, 3)[:3]
     _rewrite(store, "bookings", days, keep=1)
 
-    # Hold the load records: the loader deletes and inserts the bookings, then waits at its
-    # write to _jicoo_loads, inside its open merge transaction. Readers may still read.
-    with psycopg.connect(postgres_url) as holder:
-        holder.execute(f"LOCK TABLE {LOADS_TABLE} IN SHARE MODE")
-        child = start_load(postgres_url, store_root, "--tables", "bookings")
-        try:
-            _wait_for(WAITING_LOCKS, postgres_url, 1)
-            assert postgres_checksum(postgres_url, "bookings") == old  # never half-loaded
-            os.kill(child.pid, signal.SIGKILL)
-            child.communicate(timeout=WAIT_S)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.communicate(timeout=WAIT_S)
+    with _loaders_held_in_their_merge(postgres_url, store_root, 1) as (_, (child,)):
+        (waiting,) = _rows(postgres_url, WAITING_QUERIES)
+        # Its bookings are deleted and re-inserted, uncommitted, and it waits for the records.
+        assert str(waiting[0]).startswith(f'DELETE FROM "{LOADS_TABLE}"')  # noqa: S608
+        assert postgres_checksum(postgres_url, "bookings") == old  # readers see the old rows
+        os.kill(child.pid, signal.SIGKILL)
+        child.communicate(timeout=WAIT_S)
         assert child.returncode == -signal.SIGKILL
     assert postgres_checksum(postgres_url, "bookings") == old
 
@@ -199,19 +228,9 @@ def test_two_loaders_at_once_load_each_row_once(postgres_url: str, store_root: P
     store = ParquetStore(store_root)
     load_warehouse(postgres_url, store, tables=["bookings"])
     _rewrite(store, "bookings", around_today(3, 3), keep=2)
-    with psycopg.connect(postgres_url) as holder:
-        holder.execute(f"LOCK TABLE {LOADS_TABLE} IN SHARE MODE")
-        children = [start_load(postgres_url, store_root, "--tables", "bookings") for _ in "ab"]
-        try:
-            # Both loaders are inside their merge, one waiting on the other or on the holder.
-            _wait_for(WAITING_LOCKS, postgres_url, 2)
-            holder.commit()
-            outcomes = [child.communicate(timeout=WAIT_S) for child in children]
-        finally:
-            for child in children:
-                if child.poll() is None:
-                    child.kill()
-                    child.communicate(timeout=WAIT_S)
+    with _loaders_held_in_their_merge(postgres_url, store_root, 2) as (holder, children):
+        holder.commit()
+        outcomes = [child.communicate(timeout=WAIT_S) for child in children]
     assert [child.returncode for child in children] == [0, 0], outcomes
     assert postgres_checksum(postgres_url, "bookings") == parquet_checksum(store, "bookings")
     assert scalar(postgres_url, f"SELECT count(*) FROM {LOADS_TABLE}") == len(  # noqa: S608
