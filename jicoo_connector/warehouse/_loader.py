@@ -7,6 +7,7 @@ rows, insert the staged ones and record the new fingerprints. Readers see the ol
 the commit; a crash before it leaves them as they were.
 """
 
+import contextlib
 import datetime as dt
 import logging
 import time
@@ -178,9 +179,16 @@ def _replace(
         ):
             session.execute(statement)
         session.commit()
-    finally:
-        session.execute(session.dialect.drop(stage))
-        session.commit()
+    except BaseException:
+        # A failed statement aborts the transaction: roll back first (a temporary stage goes
+        # with it), then drop a permanent one (BigQuery) as best we can; the error is the news.
+        with contextlib.suppress(WarehouseError):
+            session.rollback()
+            session.execute(session.dialect.drop(stage))
+            session.commit()
+        raise
+    session.execute(session.dialect.drop(stage))
+    session.commit()
     result.loaded = [f.value for f in stale]
     result.rows = sum(r.rows for r in records)
 

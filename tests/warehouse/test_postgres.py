@@ -18,7 +18,7 @@ import httpx
 import psycopg
 import pytest
 
-from jicoo_connector.errors import SchemaChangeError
+from jicoo_connector.errors import SchemaChangeError, WarehouseError
 from jicoo_connector.sandbox.server import SandboxServer
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import TABLES
@@ -274,6 +274,26 @@ def test_a_changed_column_type_is_refused_by_name_and_nothing_is_loaded(
         load_warehouse(postgres_url, store, tables=["bookings"])
     assert (caught.value.table, caught.value.column) == ("bookings", "capacity")
     assert (postgres_checksum(postgres_url, "bookings"), _loads(postgres_url)) == before
+
+
+def test_an_unreadable_partition_fails_the_table_and_changes_nothing(
+    postgres_url: str, store_root: Path
+) -> None:
+    store = ParquetStore(store_root)
+    load_warehouse(postgres_url, store, tables=["bookings"])
+    before = postgres_checksum(postgres_url, "bookings"), _loads(postgres_url)
+    first, second = around_today(3, 3)[3:5]
+    _rewrite(store, "bookings", [first, second], keep=1)
+    good = Path(store.partition_path("bookings", second)).read_bytes()
+    Path(store.partition_path("bookings", second)).write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(WarehouseError, match="Parquet"):
+        load_warehouse(postgres_url, store, tables=["bookings"])
+    assert (postgres_checksum(postgres_url, "bookings"), _loads(postgres_url)) == before
+
+    Path(store.partition_path("bookings", second)).write_bytes(good)
+    report = load_warehouse(postgres_url, store, tables=["bookings"])
+    assert report.tables["bookings"].loaded == [first, second]
+    _assert_equal_to_parquet(postgres_url, store, ["bookings"])
 
 
 def test_the_cli_never_prints_the_password(postgres_url: str, store_root: Path) -> None:
