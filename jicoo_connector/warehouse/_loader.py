@@ -171,7 +171,14 @@ def _replace(
     result.columns_added = _evolve(session, spec)
     stage = f"{STAGE_PREFIX}{spec.name}_{uuid.uuid4().hex[:12]}"
     counts: dict[dt.date, int] = {}
-    session.ingest(stage, _staged(spec, store, stale, counts, json=session.dialect.nested_as_json))
+    unreadable: list[str] = []
+    staged = _staged(spec, store, stale, counts, unreadable, json=session.dialect.nested_as_json)
+    try:
+        session.ingest(stage, staged)
+    except WarehouseError:
+        if unreadable:  # the driver's message wraps ours in its own: say it plainly
+            raise WarehouseError(unreadable[0]) from None
+        raise
     records = [LoadRecord(spec.name, f.value, f.fingerprint, counts.get(f.value, 0)) for f in stale]
     try:
         for statement in session.dialect.merge(
@@ -232,11 +239,13 @@ def _staged(
     store: ParquetStore,
     files: Sequence[PartitionFile],
     counts: dict[dt.date, int],
+    unreadable: list[str],
     *,
     json: bool,
 ) -> pa.RecordBatchReader:
     """The files' rows as one stream, one partition in memory at a time; nested columns as JSON
-    text when the backend takes them that way. Fills ``counts`` (rows per partition) as read."""
+    text when the backend takes them that way. Fills ``counts`` (rows per partition) as read,
+    and ``unreadable`` with what stopped the stream, if a file could not be read."""
     nested = [f.name for f in spec.schema if logical_type(f) == "nested"] if json else []
     schema = pa.schema(
         [pa.field(f.name, pa.string(), f.nullable) if f.name in nested else f for f in spec.schema]
@@ -246,11 +255,15 @@ def _staged(
         encoder = _JsonEncoder() if nested else None
         try:
             for file in files:
-                rows = 0
-                for batch in store.read_partition(spec.name, file.value).to_batches():
-                    rows += batch.num_rows
+                try:
+                    data = store.read_partition(spec.name, file.value)
+                except (pa.ArrowException, OSError) as exc:
+                    where = f"{spec.name} {spec.partition_column}={file.value}"
+                    unreadable.append(f"{where}: cannot read {file.path}: {exc}")
+                    raise
+                counts[file.value] = data.num_rows
+                for batch in data.to_batches():
                     yield encoder.encode(batch, nested, schema) if encoder else batch
-                counts[file.value] = rows
         finally:
             if encoder is not None:
                 encoder.close()

@@ -6,6 +6,7 @@ counts and a checksum of every column of every row must equal theirs after each 
 
 import datetime as dt
 import os
+import re
 import shutil
 import signal
 import time
@@ -286,7 +287,8 @@ def test_an_unreadable_partition_fails_the_table_and_changes_nothing(
     _rewrite(store, "bookings", [first, second], keep=1)
     good = Path(store.partition_path("bookings", second)).read_bytes()
     Path(store.partition_path("bookings", second)).write_bytes(b"PAR1 not really parquet")
-    with pytest.raises(WarehouseError, match="Parquet"):
+    bad = f"bookings day={second}: cannot read {store.partition_path('bookings', second)}: "
+    with pytest.raises(WarehouseError, match="^" + re.escape(bad) + ".*Parquet magic bytes"):
         load_warehouse(postgres_url, store, tables=["bookings"])
     assert (postgres_checksum(postgres_url, "bookings"), _loads(postgres_url)) == before
 
