@@ -22,7 +22,7 @@ from jicoo_connector.errors import SchemaChangeError, WarehouseError
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import TABLES, TableSpec
 from jicoo_connector.warehouse._session import Session, open_session
-from jicoo_connector.warehouse._sql import STAGE_PREFIX, LoadRecord
+from jicoo_connector.warehouse._sql import LOADS_TABLE, STAGE_PREFIX, LoadRecord
 from jicoo_connector.warehouse._types import logical_type, normalized
 from jicoo_connector.warehouse._url import WarehouseTarget
 
@@ -139,7 +139,7 @@ def load_warehouse(
 
 def _ensure_loads_table(session: Session) -> None:
     dialect = session.dialect
-    for statement in [*dialect.lock("_jicoo_loads"), *dialect.loads_table()]:
+    for statement in [*dialect.lock(LOADS_TABLE), *dialect.loads_table()]:
         session.execute(statement)
     session.commit()
 
