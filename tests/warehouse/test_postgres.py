@@ -200,6 +200,8 @@ def _loaders_held_in_their_merge(
                     child.communicate(timeout=WAIT_S)
 
 
+# Slow tier: child processes killed and raced (like the write-back crash tests).
+@pytest.mark.slow
 def test_a_loader_killed_mid_merge_leaves_the_old_rows_and_the_next_load_completes(
     postgres_url: str, store_root: Path
 ) -> None:
@@ -225,6 +227,8 @@ def test_a_loader_killed_mid_merge_leaves_the_old_rows_and_the_next_load_complet
     assert postgres_checksum(postgres_url, "bookings") == parquet_checksum(store, "bookings")
 
 
+# Slow tier: child processes killed and raced (like the write-back crash tests).
+@pytest.mark.slow
 def test_two_loaders_at_once_load_each_row_once(postgres_url: str, store_root: Path) -> None:
     store = ParquetStore(store_root)
     load_warehouse(postgres_url, store, tables=["bookings"])
