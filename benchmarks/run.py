@@ -1098,20 +1098,12 @@ def targets(results: Mapping[str, Mapping[str, object]]) -> list[Target]:
             )
         )
     if (throttled := results.get("throttled")) is not None:
-        for measure, key, op, threshold in (
+        found += _scenario_targets(
+            "throttled",
+            throttled,
             ("achieved req/s / 10", "share_of_limit", ">=", TARGET_THROTTLE_SHARE),
             ("429s / requests", "share_429", "<", TARGET_THROTTLE_429_SHARE),
-        ):
-            value = throttled.get(key)
-            found.append(
-                Target(
-                    "throttled",
-                    measure,
-                    float(value) if isinstance(value, int | float) else None,
-                    op,
-                    threshold,
-                )
-            )
+        )
     if (writeback := results.get("writeback")) is not None:
         value = writeback.get("ratio_to_floor")
         found.append(
@@ -1124,20 +1116,24 @@ def targets(results: Mapping[str, Mapping[str, object]]) -> list[Target]:
             )
         )
     if (warehouse := results.get("warehouse")) is not None:
-        for measure, key, op, threshold in (
+        found += _scenario_targets(
+            "warehouse",
+            warehouse,
             ("to_sql wall / jicoo load wall", "speedup", ">=", TARGET_WAREHOUSE_SPEEDUP),
             ("jicoo load / to_sql peak RSS", "rss_ratio", "<=", TARGET_WAREHOUSE_RSS_RATIO),
-        ):
-            value = warehouse.get(key)
-            found.append(
-                Target(
-                    "warehouse",
-                    measure,
-                    float(value) if isinstance(value, int | float) else None,
-                    op,
-                    threshold,
-                )
-            )
+        )
+    return found
+
+
+def _scenario_targets(
+    name: str, scenario: Mapping[str, object], *measures: tuple[str, str, str, float]
+) -> list[Target]:
+    """One target per (measure, key in the scenario's results, op, threshold)."""
+    found = []
+    for measure, key, op, threshold in measures:
+        value = scenario.get(key)
+        number = float(value) if isinstance(value, int | float) else None
+        found.append(Target(name, measure, number, op, threshold))
     return found
 
 

@@ -243,14 +243,20 @@ def test_two_loaders_at_once_load_each_row_once(postgres_url: str, store_root: P
     )
 
 
+def _loaded_then(url: str, root: Path, statement: str) -> ParquetStore:
+    """Bookings loaded into ``url``, then ``statement`` run there; the store."""
+    store = ParquetStore(root)
+    load_warehouse(url, store, tables=["bookings"])
+    with psycopg.connect(url) as conn:
+        conn.execute(statement)  # type: ignore[arg-type]
+    return store
+
+
 def test_a_column_missing_in_the_warehouse_is_added_and_filled_by_the_next_loads(
     postgres_url: str, store_root: Path
 ) -> None:
-    store = ParquetStore(store_root)
-    load_warehouse(postgres_url, store, tables=["bookings"])
     # A warehouse table created by a version whose schema had no `priority` column.
-    with psycopg.connect(postgres_url) as conn:
-        conn.execute("ALTER TABLE bookings DROP COLUMN priority")
+    store = _loaded_then(postgres_url, store_root, "ALTER TABLE bookings DROP COLUMN priority")
     day = around_today(3, 3)[0]
     _rewrite(store, "bookings", [day], keep=10_000)
 
@@ -269,10 +275,9 @@ def test_a_column_missing_in_the_warehouse_is_added_and_filled_by_the_next_loads
 def test_a_changed_column_type_is_refused_by_name_and_nothing_is_loaded(
     postgres_url: str, store_root: Path
 ) -> None:
-    store = ParquetStore(store_root)
-    load_warehouse(postgres_url, store, tables=["bookings"])
-    with psycopg.connect(postgres_url) as conn:
-        conn.execute("ALTER TABLE bookings ALTER COLUMN capacity TYPE text")
+    store = _loaded_then(
+        postgres_url, store_root, "ALTER TABLE bookings ALTER COLUMN capacity TYPE text"
+    )
     before = postgres_checksum(postgres_url, "bookings"), _loads(postgres_url)
     _rewrite(store, "bookings", around_today(3, 3)[:2], keep=1)
     with pytest.raises(SchemaChangeError, match=r"bookings\.capacity.*text.*integer") as caught:
