@@ -32,7 +32,7 @@ def test_the_warehouse_asset_loads_postgres_incrementally_with_metadata(
     url = postgres_url.replace("postgres@", f"postgres:{SECRET}@", 1)
     warehouse = WarehouseResource(root=str(tmp_path / "wh"), url=url)
     resources = {"jicoo": jicoo_resource(sandbox), "warehouse": warehouse}
-    today = tokyo_today()
+    today = tokyo_today(sandbox)
     extracted = dg.materialize(
         [bookings, booking_contacts], resources=resources, tags=range_tags(today, today)
     )

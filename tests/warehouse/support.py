@@ -33,8 +33,9 @@ def extract_days(sandbox: SandboxServer, root: Path, days: Sequence[dt.date]) ->
     extract_range(settings, list(TABLES), min(days), max(days), str(root), zone="Asia/Tokyo")
 
 
-def around_today(before: int, after: int) -> list[dt.date]:
-    today = tokyo_today()
+def around_today(sandbox: SandboxServer, before: int, after: int) -> list[dt.date]:
+    """Days around the sandbox clock's day in Tokyo (the day its data is spread around)."""
+    today = tokyo_today(sandbox)
     return [today + dt.timedelta(days=n) for n in range(-before, after + 1)]
 
 

@@ -46,7 +46,7 @@ SECRET = "pw-never-shown-4711"
 def extracted(sandbox: SandboxServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Seven days of day tables and today's snapshots, extracted once for the module."""
     root = tmp_path_factory.mktemp("extract") / "wh"
-    extract_days(sandbox, root, around_today(3, 3))
+    extract_days(sandbox, root, around_today(sandbox, 3, 3))
     return root
 
 
@@ -56,6 +56,11 @@ def store_root(extracted: Path, tmp_path: Path) -> Path:
     root = tmp_path / "wh"
     shutil.copytree(extracted, root)
     return root
+
+
+def _days(store: ParquetStore) -> list[dt.date]:
+    """The extracted days (seven, around the sandbox's day)."""
+    return store.list_partitions("bookings")
 
 
 def _assert_equal_to_parquet(url: str, store: ParquetStore, tables: list[str]) -> None:
@@ -109,7 +114,7 @@ def test_three_reextracted_days_replace_only_their_partitions(
     store = ParquetStore(store_root)
     load_warehouse(postgres_url, store)
     before = _loads(postgres_url)
-    days = around_today(3, 3)
+    days = _days(store)
     # Three consecutive days whose first has bookings (weekends may have none): a booking of
     # the first moves to the last; after the load it must be there once, gone from its old day.
     start = next(
@@ -208,7 +213,7 @@ def test_a_loader_killed_mid_merge_leaves_the_old_rows_and_the_next_load_complet
     store = ParquetStore(store_root)
     load_warehouse(postgres_url, store, tables=["bookings"])
     old = postgres_checksum(postgres_url, "bookings")
-    days = around_today(3, 3)[:3]
+    days = _days(store)[:3]
     _rewrite(store, "bookings", days, keep=1)
 
     with _loaders_held_in_their_merge(postgres_url, store_root, 1) as (_, (child,)):
@@ -232,7 +237,7 @@ def test_a_loader_killed_mid_merge_leaves_the_old_rows_and_the_next_load_complet
 def test_two_loaders_at_once_load_each_row_once(postgres_url: str, store_root: Path) -> None:
     store = ParquetStore(store_root)
     load_warehouse(postgres_url, store, tables=["bookings"])
-    _rewrite(store, "bookings", around_today(3, 3), keep=2)
+    _rewrite(store, "bookings", _days(store), keep=2)
     with _loaders_held_in_their_merge(postgres_url, store_root, 2) as (holder, children):
         holder.commit()
         outcomes = [child.communicate(timeout=WAIT_S) for child in children]
@@ -257,7 +262,7 @@ def test_a_column_missing_in_the_warehouse_is_added_and_filled_by_the_next_loads
 ) -> None:
     # A warehouse table created by a version whose schema had no `priority` column.
     store = _loaded_then(postgres_url, store_root, "ALTER TABLE bookings DROP COLUMN priority")
-    day = around_today(3, 3)[0]
+    day = _days(store)[0]
     _rewrite(store, "bookings", [day], keep=10_000)
 
     report = load_warehouse(postgres_url, store, tables=["bookings"])
@@ -279,7 +284,7 @@ def test_a_changed_column_type_is_refused_by_name_and_nothing_is_loaded(
         postgres_url, store_root, "ALTER TABLE bookings ALTER COLUMN capacity TYPE text"
     )
     before = postgres_checksum(postgres_url, "bookings"), _loads(postgres_url)
-    _rewrite(store, "bookings", around_today(3, 3)[:2], keep=1)
+    _rewrite(store, "bookings", _days(store)[:2], keep=1)
     with pytest.raises(SchemaChangeError, match=r"bookings\.capacity.*text.*integer") as caught:
         load_warehouse(postgres_url, store, tables=["bookings"])
     assert (caught.value.table, caught.value.column) == ("bookings", "capacity")
@@ -292,7 +297,7 @@ def test_an_unreadable_partition_fails_the_table_and_changes_nothing(
     store = ParquetStore(store_root)
     load_warehouse(postgres_url, store, tables=["bookings"])
     before = postgres_checksum(postgres_url, "bookings"), _loads(postgres_url)
-    first, second = around_today(3, 3)[3:5]
+    first, second = _days(store)[3:5]
     _rewrite(store, "bookings", [first, second], keep=1)
     good = Path(store.partition_path("bookings", second)).read_bytes()
     Path(store.partition_path("bookings", second)).write_bytes(b"PAR1 not really parquet")
