@@ -1,5 +1,7 @@
-"""The `jicoo` command: sandbox serve, extract, load, plan, apply, ledger. The only module that
-prints."""
+"""The `jicoo` command: sandbox serve, extract, load, plan, apply, ledger, webhook serve.
+
+The only module that prints.
+"""
 
 import argparse
 import csv
@@ -338,6 +340,57 @@ def _ledger(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    from jicoo_connector.webhooks import DEFAULT_EVENTS_DB, EVENTS_DB_ENV, SECRET_ENV
+
+    webhook = commands.add_parser("webhook", help="receive Jicoo booking webhooks")
+    webhook_commands = webhook.add_subparsers(dest="webhook_command", required=True)
+    serve = webhook_commands.add_parser(
+        "serve",
+        help="serve the webhook receiver until interrupted; prints its URL first",
+        description=(
+            "Verify, deduplicate and durably record Jicoo webhook deliveries (POST to any path). "
+            f"Secrets: {SECRET_ENV} (comma-separated during a rotation), never an argument."
+        ),
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8787, help="port; 0 picks a free one")
+    serve.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        help=f"SQLite event store (default ${EVENTS_DB_ENV} or {DEFAULT_EVENTS_DB})",
+    )
+    serve.add_argument(
+        "--max-body-bytes", type=int, default=None, help="larger bodies get 413 (256 KiB)"
+    )
+
+
+def _serve_webhooks(args: argparse.Namespace) -> int:
+    import logging
+
+    from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets, events_db_path
+    from jicoo_connector.webhooks.receiver import DEFAULT_MAX_BODY_BYTES, READY_LINE_PREFIX, serve
+
+    secrets = WebhookSecrets.from_env()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    db: Path = args.db or events_db_path()
+    with SQLiteEventStore(db) as store:
+
+        def announce(url: str) -> None:
+            print(f"{READY_LINE_PREFIX}{url} (events in {db})", flush=True)
+
+        serve(
+            store,
+            secrets,
+            host=args.host,
+            port=args.port,
+            on_ready=announce,
+            max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+        )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jicoo",
@@ -352,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_extract(commands)
     _add_load(commands)
     _add_apply(commands)
+    _add_webhook(commands)
     return parser
 
 
@@ -368,6 +422,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _apply(args)
         if args.command == "ledger":
             return _ledger(args)
+        if args.command == "webhook":
+            return _serve_webhooks(args)
     except KeyboardInterrupt:
         return EXIT_OK
     except JicooError as exc:
