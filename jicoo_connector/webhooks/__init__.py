@@ -12,6 +12,12 @@ from jicoo_connector.webhooks._events import (
     format_instant,
     parse_event,
 )
+from jicoo_connector.webhooks._refresh import (
+    RefreshPlan,
+    RefreshRange,
+    plan_refresh,
+    warehouse_days,
+)
 from jicoo_connector.webhooks._signature import (
     DEFAULT_TOLERANCE_S,
     SECRET_ENV,
@@ -38,6 +44,8 @@ __all__ = [
     "SECRET_ENV",
     "SIGNATURE_HEADER",
     "EventStore",
+    "RefreshPlan",
+    "RefreshRange",
     "SQLiteEventStore",
     "StoredEvent",
     "WebhookEvent",
@@ -45,5 +53,7 @@ __all__ = [
     "events_db_path",
     "format_instant",
     "parse_event",
+    "plan_refresh",
     "verify_signature",
+    "warehouse_days",
 ]
