@@ -55,12 +55,26 @@ def _add_sandbox(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     serve.add_argument(
         "--anchor-date", type=_date, default=None, help="day the data is spread around (today)"
     )
+    hooks = serve.add_argument_group("webhooks (signed events for every booking change)")
+    hooks.add_argument("--webhook-url", help="POST events here (at least once, retried)")
+    hooks.add_argument("--webhook-secret", help="the endpoint secret events are signed with")
+    hooks.add_argument(
+        "--webhook-duplicate", type=float, default=0.0, metavar="P", help="share sent twice"
+    )
+    hooks.add_argument(
+        "--webhook-reorder-ms", type=float, default=0.0, metavar="MS", help="random first delay"
+    )
+    hooks.add_argument("--churn", type=float, default=0.0, metavar="RATE", help="changes/s")
+    hooks.add_argument("--churn-limit", type=int, default=0, metavar="N", help="stop after N")
 
 
 def _serve_sandbox(args: argparse.Namespace) -> int:
     from jicoo_connector.sandbox.config import DEFAULT_SANDBOX_KEY, SandboxConfig
     from jicoo_connector.sandbox.server import serve
+    from jicoo_connector.sandbox.webhooks import WebhookOptions
 
+    if bool(args.webhook_url) != bool(args.webhook_secret):
+        raise SystemExit("jicoo sandbox serve: --webhook-url and --webhook-secret go together")
     faults: dict[str, object] = {}
     if args.faults is not None:
         loaded = json.loads(args.faults.read_text(encoding="utf-8"))
@@ -81,6 +95,17 @@ def _serve_sandbox(args: argparse.Namespace) -> int:
         anchor_date=args.anchor_date,
         faults=faults,
         journal_path=args.journal,
+        webhooks=WebhookOptions(
+            url=args.webhook_url,
+            secret=args.webhook_secret,
+            duplicate=args.webhook_duplicate,
+            reorder_ms=args.webhook_reorder_ms,
+            seed=args.seed,
+        )
+        if args.webhook_url
+        else None,
+        churn_rate=args.churn,
+        churn_limit=args.churn_limit,
     )
 
     def announce(base_url: str) -> None:
