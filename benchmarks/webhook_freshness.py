@@ -140,6 +140,7 @@ class _Child:
             list(args), stdout=subprocess.PIPE, stderr=self.log, text=True, env=env, cwd=ROOT,
             start_new_session=True,
         )  # fmt: skip
+        self._drain: threading.Thread | None = None
 
     def first_line(self, timeout_s: float) -> str:
         lines: list[str] = []
@@ -151,15 +152,23 @@ class _Child:
         if not lines or not lines[0]:
             raise RuntimeError(f"{self.process.args} did not announce itself (see {self.log.name})")
         # Keep draining stdout so the child never blocks on a full pipe.
-        threading.Thread(target=stdout.read, daemon=True).start()
+        self._drain = threading.Thread(target=stdout.read, daemon=True)
+        self._drain.start()
         return lines[0]
+
+    def _close(self) -> None:
+        if self._drain is not None:
+            self._drain.join(HTTP_TIMEOUT_S)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self.log.close()
 
     def kill(self) -> None:
         """SIGKILL, as a crash would: no shutdown code runs."""
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(HTTP_TIMEOUT_S)
-        self.log.close()
+        self._close()
 
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -170,7 +179,7 @@ class _Child:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(HTTP_TIMEOUT_S)
-        self.log.close()
+        self._close()
 
 
 def receiver_process(db: Path, env: dict[str, str], log: Path, port: int = 0) -> tuple[_Child, str]:
