@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # Dagster keeps its run storage here (ephemeral for demo/tests, never in the home folder).
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: dagster-home help setup demo dev test check lint typecheck test-unit test-slow test-dates bench bench-quick bench-warehouse sandbox clean
+.PHONY: dagster-home help setup demo dev test check lint typecheck test-unit test-slow test-dates bench bench-quick bench-warehouse bench-webhooks sandbox clean
 
 # No network here and no reason to phone home: telemetry off in the instance config.
 dagster-home:
@@ -79,9 +79,13 @@ bench-quick: setup ## Smoke benchmark run (under 2 minutes)
 bench-warehouse: setup ## Only the warehouse load: 500,000 bookings into PostgreSQL vs pandas to_sql
 	$(PY) benchmarks/run.py --only warehouse --out benchmarks/results/$$(date -u +%F)-warehouse.json
 
+bench-webhooks: setup ## Webhook freshness alone: 100 changes at 1/s, daemon running (~5 minutes)
+	$(PY) benchmarks/webhook_freshness.py
+
 sandbox: setup ## Serve the sandbox on 127.0.0.1:8765 until Ctrl-C
 	$(VENV)/bin/jicoo sandbox serve --host 127.0.0.1 --port 8765 --seed 7 --bookings 2000
 
 clean: ## Remove the environment, caches and generated data (keeps data/changesets/example.csv)
 	rm -rf $(VENV) .uv .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache $(DAGSTER_HOME)
 	rm -rf data/warehouse data/warehouse.duckdb data/ledger.sqlite* data/apply_log
+	rm -f data/webhook_events.sqlite*
