@@ -20,7 +20,7 @@ from assets.resources import (
     WarehouseResource,
 )
 from assets.warehouse import warehouse_tables
-from assets.webhook_sensor import booking_events_sensor
+from assets.webhook_sensor import booking_events_sensor, webhook_refresh_job
 from assets.writeback import (
     DEFAULT_APPLY_LOG_ROOT,
     WriteBackResource,
@@ -32,7 +32,7 @@ from jicoo_connector.settings import DEFAULT_BASE_URL
 
 defs = dg.Definitions(
     assets=[*extract_assets, warehouse_tables, apply_log],
-    jobs=[daily_tables_job, snapshots_job, apply_changeset_job],
+    jobs=[daily_tables_job, snapshots_job, apply_changeset_job, webhook_refresh_job],
     sensors=[changeset_inbox_sensor, booking_events_sensor],
     schedules=[jicoo_refresh_schedule, jicoo_sweep_schedule, jicoo_snapshots_schedule],
     resources={

@@ -2,7 +2,7 @@
 
 Each tick reads the events after its cursor, asks the library which days they make stale (the
 new start day, and the day the warehouse still has the booking on) and requests one
-jicoo_daily_tables run per range of consecutive days. A burst between ticks is one run; the
+jicoo_webhook_refresh run per range of consecutive days. A burst between ticks is one run; the
 cursor (the last event id handled) makes each event trigger exactly once.
 """
 
@@ -17,7 +17,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from assets.automation import daily_tables_job
+from assets.extract_assets import DAILY_TABLES, asset_key
 from assets.partitions import TIMEZONE, daily_partitions
 from assets.resources import WarehouseResource
 from jicoo_connector.webhooks import (
@@ -41,6 +41,17 @@ TRIGGER_TAG = "jicoo/trigger"
 EVENTS_TAG = "jicoo/webhook_events"
 EVENT_COUNT_TAG = "jicoo/webhook_event_count"
 EVENT_IDS_TAG = "jicoo/webhook_event_ids"
+
+
+# The daily tables again, in one process: a refresh of a few days costs less than the two step
+# processes the multiprocess executor would start (each imports Dagster and pandas again),
+# and that start-up is most of a webhook's time to the tables.
+webhook_refresh_job = dg.define_asset_job(
+    "jicoo_webhook_refresh",
+    selection=dg.AssetSelection.assets(*(asset_key(t) for t in DAILY_TABLES)),
+    executor_def=dg.in_process_executor,
+    description="Bookings and contacts for the days webhook events touched (one process).",
+)
 
 
 def _describe(events: Sequence[StoredEvent]) -> str:
@@ -70,7 +81,7 @@ def run_request(refresh: RefreshRange) -> dg.RunRequest:
 
 
 @dg.sensor(
-    job=daily_tables_job,
+    job=webhook_refresh_job,
     minimum_interval_seconds=WEBHOOK_INTERVAL_S,
     # Running by default: it spends no API request until the receiver has recorded events,
     # which only happens once someone points Jicoo's dashboard at a receiver.

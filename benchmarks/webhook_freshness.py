@@ -337,19 +337,37 @@ def shutil_which(tool: str) -> str:
 
 
 def wait_for(
-    moves: dict[int, tuple[Move, float]], root: Path, timeout_s: float
+    moves: dict[int, tuple[Move, float]], expected: int, root: Path, timeout_s: float
 ) -> dict[int, float]:
-    """Poll until each move's row shows its new start; seconds from its change, per move."""
+    """Poll until each of ``expected`` moves shows its new start; seconds from its change, per
+    move. ``moves`` may still be growing (the changes are made while this polls).
+
+    Each day's file is read again only when it was replaced (atomic rename: a new inode), so a
+    poll costs a stat per day, not a read per change.
+    """
     seen: dict[int, float] = {}
+    known: dict[dt.date, tuple[int, int]] = {}
+    starts: dict[dt.date, dict[str, str]] = {}
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for index, (move, changed_at) in list(moves.items()):
-            if index in seen:
-                continue
-            if row_started_at(root, move.new_day, move.uid) == move.new_start:
-                seen[index] = time.monotonic() - changed_at
-        if len(seen) == len(moves):
-            break
+    while len(seen) < expected and time.monotonic() < deadline:
+        pending = dict(moves)
+        for day in {move.new_day for move, _ in pending.values()}:
+            path = Path(ParquetStore(root).partition_path("bookings", day))
+            with contextlib.suppress(FileNotFoundError):
+                stat = path.stat()
+                if known.get(day) != (stat.st_ino, stat.st_mtime_ns):
+                    known[day] = (stat.st_ino, stat.st_mtime_ns)
+                    table = pq.read_table(path, columns=["uid", "started_at"])
+                    starts[day] = {
+                        uid: value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+                        for uid, value in zip(
+                            table["uid"].to_pylist(), table["started_at"].to_pylist(), strict=True
+                        )
+                    }
+        now = time.monotonic()
+        for index, (move, changed_at) in pending.items():
+            if index not in seen and starts.get(move.new_day, {}).get(move.uid) == move.new_start:
+                seen[index] = now - changed_at
         time.sleep(POLL_S)
     return seen
 
@@ -381,6 +399,15 @@ def run(changes: int, interval_s: int, keep: Path | None = None) -> dict[str, ob
         time.sleep(interval_s + 5)
         load_before = os.getloadavg()
         started: dict[int, tuple[Move, float]] = {}
+        seen: dict[int, float] = {}
+        # Detection runs while the changes are made: the first change's clock starts at once.
+        poller = threading.Thread(
+            target=lambda: seen.update(
+                wait_for(started, changes, stack.warehouse, changes + interval_s * 4 + 120)
+            ),
+            daemon=True,
+        )
+        poller.start()
         begin = time.monotonic()
         with stack.driver() as client:
             for index, move in enumerate(moves):
@@ -388,7 +415,7 @@ def run(changes: int, interval_s: int, keep: Path | None = None) -> dict[str, ob
                 reschedule(client, move)
                 started[index] = (move, time.monotonic())
         load_during = os.getloadavg()
-        seen = wait_for(started, stack.warehouse, timeout_s=interval_s * 4 + 120)
+        poller.join()
         load_after = os.getloadavg()
         runs = stack.wait_runs_done(timeout_s=interval_s * 4 + 300)
         connector_requests = stack.connector_requests()

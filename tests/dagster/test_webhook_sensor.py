@@ -8,9 +8,14 @@ import httpx
 import orjson
 import pytest
 
-from assets.automation import daily_tables_job
 from assets.extract_assets import extract_assets
-from assets.webhook_sensor import EVENT_COUNT_TAG, EVENT_IDS_TAG, EVENTS_TAG, booking_events_sensor
+from assets.webhook_sensor import (
+    EVENT_COUNT_TAG,
+    EVENT_IDS_TAG,
+    EVENTS_TAG,
+    booking_events_sensor,
+    webhook_refresh_job,
+)
 from benchmarks.webhook_freshness import find_moves, reschedule, row_started_at
 from jicoo_connector.extract import extract_range
 from jicoo_connector.sandbox.server import SandboxServer
@@ -88,7 +93,7 @@ def test_events_become_one_run_per_range_of_days_and_the_runs_move_the_row(
 
     job = dg.Definitions(
         assets=extract_assets,
-        jobs=[daily_tables_job],
+        jobs=[webhook_refresh_job],
         resources={"jicoo": jicoo_resource(sandbox), "warehouse": warehouse},
     ).resolve_job_def(booking_events_sensor.job_name)
     for request in requests:

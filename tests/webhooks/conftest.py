@@ -2,7 +2,7 @@
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,11 +19,13 @@ START_TIMEOUT_S = 10.0
 
 
 class Receiver:
-    def __init__(self, db: Path, secrets: str) -> None:
+    def __init__(
+        self, db: Path, secrets: str, clock: Callable[[], float] = lambda: NOW, port: int = 0
+    ) -> None:
         self.store = SQLiteEventStore(db)
-        app = create_app(self.store, WebhookSecrets.parse(secrets), clock=lambda: NOW)
+        app = create_app(self.store, WebhookSecrets.parse(secrets), clock=clock)
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning")
+            uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
