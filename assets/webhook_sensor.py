@@ -64,6 +64,17 @@ def _describe(events: Sequence[StoredEvent]) -> str:
     return json.dumps(listed)
 
 
+def _id_ranges(ids: Sequence[int]) -> str:
+    """``1-4,7,9-10``: every id, compact even for a backlog of thousands."""
+    spans: list[list[int]] = []
+    for event_id in sorted(ids):
+        if spans and event_id == spans[-1][1] + 1:
+            spans[-1][1] = event_id
+        else:
+            spans.append([event_id, event_id])
+    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in spans)
+
+
 def run_request(refresh: RefreshRange) -> dg.RunRequest:
     ids = [s.id for s in refresh.events]
     return dg.RunRequest(
@@ -74,7 +85,7 @@ def run_request(refresh: RefreshRange) -> dg.RunRequest:
             ASSET_PARTITION_RANGE_END_TAG: refresh.end.isoformat(),
             TRIGGER_TAG: "webhooks",
             EVENT_COUNT_TAG: str(len(ids)),
-            EVENT_IDS_TAG: ",".join(map(str, ids)),
+            EVENT_IDS_TAG: _id_ranges(ids),
             EVENTS_TAG: _describe(refresh.events),
         },
     )

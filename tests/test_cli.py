@@ -130,3 +130,13 @@ def test_extract_writes_partitions_and_counts(
 
 def test_extract_rejects_unknown_table(api_env: SandboxServer, tmp_path: Path) -> None:
     assert main(["extract", "--tables", "nope", "--out", str(tmp_path)]) == EXIT_UNUSABLE
+
+
+def test_webhook_serve_without_a_secret_says_which_variable_and_stores_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("JICOO_WEBHOOK_SECRET", " , ")
+    code = main(["webhook", "serve", "--port", "0", "--db", str(tmp_path / "events.sqlite")])
+    assert code == EXIT_UNUSABLE
+    assert "set JICOO_WEBHOOK_SECRET" in capsys.readouterr().err
+    assert not (tmp_path / "events.sqlite").exists()

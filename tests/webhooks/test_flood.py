@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 
 from assets.partitions import daily_partitions
-from assets.webhook_sensor import booking_events_sensor
+from assets.webhook_sensor import EVENT_IDS_TAG, booking_events_sensor
 from benchmarks.webhook_freshness import WEBHOOK_SECRET, receiver_process
 from jicoo_connector.extract import extract_range
 from jicoo_connector.sandbox.config import SandboxConfig
@@ -97,13 +97,30 @@ def test_flood_with_duplicates_reordering_and_two_receiver_kills(
         dg.build_sensor_context(resources={"warehouse": warehouse})
     )
     assert tick.cursor == str(recorded[-1].id)
-    requested = set()
+    requested: set[dt.date] = set()
+    tagged: set[int] = set()
     for request in tick.run_requests or []:
         start = dt.date.fromisoformat(request.tags["dagster/asset_partition_range_start"])
         end = dt.date.fromisoformat(request.tags["dagster/asset_partition_range_end"])
         requested |= {start + dt.timedelta(days=n) for n in range((end - start).days + 1)}
+        for span in request.tags[EVENT_IDS_TAG].split(","):
+            low, _, high = span.partition("-")
+            tagged |= set(range(int(low), int(high or low) + 1))
     first = dt.date.fromisoformat(daily_partitions.get_first_partition_key() or "")
     last = dt.date.fromisoformat(daily_partitions.get_last_partition_key() or "")
-    affected = {_day(e["body"]["object"]["startedAt"]) for e in events}
-    affected |= {before[e["booking_uid"]] for e in events if e["booking_uid"] in before}
-    assert requested == {day for day in affected if first <= day <= last}
+
+    def days_of(uid: str, started_at: object) -> set[dt.date]:
+        days = {_day(started_at)} | ({before[uid]} if uid in before else set())
+        return {day for day in days if first <= day <= last}
+
+    affected = set().union(
+        *(days_of(e["booking_uid"], e["body"]["object"]["startedAt"]) for e in events)
+    )
+    assert requested == affected
+    # Every event that touches a partition is listed by a run, and only those.
+    assert all(r.event.started_at is not None for r in recorded)
+    assert tagged == {
+        r.id
+        for r in recorded
+        if r.event.started_at and days_of(r.event.booking_uid, r.event.started_at.isoformat())
+    }
