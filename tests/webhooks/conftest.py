@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Route
 
 from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
 from jicoo_connector.webhooks.receiver import create_app
@@ -20,10 +22,22 @@ START_TIMEOUT_S = 10.0
 
 class Receiver:
     def __init__(
-        self, db: Path, secrets: str, clock: Callable[[], float] = lambda: NOW, port: int = 0
+        self,
+        db: Path,
+        secrets: str,
+        clock: Callable[[], float] = lambda: NOW,
+        port: int = 0,
+        *,
+        route: str | None = None,
     ) -> None:
         self.store = SQLiteEventStore(db)
-        app = create_app(self.store, WebhookSecrets.parse(secrets), clock=clock)
+        receiver = create_app(self.store, WebhookSecrets.parse(secrets), clock=clock)
+        # As the README shows it: the receiver as one route of the user's own app.
+        app = (
+            receiver
+            if route is None
+            else Starlette(routes=[Route(route, receiver, methods=["POST"])])
+        )
         self.server = uvicorn.Server(
             uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
         )
@@ -35,7 +49,7 @@ class Receiver:
                 raise RuntimeError("the receiver did not start")
             time.sleep(0.01)
         port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/jicoo/webhooks"
+        self.url = f"http://127.0.0.1:{port}{route or '/any/path'}"
 
     def rows(self) -> list[tuple[str, str, str]]:
         return [(s.event.event, s.event.booking_uid, s.event.created_at)

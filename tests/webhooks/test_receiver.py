@@ -2,6 +2,7 @@
 
 import json
 import logging
+from pathlib import Path
 
 import httpx
 import pytest
@@ -140,3 +141,14 @@ def test_verify_signature_names_the_reason_without_the_secret() -> None:
     assert SECRET not in str(stale.value)
     with pytest.raises(WebhookSignatureError, match="no v1 signature matches"):
         verify_signature(f"t={NOW},v1=é", body, secrets, now=NOW)
+
+
+def test_mounted_as_a_route_of_another_app_it_answers_on_that_path(tmp_path: Path) -> None:
+    inside = Receiver(tmp_path / "events.sqlite", SECRET, route="/jicoo/webhooks")
+    try:
+        body = event_body()
+        assert inside.url.endswith("/jicoo/webhooks")
+        assert post(inside, body, sign(SECRET, body, NOW)).status_code == 200
+        assert len(inside.rows()) == 1
+    finally:
+        inside.close()
