@@ -430,7 +430,7 @@ def run(changes: int, interval_s: int, keep: Path | None = None) -> dict[str, ob
         if freshness
         else None,
         "freshness_max_s": round(freshness[-1], 1) if freshness else None,
-        "runs": runs,
+        "dagster_runs": runs,
         "webhook_requests": connector_requests,
         "webhook_requests_per_change": round(connector_requests / changes, 1),
         "days_touched": len(days),
