@@ -270,7 +270,7 @@ class ChurnRunner:
         if roll < CHURN_CREATE_SHARE:
             uids = self.store.drift_insert(1, self._rng)
             return self._done("create", uids[0], "guest_booked")
-        now = int(time.time() * 1000)
+        now = self.store.now_ms()  # the sandbox clock: churn works on any injected day
         query = BookingQuery("open", now + CHURN_LEAD_MS, now + CHURN_HORIZON_MS)
         total, _ = self.store.list_bookings(query, offset=0, limit=0)
         if not total:

@@ -51,7 +51,7 @@ def test_events_become_one_run_per_range_of_days_and_the_runs_move_the_row(
     warehouse = warehouse_resource(tmp_path)
     client = httpx.Client(base_url=sandbox.base_url, headers={"X-Jicoo-Api-Key": sandbox.api_key})
     with client:
-        (move,) = find_moves(client, 1, tokyo_today() + dt.timedelta(days=2), 10)
+        (move,) = find_moves(client, 1, tokyo_today(sandbox) + dt.timedelta(days=2), 10)
         settings = Settings(
             api_key=ApiKey(sandbox.api_key), base_url=sandbox.base_url, rate_limit=TEST_RATE_LIMIT
         )
@@ -60,7 +60,7 @@ def test_events_become_one_run_per_range_of_days_and_the_runs_move_the_row(
         assert row_started_at(Path(warehouse.root), move.old_day, move.uid) is not None
         reschedule(client, move)
         booking = client.get(f"/v1/bookings/{move.uid}").json()["data"]
-    far = tokyo_today() + dt.timedelta(days=FAR_DAYS)
+    far = tokyo_today(sandbox) + dt.timedelta(days=FAR_DAYS)
     with SQLiteEventStore(tmp_path / "events.sqlite") as store:
         _record(store, event_payload("host_rescheduled", booking, None))
         _record(
