@@ -28,6 +28,7 @@ from assets.writeback import (
     apply_log,
     changeset_inbox_sensor,
 )
+from jicoo_connector.changes.ledger_backends import LEDGER_URL_ENV
 from jicoo_connector.settings import DEFAULT_BASE_URL
 
 defs = dg.Definitions(
@@ -49,6 +50,8 @@ defs = dg.Definitions(
         ),
         "writeback": WriteBackResource(
             ledger_path=os.environ.get("JICOO_LEDGER_PATH", DEFAULT_LEDGER_PATH),
+            # Through EnvVar: the URL may carry a password, which must not show in the UI.
+            ledger_url=dg.EnvVar(LEDGER_URL_ENV) if os.environ.get(LEDGER_URL_ENV) else None,
             apply_log_root=os.environ.get("JICOO_APPLY_LOG_ROOT", DEFAULT_APPLY_LOG_ROOT),
         ),
     },

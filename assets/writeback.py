@@ -20,6 +20,7 @@ from jicoo_connector.changes import (
     write_rejected_csv,
 )
 from jicoo_connector.changes.apply import APPLY_LOG_SCHEMA, DEFAULT_APPLY_CONCURRENCY
+from jicoo_connector.changes.ledger_backends import redact_location
 
 APPLY_LOG_KEY = dg.AssetKey(["jicoo", "apply_log"])
 # The op behind the asset: the key in run_config["ops"] for ApplyChangesetConfig.
@@ -29,9 +30,20 @@ DEFAULT_APPLY_LOG_ROOT = "data/apply_log"
 
 
 class WriteBackResource(dg.ConfigurableResource["WriteBackResource"]):
-    """Where write-back keeps its state: the SQLite ledger and the apply_log Parquet table."""
+    """Where write-back keeps its state: the ledger and the apply_log Parquet table."""
 
-    ledger_path: str = Field(default=DEFAULT_LEDGER_PATH, description="SQLite ledger file.")
+    ledger_path: str = Field(
+        default=DEFAULT_LEDGER_PATH, description="SQLite ledger file (the embedded default)."
+    )
+    ledger_url: str | None = Field(
+        default=None,
+        description="postgresql:// URL of a ledger shared by every worker; wins over "
+        "ledger_path. Pass dg.EnvVar('JICOO_LEDGER_URL') so a password never shows.",
+    )
+
+    def ledger_location(self) -> str:
+        return self.ledger_url or self.ledger_path
+
     apply_log_root: str = Field(
         default=DEFAULT_APPLY_LOG_ROOT,
         description="apply_log Parquet table root (one file per batch and run).",
@@ -110,7 +122,7 @@ def apply_log(
     report = apply_changeset(
         jicoo.settings(),
         parsed,
-        ledger_path=writeback.ledger_path,
+        ledger_location=writeback.ledger_location(),
         batch_id=batch_id,
         concurrency=config.concurrency,
     )
@@ -119,7 +131,7 @@ def apply_log(
     out = report.write_parquet(
         Path(writeback.apply_log_root) / f"batch={batch_id}" / f"run-{stamp}.parquet"
     )
-    with Ledger(writeback.ledger_path) as ledger:
+    with Ledger(writeback.ledger_location()) as ledger:
         ledger_counts = ledger.counts(batch_id)
     in_flight = sum(ledger_counts.get(state, 0) for state in IN_FLIGHT_STATES)
     checks = [
@@ -138,6 +150,7 @@ def apply_log(
             "dagster/uri": str(out),
             "dagster/column_schema": column_schema(APPLY_LOG_SCHEMA),
             "jicoo/batch_id": batch_id,
+            "jicoo/ledger": redact_location(writeback.ledger_location()),
             "jicoo/posts_sent": report.posts_sent,
             "jicoo/summary": dg.MetadataValue.md(f"```\n{report.summary()}\n```"),
             **{f"jicoo/state/{state}": n for state, n in report.counts.items()},

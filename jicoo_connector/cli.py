@@ -12,6 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from jicoo_connector.changes.ledger_backends import (
+    is_postgres_url,
+    redact_location,
+    resolve_ledger_location,
+)
 from jicoo_connector.errors import ChangeSetError, JicooError
 
 __all__ = ["main"]
@@ -249,7 +254,10 @@ def _load(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-DEFAULT_LEDGER = "data/ledger.sqlite"
+LEDGER_HELP = (
+    "ledger: an SQLite file or a postgresql:// URL "
+    "(default: $JICOO_LEDGER_URL, else data/ledger.sqlite)"
+)
 DEFAULT_APPLY_LOG_ROOT = "data/apply_log"
 # Final states a row may end in for `jicoo apply` to exit 0.
 SUCCESS_STATES = frozenset({"applied", "already_applied", "will_apply", "already_in_target"})
@@ -268,7 +276,7 @@ def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     apply.add_argument("file", type=Path, help="the change-set CSV")
     apply.add_argument("--dry-run", action="store_true", help="plan only; writes FILE.plan.json")
     apply.add_argument("--plan", type=Path, help="apply only if this plan still holds")
-    apply.add_argument("--ledger", type=Path, default=Path(DEFAULT_LEDGER), help="SQLite ledger")
+    apply.add_argument("--ledger", help=LEDGER_HELP)
     apply.add_argument("--concurrency", type=int, default=4, help="changes in flight at once")
     apply.add_argument("--batch-id", help="ledger batch id (default: the file name)")
     apply.add_argument("--encoding", help="file encoding, e.g. cp932 (default UTF-8)")
@@ -283,11 +291,11 @@ def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         "undo", help="write the inverse change set of a batch's applied reschedules"
     )
     undo.add_argument("batch", help="the batch id")
-    undo.add_argument("--ledger", type=Path, default=Path(DEFAULT_LEDGER), help="SQLite ledger")
+    undo.add_argument("--ledger", help=LEDGER_HELP)
     undo.add_argument("--out", type=Path, help="output CSV (default BATCH.undo.csv)")
     status = ledger_commands.add_parser("status", help="counts per state of a batch")
     status.add_argument("batch", help="the batch id")
-    status.add_argument("--ledger", type=Path, default=Path(DEFAULT_LEDGER), help="SQLite ledger")
+    status.add_argument("--ledger", help=LEDGER_HELP)
 
 
 def _apply(args: argparse.Namespace) -> int:
@@ -324,10 +332,11 @@ def _apply(args: argparse.Namespace) -> int:
         return EXIT_OK if ok and not parsed.rejected else EXIT_SOME_FAILED
     plan = Plan.read(args.plan) if args.plan else None
     batch_id = args.batch_id or path.stem
+    location = resolve_ledger_location(args.ledger)
     report = apply_changeset(
         settings,
         parsed,
-        ledger_path=args.ledger,
+        ledger_location=location,
         batch_id=batch_id,
         plan=plan,
         concurrency=args.concurrency,
@@ -335,7 +344,7 @@ def _apply(args: argparse.Namespace) -> int:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     log = report.write_parquet(Path(args.apply_log) / f"batch={batch_id}" / f"run-{stamp}.parquet")
     print(report.summary())
-    print(f"apply log: {log}; ledger: {args.ledger}")
+    print(f"apply log: {log}; ledger: {redact_location(location)}")
     ok = all(row.state in SUCCESS_STATES for row in report.rows)
     return EXIT_OK if ok and not parsed.rejected else EXIT_SOME_FAILED
 
@@ -343,14 +352,22 @@ def _apply(args: argparse.Namespace) -> int:
 def _ledger(args: argparse.Namespace) -> int:
     from jicoo_connector.changes import Ledger
 
-    if not args.ledger.exists():
-        print(f"jicoo ledger: no ledger at {args.ledger}", file=sys.stderr)
+    location = resolve_ledger_location(args.ledger)
+    if not is_postgres_url(location) and not Path(location).exists():
+        print(f"jicoo ledger: no ledger at {location}", file=sys.stderr)
         return EXIT_UNUSABLE
-    with Ledger(args.ledger) as ledger:
-        if ledger.batch_hash(args.batch) is None:
-            print(f"jicoo ledger: no batch {args.batch!r} in {args.ledger}", file=sys.stderr)
+    with Ledger(location) as ledger:
+        holder = ledger.batch_holder(args.batch)
+        if holder is None:
+            print(f"jicoo ledger: no batch {args.batch!r} in {ledger.where}", file=sys.stderr)
             return EXIT_UNUSABLE
         if args.ledger_command == "status":
+            print(
+                f"ledger {ledger.where} ({ledger.backend}, schema version {ledger.schema_version})"
+            )
+            epoch, by, since = holder
+            if by:
+                print(f"batch {args.batch}: taken {epoch} times, last by {by} at {since}")
             for state, count in sorted(ledger.counts(args.batch).items()):
                 print(f"{state:<16} {count:>6}")
             return EXIT_OK

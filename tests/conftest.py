@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -124,6 +125,19 @@ def postgres() -> Iterator[PostgresServer]:
 def postgres_url(postgres: PostgresServer) -> str:
     """A new, empty database on the session's server, for one test."""
     return postgres.create_database()
+
+
+LEDGER_BACKENDS = ("sqlite", "postgres")
+
+
+@pytest.fixture(params=LEDGER_BACKENDS)
+def ledger_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's write-back ledger lives, once per backend: an SQLite file, then a
+    fresh PostgreSQL database (``postgresql://`` URL)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "ledger.sqlite")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from jicoo_connector.changes.ledger import LEDGER_URL_ENV, SCHEMA_VERSION, is_postgres_url
 from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE, main
 from jicoo_connector.sandbox.server import SandboxServer
 from tests.writeback_data import HEADER, booking, build_csv, future_open_bookings
@@ -69,24 +70,38 @@ def test_apply_exit_codes_rejected_rows_and_rerun(
 
 
 def test_clean_batch_exits_0_and_undo_restores(
-    api_env: SandboxServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    api_env: SandboxServer,
+    tmp_path: Path,
+    ledger_location: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    ledger: list[str] = []
+    if is_postgres_url(ledger_location):
+        # The deployment's way: the URL in JICOO_LEDGER_URL, with a password that must never
+        # be printed (the test server trusts loopback, so any password is accepted).
+        monkeypatch.setenv(LEDGER_URL_ENV, ledger_location.replace("postgres@", "postgres:s3cret@"))
+    else:
+        ledger = ["--ledger", ledger_location]
     text, uids = build_csv(api_env, reschedules=1, cancels=0)
     original = booking(api_env, uids[0])
     changes = tmp_path / "move.csv"
     changes.write_text(text, encoding="utf-8")
-    ledger = tmp_path / "ledger.sqlite"
-    assert main(["apply", str(changes), "--ledger", str(ledger)]) == EXIT_OK
+    assert main(["apply", str(changes), *ledger]) == EXIT_OK
     assert booking(api_env, uids[0])["startedAt"] != original["startedAt"]
 
-    assert main(["ledger", "status", "move", "--ledger", str(ledger)]) == EXIT_OK
-    assert "applied" in capsys.readouterr().out
+    assert main(["ledger", "status", "move", *ledger]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert f"schema version {SCHEMA_VERSION}" in out
+    assert "applied               1" in out
+    assert "s3cret" not in out
     undo = tmp_path / "undo.csv"
-    assert main(["ledger", "undo", "move", "--ledger", str(ledger), "--out", str(undo)]) == EXIT_OK
+    assert main(["ledger", "undo", "move", *ledger, "--out", str(undo)]) == EXIT_OK
     rows = list(csv.DictReader(undo.read_text(encoding="utf-8").splitlines()))
     assert [r["booking_uid"] for r in rows] == uids
-    assert main(["apply", str(undo), "--ledger", str(ledger)]) == EXIT_OK
+    assert main(["apply", str(undo), *ledger]) == EXIT_OK
     assert booking(api_env, uids[0])["startedAt"] == original["startedAt"]
+    assert "s3cret" not in "".join(capsys.readouterr())
 
 
 def test_changed_file_under_same_batch_id_is_refused(

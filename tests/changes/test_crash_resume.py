@@ -3,7 +3,7 @@
 The sandbox journal is the oracle: per booking, exactly one POST that changed state. Kills
 happen at the named points of the applier (intent committed / answer received / outcome
 committed), while the server has applied a POST whose answer is still on the wire, and at
-random moments. Slow tier: `make test-slow` (CI runs it).
+random moments. Each test runs on both ledger backends. Slow tier: `make test-slow` (CI runs it).
 """
 
 import os
@@ -63,9 +63,9 @@ def _env(sandbox: SandboxServer, **extra: str) -> dict[str, str]:
     }
 
 
-def _child(sandbox: SandboxServer, csv_path: Path, ledger: Path) -> list[str]:
+def _child(sandbox: SandboxServer, csv_path: Path, ledger: str) -> list[str]:
     now = sandbox.config.clock().isoformat()
-    return [sys.executable, str(CHILD), str(csv_path), str(ledger), "batch", now]
+    return [sys.executable, str(CHILD), str(csv_path), ledger, "batch", now]
 
 
 def _run(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess[bytes]:
@@ -75,7 +75,7 @@ def _run(args: list[str], env: Mapping[str, str]) -> subprocess.CompletedProcess
 
 
 def _assert_exactly_once(
-    sandbox: SandboxServer, csv_path: Path, ledger: Path, uids: list[str]
+    sandbox: SandboxServer, csv_path: Path, ledger: str, uids: list[str]
 ) -> None:
     resumed = _run(_child(sandbox, csv_path, ledger), _env(sandbox))
     assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
@@ -85,9 +85,11 @@ def _assert_exactly_once(
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_named_kill_points_then_resume(sandbox: SandboxServer, tmp_path: Path) -> None:
+def test_named_kill_points_then_resume(
+    sandbox: SandboxServer, tmp_path: Path, ledger_location: str
+) -> None:
     csv_path, uids = _batch(sandbox, tmp_path)
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_location
     # Successive crashes deep into the batch, each resumed by the next run.
     for point in ("after_intent:3", "after_post:150", "after_outcome:400", "after_intent:200"):
         killed = _run(_child(sandbox, csv_path, ledger), _env(sandbox, **{KILL_ENV: point}))
@@ -98,10 +100,10 @@ def test_named_kill_points_then_resume(sandbox: SandboxServer, tmp_path: Path) -
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_kill_while_an_applied_posts_answer_is_on_the_wire(
-    sandbox: SandboxServer, tmp_path: Path
+    sandbox: SandboxServer, tmp_path: Path, ledger_location: str
 ) -> None:
     csv_path, uids = _batch(sandbox, tmp_path)
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_location
     sandbox.set_faults({"rules": [SLOW_ANSWER]})
     child = subprocess.Popen(_child(sandbox, csv_path, ledger), env=_env(sandbox))  # noqa: S603
     try:
@@ -119,9 +121,11 @@ def test_kill_while_an_applied_posts_answer_is_on_the_wire(
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_random_kills_then_resume(sandbox: SandboxServer, tmp_path: Path) -> None:
+def test_random_kills_then_resume(
+    sandbox: SandboxServer, tmp_path: Path, ledger_location: str
+) -> None:
     csv_path, uids = _batch(sandbox, tmp_path)
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_location
     rng = random.Random(20261125)
     finished = False
     for _ in range(RANDOM_KILLS):
