@@ -11,11 +11,16 @@ DEPLOY = Path(__file__).parents[2] / "deploy"
 API_POOL = "jicoo_api"
 
 
+def dagster_url(url: str) -> str:
+    """The instance's URL as deploy/dagster.yaml asks for it: SQLAlchemy's psycopg2 driver."""
+    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
 def test_the_deploy_instance_queues_runs_and_limits_the_api_pool(
     postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shutil.copy(DEPLOY / "dagster.yaml", tmp_path / "dagster.yaml")
-    monkeypatch.setenv("DAGSTER_POSTGRES_URL", postgres_url)
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", dagster_url(postgres_url))
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
