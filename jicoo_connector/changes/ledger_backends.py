@@ -287,10 +287,11 @@ class PostgresBackend:
             return None
 
         def unlock() -> None:
-            if self.conn.closed:
-                return  # the server dropped the lock with the session
-            with self._translated():
+            try:
                 self.conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            except self._errors as exc:
+                # The session is gone or going, and its locks with it; nothing to release.
+                logger.warning("ledger %s: unlock of batch %s: %s", self.where, batch_id, exc)
 
         return unlock
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from jicoo_connector.changes.changeset import ParsedChangeSet, parse_changeset
@@ -331,3 +332,28 @@ def test_a_postgres_ledger_without_psycopg_says_what_to_install(postgres_url: st
     assert "pip install 'jicoo-connector[postgres]'" in done.stdout
     assert "JICOO_LEDGER_URL points at PostgreSQL (postgresql://postgres@127.0.0.1:" in done.stdout
     assert "s3cret" not in done.stdout
+
+
+def test_a_postgres_applier_whose_session_ends_loses_the_batch_and_cannot_write(
+    postgres_url: str, parsed: ParsedChangeSet
+) -> None:
+    with Ledger(postgres_url) as first:
+        first.open_batch("b1", parsed.content_hash, parsed.changes)
+        stale = first.acquire("b1")
+        # The server ends the holder's session (a partition, an idle timeout, an admin).
+        backend_pid = first._backend.conn.info.backend_pid  # type: ignore[attr-defined]
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
+        with Ledger(postgres_url) as second:
+            fresh = _acquire_once_free(second, "b1")
+            assert fresh.epoch == stale.epoch + 1
+            with pytest.raises(LedgerError):
+                first.record_intent(stale, "r1", BOOKING)
+            # Woken up on a new connection with its old lease, it is still refused.
+            with Ledger(postgres_url) as revived, pytest.raises(StaleLeaseError):
+                revived.record_outcome(stale, "r1", ChangeState.APPLIED, http_status=200)
+            second.record_outcome(fresh, "r1", ChangeState.FAILED, http_status=422)
+    with Ledger(postgres_url) as check:
+        entry = check.entry("b1", "r1")
+        assert entry is not None
+        assert (entry.state, entry.attempts) == (ChangeState.FAILED, 0)
