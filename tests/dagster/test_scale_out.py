@@ -31,12 +31,12 @@ import pytest
 from dagster._core.events import DagsterEventType
 from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.storage.dagster_run import DagsterRunStatus
-from moto.server import ThreadedMotoServer
 
 from jicoo_connector.changes.changeset import parse_changeset
 from jicoo_connector.sandbox.server import SandboxServer
 from tests.dagster.test_deploy_config import dagster_url
 from tests.postgres_server import PostgresServer
+from tests.s3_server import moto_s3
 from tests.writeback_data import assert_server_matches, build_csv, effective_posts
 
 REPO = Path(__file__).parents[2]
@@ -61,22 +61,8 @@ POLL_S = 1.0
 
 @pytest.fixture
 def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        fs = pafs.S3FileSystem(
-            endpoint_override=f"{host}:{port}",
-            scheme="http",
-            access_key="testing",
-            secret_key="testing",
-            region="us-east-1",
-            allow_bucket_creation=True,
-        )
-        fs.create_dir(BUCKET)
-        yield f"{host}:{port}"
-    finally:
-        server.stop()
+    with moto_s3(BUCKET) as (endpoint, _):
+        yield endpoint
 
 
 def _days() -> list[dt.date]:
