@@ -109,7 +109,8 @@ def _wave(
         scratch.mkdir(parents=True)
         (scratch / "batch.csv").write_text(csv_text, encoding="utf-8")
         api = (sandbox.api_key, sandbox.base_url)
-        process = ctx.Process(target=worker, args=(str(scratch), url, batch_id, api, start_at))
+        now = sandbox.config.clock().isoformat()
+        process = ctx.Process(target=worker, args=(str(scratch), url, batch_id, api, now, start_at))
         process.start()
         workers.append((process, scratch))
     if kill_after is not None:
@@ -172,6 +173,7 @@ def test_two_workers_one_batch_twenty_rounds_with_kills(
             once = Counter(dict.fromkeys(uids, 1))
             assert Counter(str(e["booking_uid"]) for e in posts) == once, f"round {number}"
             assert all(e["changed"] for e in posts), f"round {number}"
-            assert_server_matches(sandbox, parse_changeset(text.encode()), postgres_url, batch_id)
+            parsed = parse_changeset(text.encode(), now=sandbox.config.clock())
+            assert_server_matches(sandbox, parsed, postgres_url, batch_id)
     assert kills >= ROUNDS // 4, "the seed scheduled too few kills to mean anything"
     assert refusals >= ROUNDS // 2, "the workers hardly ever raced"

@@ -157,12 +157,14 @@ def _wait_for_runs(instance: dg.DagsterInstance, daemon: subprocess.Popen[bytes]
 # Dagster's own backfill code calls its deprecated AssetSelection.sources (1.13).
 @pytest.mark.filterwarnings("ignore:Function `AssetSelection.sources`:DeprecationWarning")
 def test_the_deploy_configuration_runs_backfill_and_write_back_across_processes(
-    sandbox: SandboxServer,
+    system_sandbox: SandboxServer,
     postgres: PostgresServer,
     s3_endpoint: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The runs decide "in the past" and "today" by the system clock: a sandbox on it.
+    sandbox = system_sandbox
     instance_url = postgres.create_database("dagster")
     ledger_url = postgres.create_database("ledger")
     home = tmp_path / "dagster_home"
@@ -244,8 +246,9 @@ def test_the_deploy_configuration_runs_backfill_and_write_back_across_processes(
         metadata = apply_event.asset_materialization.metadata
         assert metadata["jicoo/posts_sent"] == dg.IntMetadataValue(len(uids))
     assert effective_posts(sandbox) == Counter(dict.fromkeys(uids, 1))
-    batch = f"moves-{parse_changeset(text.encode()).content_hash[:12]}"
-    assert_server_matches(sandbox, parse_changeset(text.encode()), ledger_url, batch)
+    parsed = parse_changeset(text.encode(), now=sandbox.config.clock())
+    batch = f"moves-{parsed.content_hash[:12]}"
+    assert_server_matches(sandbox, parsed, ledger_url, batch)
 
     # Run and asset records are in the instance's PostgreSQL database itself.
     with psycopg.connect(instance_url) as conn:
