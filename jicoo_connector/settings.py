@@ -18,6 +18,7 @@ __all__ = [
     "DEFAULT_RATE_LIMIT",
     "DEFAULT_READ_TIMEOUT",
     "DEFAULT_REQUEST_DEADLINE",
+    "TLS_TRUST_CHOICES",
     "ApiKey",
     "Settings",
 ]
@@ -34,6 +35,9 @@ DEFAULT_RATE_LIMIT = 10.0
 DEFAULT_BURST = 20
 DEFAULT_PAGE_CONCURRENCY = 16
 DEFAULT_PER_PAGE = 100
+# Whom TLS trusts: certifi's bundle (the default, as httpx and pip ship it) or the operating
+# system's store (where companies install the CA of their TLS-inspecting proxy).
+TLS_TRUST_CHOICES = ("certifi", "system")
 
 
 class ApiKey:
@@ -93,6 +97,11 @@ class Settings:
     page_concurrency: int = DEFAULT_PAGE_CONCURRENCY
     per_page: int = DEFAULT_PER_PAGE
     user_agent: str = field(default="jicoo-connector/0.1")
+    # None: HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY decide. Out of repr: it may carry a
+    # password.
+    proxy_url: str | None = field(default=None, repr=False)
+    ca_bundle: str | None = None  # a PEM file of CAs to trust instead of certifi's
+    tls_trust: str = "certifi"
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -113,20 +122,41 @@ class Settings:
             raise ConfigError("page_concurrency must be >= 1 and max_retries >= 0")
         if min(self.connect_timeout, self.read_timeout, self.request_deadline) <= 0:
             raise ConfigError("timeouts and the request deadline must be > 0")
+        if self.tls_trust not in TLS_TRUST_CHOICES:
+            raise ConfigError(
+                f"tls_trust must be one of {TLS_TRUST_CHOICES}, not {self.tls_trust!r}"
+            )
+        if self.ca_bundle is not None and self.tls_trust != "certifi":
+            raise ConfigError("set either a CA bundle or tls_trust='system', not both")
+        if self.proxy_url is not None:
+            proxy = urlsplit(self.proxy_url)
+            if proxy.scheme not in ("http", "https") or not proxy.hostname:
+                # The URL itself is not quoted: it may carry a password.
+                raise ConfigError(
+                    "the proxy URL must be http://[user:password@]host:port (or https://)"
+                )
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
         """Read ``JICOO_API_KEY`` (required) and ``JICOO_BASE_URL``, ``JICOO_RATE_LIMIT``,
-        ``JICOO_BURST`` (optional); keyword overrides win."""
+        ``JICOO_BURST``, ``JICOO_REQUEST_DEADLINE``, ``JICOO_PROXY_URL``, ``JICOO_CA_BUNDLE``,
+        ``JICOO_TLS_TRUST`` (optional); keyword overrides win."""
         secret = os.environ.get("JICOO_API_KEY")
         if not secret:
             raise ConfigError("JICOO_API_KEY is not set")
         values: dict[str, object] = {"api_key": ApiKey(secret)}
-        if base := os.environ.get("JICOO_BASE_URL"):
-            values["base_url"] = base
+        for env, name in (
+            ("JICOO_BASE_URL", "base_url"),
+            ("JICOO_PROXY_URL", "proxy_url"),
+            ("JICOO_CA_BUNDLE", "ca_bundle"),
+            ("JICOO_TLS_TRUST", "tls_trust"),
+        ):
+            if text := os.environ.get(env):
+                values[name] = text
         for env, name, kind in (
             ("JICOO_RATE_LIMIT", "rate_limit", float),
             ("JICOO_BURST", "burst", int),
+            ("JICOO_REQUEST_DEADLINE", "request_deadline", float),
         ):
             if raw := os.environ.get(env):
                 try:

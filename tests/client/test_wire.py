@@ -1,11 +1,11 @@
-"""The client's own HTTP/1.1 (client/_wire.py) against raw servers on 127.0.0.1.
+"""The client's HTTP (httpx under HttpCore) against raw servers on 127.0.0.1: regression tests
+kept from the hand-written layer it replaced, which must hold on httpx too.
 
 Each test scripts a real socket server byte by byte (keep-alive, closes, chunked, gzip,
 silence, garbage); the server's count of connections and requests is the oracle.
 """
 
 import asyncio
-import datetime as dt
 import gzip
 import socket
 import socketserver
@@ -19,13 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-import certifi
-import httpx
 import pytest
+import trustme
 
 from jicoo_connector.client import AsyncJicooClient, RateLimiter
 from jicoo_connector.client._http import POOL_HEADROOM
-from jicoo_connector.client._wire import ConnectionPool
 from jicoo_connector.errors import InDoubtError, ProtocolError, TransportError
 from jicoo_connector.settings import ApiKey, Settings
 from tests.conftest import CaptureServer
@@ -353,32 +351,6 @@ def test_request_line_and_headers(capture_server: CaptureServer) -> None:
     assert (post["content-type"], post["content-length"]) == ("application/json", str(len(sent)))
 
 
-def test_query_is_encoded_exactly_as_httpx_did(capture_server: CaptureServer) -> None:
-    params: dict[str, str | int] = {
-        "startedAt": "2024-03-01T00:00:00.000+09:00",
-        "q": "a b/c&d=e?f#g~",
-        "name": "日本",
-        "page": 2,
-    }
-
-    async def main() -> None:
-        pool = ConnectionPool(
-            capture_server.base_url,
-            headers={},
-            max_connections=1,
-            connect_timeout=5.0,
-            read_timeout=5.0,
-            write_timeout=5.0,
-        )
-        await pool.request("GET", "/v1/bookings", params=params, cap_for=lambda status: 1000)
-        await pool.aclose()
-
-    asyncio.run(main())
-    expected = httpx.Request("GET", f"{capture_server.base_url}/v1/bookings", params=params)
-    assert capture_server.paths == [expected.url.raw_path.decode()]
-    assert "%2B09%3A00" in capture_server.paths[0]
-
-
 # -- framing and decoding ------------------------------------------------------------------------
 
 
@@ -481,7 +453,7 @@ def test_an_undecodable_error_body_still_counts_as_its_status(
         return booking["uid"], client.report.retries, client.report.server_errors
 
     assert run(server.base_url, get, max_retries=1) == ("b1", 1, 1)
-    assert server.connections == 2  # the unread body ended the first connection
+    assert len(server.heads) == 2
 
 
 def gzip_bomb(inflated: int) -> bytes:
@@ -532,10 +504,14 @@ def test_a_trickle_resets_the_read_timeout(serve: Callable[..., WireServer]) -> 
 @pytest.mark.parametrize(
     ("reply", "message"),
     [
-        (b"HTTP/1.1 2x0 OK\r\n\r\n", "malformed response head"),
+        (b"HTTP/1.1 2x0 OK\r\n\r\n", "bad answer head"),
         (b"HTTP/1.1 200 OK\r\nContent-Len", "dropped before an answer"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "Transfer-Encoding"),
-        (b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 70_000, "head too large"),
+        # Over httpcore's 100 KiB bound for a head still arriving, in pieces.
+        (
+            b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 50_000 + b"\r\nX-Pad: " + b"a" * 60_000,
+            "too long",
+        ),
     ],
     ids=["malformed", "cut-head", "transfer-coding", "huge-head"],
 )
@@ -606,73 +582,13 @@ class Certificates:
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     """A throwaway CA and a leaf certificate for ``localhost`` only."""
-    x509 = pytest.importorskip("cryptography.x509")
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.UTC)
-
-    def build(
-        subject: str,
-        key: ec.EllipticCurvePrivateKey,
-        issuer: str,
-        signer: ec.EllipticCurvePrivateKey,
-        *,
-        ca: bool,
-    ) -> object:
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
-                critical=False,
-            )
-        )
-        if ca:
-            builder = builder.add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-        else:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
-            ).add_extension(
-                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
-        return builder.sign(signer, hashes.SHA256())
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = build("wire test CA", ca_key, "wire test CA", ca_key, ca=True)
-    leaf = build("localhost", leaf_key, "wire test CA", ca_key, ca=False)
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost")
     folder = tmp_path_factory.mktemp("tls")
-    pem = serialization.Encoding.PEM
     paths = Certificates(folder / "ca.pem", folder / "chain.pem", folder / "key.pem")
-    paths.ca.write_bytes(ca_cert.public_bytes(pem))  # type: ignore[attr-defined]
-    paths.chain.write_bytes(leaf.public_bytes(pem))  # type: ignore[attr-defined]
-    paths.key.write_bytes(
-        leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    ca.cert_pem.write_to_path(str(paths.ca))
+    leaf.cert_chain_pems[0].write_to_path(str(paths.chain))
+    leaf.private_key_pem.write_to_path(str(paths.key))
     return paths
 
 
@@ -688,16 +604,13 @@ def tls_server_context(certificates: Certificates, names: list[str | None]) -> s
 
 
 def test_tls_is_verified_with_sni_and_keeps_the_connection(
-    serve: Callable[..., WireServer],
-    certificates: Certificates,
-    monkeypatch: pytest.MonkeyPatch,
+    serve: Callable[..., WireServer], certificates: Certificates
 ) -> None:
-    # The one thing a test must bring: a trust store that holds its own CA.
-    monkeypatch.setattr(certifi, "where", lambda: str(certificates.ca))
     names: list[str | None] = []
     server = serve(always(response()), tls=tls_server_context(certificates, names))
     base_url = f"https://localhost:{server.port}"
-    assert run(base_url, lambda client: bookings(client, 3)) == ["b1"] * 3
+    found = run(base_url, lambda client: bookings(client, 3), ca_bundle=str(certificates.ca))
+    assert found == ["b1"] * 3
     assert server.connections == 1
     assert names == ["localhost"]
     assert b"\r\nHost: localhost:" in server.heads[0]
@@ -707,13 +620,12 @@ def test_tls_is_verified_with_sni_and_keeps_the_connection(
 def test_a_certificate_that_fails_verification_is_a_connect_failure(
     serve: Callable[..., WireServer],
     certificates: Certificates,
-    monkeypatch: pytest.MonkeyPatch,
     trusted: bool,
 ) -> None:
-    if trusted:  # the CA is trusted, but the certificate names localhost, not 127.0.0.1
-        monkeypatch.setattr(certifi, "where", lambda: str(certificates.ca))
+    # Trusted or not, the certificate names localhost, not 127.0.0.1.
+    trust = {"ca_bundle": str(certificates.ca)} if trusted else {}
     server = serve(always(response(CANCELLED)), tls=tls_server_context(certificates, []))
     with pytest.raises(TransportError, match="could not connect") as caught:
-        run(server.base_url, lambda client: client.cancel_booking("b1"), max_retries=1)
+        run(server.base_url, lambda client: client.cancel_booking("b1"), max_retries=1, **trust)
     assert not isinstance(caught.value, InDoubtError)  # never sent: resending was safe
     assert server.heads == []
