@@ -6,7 +6,9 @@ silence, garbage); the server's count of connections and requests is the oracle.
 """
 
 import asyncio
+import contextlib
 import gzip
+import itertools
 import socket
 import socketserver
 import ssl
@@ -14,7 +16,7 @@ import threading
 import time
 import tracemalloc
 import zlib
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -22,8 +24,9 @@ from typing import TypeVar
 import pytest
 import trustme
 
-from jicoo_connector.client import AsyncJicooClient, RateLimiter
-from jicoo_connector.client._http import POOL_HEADROOM
+from jicoo_connector.client import AsyncJicooClient, RateLimiter, _http
+from jicoo_connector.client._http import POOL_HEADROOM, HttpCore
+from jicoo_connector.client._report import FetchReport
 from jicoo_connector.errors import InDoubtError, ProtocolError, TransportError
 from jicoo_connector.settings import ApiKey, Settings
 from tests.conftest import CaptureServer
@@ -42,7 +45,7 @@ class Answer:
     the connection, ``close`` it, ``hold`` it open without answering more, or ``idle_close``
     it when no next request came within ``pause_s``."""
 
-    pieces: list[bytes] = field(default_factory=list)
+    pieces: Iterable[bytes] = field(default_factory=list)
     then: str = "keep"
     pause_s: float = 0.0
 
@@ -629,3 +632,188 @@ def test_a_certificate_that_fails_verification_is_a_connect_failure(
         run(server.base_url, lambda client: client.cancel_booking("b1"), max_retries=1, **trust)
     assert not isinstance(caught.value, InDoubtError)  # never sent: resending was safe
     assert server.heads == []
+
+
+# -- the hand-written layer's flaws (issue 13), each against a hostile server ---------------------
+
+
+def test_an_endless_trailer_section_is_cut_off_with_memory_bounded(
+    serve: Callable[..., WireServer],
+) -> None:
+    trailer = b"X-Trailer: " + b"t" * 1000 + b"\r\n"
+    start = [*chunked(BOOKING, 100)[:-1], b"0\r\n"]
+    server = serve(lambda index, head: Answer(itertools.chain(start, itertools.repeat(trailer))))
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ProtocolError, match="body cut short"):
+            run(server.base_url, lambda client: client.get_booking("b1"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - started < 3.0
+    assert peak < 4 * 1024 * 1024
+
+
+def test_a_retry_after_in_a_trailer_is_not_obeyed(serve: Callable[..., WireServer]) -> None:
+    """Trailers are no headers: a 503 whose only Retry-After comes after the body is retried
+    on the backoff (at most 0.5 s for a first retry), not after the 60 s it asks for."""
+    head = b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n"
+    body = b'{"errors": {"message": "busy"}}'
+    late = [head, f"{len(body):x}\r\n".encode() + body + b"\r\n", b"0\r\nRetry-After: 60\r\n\r\n"]
+    server = serve(lambda index, head: Answer(late if index == 0 else [response()]))
+
+    async def get(client: AsyncJicooClient) -> tuple[object, int]:
+        booking = await client.get_booking("b1")
+        return booking["uid"], client.report.retries
+
+    started = time.monotonic()
+    assert run(server.base_url, get, max_retries=1) == ("b1", 1)
+    assert time.monotonic() - started < 5.0
+
+
+def test_a_stray_second_response_is_not_taken_for_the_next_answer(
+    serve: Callable[..., WireServer],
+) -> None:
+    stray = response(b'{"data": {"uid": "stray", "status": "open"}}', headers=("Retry-After: 9",))
+
+    def answer(index: int, head: bytes) -> Answer:
+        # A moment apart: bytes that arrive in the same read as the answer stay in h11's
+        # buffer, where httpcore does not look: it checks only whether the socket is readable.
+        return Answer([response(), stray] if index == 0 else [response()], pause_s=0.05)
+
+    server = serve(answer)
+    assert run(server.base_url, lambda client: bookings(client, 2, pause_s=0.1)) == ["b1"] * 2
+    assert server.connections == 2  # the connection with unasked-for bytes was dropped
+
+
+def test_a_100_kb_head_in_one_piece_is_refused(serve: Callable[..., WireServer]) -> None:
+    server = serve(always(response(headers=("X-Pad: " + "a" * 100_000,))))
+    with pytest.raises(ProtocolError, match="answer head larger than 65536 bytes"):
+        run(server.base_url, lambda client: client.get_booking("b1"), max_retries=2)
+    assert len(server.heads) == 1  # the same answer would come again: not retried
+
+
+def test_an_idle_connection_is_not_reused_after_a_silent_drop(
+    serve: Callable[..., WireServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The network forgets the connection without a FIN (a NAT timeout): the server holds the
+    socket and answers nothing more on it. The cancel after the idle spell must go out on a
+    fresh connection, once, and succeed, not wait on the dead one and end in doubt."""
+    monkeypatch.setattr(_http, "KEEPALIVE_EXPIRY", 0.3)
+
+    def answer(index: int, head: bytes) -> Answer:
+        if head.startswith(b"GET"):
+            return Answer([response()], "hold")
+        return Answer([response(CANCELLED)])
+
+    server = serve(answer)
+
+    async def read_then_cancel(client: AsyncJicooClient) -> tuple[object, int]:
+        await client.get_booking("b1")
+        await asyncio.sleep(0.5)
+        cancelled = await client.cancel_booking("b1", reason="moved")
+        return cancelled["status"], client.report.retries
+
+    assert run(server.base_url, read_then_cancel, read_timeout=2.0) == ("cancel", 0)
+    assert [head.split(b" ")[0] for head in server.heads] == [b"GET", b"POST"]
+    assert server.connections == 2
+
+
+@contextlib.contextmanager
+def blackhole(family: socket.AddressFamily, host: str, port: int) -> Iterator[None]:
+    """A listening socket whose accept queue is full: the kernel drops further SYNs, so a
+    connect there hangs as it does to an unreachable address."""
+    with socket.socket(family) as listener, socket.socket(family) as filler:
+        listener.bind((host, port))
+        listener.listen(0)
+        filler.connect((host, port))  # fills the queue; nothing ever accepts it
+        yield
+
+
+def test_an_unreachable_first_address_falls_through_to_the_next(
+    serve: Callable[..., WireServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``localhost`` resolving to ::1 first (blackholed) and 127.0.0.1 (serving), as on many
+    hosts. Loopback has no DNS of its own to say so, so the resolver's answer is given."""
+    server = serve(always(response()))
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolve(host: object, port: object, *args: object, **kwargs: object) -> list[object]:
+        if host != "localhost":
+            return real_getaddrinfo(host, port, *args, **kwargs)  # type: ignore[arg-type]
+        stream, tcp = socket.SOCK_STREAM, socket.IPPROTO_TCP
+        return [
+            (socket.AF_INET6, stream, tcp, "", ("::1", server.port, 0, 0)),
+            (socket.AF_INET, stream, tcp, "", ("127.0.0.1", server.port)),
+        ]
+
+    with blackhole(socket.AF_INET6, "::1", server.port):
+        monkeypatch.setattr(socket, "getaddrinfo", resolve)
+        started = time.monotonic()
+        found = run(
+            f"http://localhost:{server.port}",
+            lambda client: client.get_booking("b1"),
+            connect_timeout=5.0,
+        )
+        elapsed = time.monotonic() - started
+    assert found["uid"] == "b1"
+    assert elapsed < 2.5  # the next address was tried long before the connect timeout
+    assert server.connections == 1
+
+
+def test_cr_lf_in_an_id_cannot_add_a_header_or_a_request(capture_server: CaptureServer) -> None:
+    async def get(client: AsyncJicooClient) -> None:
+        with pytest.raises(ProtocolError):  # the capture server answers data: null
+            await client.get_booking("b1\r\nX-Injected: 1\r\n\r\nGET /evil HTTP/1.1")
+
+    run(capture_server.base_url, get)
+    assert capture_server.paths == [
+        "/v1/bookings/b1%0D%0AX-Injected%3A%201%0D%0A%0D%0AGET%20%2Fevil%20HTTP%2F1.1"
+    ]
+    assert "x-injected" not in capture_server.requests[0]
+
+
+@pytest.mark.parametrize(
+    ("method", "endpoint"),
+    [
+        ("GET /evil HTTP/1.1\r\nX-Injected: 1\r\n\r\nGET", "/v1/bookings"),
+        ("GET", "/v1/bookings\r\nX-Injected: 1"),
+    ],
+    ids=["method", "path"],
+)
+def test_cr_lf_reaching_the_http_layer_is_never_sent_raw(
+    capture_server: CaptureServer, method: str, endpoint: str
+) -> None:
+    settings = Settings(api_key=ApiKey(KEY), base_url=capture_server.base_url, max_retries=0)
+
+    async def send() -> None:
+        core = HttpCore(settings, limiter=RateLimiter(UNTHROTTLED, 100))
+        try:
+            with contextlib.suppress(ProtocolError):
+                await core.request(method, endpoint, report=FetchReport())
+        finally:
+            await core.aclose()
+
+    asyncio.run(send())
+    assert len(capture_server.paths) <= 1
+    assert all("\r" not in path and "\n" not in path for path in capture_server.paths)
+    assert all("x-injected" not in request for request in capture_server.requests)
+
+
+def test_a_head_answer_is_not_waited_on_for_a_body(serve: Callable[..., WireServer]) -> None:
+    """HEAD answers carry the GET's Content-Length and no body."""
+    server = serve(always(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n"))
+    settings = Settings(api_key=ApiKey(KEY), base_url=server.base_url, read_timeout=5.0)
+
+    async def head() -> None:
+        core = HttpCore(settings, limiter=RateLimiter(UNTHROTTLED, 100))
+        try:
+            with pytest.raises(ProtocolError, match="invalid JSON"):
+                await core.request("HEAD", "/v1/bookings/b1", report=FetchReport())
+        finally:
+            await core.aclose()
+
+    started = time.monotonic()
+    asyncio.run(head())
+    assert time.monotonic() - started < 2.0
