@@ -15,6 +15,7 @@ import pytest
 import trustme
 import uvicorn
 
+from jicoo_connector.cli import build_parser
 from jicoo_connector.cli import main as cli_main
 from jicoo_connector.client import AsyncJicooClient, RateLimiter
 from jicoo_connector.client._network import bypassed, proxy_for
@@ -320,3 +321,16 @@ def test_proxy_variables_are_read_as_curl_and_pip_read_them(
     with pytest.raises(ConfigError) as bad:
         Settings(api_key=ApiKey(KEY), proxy_url="ftp://user:hidden@x")
     assert "hidden" not in str(bad.value)
+
+
+def test_the_cli_help_names_every_network_setting() -> None:
+    text = " ".join(build_parser().format_help().split())
+    for name in (
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "JICOO_PROXY_URL",
+        "JICOO_CA_BUNDLE",
+        "JICOO_TLS_TRUST=system",
+        "JICOO_REQUEST_DEADLINE",
+    ):
+        assert name in text
