@@ -1,7 +1,7 @@
 """The one place that calls HTTP: one pooled ``httpx.AsyncClient`` (HTTP/1.1, no redirects,
-verified TLS, the proxy and trust of ``_network``), a total deadline, bodies read raw and
-inflated under a byte cap, JSON parsing and mapping of answers to errors, all behind a retry
-loop.
+verified TLS, the proxy and trust of ``_network``, its pool in shards: ``_transport``), a total
+deadline, bodies read raw and inflated under a byte cap, JSON parsing and mapping of answers to
+errors, all behind a retry loop.
 
 Never logs a body, a header or the key; errors carry the status, method, path and the
 ``errors`` member of error bodies only.
@@ -29,6 +29,7 @@ from jicoo_connector.client._retry import (
     decide,
     parse_retry_after,
 )
+from jicoo_connector.client._transport import ShardedTransport
 from jicoo_connector.errors import (
     APIStatusError,
     AuthenticationError,
@@ -220,18 +221,14 @@ class HttpCore:
                 # _in_flight keeps requests within the pool: a wait for a socket is a fault.
                 pool=settings.connect_timeout,
             ),
-            limits=httpx.Limits(
-                max_connections=pool,
-                max_keepalive_connections=pool,
-                keepalive_expiry=KEEPALIVE_EXPIRY,
-            ),
             # Following a redirect would hand the key header to whatever origin it names.
             follow_redirects=False,
-            verify=context,
-            proxy=proxy,
             # The proxy and the trust are decided above (see _network); nothing else is taken
             # from the environment (.netrc, SSL_CERT_FILE).
             trust_env=False,
+            transport=ShardedTransport(
+                pool, verify=context, proxy=proxy, keepalive_expiry=KEEPALIVE_EXPIRY
+            ),
         )
         self._max_body = settings.max_response_bytes
 
