@@ -29,7 +29,19 @@ from assets.writeback import (
     changeset_inbox_sensor,
 )
 from jicoo_connector.changes.ledger_backends import LEDGER_URL_ENV
-from jicoo_connector.settings import DEFAULT_BASE_URL
+from jicoo_connector.errors import ConfigError
+from jicoo_connector.settings import DEFAULT_BASE_URL, DEFAULT_BURST, DEFAULT_RATE_LIMIT
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not a number") from exc
+
 
 defs = dg.Definitions(
     assets=[*extract_assets, warehouse_tables, apply_log],
@@ -41,6 +53,9 @@ defs = dg.Definitions(
         "jicoo": JicooResource(
             api_key=dg.EnvVar("JICOO_API_KEY"),
             base_url=os.environ.get("JICOO_BASE_URL", DEFAULT_BASE_URL),
+            # The account's budget: each API step (one at a time, see API_POOL) paces to it.
+            rate_limit=_env_number("JICOO_RATE_LIMIT", DEFAULT_RATE_LIMIT),
+            burst=int(_env_number("JICOO_BURST", DEFAULT_BURST)),
         ),
         "warehouse": WarehouseResource(
             root=os.environ.get("JICOO_WAREHOUSE_ROOT", DEFAULT_WAREHOUSE_ROOT),

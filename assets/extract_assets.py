@@ -10,7 +10,7 @@ import pyarrow as pa
 from dagster._core.definitions.metadata import RawMetadataValue
 
 from assets.partitions import TIMEZONE, daily_partitions
-from assets.resources import JicooResource, WarehouseResource
+from assets.resources import API_POOL, JicooResource, WarehouseResource
 from jicoo_connector.client import FetchReport
 from jicoo_connector.extract import ExtractResult, extract_range
 from jicoo_connector.quality import (
@@ -195,6 +195,7 @@ def _daily_asset(table: str, deps: Sequence[dg.AssetKey] = ()) -> dg.AssetsDefin
         backfill_policy=dg.BackfillPolicy.single_run(),
         check_specs=check_specs(table),
         can_subset=True,
+        pool=API_POOL,
     )
     def _asset(
         context: dg.AssetExecutionContext, jicoo: JicooResource, warehouse: WarehouseResource
@@ -211,6 +212,7 @@ def _snapshot_asset(table: str) -> dg.AssetsDefinition:
         specs=[_spec(table, f"Jicoo {table}, a snapshot per day (today's is replaced on re-run).")],
         check_specs=check_specs(table),
         can_subset=True,
+        pool=API_POOL,
     )
     def _asset(
         context: dg.AssetExecutionContext, jicoo: JicooResource, warehouse: WarehouseResource

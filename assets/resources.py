@@ -16,6 +16,10 @@ from jicoo_connector.warehouse import WarehouseTarget
 DEFAULT_WAREHOUSE_ROOT = "data/warehouse"
 DEFAULT_DUCKDB_PATH = "data/warehouse.duckdb"
 DEFAULT_LEDGER_PATH = "data/ledger.sqlite"
+# The Dagster concurrency pool of every asset or op that calls the Jicoo API. The instance
+# config (scripts/dagster.yaml) gives it one slot: one API step at a time across all runs, so
+# the steps' process-wide limiters never add up beyond the account's rate.
+API_POOL = "jicoo_api"
 
 
 class JicooResource(dg.ConfigurableResource["JicooResource"]):
