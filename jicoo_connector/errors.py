@@ -15,6 +15,7 @@ JicooError
 │   │                           a redirect, an envelope that lies
 │   └── PaginationError         pages that never end, repeat, or drift beyond the re-walk bound
 ├── RecordConversionError       an API record value that does not fit its table column
+├── MissingPartitionError       a partition another one is built from was never written
 ├── InDoubtError                a write left us and may or may not have taken effect
 ├── ChangeSetError              a change-set row or file we refuse (row, column, reason)
 ├── PlanError                   a plan file we cannot use (unreadable, another change set)
@@ -29,7 +30,8 @@ JicooError
     └── WebhookPayloadError     a body that is not a Jicoo event (400)
 """
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Mapping, Sequence
 
 __all__ = [
     "APIStatusError",
@@ -42,6 +44,7 @@ __all__ = [
     "JicooError",
     "LedgerBusyError",
     "LedgerError",
+    "MissingPartitionError",
     "NotFoundError",
     "PaginationError",
     "PermissionDeniedError",
@@ -211,6 +214,17 @@ class RecordConversionError(JicooError, ValueError):
         self.column = column
         self.record_key = record_key
         self.reason = reason
+
+
+class MissingPartitionError(JicooError):
+    """Partitions of ``table`` that another table is built from have not been written."""
+
+    def __init__(self, table: str, values: Sequence[dt.date], hint: str) -> None:
+        shown = ", ".join(str(value) for value in values[:5])
+        more = f" and {len(values) - 5} more" if len(values) > 5 else ""
+        super().__init__(f"{table} has no partition for {shown}{more}: {hint}")
+        self.table = table
+        self.values = list(values)
 
 
 class PlanError(JicooError):

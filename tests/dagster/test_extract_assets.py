@@ -15,7 +15,7 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from assets.extract_assets import booking_contacts, bookings, snapshot_assets
+from assets.extract_assets import CONTACTS_OP, booking_contacts, bookings, snapshot_assets
 from assets.warehouse import warehouse_tables
 from jicoo_connector.extract import day_window
 from jicoo_connector.sandbox.server import SandboxServer
@@ -46,6 +46,7 @@ FAULTS: Mapping[str, object] = {
 }
 HALF_PAST_MIDNIGHT = dt.time(0, 30)
 BUSY_DAYS_SEARCH = 14
+FULL = {"ops": {CONTACTS_OP: {"config": {"full": True}}}}
 
 
 def _instant(value: object) -> dt.datetime:
@@ -152,7 +153,10 @@ def scenario(system_sandbox: SandboxServer, tmp_path_factory: pytest.TempPathFac
     sandbox.clear_requests()
     sandbox.set_faults(FAULTS)
     try:
-        faulted = dg.materialize([bookings, booking_contacts], resources=resources, tags=tags)
+        # Full: every contacts call is made again, under the faults too.
+        faulted = dg.materialize(
+            [bookings, booking_contacts], resources=resources, tags=tags, run_config=FULL
+        )
         injected: dict[str, int] = {}
         for entry in sandbox.requests():
             fault = entry["fault"]
@@ -258,7 +262,12 @@ def test_materialization_metadata_is_exact(scenario: Scenario) -> None:
         per_day = {str(d): scenario.store.read_partition(table, d).num_rows for d in scenario.days}
         for event in events:
             metadata = event.metadata
-            assert metadata["dagster/row_count"] == dg.IntMetadataValue(sum(per_day.values()))
+            # Each partition's page shows its own row count and file, the run's figures beside.
+            day = str(event.partition)
+            assert metadata["dagster/row_count"] == dg.IntMetadataValue(per_day[day])
+            assert metadata["dagster/uri"] == dg.TextMetadataValue(
+                scenario.store.partition_path(table, dt.date.fromisoformat(day))
+            )
             assert metadata["dagster/column_schema"] == dg.TableSchemaMetadataValue(
                 _expected_schema(table)
             )
