@@ -12,6 +12,7 @@ from dagster._core.storage.tags import (
 )
 
 from assets.extract_assets import (
+    CONTACTS_OP,
     DAILY_TABLES,
     SNAPSHOT_TABLES,
     asset_key,
@@ -47,13 +48,14 @@ def refresh_window(today: dt.date, past_days: int, future_days: int) -> tuple[dt
 
 
 def _range_request(
-    context: dg.ScheduleEvaluationContext, past_days: int, future_days: int
+    context: dg.ScheduleEvaluationContext, past_days: int, future_days: int, *, full: bool = False
 ) -> Iterator[dg.RunRequest]:
     moment = context.scheduled_execution_time
     today = moment.astimezone(ZoneInfo(TIMEZONE)).date()
     start, end = refresh_window(today, past_days, future_days)
     yield dg.RunRequest(
         run_key=f"{start}...{end}@{moment.isoformat()}",
+        run_config={"ops": {CONTACTS_OP: {"config": {"full": full}}}},
         tags={
             ASSET_PARTITION_RANGE_START_TAG: start.isoformat(),
             ASSET_PARTITION_RANGE_END_TAG: end.isoformat(),
@@ -75,10 +77,13 @@ def jicoo_refresh_schedule(context: dg.ScheduleEvaluationContext) -> Iterator[dg
     job=daily_tables_job,
     cron_schedule="0 4 * * 0",
     execution_timezone=TIMEZONE,
-    description="Every Sunday: re-extract the whole horizon (past sweep window to the future).",
+    description="Every Sunday: re-extract the whole horizon (past sweep window to the future), "
+    "every booking's contacts included.",
 )
 def jicoo_sweep_schedule(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunRequest]:
-    yield from _range_request(context, SWEEP_PAST_DAYS, FUTURE_DAYS)
+    # The daily refresh reads contacts only for changed bookings; the sweep reads them all, in
+    # case a contact changed without its booking (see the README).
+    yield from _range_request(context, SWEEP_PAST_DAYS, FUTURE_DAYS, full=True)
 
 
 jicoo_snapshots_schedule = dg.ScheduleDefinition(

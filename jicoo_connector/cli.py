@@ -147,6 +147,11 @@ def _add_extract(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     extract.add_argument("--out", default="data/warehouse", help="Parquet root: a path or URI")
     extract.add_argument("--timezone", default="Asia/Tokyo", help="IANA zone of the days")
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
+    extract.add_argument(
+        "--full",
+        action="store_true",
+        help="read every booking's contacts (default: only new or changed bookings')",
+    )
 
 
 def _extract(args: argparse.Namespace) -> int:
@@ -178,7 +183,9 @@ def _extract(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"{result.table} {result.partition_value}: {result.rows} rows")
             bar.update()
 
-        extract_range(settings, args.tables, start, end, args.out, progress, zone=args.timezone)
+        extract_range(
+            settings, tables, start, end, args.out, progress, zone=args.timezone, full=args.full
+        )
     for table in tables:
         print(f"{table:<24} {rows.get(table, 0):>9} rows  {args.out}/{table}/")
     return EXIT_OK
