@@ -988,7 +988,9 @@ def _plan_contacts(
         return _ContactsPlan(day, versions, list(now), None)
     before = json.loads(raw)
     fetch = [uid for uid, version in now.items() if before.get(uid) != version]
-    unchanged = pa.array([uid for uid, version in now.items() if before.get(uid) == version])
+    unchanged = pa.array(
+        [uid for uid, version in now.items() if before.get(uid) == version], pa.string()
+    )
     previous = store.read_partition("booking_contacts", day)
     kept = previous.filter(pc.is_in(previous.column("booking_uid"), value_set=unchanged))
     return _ContactsPlan(day, versions, fetch, kept)

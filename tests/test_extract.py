@@ -25,6 +25,7 @@ from jicoo_connector.extract import (
     _Plan,
     _split_days,
     day_window,
+    extract_contacts,
     extract_partition,
     extract_range,
 )
@@ -498,3 +499,17 @@ def test_a_booking_near_the_margin_warns_once_per_listing(
     warnings = [r for r in caplog.records if "end-filter margin" in r.getMessage()]
     assert len(warnings) == 1
     assert "1 day, 0:00:00" in warnings[0].getMessage()
+
+
+def test_contacts_of_a_day_without_bookings_are_rewritten_empty_again(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    # The sandbox has no bookings this far ahead: the day's versions are empty, twice.
+    day = dt.datetime.now(JST).date() + dt.timedelta(days=60)
+    settings = _settings(sandbox)
+    out = str(tmp_path)
+    extract_range(settings, ["bookings"], day, day, out, zone=JST.key)
+    for _ in range(2):
+        (result,) = extract_contacts(settings, day, day, out)
+        assert (result.rows, result.contacts_fetched, result.contacts_reused) == (0, 0, 0)
+    assert ParquetStore(out).read_partition("booking_contacts", day).num_rows == 0
