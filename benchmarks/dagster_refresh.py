@@ -62,7 +62,7 @@ _CONTACTS = re.compile(r"^/v1/bookings/[^/]+/contacts$")
 def endpoint(path: str) -> str:
     """The request's endpoint with ids folded: what the figures are grouped by."""
     if _CONTACTS.match(path):
-        return "GET /v1/bookings/{uid}/contacts"
+        return "/v1/bookings/{uid}/contacts"
     return re.sub(r"/v1/event_types/[^/]+/", "/v1/event_types/{uid}/", path)
 
 
