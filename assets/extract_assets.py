@@ -2,7 +2,7 @@
 
 import datetime as dt
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -19,6 +19,7 @@ from jicoo_connector.quality import (
     QualityResult,
     Severity,
     assess,
+    check_description,
     check_names,
 )
 from jicoo_connector.storage import ParquetStore
@@ -37,12 +38,15 @@ def asset_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["jicoo", table])
 
 
-def column_schema(schema: pa.Schema) -> dg.TableSchema:
+def column_schema(
+    schema: pa.Schema, descriptions: Mapping[str, str] | None = None
+) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
                 name=f.name,
                 type=str(f.type),
+                description=(descriptions or {}).get(f.name),
                 constraints=dg.TableColumnConstraints(nullable=f.nullable),
             )
             for f in schema
@@ -50,8 +54,17 @@ def column_schema(schema: pa.Schema) -> dg.TableSchema:
     )
 
 
+def table_schema(table: str) -> dg.TableSchema:
+    """The table's columns, types and descriptions, from the registry (tables.py)."""
+    spec = TABLES[table]
+    return column_schema(spec.schema, spec.column_descriptions())
+
+
 def check_specs(table: str) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(name, asset=asset_key(table)) for name in check_names(table)]
+    return [
+        dg.AssetCheckSpec(name, asset=asset_key(table), description=check_description(table, name))
+        for name in check_names(table)
+    ]
 
 
 def _check_result(table: str, result: QualityResult) -> dg.AssetCheckResult:
@@ -94,7 +107,7 @@ def _metadata(
     for result in results:
         report.merge(result.report)
     metadata: dict[str, RawMetadataValue] = {
-        "dagster/column_schema": column_schema(TABLES[table].schema),
+        "dagster/column_schema": table_schema(table),
         "jicoo/partitions": ", ".join(str(r.partition_value) for r in results),
         "jicoo/rows_by_partition": dg.MetadataValue.json(
             {str(r.partition_value): r.rows for r in results}
@@ -188,6 +201,8 @@ def _spec(table: str, description: str, deps: Sequence[dg.AssetKey] = ()) -> dg.
         deps=deps,
         description=description,
         skippable=True,
+        # On the definition too: the UI lists the columns before the first materialization.
+        metadata={"dagster/column_schema": table_schema(table)},
     )
 
 

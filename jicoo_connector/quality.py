@@ -21,6 +21,7 @@ __all__ = [
     "QualityResult",
     "Severity",
     "assess",
+    "check_description",
     "check_names",
     "contacts_reference_bookings",
     "ended_after_started",
@@ -146,6 +147,23 @@ def rows_match_total(rows: int, total_count: int | None) -> QualityResult:
         description=f"{rows} rows written, the API reported {total_count}",
         metadata={"rows": rows, "total_count": total_count},
     )
+
+
+def check_description(table: str, name: str) -> str:
+    """What rule ``name`` asserts about ``table``, in the registry's words (its key columns)."""
+    spec = TABLES[table]
+    rules = {
+        "key_unique_not_null": f"{' + '.join(spec.key_columns)} is present in every row and "
+        "never repeats across the materialized partitions.",
+        "extra_empty": f"No row carries fields the schema does not know ({EXTRA_COLUMN} is "
+        "null). A warning: such fields are kept, but the schema should learn them.",
+        "ended_after_started": "Every row has started_at and ended_at, and ends after it starts.",
+        "rows_match_total": "Rows written equal what the API's totalCount said the listed days "
+        "hold.",
+        "contacts_reference_bookings": "Every contact's booking_uid is a booking of the same "
+        "day's jicoo/bookings partition.",
+    }
+    return rules[name]
 
 
 def check_names(table: str) -> tuple[str, ...]:

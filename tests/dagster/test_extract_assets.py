@@ -243,11 +243,13 @@ def test_snapshot_tables_hold_every_sandbox_row(scenario: Scenario) -> None:
 
 
 def _expected_schema(table: str) -> dg.TableSchema:
+    described = TABLES[table].column_descriptions()
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
                 name=f.name,
                 type=str(f.type),
+                description=described[f.name],
                 constraints=dg.TableColumnConstraints(nullable=f.nullable),
             )
             for f in TABLES[table].schema
