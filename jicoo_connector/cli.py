@@ -17,7 +17,7 @@ from jicoo_connector.changes.ledger_backends import (
     redact_location,
     resolve_ledger_location,
 )
-from jicoo_connector.errors import ChangeSetError, JicooError
+from jicoo_connector.errors import ChangeSetError, ExtractError, JicooError
 
 __all__ = ["main"]
 
@@ -482,15 +482,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve_webhooks(args)
     except KeyboardInterrupt:
         return EXIT_OK
-    except JicooError as exc:
-        print(f"jicoo: {exc}", file=sys.stderr)
-        return EXIT_UNUSABLE
-    except ExceptionGroup as group:
+    except ExtractError as group:
         # extract_range attempts every partition and raises the failures together.
         for failure in group.exceptions:
             notes = "; ".join(getattr(failure, "__notes__", []))
             print(f"jicoo: {type(failure).__name__}: {failure} ({notes})", file=sys.stderr)
         return EXIT_SOME_FAILED
+    except JicooError as exc:
+        print(f"jicoo: {exc}", file=sys.stderr)
+        return EXIT_UNUSABLE
     raise AssertionError(f"unhandled command {args.command}")
 
 

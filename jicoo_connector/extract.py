@@ -27,6 +27,7 @@ from jicoo_connector.client import (
 from jicoo_connector.errors import (
     AuthenticationError,
     ConfigError,
+    ExtractError,
     MissingPartitionError,
     NotFoundError,
     PermissionDeniedError,
@@ -679,11 +680,12 @@ def extract_range(
     time; chunks shrink on busy days so that about ``rows_in_flight`` listed rows are held.
     Snapshot tables are dated today in ``zone``: the API only knows the present, so a snapshot
     labelled with a past date would be a lie. At most ``day_concurrency`` chunks or snapshots
-    are in flight. Every partition is attempted, failures are raised together afterwards as an
-    ``ExceptionGroup`` (written partitions stay written), except that after a failure no other
-    partition could escape (the API unreachable once retries are spent, or the key refused)
-    no new partition starts. ``progress`` gets each result. Contacts are read only for the
-    bookings that changed since the day's last extract unless ``full`` (``_contacts_of_days``).
+    are in flight. Every partition is attempted, failures are raised together afterwards as
+    one ``ExtractError`` (an ExceptionGroup; written partitions stay written), except that
+    after a failure no other partition could escape (the API unreachable once retries are
+    spent, or the key refused) no new partition starts. ``progress`` gets each result.
+    Contacts are read only for the bookings that changed since the day's last extract unless
+    ``full`` (``_contacts_of_days``).
     """
     unknown = sorted(set(tables) - set(SOURCES))
     if unknown:
@@ -778,7 +780,7 @@ async def _run_contacts(
                     progress(result)
     if errors:
         total = sum(len(chunk) for chunk in chunks)
-        raise ExceptionGroup(f"{total - len(results)} of {total} partitions failed", errors)
+        raise ExtractError(f"{total - len(results)} of {total} partitions failed", errors)
     return results
 
 
@@ -1152,5 +1154,5 @@ async def _run_plan(
         message = f"{plan.partitions - len(results)} of {plan.partitions} partitions failed"
         if stopped_by is not None:
             message += f"; stopped starting new ones after: {stopped_by}"
-        raise ExceptionGroup(message, errors)
+        raise ExtractError(message, errors)
     return sorted(results, key=lambda r: (r.table, r.partition_value))

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jicoo_connector.client import AsyncJicooClient
-from jicoo_connector.errors import ConfigError, TransportError
+from jicoo_connector.errors import ConfigError, ExtractError, JicooError, TransportError
 from jicoo_connector.extract import (
     DEFAULT_SLOT_HORIZON_DAYS,
     SOURCES,
@@ -271,10 +271,13 @@ def test_an_unreachable_api_stops_the_range_after_the_first_failure(tmp_path: Pa
         api_key=ApiKey("sk_test_nowhere"), base_url=f"http://127.0.0.1:{port}", max_retries=1
     )
     start = dt.date(2026, 11, 1)
-    with pytest.raises(ExceptionGroup) as caught:
+    with pytest.raises(ExtractError) as caught:
         extract_range(
             settings, ["bookings", "users"], start, start + dt.timedelta(days=29), str(tmp_path)
         )
+    # One error of the tree, still an ExceptionGroup of the partitions' failures.
+    assert isinstance(caught.value, JicooError)
+    assert isinstance(caught.value, ExceptionGroup)
     # 30 day partitions + 1 snapshot, all failed; only the ones already under way were tried.
     assert caught.value.message.startswith("31 of 31 partitions failed; stopped starting new ones")
     assert 1 <= len(caught.value.exceptions) <= 2
