@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pyarrow as pa
@@ -148,6 +148,8 @@ class _Fetched:
     total_count: int | None
     # Already-built batches (bookings are filtered after conversion); rows is empty then.
     batch: pa.RecordBatch | None = None
+    # Contacts: the uids of the bookings they were read for (their quality rule's reference).
+    booking_uids: "pa.Array[Any] | None" = None
 
 
 Fetcher = Callable[[AsyncJicooClient, _Context], Awaitable[_Fetched]]
@@ -446,7 +448,7 @@ async def _fetch_contacts(client: AsyncJicooClient, ctx: _Context) -> _Fetched:
     kept, listing = await _bookings_of_context(client, ctx)
     per_booking, calls = await _contacts_of_bookings(client, _uids(kept), ctx.fanout)
     rows = [row for rows_of_one in per_booking for row in rows_of_one]
-    return _Fetched(rows, _merged(listing.report, calls), None)
+    return _Fetched(rows, _merged(listing.report, calls), None, booking_uids=kept.column("uid"))
 
 
 def _simple(call: Callable[[AsyncJicooClient], Awaitable[Listing]]) -> Fetcher:
@@ -620,7 +622,10 @@ async def extract_partition(
         )
     batches = _batches(table, fetched, ctx)
     # Conversion and file I/O block: run them off the event loop so other partitions keep going.
-    written, quality = await asyncio.to_thread(_write, store, table, value, batches)
+    uids = None if fetched.booking_uids is None else pa.chunked_array([fetched.booking_uids])
+    written, quality = await asyncio.to_thread(
+        _write, store, table, value, batches, booking_uids=uids
+    )
     return ExtractResult(
         table,
         value,
@@ -638,7 +643,7 @@ def _write(
     value: dt.date,
     batches: Iterator[pa.RecordBatch],
     *,
-    booking_uids: Collection[str] | None = None,
+    booking_uids: "pa.ChunkedArray[Any] | None" = None,
     metadata: Mapping[str, str] | None = None,
 ) -> tuple[PartitionWriteResult, PartitionQuality]:
     """Write one partition and gather its quality figures from the same batches on the way:
@@ -1032,7 +1037,7 @@ async def _contacts_of_days(
             "booking_contacts",
             plan.day,
             _contact_batches(plan, rows, extracted_at, run_id),
-            booking_uids=[str(uid) for uid in plan.versions.column("uid").to_pylist()],
+            booking_uids=plan.versions.column("uid"),
             metadata={CONTACTS_STATE_KEY: json.dumps(_version_map(plan.versions))},
         )
         results.append(

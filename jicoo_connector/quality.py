@@ -9,6 +9,7 @@ the partitions of a run kept. The verdicts are those of the rules over the whole
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -61,8 +62,19 @@ def key_unique_not_null(table: pa.Table, key_columns: Sequence[str]) -> QualityR
         has_null = pc.or_(has_null, pc.is_null(keys.column(name)))
     nulls = int(pc.sum(has_null.cast(pa.int64())).as_py() or 0)
     counted = keys.group_by(list(key_columns)).aggregate([([], "count_all")])
-    repeated = counted.filter(pc.greater(counted.column("count_all"), pa.scalar(1)))
-    duplicated = list(zip(*(repeated.column(n).to_pylist() for n in key_columns), strict=True))
+    counts = counted.column("count_all")
+    duplicated: list[tuple[object, ...]] = []
+    # No Python value goes into Arrow here (that would import pandas into an extract).
+    if (pc.max(counts).as_py() or 0) > 1:
+        duplicated = [
+            key
+            for key, count in zip(
+                zip(*(counted.column(n).to_pylist() for n in key_columns), strict=True),
+                counts.to_pylist(),
+                strict=True,
+            )
+            if (count or 0) > 1
+        ]
     passed = nulls == 0 and not duplicated
     return QualityResult(
         name="key_unique_not_null",
@@ -199,11 +211,14 @@ class QualityRecorder:
     """
 
     def __init__(
-        self, table: str, booking_uids: Collection[str] | None = None, preview_rows: int = 5
+        self,
+        table: str,
+        booking_uids: "pa.ChunkedArray[Any] | None" = None,
+        preview_rows: int = 5,
     ) -> None:
         self._spec = TABLES[table]
         self._names = check_names(table)
-        self._booking_uids = pa.array(list(booking_uids or ()), pa.string())
+        self._booking_uids = booking_uids
         self._preview_rows = preview_rows
         self._rows = 0
         self._keys: list[pa.Table] = []
@@ -225,6 +240,8 @@ class QualityRecorder:
             )
         self._extra.append(table.select([EXTRA_COLUMN]).filter(pc.is_valid(table[EXTRA_COLUMN])))
         if "contacts_reference_bookings" in self._names:
+            if self._booking_uids is None:
+                raise ValueError("contacts are checked against their bookings' uids: pass them")
             uids = table.select(["booking_uid"])
             known = pc.is_in(uids.column(0), value_set=self._booking_uids)
             self._orphans.append(uids.filter(pc.invert(known)))
@@ -234,7 +251,7 @@ class QualityRecorder:
         return batch
 
     def result(self) -> PartitionQuality:
-        empty = self._spec.schema.empty_table()
+        empty = pa.Table.from_batches([], self._spec.schema)  # empty_table() imports pandas
         return PartitionQuality(
             table=self._spec.name,
             rows=self._rows,
@@ -280,4 +297,4 @@ def assess(
 def _stack(tables: Sequence[pa.Table], columns: Sequence[str]) -> pa.Table:
     if tables:
         return pa.concat_tables(tables)
-    return pa.table({name: pa.array([], pa.null()) for name in columns})
+    return pa.table({name: pa.nulls(0) for name in columns})
