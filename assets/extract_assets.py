@@ -22,7 +22,6 @@ from jicoo_connector.quality import (
     check_description,
     check_names,
 )
-from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import TABLES
 
 GROUP = "jicoo"
