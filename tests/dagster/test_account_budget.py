@@ -82,7 +82,7 @@ def test_two_runs_at_once_share_the_account_budget(sandbox: SandboxServer, tmp_p
         "JICOO_WAREHOUSE_ROOT": str(tmp_path / "wh"),
         "JICOO_DUCKDB_PATH": str(tmp_path / "wh.duckdb"),
     }
-    today = tokyo_today()
+    today = tokyo_today(sandbox)
     daily = range_tags(today - dt.timedelta(days=5), today + dt.timedelta(days=4))
     runs = [
         _launch("jicoo_daily_tables", env, daily, tmp_path / "daily.log"),
