@@ -247,7 +247,7 @@ class QualityRecorder:
             self._orphans.append(uids.filter(pc.invert(known)))
         held = sum(len(t) for t in self._preview)
         if held < self._preview_rows:
-            self._preview.append(table.slice(0, self._preview_rows - held))
+            self._preview.append(_compact(table.slice(0, self._preview_rows - held)))
         return batch
 
     def result(self) -> PartitionQuality:
@@ -261,6 +261,15 @@ class QualityRecorder:
             orphans=_concat(self._orphans) if self._orphans else None,
             preview=_concat([empty, *self._preview]),
         )
+
+
+def _compact(table: pa.Table) -> pa.Table:
+    """A copy of a few rows that holds only their bytes. A slice would keep the whole batch's
+    buffers alive: every partition's first batch, all of a sweep's data by the end of it."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return pa.ipc.open_stream(sink.getvalue()).read_all()
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
