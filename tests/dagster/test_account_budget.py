@@ -82,6 +82,9 @@ def test_two_runs_at_once_share_the_account_budget(sandbox: SandboxServer, tmp_p
         "JICOO_WAREHOUSE_ROOT": str(tmp_path / "wh"),
         "JICOO_DUCKDB_PATH": str(tmp_path / "wh.duckdb"),
     }
+    # The storage exists before the two runs start: two processes creating it at once race.
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_runs() == []
     today = tokyo_today(sandbox)
     daily = range_tags(today - dt.timedelta(days=5), today + dt.timedelta(days=4))
     runs = [
@@ -96,14 +99,10 @@ def test_two_runs_at_once_share_the_account_budget(sandbox: SandboxServer, tmp_p
     assert len(api) > 100  # contacts of ten days and the snapshots: enough to hit the limit
     assert answered_429 / len(api) < MAX_429_SHARE, (answered_429, len(api))
 
-    os.environ["DAGSTER_HOME"] = str(home)  # read the instance the runs wrote
-    try:
-        with dg.DagsterInstance.get() as instance:
-            statuses = {r.job_name: r.status for r in instance.get_runs()}
-            spans = _step_spans(instance)
-            limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
-    finally:
-        del os.environ["DAGSTER_HOME"]
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # what the runs wrote
+        statuses = {r.job_name: r.status for r in instance.get_runs()}
+        spans = _step_spans(instance)
+        limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
     assert statuses == {
         "jicoo_daily_tables": dg.DagsterRunStatus.SUCCESS,
         "jicoo_snapshots": dg.DagsterRunStatus.SUCCESS,
