@@ -27,9 +27,9 @@ $(UV):
 
 # Bytecode compiled at install, as pip does by default (uv does not): without it every
 # process compiles pandas/pyarrow/our modules from source (about 1.5 s of CPU per start).
-$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+$(VENV)/.synced: $(UV) pyproject.toml sandbox/pyproject.toml uv.lock
 	$(UV) sync --frozen --python python3.11 --quiet --compile-bytecode
-	$(VENV)/bin/python -m compileall -q jicoo_connector assets
+	$(VENV)/bin/python -m compileall -q jicoo_connector sandbox/jicoo_sandbox assets
 	@touch $@
 
 setup: $(VENV)/.synced ## Install everything (uv from PyPI, then the locked environment in .venv)
@@ -85,7 +85,7 @@ bench-webhooks: setup ## Webhook freshness alone: 100 changes at 1/s, daemon run
 	$(PY) benchmarks/webhook_freshness.py
 
 sandbox: setup ## Serve the sandbox on 127.0.0.1:8765 until Ctrl-C
-	$(VENV)/bin/jicoo sandbox serve --host 127.0.0.1 --port 8765 --seed 7 --bookings 2000
+	$(VENV)/bin/jicoo-sandbox serve --host 127.0.0.1 --port 8765 --seed 7 --bookings 2000
 
 clean: ## Remove the environment, caches and generated data (keeps data/changesets/example.csv)
 	rm -rf $(VENV) .uv .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache $(DAGSTER_HOME)

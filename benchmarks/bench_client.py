@@ -13,9 +13,9 @@ import sys
 import time
 
 from jicoo_connector.client import AsyncJicooClient, RateLimiter
-from jicoo_connector.sandbox.config import DEFAULT_SANDBOX_KEY
-from jicoo_connector.sandbox.server import SandboxProcess
 from jicoo_connector.settings import ApiKey, Settings
+from jicoo_sandbox.config import DEFAULT_SANDBOX_KEY
+from jicoo_sandbox.server import SandboxProcess
 
 UNTHROTTLED_RPS = 100_000.0
 UNTHROTTLED_BURST = 100_000

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from jicoo_connector.sandbox.config import DEFAULT_SANDBOX_KEY
-from jicoo_connector.sandbox.server import SandboxProcess
+from jicoo_sandbox.config import DEFAULT_SANDBOX_KEY
+from jicoo_sandbox.server import SandboxProcess
 
 PER_PAGE = 100
 DEFAULT_BOOKINGS = (50_000, 1_000_000)

@@ -289,14 +289,14 @@ class SandboxUnavailableError(RuntimeError):
 def sandbox_process_class() -> Any:
     """The project's SandboxProcess, imported late so a missing sandbox is reported, not a crash."""
     try:
-        from jicoo_connector.sandbox import SandboxProcess
+        from jicoo_sandbox import SandboxProcess
     except ImportError:
-        from jicoo_connector.sandbox.server import SandboxProcess
+        from jicoo_sandbox.server import SandboxProcess
     return SandboxProcess
 
 
 class Sandbox:
-    """jicoo_connector.sandbox's SandboxProcess (its own process, so its CPU is not the
+    """jicoo_sandbox's SandboxProcess (its own process, so its CPU is not the
     extractor's), plus what a benchmark needs: server CPU time and the request log."""
 
     def __init__(self, spec: SandboxSpec) -> None:

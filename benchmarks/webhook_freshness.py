@@ -37,8 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from jicoo_connector.sandbox.server import SandboxProcess  # noqa: E402
 from jicoo_connector.storage import ParquetStore  # noqa: E402
+from jicoo_sandbox.server import SandboxProcess  # noqa: E402
 
 ZONE = "Asia/Tokyo"
 TOKYO = ZoneInfo(ZONE)
@@ -294,7 +294,7 @@ class WebhookStack:
 
     def connector_requests(self) -> int:
         """API requests the connector's key made (the sandbox's request log)."""
-        from jicoo_connector.sandbox.faults import _key_hash
+        from jicoo_sandbox.faults import _key_hash
 
         wanted = _key_hash(CONNECTOR_KEY.encode())
         log = httpx.get(f"{self.base_url}/_sandbox/requests", timeout=HTTP_TIMEOUT_S).json()["data"]

@@ -1,4 +1,4 @@
-"""The `jicoo` command: sandbox serve, extract, load, plan, apply, ledger, webhook serve.
+"""The `jicoo` command: extract, load, plan, apply, ledger, webhook serve.
 
 The only module that prints.
 """
@@ -6,7 +6,6 @@ The only module that prints.
 import argparse
 import csv
 import datetime as dt
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,8 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_UNUSABLE = 2
+# The receiver's server, an optional extra: a user who only extracts never installs it.
+WEBHOOKS_EXTRA_MODULES = frozenset({"starlette", "uvicorn"})
 
 
 def _date(text: str) -> dt.date:
@@ -31,93 +32,6 @@ def _date(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from exc
-
-
-def _add_sandbox(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    sandbox = commands.add_parser("sandbox", help="the local Jicoo-compatible fake server")
-    sandbox_commands = sandbox.add_subparsers(dest="sandbox_command", required=True)
-    serve = sandbox_commands.add_parser(
-        "serve",
-        help="serve the sandbox until interrupted; prints its base URL first",
-        description="Serve a Jicoo-compatible API with seeded data, rate limits and faults.",
-    )
-    serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one")
-    serve.add_argument("--seed", type=int, default=7, help="seed of the generated data")
-    serve.add_argument("--bookings", type=int, default=2000, help="number of bookings")
-    serve.add_argument(
-        "--api-key",
-        action="append",
-        dest="api_keys",
-        metavar="KEY",
-        help="a key the sandbox accepts (repeatable; default sk_test_sandbox)",
-    )
-    serve.add_argument("--latency-ms", type=float, default=None, help="added to every answer")
-    serve.add_argument("--rate-limit", type=float, default=None, metavar="RPS", help="per key")
-    serve.add_argument("--burst", type=int, default=None, help="token bucket size (with RPS)")
-    serve.add_argument("--faults", type=Path, default=None, help="fault profile JSON file")
-    serve.add_argument("--journal", type=Path, default=None, help="append mutations as JSONL")
-    serve.add_argument(
-        "--anchor-date", type=_date, default=None, help="day the data is spread around (today)"
-    )
-    hooks = serve.add_argument_group("webhooks (signed events for every booking change)")
-    hooks.add_argument("--webhook-url", help="POST events here (at least once, retried)")
-    hooks.add_argument("--webhook-secret", help="the endpoint secret events are signed with")
-    hooks.add_argument(
-        "--webhook-duplicate", type=float, default=0.0, metavar="P", help="share sent twice"
-    )
-    hooks.add_argument(
-        "--webhook-reorder-ms", type=float, default=0.0, metavar="MS", help="random first delay"
-    )
-    hooks.add_argument("--churn", type=float, default=0.0, metavar="RATE", help="changes/s")
-    hooks.add_argument("--churn-limit", type=int, default=0, metavar="N", help="stop after N")
-
-
-def _serve_sandbox(args: argparse.Namespace) -> int:
-    from jicoo_connector.sandbox.config import DEFAULT_SANDBOX_KEY, SandboxConfig
-    from jicoo_connector.sandbox.server import serve
-    from jicoo_connector.sandbox.webhooks import WebhookOptions
-
-    if bool(args.webhook_url) != bool(args.webhook_secret):
-        raise SystemExit("jicoo sandbox serve: --webhook-url and --webhook-secret go together")
-    faults: dict[str, object] = {}
-    if args.faults is not None:
-        loaded = json.loads(args.faults.read_text(encoding="utf-8"))
-        if not isinstance(loaded, dict):
-            raise SystemExit(f"{args.faults}: the fault profile must be a JSON object")
-        faults.update(loaded)
-    if args.latency_ms is not None:
-        faults["latency_ms"] = args.latency_ms
-    if args.rate_limit is not None:
-        faults["rate_limit"] = {
-            "rps": args.rate_limit,
-            "burst": args.burst if args.burst is not None else max(1, int(args.rate_limit * 2)),
-        }
-    config = SandboxConfig(
-        seed=args.seed,
-        bookings=args.bookings,
-        api_keys=tuple(args.api_keys or (DEFAULT_SANDBOX_KEY,)),
-        anchor_date=args.anchor_date,
-        faults=faults,
-        journal_path=args.journal,
-        webhooks=WebhookOptions(
-            url=args.webhook_url,
-            secret=args.webhook_secret,
-            duplicate=args.webhook_duplicate,
-            reorder_ms=args.webhook_reorder_ms,
-            seed=args.seed,
-        )
-        if args.webhook_url
-        else None,
-        churn_rate=args.churn,
-        churn_limit=args.churn_limit,
-    )
-
-    def announce(base_url: str) -> None:
-        print(f"Jicoo sandbox listening on {base_url}", flush=True)
-
-    serve(config, host=args.host, port=args.port, on_ready=announce)
-    return EXIT_OK
 
 
 def _add_tables(parser: argparse.ArgumentParser, verb: str) -> None:
@@ -419,7 +333,21 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
     import logging
 
     from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets, events_db_path
-    from jicoo_connector.webhooks.receiver import DEFAULT_MAX_BODY_BYTES, READY_LINE_PREFIX, serve
+
+    try:
+        from jicoo_connector.webhooks.receiver import (
+            DEFAULT_MAX_BODY_BYTES,
+            READY_LINE_PREFIX,
+            serve,
+        )
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in WEBHOOKS_EXTRA_MODULES:
+            raise
+        raise SystemExit(
+            f"jicoo webhook serve needs {missing}, which comes with the webhooks extra: "
+            "pip install 'jicoo-connector[webhooks]'"
+        ) from None
 
     secrets = WebhookSecrets.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -444,8 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jicoo",
         description=(
-            "Jicoo connector: extract to Parquet, load the warehouse, apply change sets, run "
-            "the sandbox."
+            "Jicoo connector: extract to Parquet, load the warehouse, apply change sets, "
+            "receive webhooks."
         ),
         epilog=(
             "The API key is read from JICOO_API_KEY, the base URL from JICOO_BASE_URL. "
@@ -457,7 +385,6 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    _add_sandbox(commands)
     _add_extract(commands)
     _add_load(commands)
     _add_apply(commands)
@@ -468,8 +395,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "sandbox":
-            return _serve_sandbox(args)
         if args.command == "extract":
             return _extract(args)
         if args.command == "load":

@@ -242,8 +242,8 @@ def _write_back(path: Path) -> None:
 
 
 def main() -> int:
-    from jicoo_connector.sandbox import SandboxProcess
-    from jicoo_connector.sandbox.config import DEFAULT_SANDBOX_KEY
+    from jicoo_sandbox import SandboxProcess
+    from jicoo_sandbox.config import DEFAULT_SANDBOX_KEY
 
     started = time.monotonic()
     with SandboxProcess(seed=DEMO_SEED, bookings=DEMO_BOOKINGS) as sandbox:

@@ -5,8 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from jicoo_connector.sandbox import SandboxProcess
-from jicoo_connector.sandbox.config import DEFAULT_SANDBOX_KEY
+from jicoo_sandbox import SandboxProcess
+from jicoo_sandbox.config import DEFAULT_SANDBOX_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
 DEV_PORT = "3000"

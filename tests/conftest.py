@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from jicoo_connector.sandbox.config import Clock, SandboxConfig, clock_from, system_clock
-from jicoo_connector.sandbox.server import SandboxServer
+from jicoo_sandbox.config import Clock, SandboxConfig, clock_from, system_clock
+from jicoo_sandbox.server import SandboxServer
 from tests.postgres_server import PostgresServer
 
 TEST_TODAY_ENV = "JICOO_TEST_TODAY"

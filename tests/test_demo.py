@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jicoo_connector.changes import apply_changeset, build_plan, parse_changeset
-from jicoo_connector.sandbox.server import SandboxServer
+from jicoo_sandbox.server import SandboxServer
 from scripts.demo import DEMO_CANCELS, DEMO_RESCHEDULES, demo_changeset
 from tests.writeback_data import assert_server_matches, settings_for
 

@@ -29,10 +29,10 @@ from jicoo_connector.extract import (
     extract_partition,
     extract_range,
 )
-from jicoo_connector.sandbox.server import SandboxServer
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import TABLES, PageBatches
+from jicoo_sandbox.server import SandboxServer
 
 ZONES = sorted(
     z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/"))

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from jicoo_connector.client import AsyncJicooClient
 from jicoo_connector.errors import ProtocolError, RecordConversionError
-from jicoo_connector.sandbox.server import SandboxServer
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.tables import UTC_MS, PageBatches, constant_array, to_record_batch
+from jicoo_sandbox.server import SandboxServer
 
 EXTRACTED_AT = dt.datetime(2026, 11, 25, 3, 4, 5, 678000, tzinfo=dt.UTC)
 DAY = dt.date(2026, 11, 25)

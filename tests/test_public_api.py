@@ -14,7 +14,7 @@ PUBLIC_MODULES = [
     "jicoo_connector.settings",
     "jicoo_connector.client",
     "jicoo_connector.changes",
-    "jicoo_connector.sandbox",
+    "jicoo_sandbox",
     "jicoo_connector.webhooks",
 ]
 

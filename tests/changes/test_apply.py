@@ -25,7 +25,7 @@ from jicoo_connector.changes.apply import (
 from jicoo_connector.changes.changeset import parse_changeset
 from jicoo_connector.changes.plan import Plan, PlanError, parse_instant, plan_changeset
 from jicoo_connector.client import AsyncJicooClient
-from jicoo_connector.sandbox.server import SandboxServer
+from jicoo_sandbox.server import SandboxServer
 from tests.writeback_data import (
     HEADER,
     all_posts,

@@ -20,7 +20,7 @@ import pytest
 
 from jicoo_connector.changes.apply import KILL_ENV
 from jicoo_connector.changes.changeset import parse_changeset
-from jicoo_connector.sandbox.server import SandboxServer
+from jicoo_sandbox.server import SandboxServer
 from tests.writeback_data import assert_server_matches, build_csv, effective_posts
 
 CHILD = Path(__file__).with_name("apply_child.py")

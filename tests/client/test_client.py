@@ -23,8 +23,8 @@ from jicoo_connector.errors import (
     TransportError,
     ValidationError,
 )
-from jicoo_connector.sandbox.server import SandboxServer
 from jicoo_connector.settings import ApiKey, Settings
+from jicoo_sandbox.server import SandboxServer
 from tests.conftest import LIMITED_KEY, CaptureServer
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ FORBIDDEN = (
     "jicoo_connector.extract",
     "jicoo_connector.storage",
     "jicoo_connector.changes",
-    "jicoo_connector.sandbox",
+    "jicoo_sandbox",
 )
 
 

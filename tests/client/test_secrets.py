@@ -11,9 +11,9 @@ import pytest
 
 from jicoo_connector.client import AsyncJicooClient, FetchReport, JicooClient, RateLimiter
 from jicoo_connector.errors import JicooError
-from jicoo_connector.sandbox.config import SandboxConfig
-from jicoo_connector.sandbox.server import SandboxServer
 from jicoo_connector.settings import ApiKey, Settings
+from jicoo_sandbox.config import SandboxConfig
+from jicoo_sandbox.server import SandboxServer
 
 SENTINEL = "sk_test_SENTINEL_0f3a"
 FRAGMENT = "SENTINEL_0f3a"

@@ -11,7 +11,7 @@ from dagster._core.storage.tags import (
 )
 
 from assets.resources import JicooResource, WarehouseResource
-from jicoo_connector.sandbox.server import SandboxServer
+from jicoo_sandbox.server import SandboxServer
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 # The sandbox has no rate limit of its own: let the client go fast so runs stay short.

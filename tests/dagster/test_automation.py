@@ -15,8 +15,8 @@ from assets.automation import (
 )
 from assets.extract_assets import extract_assets
 from assets.writeback import APPLY_LOG_OP, apply_changeset_job, apply_log, changeset_inbox_sensor
-from jicoo_connector.sandbox.server import SandboxServer
 from jicoo_connector.storage import ParquetStore
+from jicoo_sandbox.server import SandboxServer
 from tests.conftest import LIMITED_KEY
 from tests.dagster.support import (
     TOKYO,

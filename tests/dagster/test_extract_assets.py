@@ -18,9 +18,9 @@ import pytest
 from assets.extract_assets import CONTACTS_OP, booking_contacts, bookings, snapshot_assets
 from assets.warehouse import warehouse_tables
 from jicoo_connector.extract import day_window
-from jicoo_connector.sandbox.server import SandboxServer
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import EXTRACTED_AT_COLUMN, RUN_ID_COLUMN, TABLES
+from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
     TOKYO,
     check_evaluations,

@@ -11,9 +11,9 @@ import dagster as dg
 from assets.extract_assets import booking_contacts, bookings, snapshot_assets
 from assets.resources import WarehouseResource
 from assets.warehouse import warehouse_tables
-from jicoo_connector.sandbox.server import SandboxServer
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import TABLES
+from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import jicoo_resource, materializations, range_tags, tokyo_today
 from tests.warehouse.support import parquet_checksum, postgres_checksum
 

@@ -18,10 +18,10 @@ from assets.webhook_sensor import (
 )
 from benchmarks.webhook_freshness import find_moves, reschedule, row_started_at
 from jicoo_connector.extract import extract_range
-from jicoo_connector.sandbox.server import SandboxServer
-from jicoo_connector.sandbox.webhooks import event_payload
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.webhooks import SQLiteEventStore, parse_event
+from jicoo_sandbox.server import SandboxServer
+from jicoo_sandbox.webhooks import event_payload
 from tests.dagster.support import (
     TEST_RATE_LIMIT,
     jicoo_resource,

@@ -20,7 +20,7 @@ from jicoo_connector.changes.ledger_backends import (
     redact_location,
 )
 from jicoo_connector.client import JicooClient
-from jicoo_connector.sandbox.server import SandboxServer
+from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import check_evaluations, jicoo_resource, materializations
 
 CANCELS = 3

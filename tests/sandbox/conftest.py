@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from jicoo_connector.sandbox.server import SandboxServer
+from jicoo_sandbox.server import SandboxServer
 
 CLIENT_TIMEOUT_S = 10.0
 

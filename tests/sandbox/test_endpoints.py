@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from jicoo_connector.sandbox.server import SandboxServer
+from jicoo_sandbox.server import SandboxServer
 from tests.conftest import LIMITED_KEY
 
 # Parsed JSON bodies: the tests index into them freely.

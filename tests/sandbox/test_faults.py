@@ -13,14 +13,14 @@ import httpx
 import orjson
 import pytest
 
-from jicoo_connector.sandbox.config import SandboxConfig
-from jicoo_connector.sandbox.faults import (
+from jicoo_sandbox.config import SandboxConfig
+from jicoo_sandbox.faults import (
     DEEP_NESTING_DEPTH,
     FAULT_KINDS,
     FaultProfile,
     FaultProfileError,
 )
-from jicoo_connector.sandbox.server import SandboxServer
+from jicoo_sandbox.server import SandboxServer
 
 BOOKINGS = "/v1/bookings"
 TIMEOUT_S = 10.0

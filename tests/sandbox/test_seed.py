@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from jicoo_connector.sandbox.config import SandboxConfig
-from jicoo_connector.sandbox.store import SandboxStore
+from jicoo_sandbox.config import SandboxConfig
+from jicoo_sandbox.store import SandboxStore
 
 ANCHOR = dt.date(2024, 6, 12)
 SMALL = 1500

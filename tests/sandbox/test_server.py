@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-import jicoo_connector.sandbox as sandbox_package
-from jicoo_connector.sandbox import SandboxConfig, SandboxProcess, SandboxServer
-from jicoo_connector.sandbox.faults import FaultProfileError
-from jicoo_connector.sandbox.server import TransportHttpToolsProtocol
+import jicoo_sandbox as sandbox_package
+from jicoo_sandbox import SandboxConfig, SandboxProcess, SandboxServer
+from jicoo_sandbox.faults import FaultProfileError
+from jicoo_sandbox.server import TransportHttpToolsProtocol
 
 SMALL = 50
 TIMEOUT_S = 10.0

@@ -5,10 +5,10 @@ import datetime as dt
 import orjson
 import pytest
 
-import jicoo_connector.sandbox.store as store_module
-from jicoo_connector.sandbox.config import SandboxConfig
-from jicoo_connector.sandbox.seed import Booking, SeedData, build_seed, format_ms, json_instant
-from jicoo_connector.sandbox.store import BookingPatch, BookingQuery, SandboxStore
+import jicoo_sandbox.store as store_module
+from jicoo_sandbox.config import SandboxConfig
+from jicoo_sandbox.seed import Booking, SeedData, build_seed, format_ms, json_instant
+from jicoo_sandbox.store import BookingPatch, BookingQuery, SandboxStore
 
 ANCHOR = dt.date(2024, 6, 12)
 SEED = 3

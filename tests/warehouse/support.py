@@ -12,10 +12,10 @@ from pathlib import Path
 import psycopg
 
 from jicoo_connector.extract import extract_range
-from jicoo_connector.sandbox.server import SandboxServer
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import TABLES
+from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import TEST_BURST, TEST_RATE_LIMIT, tokyo_today
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,10 +20,10 @@ import psycopg
 import pytest
 
 from jicoo_connector.errors import SchemaChangeError, WarehouseError
-from jicoo_connector.sandbox.server import SandboxServer
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import TABLES
 from jicoo_connector.warehouse import LOADS_TABLE, load_warehouse, partition_files
+from jicoo_sandbox.server import SandboxServer
 from tests.warehouse.support import (
     around_today,
     extract_days,

@@ -15,11 +15,11 @@ from assets.partitions import daily_partitions
 from assets.webhook_sensor import EVENT_IDS_TAG, booking_events_sensor
 from benchmarks.webhook_freshness import WEBHOOK_SECRET, receiver_process
 from jicoo_connector.extract import extract_range
-from jicoo_connector.sandbox.config import SandboxConfig
-from jicoo_connector.sandbox.server import SandboxServer
-from jicoo_connector.sandbox.webhooks import ChurnRunner, WebhookOptions
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.webhooks import SQLiteEventStore
+from jicoo_sandbox.config import SandboxConfig
+from jicoo_sandbox.server import SandboxServer
+from jicoo_sandbox.webhooks import ChurnRunner, WebhookOptions
 from tests.dagster.support import TEST_RATE_LIMIT, warehouse_resource
 
 TOKYO = ZoneInfo("Asia/Tokyo")

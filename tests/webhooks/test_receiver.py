@@ -8,8 +8,8 @@ import httpx
 import pytest
 
 from jicoo_connector.errors import WebhookSignatureError
-from jicoo_connector.sandbox.webhooks import sign
 from jicoo_connector.webhooks import WebhookSecrets, verify_signature
+from jicoo_sandbox.webhooks import sign
 from tests.webhooks.conftest import NOW, OLD_SECRET, SECRET, Receiver
 
 TIMEOUT_S = 10.0

@@ -22,8 +22,8 @@ from typing import Final, NamedTuple
 
 import orjson
 
-from jicoo_connector.sandbox.config import SandboxConfig
-from jicoo_connector.sandbox.seed import (
+from jicoo_sandbox.config import SandboxConfig
+from jicoo_sandbox.seed import (
     MS_PER_MINUTE,
     TEAM_ID,
     Booking,

@@ -49,8 +49,8 @@ from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from jicoo_connector.sandbox.config import SandboxConfig
-    from jicoo_connector.sandbox.store import SandboxStore
+    from jicoo_sandbox.config import SandboxConfig
+    from jicoo_sandbox.store import SandboxStore
 
 __all__ = [
     "FAULT_EXTENSION",
@@ -900,7 +900,7 @@ def _transport(scope: Scope) -> _Transport:
     if not isinstance(transport, _Transport):
         raise RuntimeError(
             "this fault needs the connection's transport: serve the sandbox through "
-            "jicoo_connector.sandbox.server (TransportHttpToolsProtocol)"
+            "jicoo_sandbox.server (TransportHttpToolsProtocol)"
         )
     return transport
 

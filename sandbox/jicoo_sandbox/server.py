@@ -20,15 +20,15 @@ import httpx
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from jicoo_connector.sandbox.app import create_app
-from jicoo_connector.sandbox.config import DEFAULT_SANDBOX_KEY, SandboxConfig
-from jicoo_connector.sandbox.faults import TRANSPORT_EXTENSION, FaultProfile
+from jicoo_sandbox.app import create_app
+from jicoo_sandbox.config import DEFAULT_SANDBOX_KEY, SandboxConfig
+from jicoo_sandbox.faults import TRANSPORT_EXTENSION, FaultProfile
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
-    from jicoo_connector.sandbox.store import SandboxStore
-    from jicoo_connector.sandbox.webhooks import ChurnRunner, WebhookSender
+    from jicoo_sandbox.store import SandboxStore
+    from jicoo_sandbox.webhooks import ChurnRunner, WebhookSender
 
 __all__ = ["READY_LINE_PREFIX", "SandboxProcess", "SandboxServer", "serve"]
 
@@ -41,7 +41,7 @@ PROCESS_START_TIMEOUT_S = 120.0
 PROCESS_STOP_TIMEOUT_S = 10.0
 READY_POLL_S = 0.005
 CONTROL_TIMEOUT_S = 10.0
-# The CLI's first stdout line; SandboxProcess parses the base URL out of it.
+# cli.py's first stdout line; SandboxProcess parses the base URL out of it.
 READY_LINE_PREFIX = "Jicoo sandbox listening on "
 # Keep-alive long enough that a paging client reuses connections between pages.
 KEEP_ALIVE_S = 30
@@ -252,7 +252,7 @@ def serve(
 
 
 class SandboxProcess:
-    """The sandbox as a child process (``jicoo sandbox serve``): for benchmarks and crash tests.
+    """The sandbox as a child process (``jicoo-sandbox serve``): for benchmarks and crash tests.
 
     >>> with SandboxProcess(bookings=100_000) as sandbox:
     ...     print(sandbox.base_url)
@@ -279,7 +279,7 @@ class SandboxProcess:
     ) -> None:
         self.api_keys = api_keys
         self.start_timeout_s = start_timeout_s
-        args = [sys.executable, "-m", "jicoo_connector.cli", "sandbox", "serve"]
+        args = [sys.executable, "-m", "jicoo_sandbox.cli", "serve"]
         args += ["--host", host, "--port", str(port)]
         options: dict[str, object | None] = {
             "--seed": seed,

@@ -28,10 +28,10 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from jicoo_connector.sandbox.store import BookingQuery
+from jicoo_sandbox.store import BookingQuery
 
 if TYPE_CHECKING:
-    from jicoo_connector.sandbox.store import SandboxStore
+    from jicoo_sandbox.store import SandboxStore
 
 __all__ = ["ChurnRunner", "WebhookOptions", "WebhookSender", "event_payload", "sign"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from jicoo_connector.sandbox.webhooks import WebhookOptions
+    from jicoo_sandbox.webhooks import WebhookOptions
 
 __all__ = ["DEFAULT_SANDBOX_KEY", "Clock", "SandboxConfig", "clock_from", "system_clock"]
 

@@ -16,9 +16,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from jicoo_connector.sandbox.config import SandboxConfig
-from jicoo_connector.sandbox.faults import FAULT_EXTENSION, FaultInjector
-from jicoo_connector.sandbox.store import (
+from jicoo_sandbox.config import SandboxConfig
+from jicoo_sandbox.faults import FAULT_EXTENSION, FaultInjector
+from jicoo_sandbox.store import (
     EPOCH,
     ONE_MS,
     BookingPatch,
@@ -28,7 +28,7 @@ from jicoo_connector.sandbox.store import (
     page_count,
     valid_zone,
 )
-from jicoo_connector.sandbox.webhooks import API_EVENTS, ChurnRunner, WebhookSender
+from jicoo_sandbox.webhooks import API_EVENTS, ChurnRunner, WebhookSender
 
 __all__ = ["API_KEY_HEADER", "DEFAULT_PER_PAGE", "MAX_PER_PAGE", "create_app", "parse_instant"]
 
