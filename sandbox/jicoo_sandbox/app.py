@@ -1,6 +1,7 @@
 """The sandbox's HTTP face: Starlette routes per openapi.yaml, auth, validation, envelopes.
 
-State and business rules live in store.py; faults in faults.py. Imports no client code.
+State and business rules live in store.py; faults in fault_profile.py, fault_middleware.py and
+fault_control.py. Imports no client code.
 """
 
 import datetime as dt
@@ -17,7 +18,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from jicoo_sandbox.config import SandboxConfig
-from jicoo_sandbox.faults import FAULT_EXTENSION, FaultInjector
+from jicoo_sandbox.fault_control import FaultControl
+from jicoo_sandbox.fault_middleware import FAULT_EXTENSION
 from jicoo_sandbox.store import (
     EPOCH,
     ONE_MS,
@@ -546,7 +548,7 @@ def create_app(config: SandboxConfig) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(FaultInjector, store=store, config=config)],
+        middleware=[Middleware(FaultControl, store=store, config=config)],
         exception_handlers={HTTPException: _http_error},
     )
     app.state.store = store
