@@ -1,6 +1,6 @@
 """The benchmark harness: our extractor and write-back against the alternatives, on the sandbox.
 
-Every scenario starts its own sandbox process (`jicoo sandbox serve --port 0`) on loopback, and
+Every scenario starts its own sandbox process (`jicoo-sandbox serve --port 0`) on loopback, and
 every measured tool runs as its own child process, reaped with ``os.wait4`` so that wall time,
 CPU time and peak RSS belong to that tool alone. Runs of different tools are interleaved and
 ratios are taken run by run (run i of tool X over run i of ours), then the median.
@@ -288,10 +288,8 @@ class SandboxUnavailableError(RuntimeError):
 
 def sandbox_process_class() -> Any:
     """The project's SandboxProcess, imported late so a missing sandbox is reported, not a crash."""
-    try:
-        from jicoo_sandbox import SandboxProcess
-    except ImportError:
-        from jicoo_sandbox.server import SandboxProcess
+    from jicoo_sandbox import SandboxProcess
+
     return SandboxProcess
 
 
@@ -1442,6 +1440,7 @@ def machine_info() -> dict[str, object]:
     versions: dict[str, str | None] = {}
     for package in (
         "jicoo-connector",
+        "jicoo-sandbox",
         "httpx",
         "pandas",
         "pyarrow",

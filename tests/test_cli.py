@@ -1,6 +1,7 @@
 """The `jicoo` command end to end against the sandbox: exit codes, files written, nothing lost."""
 
 import csv
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -154,4 +155,24 @@ def test_webhook_serve_without_a_secret_says_which_variable_and_stores_nothing(
     code = main(["webhook", "serve", "--port", "0", "--db", str(tmp_path / "events.sqlite")])
     assert code == EXIT_UNUSABLE
     assert "set JICOO_WEBHOOK_SECRET" in capsys.readouterr().err
+    assert not (tmp_path / "events.sqlite").exists()
+
+
+@pytest.mark.parametrize("missing", ["starlette", "uvicorn"])
+def test_webhook_serve_without_the_extra_names_it_in_one_line(
+    missing: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if jicoo-connector were installed without [webhooks]: the package and every submodule
+    # already loaded (the sandbox fixture's, say) fail to import.
+    for name in [missing, *(n for n in sys.modules if n.startswith(f"{missing}."))]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "jicoo_connector.webhooks.receiver", raising=False)
+    monkeypatch.setenv("JICOO_WEBHOOK_SECRET", "whsec_test")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["webhook", "serve", "--port", "0", "--db", str(tmp_path / "events.sqlite")])
+    message = str(exit_info.value.code)
+    assert message == (
+        f"jicoo webhook serve needs {missing}, which comes with the webhooks extra: "
+        "pip install 'jicoo-connector[webhooks]'"
+    )
     assert not (tmp_path / "events.sqlite").exists()
