@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from jicoo_connector.sandbox.server import SandboxProcess  # noqa: E402
+from jicoo_sandbox.server import SandboxProcess  # noqa: E402
 
 KEY = "sk_test_sandbox"
 ZONE = ZoneInfo("Asia/Tokyo")

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from jicoo_connector.cli import main as cli_main
-from jicoo_connector.sandbox.server import SandboxServer
+from jicoo_sandbox.server import SandboxServer
 from tests.conftest import SANDBOX_KEY
 
 DEADLINE_S = 1.5

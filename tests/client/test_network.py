@@ -20,10 +20,10 @@ from jicoo_connector.cli import main as cli_main
 from jicoo_connector.client import AsyncJicooClient, RateLimiter
 from jicoo_connector.client._network import bypassed, proxy_for
 from jicoo_connector.errors import ConfigError, JicooError, TransportError
-from jicoo_connector.sandbox.app import create_app
-from jicoo_connector.sandbox.config import SandboxConfig
-from jicoo_connector.sandbox.server import SandboxServer
 from jicoo_connector.settings import ApiKey, Settings
+from jicoo_sandbox.app import create_app
+from jicoo_sandbox.config import SandboxConfig
+from jicoo_sandbox.server import SandboxServer
 from tests.client.proxy import ConnectProxy, connect_proxy
 from tests.conftest import SANDBOX_KEY
 

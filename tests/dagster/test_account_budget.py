@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 
 from assets.resources import API_POOL
-from jicoo_connector.sandbox.server import SandboxServer
+from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import range_tags, tokyo_today
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,8 +18,8 @@ from assets.automation import jicoo_refresh_schedule, jicoo_sweep_schedule
 from assets.extract_assets import CONTACTS_OP, booking_contacts, bookings
 from jicoo_connector.errors import MissingPartitionError
 from jicoo_connector.extract import DEFAULT_MAX_BOOKING_DURATION, day_window
-from jicoo_connector.sandbox.server import SandboxServer
 from jicoo_connector.storage import ParquetStore
+from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
     TOKYO,
     jicoo_resource,

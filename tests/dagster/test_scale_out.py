@@ -33,7 +33,7 @@ from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.storage.dagster_run import DagsterRunStatus
 
 from jicoo_connector.changes.changeset import parse_changeset
-from jicoo_connector.sandbox.server import SandboxServer
+from jicoo_sandbox.server import SandboxServer
 from tests.dagster.test_deploy_config import dagster_url
 from tests.postgres_server import PostgresServer
 from tests.s3_server import moto_s3
