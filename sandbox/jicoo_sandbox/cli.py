@@ -7,6 +7,7 @@ The only module of the sandbox that prints. Its first stdout line is the ready l
 import argparse
 import datetime as dt
 import json
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from jicoo_sandbox.webhooks import WebhookOptions
 __all__ = ["build_parser", "main"]
 
 EXIT_OK = 0
+EXIT_UNUSABLE = 2
 
 
 def _date(text: str) -> dt.date:
@@ -71,15 +73,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _usage(message: str) -> int:
+    print(f"jicoo-sandbox: {message}", file=sys.stderr)
+    return EXIT_UNUSABLE
+
+
+def _port_free(host: str, port: int) -> bool:
+    # Checked before the sandbox loads its data, so the mistake is told at once and plainly.
+    if port == 0:
+        return True
+    try:
+        with socket.create_server((host, port)):
+            return True
+    except OSError:
+        return False
+
+
 def _serve(args: argparse.Namespace) -> int:
     if bool(args.webhook_url) != bool(args.webhook_secret):
         raise SystemExit("jicoo-sandbox serve: --webhook-url and --webhook-secret go together")
     faults: dict[str, object] = {}
     if args.faults is not None:
-        loaded = json.loads(args.faults.read_text(encoding="utf-8"))
+        try:
+            loaded = json.loads(args.faults.read_text(encoding="utf-8"))
+        except OSError as exc:
+            return _usage(f"--faults {args.faults}: {exc.strerror}")
+        except ValueError as exc:
+            return _usage(f"--faults {args.faults}: not JSON ({exc})")
         if not isinstance(loaded, dict):
-            raise SystemExit(f"{args.faults}: the fault profile must be a JSON object")
+            return _usage(f"--faults {args.faults}: the fault profile must be a JSON object")
         faults.update(loaded)
+    if not _port_free(args.host, args.port):
+        return _usage(f"port {args.port} on {args.host} is in use; pick another (--port 0: any)")
     if args.latency_ms is not None:
         faults["latency_ms"] = args.latency_ms
     if args.rate_limit is not None:

@@ -1,12 +1,14 @@
 """The `jicoo-sandbox` command: installed as its own entry point, every option documented."""
 
+import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from jicoo_sandbox.cli import main
+from jicoo_sandbox.cli import EXIT_UNUSABLE, main
 
 # Every option of `jicoo-sandbox serve` (those `jicoo sandbox serve` had before the split).
 SERVE_OPTIONS = (
@@ -42,3 +44,32 @@ def test_the_installed_command_lists_every_serve_option() -> None:
 def test_a_webhook_url_without_its_secret_is_refused_before_serving() -> None:
     with pytest.raises(SystemExit, match="--webhook-url and --webhook-secret go together"):
         main(["serve", "--port", "0", "--webhook-url", "http://127.0.0.1:9/hooks"])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "--faults {path}: No such file or directory"),
+        ("{not json", "--faults {path}: not JSON"),
+        (json.dumps([1]), "--faults {path}: the fault profile must be a JSON object"),
+    ],
+)
+def test_a_bad_fault_file_is_one_line_and_exit_2(
+    content: str | None, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "faults.json"
+    if content is not None:
+        path.write_text(content, encoding="utf-8")
+    assert main(["serve", "--port", "0", "--faults", str(path)]) == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert err.startswith(f"jicoo-sandbox: {message.format(path=path)}")
+    assert err.count("\n") == 1
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == EXIT_UNUSABLE
+    assert capsys.readouterr().err == (
+        f"jicoo-sandbox: port {port} on 127.0.0.1 is in use; pick another (--port 0: any)\n"
+    )
