@@ -1,6 +1,6 @@
 """Jicoo webhooks: signature check, event records, and what to refresh. No HTTP server here.
 
-The ASGI receiver is ``jicoo_connector.webhooks.receiver`` (it needs starlette and uvicorn);
+The ASGI receiver is ``jicoo_connector.webhooks.receiver`` (it needs the extra [webhooks]);
 this package imports neither, so the code location can read the store without them.
 """
 

@@ -1,6 +1,6 @@
 """The webhook receiver: an ASGI app (mount it in your own server) and ``serve`` (uvicorn).
 
-The only module of the library that imports starlette and uvicorn (they become the optional
+The only module of the library that imports starlette and uvicorn (they are the optional
 extra ``jicoo-connector[webhooks]``). Answers: 401 for a missing or bad signature (nothing
 stored), 413 for a body over the cap, 400 for JSON that is not an event, 200 once the event is
 committed, replays and unknown event types included (stored, ignored downstream), 500 if the
