@@ -1,54 +1,59 @@
-"""The one `Definitions` object that workspace.yaml loads."""
-
-import os
+"""The code location: ``defs`` (what workspace.yaml loads) reads ``ConnectorConfig.from_env()``
+when Dagster loads it, never at import; ``build_definitions`` takes any config (the demo, tests).
+"""
 
 import dagster as dg
 
-from assets.automation import (
-    daily_tables_job,
-    jicoo_refresh_schedule,
-    jicoo_snapshots_schedule,
-    jicoo_sweep_schedule,
-    snapshots_job,
-)
-from assets.extract_assets import extract_assets
-from assets.resources import (
-    DEFAULT_DUCKDB_PATH,
-    DEFAULT_LEDGER_PATH,
-    DEFAULT_WAREHOUSE_ROOT,
-    JicooResource,
-    WarehouseResource,
-)
+from assets.automation import build_schedules, daily_tables_job, snapshots_job
+from assets.extract_assets import build_extract_assets
+from assets.partitions import daily_partitions
+from assets.resources import JicooResource, WarehouseResource
 from assets.warehouse import warehouse_tables
 from assets.writeback import (
-    DEFAULT_APPLY_LOG_ROOT,
     WriteBackResource,
     apply_changeset_job,
     apply_log,
     changeset_inbox_sensor,
 )
-from jicoo_connector.settings import DEFAULT_BASE_URL
+from jicoo_connector.config import ConnectorConfig
+from jicoo_connector.errors import ConfigError
 
-defs = dg.Definitions(
-    assets=[*extract_assets, warehouse_tables, apply_log],
-    jobs=[daily_tables_job, snapshots_job, apply_changeset_job],
-    sensors=[changeset_inbox_sensor],
-    schedules=[jicoo_refresh_schedule, jicoo_sweep_schedule, jicoo_snapshots_schedule],
-    resources={
-        # The key only ever through EnvVar: a literal would show in the resource's repr and UI.
-        "jicoo": JicooResource(
-            api_key=dg.EnvVar("JICOO_API_KEY"),
-            base_url=os.environ.get("JICOO_BASE_URL", DEFAULT_BASE_URL),
-        ),
-        "warehouse": WarehouseResource(
-            root=os.environ.get("JICOO_WAREHOUSE_ROOT", DEFAULT_WAREHOUSE_ROOT),
-            duckdb_path=os.environ.get("JICOO_DUCKDB_PATH", DEFAULT_DUCKDB_PATH),
-            # Through EnvVar: the URL may hold a password, which the UI must never show.
-            url=dg.EnvVar("JICOO_WAREHOUSE_URL") if os.environ.get("JICOO_WAREHOUSE_URL") else "",
-        ),
-        "writeback": WriteBackResource(
-            ledger_path=os.environ.get("JICOO_LEDGER_PATH", DEFAULT_LEDGER_PATH),
-            apply_log_root=os.environ.get("JICOO_APPLY_LOG_ROOT", DEFAULT_APPLY_LOG_ROOT),
-        ),
-    },
-)
+
+def build_definitions(config: ConnectorConfig) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[*build_extract_assets(daily_partitions(config)), warehouse_tables, apply_log],
+        jobs=[daily_tables_job, snapshots_job, apply_changeset_job],
+        sensors=[changeset_inbox_sensor],
+        schedules=build_schedules(config),
+        resources={
+            # The key only ever through EnvVar: a literal would show in the resource's repr and
+            # UI. (The config's own copy of it is for the CLI; it never reaches Dagster.)
+            "jicoo": JicooResource(
+                api_key=dg.EnvVar("JICOO_API_KEY"),
+                base_url=config.base_url,
+                rate_limit=config.rate_limit,
+                burst=config.burst,
+            ),
+            "warehouse": WarehouseResource(
+                root=config.warehouse_root,
+                duckdb_path=config.duckdb_path,
+                # Through EnvVar: the URL may hold a password, which the UI must never show.
+                url=dg.EnvVar("JICOO_WAREHOUSE_URL") if config.warehouse_url else "",
+            ),
+            "writeback": WriteBackResource(
+                ledger_path=config.ledger_path,
+                apply_log_root=config.apply_log_root,
+                inbox=config.changeset_inbox,
+            ),
+        },
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    try:
+        config = ConnectorConfig.from_env()
+    except ConfigError as exc:
+        # Raised afresh: Dagster prints the message and this one frame, not our parser's stack.
+        raise ConfigError(str(exc)) from None
+    return build_definitions(config)

@@ -9,7 +9,6 @@ import dagster as dg
 import pyarrow as pa
 from dagster._core.definitions.metadata import RawMetadataValue
 
-from assets.partitions import TIMEZONE, daily_partitions
 from assets.resources import JicooResource, WarehouseResource
 from jicoo_connector.client import FetchReport
 from jicoo_connector.extract import ExtractResult, extract_range
@@ -137,6 +136,7 @@ def _extract(
     jicoo: JicooResource,
     warehouse: WarehouseResource,
     days: Sequence[dt.date],
+    zone: str,
 ) -> Iterator[dg.MaterializeResult[None]]:
     started = time.monotonic()
     store = ParquetStore(warehouse.root)
@@ -146,7 +146,7 @@ def _extract(
         min(days),
         max(days),
         warehouse.root,
-        zone=TIMEZONE,
+        zone=zone,
         run_id=context.run.run_id,
     )
     skipped = [r for r in results if r.skipped_reason]
@@ -184,13 +184,17 @@ def _spec(table: str, description: str, deps: Sequence[dg.AssetKey] = ()) -> dg.
     )
 
 
-def _daily_asset(table: str, deps: Sequence[dg.AssetKey] = ()) -> dg.AssetsDefinition:
+def _daily_asset(
+    table: str, partitions: dg.DailyPartitionsDefinition, deps: Sequence[dg.AssetKey] = ()
+) -> dg.AssetsDefinition:
     # A one-asset multi_asset rather than @asset: only can_subset makes the check outputs
     # optional, which a skipped (403) asset needs.
+    zone = partitions.timezone
+
     @dg.multi_asset(
         name=f"jicoo__{table}",
-        specs=[_spec(table, f"Jicoo {table}, one partition per calendar day in {TIMEZONE}.", deps)],
-        partitions_def=daily_partitions,
+        specs=[_spec(table, f"Jicoo {table}, one partition per calendar day in {zone}.", deps)],
+        partitions_def=partitions,
         # One run extracts a whole range (backfills, the rolling refresh), days in parallel.
         backfill_policy=dg.BackfillPolicy.single_run(),
         check_specs=check_specs(table),
@@ -200,12 +204,12 @@ def _daily_asset(table: str, deps: Sequence[dg.AssetKey] = ()) -> dg.AssetsDefin
         context: dg.AssetExecutionContext, jicoo: JicooResource, warehouse: WarehouseResource
     ) -> Iterator[dg.MaterializeResult[None]]:
         days = [dt.date.fromisoformat(key) for key in context.partition_keys]
-        yield from _extract(context, table, jicoo, warehouse, days)
+        yield from _extract(context, table, jicoo, warehouse, days, zone)
 
     return _asset
 
 
-def _snapshot_asset(table: str) -> dg.AssetsDefinition:
+def _snapshot_asset(table: str, zone: str) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name=f"jicoo__{table}",
         specs=[_spec(table, f"Jicoo {table}, a snapshot per day (today's is replaced on re-run).")],
@@ -215,16 +219,18 @@ def _snapshot_asset(table: str) -> dg.AssetsDefinition:
     def _asset(
         context: dg.AssetExecutionContext, jicoo: JicooResource, warehouse: WarehouseResource
     ) -> Iterator[dg.MaterializeResult[None]]:
-        today = dt.datetime.now(ZoneInfo(TIMEZONE)).date()
-        yield from _extract(context, table, jicoo, warehouse, [today])
+        today = dt.datetime.now(ZoneInfo(zone)).date()
+        yield from _extract(context, table, jicoo, warehouse, [today], zone)
 
     return _asset
 
 
-bookings = _daily_asset("bookings")
-# Contacts are checked against the same day's bookings partition, so bookings come first.
-booking_contacts = _daily_asset("booking_contacts", deps=[asset_key("bookings")])
-snapshot_assets = [_snapshot_asset(table) for table in SNAPSHOT_TABLES]
-
-
-extract_assets = [bookings, booking_contacts, *snapshot_assets]
+def build_extract_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """Every extract asset, its days being ``partitions``' (calendar days in its zone)."""
+    zone = partitions.timezone
+    return [
+        _daily_asset("bookings", partitions),
+        # Contacts are checked against the same day's bookings partition: bookings come first.
+        _daily_asset("booking_contacts", partitions, deps=[asset_key("bookings")]),
+        *(_snapshot_asset(table, zone) for table in SNAPSHOT_TABLES),
+    ]

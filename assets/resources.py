@@ -1,21 +1,17 @@
-"""Dagster resources: configuration plus factories for the plain library objects."""
+"""Dagster resources: configuration plus factories for the plain library objects.
+
+Their defaults are ``ConnectorConfig``'s (spelled once, in jicoo_connector/config.py); the
+code location fills them from ``ConnectorConfig.from_env()`` when it loads.
+"""
 
 import dagster as dg
 from pydantic import Field
 
-from jicoo_connector.settings import (
-    DEFAULT_BASE_URL,
-    DEFAULT_BURST,
-    DEFAULT_PAGE_CONCURRENCY,
-    DEFAULT_RATE_LIMIT,
-    ApiKey,
-    Settings,
-)
+from jicoo_connector.config import ConnectorConfig
+from jicoo_connector.settings import DEFAULT_PAGE_CONCURRENCY, ApiKey, Settings
 from jicoo_connector.warehouse import WarehouseTarget
 
-DEFAULT_WAREHOUSE_ROOT = "data/warehouse"
-DEFAULT_DUCKDB_PATH = "data/warehouse.duckdb"
-DEFAULT_LEDGER_PATH = "data/ledger.sqlite"
+DEFAULTS = ConnectorConfig()
 
 
 class JicooResource(dg.ConfigurableResource["JicooResource"]):
@@ -23,12 +19,16 @@ class JicooResource(dg.ConfigurableResource["JicooResource"]):
 
     api_key: str = Field(description="API key; always pass dg.EnvVar('JICOO_API_KEY').")
     base_url: str = Field(
-        default=DEFAULT_BASE_URL, description="API origin; plain http only to loopback."
+        default=DEFAULTS.base_url,
+        description="API origin ($JICOO_BASE_URL); http only to loopback.",
     )
     rate_limit: float = Field(
-        default=DEFAULT_RATE_LIMIT, description="Requests per second shared by the process."
+        default=DEFAULTS.rate_limit,
+        description="Requests per second shared by the process ($JICOO_RATE_LIMIT).",
     )
-    burst: int = Field(default=DEFAULT_BURST, description="Token-bucket size of the limiter.")
+    burst: int = Field(
+        default=DEFAULTS.burst, description="Token-bucket size of the limiter ($JICOO_BURST)."
+    )
     page_concurrency: int = Field(
         default=DEFAULT_PAGE_CONCURRENCY, description="Pages fetched at once per listing."
     )
@@ -48,10 +48,12 @@ class WarehouseResource(dg.ConfigurableResource["WarehouseResource"]):
     (``url``: PostgreSQL, Snowflake, BigQuery; empty: the DuckDB file ``duckdb_path``)."""
 
     root: str = Field(
-        default=DEFAULT_WAREHOUSE_ROOT, description="Parquet dataset root: a path or a URI."
+        default=DEFAULTS.warehouse_root,
+        description="Parquet dataset root: a path or a URI ($JICOO_WAREHOUSE_ROOT).",
     )
     duckdb_path: str = Field(
-        default=DEFAULT_DUCKDB_PATH, description="The embedded DuckDB warehouse file."
+        default=DEFAULTS.duckdb_path,
+        description="The embedded DuckDB warehouse file ($JICOO_DUCKDB_PATH).",
     )
     url: str = Field(
         default="",

@@ -5,12 +5,14 @@ import argparse
 import csv
 import datetime as dt
 import json
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from jicoo_connector.errors import ChangeSetError, JicooError
+from jicoo_connector.config import ConnectorConfig, parse_date, parse_zone
+from jicoo_connector.errors import ChangeSetError, ConfigError, JicooError
 
 __all__ = ["main"]
 
@@ -19,11 +21,29 @@ EXIT_SOME_FAILED = 1
 EXIT_UNUSABLE = 2
 
 
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from exc
+DEFAULTS = ConnectorConfig()
+
+
+def _argument(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """A config parser as an argparse type: a bad flag is a usage error (exit 2), no stack."""
+
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+_date = _argument(parse_date)
+_zone = _argument(parse_zone)
+
+
+def _setting_help(name: str, what: str) -> str:
+    """``what`` plus where the default comes from: the variable, else the built-in value."""
+    env = ConnectorConfig.specs()[name].env
+    return f"{what} (default: ${env}, else {getattr(DEFAULTS, name)})"
 
 
 def _add_sandbox(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -61,10 +81,17 @@ def _serve_sandbox(args: argparse.Namespace) -> int:
 
     faults: dict[str, object] = {}
     if args.faults is not None:
-        loaded = json.loads(args.faults.read_text(encoding="utf-8"))
+        try:
+            loaded = json.loads(args.faults.read_text(encoding="utf-8"))
+        except OSError as exc:
+            return _usage(f"--faults {args.faults}: {exc.strerror}")
+        except ValueError as exc:
+            return _usage(f"--faults {args.faults}: not JSON ({exc})")
         if not isinstance(loaded, dict):
-            raise SystemExit(f"{args.faults}: the fault profile must be a JSON object")
+            return _usage(f"--faults {args.faults}: the fault profile must be a JSON object")
         faults.update(loaded)
+    if not _port_free(args.host, args.port):
+        return _usage(f"port {args.port} on {args.host} is in use; pick another (--port 0: any)")
     if args.latency_ms is not None:
         faults["latency_ms"] = args.latency_ms
     if args.rate_limit is not None:
@@ -100,6 +127,22 @@ def _add_tables(parser: argparse.ArgumentParser, verb: str) -> None:
     )
 
 
+def _usage(message: str) -> int:
+    print(f"jicoo: {message}", file=sys.stderr)
+    return EXIT_UNUSABLE
+
+
+def _port_free(host: str, port: int) -> bool:
+    # Checked before the sandbox loads its data, so the mistake is told at once and plainly.
+    if port == 0:
+        return True
+    try:
+        with socket.create_server((host, port)):
+            return True
+    except OSError:
+        return False
+
+
 def _add_extract(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     extract = commands.add_parser(
         "extract",
@@ -112,8 +155,15 @@ def _add_extract(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     _add_tables(extract, "extract")
     extract.add_argument("--start", type=_date, default=None, help="first day (default today)")
     extract.add_argument("--end", type=_date, default=None, help="last day (default --start)")
-    extract.add_argument("--out", default="data/warehouse", help="Parquet root: a path or URI")
-    extract.add_argument("--timezone", default="Asia/Tokyo", help="IANA zone of the days")
+    extract.add_argument(
+        "--out", default=None, help=_setting_help("warehouse_root", "Parquet root: a path or URI")
+    )
+    extract.add_argument(
+        "--timezone",
+        type=_zone,
+        default=None,
+        help=_setting_help("timezone", "IANA zone of the days"),
+    )
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -121,7 +171,6 @@ def _extract(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from jicoo_connector.extract import SOURCES, ExtractResult, extract_range
-    from jicoo_connector.settings import Settings
     from jicoo_connector.tables import TABLES
 
     tables = args.tables or sorted(SOURCES)
@@ -129,11 +178,12 @@ def _extract(args: argparse.Namespace) -> int:
     if unknown:
         print(f"jicoo extract: unknown tables {unknown}; known: {sorted(SOURCES)}", file=sys.stderr)
         return EXIT_UNUSABLE
-    settings = Settings.from_env()
-    start = args.start or dt.datetime.now(ZoneInfo(args.timezone)).date()
+    config = ConnectorConfig.from_env(timezone=args.timezone, warehouse_root=args.out)
+    settings = config.settings()
+    start = args.start or dt.datetime.now(ZoneInfo(config.timezone)).date()
     end = args.end or start
     if end < start:
-        raise SystemExit(f"jicoo extract: --end {end} is before --start {start}")
+        return _usage(f"extract: --end {end} is before --start {start}")
     days = (end - start).days + 1
     total = sum(days if TABLES[t].partitioning == "day" else 1 for t in tables)
     rows: dict[str, int] = {}
@@ -146,13 +196,12 @@ def _extract(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"{result.table} {result.partition_value}: {result.rows} rows")
             bar.update()
 
-        extract_range(settings, args.tables, start, end, args.out, progress, zone=args.timezone)
+        extract_range(
+            settings, tables, start, end, config.warehouse_root, progress, zone=config.timezone
+        )
     for table in tables:
-        print(f"{table:<24} {rows.get(table, 0):>9} rows  {args.out}/{table}/")
+        print(f"{table:<24} {rows.get(table, 0):>9} rows  {config.warehouse_root}/{table}/")
     return EXIT_OK
-
-
-DEFAULT_WAREHOUSE_ROOT = "data/warehouse"
 
 
 def _add_load(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -178,24 +227,24 @@ def _add_load(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -
         "--warehouse-url",
         default=None,
         metavar="URL",
-        help="default: JICOO_WAREHOUSE_URL, else JICOO_DUCKDB_PATH, else data/warehouse.duckdb",
+        help=f"warehouse (default: $JICOO_WAREHOUSE_URL, else $JICOO_DUCKDB_PATH, else "
+        f"{DEFAULTS.duckdb_path})",
     )
     load.add_argument(
         "--root",
         default=None,
-        help="Parquet root: a path or URI (default: JICOO_WAREHOUSE_ROOT, else data/warehouse)",
+        help=_setting_help("warehouse_root", "Parquet root: a path or URI"),
     )
 
 
 def _load(args: argparse.Namespace) -> int:
-    import os
     import uuid
 
     from jicoo_connector.storage import ParquetStore
-    from jicoo_connector.warehouse import TableLoad, load_warehouse, warehouse_url_from_env
+    from jicoo_connector.warehouse import TableLoad, load_warehouse
 
-    url = args.warehouse_url or warehouse_url_from_env()
-    root = args.root or os.environ.get("JICOO_WAREHOUSE_ROOT") or DEFAULT_WAREHOUSE_ROOT
+    config = ConnectorConfig.from_env(warehouse_url=args.warehouse_url, warehouse_root=args.root)
+    url, root = config.warehouse(), config.warehouse_root
 
     def progress(table: TableLoad) -> None:
         added = f", columns added: {', '.join(table.columns_added)}" if table.columns_added else ""
@@ -222,10 +271,7 @@ def _load(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-DEFAULT_LEDGER = "data/ledger.sqlite"
-DEFAULT_APPLY_LOG_ROOT = "data/apply_log"
-# Final states a row may end in for `jicoo apply` to exit 0.
-SUCCESS_STATES = frozenset({"applied", "already_applied", "will_apply", "already_in_target"})
+LEDGER_HELP = _setting_help("ledger_path", "SQLite ledger")
 
 
 def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -241,13 +287,15 @@ def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     apply.add_argument("file", type=Path, help="the change-set CSV")
     apply.add_argument("--dry-run", action="store_true", help="plan only; writes FILE.plan.json")
     apply.add_argument("--plan", type=Path, help="apply only if this plan still holds")
-    apply.add_argument("--ledger", type=Path, default=Path(DEFAULT_LEDGER), help="SQLite ledger")
+    apply.add_argument("--ledger", type=Path, default=None, help=LEDGER_HELP)
     apply.add_argument("--concurrency", type=int, default=4, help="changes in flight at once")
     apply.add_argument("--batch-id", help="ledger batch id (default: the file name)")
     apply.add_argument("--encoding", help="file encoding, e.g. cp932 (default UTF-8)")
     apply.add_argument("--strict", action="store_true", help="refuse the file if any row is bad")
     apply.add_argument(
-        "--apply-log", default=DEFAULT_APPLY_LOG_ROOT, help="apply_log Parquet table root"
+        "--apply-log",
+        default=None,
+        help=_setting_help("apply_log_root", "apply_log Parquet table root"),
     )
 
     ledger = commands.add_parser("ledger", help="inspect the write-back ledger")
@@ -256,73 +304,71 @@ def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         "undo", help="write the inverse change set of a batch's applied reschedules"
     )
     undo.add_argument("batch", help="the batch id")
-    undo.add_argument("--ledger", type=Path, default=Path(DEFAULT_LEDGER), help="SQLite ledger")
+    undo.add_argument("--ledger", type=Path, default=None, help=LEDGER_HELP)
     undo.add_argument("--out", type=Path, help="output CSV (default BATCH.undo.csv)")
     status = ledger_commands.add_parser("status", help="counts per state of a batch")
     status.add_argument("batch", help="the batch id")
-    status.add_argument("--ledger", type=Path, default=Path(DEFAULT_LEDGER), help="SQLite ledger")
+    status.add_argument("--ledger", type=Path, default=None, help=LEDGER_HELP)
 
 
 def _apply(args: argparse.Namespace) -> int:
     from jicoo_connector.changes import (
-        Plan,
-        apply_changeset,
-        build_plan,
-        parse_changeset,
-        write_rejected_csv,
+        BatchMismatchError,
+        LedgerBusyError,
+        PlanError,
+        run_changeset,
     )
-    from jicoo_connector.settings import Settings
 
+    config = ConnectorConfig.from_env(ledger_path=args.ledger, apply_log_root=args.apply_log)
     path: Path = args.file
     try:
-        parsed = parse_changeset(path, encoding=args.encoding, strict=args.strict)
+        run = run_changeset(
+            config.settings(),
+            path,
+            ledger_path=config.ledger_path,
+            apply_log_root=config.apply_log_root,
+            batch_id=args.batch_id,
+            dry_run=args.dry_run,
+            plan_path=args.plan,
+            concurrency=args.concurrency,
+            encoding=args.encoding,
+            strict=args.strict,
+        )
     except ChangeSetError as exc:
-        print(f"jicoo apply: {path}: {exc} (nothing applied)", file=sys.stderr)
-        return EXIT_UNUSABLE
-    settings = Settings.from_env()
-    if parsed.rejected:
-        rejected = path.with_name(f"{path.stem}.rejected.csv")
-        write_rejected_csv(rejected, parsed)
-        print(f"{len(parsed.rejected)} rows rejected; fix and resubmit {rejected}:")
-        for row in parsed.rejected:
+        return _usage(f"apply: {path}: {exc} (nothing applied)")
+    except (PlanError, BatchMismatchError, LedgerBusyError) as exc:
+        # All three are found before the first request of the batch leaves.
+        return _usage(f"apply: {exc} (nothing was sent)")
+    if run.parsed.rejected:
+        print(f"{len(run.parsed.rejected)} rows rejected by validation:")
+        for row in run.parsed.rejected:
             print(f"  row {row.row}, column {row.column or '-'}: {row.reason}")
-    if args.dry_run:
-        dry = build_plan(settings, parsed, concurrency=args.concurrency)
-        plan_path = dry.write(path.with_name(f"{path.stem}.plan.json"))
-        print(f"plan {plan_path}: " + ", ".join(f"{k} {n}" for k, n in dry.counts().items()))
-        for item in dry.items:
-            if item.verdict.value not in SUCCESS_STATES:
+    if run.plan is not None:
+        counts = ", ".join(f"{k} {n}" for k, n in run.plan.counts().items())
+        print(f"plan {run.plan_path}: {counts} (nothing was sent)")
+        for item in run.plan.items:
+            if item.key is not None and item.verdict.value not in (
+                "will_apply",
+                "already_in_target",
+            ):
                 print(f"  row {item.row}: {item.verdict.value}: {item.reason}")
-        ok = all(item.verdict.value in SUCCESS_STATES for item in dry.items)
-        return EXIT_OK if ok and not parsed.rejected else EXIT_SOME_FAILED
-    plan = Plan.read(args.plan) if args.plan else None
-    batch_id = args.batch_id or path.stem
-    report = apply_changeset(
-        settings,
-        parsed,
-        ledger_path=args.ledger,
-        batch_id=batch_id,
-        plan=plan,
-        concurrency=args.concurrency,
-    )
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    log = report.write_parquet(Path(args.apply_log) / f"batch={batch_id}" / f"run-{stamp}.parquet")
-    print(report.summary())
-    print(f"apply log: {log}; ledger: {args.ledger}")
-    ok = all(row.state in SUCCESS_STATES for row in report.rows)
-    return EXIT_OK if ok and not parsed.rejected else EXIT_SOME_FAILED
+    if run.report is not None:
+        print(run.report.summary())
+        print(f"apply log: {run.apply_log}; ledger: {config.ledger_path}")
+    if run.rejected_path is not None:
+        print(f"{len(run.not_done)} rows did not go through; fix and resubmit {run.rejected_path}")
+    return EXIT_OK if run.ok else EXIT_SOME_FAILED
 
 
 def _ledger(args: argparse.Namespace) -> int:
     from jicoo_connector.changes import Ledger
 
-    if not args.ledger.exists():
-        print(f"jicoo ledger: no ledger at {args.ledger}", file=sys.stderr)
-        return EXIT_UNUSABLE
-    with Ledger(args.ledger) as ledger:
+    ledger_path = ConnectorConfig.from_env(ledger_path=args.ledger).path("ledger_path")
+    if not ledger_path.exists():
+        return _usage(f"ledger: no ledger at {ledger_path}")
+    with Ledger(ledger_path) as ledger:
         if ledger.batch_hash(args.batch) is None:
-            print(f"jicoo ledger: no batch {args.batch!r} in {args.ledger}", file=sys.stderr)
-            return EXIT_UNUSABLE
+            return _usage(f"ledger: no batch {args.batch!r} in {ledger_path}")
         if args.ledger_command == "status":
             for state, count in sorted(ledger.counts(args.batch).items()):
                 print(f"{state:<16} {count:>6}")
@@ -345,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
             "Jicoo connector: extract to Parquet, load the warehouse, apply change sets, run "
             "the sandbox."
         ),
-        epilog="The API key is read from JICOO_API_KEY, the base URL from JICOO_BASE_URL.",
+        epilog="Settings come from JICOO_* environment variables (the README lists them); "
+        "a flag beats its variable. The API key is read from JICOO_API_KEY only.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     _add_sandbox(commands)
@@ -370,9 +417,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _ledger(args)
     except KeyboardInterrupt:
         return EXIT_OK
+    except ConfigError as exc:
+        return _usage(str(exc))
     except JicooError as exc:
-        print(f"jicoo: {exc}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return _usage(str(exc))
+    except OSError as exc:
+        # A path the user gave that cannot be read or written: say which, no stack.
+        where = f": {exc.filename}" if exc.filename else ""
+        return _usage(f"{exc.strerror or exc}{where}")
     except ExceptionGroup as group:
         # extract_range attempts every partition and raises the failures together.
         for failure in group.exceptions:

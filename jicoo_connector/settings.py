@@ -1,7 +1,6 @@
 """Frozen connector settings and the redacted API key. Imports nothing else of the package."""
 
 import ipaddress
-import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -18,6 +17,7 @@ __all__ = [
     "DEFAULT_RATE_LIMIT",
     "DEFAULT_READ_TIMEOUT",
     "DEFAULT_REQUEST_DEADLINE",
+    "DEFAULT_TIMEZONE",
     "ApiKey",
     "Settings",
 ]
@@ -34,6 +34,8 @@ DEFAULT_RATE_LIMIT = 10.0
 DEFAULT_BURST = 20
 DEFAULT_PAGE_CONCURRENCY = 16
 DEFAULT_PER_PAGE = 100
+# The service's home market: calendar days are Tokyo days unless JICOO_TIMEZONE says otherwise.
+DEFAULT_TIMEZONE = "Asia/Tokyo"
 
 
 class ApiKey:
@@ -116,22 +118,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
-        """Read ``JICOO_API_KEY`` (required) and ``JICOO_BASE_URL``, ``JICOO_RATE_LIMIT``,
-        ``JICOO_BURST`` (optional); keyword overrides win."""
-        secret = os.environ.get("JICOO_API_KEY")
-        if not secret:
-            raise ConfigError("JICOO_API_KEY is not set")
-        values: dict[str, object] = {"api_key": ApiKey(secret)}
-        if base := os.environ.get("JICOO_BASE_URL"):
-            values["base_url"] = base
-        for env, name, kind in (
-            ("JICOO_RATE_LIMIT", "rate_limit", float),
-            ("JICOO_BURST", "burst", int),
-        ):
-            if raw := os.environ.get(env):
-                try:
-                    values[name] = kind(raw)
-                except ValueError as exc:
-                    raise ConfigError(f"{env}={raw!r} is not a number") from exc
-        values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+        """The client part of ``ConnectorConfig.from_env()`` (every ``JICOO_*`` variable is
+        read there); keyword overrides win."""
+        from jicoo_connector.config import ConnectorConfig  # config builds on this module
+
+        return ConnectorConfig.from_env().settings(**overrides)

@@ -1,7 +1,13 @@
 """`make demo`: sandbox up, the main extract job end to end through Dagster, a warehouse summary
 (DuckDB by default; JICOO_WAREHOUSE_URL=postgresql://... lands the tables in PostgreSQL), then a
-write-back dry run and apply of a small change set. Prints where everything is."""
+write-back dry run and apply of a small change set. Prints where everything is.
 
+Everything the demo writes lives in its own folder (``data/demo/`` unless ``--data-dir`` says
+otherwise), never at the default paths a user's real ledger and warehouse use; the demo empties
+that folder first, since each demo starts a new sandbox world.
+"""
+
+import argparse
 import csv
 import datetime as dt
 import os
@@ -13,11 +19,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-if TYPE_CHECKING:
-    from jicoo_connector.warehouse import WarehouseTarget
-
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "data"
+sys.path.insert(0, str(ROOT))
+
+from jicoo_connector.config import ConnectorConfig  # noqa: E402 - needs ROOT on the path
+from jicoo_connector.settings import ApiKey  # noqa: E402
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+DEMO_DIR = ROOT / "data" / "demo"
+# Marks a folder as the demo's own, so --data-dir never empties a folder the demo did not make.
+DEMO_MARKER = ".jicoo-demo"
 DEMO_PAST_DAYS = 3
 DEMO_FUTURE_DAYS = 3
 DEMO_BOOKINGS = 2000
@@ -29,23 +42,31 @@ SEPARATOR = "-" * 78
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def _fresh_state() -> None:
+def demo_config(data_dir: Path, base_url: str, api_key: str) -> ConnectorConfig:
+    """The demo's settings: the sandbox, and every path under ``data_dir`` (also `make dev`'s)."""
+    return ConnectorConfig.from_env(
+        api_key=ApiKey(api_key),
+        base_url=base_url,
+        warehouse_root=str(data_dir / "warehouse"),
+        duckdb_path=str(data_dir / "warehouse.duckdb"),
+        ledger_path=str(data_dir / "ledger.sqlite"),
+        apply_log_root=str(data_dir / "apply_log"),
+        changeset_inbox=str(data_dir / "inbox"),
+    )
+
+
+def fresh_demo_dir(data_dir: Path) -> None:
     """Each demo starts a new sandbox, so the last demo's tables and ledger describe a world
-    that no longer exists: start from empty (only demo-owned paths under data/)."""
-    for path in (DATA / "warehouse", DATA / "apply_log"):
-        shutil.rmtree(path, ignore_errors=True)
-    for path in DATA.glob("warehouse.duckdb*"):
-        path.unlink()
-    for path in DATA.glob("ledger.sqlite*"):
-        path.unlink()
+    that no longer exists: empty the demo's own folder (only one the demo made)."""
+    if data_dir.exists() and any(data_dir.iterdir()):
+        if not (data_dir / DEMO_MARKER).exists():
+            raise SystemExit(f"{data_dir} is not empty and not a demo folder; choose another")
+        shutil.rmtree(data_dir)
+    (data_dir / "inbox").mkdir(parents=True)
+    (data_dir / DEMO_MARKER).write_text("made by scripts/demo.py; emptied by each demo\n")
 
 
-def _configure(base_url: str, api_key: str) -> None:
-    # The code location reads these when it is imported, so set them first.
-    os.environ["JICOO_API_KEY"] = api_key
-    os.environ["JICOO_BASE_URL"] = base_url
-    os.environ.setdefault("JICOO_WAREHOUSE_ROOT", str(DATA / "warehouse"))
-    os.environ.setdefault("JICOO_DUCKDB_PATH", str(DATA / "warehouse.duckdb"))
+def _dagster_home() -> None:
     os.environ.setdefault("DAGSTER_HOME", str(ROOT / ".dagster_home"))
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
@@ -53,14 +74,12 @@ def _configure(base_url: str, api_key: str) -> None:
         (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
 
 
-def _extract(today: dt.date) -> None:
+def _extract(defs: "dg.Definitions", today: dt.date, warehouse: str) -> None:
     import dagster as dg
     from dagster._core.storage.tags import (
         ASSET_PARTITION_RANGE_END_TAG,
         ASSET_PARTITION_RANGE_START_TAG,
     )
-
-    from assets.definitions import defs
 
     start = today - dt.timedelta(days=DEMO_PAST_DAYS)
     end = today + dt.timedelta(days=DEMO_FUTURE_DAYS)
@@ -75,7 +94,7 @@ def _extract(today: dt.date) -> None:
         },
     )
     print(f"  run {daily.run_id}: {'success' if daily.success else 'FAILED'}")
-    print(f"Extracting snapshot tables and loading the warehouse {_warehouse().describe()}")
+    print(f"Extracting snapshot tables and loading the warehouse {warehouse}")
     snapshots = defs.resolve_job_def("jicoo_snapshots").execute_in_process(
         instance=instance, run_config=QUIET
     )
@@ -84,18 +103,12 @@ def _extract(today: dt.date) -> None:
         raise SystemExit("the extract job failed; see the Dagster output above")
 
 
-def _warehouse() -> "WarehouseTarget":
-    from jicoo_connector.warehouse import WarehouseTarget, warehouse_url_from_env
-
-    return WarehouseTarget.parse(warehouse_url_from_env())
-
-
-def _summary() -> None:
+def _summary(config: ConnectorConfig) -> None:
     from jicoo_connector.tables import TABLES
-    from jicoo_connector.warehouse import query_warehouse
+    from jicoo_connector.warehouse import WarehouseTarget, query_warehouse
 
-    warehouse = _warehouse()
-    root = os.environ["JICOO_WAREHOUSE_ROOT"]
+    warehouse = WarehouseTarget.parse(config.warehouse())
+    root = config.warehouse_root
     print(SEPARATOR)
     print(f"Parquet tables under {root}/, warehouse {warehouse.describe()}")
     present = {
@@ -172,7 +185,7 @@ def demo_changeset(base_url: str, api_key: str, path: Path, now: dt.datetime) ->
                         "action": "reschedule",
                         "booking_uid": str(booking["uid"]),
                         "new_started_at": str(slot["startedAt"]),
-                        "time_zone": "Asia/Tokyo",
+                        "time_zone": "",  # the slot carries an offset: keep the booking's zone
                         "cancel_reason": "",
                     }
                 )
@@ -195,10 +208,8 @@ def demo_changeset(base_url: str, api_key: str, path: Path, now: dt.datetime) ->
         writer.writerows(rows)
 
 
-def _write_back(path: Path) -> None:
+def _write_back(defs: "dg.Definitions", path: Path) -> None:
     import dagster as dg
-
-    from assets.definitions import defs
 
     job = defs.resolve_job_def("apply_changeset")
     instance = dg.DagsterInstance.get()
@@ -209,7 +220,7 @@ def _write_back(path: Path) -> None:
     )
     for dry_run, title in steps:
         print(SEPARATOR)
-        print(f"Write-back {title}: {path.relative_to(ROOT)}")
+        print(f"Write-back {title}: {path}")
         result = job.execute_in_process(
             instance=instance,
             run_config={
@@ -240,22 +251,35 @@ def _write_back(path: Path) -> None:
                     print(f"  {key}: {value.value}")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data-dir", type=Path, default=DEMO_DIR, help=f"the demo's own folder ({DEMO_DIR})"
+    )
+    data_dir: Path = parser.parse_args(argv).data_dir.resolve()
+
+    from assets.definitions import build_definitions
     from jicoo_connector.sandbox import SandboxProcess
     from jicoo_connector.sandbox.config import DEFAULT_SANDBOX_KEY
+    from jicoo_connector.warehouse import WarehouseTarget
 
     started = time.monotonic()
     with SandboxProcess(seed=DEMO_SEED, bookings=DEMO_BOOKINGS) as sandbox:
         print(f"Sandbox: {DEMO_BOOKINGS} seeded bookings at {sandbox.base_url}")
-        _fresh_state()
-        _configure(sandbox.base_url, DEFAULT_SANDBOX_KEY)
-        today = dt.datetime.now(ZoneInfo("Asia/Tokyo")).date()
-        _extract(today)
-        _summary()
-        changeset = DATA / "changesets" / "demo.csv"
+        print(f"Demo data (its own folder, emptied each run): {data_dir}")
+        fresh_demo_dir(data_dir)
+        config = demo_config(data_dir, sandbox.base_url, DEFAULT_SANDBOX_KEY)
+        # The Dagster resource reads the key only through EnvVar, at run time.
+        os.environ["JICOO_API_KEY"] = DEFAULT_SANDBOX_KEY
+        _dagster_home()
+        defs = build_definitions(config)
+        today = dt.datetime.now(ZoneInfo(config.timezone)).date()
+        _extract(defs, today, WarehouseTarget.parse(config.warehouse()).describe())
+        _summary(config)
+        changeset = data_dir / "changesets" / "demo.csv"
         # The sandbox process and the write-back job both run on the system clock.
         demo_changeset(sandbox.base_url, DEFAULT_SANDBOX_KEY, changeset, dt.datetime.now(dt.UTC))
-        _write_back(changeset)
+        _write_back(defs, changeset)
     print(SEPARATOR)
     print(f"Demo finished in {time.monotonic() - started:.1f} s.")
     print("Open the Dagster UI on the same setup with: make dev")
@@ -263,5 +287,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     sys.exit(main())

@@ -22,6 +22,11 @@ def api_env(system_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> S
     return sandbox
 
 
+def _paths(tmp_path: Path) -> list[str]:
+    """Every apply writes its ledger and apply log under the test's own folder."""
+    return ["--ledger", str(tmp_path / "ledger.sqlite"), "--apply-log", str(tmp_path / "log")]
+
+
 def _posts(sandbox: SandboxServer) -> list[dict[str, object]]:
     return [e for e in sandbox.store.journal() if e["method"] == "POST"]
 
@@ -31,7 +36,7 @@ def test_unusable_file_exits_2_and_sends_nothing(
 ) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"action,booking_uid\x00\ncancel,abc\n")
-    code = main(["apply", str(bad), "--ledger", str(tmp_path / "ledger.sqlite")])
+    code = main(["apply", str(bad), *_paths(tmp_path)])
     assert code == EXIT_UNUSABLE
     assert "nothing applied" in capsys.readouterr().err
     assert _posts(api_env) == []
@@ -76,7 +81,7 @@ def test_clean_batch_exits_0_and_undo_restores(
     changes = tmp_path / "move.csv"
     changes.write_text(text, encoding="utf-8")
     ledger = tmp_path / "ledger.sqlite"
-    assert main(["apply", str(changes), "--ledger", str(ledger)]) == EXIT_OK
+    assert main(["apply", str(changes), *_paths(tmp_path)]) == EXIT_OK
     assert booking(api_env, uids[0])["startedAt"] != original["startedAt"]
 
     assert main(["ledger", "status", "move", "--ledger", str(ledger)]) == EXIT_OK
@@ -85,7 +90,7 @@ def test_clean_batch_exits_0_and_undo_restores(
     assert main(["ledger", "undo", "move", "--ledger", str(ledger), "--out", str(undo)]) == EXIT_OK
     rows = list(csv.DictReader(undo.read_text(encoding="utf-8").splitlines()))
     assert [r["booking_uid"] for r in rows] == uids
-    assert main(["apply", str(undo), "--ledger", str(ledger)]) == EXIT_OK
+    assert main(["apply", str(undo), *_paths(tmp_path)]) == EXIT_OK
     assert booking(api_env, uids[0])["startedAt"] == original["startedAt"]
 
 
@@ -94,11 +99,10 @@ def test_changed_file_under_same_batch_id_is_refused(
 ) -> None:
     first, second = future_open_bookings(api_env)[:2]
     changes = tmp_path / "same.csv"
-    ledger = tmp_path / "ledger.sqlite"
     changes.write_text(f"{HEADER}\n,cancel,{first['uid']},,,x\n", encoding="utf-8")
-    assert main(["apply", str(changes), "--ledger", str(ledger)]) == EXIT_OK
+    assert main(["apply", str(changes), *_paths(tmp_path)]) == EXIT_OK
     changes.write_text(f"{HEADER}\n,cancel,{second['uid']},,,x\n", encoding="utf-8")
-    assert main(["apply", str(changes), "--ledger", str(ledger)]) == EXIT_UNUSABLE
+    assert main(["apply", str(changes), *_paths(tmp_path)]) == EXIT_UNUSABLE
     assert booking(api_env, str(second["uid"]))["status"] == "open"
 
 

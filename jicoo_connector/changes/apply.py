@@ -192,9 +192,10 @@ class ApplyReport:
 
     def summary(self) -> str:
         """A few lines for a terminal: counts, then every row that needs a human."""
-        mode = "dry run" if self.dry_run else "applied"
+        mode = "dry run" if self.dry_run else "apply"
         counts = ", ".join(f"{state} {n}" for state, n in self.counts.items()) or "nothing"
-        lines = [f"batch {self.batch_id} ({mode}): {counts}; POSTs sent: {self.posts_sent}"]
+        sent = f"POSTs sent: {self.posts_sent}" if self.posts_sent else "nothing was sent"
+        lines = [f"batch {self.batch_id} ({mode}): {counts}; {sent}"]
         attention = {
             ChangeState.FAILED.value,
             ChangeState.CONFLICT.value,
@@ -277,12 +278,13 @@ class _Applier:
         except NotFoundError:
             return None
 
-    async def _post(self, change: Change) -> Mapping[str, object]:
+    async def _post(self, change: Change, before: Mapping[str, object]) -> Mapping[str, object]:
         self.posts_sent += 1
         if change.action is Action.CANCEL:
             return await self.client.cancel_booking(change.booking_uid, reason=change.cancel_reason)
-        started, zone = change.new_started_at, change.time_zone
-        if started is None or zone is None:
+        # A row without time_zone gave an offset; the booking keeps the zone it has.
+        started, zone = change.new_started_at, change.time_zone or before.get("timeZone")
+        if started is None or not isinstance(zone, str):
             raise ChangeSetError("a reschedule needs new_started_at and time_zone", row=change.row)
         return await self.client.reschedule_booking(
             change.booking_uid, started_at=started, time_zone=zone
@@ -296,9 +298,7 @@ class _Applier:
                 booking = await self._read(change.booking_uid)
             except JicooError as exc:
                 # Nothing was sent; the change stays pending for the next run.
-                self._outcome(
-                    change, ChangeState.PENDING, reason=f"read failed: {type(exc).__name__}"
-                )
+                self._outcome(change, ChangeState.PENDING, reason=f"not sent: read failed: {exc}")
                 return
             if booking is None:
                 self._outcome(
@@ -358,7 +358,7 @@ class _Applier:
     ) -> None:
         _kill_point("after_intent")
         try:
-            after = await self._post(change)
+            after = await self._post(change, before)
         except ValidationError as exc:
             await self._after_422(change, before, exc, resend=resend)
             return

@@ -265,13 +265,17 @@ class Ledger:
     # -- the lease --------------------------------------------------------------------------
 
     def lock_path(self, batch_id: str) -> Path:
+        """One lock file per batch, all in ``<ledger>.locks/`` beside the ledger. They stay:
+        unlinking a flock file on release lets two processes lock two different inodes."""
         digest = hashlib.sha256(batch_id.encode()).hexdigest()[:16]
-        return self.path.with_name(f"{self.path.name}.{digest}.lock")
+        return self.path.with_name(f"{self.path.name}.locks") / f"{digest}.lock"
 
     def acquire(self, batch_id: str) -> Lease:
         """Take the batch: an exclusive ``flock`` (the kernel drops it if we die) and a new
         fencing epoch. Raises ``LedgerBusyError`` at once if another applier holds it."""
-        fd = os.open(self.lock_path(batch_id), os.O_RDWR | os.O_CREAT, 0o600)
+        lock = self.lock_path(batch_id)
+        lock.parent.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:

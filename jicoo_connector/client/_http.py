@@ -319,7 +319,12 @@ class HttpCore:
         except TimeoutError as exc:
             _fail(OutcomeKind.DEADLINE, target, "total deadline exceeded", exc)
         except ConnectFailedError as exc:
-            _fail(OutcomeKind.CONNECT, target, f"could not connect ({exc})", exc)
+            _fail(
+                OutcomeKind.CONNECT,
+                target,
+                f"could not connect to {self._settings.base_url} ({exc})",
+                exc,
+            )
         except ExchangeFailedError as exc:
             _fail(OutcomeKind.TRANSPORT, target, str(exc), exc)
         except BodyCutShortError as exc:

@@ -15,7 +15,6 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from assets.extract_assets import booking_contacts, bookings, snapshot_assets
 from assets.warehouse import warehouse_tables
 from jicoo_connector.extract import day_window
 from jicoo_connector.sandbox.server import SandboxServer
@@ -24,6 +23,7 @@ from jicoo_connector.tables import EXTRACTED_AT_COLUMN, RUN_ID_COLUMN, TABLES
 from tests.dagster.support import (
     TOKYO,
     check_evaluations,
+    extract_assets,
     jicoo_resource,
     materializations,
     range_tags,
@@ -46,6 +46,9 @@ FAULTS: Mapping[str, object] = {
 }
 HALF_PAST_MIDNIGHT = dt.time(0, 30)
 BUSY_DAYS_SEARCH = 14
+ASSETS = extract_assets()
+DAILY_ASSETS = [ASSETS["bookings"], ASSETS["booking_contacts"]]
+SNAPSHOT_ASSETS = [*(ASSETS[table] for table in SNAPSHOTS), warehouse_tables]
 
 
 def _instant(value: object) -> dt.datetime:
@@ -146,13 +149,13 @@ def scenario(system_sandbox: SandboxServer, tmp_path_factory: pytest.TempPathFac
     resources = {"jicoo": jicoo_resource(sandbox), "warehouse": wh}
     tags = range_tags(days[0], days[-1])
     parquet = ParquetStore(wh.root)
-    clean = dg.materialize([bookings, booking_contacts], resources=resources, tags=tags)
+    clean = dg.materialize(DAILY_ASSETS, resources=resources, tags=tags)
     first_tables = {table: _read(parquet, table, days) for table in DAILY}
-    snapshots = dg.materialize([*snapshot_assets, warehouse_tables], resources=resources)
+    snapshots = dg.materialize(SNAPSHOT_ASSETS, resources=resources)
     sandbox.clear_requests()
     sandbox.set_faults(FAULTS)
     try:
-        faulted = dg.materialize([bookings, booking_contacts], resources=resources, tags=tags)
+        faulted = dg.materialize(DAILY_ASSETS, resources=resources, tags=tags)
         injected: dict[str, int] = {}
         for entry in sandbox.requests():
             fault = entry["fault"]
@@ -160,7 +163,7 @@ def scenario(system_sandbox: SandboxServer, tmp_path_factory: pytest.TempPathFac
                 injected[fault] = injected.get(fault, 0) + 1
     finally:
         sandbox.clear_faults()
-    snapshots_again = dg.materialize([*snapshot_assets, warehouse_tables], resources=resources)
+    snapshots_again = dg.materialize(SNAPSHOT_ASSETS, resources=resources)
     return Scenario(
         days=days,
         store=parquet,
