@@ -355,6 +355,8 @@ def _apply(args: argparse.Namespace) -> int:
     if run.report is not None:
         print(run.report.summary())
         print(f"apply log: {run.apply_log}; ledger: {config.ledger_path}")
+        if run.report.key_refused and not run.report.posts_sent:
+            return _usage("apply: the API refused JICOO_API_KEY (HTTP 401); nothing was sent")
     if run.rejected_path is not None:
         print(f"{len(run.not_done)} rows did not go through; fix and resubmit {run.rejected_path}")
     return EXIT_OK if run.ok else EXIT_SOME_FAILED

@@ -1,12 +1,15 @@
 """The `jicoo` command end to end against the sandbox: exit codes, files written, nothing lost."""
 
 import csv
+import socket
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from jicoo_connector.changes.apply import DEFAULT_APPLY_CONCURRENCY
 from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE, main
+from jicoo_connector.extract import SOURCES
 from jicoo_connector.sandbox.server import SandboxServer
 from tests.writeback_data import HEADER, booking, build_csv, future_open_bookings
 
@@ -134,3 +137,166 @@ def test_extract_writes_partitions_and_counts(
 
 def test_extract_rejects_unknown_table(api_env: SandboxServer, tmp_path: Path) -> None:
     assert main(["extract", "--tables", "nope", "--out", str(tmp_path)]) == EXIT_UNUSABLE
+
+
+# -- the first hour: every user mistake is one line, never a traceback -------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_extract_without_tables_extracts_every_table(
+    api_env: SandboxServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "wh"
+    assert main(["extract", "--out", str(out), "--quiet"]) == EXIT_OK
+    printed = capsys.readouterr().out
+    for table in SOURCES:
+        assert list((out / table).rglob("*.parquet")), table
+        assert table in printed
+
+
+def test_a_bad_zone_is_a_usage_error_as_flag_and_as_variable(
+    api_env: SandboxServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(SystemExit) as flag:
+        main(["extract", "--timezone", "Tokyo", "--out", str(tmp_path)])
+    assert flag.value.code == EXIT_UNUSABLE
+    assert "'Tokyo' is not an IANA time zone" in capsys.readouterr().err
+    monkeypatch.setenv("JICOO_TIMEZONE", "Tokyo")
+    assert main(["extract", "--out", str(tmp_path)]) == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert err == (
+        "jicoo: JICOO_TIMEZONE='Tokyo': 'Tokyo' is not an IANA time zone (for example Asia/Tokyo)\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["apply", "{tmp}/nofile.csv"], "nofile.csv: cannot read the change set"),
+        (["sandbox", "serve", "--faults", "{tmp}/nofile.json"], "--faults"),
+        (["ledger", "status", "b1", "--ledger", "{tmp}/none.sqlite"], "no ledger at"),
+        (["extract", "--start", "2026-02-30"], "is not a date"),
+        (["apply", "{tmp}/c.csv", "--plan", "{tmp}/missing.plan.json"], "nothing was sent"),
+        (["ledger", "undo", "b1", "--ledger", "{tmp}/l.sqlite", "--out", "{tmp}/no/u.csv"], "no"),
+    ],
+)
+def test_missing_or_bad_files_are_one_line_and_exit_2(
+    api_env: SandboxServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    (tmp_path / "c.csv").write_text(f"{HEADER}\n,cancel,nosuchbooking1,,,x\n", encoding="utf-8")
+    if "undo" in argv:  # a real batch, so only the --out folder is wrong
+        assert main(["apply", str(tmp_path / "c.csv"), "--batch-id", "b1", *_paths(tmp_path)])
+        capsys.readouterr()
+    args = [arg.format(tmp=tmp_path) for arg in argv]
+    try:
+        code = main([*args, *(_paths(tmp_path)[2:] if args[0] == "apply" else [])])
+    except SystemExit as exc:  # argparse's own usage errors
+        code = int(str(exc.code))
+    assert code == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert _posts(api_env) == []
+
+
+# Slow tier: the client retries a refused connection with backoff (about 13 s per command).
+@pytest.mark.slow
+def test_an_unreachable_host_is_named_and_nothing_is_sent(
+    api_env: SandboxServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    nowhere = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("JICOO_BASE_URL", nowhere)
+    code = main(["extract", "--tables", "users", "--out", str(tmp_path / "wh"), "--quiet"])
+    assert code == EXIT_SOME_FAILED
+    assert f"could not connect to {nowhere}" in capsys.readouterr().err
+    uid = future_open_bookings(api_env)[0]["uid"]
+    changes = tmp_path / "c.csv"
+    changes.write_text(f"{HEADER}\n,cancel,{uid},,,x\n", encoding="utf-8")
+    assert main(["apply", str(changes), *_paths(tmp_path)]) == EXIT_SOME_FAILED
+    out = capsys.readouterr().out
+    assert "nothing was sent" in out
+    assert f"could not connect to {nowhere}" in out
+    assert "(applied)" not in out
+
+
+def test_a_wrong_key_says_nothing_was_sent_and_exits_2(
+    api_env: SandboxServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JICOO_API_KEY", "sk_wrong_key")
+    uids = [b["uid"] for b in future_open_bookings(api_env)[:3]]
+    changes = tmp_path / "wrongkey.csv"
+    changes.write_text(
+        HEADER + "\n" + "".join(f",cancel,{uid},,,x\n" for uid in uids), encoding="utf-8"
+    )
+    assert main(["apply", str(changes), *_paths(tmp_path)]) == EXIT_UNUSABLE
+    captured = capsys.readouterr()
+    assert "nothing was sent" in captured.out
+    assert "(applied)" not in captured.out
+    assert "refused JICOO_API_KEY" in captured.err
+    assert "sk_wrong_key" not in captured.out + captured.err
+    assert _posts(api_env) == []
+    # One 401 is enough to know: the other rows are not read with the same key.
+    assert len(api_env.requests()) <= DEFAULT_APPLY_CONCURRENCY
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert main(["sandbox", "serve", "--port", str(port)]) == EXIT_UNUSABLE
+    assert capsys.readouterr().err == (
+        f"jicoo: port {port} on 127.0.0.1 is in use; pick another (--port 0: any)\n"
+    )
+
+
+def test_every_row_that_did_not_go_through_is_in_rejected_csv(
+    api_env: SandboxServer, tmp_path: Path
+) -> None:
+    text, uids = build_csv(api_env, reschedules=1, cancels=1)
+    changes = tmp_path / "mixed.csv"
+    changes.write_text(
+        text + ",cancel,nosuchbooking1,,,x\n" + ",cancel,,,,no uid\n", encoding="utf-8"
+    )
+    assert main(["apply", str(changes), *_paths(tmp_path)]) == EXIT_SOME_FAILED
+    rejected_text = (tmp_path / "mixed.rejected.csv").read_text(encoding="utf-8-sig")
+    rejected = list(csv.DictReader(rejected_text.splitlines()))
+    assert [(r["error_row"], r["booking_uid"]) for r in rejected] == [
+        ("4", "nosuchbooking1"),
+        ("5", ""),
+    ]
+    assert rejected[0]["error_reason"] == "conflict: booking not found"
+    assert rejected[0]["cancel_reason"] == "x"  # the row as the user wrote it
+    assert sorted(e["booking_uid"] for e in _posts(api_env)) == sorted(uids)
+
+
+def test_an_offset_needs_no_time_zone_and_keeps_the_bookings_zone(
+    api_env: SandboxServer, tmp_path: Path
+) -> None:
+    text, (uid,) = build_csv(api_env, reschedules=1, cancels=0)
+    zone = booking(api_env, uid)["timeZone"]
+    changes = tmp_path / "offset.csv"
+    changes.write_text(text.replace(",Asia/Tokyo,", ",,"), encoding="utf-8")
+    assert main(["apply", str(changes), *_paths(tmp_path)]) == EXIT_OK
+    (post,) = _posts(api_env)
+    assert post["changed"]
+    assert booking(api_env, uid)["timeZone"] == zone

@@ -170,6 +170,8 @@ class ApplyReport:
     rows: list[ApplyRow]
     posts_sent: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    # The API answered 401 to our reads: the key is wrong, and the rest were not tried.
+    key_refused: bool = False
 
     def __post_init__(self) -> None:
         if not self.counts:
@@ -196,6 +198,8 @@ class ApplyReport:
         counts = ", ".join(f"{state} {n}" for state, n in self.counts.items()) or "nothing"
         sent = f"POSTs sent: {self.posts_sent}" if self.posts_sent else "nothing was sent"
         lines = [f"batch {self.batch_id} ({mode}): {counts}; {sent}"]
+        if self.key_refused:
+            lines.append("  the API refused the key (HTTP 401): check JICOO_API_KEY")
         attention = {
             ChangeState.FAILED.value,
             ChangeState.CONFLICT.value,
@@ -249,6 +253,7 @@ class _Applier:
         self.gate = asyncio.Semaphore(max(1, concurrency))
         self.max_resends = max_resends
         self.posts_sent = 0
+        self.key_refused = False
 
     def _outcome(
         self,
@@ -294,9 +299,15 @@ class _Applier:
 
     async def apply(self, change: Change) -> None:
         async with self.gate:
+            if self.key_refused:
+                self._outcome(change, ChangeState.PENDING, reason="not sent: the key was refused")
+                return
             try:
                 booking = await self._read(change.booking_uid)
             except JicooError as exc:
+                # A refused key refuses every row alike: do not ask again for each one.
+                if isinstance(exc, AuthenticationError):
+                    self.key_refused = True
                 # Nothing was sent; the change stays pending for the next run.
                 self._outcome(change, ChangeState.PENDING, reason=f"not sent: read failed: {exc}")
                 return
@@ -557,7 +568,13 @@ async def _run(
         for r in parsed.rejected
     )
     rows.sort(key=lambda row: row.row)
-    report = ApplyReport(batch_id=batch_id, dry_run=False, rows=rows, posts_sent=applier.posts_sent)
+    report = ApplyReport(
+        batch_id=batch_id,
+        dry_run=False,
+        rows=rows,
+        posts_sent=applier.posts_sent,
+        key_refused=applier.key_refused,
+    )
     logger.info("apply: batch %s: %s, %d POSTs", batch_id, report.counts, report.posts_sent)
     return report
 
