@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # Dagster keeps its run storage here (ephemeral for demo/tests, never in the home folder).
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: dagster-home help setup demo dev test check lint typecheck test-unit test-slow test-dates bench bench-quick bench-warehouse sandbox clean clean-all
+.PHONY: dagster-home help setup demo dev test check lint typecheck test-unit test-slow test-dates bench bench-quick bench-warehouse sandbox example-changeset clean clean-all
 
 # No network here and no reason to phone home: telemetry off in the instance config.
 dagster-home:
@@ -78,6 +78,9 @@ bench-quick: setup ## Smoke benchmark run (under 2 minutes)
 
 bench-warehouse: setup ## Only the warehouse load: 500,000 bookings into PostgreSQL vs pandas to_sql
 	$(PY) benchmarks/run.py --only warehouse --out benchmarks/results/$$(date -u +%F)-warehouse.json
+
+example-changeset: setup ## Regenerate data/changesets/example.csv (today's free slots of the seed-7 sandbox)
+	$(PY) scripts/example_changeset.py
 
 sandbox: setup ## Serve the sandbox on 127.0.0.1:8765 until Ctrl-C
 	$(VENV)/bin/jicoo sandbox serve --host 127.0.0.1 --port 8765 --seed 7 --bookings 2000

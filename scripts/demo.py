@@ -8,19 +8,19 @@ that folder first, since each demo starts a new sandbox world.
 """
 
 import argparse
-import csv
 import datetime as dt
 import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from example_changeset import write_changeset  # noqa: E402 - scripts/ is this script's folder
 
 from jicoo_connector.config import ConnectorConfig  # noqa: E402 - needs ROOT on the path
 from jicoo_connector.settings import ApiKey  # noqa: E402
@@ -35,8 +35,6 @@ DEMO_PAST_DAYS = 3
 DEMO_FUTURE_DAYS = 3
 DEMO_BOOKINGS = 2000
 DEMO_SEED = 7
-DEMO_RESCHEDULES = 4
-DEMO_CANCELS = 2
 SEPARATOR = "-" * 78
 # Dagster's event log at WARNING: the demo prints its own summary of each run.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -132,82 +130,6 @@ def _summary(config: ConnectorConfig) -> None:
         print(f"  {day}  {status:<8} {count:>4}")
 
 
-def _interval(booking: Mapping[str, object]) -> tuple[dt.datetime, dt.datetime]:
-    return (
-        dt.datetime.fromisoformat(str(booking["startedAt"])),
-        dt.datetime.fromisoformat(str(booking["endedAt"])),
-    )
-
-
-def demo_changeset(base_url: str, api_key: str, path: Path, now: dt.datetime) -> None:
-    """A change set made from the sandbox's current data, so its slots are free and after
-    ``now`` (the sandbox's clock): clear of every host's bookings and of the slots the change
-    set itself takes (the API refuses a move onto a host's other booking, including one moved
-    there by an earlier row). tests/test_demo.py runs it on other days."""
-    from jicoo_connector.changes.plan import host_ids
-    from jicoo_connector.client import JicooClient
-    from jicoo_connector.settings import ApiKey, Settings
-
-    window = (now + dt.timedelta(days=10), now + dt.timedelta(days=13))
-    settings = Settings(api_key=ApiKey(api_key), base_url=base_url)
-    rows: list[dict[str, str]] = []
-    with JicooClient(settings) as client:
-        upcoming = client.list_bookings(
-            started_at=now + dt.timedelta(days=2), ended_at=now + dt.timedelta(days=9)
-        )
-        open_bookings = [b for b in upcoming.records if b.get("status") == "open"]
-        # Busy times per host in the target window: existing bookings, then the rows' targets.
-        busy: list[tuple[frozenset[str], dt.datetime, dt.datetime]] = [
-            (host_ids(b), *_interval(b))
-            for b in client.list_bookings(
-                started_at=window[0] - dt.timedelta(days=1),
-                ended_at=window[1] + dt.timedelta(days=1),
-            ).records
-            if b.get("status") != "cancel" and b.get("startedAt") and b.get("endedAt")
-        ]
-        for booking in open_bookings:
-            if len(rows) >= DEMO_RESCHEDULES:
-                break
-            hosts = host_ids(booking)
-            start, end = _interval(booking)
-            slots = client.list_available_slots(str(booking["eventTypeId"]), *window)
-            for slot in slots:
-                target = dt.datetime.fromisoformat(str(slot["startedAt"]))
-                target_end = target + (end - start)
-                if any(
-                    hosts & others and target < other_end and other_start < target_end
-                    for others, other_start, other_end in busy
-                ):
-                    continue
-                busy.append((hosts, target, target_end))
-                rows.append(
-                    {
-                        "action": "reschedule",
-                        "booking_uid": str(booking["uid"]),
-                        "new_started_at": str(slot["startedAt"]),
-                        "time_zone": "",  # the slot carries an offset: keep the booking's zone
-                        "cancel_reason": "",
-                    }
-                )
-                break
-        moved = {row["booking_uid"] for row in rows}
-        for booking in [b for b in open_bookings if b["uid"] not in moved][:DEMO_CANCELS]:
-            rows.append(
-                {
-                    "action": "cancel",
-                    "booking_uid": str(booking["uid"]),
-                    "new_started_at": "",
-                    "time_zone": "",
-                    "cancel_reason": "会議室が使えなくなりました (room closed)",
-                }
-            )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def _write_back(defs: "dg.Definitions", path: Path) -> None:
     import dagster as dg
 
@@ -278,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         _summary(config)
         changeset = data_dir / "changesets" / "demo.csv"
         # The sandbox process and the write-back job both run on the system clock.
-        demo_changeset(sandbox.base_url, DEFAULT_SANDBOX_KEY, changeset, dt.datetime.now(dt.UTC))
+        write_changeset(sandbox.base_url, DEFAULT_SANDBOX_KEY, changeset, dt.datetime.now(dt.UTC))
         _write_back(defs, changeset)
     print(SEPARATOR)
     print(f"Demo finished in {time.monotonic() - started:.1f} s.")

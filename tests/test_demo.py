@@ -11,7 +11,7 @@ import pytest
 
 from jicoo_connector.changes import apply_changeset, build_plan, parse_changeset
 from jicoo_connector.sandbox.server import SandboxServer
-from scripts.demo import DEMO_CANCELS, DEMO_RESCHEDULES, demo_changeset
+from scripts.example_changeset import CANCELS, RESCHEDULES, write_changeset
 from tests.writeback_data import assert_server_matches, settings_for
 
 
@@ -21,13 +21,13 @@ def test_the_demo_changeset_plans_and_applies_without_failures(
 ) -> None:
     now = sandbox.config.clock()
     path = tmp_path / "demo.csv"
-    demo_changeset(sandbox.base_url, sandbox.api_key, path, now)
+    write_changeset(sandbox.base_url, sandbox.api_key, path, now)
     parsed = parse_changeset(path, now=now)
     assert parsed.rejected == []
     actions = Counter(change.action.value for change in parsed.changes)
-    assert actions == {"reschedule": DEMO_RESCHEDULES, "cancel": DEMO_CANCELS}
+    assert actions == {"reschedule": RESCHEDULES, "cancel": CANCELS}
     settings = settings_for(sandbox)
-    rows = DEMO_RESCHEDULES + DEMO_CANCELS
+    rows = RESCHEDULES + CANCELS
     plan = build_plan(settings, parsed, now=now)
     assert plan.counts() == {"will_apply": rows}, [i.reason for i in plan.items]
     ledger = tmp_path / "ledger.sqlite"
