@@ -1,0 +1,317 @@
+"""Every documented setting is honoured: the README's table and ConnectorConfig match both ways,
+and each variable changes what the CLI and the Dagster code location do.
+
+The code location is loaded the way Dagster loads it (``assets.definitions:defs`` with the
+variable set) and its resources, partitions and schedules are inspected; the CLI is run
+against the sandbox and its files and requests are looked at.
+"""
+
+import dataclasses
+import datetime as dt
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import pytest
+
+from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE, build_parser, main
+from jicoo_connector.config import ConnectorConfig
+from jicoo_connector.sandbox.server import SandboxServer
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIABLES = {spec.env: name for name, spec in ConnectorConfig.specs().items()}
+# A fixed tick: schedules are evaluated at it, so no result depends on today.
+TICK = dt.datetime(2026, 6, 15, 3, 30, tzinfo=ZoneInfo("Asia/Tokyo"))
+
+
+def readme_settings() -> dict[str, str]:
+    """Variable -> its default as the README's settings table spells it."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    out: dict[str, str] = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        names = re.findall(r"`(JICOO_[A-Z_]+)`", cells[0]) if len(cells) == 3 else []
+        defaults = re.findall(r"`([^`]+)`", cells[1]) if names else []
+        for index, name in enumerate(names):
+            out[name] = defaults[index] if index < len(defaults) else cells[1]
+    return out
+
+
+def _spelled(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return "(required)" if value is None else str(value)
+
+
+def test_the_readme_table_and_the_config_object_match_both_ways() -> None:
+    documented = readme_settings()
+    assert set(documented) - set(VARIABLES) == set(), "documented but not read"
+    assert set(VARIABLES) - set(documented) == set(), "read but not in the README"
+    defaults = ConnectorConfig()
+    for env, name in VARIABLES.items():
+        assert documented[env] == _spelled(getattr(defaults, name)), env
+
+
+def test_every_variable_is_read_when_called_not_at_import(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    values = {env: _example(env) for env in VARIABLES}
+    for env, raw in values.items():
+        monkeypatch.setenv(env, raw)
+    config = ConnectorConfig.from_env()
+    for env in VARIABLES:
+        if env != "JICOO_API_KEY":  # the key is never shown
+            assert config.to_env()[env] == values[env]
+    assert config.api_key is not None
+    assert config.api_key.reveal() == values["JICOO_API_KEY"]
+
+
+def _example(env: str) -> str:
+    """A valid value different from the default."""
+    return {
+        "JICOO_API_KEY": "sk_settings_test",
+        "JICOO_BASE_URL": "http://127.0.0.1:9",
+        "JICOO_RATE_LIMIT": "3.5",
+        "JICOO_BURST": "3",
+        "JICOO_TIMEZONE": "Europe/Paris",
+        "JICOO_PARTITION_START": "2026-01-05",
+        "JICOO_FUTURE_DAYS": "9",
+        "JICOO_REFRESH_PAST_DAYS": "2",
+        "JICOO_REFRESH_FUTURE_DAYS": "4",
+        "JICOO_SWEEP_PAST_DAYS": "33",
+    }.get(env, f"/srv/jicoo/{env.lower()}")
+
+
+# -- the code location --------------------------------------------------------------------
+
+
+def _load(monkeypatch: pytest.MonkeyPatch, **env: str) -> dg.Definitions:
+    monkeypatch.setenv("JICOO_API_KEY", "sk_some_other_key")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    from assets.definitions import defs
+
+    loaded = defs()
+    assert isinstance(loaded, dg.Definitions)
+    return loaded
+
+
+def _resource(defs: dg.Definitions, name: str, field: str) -> object:
+    resources = defs.resources or {}
+    return getattr(resources[name], field)
+
+
+def _partitions(defs: dg.Definitions) -> dg.DailyPartitionsDefinition:
+    partitions = defs.resolve_assets_def(dg.AssetKey(["jicoo", "bookings"])).partitions_def
+    assert isinstance(partitions, dg.DailyPartitionsDefinition)
+    return partitions
+
+
+def _range(defs: dg.Definitions, schedule: str) -> tuple[str, str]:
+    context = dg.build_schedule_context(scheduled_execution_time=TICK)
+    (request,) = defs.resolve_schedule_def(schedule).evaluate_tick(context).run_requests or []
+    tags = request.tags
+    return tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]
+
+
+LOCATION: dict[str, Callable[[dg.Definitions], object]] = {
+    "JICOO_API_KEY": lambda d: (d.resources or {})["jicoo"].process_config_and_initialize().api_key,
+    "JICOO_BASE_URL": lambda d: _resource(d, "jicoo", "base_url"),
+    "JICOO_RATE_LIMIT": lambda d: str(_resource(d, "jicoo", "rate_limit")),
+    "JICOO_BURST": lambda d: str(_resource(d, "jicoo", "burst")),
+    "JICOO_TIMEZONE": lambda d: (
+        _partitions(d).timezone,
+        d.resolve_schedule_def("jicoo_refresh_schedule").execution_timezone,
+    ),
+    "JICOO_PARTITION_START": lambda d: _partitions(d).start.date().isoformat(),
+    "JICOO_FUTURE_DAYS": lambda d: (_partitions(d).end_offset, _range(d, "jicoo_sweep_schedule")),
+    "JICOO_REFRESH_PAST_DAYS": lambda d: _range(d, "jicoo_refresh_schedule"),
+    "JICOO_REFRESH_FUTURE_DAYS": lambda d: _range(d, "jicoo_refresh_schedule"),
+    "JICOO_SWEEP_PAST_DAYS": lambda d: _range(d, "jicoo_sweep_schedule"),
+    "JICOO_WAREHOUSE_ROOT": lambda d: _resource(d, "warehouse", "root"),
+    "JICOO_DUCKDB_PATH": lambda d: _resource(d, "warehouse", "duckdb_path"),
+    "JICOO_LEDGER_PATH": lambda d: _resource(d, "writeback", "ledger_path"),
+    "JICOO_APPLY_LOG_ROOT": lambda d: _resource(d, "writeback", "apply_log_root"),
+    "JICOO_CHANGESET_INBOX": lambda d: _resource(d, "writeback", "inbox"),
+}
+EXPECTED_IN_LOCATION: dict[str, object] = {
+    "JICOO_RATE_LIMIT": "3.5",
+    "JICOO_BURST": "3",
+    "JICOO_TIMEZONE": ("Europe/Paris", "Europe/Paris"),
+    "JICOO_FUTURE_DAYS": (9, ("2026-03-17", "2026-06-24")),  # the sweep: 90 back, 9 ahead
+    "JICOO_REFRESH_PAST_DAYS": ("2026-06-13", "2026-06-29"),
+    "JICOO_REFRESH_FUTURE_DAYS": ("2026-06-08", "2026-06-19"),
+    "JICOO_SWEEP_PAST_DAYS": ("2026-05-13", "2026-07-15"),
+}
+
+
+def test_every_variable_has_a_code_location_check() -> None:
+    assert set(LOCATION) == set(VARIABLES)
+
+
+@pytest.mark.parametrize("env", sorted(VARIABLES))
+def test_each_variable_changes_the_code_location(env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for other in VARIABLES:
+        monkeypatch.delenv(other, raising=False)
+    value = _example(env)
+    before = LOCATION[env](_load(monkeypatch))
+    after = LOCATION[env](_load(monkeypatch, **{env: value}))
+    assert after != before
+    assert after == EXPECTED_IN_LOCATION.get(env, value)
+
+
+def test_a_bad_value_stops_the_code_location_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(Exception, match=r"^JICOO_FUTURE_DAYS='-1': '-1' is not a whole"):
+        _load(monkeypatch, JICOO_FUTURE_DAYS="-1")
+
+
+# -- the CLI ------------------------------------------------------------------------------
+
+# What the CLI has no use for: partitions, schedules, the DuckDB load and the inbox are Dagster's.
+NOT_IN_CLI = {
+    "JICOO_PARTITION_START",
+    "JICOO_FUTURE_DAYS",
+    "JICOO_REFRESH_PAST_DAYS",
+    "JICOO_REFRESH_FUTURE_DAYS",
+    "JICOO_SWEEP_PAST_DAYS",
+    "JICOO_DUCKDB_PATH",
+    "JICOO_CHANGESET_INBOX",
+}
+CLI_TESTED = {
+    "JICOO_API_KEY",
+    "JICOO_BASE_URL",
+    "JICOO_RATE_LIMIT",
+    "JICOO_BURST",
+    "JICOO_TIMEZONE",
+    "JICOO_WAREHOUSE_ROOT",
+    "JICOO_LEDGER_PATH",
+    "JICOO_APPLY_LOG_ROOT",
+}
+CHANGES = "action,booking_uid,new_started_at,time_zone,cancel_reason\ncancel,nosuchbooking1,,,x\n"
+
+
+def test_every_variable_is_tested_in_the_cli_or_named_as_dagster_only() -> None:
+    assert set(VARIABLES) == CLI_TESTED | NOT_IN_CLI
+    assert not CLI_TESTED & NOT_IN_CLI
+
+
+def test_help_shows_each_default_and_its_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    flags = {
+        ("extract", "--out"): "warehouse_root",
+        ("extract", "--timezone"): "timezone",
+        ("apply", "--ledger"): "ledger_path",
+        ("apply", "--apply-log"): "apply_log_root",
+    }
+    for (command, flag), name in flags.items():
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        spec = ConnectorConfig.specs()[name]
+        assert flag in text
+        assert f"${spec.env}, else {getattr(ConnectorConfig(), name)}" in text
+
+
+@pytest.fixture
+def cli_env(
+    sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> SandboxServer:
+    for env in VARIABLES:
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv("JICOO_API_KEY", sandbox.api_key)
+    monkeypatch.setenv("JICOO_BASE_URL", sandbox.base_url)
+    monkeypatch.setenv("JICOO_RATE_LIMIT", "500")
+    # Relative defaults land under the test's folder, never the repository's data/.
+    monkeypatch.chdir(tmp_path)
+    return sandbox
+
+
+def test_cli_key_and_base_url(
+    cli_env: SandboxServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    argv = ["extract", "--tables", "users", "--out", str(tmp_path / "wh"), "--quiet"]
+    assert main(argv) == EXIT_OK
+    assert cli_env.requests()  # JICOO_BASE_URL is where the requests went
+    monkeypatch.setenv("JICOO_API_KEY", "sk_not_this_one")
+    assert main(argv) == EXIT_SOME_FAILED  # 401 from the sandbox: the key that was sent
+    monkeypatch.setenv("JICOO_BASE_URL", "ftp://127.0.0.1")
+    assert main(argv) == EXIT_UNUSABLE
+
+
+def test_cli_rate_limit_and_burst(cli_env: SandboxServer, tmp_path: Path) -> None:
+    # Its own process, as a user runs it: the limiter is per process (first settings win).
+    rate = 4.0
+    env = {**os.environ, "JICOO_RATE_LIMIT": str(rate), "JICOO_BURST": "1"}
+    argv = ["extract", "--tables", "availability_calendars", "--out", str(tmp_path), "--quiet"]
+    jicoo = str(Path(sys.executable).with_name("jicoo"))
+    done = subprocess.run(  # noqa: S603
+        [jicoo, *argv], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == EXIT_OK, done.stderr
+    stamps = sorted(float(str(r["at"])) for r in cli_env.requests())
+    assert len(stamps) >= 5
+    # A bucket of one token refilled at `rate`: the n-th request leaves (n - 1) / rate later.
+    assert stamps[-1] - stamps[0] >= (len(stamps) - 1) / rate * 0.9
+    env["JICOO_BURST"] = "0"
+    refused = subprocess.run(  # noqa: S603
+        [jicoo, *argv], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert refused.returncode == EXIT_UNUSABLE
+    assert refused.stderr == "jicoo: JICOO_BURST='0': '0' is not a whole number of at least 1\n"
+
+
+def test_cli_timezone_and_warehouse_root(
+    cli_env: SandboxServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # UTC+14: its calendar day is never UTC's, so the partition proves which zone was used.
+    zone = ZoneInfo("Pacific/Kiritimati")
+    monkeypatch.setenv("JICOO_TIMEZONE", str(zone))
+    monkeypatch.setenv("JICOO_WAREHOUSE_ROOT", str(tmp_path / "from_env"))
+    days = {dt.datetime.now(zone).date()}
+    assert main(["extract", "--tables", "bookings", "--quiet"]) == EXIT_OK
+    days.add(dt.datetime.now(zone).date())
+    written = {p.parent.name for p in (tmp_path / "from_env" / "bookings").rglob("*.parquet")}
+    assert len(written) == 1
+    assert written <= {f"day={day}" for day in days}
+    # The flag beats the variable.
+    assert main(["extract", "--tables", "users", "--out", str(tmp_path / "flag"), "--quiet"]) == 0
+    assert (tmp_path / "flag" / "users").is_dir()
+    assert not (tmp_path / "from_env" / "users").exists()
+
+
+def test_cli_ledger_and_apply_log_flag_beats_env_beats_default(
+    cli_env: SandboxServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    changes = tmp_path / "c.csv"
+    changes.write_text(CHANGES, encoding="utf-8")
+    assert main(["apply", str(changes)]) == EXIT_SOME_FAILED  # a conflict: nothing sent
+    assert (tmp_path / "data" / "ledger.sqlite").is_file()  # the default, under the cwd
+    assert list((tmp_path / "data" / "apply_log").rglob("*.parquet"))
+
+    monkeypatch.setenv("JICOO_LEDGER_PATH", str(tmp_path / "env" / "ledger.sqlite"))
+    monkeypatch.setenv("JICOO_APPLY_LOG_ROOT", str(tmp_path / "env" / "log"))
+    (tmp_path / "env").mkdir()
+    assert main(["apply", str(changes), "--batch-id", "b-env"]) == EXIT_SOME_FAILED
+    assert (tmp_path / "env" / "ledger.sqlite").is_file()
+    assert list((tmp_path / "env" / "log").rglob("*.parquet"))
+    assert main(["ledger", "status", "b-env"]) == EXIT_OK  # the ledger command reads it too
+
+    flags = ["--ledger", str(tmp_path / "flag.sqlite"), "--apply-log", str(tmp_path / "flag")]
+    assert main(["apply", str(changes), "--batch-id", "b-flag", *flags]) == EXIT_SOME_FAILED
+    assert (tmp_path / "flag.sqlite").is_file()
+    assert list((tmp_path / "flag").rglob("*.parquet"))
+    assert main(["ledger", "status", "b-flag"]) == EXIT_UNUSABLE  # not in the env's ledger
+
+
+def test_every_field_has_its_variable_documented_in_help_or_readme() -> None:
+    # The one-line rule for a new setting: a field here, a row in the README.
+    assert [f.name for f in dataclasses.fields(ConnectorConfig)] == list(VARIABLES.values())
