@@ -186,10 +186,10 @@ def main(argv: list[str] | None = None) -> int:
     from jicoo_connector.warehouse import WarehouseTarget
 
     started = time.monotonic()
+    fresh_demo_dir(data_dir)
+    print(f"Demo data (its own folder, emptied each run): {data_dir}")
     with SandboxProcess(seed=DEMO_SEED, bookings=DEMO_BOOKINGS) as sandbox:
         print(f"Sandbox: {DEMO_BOOKINGS} seeded bookings at {sandbox.base_url}")
-        print(f"Demo data (its own folder, emptied each run): {data_dir}")
-        fresh_demo_dir(data_dir)
         config = demo_config(data_dir, sandbox.base_url, DEFAULT_SANDBOX_KEY)
         # The Dagster resource reads the key only through EnvVar, at run time.
         os.environ["JICOO_API_KEY"] = DEFAULT_SANDBOX_KEY
