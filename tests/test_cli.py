@@ -212,7 +212,7 @@ def test_missing_or_bad_files_are_one_line_and_exit_2(
     assert _posts(api_env) == []
 
 
-# Slow tier: the client retries a refused connection with backoff (about 13 s per command).
+# Slow tier: the client retries a refused connection with backoff (about 13 s).
 @pytest.mark.slow
 def test_an_unreachable_host_is_named_and_nothing_is_sent(
     api_env: SandboxServer,
@@ -222,9 +222,6 @@ def test_an_unreachable_host_is_named_and_nothing_is_sent(
 ) -> None:
     nowhere = f"http://127.0.0.1:{_closed_port()}"
     monkeypatch.setenv("JICOO_BASE_URL", nowhere)
-    code = main(["extract", "--tables", "users", "--out", str(tmp_path / "wh"), "--quiet"])
-    assert code == EXIT_SOME_FAILED
-    assert f"could not connect to {nowhere}" in capsys.readouterr().err
     uid = future_open_bookings(api_env)[0]["uid"]
     changes = tmp_path / "c.csv"
     changes.write_text(f"{HEADER}\n,cancel,{uid},,,x\n", encoding="utf-8")
