@@ -6,6 +6,7 @@ Imports changeset, plan and apply; prints nothing (callers say what happened the
 
 import datetime as dt
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,31 +55,15 @@ def rejected_path_for(path: Path) -> Path:
     return path.with_name(f"{path.stem}.rejected.csv")
 
 
-def _planned_not_ok(parsed: ParsedChangeSet, plan: Plan) -> list[RejectedRow]:
+def _back_to_user(
+    parsed: ParsedChangeSet, failures: Iterable[tuple[int, str]]
+) -> list[RejectedRow]:
+    """(row, reason) of valid rows that did not go through, as rows of *.rejected.csv."""
     cells = {change.row: change.cells for change in parsed.changes}
     return [
-        RejectedRow(
-            row=item.row,
-            column=None,
-            reason=f"{item.verdict}: {item.reason}",
-            cells=cells[item.row],
-        )
-        for item in plan.items
-        if item.verdict not in PLANNED_OK and item.row in cells
-    ]
-
-
-def _applied_not_done(parsed: ParsedChangeSet, report: ApplyReport) -> list[RejectedRow]:
-    cells = {change.row: change.cells for change in parsed.changes}
-    return [
-        RejectedRow(
-            row=row.row,
-            column=None,
-            reason=f"{row.state}: {row.reason or ''}".rstrip(": "),
-            cells=cells[row.row],
-        )
-        for row in report.rows
-        if row.state not in DONE_STATES and row.row in cells
+        RejectedRow(row=row, column=None, reason=reason, cells=cells[row])
+        for row, reason in failures
+        if row in cells
     ]
 
 
@@ -113,7 +98,14 @@ def run_changeset(
     if dry_run:
         plan = build_plan(settings, parsed, concurrency=concurrency)
         written_plan = plan.write(source.with_name(f"{source.stem}.plan.json"))
-        not_done = _planned_not_ok(parsed, plan)
+        not_done = _back_to_user(
+            parsed,
+            (
+                (i.row, f"{i.verdict}: {i.reason}")
+                for i in plan.items
+                if i.verdict not in PLANNED_OK
+            ),
+        )
     else:
         report = apply_changeset(
             settings,
@@ -125,7 +117,14 @@ def run_changeset(
         )
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         log = report.write_parquet(Path(apply_log_root) / f"batch={batch}" / f"run-{stamp}.parquet")
-        not_done = _applied_not_done(parsed, report)
+        not_done = _back_to_user(
+            parsed,
+            (
+                (r.row, f"{r.state}: {r.reason}" if r.reason else r.state)
+                for r in report.rows
+                if r.state not in DONE_STATES
+            ),
+        )
     rejected: Path | None = None
     if parsed.rejected or not_done:
         rejected = rejected_path_for(source)

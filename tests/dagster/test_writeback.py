@@ -66,6 +66,21 @@ def _posts(sandbox: SandboxServer, since: int = 0) -> list[dict[str, object]]:
     return [e for e in sandbox.store.journal(since) if e["method"] == "POST"]
 
 
+def _writeback_job(sandbox: SandboxServer, tmp_path: Path) -> dg.JobDefinition:
+    return dg.Definitions(
+        assets=[apply_log],
+        jobs=[apply_changeset_job],
+        resources={
+            "jicoo": jicoo_resource(sandbox),
+            "writeback": WriteBackResource(
+                ledger_path=str(tmp_path / "ledger.sqlite"),
+                apply_log_root=str(tmp_path / "apply_log"),
+                inbox=str(tmp_path / "inbox"),
+            ),
+        },
+    ).resolve_job_def("apply_changeset")
+
+
 def test_dry_run_then_apply_then_rerun_through_the_job(
     system_sandbox: SandboxServer, tmp_path: Path
 ) -> None:
@@ -74,17 +89,7 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     path = tmp_path / "changes.csv"
     changes = _changeset(sandbox, path)
     # The way scripts/demo.py launches it: the Definitions' job, run_config keyed by the op.
-    job = dg.Definitions(
-        assets=[apply_log],
-        jobs=[apply_changeset_job],
-        resources={
-            "jicoo": jicoo_resource(sandbox),
-            "writeback": WriteBackResource(
-                ledger_path=str(tmp_path / "ledger.sqlite"),
-                apply_log_root=str(tmp_path / "apply_log"),
-            ),
-        },
-    ).resolve_job_def("apply_changeset")
+    job = _writeback_job(sandbox, tmp_path)
 
     def run(dry_run: bool) -> dg.ExecuteInProcessResult:
         config = {"path": str(path), "dry_run": dry_run, "concurrency": 4}
@@ -126,21 +131,6 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     assert check_evaluations(again) == {"jicoo/apply_log/no_change_in_flight": True}
 
 
-def _writeback_job(sandbox: SandboxServer, tmp_path: Path) -> dg.JobDefinition:
-    return dg.Definitions(
-        assets=[apply_log],
-        jobs=[apply_changeset_job],
-        resources={
-            "jicoo": jicoo_resource(sandbox),
-            "writeback": WriteBackResource(
-                ledger_path=str(tmp_path / "ledger.sqlite"),
-                apply_log_root=str(tmp_path / "apply_log"),
-                inbox=str(tmp_path / "inbox"),
-            ),
-        },
-    ).resolve_job_def("apply_changeset")
-
-
 def test_the_inbox_sensor_runs_by_default_and_says_so() -> None:
     assert changeset_inbox_sensor.default_status is dg.DefaultSensorStatus.RUNNING
     description = changeset_inbox_sensor.description or ""
@@ -149,8 +139,9 @@ def test_the_inbox_sensor_runs_by_default_and_says_so() -> None:
 
 
 def test_a_cp932_file_in_the_inbox_is_applied_by_its_name(
-    sandbox: SandboxServer, tmp_path: Path
+    system_sandbox: SandboxServer, tmp_path: Path
 ) -> None:
+    sandbox = system_sandbox  # the job reads the system clock
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     uid = str(future_open_bookings(sandbox)[0]["uid"])
@@ -178,8 +169,9 @@ def test_a_cp932_file_in_the_inbox_is_applied_by_its_name(
 
 
 def test_the_job_writes_every_row_that_did_not_go_through_to_rejected_csv(
-    sandbox: SandboxServer, tmp_path: Path
+    system_sandbox: SandboxServer, tmp_path: Path
 ) -> None:
+    sandbox = system_sandbox  # the job reads the system clock
     path = tmp_path / "changes.csv"
     changes = _changeset(sandbox, path)
     with path.open("a", encoding="utf-8", newline="") as out:
