@@ -90,8 +90,9 @@ clean: ## Remove the environments, caches and the demo's folder; keeps your ledg
 	rm -rf data/demo
 
 # The state a user cannot rebuild: the ledger is the only record of what was applied (and what
-# `jicoo ledger undo` needs). Named before it goes; only when asked for by name.
-STATE := $(wildcard data/ledger.sqlite* data/apply_log data/warehouse data/warehouse.duckdb* $(DAGSTER_HOME))
+# `jicoo ledger undo` needs). Named before it goes; only when asked for by name. Only this
+# checkout's .dagster_home: a DAGSTER_HOME set elsewhere may be a real deployment's.
+STATE := $(wildcard data/ledger.sqlite* data/apply_log data/warehouse data/warehouse.duckdb* .dagster_home)
 clean-all: clean ## Also delete the ledger, apply log, warehouse and Dagster runs under data/ (names them first)
 	@if [ -n "$(strip $(STATE))" ]; then \
 		echo "Deleting, for good: $(STATE)"; \
