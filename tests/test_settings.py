@@ -223,8 +223,9 @@ def test_help_shows_each_default_and_its_variable(capsys: pytest.CaptureFixture[
 
 @pytest.fixture
 def cli_env(
-    sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    system_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> SandboxServer:
+    sandbox = system_sandbox  # the CLI reads the system clock ("today", "in the past")
     for env in VARIABLES:
         monkeypatch.delenv(env, raising=False)
     monkeypatch.setenv("JICOO_API_KEY", sandbox.api_key)
