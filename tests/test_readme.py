@@ -14,7 +14,8 @@ import pytest
 
 from jicoo_connector.changes import parse_changeset
 from jicoo_connector.sandbox.server import SandboxServer
-from jicoo_connector.storage import ParquetStore, Warehouse
+from jicoo_connector.storage import ParquetStore
+from jicoo_connector.warehouse import load_warehouse
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -77,7 +78,7 @@ def test_the_readme_snippets_run_as_copied(system_sandbox: SandboxServer, checko
     assert store.list_partitions("bookings")
 
     # What the jicoo/warehouse asset does, so the DuckDB line of the Python snippet has a file.
-    Warehouse(str(checkout / "data" / "warehouse.duckdb")).load_table("bookings", store)
+    load_warehouse(str(checkout / "data" / "warehouse.duckdb"), store, tables=["bookings"])
     (python,) = _blocks("python", "import duckdb")
     _run([str(ROOT / ".venv" / "bin" / "python"), "-c", python], checkout)
 

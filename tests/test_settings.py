@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
+from assets.resources import WarehouseResource
 from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE, build_parser, main
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.sandbox.server import SandboxServer
@@ -48,7 +49,7 @@ def _spelled(value: object) -> str:
         return str(int(value))
     if isinstance(value, dt.date):
         return value.isoformat()
-    return "(required)" if value is None else str(value)
+    return "(none)" if value is None else str(value)
 
 
 def test_the_readme_table_and_the_config_object_match_both_ways() -> None:
@@ -57,7 +58,8 @@ def test_the_readme_table_and_the_config_object_match_both_ways() -> None:
     assert set(VARIABLES) - set(documented) == set(), "read but not in the README"
     defaults = ConnectorConfig()
     for env, name in VARIABLES.items():
-        assert documented[env] == _spelled(getattr(defaults, name)), env
+        expected = "(required)" if env == "JICOO_API_KEY" else _spelled(getattr(defaults, name))
+        assert documented[env] == expected, env
 
 
 def test_every_variable_is_read_when_called_not_at_import(
@@ -67,11 +69,14 @@ def test_every_variable_is_read_when_called_not_at_import(
     for env, raw in values.items():
         monkeypatch.setenv(env, raw)
     config = ConnectorConfig.from_env()
-    for env in VARIABLES:
-        if env != "JICOO_API_KEY":  # the key is never shown
-            assert config.to_env()[env] == values[env]
-    assert config.api_key is not None
-    assert config.api_key.reveal() == values["JICOO_API_KEY"]
+    shown = config.to_env()
+    for env, name in VARIABLES.items():
+        if ConnectorConfig.specs()[name].secret:  # never spelled out, read all the same
+            assert env not in shown
+            value = getattr(config, name)
+            assert (value.reveal() if env == "JICOO_API_KEY" else value) == values[env]
+        else:
+            assert shown[env] == values[env]
 
 
 def _example(env: str) -> str:
@@ -122,6 +127,12 @@ def _range(defs: dg.Definitions, schedule: str) -> tuple[str, str]:
     return tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]
 
 
+def _warehouse(d: dg.Definitions) -> WarehouseResource:
+    resource = (d.resources or {})["warehouse"].process_config_and_initialize()
+    assert isinstance(resource, WarehouseResource)
+    return resource
+
+
 LOCATION: dict[str, Callable[[dg.Definitions], object]] = {
     "JICOO_API_KEY": lambda d: (d.resources or {})["jicoo"].process_config_and_initialize().api_key,
     "JICOO_BASE_URL": lambda d: _resource(d, "jicoo", "base_url"),
@@ -138,6 +149,8 @@ LOCATION: dict[str, Callable[[dg.Definitions], object]] = {
     "JICOO_SWEEP_PAST_DAYS": lambda d: _range(d, "jicoo_sweep_schedule"),
     "JICOO_WAREHOUSE_ROOT": lambda d: _resource(d, "warehouse", "root"),
     "JICOO_DUCKDB_PATH": lambda d: _resource(d, "warehouse", "duckdb_path"),
+    "JICOO_WAREHOUSE_URL": lambda d: _warehouse(d).target().describe(),
+    "JICOO_WAREHOUSE_PASSWORD": lambda d: _warehouse(d).target().password,
     "JICOO_LEDGER_PATH": lambda d: _resource(d, "writeback", "ledger_path"),
     "JICOO_APPLY_LOG_ROOT": lambda d: _resource(d, "writeback", "apply_log_root"),
     "JICOO_CHANGESET_INBOX": lambda d: _resource(d, "writeback", "inbox"),
@@ -153,6 +166,10 @@ EXPECTED_IN_LOCATION: dict[str, object] = {
 }
 
 
+# What a variable needs beside it to show its effect: a password only counts for a URL with none.
+ALONGSIDE = {"JICOO_WAREHOUSE_PASSWORD": {"JICOO_WAREHOUSE_URL": "postgresql://loader@db/dwh"}}
+
+
 def test_every_variable_has_a_code_location_check() -> None:
     assert set(LOCATION) == set(VARIABLES)
 
@@ -162,8 +179,8 @@ def test_each_variable_changes_the_code_location(env: str, monkeypatch: pytest.M
     for other in VARIABLES:
         monkeypatch.delenv(other, raising=False)
     value = _example(env)
-    before = LOCATION[env](_load(monkeypatch))
-    after = LOCATION[env](_load(monkeypatch, **{env: value}))
+    before = LOCATION[env](_load(monkeypatch, **ALONGSIDE.get(env, {})))
+    after = LOCATION[env](_load(monkeypatch, **ALONGSIDE.get(env, {}), **{env: value}))
     assert after != before
     assert after == EXPECTED_IN_LOCATION.get(env, value)
 
@@ -177,15 +194,18 @@ def test_a_bad_value_stops_the_code_location_with_one_line(
 
 # -- the CLI ------------------------------------------------------------------------------
 
-# What the CLI has no use for: partitions, schedules, the DuckDB load and the inbox are Dagster's.
+# What the CLI has no use for (partitions, schedules and the inbox are Dagster's), or what it
+# does not read itself.
 NOT_IN_CLI = {
     "JICOO_PARTITION_START",
     "JICOO_FUTURE_DAYS",
     "JICOO_REFRESH_PAST_DAYS",
     "JICOO_REFRESH_FUTURE_DAYS",
     "JICOO_SWEEP_PAST_DAYS",
-    "JICOO_DUCKDB_PATH",
     "JICOO_CHANGESET_INBOX",
+    # Read by the warehouse layer when it connects, for the CLI and Dagster alike (the code
+    # location test above, tests/warehouse/test_sql.py); no password server runs here.
+    "JICOO_WAREHOUSE_PASSWORD",
 }
 CLI_TESTED = {
     "JICOO_API_KEY",
@@ -196,6 +216,8 @@ CLI_TESTED = {
     "JICOO_WAREHOUSE_ROOT",
     "JICOO_LEDGER_PATH",
     "JICOO_APPLY_LOG_ROOT",
+    "JICOO_WAREHOUSE_URL",
+    "JICOO_DUCKDB_PATH",
 }
 CHANGES = "action,booking_uid,new_started_at,time_zone,cancel_reason\ncancel,nosuchbooking1,,,x\n"
 
@@ -316,3 +338,19 @@ def test_cli_ledger_and_apply_log_flag_beats_env_beats_default(
 def test_every_field_has_its_variable_documented_in_help_or_readme() -> None:
     # The one-line rule for a new setting: a field here, a row in the README.
     assert [f.name for f in dataclasses.fields(ConnectorConfig)] == list(VARIABLES.values())
+
+
+def test_cli_load_warehouse_url_and_duckdb_path(
+    cli_env: SandboxServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    root = str(tmp_path / "wh")
+    assert main(["extract", "--tables", "users", "--out", root, "--quiet"]) == EXIT_OK
+    load = ["load", "--tables", "users", "--root", root]
+    monkeypatch.setenv("JICOO_DUCKDB_PATH", str(tmp_path / "path.duckdb"))
+    assert main(load) == EXIT_OK
+    assert (tmp_path / "path.duckdb").is_file()
+    monkeypatch.setenv("JICOO_WAREHOUSE_URL", str(tmp_path / "url.duckdb"))
+    assert main(load) == EXIT_OK  # the URL beats the older JICOO_DUCKDB_PATH
+    assert (tmp_path / "url.duckdb").is_file()
+    assert main([*load, "--warehouse-url", str(tmp_path / "flag.duckdb")]) == EXIT_OK
+    assert (tmp_path / "flag.duckdb").is_file()
