@@ -8,7 +8,7 @@ from assets.automation import build_schedules, daily_tables_job, snapshots_job
 from assets.extract_assets import build_extract_assets
 from assets.partitions import daily_partitions
 from assets.resources import JicooResource, WarehouseResource
-from assets.warehouse import warehouse_tables
+from assets.warehouse import build_warehouse_asset
 from assets.writeback import (
     WriteBackResource,
     apply_changeset_job,
@@ -21,7 +21,11 @@ from jicoo_connector.errors import ConfigError
 
 def build_definitions(config: ConnectorConfig) -> dg.Definitions:
     return dg.Definitions(
-        assets=[*build_extract_assets(daily_partitions(config)), warehouse_tables, apply_log],
+        assets=[
+            *build_extract_assets(daily_partitions(config)),
+            build_warehouse_asset(config),
+            apply_log,
+        ],
         jobs=[daily_tables_job, snapshots_job, apply_changeset_job],
         sensors=[changeset_inbox_sensor],
         schedules=build_schedules(config),

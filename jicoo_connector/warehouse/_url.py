@@ -1,4 +1,5 @@
-"""``JICOO_WAREHOUSE_URL``: which warehouse, parsed once, shown only with its password redacted."""
+"""A warehouse URL (``JICOO_WAREHOUSE_URL``, read by ``ConnectorConfig.warehouse()``): which
+warehouse, parsed once, shown only with its password redacted."""
 
 import os
 import re
@@ -10,22 +11,15 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from jicoo_connector.errors import WarehouseError
 
 __all__ = [
-    "DEFAULT_WAREHOUSE_URL",
     "PASSWORD_ENV",
-    "URL_ENV",
     "Backend",
     "WarehouseTarget",
     "redact",
-    "warehouse_url_from_env",
 ]
 
 Backend = Literal["duckdb", "postgresql", "snowflake", "bigquery"]
-DEFAULT_WAREHOUSE_URL = "data/warehouse.duckdb"
 # Read when the URL carries no password (libpq's PGPASSWORD and ~/.pgpass work for PostgreSQL too).
 PASSWORD_ENV = "JICOO_WAREHOUSE_PASSWORD"  # noqa: S105 - the variable's name, not a secret
-URL_ENV = "JICOO_WAREHOUSE_URL"
-# The DuckDB file's older setting, still read when JICOO_WAREHOUSE_URL is not set.
-DUCKDB_PATH_ENV = "JICOO_DUCKDB_PATH"
 _SCHEMES: dict[str, Backend] = {
     "postgresql": "postgresql",
     "postgres": "postgresql",
@@ -36,11 +30,6 @@ _SCHEMES: dict[str, Backend] = {
 _REDACTED = "***"
 # A password inside any URL-like text: scheme://user:PASSWORD@host.
 _PASSWORD_IN_TEXT = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]*:)[^@\s]*(?P<at>@)")
-
-
-def warehouse_url_from_env() -> str:
-    """``JICOO_WAREHOUSE_URL``, else ``JICOO_DUCKDB_PATH``, else the default DuckDB file."""
-    return os.environ.get(URL_ENV) or os.environ.get(DUCKDB_PATH_ENV) or DEFAULT_WAREHOUSE_URL
 
 
 def redact(text: str) -> str:
