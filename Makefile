@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # Dagster keeps its run storage here (ephemeral for demo/tests, never in the home folder).
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: dagster-home help setup demo dev test check lint typecheck test-unit test-slow test-dates bench bench-quick bench-warehouse sandbox example-changeset clean clean-all
+.PHONY: dagster-home help setup demo dev test check lint typecheck test-unit test-slow test-dates bench bench-quick bench-warehouse bench-webhooks sandbox example-changeset clean clean-all
 
 # No network here and no reason to phone home: telemetry off in the instance config.
 dagster-home:
@@ -79,22 +79,25 @@ bench-quick: setup ## Smoke benchmark run (under 2 minutes)
 bench-warehouse: setup ## Only the warehouse load: 500,000 bookings into PostgreSQL vs pandas to_sql
 	$(PY) benchmarks/run.py --only warehouse --out benchmarks/results/$$(date -u +%F)-warehouse.json
 
+bench-webhooks: setup ## Webhook freshness alone: 100 changes at 1/s, daemon running (~5 minutes)
+	$(PY) benchmarks/webhook_freshness.py
+
 example-changeset: setup ## Regenerate data/changesets/example.csv (today's free slots of the seed-7 sandbox)
 	$(PY) scripts/example_changeset.py
 
 sandbox: setup ## Serve the sandbox on 127.0.0.1:8765 until Ctrl-C
 	$(VENV)/bin/jicoo sandbox serve --host 127.0.0.1 --port 8765 --seed 7 --bookings 2000
 
-clean: ## Remove the environments, caches and the demo's folder; keeps your ledger, apply log, warehouse
+clean: ## Remove the environments, caches and the demo's folder; keeps your ledger, apply log, warehouse, webhook events
 	rm -rf $(VENV) .uv .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
 	rm -rf data/demo
 
 # The state a user cannot rebuild: the ledger is the only record of what was applied (and what
 # `jicoo ledger undo` needs). Named before it goes; only when asked for by name. Only this
 # checkout's .dagster_home: a DAGSTER_HOME set elsewhere may be a real deployment's.
-STATE := $(wildcard data/ledger.sqlite* data/apply_log data/warehouse data/warehouse.duckdb* .dagster_home)
-clean-all: clean ## Also delete the ledger, apply log, warehouse and Dagster runs under data/ (names them first)
+STATE := $(wildcard data/ledger.sqlite* data/apply_log data/warehouse data/warehouse.duckdb* data/webhook_events.sqlite* .dagster_home)
+clean-all: clean ## Also delete the ledger, apply log, warehouse, webhook events and Dagster runs (names them first)
 	@if [ -n "$(strip $(STATE))" ]; then \
 		echo "Deleting, for good: $(STATE)"; \
 		rm -rf $(STATE); \
-	else echo "No ledger, apply log, warehouse or Dagster runs to delete."; fi
+	else echo "No ledger, apply log, warehouse, webhook events or Dagster runs to delete."; fi

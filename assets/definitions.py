@@ -9,6 +9,7 @@ from assets.extract_assets import build_extract_assets
 from assets.partitions import daily_partitions
 from assets.resources import JicooResource, WarehouseResource
 from assets.warehouse import build_warehouse_asset
+from assets.webhook_sensor import build_booking_events_sensor, webhook_refresh_job
 from assets.writeback import (
     WriteBackResource,
     apply_changeset_job,
@@ -26,8 +27,8 @@ def build_definitions(config: ConnectorConfig) -> dg.Definitions:
             build_warehouse_asset(config),
             apply_log,
         ],
-        jobs=[daily_tables_job, snapshots_job, apply_changeset_job],
-        sensors=[changeset_inbox_sensor],
+        jobs=[daily_tables_job, snapshots_job, apply_changeset_job, webhook_refresh_job],
+        sensors=[changeset_inbox_sensor, build_booking_events_sensor(config)],
         schedules=build_schedules(config),
         resources={
             # The key only ever through EnvVar: a literal would show in the resource's repr and
@@ -46,6 +47,8 @@ def build_definitions(config: ConnectorConfig) -> dg.Definitions:
             ),
             "writeback": WriteBackResource(
                 ledger_path=config.ledger_path,
+                # Through EnvVar: the URL may carry a password, which must not show in the UI.
+                ledger_url=dg.EnvVar("JICOO_LEDGER_URL") if config.ledger_url else None,
                 apply_log_root=config.apply_log_root,
                 inbox=config.changeset_inbox,
             ),

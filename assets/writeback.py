@@ -12,6 +12,7 @@ from assets.extract_assets import column_schema
 from assets.resources import DEFAULTS, JicooResource
 from jicoo_connector.changes import ChangeState, Ledger, run_changeset
 from jicoo_connector.changes.apply import APPLY_LOG_SCHEMA, DEFAULT_APPLY_CONCURRENCY
+from jicoo_connector.changes.ledger_backends import redact_location
 
 APPLY_LOG_KEY = dg.AssetKey(["jicoo", "apply_log"])
 # The op behind the asset: the key in run_config["ops"] for ApplyChangesetConfig.
@@ -20,12 +21,21 @@ IN_FLIGHT_STATES = (ChangeState.INTENT.value, ChangeState.IN_DOUBT.value)
 
 
 class WriteBackResource(dg.ConfigurableResource["WriteBackResource"]):
-    """Where write-back keeps its state (the SQLite ledger, the apply_log Parquet table) and
-    the folder the inbox sensor watches."""
+    """Where write-back keeps its state (the ledger, the apply_log Parquet table) and the
+    folder the inbox sensor watches."""
 
     ledger_path: str = Field(
         default=DEFAULTS.ledger_path, description="SQLite ledger file ($JICOO_LEDGER_PATH)."
     )
+    ledger_url: str | None = Field(
+        default=None,
+        description="postgresql:// URL of a ledger shared by every worker; wins over "
+        "ledger_path. Pass dg.EnvVar('JICOO_LEDGER_URL') so a password never shows.",
+    )
+
+    def ledger_location(self) -> str:
+        return self.ledger_url or self.ledger_path
+
     apply_log_root: str = Field(
         default=DEFAULTS.apply_log_root,
         description="apply_log Parquet table root, one file per batch and run "
@@ -80,7 +90,7 @@ def apply_log(
     run = run_changeset(
         jicoo.settings(),
         config.path,
-        ledger_path=writeback.ledger_path,
+        ledger_location=writeback.ledger_location(),
         apply_log_root=writeback.apply_log_root,
         batch_id=config.batch_id,
         dry_run=config.dry_run,
@@ -111,7 +121,7 @@ def apply_log(
     if report is None or out is None:  # only a dry run has neither
         raise dg.DagsterInvariantViolationError("the apply returned no report")
     context.log.info(report.summary())
-    with Ledger(writeback.ledger_path) as ledger:
+    with Ledger(writeback.ledger_location()) as ledger:
         ledger_counts = ledger.counts(batch_id)
     in_flight = sum(ledger_counts.get(state, 0) for state in IN_FLIGHT_STATES)
     checks = [
@@ -130,6 +140,7 @@ def apply_log(
             "dagster/uri": str(out),
             "dagster/column_schema": column_schema(APPLY_LOG_SCHEMA),
             "jicoo/batch_id": batch_id,
+            "jicoo/ledger": redact_location(writeback.ledger_location()),
             "jicoo/posts_sent": report.posts_sent,
             "jicoo/summary": dg.MetadataValue.md(f"```\n{report.summary()}\n```"),
             **{f"jicoo/state/{state}": n for state, n in report.counts.items()},

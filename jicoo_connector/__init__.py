@@ -24,6 +24,9 @@ from jicoo_connector.errors import (
     TransportError,
     ValidationError,
     WarehouseError,
+    WebhookError,
+    WebhookPayloadError,
+    WebhookSignatureError,
 )
 from jicoo_connector.settings import ApiKey, Settings
 
@@ -53,5 +56,8 @@ __all__ = [
     "TransportError",
     "ValidationError",
     "WarehouseError",
+    "WebhookError",
+    "WebhookPayloadError",
+    "WebhookSignatureError",
 ]
 __version__ = "0.1.0"

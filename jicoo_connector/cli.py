@@ -1,5 +1,7 @@
-"""The `jicoo` command: sandbox serve, extract, load, plan, apply, ledger. The only module that
-prints."""
+"""The `jicoo` command: sandbox serve, extract, load, plan, apply, ledger, webhook serve.
+
+The only module that prints.
+"""
 
 import argparse
 import csv
@@ -11,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from jicoo_connector.changes.ledger_backends import is_postgres_url, redact_location
 from jicoo_connector.config import ConnectorConfig, parse_date, parse_zone
 from jicoo_connector.errors import ChangeSetError, ConfigError, JicooError
 
@@ -22,6 +25,7 @@ EXIT_UNUSABLE = 2
 
 
 DEFAULTS = ConnectorConfig()
+_SPECS = ConnectorConfig.specs()
 
 
 def _argument(parse: Callable[[str], object]) -> Callable[[str], object]:
@@ -42,7 +46,7 @@ _zone = _argument(parse_zone)
 
 def _setting_help(name: str, what: str) -> str:
     """``what`` plus where the default comes from: the variable, else the built-in value."""
-    env = ConnectorConfig.specs()[name].env
+    env = _SPECS[name].env
     return f"{what} (default: ${env}, else {getattr(DEFAULTS, name)})"
 
 
@@ -73,12 +77,26 @@ def _add_sandbox(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     serve.add_argument(
         "--anchor-date", type=_date, default=None, help="day the data is spread around (today)"
     )
+    hooks = serve.add_argument_group("webhooks (signed events for every booking change)")
+    hooks.add_argument("--webhook-url", help="POST events here (at least once, retried)")
+    hooks.add_argument("--webhook-secret", help="the endpoint secret events are signed with")
+    hooks.add_argument(
+        "--webhook-duplicate", type=float, default=0.0, metavar="P", help="share sent twice"
+    )
+    hooks.add_argument(
+        "--webhook-reorder-ms", type=float, default=0.0, metavar="MS", help="random first delay"
+    )
+    hooks.add_argument("--churn", type=float, default=0.0, metavar="RATE", help="changes/s")
+    hooks.add_argument("--churn-limit", type=int, default=0, metavar="N", help="stop after N")
 
 
 def _serve_sandbox(args: argparse.Namespace) -> int:
     from jicoo_connector.sandbox.config import DEFAULT_SANDBOX_KEY, SandboxConfig
     from jicoo_connector.sandbox.server import serve
+    from jicoo_connector.sandbox.webhooks import WebhookOptions
 
+    if bool(args.webhook_url) != bool(args.webhook_secret):
+        raise SystemExit("jicoo sandbox serve: --webhook-url and --webhook-secret go together")
     faults: dict[str, object] = {}
     if args.faults is not None:
         try:
@@ -106,6 +124,17 @@ def _serve_sandbox(args: argparse.Namespace) -> int:
         anchor_date=args.anchor_date,
         faults=faults,
         journal_path=args.journal,
+        webhooks=WebhookOptions(
+            url=args.webhook_url,
+            secret=args.webhook_secret,
+            duplicate=args.webhook_duplicate,
+            reorder_ms=args.webhook_reorder_ms,
+            seed=args.seed,
+        )
+        if args.webhook_url
+        else None,
+        churn_rate=args.churn,
+        churn_limit=args.churn_limit,
     )
 
     def announce(base_url: str) -> None:
@@ -271,7 +300,15 @@ def _load(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-LEDGER_HELP = _setting_help("ledger_path", "SQLite ledger")
+LEDGER_HELP = (
+    f"ledger: an SQLite file or a postgresql:// URL (default: ${_SPECS['ledger_url'].env}, "
+    f"else ${_SPECS['ledger_path'].env}, else {DEFAULTS.ledger_path})"
+)
+
+
+def _ledger_location(flag: str | None) -> str:
+    """``--ledger`` (a file or a URL) beats ``JICOO_LEDGER_URL``, which beats the file setting."""
+    return flag or ConnectorConfig.from_env().ledger_location()
 
 
 def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -287,7 +324,7 @@ def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     apply.add_argument("file", type=Path, help="the change-set CSV")
     apply.add_argument("--dry-run", action="store_true", help="plan only; writes FILE.plan.json")
     apply.add_argument("--plan", type=Path, help="apply only if this plan still holds")
-    apply.add_argument("--ledger", type=Path, default=None, help=LEDGER_HELP)
+    apply.add_argument("--ledger", help=LEDGER_HELP)
     apply.add_argument("--concurrency", type=int, default=4, help="changes in flight at once")
     apply.add_argument("--batch-id", help="ledger batch id (default: the file name)")
     apply.add_argument("--encoding", help="file encoding, e.g. cp932 (default UTF-8)")
@@ -304,11 +341,11 @@ def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         "undo", help="write the inverse change set of a batch's applied reschedules"
     )
     undo.add_argument("batch", help="the batch id")
-    undo.add_argument("--ledger", type=Path, default=None, help=LEDGER_HELP)
+    undo.add_argument("--ledger", help=LEDGER_HELP)
     undo.add_argument("--out", type=Path, help="output CSV (default BATCH.undo.csv)")
     status = ledger_commands.add_parser("status", help="counts per state of a batch")
     status.add_argument("batch", help="the batch id")
-    status.add_argument("--ledger", type=Path, default=None, help=LEDGER_HELP)
+    status.add_argument("--ledger", help=LEDGER_HELP)
 
 
 def _apply(args: argparse.Namespace) -> int:
@@ -319,13 +356,14 @@ def _apply(args: argparse.Namespace) -> int:
         run_changeset,
     )
 
-    config = ConnectorConfig.from_env(ledger_path=args.ledger, apply_log_root=args.apply_log)
+    config = ConnectorConfig.from_env(apply_log_root=args.apply_log)
+    location = _ledger_location(args.ledger)
     path: Path = args.file
     try:
         run = run_changeset(
             config.settings(),
             path,
-            ledger_path=config.ledger_path,
+            ledger_location=location,
             apply_log_root=config.apply_log_root,
             batch_id=args.batch_id,
             dry_run=args.dry_run,
@@ -354,7 +392,7 @@ def _apply(args: argparse.Namespace) -> int:
                 print(f"  row {item.row}: {item.verdict.value}: {item.reason}")
     if run.report is not None:
         print(run.report.summary())
-        print(f"apply log: {run.apply_log}; ledger: {config.ledger_path}")
+        print(f"apply log: {run.apply_log}; ledger: {redact_location(location)}")
         if run.report.key_refused and not run.report.posts_sent:
             return _usage("apply: the API refused JICOO_API_KEY (HTTP 401); nothing was sent")
     if run.rejected_path is not None:
@@ -365,13 +403,20 @@ def _apply(args: argparse.Namespace) -> int:
 def _ledger(args: argparse.Namespace) -> int:
     from jicoo_connector.changes import Ledger
 
-    ledger_path = ConnectorConfig.from_env(ledger_path=args.ledger).path("ledger_path")
-    if not ledger_path.exists():
-        return _usage(f"ledger: no ledger at {ledger_path}")
-    with Ledger(ledger_path) as ledger:
-        if ledger.batch_hash(args.batch) is None:
-            return _usage(f"ledger: no batch {args.batch!r} in {ledger_path}")
+    location = _ledger_location(args.ledger)
+    if not is_postgres_url(location) and not Path(location).exists():
+        return _usage(f"ledger: no ledger at {location}")
+    with Ledger(location) as ledger:
+        holder = ledger.batch_holder(args.batch)
+        if holder is None:
+            return _usage(f"ledger: no batch {args.batch!r} in {ledger.where}")
         if args.ledger_command == "status":
+            print(
+                f"ledger {ledger.where} ({ledger.backend}, schema version {ledger.schema_version})"
+            )
+            epoch, by, since = holder
+            if by:
+                print(f"batch {args.batch}: taken {epoch} times, last by {by} at {since}")
             for state, count in sorted(ledger.counts(args.batch).items()):
                 print(f"{state:<16} {count:>6}")
             return EXIT_OK
@@ -383,6 +428,58 @@ def _ledger(args: argparse.Namespace) -> int:
         writer.writeheader()
         writer.writerows(rows)
     print(f"{len(rows)} reschedules to undo written to {out} (apply it with: jicoo apply {out})")
+    return EXIT_OK
+
+
+def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    webhook = commands.add_parser("webhook", help="receive Jicoo booking webhooks")
+    webhook_commands = webhook.add_subparsers(dest="webhook_command", required=True)
+    serve = webhook_commands.add_parser(
+        "serve",
+        help="serve the webhook receiver until interrupted; prints its URL first",
+        description=(
+            "Verify, deduplicate and durably record Jicoo webhook deliveries (POST to any path). "
+            f"Secrets: ${_SPECS['webhook_secret'].env} (comma-separated during a rotation), "
+            "never an argument."
+        ),
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8787, help="port; 0 picks a free one")
+    serve.add_argument(
+        "--db",
+        default=None,
+        help=_setting_help("webhook_db", "SQLite event store"),
+    )
+    serve.add_argument(
+        "--max-body-bytes", type=int, default=None, help="larger bodies get 413 (256 KiB)"
+    )
+
+
+def _serve_webhooks(args: argparse.Namespace) -> int:
+    import logging
+
+    from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
+    from jicoo_connector.webhooks.receiver import DEFAULT_MAX_BODY_BYTES, READY_LINE_PREFIX, serve
+
+    config = ConnectorConfig.from_env(webhook_db=args.db)
+    secrets = WebhookSecrets.parse(config.webhook_secret or "")
+    if not _port_free(args.host, args.port):
+        return _usage(f"port {args.port} on {args.host} is in use; pick another (--port 0: any)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    db = config.path("webhook_db")
+    with SQLiteEventStore(db) as store:
+
+        def announce(url: str) -> None:
+            print(f"{READY_LINE_PREFIX}{url} (events in {db})", flush=True)
+
+        serve(
+            store,
+            secrets,
+            host=args.host,
+            port=args.port,
+            on_ready=announce,
+            max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+        )
     return EXIT_OK
 
 
@@ -401,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_extract(commands)
     _add_load(commands)
     _add_apply(commands)
+    _add_webhook(commands)
     return parser
 
 
@@ -417,6 +515,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _apply(args)
         if args.command == "ledger":
             return _ledger(args)
+        if args.command == "webhook":
+            return _serve_webhooks(args)
     except KeyboardInterrupt:
         return EXIT_OK
     except ConfigError as exc:

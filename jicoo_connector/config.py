@@ -45,7 +45,8 @@ class SettingSpec:
 
 def setting(env: str, default: T, parse: Callable[[str], T], help: str, secret: bool = False) -> T:
     spec = SettingSpec(env=env, parse=parse, help=help, secret=secret)
-    return field(default=default, metadata={"spec": spec})
+    # A secret stays out of the dataclass repr, so a logged config never shows it.
+    return field(default=default, metadata={"spec": spec}, repr=not secret)
 
 
 def parse_zone(text: str) -> str:
@@ -137,11 +138,24 @@ class ConnectorConfig:
         "JICOO_DUCKDB_PATH", "data/warehouse.duckdb", _text, "DuckDB file when no URL is set"
     )
     ledger_path: str = setting("JICOO_LEDGER_PATH", "data/ledger.sqlite", _text, "SQLite ledger")
+    # A postgresql:// URL may hold a password: secret, and Dagster gets it by EnvVar.
+    ledger_url: str | None = setting(
+        "JICOO_LEDGER_URL", None, _text, "PostgreSQL ledger URL (wins over the file)", secret=True
+    )
     apply_log_root: str = setting(
         "JICOO_APPLY_LOG_ROOT", "data/apply_log", _text, "apply_log Parquet table root"
     )
     changeset_inbox: str = setting(
         "JICOO_CHANGESET_INBOX", "data/changesets/inbox", _text, "change-set inbox folder"
+    )
+    webhook_secret: str | None = setting(
+        "JICOO_WEBHOOK_SECRET", None, _text, "webhook signing secrets, comma-separated", secret=True
+    )
+    webhook_db: str = setting(
+        "JICOO_WEBHOOK_DB", "data/webhook_events.sqlite", _text, "webhook event store (SQLite)"
+    )
+    webhook_interval_s: int = setting(
+        "JICOO_WEBHOOK_INTERVAL_S", 30, _positive_int, "webhook sensor interval, seconds"
     )
 
     def __post_init__(self) -> None:
@@ -199,6 +213,10 @@ class ConnectorConfig:
     def warehouse(self) -> str:
         """Where the tables load: ``JICOO_WAREHOUSE_URL``, else the ``JICOO_DUCKDB_PATH`` file."""
         return self.warehouse_url or self.duckdb_path
+
+    def ledger_location(self) -> str:
+        """The ledger: ``JICOO_LEDGER_URL`` (PostgreSQL), else the ``JICOO_LEDGER_PATH`` file."""
+        return self.ledger_url or self.ledger_path
 
     def path(self, name: str) -> Path:
         """A path-valued setting as a ``Path``."""

@@ -22,8 +22,11 @@ JicooError
 │   ├── LedgerBusyError         another applier holds the batch
 │   ├── BatchMismatchError      the batch id was used with a different change-set file
 │   └── StaleLeaseError         a newer applier took over (fencing epoch)
-└── WarehouseError              a warehouse URL, driver or load we refuse (password redacted)
-    └── SchemaChangeError       a column whose type changed (names table, column, both types)
+├── WarehouseError              a warehouse URL, driver or load we refuse (password redacted)
+│   └── SchemaChangeError       a column whose type changed (names table, column, both types)
+└── WebhookError                a webhook delivery the receiver refuses
+    ├── WebhookSignatureError   missing, malformed, stale or non-matching signature (401)
+    └── WebhookPayloadError     a body that is not a Jicoo event (400)
 """
 
 from collections.abc import Mapping
@@ -52,6 +55,9 @@ __all__ = [
     "TransportError",
     "ValidationError",
     "WarehouseError",
+    "WebhookError",
+    "WebhookPayloadError",
+    "WebhookSignatureError",
 ]
 
 
@@ -244,3 +250,15 @@ class SchemaChangeError(WarehouseError):
         self.column = column
         self.found = found
         self.expected = expected
+
+
+class WebhookError(JicooError):
+    """A webhook delivery the receiver refuses; the message never holds the secret or signature."""
+
+
+class WebhookSignatureError(WebhookError):
+    """The signature header is missing, malformed, too old or matches no configured secret."""
+
+
+class WebhookPayloadError(WebhookError):
+    """A signed body that is not a Jicoo event (not JSON, or no event, uid or createdAt)."""

@@ -8,6 +8,7 @@ that folder first, since each demo starts a new sandbox world.
 """
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -41,8 +42,11 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def demo_config(data_dir: Path, base_url: str, api_key: str) -> ConnectorConfig:
-    """The demo's settings: the sandbox, and every path under ``data_dir`` (also `make dev`'s)."""
-    return ConnectorConfig.from_env(
+    """The demo's settings: the sandbox, and every path under ``data_dir`` (also `make dev`'s).
+
+    A warehouse or ledger URL in the environment is a real deployment's: the demo drops them.
+    """
+    config = ConnectorConfig.from_env(
         api_key=ApiKey(api_key),
         base_url=base_url,
         warehouse_root=str(data_dir / "warehouse"),
@@ -50,7 +54,9 @@ def demo_config(data_dir: Path, base_url: str, api_key: str) -> ConnectorConfig:
         ledger_path=str(data_dir / "ledger.sqlite"),
         apply_log_root=str(data_dir / "apply_log"),
         changeset_inbox=str(data_dir / "inbox"),
+        webhook_db=str(data_dir / "webhook_events.sqlite"),
     )
+    return dataclasses.replace(config, warehouse_url=None, ledger_url=None)
 
 
 def fresh_demo_dir(data_dir: Path) -> None:

@@ -19,7 +19,9 @@ def main() -> int:
     with SandboxProcess(seed=DEMO_SEED, bookings=2000) as sandbox:
         config = demo_config(DEMO_DIR, sandbox.base_url, DEFAULT_SANDBOX_KEY)
         Path(config.changeset_inbox).mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **config.to_env(), "JICOO_API_KEY": DEFAULT_SANDBOX_KEY}
+        # Every JICOO_* variable from the demo's config, none inherited (a real ledger's URL).
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("JICOO_")}
+        env = {**inherited, **config.to_env(), "JICOO_API_KEY": DEFAULT_SANDBOX_KEY}
         print(f"Sandbox at {sandbox.base_url}; Dagster UI on http://127.0.0.1:{DEV_PORT}")
         print(f"Drop a change-set CSV in {config.changeset_inbox}: the inbox sensor applies it.")
         dagster = ROOT / ".venv" / "bin" / "dagster"

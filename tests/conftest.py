@@ -143,6 +143,19 @@ def postgres_url(postgres: PostgresServer) -> str:
     return postgres.create_database()
 
 
+LEDGER_BACKENDS = ("sqlite", "postgres")
+
+
+@pytest.fixture(params=LEDGER_BACKENDS)
+def ledger_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where a test's write-back ledger lives, once per backend: an SQLite file, then a
+    fresh PostgreSQL database (``postgresql://`` URL)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "ledger.sqlite")
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
 @pytest.fixture(autouse=True)
 def _reset_sandbox(request: pytest.FixtureRequest) -> Iterator[None]:
     """After a test that used a sandbox: seeded data, empty journal, no faults, empty log."""

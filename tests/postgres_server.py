@@ -140,7 +140,9 @@ class PostgresServer:
         self._databases += 1
         name = f"{prefix}_{self._databases}"
         with psycopg.connect(self.url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')  # name is ours: prefix + counter
+            # FILE_COPY: with fsync off it copies template1 in ~0.1 s, WAL_LOG (the default)
+            # takes ~0.5 s, and every ledger test on PostgreSQL makes one.
+            conn.execute(f'CREATE DATABASE "{name}" STRATEGY FILE_COPY')  # name: prefix + counter
         return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self) -> None:

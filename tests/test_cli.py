@@ -8,6 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jicoo_connector.changes.apply import DEFAULT_APPLY_CONCURRENCY
+from jicoo_connector.changes.ledger import LEDGER_URL_ENV, SCHEMA_VERSION, is_postgres_url
 from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE, main
 from jicoo_connector.extract import SOURCES
 from jicoo_connector.sandbox.server import SandboxServer
@@ -77,24 +78,39 @@ def test_apply_exit_codes_rejected_rows_and_rerun(
 
 
 def test_clean_batch_exits_0_and_undo_restores(
-    api_env: SandboxServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    api_env: SandboxServer,
+    tmp_path: Path,
+    ledger_location: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    ledger: list[str] = []
+    log = ["--apply-log", str(tmp_path / "log")]
+    if is_postgres_url(ledger_location):
+        # The deployment's way: the URL in JICOO_LEDGER_URL, with a password that must never
+        # be printed (the test server trusts loopback, so any password is accepted).
+        monkeypatch.setenv(LEDGER_URL_ENV, ledger_location.replace("postgres@", "postgres:s3cret@"))
+    else:
+        ledger = ["--ledger", ledger_location]
     text, uids = build_csv(api_env, reschedules=1, cancels=0)
     original = booking(api_env, uids[0])
     changes = tmp_path / "move.csv"
     changes.write_text(text, encoding="utf-8")
-    ledger = tmp_path / "ledger.sqlite"
-    assert main(["apply", str(changes), *_paths(tmp_path)]) == EXIT_OK
+    assert main(["apply", str(changes), *ledger, *log]) == EXIT_OK
     assert booking(api_env, uids[0])["startedAt"] != original["startedAt"]
 
-    assert main(["ledger", "status", "move", "--ledger", str(ledger)]) == EXIT_OK
-    assert "applied" in capsys.readouterr().out
+    assert main(["ledger", "status", "move", *ledger]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert f"schema version {SCHEMA_VERSION}" in out
+    assert "applied               1" in out
+    assert "s3cret" not in out
     undo = tmp_path / "undo.csv"
-    assert main(["ledger", "undo", "move", "--ledger", str(ledger), "--out", str(undo)]) == EXIT_OK
+    assert main(["ledger", "undo", "move", *ledger, "--out", str(undo)]) == EXIT_OK
     rows = list(csv.DictReader(undo.read_text(encoding="utf-8").splitlines()))
     assert [r["booking_uid"] for r in rows] == uids
-    assert main(["apply", str(undo), *_paths(tmp_path)]) == EXIT_OK
+    assert main(["apply", str(undo), *ledger, *log]) == EXIT_OK
     assert booking(api_env, uids[0])["startedAt"] == original["startedAt"]
+    assert "s3cret" not in "".join(capsys.readouterr())
 
 
 def test_changed_file_under_same_batch_id_is_refused(
@@ -137,6 +153,16 @@ def test_extract_writes_partitions_and_counts(
 
 def test_extract_rejects_unknown_table(api_env: SandboxServer, tmp_path: Path) -> None:
     assert main(["extract", "--tables", "nope", "--out", str(tmp_path)]) == EXIT_UNUSABLE
+
+
+def test_webhook_serve_without_a_secret_says_which_variable_and_stores_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("JICOO_WEBHOOK_SECRET", " , ")
+    code = main(["webhook", "serve", "--port", "0", "--db", str(tmp_path / "events.sqlite")])
+    assert code == EXIT_UNUSABLE
+    assert "set JICOO_WEBHOOK_SECRET" in capsys.readouterr().err
+    assert not (tmp_path / "events.sqlite").exists()
 
 
 # -- the first hour: every user mistake is one line, never a traceback -------------------------

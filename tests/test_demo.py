@@ -110,6 +110,6 @@ def test_the_demo_changeset_plans_and_applies_without_failures(
     plan = build_plan(settings, parsed, now=now)
     assert plan.counts() == {"will_apply": rows}, [i.reason for i in plan.items]
     ledger = tmp_path / "ledger.sqlite"
-    report = apply_changeset(settings, parsed, ledger_path=ledger, batch_id="demo", plan=plan)
+    report = apply_changeset(settings, parsed, ledger_location=ledger, batch_id="demo", plan=plan)
     assert report.counts == {"applied": rows}, report.summary()
     assert_server_matches(sandbox, parsed, ledger, batch_id="demo")

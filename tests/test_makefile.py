@@ -8,7 +8,8 @@ ROOT = Path(__file__).resolve().parent.parent
 STATE = (
     "data/ledger.sqlite",
     "data/ledger.sqlite-wal",
-    "data/ledger.sqlite.locks/0123.lock",
+    "data/ledger.sqlite.0123456789abcdef.lock",
+    "data/webhook_events.sqlite",
     "data/apply_log/batch=real/run-1.parquet",
     "data/warehouse/bookings/day=2026-01-01/data.parquet",
     "data/warehouse.duckdb",

@@ -15,6 +15,7 @@ PUBLIC_MODULES = [
     "jicoo_connector.client",
     "jicoo_connector.changes",
     "jicoo_connector.sandbox",
+    "jicoo_connector.webhooks",
 ]
 
 

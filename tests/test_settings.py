@@ -17,12 +17,17 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import dagster as dg
+import httpx
 import pytest
 
 from assets.resources import WarehouseResource
+from assets.writeback import WriteBackResource
 from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE, build_parser, main
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.sandbox.server import SandboxServer
+from jicoo_connector.sandbox.webhooks import sign
+from jicoo_connector.webhooks.receiver import READY_LINE_PREFIX
+from tests.webhooks.test_receiver import event_body
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIABLES = {spec.env: name for name, spec in ConnectorConfig.specs().items()}
@@ -92,6 +97,8 @@ def _example(env: str) -> str:
         "JICOO_REFRESH_PAST_DAYS": "2",
         "JICOO_REFRESH_FUTURE_DAYS": "4",
         "JICOO_SWEEP_PAST_DAYS": "33",
+        "JICOO_LEDGER_URL": "postgresql://ledger:s3cret@127.0.0.1:9/jicoo",
+        "JICOO_WEBHOOK_INTERVAL_S": "7",
     }.get(env, f"/srv/jicoo/{env.lower()}")
 
 
@@ -133,6 +140,21 @@ def _warehouse(d: dg.Definitions) -> WarehouseResource:
     return resource
 
 
+def _writeback(d: dg.Definitions) -> WriteBackResource:
+    resource = (d.resources or {})["writeback"].process_config_and_initialize()
+    assert isinstance(resource, WriteBackResource)
+    return resource
+
+
+def _events_sensor_skip(d: dg.Definitions) -> str | None:
+    """The events file the webhook sensor looks for (it does not exist here, so it says so)."""
+    sensor = d.resolve_sensor_def("booking_events_sensor")
+    context = dg.build_sensor_context(resources={"warehouse": _warehouse(d)})
+    message = sensor.evaluate_tick(context).skip_message or ""
+    found = re.search(r"\((.+) does not exist\)", message)
+    return found[1] if found else None
+
+
 LOCATION: dict[str, Callable[[dg.Definitions], object]] = {
     "JICOO_API_KEY": lambda d: (d.resources or {})["jicoo"].process_config_and_initialize().api_key,
     "JICOO_BASE_URL": lambda d: _resource(d, "jicoo", "base_url"),
@@ -153,8 +175,15 @@ LOCATION: dict[str, Callable[[dg.Definitions], object]] = {
     "JICOO_WAREHOUSE_PASSWORD": lambda d: _warehouse(d).target().password,
     "JICOO_LEDGER_PATH": lambda d: _resource(d, "writeback", "ledger_path"),
     "JICOO_APPLY_LOG_ROOT": lambda d: _resource(d, "writeback", "apply_log_root"),
+    "JICOO_LEDGER_URL": lambda d: _writeback(d).ledger_location(),
     "JICOO_CHANGESET_INBOX": lambda d: _resource(d, "writeback", "inbox"),
+    "JICOO_WEBHOOK_DB": _events_sensor_skip,
+    "JICOO_WEBHOOK_INTERVAL_S": lambda d: str(
+        d.resolve_sensor_def("booking_events_sensor").minimum_interval_seconds
+    ),
 }
+# Read by the webhook receiver only (`jicoo webhook serve`, tested below); Dagster never needs it.
+NOT_IN_LOCATION = {"JICOO_WEBHOOK_SECRET"}
 EXPECTED_IN_LOCATION: dict[str, object] = {
     "JICOO_RATE_LIMIT": "3.5",
     "JICOO_BURST": "3",
@@ -171,10 +200,11 @@ ALONGSIDE = {"JICOO_WAREHOUSE_PASSWORD": {"JICOO_WAREHOUSE_URL": "postgresql://l
 
 
 def test_every_variable_has_a_code_location_check() -> None:
-    assert set(LOCATION) == set(VARIABLES)
+    assert set(LOCATION) | NOT_IN_LOCATION == set(VARIABLES)
+    assert not set(LOCATION) & NOT_IN_LOCATION
 
 
-@pytest.mark.parametrize("env", sorted(VARIABLES))
+@pytest.mark.parametrize("env", sorted(LOCATION))
 def test_each_variable_changes_the_code_location(env: str, monkeypatch: pytest.MonkeyPatch) -> None:
     for other in VARIABLES:
         monkeypatch.delenv(other, raising=False)
@@ -203,6 +233,7 @@ NOT_IN_CLI = {
     "JICOO_REFRESH_FUTURE_DAYS",
     "JICOO_SWEEP_PAST_DAYS",
     "JICOO_CHANGESET_INBOX",
+    "JICOO_WEBHOOK_INTERVAL_S",
     # Read by the warehouse layer when it connects, for the CLI and Dagster alike (the code
     # location test above, tests/warehouse/test_sql.py); no password server runs here.
     "JICOO_WAREHOUSE_PASSWORD",
@@ -218,6 +249,9 @@ CLI_TESTED = {
     "JICOO_APPLY_LOG_ROOT",
     "JICOO_WAREHOUSE_URL",
     "JICOO_DUCKDB_PATH",
+    "JICOO_LEDGER_URL",
+    "JICOO_WEBHOOK_SECRET",
+    "JICOO_WEBHOOK_DB",
 }
 CHANGES = "action,booking_uid,new_started_at,time_zone,cancel_reason\ncancel,nosuchbooking1,,,x\n"
 
@@ -333,6 +367,56 @@ def test_cli_ledger_and_apply_log_flag_beats_env_beats_default(
     assert (tmp_path / "flag.sqlite").is_file()
     assert list((tmp_path / "flag").rglob("*.parquet"))
     assert main(["ledger", "status", "b-flag"]) == EXIT_UNUSABLE  # not in the env's ledger
+
+
+def test_cli_ledger_url_beats_the_ledger_path_and_the_flag_beats_both(
+    cli_env: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    changes = tmp_path / "c.csv"
+    changes.write_text(CHANGES, encoding="utf-8")
+    flagged = ["--ledger", str(tmp_path / "flag.sqlite"), "--apply-log", str(tmp_path / "log")]
+    assert main(["apply", str(changes), "--batch-id", "b", *flagged]) == EXIT_SOME_FAILED
+    monkeypatch.setenv("JICOO_LEDGER_PATH", str(tmp_path / "flag.sqlite"))
+    assert main(["ledger", "status", "b"]) == EXIT_OK
+    capsys.readouterr()
+    # Port 9 on loopback: nothing listens, so the CLI says where it tried, without the password.
+    monkeypatch.setenv("JICOO_LEDGER_URL", _example("JICOO_LEDGER_URL"))
+    assert main(["ledger", "status", "b"]) == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert "postgresql://ledger@127.0.0.1:9/jicoo" in err
+    assert "s3cret" not in err
+    assert main(["ledger", "status", "b", "--ledger", str(tmp_path / "flag.sqlite")]) == EXIT_OK
+
+
+def test_cli_webhook_secret_and_db(cli_env: SandboxServer, tmp_path: Path) -> None:
+    secret = "whsec_settings_test"
+    db = tmp_path / "from_env.sqlite"
+    env = {**os.environ, "JICOO_WEBHOOK_SECRET": secret, "JICOO_WEBHOOK_DB": str(db)}
+    jicoo = str(Path(sys.executable).with_name("jicoo"))
+    with subprocess.Popen(  # noqa: S603
+        [jicoo, "webhook", "serve", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as receiver:
+        try:
+            assert receiver.stdout is not None
+            ready = receiver.stdout.readline()
+            assert f"(events in {db})" in ready, ready
+            url = ready.removeprefix(READY_LINE_PREFIX).split()[0]
+            body = event_body()
+            now = int(dt.datetime.now(dt.UTC).timestamp())
+            for key, status in (("whsec_other", 401), (secret, 200)):
+                signed = {"Jicoo-Webhook-Signature": sign(key, body, now)}
+                response = httpx.post(url, content=body, headers=signed, timeout=10)
+                assert response.status_code == status
+        finally:
+            receiver.terminate()
+    assert db.is_file()
 
 
 def test_every_field_has_its_variable_documented_in_help_or_readme() -> None:

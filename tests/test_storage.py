@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from moto.server import ThreadedMotoServer
 
 from jicoo_connector.storage import STALE_TEMP_SECONDS, ParquetStore, file_schema
 from jicoo_connector.tables import TABLES, to_record_batch
 from jicoo_connector.warehouse import load_warehouse
+from tests.s3_server import moto_s3
 
 DAY = dt.date(2024, 3, 1)
 NEXT_DAY = dt.date(2024, 3, 2)
@@ -209,22 +209,8 @@ def test_a_table_without_partitions_is_not_created(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[pafs.S3FileSystem]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        fs = pafs.S3FileSystem(
-            endpoint_override=f"{host}:{port}",
-            scheme="http",
-            access_key="testing",
-            secret_key="testing",
-            region="us-east-1",
-            allow_bucket_creation=True,
-        )
-        fs.create_dir(BUCKET)
+    with moto_s3(BUCKET) as (_, fs):
         yield fs
-    finally:
-        server.stop()
 
 
 def test_s3_write_read_replace_and_load(s3: pafs.S3FileSystem, tmp_path: Path) -> None:

@@ -6,9 +6,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from jicoo_connector.changes.changeset import ParsedChangeSet
 from jicoo_connector.changes.ledger import ChangeState, Ledger
+from jicoo_connector.changes.ledger_backends import is_postgres_url
 from jicoo_connector.changes.plan import parse_instant
 from jicoo_connector.sandbox.server import SandboxServer
 from jicoo_connector.settings import ApiKey, Settings
@@ -167,8 +169,18 @@ def all_posts(sandbox: SandboxServer) -> int:
     return sum(1 for entry in sandbox.store.journal() if entry["method"] == "POST")
 
 
+def ledger_bytes(location: str) -> bytes:
+    """Everything a ledger holds, as its storage keeps it (files, or the rows as text)."""
+    if not is_postgres_url(location):
+        wal = Path(f"{location}-wal")  # gone once the last connection checkpointed it
+        return Path(location).read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    with psycopg.connect(location) as conn:
+        rows = conn.execute("SELECT c::text FROM jicoo_ledger.changes c").fetchall()
+    return "\n".join(row[0] for row in rows).encode()
+
+
 def assert_server_matches(
-    sandbox: SandboxServer, parsed: ParsedChangeSet, ledger: Path, batch_id: str = "batch"
+    sandbox: SandboxServer, parsed: ParsedChangeSet, ledger: str | Path, batch_id: str = "batch"
 ) -> None:
     """Every change is final in the ledger and visible on the server."""
     with Ledger(ledger) as led:

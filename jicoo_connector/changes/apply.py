@@ -54,7 +54,6 @@ __all__ = [
     "DEFAULT_APPLY_CONCURRENCY",
     "DEFAULT_MAX_RESENDS",
     "KILL_ENV",
-    "MAX_SEND_ATTEMPTS",
     "ApplyReport",
     "ApplyRow",
     "apply_changeset",
@@ -64,10 +63,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_APPLY_CONCURRENCY = 4
-# After an in-doubt POST whose read-back shows the booking untouched, send once more per run.
+# After an in-doubt POST whose read-back shows the booking untouched, send once more per run;
+# a change still untouched after that stays pending and the next run reads it back and resends.
 DEFAULT_MAX_RESENDS = 1
-# Across runs: a change still untouched after this many sends goes to a human (conflict).
-MAX_SEND_ATTEMPTS = 3
 # Test-only crash hook: JICOO_TEST_KILL_AT=<point>[:<n>] makes this process SIGKILL itself the
 # n-th time (default 1st) it reaches <point>: after_intent, after_post or after_outcome.
 KILL_ENV = "JICOO_TEST_KILL_AT"
@@ -456,19 +454,20 @@ class _Applier:
                 reason="booking changed by someone else while our request was in doubt",
                 after=now,
             )
-        elif resends_left > 0 and attempts < MAX_SEND_ATTEMPTS:
+        elif resends_left > 0:
             attempt = self.ledger.record_intent(self.lease, change.key, before)
             await self._send(
                 change, before, attempts=attempt, resends_left=resends_left - 1, resend=True
             )
-        elif attempts >= MAX_SEND_ATTEMPTS:
+        else:
+            # Every read-back showed the booking untouched: nothing applied, nobody else acted.
+            # Pending, not conflict: the next run reads it back and sends it again.
             self._outcome(
                 change,
-                ChangeState.CONFLICT,
-                reason=f"not applied after {attempts} in-doubt attempts; check by hand",
+                ChangeState.PENDING,
+                reason=f"not applied after {attempts} sends, each read back untouched; "
+                "the next run resends it",
             )
-        else:
-            self._outcome(change, ChangeState.IN_DOUBT, reason="not applied yet; resend next run")
 
     async def resume(self, change: Change, entry: LedgerEntry) -> None:
         """A change a previous run left as intent or in_doubt: read back before any resend."""
@@ -518,7 +517,7 @@ async def _run(
     parsed: ParsedChangeSet,
     *,
     plan: Plan | None,
-    ledger_path: str | os.PathLike[str],
+    ledger_location: str | os.PathLike[str],
     batch_id: str,
     concurrency: int,
     dry_run: bool,
@@ -534,7 +533,7 @@ async def _run(
     if dry_run:
         plan = plan or await plan_changeset(client, parsed, concurrency=concurrency, now=now)
         return ApplyReport(batch_id=batch_id, dry_run=True, rows=_plan_rows(batch_id, plan))
-    with Ledger(ledger_path, synchronous=synchronous) as ledger:
+    with Ledger(ledger_location, synchronous=synchronous) as ledger:
         ledger.open_batch(batch_id, parsed.content_hash, parsed.changes)
         with ledger.lease(batch_id) as lease:
             applier = _Applier(client, ledger, lease, plan, concurrency, max_resends)
@@ -595,7 +594,7 @@ async def apply_changeset_async(
     client: AsyncJicooClient | Settings,
     parsed: ParsedChangeSet,
     *,
-    ledger_path: str | os.PathLike[str],
+    ledger_location: str | os.PathLike[str],
     batch_id: str,
     plan: Plan | None = None,
     concurrency: int = DEFAULT_APPLY_CONCURRENCY,
@@ -621,7 +620,7 @@ async def apply_changeset_async(
             opened,
             parsed,
             plan=plan,
-            ledger_path=ledger_path,
+            ledger_location=ledger_location,
             batch_id=batch_id,
             concurrency=concurrency,
             dry_run=dry_run,
@@ -635,7 +634,7 @@ def apply_changeset(
     settings: Settings,
     parsed: ParsedChangeSet,
     *,
-    ledger_path: str | os.PathLike[str],
+    ledger_location: str | os.PathLike[str],
     batch_id: str,
     plan: Plan | None = None,
     concurrency: int = DEFAULT_APPLY_CONCURRENCY,
@@ -649,7 +648,7 @@ def apply_changeset(
         apply_changeset_async(
             settings,
             parsed,
-            ledger_path=ledger_path,
+            ledger_location=ledger_location,
             batch_id=batch_id,
             plan=plan,
             concurrency=concurrency,

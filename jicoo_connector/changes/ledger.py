@@ -1,23 +1,30 @@
-"""The write-back ledger: durable intent/outcome per change in SQLite, one applier per batch.
+"""The write-back ledger: durable intent/outcome per change, one applier per batch.
 
-Imports changeset and errors only; knows nothing of HTTP.
+The states, transitions, migrations and fencing live here, once; ``ledger_backends`` holds what
+differs between the SQLite file (embedded default) and PostgreSQL (shared by several workers):
+connections, transactions and the batch lock. Imports changeset and errors only; knows nothing
+of HTTP.
 """
 
 import datetime as dt
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+import socket
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
-from typing import Literal
 
 from jicoo_connector.changes.changeset import Action, Change
+from jicoo_connector.changes.ledger_backends import (
+    LEDGER_URL_ENV,
+    Synchronous,
+    Transaction,
+    is_postgres_url,
+    open_backend,
+)
 from jicoo_connector.errors import (
     BatchMismatchError,
     LedgerBusyError,
@@ -29,6 +36,8 @@ __all__ = [
     "BOOKING_SNAPSHOT_FIELDS",
     "DEFAULT_SYNCHRONOUS",
     "FINAL_STATES",
+    "LEDGER_URL_ENV",
+    "SCHEMA_VERSION",
     "BatchMismatchError",
     "ChangeState",
     "Lease",
@@ -37,16 +46,15 @@ __all__ = [
     "LedgerEntry",
     "LedgerError",
     "StaleLeaseError",
+    "Synchronous",
     "booking_snapshot",
+    "is_postgres_url",
 ]
 
 logger = logging.getLogger(__name__)
 
-Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 # FULL: a committed intent survives power loss, which is the whole point of writing it first.
 DEFAULT_SYNCHRONOUS: Synchronous = "FULL"
-BUSY_TIMEOUT_MS = 30_000
-SCHEMA_VERSION = 1
 # What the ledger keeps of a booking: enough to reconcile and undo, no personal data
 # (name, description, phone, address and meeting URL stay out).
 BOOKING_SNAPSHOT_FIELDS = (
@@ -79,34 +87,47 @@ FINAL_STATES = frozenset(
     {ChangeState.APPLIED, ChangeState.ALREADY_APPLIED, ChangeState.FAILED, ChangeState.CONFLICT}
 )
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS batches (
-    batch_id     TEXT PRIMARY KEY,
-    content_hash TEXT NOT NULL,
-    created_at   TEXT NOT NULL,
-    epoch        INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS changes (
-    batch_id          TEXT NOT NULL REFERENCES batches(batch_id),
-    key               TEXT NOT NULL,
-    row               INTEGER NOT NULL,
-    action            TEXT NOT NULL,
-    booking_uid       TEXT NOT NULL,
-    target_started_at TEXT,
-    time_zone         TEXT,
-    cancel_reason     TEXT,
-    state             TEXT NOT NULL,
-    http_status       INTEGER,
-    reason            TEXT,
-    attempts          INTEGER NOT NULL DEFAULT 0,
-    booking_before    TEXT,
-    booking_after     TEXT,
-    intent_at         TEXT,
-    outcome_at        TEXT,
-    PRIMARY KEY (batch_id, key)
-);
-"""
+# Versioned schema, in the dialect both backends speak: MIGRATIONS[n - 1] takes a ledger from
+# version n - 1 to n, and `meta.schema_version` says which version a ledger holds. Append only.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE IF NOT EXISTS batches (
+            batch_id     TEXT PRIMARY KEY,
+            content_hash TEXT NOT NULL,
+            created_at   TEXT NOT NULL,
+            epoch        INTEGER NOT NULL DEFAULT 0
+        )""",
+        """CREATE TABLE IF NOT EXISTS changes (
+            batch_id          TEXT NOT NULL REFERENCES batches(batch_id),
+            key               TEXT NOT NULL,
+            row               INTEGER NOT NULL,
+            action            TEXT NOT NULL,
+            booking_uid       TEXT NOT NULL,
+            target_started_at TEXT,
+            time_zone         TEXT,
+            cancel_reason     TEXT,
+            state             TEXT NOT NULL,
+            http_status       INTEGER,
+            reason            TEXT,
+            attempts          INTEGER NOT NULL DEFAULT 0,
+            booking_before    TEXT,
+            booking_after     TEXT,
+            intent_at         TEXT,
+            outcome_at        TEXT,
+            PRIMARY KEY (batch_id, key)
+        )""",
+    ),
+    # 2: who took the batch last (host and process) and when, for the busy message and status.
+    (
+        "ALTER TABLE batches ADD COLUMN holder TEXT",
+        "ALTER TABLE batches ADD COLUMN acquired_at TEXT",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()} pid {os.getpid()}"
 
 
 def _now() -> str:
@@ -156,43 +177,44 @@ class LedgerEntry:
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """Proof that this process holds a batch: the lock file descriptor and the fencing epoch."""
+    """Proof that this process holds a batch: the fencing epoch it took the batch with."""
 
     batch_id: str
     epoch: int
-    fd: int
 
 
 class Ledger:
-    """SQLite ledger at ``path`` (WAL). Use as a context manager.
+    """The write-back ledger at ``location``: an SQLite file path (embedded default) or a
+    ``postgresql://`` URL shared by every worker. Use as a context manager.
 
-    >>> with Ledger(":memory:") as ledger:  # doctest: +SKIP
+    >>> with Ledger("data/ledger.sqlite") as ledger:  # doctest: +SKIP
     ...     ledger.open_batch("b1", parsed.content_hash, parsed.changes)
     ...     with ledger.lease("b1") as lease:
     ...         ledger.record_intent(lease, key, booking)
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, synchronous: Synchronous = DEFAULT_SYNCHRONOUS
+        self, location: str | os.PathLike[str], *, synchronous: Synchronous = DEFAULT_SYNCHRONOUS
     ) -> None:
         if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise LedgerError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous}")
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit; every write below opens its own BEGIN IMMEDIATE transaction.
-        self._db = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA synchronous={synchronous}")
-        self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        with self._write():
-            # executescript() would COMMIT on its own; run the statements inside our transaction.
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                self._db.execute(statement)
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta(name, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+        self._backend = open_backend(location, synchronous)
+        self._held: dict[str, Callable[[], None]] = {}
+        try:
+            self.schema_version = self._migrate()
+        except BaseException:
+            self._backend.close()
+            raise
+
+    @property
+    def where(self) -> str:
+        """The ledger's location, fit for a message (a URL's password is left out)."""
+        return self._backend.where
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._backend.kind
 
     def __enter__(self) -> "Ledger":
         return self
@@ -201,17 +223,34 @@ class Ledger:
         self.close()
 
     def close(self) -> None:
-        self._db.close()
+        for unlock in self._held.values():
+            unlock()
+        self._held.clear()
+        self._backend.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _migrate(self) -> int:
+        """Bring the schema to ``SCHEMA_VERSION``, one numbered step per transaction."""
+        with self._backend.transaction(schema=True) as tx:
+            tx.execute(
+                "CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            found = tx.execute("SELECT value FROM meta WHERE name = 'schema_version'")
+            version = int(found[0][0]) if found else 0
+            if version > SCHEMA_VERSION:
+                raise LedgerError(
+                    f"the ledger at {self.where} holds schema version {version}, newer than this "
+                    f"jicoo-connector knows ({SCHEMA_VERSION}); upgrade jicoo-connector"
+                )
+            for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+                for statement in statements:
+                    tx.execute(statement)
+                tx.execute(
+                    "INSERT INTO meta(name, value) VALUES ('schema_version', ?) "
+                    "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (str(number),),
+                )
+                logger.info("ledger: %s migrated to schema version %d", self.where, number)
+        return SCHEMA_VERSION
 
     # -- batches ----------------------------------------------------------------------------
 
@@ -220,25 +259,23 @@ class Ledger:
 
         Returns how many changes were new. A batch id reused with another file is refused.
         """
-        with self._write() as db:
-            found = db.execute(
-                "SELECT content_hash FROM batches WHERE batch_id = ?", (batch_id,)
-            ).fetchone()
-            if found is None:
-                db.execute(
-                    "INSERT INTO batches(batch_id, content_hash, created_at) VALUES (?, ?, ?)",
-                    (batch_id, content_hash, _now()),
-                )
-            elif found[0] != content_hash:
+        with self._backend.transaction() as tx:
+            tx.execute(
+                "INSERT INTO batches(batch_id, content_hash, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (batch_id) DO NOTHING",
+                (batch_id, content_hash, _now()),
+            )
+            found = tx.execute("SELECT content_hash FROM batches WHERE batch_id = ?", (batch_id,))
+            if found[0][0] != content_hash:
                 raise BatchMismatchError(
                     f"batch {batch_id!r} was started from a different change-set file "
-                    f"(sha256 {found[0][:12]}…, now {content_hash[:12]}…); use a new batch id"
+                    f"(sha256 {found[0][0][:12]}…, now {content_hash[:12]}…); use a new batch id"
                 )
-            before = db.total_changes
-            db.executemany(
-                "INSERT OR IGNORE INTO changes(batch_id, key, row, action, booking_uid, "
+            before = self._count(tx, batch_id)
+            tx.execute_many(
+                "INSERT INTO changes(batch_id, key, row, action, booking_uid, "
                 "target_started_at, time_zone, cancel_reason, state) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (batch_id, key) DO NOTHING",
                 [
                     (
                         batch_id,
@@ -254,57 +291,56 @@ class Ledger:
                     for c in changes
                 ],
             )
-            return db.total_changes - before
+            return self._count(tx, batch_id) - before
+
+    @staticmethod
+    def _count(tx: Transaction, batch_id: str) -> int:
+        return int(tx.execute("SELECT COUNT(*) FROM changes WHERE batch_id = ?", (batch_id,))[0][0])
 
     def batch_hash(self, batch_id: str) -> str | None:
-        found = self._db.execute(
+        found = self._backend.read(
             "SELECT content_hash FROM batches WHERE batch_id = ?", (batch_id,)
-        ).fetchone()
-        return None if found is None else str(found[0])
+        )
+        return str(found[0][0]) if found else None
+
+    def batch_holder(self, batch_id: str) -> tuple[int, str | None, str | None] | None:
+        """The batch's fencing epoch, and who took it last and when (None: no such batch)."""
+        found = self._backend.read(
+            "SELECT epoch, holder, acquired_at FROM batches WHERE batch_id = ?", (batch_id,)
+        )
+        return (int(found[0][0]), found[0][1], found[0][2]) if found else None
 
     # -- the lease --------------------------------------------------------------------------
 
-    def lock_path(self, batch_id: str) -> Path:
-        """One lock file per batch, all in ``<ledger>.locks/`` beside the ledger. They stay:
-        unlinking a flock file on release lets two processes lock two different inodes."""
-        digest = hashlib.sha256(batch_id.encode()).hexdigest()[:16]
-        return self.path.with_name(f"{self.path.name}.locks") / f"{digest}.lock"
-
     def acquire(self, batch_id: str) -> Lease:
-        """Take the batch: an exclusive ``flock`` (the kernel drops it if we die) and a new
+        """Take the batch: the backend's exclusive lock (it goes when the holder dies) and a new
         fencing epoch. Raises ``LedgerBusyError`` at once if another applier holds it."""
-        lock = self.lock_path(batch_id)
-        lock.parent.mkdir(mode=0o700, exist_ok=True)
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        unlock = None if batch_id in self._held else self._backend.try_lock(batch_id)
+        if unlock is None:
+            holder = self.batch_holder(batch_id)
+            by = f" ({holder[1]}, since {holder[2]})" if holder and holder[1] else ""
+            raise LedgerBusyError(f"batch {batch_id!r} is being applied by another process{by}")
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            os.close(fd)
-            raise LedgerBusyError(
-                f"batch {batch_id!r} is being applied by another process"
-            ) from exc
-        try:
-            with self._write() as db:
-                cursor = db.execute(
-                    "UPDATE batches SET epoch = epoch + 1 WHERE batch_id = ? RETURNING epoch",
-                    (batch_id,),
+            with self._backend.transaction() as tx:
+                found = tx.execute(
+                    "UPDATE batches SET epoch = epoch + 1, holder = ?, acquired_at = ? "
+                    "WHERE batch_id = ? RETURNING epoch",
+                    (_holder(), _now(), batch_id),
                 )
-                found = cursor.fetchone()
-                cursor.close()
-            if found is None:
+            if not found:
                 raise LedgerError(f"batch {batch_id!r} is not in the ledger; open it first")
         except BaseException:
-            os.close(fd)
+            unlock()
             raise
-        logger.info("ledger: batch %s acquired with epoch %d", batch_id, found[0])
-        return Lease(batch_id=batch_id, epoch=int(found[0]), fd=fd)
+        self._held[batch_id] = unlock
+        logger.info("ledger: batch %s acquired with epoch %d", batch_id, found[0][0])
+        return Lease(batch_id=batch_id, epoch=int(found[0][0]))
 
     def release(self, lease: Lease) -> None:
-        # Closing the descriptor drops the flock; the epoch stays, so late writes stay fenced.
-        try:
-            os.close(lease.fd)
-        except OSError:
-            logger.debug("ledger: lease fd already closed")
+        # The lock goes; the epoch stays, so late writes of this lease stay fenced.
+        unlock = self._held.pop(lease.batch_id, None)
+        if unlock is not None:
+            unlock()
 
     @contextmanager
     def lease(self, batch_id: str) -> Iterator[Lease]:
@@ -314,14 +350,16 @@ class Ledger:
         finally:
             self.release(held)
 
-    def _check_epoch(self, db: sqlite3.Connection, lease: Lease) -> None:
-        found = db.execute(
-            "SELECT epoch FROM batches WHERE batch_id = ?", (lease.batch_id,)
-        ).fetchone()
-        if found is None or int(found[0]) != lease.epoch:
+    def _check_epoch(self, tx: Transaction, lease: Lease) -> None:
+        found = tx.execute(
+            # row_lock is the backend's constant (" FOR SHARE" or ""), never input.
+            "SELECT epoch FROM batches WHERE batch_id = ?" + self._backend.row_lock,  # noqa: S608
+            (lease.batch_id,),
+        )
+        if not found or int(found[0][0]) != lease.epoch:
             raise StaleLeaseError(
                 f"batch {lease.batch_id!r}: lease epoch {lease.epoch} is stale "
-                f"(current {None if found is None else found[0]}); another applier took over"
+                f"(current {found[0][0] if found else None}); another applier took over"
             )
 
     # -- intent and outcome -----------------------------------------------------------------
@@ -330,19 +368,17 @@ class Ledger:
         self, lease: Lease, key: str, booking_before: Mapping[str, object] | None
     ) -> int:
         """Durably note that a POST for ``key`` is about to leave; returns the attempt number."""
-        with self._write() as db:
-            self._check_epoch(db, lease)
-            cursor = db.execute(
+        with self._backend.transaction() as tx:
+            self._check_epoch(tx, lease)
+            found = tx.execute(
                 "UPDATE changes SET state = ?, attempts = attempts + 1, intent_at = ?, "
                 "booking_before = COALESCE(booking_before, ?) "
                 "WHERE batch_id = ? AND key = ? RETURNING attempts",
                 (ChangeState.INTENT.value, _now(), _dump(booking_before), lease.batch_id, key),
             )
-            found = cursor.fetchone()
-            cursor.close()
-        if found is None:
+        if not found:
             raise LedgerError(f"change {key!r} is not in batch {lease.batch_id!r}")
-        return int(found[0])
+        return int(found[0][0])
 
     def record_outcome(
         self,
@@ -358,12 +394,13 @@ class Ledger:
         """Write what happened to ``key``; refused with ``StaleLeaseError`` for a stale lease."""
         if state is ChangeState.INTENT:
             raise LedgerError("use record_intent to record an intent")
-        with self._write() as db:
-            self._check_epoch(db, lease)
-            cursor = db.execute(
+        with self._backend.transaction() as tx:
+            self._check_epoch(tx, lease)
+            found = tx.execute(
                 "UPDATE changes SET state = ?, http_status = ?, reason = ?, outcome_at = ?, "
                 "booking_before = COALESCE(booking_before, ?), "
-                "booking_after = COALESCE(?, booking_after) WHERE batch_id = ? AND key = ?",
+                "booking_after = COALESCE(?, booking_after) WHERE batch_id = ? AND key = ? "
+                "RETURNING key",
                 (
                     state.value,
                     http_status,
@@ -375,18 +412,18 @@ class Ledger:
                     key,
                 ),
             )
-            if cursor.rowcount != 1:
+            if len(found) != 1:
                 raise LedgerError(f"change {key!r} is not in batch {lease.batch_id!r}")
 
     # -- reading ----------------------------------------------------------------------------
 
     def entries(self, batch_id: str) -> list[LedgerEntry]:
-        rows = self._db.execute(
+        rows = self._backend.read(
             "SELECT batch_id, key, row, action, booking_uid, target_started_at, time_zone, "
             "cancel_reason, state, http_status, reason, attempts, booking_before, "
             "booking_after, intent_at, outcome_at FROM changes WHERE batch_id = ? ORDER BY row",
             (batch_id,),
-        ).fetchall()
+        )
         return [
             LedgerEntry(
                 batch_id=r[0],
@@ -413,9 +450,9 @@ class Ledger:
         return next((e for e in self.entries(batch_id) if e.key == key), None)
 
     def counts(self, batch_id: str) -> dict[str, int]:
-        rows = self._db.execute(
+        rows = self._backend.read(
             "SELECT state, COUNT(*) FROM changes WHERE batch_id = ? GROUP BY state", (batch_id,)
-        ).fetchall()
+        )
         return {str(state): int(n) for state, n in rows}
 
     def export_inverse(self, batch_id: str) -> list[dict[str, str]]:

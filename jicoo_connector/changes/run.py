@@ -71,7 +71,7 @@ def run_changeset(
     settings: Settings,
     path: str | os.PathLike[str],
     *,
-    ledger_path: str | os.PathLike[str],
+    ledger_location: str | os.PathLike[str],
     apply_log_root: str | os.PathLike[str],
     batch_id: str | None = None,
     dry_run: bool = False,
@@ -81,7 +81,8 @@ def run_changeset(
     strict: bool = False,
 ) -> ChangesetRun:
     """Validate ``path``, then plan it (``dry_run``: writes ``FILE.plan.json``, sends nothing)
-    or apply it through the ledger (writes one apply-log Parquet file per run).
+    or apply it through the ledger at ``ledger_location`` (an SQLite file or a postgresql://
+    URL; writes one apply-log Parquet file per run).
 
     Every row that did not end applied or already in target (rejected by the parser, refused
     by the plan, conflict, failed, not sent) is written to ``FILE.rejected.csv`` in the
@@ -110,7 +111,7 @@ def run_changeset(
         report = apply_changeset(
             settings,
             parsed,
-            ledger_path=ledger_path,
+            ledger_location=ledger_location,
             batch_id=batch,
             plan=Plan.read(plan_path) if plan_path is not None else None,
             concurrency=concurrency,

@@ -28,6 +28,7 @@ from jicoo_connector.sandbox.store import (
     page_count,
     valid_zone,
 )
+from jicoo_connector.sandbox.webhooks import API_EVENTS, ChurnRunner, WebhookSender
 
 __all__ = ["API_KEY_HEADER", "DEFAULT_PER_PAGE", "MAX_PER_PAGE", "create_app", "parse_instant"]
 
@@ -188,8 +189,11 @@ def _parse_body(raw: bytes) -> tuple[object, object, bool]:
 class _Api:
     """The endpoints; each is wrapped with auth, the 403 gate and error rendering."""
 
-    def __init__(self, store: SandboxStore, config: SandboxConfig) -> None:
+    def __init__(
+        self, store: SandboxStore, config: SandboxConfig, sender: WebhookSender | None
+    ) -> None:
         self.store = store
+        self.sender = sender
         self.keys = config.valid_keys()
         self.denied = config.denied
 
@@ -241,9 +245,18 @@ class _Api:
                 changed=changed,
                 fault=request.scope.get("extensions", {}).get(FAULT_EXTENSION),
             )
+            if changed and self.sender is not None:
+                self._notify(operation, request.path_params["uid"], body)
             return response
 
         return endpoint
+
+    def _notify(self, operation: str, uid: str, body: object) -> None:
+        event = API_EVENTS.get(operation)
+        # A PATCH is a reschedule only when it moves the booking; other fields send nothing.
+        moved = isinstance(body, dict) and ("startedAt" in body or "endedAt" in body)
+        if self.sender is not None and event and (operation != "updateBooking" or moved):
+            self.sender.emit(event, uid)
 
     # -- bookings --
 
@@ -478,9 +491,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(config: SandboxConfig) -> Starlette:
-    """The sandbox ASGI app; ``app.state.store`` is its ``SandboxStore``."""
+    """The sandbox ASGI app; ``app.state.store`` is its ``SandboxStore``, ``app.state.webhooks``
+    its ``WebhookSender`` (or None) and ``app.state.churn`` its ``ChurnRunner`` (or None)."""
     store = SandboxStore(config)
-    api = _Api(store, config)
+    sender = None if config.webhooks is None else WebhookSender(config.webhooks, store)
+    api = _Api(store, config, sender)
     read, write = api.read, api.write
     routes = [
         Route("/v1/bookings", read("listBookings", api.list_bookings), methods=["GET"]),
@@ -535,4 +550,10 @@ def create_app(config: SandboxConfig) -> Starlette:
         exception_handlers={HTTPException: _http_error},
     )
     app.state.store = store
+    app.state.webhooks = sender
+    app.state.churn = (
+        ChurnRunner(store, sender, config.churn_rate, limit=config.churn_limit, seed=config.seed)
+        if config.churn_rate > 0
+        else None
+    )
     return app

@@ -5,6 +5,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jicoo_connector.sandbox.webhooks import WebhookOptions
 
 __all__ = ["DEFAULT_SANDBOX_KEY", "Clock", "SandboxConfig", "clock_from", "system_clock"]
 
@@ -44,6 +48,9 @@ class SandboxConfig:
     ``anchor_date`` is the day the seeded data is spread around (default: the clock's day,
     UTC); fix it for byte-identical data across days. ``clock`` is the sandbox's "now": what
     "in the past" means for reschedules and slots, and the time stamped on changes.
+    ``webhooks`` makes it send signed events for every booking change; ``churn_rate`` makes it
+    change bookings on its own (per second, up to ``churn_limit`` changes, 0 = no limit); see
+    ``webhooks.py``.
     """
 
     seed: int = 7
@@ -56,6 +63,9 @@ class SandboxConfig:
     faults: Mapping[str, object] = field(default_factory=dict)
     journal_path: Path | None = None
     clock: Clock = system_clock
+    webhooks: "WebhookOptions | None" = None
+    churn_rate: float = 0.0
+    churn_limit: int = 0
 
     def valid_keys(self) -> frozenset[str]:
         return frozenset(self.api_keys) | frozenset(self.denied)

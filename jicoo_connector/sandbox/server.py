@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from jicoo_connector.sandbox.store import SandboxStore
+    from jicoo_connector.sandbox.webhooks import ChurnRunner, WebhookSender
 
 __all__ = ["READY_LINE_PREFIX", "SandboxProcess", "SandboxServer", "serve"]
 
@@ -105,6 +106,8 @@ class SandboxServer:
         self._uvicorn = uvicorn.Server(_uvicorn_config(config, host, port, loop))
         app: Starlette = self._uvicorn.config.app  # type: ignore[assignment]
         self.store: SandboxStore = app.state.store
+        self.webhooks: WebhookSender | None = app.state.webhooks
+        self.churn: ChurnRunner | None = app.state.churn
         self._thread: threading.Thread | None = None
         self._base_url: str | None = None
         self._control: httpx.Client | None = None
@@ -150,6 +153,10 @@ class SandboxServer:
             self._failure = exc
 
     def stop(self) -> None:
+        if self.churn is not None:
+            self.churn.close()
+        if self.webhooks is not None:
+            self.webhooks.close()
         if self._control is not None:
             self._control.close()
             self._control = None
@@ -265,6 +272,9 @@ class SandboxProcess:
         faults: Path | None = None,
         journal: Path | None = None,
         anchor_date: str | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
+        churn: float | None = None,
         start_timeout_s: float = PROCESS_START_TIMEOUT_S,
     ) -> None:
         self.api_keys = api_keys
@@ -280,6 +290,9 @@ class SandboxProcess:
             "--faults": faults,
             "--journal": journal,
             "--anchor-date": anchor_date,
+            "--webhook-url": webhook_url,
+            "--webhook-secret": webhook_secret,
+            "--churn": churn,
         }
         for flag, value in options.items():
             if value is not None:

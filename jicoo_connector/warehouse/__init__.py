@@ -15,7 +15,6 @@ from jicoo_connector.warehouse._session import query_warehouse
 from jicoo_connector.warehouse._sql import LOADS_TABLE, Dialect, LoadRecord
 from jicoo_connector.warehouse._types import TYPE_TABLE, SqlType, sql_type
 from jicoo_connector.warehouse._url import (
-    PASSWORD_ENV,
     Backend,
     WarehouseTarget,
     redact,
@@ -23,7 +22,6 @@ from jicoo_connector.warehouse._url import (
 
 __all__ = [
     "LOADS_TABLE",
-    "PASSWORD_ENV",
     "TYPE_TABLE",
     "Backend",
     "Dialect",

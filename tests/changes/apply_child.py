@@ -1,24 +1,62 @@
 """Child process for the kill-and-resume tests: apply one change set, print the counts as JSON.
 
-Usage: python apply_child.py <csv> <ledger> <batch_id> <now>; ``now`` is the sandbox clock's
-instant (ISO 8601) the change set is validated against. Reads JICOO_API_KEY / JICOO_BASE_URL,
-and JICOO_TEST_KILL_AT (see jicoo_connector.changes.apply.KILL_ENV) to die at a named point.
+Usage: python apply_child.py <csv> <ledger> <batch_id> <now>; <ledger> is a file or a
+postgresql:// URL, ``now`` the sandbox clock's instant (ISO 8601) the change set is validated
+against. Reads JICOO_API_KEY / JICOO_BASE_URL, and JICOO_TEST_KILL_AT (see
+jicoo_connector.changes.apply.KILL_ENV) to die at a named point.
+
+``worker`` is the same applier as a multiprocessing target, for the two-worker test.
 """
 
 import datetime as dt
 import json
+import os
 import sys
+import time
+from pathlib import Path
 
 from jicoo_connector.changes.apply import apply_changeset
 from jicoo_connector.changes.changeset import parse_changeset
-from jicoo_connector.settings import Settings
+from jicoo_connector.errors import LedgerBusyError
+from jicoo_connector.settings import ApiKey, Settings
+
+RESULT_FILE = "result.json"
+CONCURRENCY = 3
+
+
+def worker(
+    scratch: str, ledger: str, batch_id: str, api: tuple[str, str], now: str, start_at: float
+) -> None:
+    """One worker on its own machine, as far as a process can be: it works in ``scratch`` (its
+    own copy of the change set, its result), shares only ``ledger`` and the API with the other.
+    Validates as of ``now`` (the sandbox's clock) and starts applying at ``start_at`` (epoch
+    seconds), so that two workers really race."""
+    os.chdir(scratch)
+    settings = Settings(
+        api_key=ApiKey(api[0]), base_url=api[1], rate_limit=5000, burst=500, page_concurrency=4
+    )
+    parsed = parse_changeset(Path("batch.csv"), now=dt.datetime.fromisoformat(now))
+    time.sleep(max(0.0, start_at - time.time()))
+    try:
+        report = apply_changeset(
+            settings, parsed, ledger_location=ledger, batch_id=batch_id, concurrency=CONCURRENCY
+        )
+    except LedgerBusyError as exc:
+        result: dict[str, object] = {"busy": str(exc)}
+    else:
+        result = {"counts": report.counts, "posts": report.posts_sent}
+    Path(RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
 
 
 def main() -> None:
-    csv_path, ledger_path, batch_id, now = sys.argv[1:5]
+    csv_path, ledger_location, batch_id, now = sys.argv[1:5]
     parsed = parse_changeset(csv_path, now=dt.datetime.fromisoformat(now))
     report = apply_changeset(
-        Settings.from_env(), parsed, ledger_path=ledger_path, batch_id=batch_id, concurrency=3
+        Settings.from_env(),
+        parsed,
+        ledger_location=ledger_location,
+        batch_id=batch_id,
+        concurrency=CONCURRENCY,
     )
     sys.stdout.write(json.dumps({"counts": report.counts, "posts": report.posts_sent}) + "\n")
 

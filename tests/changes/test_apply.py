@@ -16,6 +16,7 @@ import pytest
 
 from jicoo_connector.changes.apply import (
     APPLY_LOG_SCHEMA,
+    DEFAULT_MAX_RESENDS,
     KILL_ENV,
     ApplyReport,
     apply_changeset,
@@ -34,6 +35,7 @@ from tests.writeback_data import (
     free_slot,
     future_open_bookings,
     host_ids,
+    ledger_bytes,
     settings_for,
 )
 
@@ -42,22 +44,27 @@ pytestmark = pytest.mark.dates
 # An off-grid minute no event type offers as a slot: the server answers 422 (slot_off_grid).
 OFF_GRID = dt.timedelta(minutes=7)
 CHILD = Path(__file__).with_name("apply_child.py")
+# More runs than the old three-send limit that turned untouched changes into conflicts.
+UNTOUCHED_RUNS = 2
+SENDS_PER_RUN = 1 + DEFAULT_MAX_RESENDS
 
 
 def test_a_batch_applies_exactly_once_and_a_rerun_sends_nothing(
-    sandbox: SandboxServer, tmp_path: Path
+    sandbox: SandboxServer, tmp_path: Path, ledger_location: str
 ) -> None:
     text, uids = build_csv(sandbox, reschedules=3, cancels=3)
     parsed = parse_changeset(text.encode(), now=sandbox.config.clock())
-    ledger = tmp_path / "ledger.sqlite"
-    report = apply_changeset(settings_for(sandbox), parsed, ledger_path=ledger, batch_id="batch")
+    ledger = ledger_location
+    report = apply_changeset(
+        settings_for(sandbox), parsed, ledger_location=ledger, batch_id="batch"
+    )
     assert report.counts == {"applied": 6}
     assert report.posts_sent == 6
     assert effective_posts(sandbox) == Counter(dict.fromkeys(uids, 1))
     assert_server_matches(sandbox, parsed, ledger)
     posts_before = all_posts(sandbox)
 
-    again = apply_changeset(settings_for(sandbox), parsed, ledger_path=ledger, batch_id="batch")
+    again = apply_changeset(settings_for(sandbox), parsed, ledger_location=ledger, batch_id="batch")
     assert again.posts_sent == 0
     assert all_posts(sandbox) == posts_before
     assert again.counts == {"applied": 6}
@@ -71,14 +78,14 @@ def test_a_batch_applies_exactly_once_and_a_rerun_sends_nothing(
 
 
 def test_a_changed_file_under_the_same_batch_is_refused(
-    sandbox: SandboxServer, tmp_path: Path
+    sandbox: SandboxServer, tmp_path: Path, ledger_location: str
 ) -> None:
     text, _ = build_csv(sandbox, reschedules=0, cancels=1)
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_location
     apply_changeset(
         settings_for(sandbox),
         parse_changeset(text.encode(), now=sandbox.config.clock()),
-        ledger_path=ledger,
+        ledger_location=ledger,
         batch_id="b",
     )
     posts = all_posts(sandbox)
@@ -86,12 +93,12 @@ def test_a_changed_file_under_the_same_batch_is_refused(
         text.replace("maintenance", "works").encode(), now=sandbox.config.clock()
     )
     with pytest.raises(Exception, match="different change-set file"):
-        apply_changeset(settings_for(sandbox), edited, ledger_path=ledger, batch_id="b")
+        apply_changeset(settings_for(sandbox), edited, ledger_location=ledger, batch_id="b")
     assert all_posts(sandbox) == posts
 
 
 def test_dropped_answers_are_resolved_by_read_back_without_duplicates(
-    sandbox: SandboxServer, tmp_path: Path
+    sandbox: SandboxServer, tmp_path: Path, ledger_location: str
 ) -> None:
     text, uids = build_csv(sandbox, reschedules=4, cancels=8)
     parsed = parse_changeset(text.encode(), now=sandbox.config.clock())
@@ -100,8 +107,10 @@ def test_dropped_answers_are_resolved_by_read_back_without_duplicates(
     sandbox.set_faults(
         {"rules": [{"kind": "drop_after_apply", "methods": ["POST"], "probability": 0.5}]}
     )
-    ledger = tmp_path / "ledger.sqlite"
-    report = apply_changeset(settings_for(sandbox), parsed, ledger_path=ledger, batch_id="batch")
+    ledger = ledger_location
+    report = apply_changeset(
+        settings_for(sandbox), parsed, ledger_location=ledger, batch_id="batch"
+    )
     sandbox.clear_faults()
     assert report.counts == {"applied": len(uids)}
     assert effective_posts(sandbox) == Counter(dict.fromkeys(uids, 1))
@@ -112,8 +121,37 @@ def test_dropped_answers_are_resolved_by_read_back_without_duplicates(
     assert_server_matches(sandbox, parsed, ledger)
 
 
+def test_a_change_every_read_back_shows_untouched_stays_pending_until_a_run_sends_it(
+    sandbox: SandboxServer, ledger_location: str
+) -> None:
+    text, uids = build_csv(sandbox, reschedules=1, cancels=1)
+    parsed = parse_changeset(text.encode(), now=sandbox.config.clock())
+    # Every POST's connection is cut before the server acts: each send is in doubt, and each
+    # read-back shows the booking untouched. Nobody else changed it, so it is no conflict.
+    sandbox.set_faults({"rules": [{"kind": "reset", "methods": ["POST"]}]})
+    for run in range(1, UNTOUCHED_RUNS + 1):
+        report = apply_changeset(
+            settings_for(sandbox), parsed, ledger_location=ledger_location, batch_id="batch"
+        )
+        assert report.counts == {"pending": len(uids)}, run
+        sends = run * SENDS_PER_RUN
+        assert {row.attempts for row in report.rows} == {sends}
+        assert {row.reason for row in report.rows} == {
+            f"not applied after {sends} sends, each read back untouched; the next run resends it"
+        }
+    assert effective_posts(sandbox) == Counter()
+    sandbox.clear_faults()
+    calm = apply_changeset(
+        settings_for(sandbox), parsed, ledger_location=ledger_location, batch_id="batch"
+    )
+    assert calm.counts == {"applied": len(uids)}
+    assert calm.posts_sent == len(uids)
+    assert effective_posts(sandbox) == Counter(dict.fromkeys(uids, 1))
+    assert_server_matches(sandbox, parsed, ledger_location)
+
+
 def test_422_is_a_row_failure_with_the_servers_reason(
-    sandbox: SandboxServer, tmp_path: Path
+    sandbox: SandboxServer, tmp_path: Path, ledger_location: str
 ) -> None:
     bk = future_open_bookings(sandbox)[0]
     cancelled = future_open_bookings(sandbox, status="cancel")[0]
@@ -127,8 +165,10 @@ def test_422_is_a_row_failure_with_the_servers_reason(
         f",reschedule,{cancelled['uid']}x,{odd},Asia/Tokyo,\n"
     )
     parsed = parse_changeset(text.encode(), now=sandbox.config.clock())
-    ledger = tmp_path / "ledger.sqlite"
-    report = apply_changeset(settings_for(sandbox), parsed, ledger_path=ledger, batch_id="batch")
+    ledger = ledger_location
+    report = apply_changeset(
+        settings_for(sandbox), parsed, ledger_location=ledger, batch_id="batch"
+    )
     states = {row.booking_uid: row for row in report.rows}
     failed = states[str(bk["uid"])]
     assert (failed.state, failed.http_status) == ("failed", 422)
@@ -142,7 +182,7 @@ def test_422_is_a_row_failure_with_the_servers_reason(
 
 
 def test_plan_classifies_and_apply_honours_preconditions(
-    sandbox: SandboxServer, tmp_path: Path
+    sandbox: SandboxServer, tmp_path: Path, ledger_location: str
 ) -> None:
     text, uids = build_csv(sandbox, reschedules=2, cancels=2)
     cancelled = future_open_bookings(sandbox, status="cancel")[0]
@@ -181,7 +221,7 @@ def test_plan_classifies_and_apply_honours_preconditions(
         timeout=30,
     ).raise_for_status()
     report = apply_changeset(
-        settings_for(sandbox), parsed, plan=loaded, ledger_path=tmp_path / "l.sqlite", batch_id="b"
+        settings_for(sandbox), parsed, plan=loaded, ledger_location=ledger_location, batch_id="b"
     )
     states = {row.booking_uid: row.state for row in report.rows}
     assert states[moved] == "conflict"
@@ -192,7 +232,7 @@ def test_plan_classifies_and_apply_honours_preconditions(
     other = parse_changeset((text + ",cancel,extra1,,,\n").encode(), now=sandbox.config.clock())
     with pytest.raises(PlanError, match="another change-set file"):
         apply_changeset(
-            settings_for(sandbox), other, plan=loaded, ledger_path=tmp_path / "m", batch_id="c"
+            settings_for(sandbox), other, plan=loaded, ledger_location=ledger_location, batch_id="c"
         )
 
 
@@ -203,7 +243,7 @@ def test_dry_run_sends_nothing_and_writes_no_ledger(sandbox: SandboxServer, tmp_
     report = apply_changeset(
         settings_for(sandbox),
         parsed,
-        ledger_path=ledger,
+        ledger_location=ledger,
         batch_id="b",
         dry_run=True,
         now=sandbox.config.clock(),
@@ -215,7 +255,7 @@ def test_dry_run_sends_nothing_and_writes_no_ledger(sandbox: SandboxServer, tmp_
 
 
 def test_the_api_key_reaches_no_log_report_ledger_or_plan(
-    sandbox: SandboxServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    sandbox: SandboxServer, tmp_path: Path, ledger_location: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     text, _ = build_csv(sandbox, reschedules=1, cancels=1)
@@ -228,7 +268,7 @@ def test_the_api_key_reaches_no_log_report_ledger_or_plan(
         async with AsyncJicooClient(settings_for(sandbox)) as client:
             plan = await plan_changeset(client, parsed, now=sandbox.config.clock())
             report = await apply_changeset_async(
-                client, parsed, ledger_path=tmp_path / "ledger.sqlite", batch_id="b"
+                client, parsed, ledger_location=ledger_location, batch_id="b"
             )
             return report, plan
 
@@ -237,9 +277,11 @@ def test_the_api_key_reaches_no_log_report_ledger_or_plan(
     report.write_parquet(tmp_path / "log.parquet")
     secret = sandbox.api_key.encode()
     files = [path for path in tmp_path.rglob("*") if path.is_file()]
-    assert any(path.parent.name == "ledger.sqlite.locks" for path in files)
     for path in files:
         assert secret not in path.read_bytes(), path.name
+    stored = ledger_bytes(ledger_location)
+    assert b"updatedAt" in stored
+    assert secret not in stored
     assert sandbox.api_key not in caplog.text
     assert sandbox.api_key not in report.summary()
     assert sandbox.api_key not in repr(report.to_rows())
@@ -258,12 +300,12 @@ KILL_POINTS = [
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("point", KILL_POINTS)
 def test_sigkill_and_resume_is_exactly_once(
-    sandbox: SandboxServer, tmp_path: Path, point: str
+    sandbox: SandboxServer, tmp_path: Path, ledger_location: str, point: str
 ) -> None:
     text, uids = build_csv(sandbox, reschedules=3, cancels=4)
     csv_path = tmp_path / "changes.csv"
     csv_path.write_text(text, encoding="utf-8")
-    ledger = tmp_path / "ledger.sqlite"
+    ledger = ledger_location
     env = {
         **os.environ,
         "JICOO_API_KEY": sandbox.api_key,
@@ -271,7 +313,7 @@ def test_sigkill_and_resume_is_exactly_once(
         KILL_ENV: point,
     }
     now = sandbox.config.clock().isoformat()
-    args = [sys.executable, str(CHILD), str(csv_path), str(ledger), "batch", now]
+    args = [sys.executable, str(CHILD), str(csv_path), ledger, "batch", now]
     killed = subprocess.run(args, env=env, capture_output=True, timeout=120, check=False)  # noqa: S603 - our own child script
     assert killed.returncode == -9, killed.stderr.decode()[-2000:]
     env.pop(KILL_ENV)
@@ -283,7 +325,7 @@ def test_sigkill_and_resume_is_exactly_once(
 
 
 def test_two_rows_moving_one_hosts_bookings_into_one_slot_plan_the_later_as_not_bookable(
-    sandbox: SandboxServer, tmp_path: Path
+    sandbox: SandboxServer, tmp_path: Path, ledger_location: str
 ) -> None:
     open_bookings = future_open_bookings(sandbox)
     pair = next(
@@ -309,7 +351,7 @@ def test_two_rows_moving_one_hosts_bookings_into_one_slot_plan_the_later_as_not_
     report = apply_changeset(
         settings_for(sandbox),
         parsed,
-        ledger_path=tmp_path / "ledger.sqlite",
+        ledger_location=ledger_location,
         batch_id="pair",
         plan=plan,
     )

@@ -1,26 +1,40 @@
-"""Ledger: intent before outcome, re-run skip, changed file refused, one applier, fencing."""
+"""Ledger: intent before outcome, re-run skip, changed file refused, one applier, fencing,
+versioned schema. Every test that takes ``ledger`` runs on SQLite and on PostgreSQL."""
 
 import datetime as dt
 import multiprocessing
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from jicoo_connector.changes.changeset import ParsedChangeSet, parse_changeset
 from jicoo_connector.changes.ledger import (
     FINAL_STATES,
+    MIGRATIONS,
+    SCHEMA_VERSION,
     BatchMismatchError,
     ChangeState,
+    Lease,
     Ledger,
     LedgerBusyError,
+    LedgerError,
     StaleLeaseError,
 )
+from jicoo_connector.changes.ledger_backends import open_backend
+from tests.writeback_data import ledger_bytes
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+WORKERS = 4
+LOCK_RELEASE_WAIT_S = 10
 CSV = (
     "change_id,action,booking_uid,new_started_at,time_zone,cancel_reason\n"
     "r1,reschedule,bk1,2026-11-26T10:00+09:00,Asia/Tokyo,\n"
@@ -43,27 +57,30 @@ def parsed() -> ParsedChangeSet:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    led = Ledger(tmp_path / "ledger.sqlite")
+def ledger(ledger_location: str) -> Iterator[Ledger]:
+    led = Ledger(ledger_location)
     yield led
     led.close()
 
 
-def test_pragmas_are_wal_and_full(ledger: Ledger, tmp_path: Path) -> None:
-    db = sqlite3.connect(ledger.path)
-    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    db.close()
-    assert ledger._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    with Ledger(tmp_path / "other.sqlite", synchronous="NORMAL") as normal:
-        assert normal._db.execute("PRAGMA synchronous").fetchone()[0] == 1
+def test_pragmas_are_wal_and_full(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    with Ledger(path) as full, Ledger(tmp_path / "other.sqlite", synchronous="NORMAL") as normal:
+        db = sqlite3.connect(path)
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        db.close()
+        assert full._backend.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # type: ignore[attr-defined]
+        assert normal._backend.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # type: ignore[attr-defined]
 
 
-def test_intent_then_outcome_is_durable(ledger: Ledger, parsed: ParsedChangeSet) -> None:
+def test_intent_then_outcome_is_durable(
+    ledger: Ledger, parsed: ParsedChangeSet, ledger_location: str
+) -> None:
     assert ledger.open_batch("b1", parsed.content_hash, parsed.changes) == 2
     with ledger.lease("b1") as lease:
         assert ledger.record_intent(lease, "r1", BOOKING) == 1
         # A second connection (another process after a crash) sees the intent already.
-        with Ledger(ledger.path) as other:
+        with Ledger(ledger_location) as other:
             seen = other.entry("b1", "r1")
             assert seen is not None
             assert seen.state is ChangeState.INTENT
@@ -83,11 +100,13 @@ def test_intent_then_outcome_is_durable(ledger: Ledger, parsed: ParsedChangeSet)
     assert ledger.counts("b1") == {"applied": 1, "pending": 1}
 
 
-def test_personal_data_stays_out_of_the_ledger(ledger: Ledger, parsed: ParsedChangeSet) -> None:
+def test_personal_data_stays_out_of_the_ledger(
+    ledger: Ledger, parsed: ParsedChangeSet, ledger_location: str
+) -> None:
     ledger.open_batch("b1", parsed.content_hash, parsed.changes)
     with ledger.lease("b1") as lease:
         ledger.record_intent(lease, "r1", BOOKING)
-    raw = ledger.path.read_bytes() + Path(f"{ledger.path}-wal").read_bytes()
+    raw = ledger_bytes(ledger_location)
     assert b"Taro Yamada" not in raw
     assert b"+81-90" not in raw
     assert b"2026-11-20T01:00:00.000Z" in raw
@@ -118,12 +137,17 @@ def test_a_changed_file_under_the_same_batch_id_is_refused(
     assert ledger.open_batch("b2", edited.content_hash, edited.changes) == 2
 
 
-def test_two_appliers_exactly_one_gets_the_lock(ledger: Ledger, parsed: ParsedChangeSet) -> None:
+def test_two_appliers_exactly_one_gets_the_lock(
+    ledger: Ledger, parsed: ParsedChangeSet, ledger_location: str
+) -> None:
     ledger.open_batch("b1", parsed.content_hash, parsed.changes)
-    with Ledger(ledger.path) as second:
+    with Ledger(ledger_location) as second:
         lease = ledger.acquire("b1")
-        with pytest.raises(LedgerBusyError):
+        with pytest.raises(LedgerBusyError, match=f"pid {os.getpid()}, since"):
             second.acquire("b1")
+        # The holder itself cannot take the batch twice either.
+        with pytest.raises(LedgerBusyError):
+            ledger.acquire("b1")
         ledger.release(lease)
         again = second.acquire("b1")
         assert again.epoch == lease.epoch + 1
@@ -137,11 +161,13 @@ def _hold_lock_then_die(path: str, ready: "multiprocessing.synchronize.Event") -
     signal.pause()
 
 
-def test_the_lock_dies_with_its_holder(ledger: Ledger, parsed: ParsedChangeSet) -> None:
+def test_the_lock_dies_with_its_holder(
+    ledger: Ledger, parsed: ParsedChangeSet, ledger_location: str
+) -> None:
     ledger.open_batch("b1", parsed.content_hash, parsed.changes)
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
-    holder = ctx.Process(target=_hold_lock_then_die, args=(str(ledger.path), ready))
+    holder = ctx.Process(target=_hold_lock_then_die, args=(ledger_location, ready))
     holder.start()
     try:
         assert ready.wait(20)
@@ -151,18 +177,33 @@ def test_the_lock_dies_with_its_holder(ledger: Ledger, parsed: ParsedChangeSet) 
         assert holder.pid is not None
         os.kill(holder.pid, signal.SIGKILL)
         holder.join(10)
-    lease = ledger.acquire("b1")
+    lease = _acquire_once_free(ledger, "b1")
     assert lease.epoch == 2
     ledger.release(lease)
 
 
-def test_a_stale_applier_cannot_write(ledger: Ledger, parsed: ParsedChangeSet) -> None:
+def _acquire_once_free(ledger: Ledger, batch_id: str) -> Lease:
+    # The kernel closes a killed holder's socket at once, but the server ends its session (and
+    # drops its advisory lock) a moment later: poll briefly, as a second worker would.
+    deadline = time.monotonic() + LOCK_RELEASE_WAIT_S
+    while True:
+        try:
+            return ledger.acquire(batch_id)
+        except LedgerBusyError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+def test_a_stale_applier_cannot_write(
+    ledger: Ledger, parsed: ParsedChangeSet, ledger_location: str
+) -> None:
     ledger.open_batch("b1", parsed.content_hash, parsed.changes)
     stale = ledger.acquire("b1")
     # The stale holder lost its lock (e.g. the lock file was removed under it) and a new
     # applier took over; the fencing epoch is what refuses the stale writes.
     ledger.release(stale)
-    with Ledger(ledger.path) as newer:
+    with Ledger(ledger_location) as newer:
         fresh = newer.acquire("b1")
         with pytest.raises(StaleLeaseError):
             ledger.record_intent(stale, "r1", BOOKING)
@@ -205,3 +246,114 @@ def test_failed_reschedules_are_not_inverted(ledger: Ledger, parsed: ParsedChang
         ledger.record_intent(lease, "r1", BOOKING)
         ledger.record_outcome(lease, "r1", ChangeState.FAILED, http_status=422)
     assert ledger.export_inverse("b1") == []
+
+
+def test_the_ledger_says_which_schema_version_it_holds(ledger: Ledger) -> None:
+    assert ledger.schema_version == SCHEMA_VERSION == len(MIGRATIONS)
+    assert ledger.backend in ("sqlite", "postgresql")
+
+
+def test_a_version_1_ledger_is_migrated_and_keeps_its_batches(
+    ledger_location: str, parsed: ParsedChangeSet
+) -> None:
+    # A ledger as the first release wrote it: version 1 tables, one batch with a change.
+    old = open_backend(ledger_location, "FULL")
+    with old.transaction(schema=True) as tx:
+        tx.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        tx.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        for statement in MIGRATIONS[0]:
+            tx.execute(statement)
+        tx.execute("INSERT INTO batches VALUES ('b1', ?, '2026-10-01T00:00:00+00:00', 3)", (
+            parsed.content_hash,
+        ))  # fmt: skip
+        tx.execute(
+            "INSERT INTO changes(batch_id, key, row, action, booking_uid, state) "
+            "VALUES ('b1', 'c1', 3, 'cancel', 'bk2', 'applied')"
+        )
+    old.close()
+    with Ledger(ledger_location) as ledger:
+        assert ledger.schema_version == 2
+        assert ledger.batch_holder("b1") == (3, None, None)
+        assert ledger.open_batch("b1", parsed.content_hash, parsed.changes) == 1
+        assert ledger.counts("b1") == {"applied": 1, "pending": 1}
+        with ledger.lease("b1") as lease:
+            assert lease.epoch == 4
+        holder = ledger.batch_holder("b1")
+        assert holder is not None
+        assert holder[1] is not None
+        assert holder[1].endswith(f"pid {os.getpid()}")
+
+
+def test_a_ledger_newer_than_this_code_is_refused(ledger_location: str) -> None:
+    Ledger(ledger_location).close()
+    backend = open_backend(ledger_location, "FULL")
+    with backend.transaction() as tx:
+        tx.execute("UPDATE meta SET value = '99' WHERE name = 'schema_version'")
+    backend.close()
+    with pytest.raises(LedgerError, match="schema version 99, newer than"):
+        Ledger(ledger_location)
+
+
+def test_workers_opening_a_new_ledger_at_once_migrate_it_once(ledger_location: str) -> None:
+    opened: list[int] = []
+    failures: list[BaseException] = []
+    start = threading.Barrier(WORKERS)
+
+    def open_it() -> None:
+        start.wait()
+        try:
+            with Ledger(ledger_location) as led:
+                opened.append(led.schema_version)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(WORKERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert opened == [SCHEMA_VERSION] * WORKERS
+
+
+def test_a_postgres_ledger_without_psycopg_says_what_to_install(postgres_url: str) -> None:
+    # What a user without the [postgres] extra sees: a blocked import, as when it is absent.
+    script = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from jicoo_connector.changes.ledger import Ledger, LedgerError\n"
+        "try:\n"
+        f"    Ledger({postgres_url.replace('postgres@', 'postgres:s3cret@')!r})\n"
+        "except LedgerError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(  # noqa: S603 - our own script
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "pip install 'jicoo-connector[postgres]'" in done.stdout
+    assert "JICOO_LEDGER_URL points at PostgreSQL (postgresql://postgres@127.0.0.1:" in done.stdout
+    assert "s3cret" not in done.stdout
+
+
+def test_a_postgres_applier_whose_session_ends_loses_the_batch_and_cannot_write(
+    postgres_url: str, parsed: ParsedChangeSet
+) -> None:
+    with Ledger(postgres_url) as first:
+        first.open_batch("b1", parsed.content_hash, parsed.changes)
+        stale = first.acquire("b1")
+        # The server ends the holder's session (a partition, an idle timeout, an admin).
+        backend_pid = first._backend.conn.info.backend_pid  # type: ignore[attr-defined]
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
+        with Ledger(postgres_url) as second:
+            fresh = _acquire_once_free(second, "b1")
+            assert fresh.epoch == stale.epoch + 1
+            with pytest.raises(LedgerError):
+                first.record_intent(stale, "r1", BOOKING)
+            # Woken up on a new connection with its old lease, it is still refused.
+            with Ledger(postgres_url) as revived, pytest.raises(StaleLeaseError):
+                revived.record_outcome(stale, "r1", ChangeState.APPLIED, http_status=200)
+            second.record_outcome(fresh, "r1", ChangeState.FAILED, http_status=422)
+    with Ledger(postgres_url) as check:
+        entry = check.entry("b1", "r1")
+        assert entry is not None
+        assert (entry.state, entry.attempts) == (ChangeState.FAILED, 0)

@@ -69,6 +69,9 @@ def test_definitions_object_resolves_every_asset_and_job(monkeypatch: pytest.Mon
         "jicoo_sweep_schedule",
         "jicoo_snapshots_schedule",
     }
-    assert {s.name for s in repository.sensor_defs} == {"changeset_inbox_sensor"}
+    assert {s.name for s in repository.sensor_defs} == {
+        "changeset_inbox_sensor",
+        "booking_events_sensor",
+    }
     checks = {key.to_user_string() for key in repository.asset_graph.asset_check_keys}
     assert "jicoo/apply_log:no_change_in_flight" in checks

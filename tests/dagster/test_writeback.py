@@ -15,6 +15,11 @@ from assets.writeback import (
     apply_log,
     changeset_inbox_sensor,
 )
+from jicoo_connector.changes.ledger_backends import (
+    LEDGER_URL_ENV,
+    is_postgres_url,
+    redact_location,
+)
 from jicoo_connector.client import JicooClient
 from jicoo_connector.sandbox.server import SandboxServer
 from tests.dagster.support import check_evaluations, jicoo_resource, materializations
@@ -66,13 +71,16 @@ def _posts(sandbox: SandboxServer, since: int = 0) -> list[dict[str, object]]:
     return [e for e in sandbox.store.journal(since) if e["method"] == "POST"]
 
 
-def _writeback_job(sandbox: SandboxServer, tmp_path: Path) -> dg.JobDefinition:
+def _writeback_job(
+    sandbox: SandboxServer, tmp_path: Path, writeback: WriteBackResource | None = None
+) -> dg.JobDefinition:
     return dg.Definitions(
         assets=[apply_log],
         jobs=[apply_changeset_job],
         resources={
             "jicoo": jicoo_resource(sandbox),
-            "writeback": WriteBackResource(
+            "writeback": writeback
+            or WriteBackResource(
                 ledger_path=str(tmp_path / "ledger.sqlite"),
                 apply_log_root=str(tmp_path / "apply_log"),
                 inbox=str(tmp_path / "inbox"),
@@ -82,14 +90,27 @@ def _writeback_job(sandbox: SandboxServer, tmp_path: Path) -> dg.JobDefinition:
 
 
 def test_dry_run_then_apply_then_rerun_through_the_job(
-    system_sandbox: SandboxServer, tmp_path: Path
+    system_sandbox: SandboxServer,
+    tmp_path: Path,
+    ledger_location: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The job decides "in the past" by the system clock: a sandbox on it.
     sandbox = system_sandbox
     path = tmp_path / "changes.csv"
     changes = _changeset(sandbox, path)
+    if is_postgres_url(ledger_location):
+        # As assets/definitions.py wires it: the URL only through EnvVar (it may hold a password).
+        monkeypatch.setenv(LEDGER_URL_ENV, ledger_location.replace("postgres@", "postgres:s3cret@"))
+        writeback = WriteBackResource(
+            ledger_url=dg.EnvVar(LEDGER_URL_ENV), apply_log_root=str(tmp_path / "apply_log")
+        )
+    else:
+        writeback = WriteBackResource(
+            ledger_path=ledger_location, apply_log_root=str(tmp_path / "apply_log")
+        )
     # The way scripts/demo.py launches it: the Definitions' job, run_config keyed by the op.
-    job = _writeback_job(sandbox, tmp_path)
+    job = _writeback_job(sandbox, tmp_path, writeback)
 
     def run(dry_run: bool) -> dg.ExecuteInProcessResult:
         config = {"path": str(path), "dry_run": dry_run, "concurrency": 4}
@@ -121,6 +142,8 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     with pytest.raises(dg.DagsterInvariantViolationError, match="no output named result"):
         applied.output_for_node(APPLY_LOG_OP)
     assert f"POSTs sent: {len(changes)}" in str(event.metadata["jicoo/summary"].value)
+    assert event.metadata["jicoo/ledger"] == dg.TextMetadataValue(redact_location(ledger_location))
+    assert "s3cret" not in repr(event.metadata)
 
     seen = len(sandbox.store.journal())
     again = run(dry_run=False)

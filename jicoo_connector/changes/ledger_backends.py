@@ -1,0 +1,286 @@
+"""Where the ledger's rows live: an SQLite file (embedded default) or a PostgreSQL database.
+
+Only connections, transactions, SQL dialect and the per-batch lock differ between the two; the
+states, transitions, migrations and fencing live once, in ``ledger.py``. Statements arrive in
+one dialect (``?`` placeholders, ``ON CONFLICT DO NOTHING``, ``RETURNING``) that both speak.
+"""
+
+import fcntl
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+from jicoo_connector.errors import LedgerError
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    import psycopg
+
+__all__ = [
+    "LEDGER_URL_ENV",
+    "POSTGRES_SCHEMA",
+    "Backend",
+    "PostgresBackend",
+    "Row",
+    "SqliteBackend",
+    "Synchronous",
+    "Transaction",
+    "is_postgres_url",
+    "open_backend",
+    "redact_location",
+    "redact_url",
+]
+
+logger = logging.getLogger(__name__)
+
+# The setting that puts the ledger on PostgreSQL, shared by every worker of a deployment.
+LEDGER_URL_ENV = "JICOO_LEDGER_URL"
+# The ledger's tables sit in their own schema, clear of anything else in the database.
+POSTGRES_SCHEMA = "jicoo_ledger"
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+BUSY_TIMEOUT_MS = 30_000
+CONNECT_TIMEOUT_S = 10
+# A worker that vanishes without closing its socket (power loss, partition) holds its advisory
+# lock until the server gives up on the connection: about idle + interval * count seconds.
+SERVER_KEEPALIVE = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10,
+                    "tcp_keepalives_count": 3}  # fmt: skip
+
+Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+Row = tuple[Any, ...]
+Unlock = Callable[[], None]
+
+
+def is_postgres_url(location: str | os.PathLike[str]) -> bool:
+    return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
+
+
+def redact_location(location: str | os.PathLike[str]) -> str:
+    """A ledger location fit for a message or metadata."""
+    return redact_url(str(location)) if is_postgres_url(location) else str(location)
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a message: no password, no query string (it may carry one too)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{host}{parts.path}"
+
+
+class Transaction(Protocol):
+    """One open transaction: statements in the shared dialect, rows back (``[]`` for none)."""
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> list[Row]: ...
+
+    def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None: ...
+
+
+class Backend(Protocol):
+    kind: str
+    where: str
+    # Appended to the fencing read: makes a concurrent takeover wait for the write in flight.
+    row_lock: str
+
+    def transaction(self, *, schema: bool = False) -> AbstractContextManager[Transaction]: ...
+
+    def read(self, sql: str, params: Sequence[object] = ()) -> list[Row]: ...
+
+    def try_lock(self, batch_id: str) -> Unlock | None: ...
+
+    def close(self) -> None: ...
+
+
+def open_backend(location: str | os.PathLike[str], synchronous: Synchronous) -> Backend:
+    if is_postgres_url(location):
+        return PostgresBackend(str(location), synchronous)
+    return SqliteBackend(Path(location), synchronous)
+
+
+def _lock_digest(batch_id: str) -> bytes:
+    return hashlib.sha256(b"jicoo-ledger\x1f" + batch_id.encode()).digest()
+
+
+# -- SQLite ---------------------------------------------------------------------------------
+
+
+class _SqliteTransaction:
+    def __init__(self, db: "sqlite3.Connection") -> None:
+        self._db = db
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        cursor = self._db.execute(sql, params)
+        rows = cursor.fetchall()
+        cursor.close()
+        return rows
+
+    def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        self._db.executemany(sql, rows)
+
+
+class SqliteBackend:
+    """A WAL file; writes are ``BEGIN IMMEDIATE`` (one writer at a time), the batch lock is an
+    exclusive ``flock`` on a file beside it (the kernel drops it when the holder dies)."""
+
+    kind = "sqlite"
+    row_lock = ""
+
+    def __init__(self, path: Path, synchronous: Synchronous) -> None:
+        import sqlite3
+
+        self.path = path
+        self.where = str(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit; every write opens its own BEGIN IMMEDIATE transaction.
+        self.db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed intent survives power loss, which is the whole point of writing it.
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        self.db.execute("PRAGMA foreign_keys=ON")
+
+    @contextmanager
+    def transaction(self, *, schema: bool = False) -> Iterator[Transaction]:
+        # BEGIN IMMEDIATE already serializes schema changes with every other writer.
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield _SqliteTransaction(self.db)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def read(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        return self.db.execute(sql, params).fetchall()
+
+    def lock_path(self, batch_id: str) -> Path:
+        return self.path.with_name(f"{self.path.name}.{_lock_digest(batch_id).hex()[:16]}.lock")
+
+    def try_lock(self, batch_id: str) -> Unlock | None:
+        fd = os.open(self.lock_path(batch_id), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+
+        def unlock() -> None:
+            try:
+                os.close(fd)
+            except OSError:
+                logger.debug("ledger: lock fd already closed")
+
+        return unlock
+
+    def close(self) -> None:
+        self.db.close()
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------
+
+
+class _PostgresTransaction:
+    def __init__(self, conn: "psycopg.Connection[Row]") -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        cursor = self._conn.execute(_pg(sql), params)
+        return cursor.fetchall() if cursor.description is not None else []
+
+    def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        with self._conn.cursor() as cursor:
+            cursor.executemany(_pg(sql), rows)
+
+
+def _pg(sql: str) -> str:
+    # Our statements hold no literal '?' or '%'; psycopg wants %s placeholders.
+    return sql.replace("?", "%s")
+
+
+def _advisory_key(batch_id: str) -> int:
+    return int.from_bytes(_lock_digest(batch_id)[:8], "big", signed=True)
+
+
+# Serializes schema migrations between workers that open a fresh database at the same time.
+_MIGRATION_KEY = _advisory_key("\x00schema-migrations")
+
+
+class PostgresBackend:
+    """One connection (autocommit outside explicit transactions) to a database whose
+    ``jicoo_ledger`` schema holds the tables. The batch lock is a session-level advisory lock on
+    that same connection: it goes when the connection goes, and so do the writes."""
+
+    kind = "postgresql"
+    row_lock = " FOR SHARE"
+
+    def __init__(self, url: str, synchronous: Synchronous) -> None:
+        self.where = redact_url(url)
+        try:
+            import psycopg
+        except ImportError as exc:
+            raise LedgerError(
+                f"{LEDGER_URL_ENV} points at PostgreSQL ({self.where}), which needs psycopg 3: "
+                "pip install 'jicoo-connector[postgres]'"
+            ) from exc
+        self._errors: type[Exception] = psycopg.Error
+        try:
+            self.conn: psycopg.Connection[Row] = psycopg.connect(
+                url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+            )
+        except psycopg.Error as exc:
+            raise LedgerError(f"cannot open the ledger at {self.where}: {exc}") from exc
+        settings = {
+            "search_path": POSTGRES_SCHEMA,
+            # OFF trades the last commits for speed, as SQLite's synchronous=OFF does.
+            "synchronous_commit": "off" if synchronous == "OFF" else "on",
+            "lock_timeout": f"{BUSY_TIMEOUT_MS}ms",
+            **SERVER_KEEPALIVE,
+        }
+        with self._translated():
+            for name, value in settings.items():
+                self.conn.execute("SELECT set_config(%s, %s, false)", (name, str(value)))
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except self._errors as exc:
+            raise LedgerError(f"ledger {self.where}: {type(exc).__name__}: {exc}") from exc
+
+    @contextmanager
+    def transaction(self, *, schema: bool = False) -> Iterator[Transaction]:
+        with self._translated(), self.conn.transaction():
+            if schema:
+                self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_KEY,))
+                self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {POSTGRES_SCHEMA}")
+            yield _PostgresTransaction(self.conn)
+
+    def read(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
+        with self._translated():
+            return self.conn.execute(_pg(sql), params).fetchall()
+
+    def try_lock(self, batch_id: str) -> Unlock | None:
+        key = _advisory_key(batch_id)
+        with self._translated():
+            found = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        if not found or not found[0]:
+            return None
+
+        def unlock() -> None:
+            try:
+                self.conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            except self._errors as exc:
+                # The session is gone or going, and its locks with it; nothing to release.
+                logger.warning("ledger %s: unlock of batch %s: %s", self.where, batch_id, exc)
+
+        return unlock
+
+    def close(self) -> None:
+        self.conn.close()

@@ -1,0 +1,38 @@
+"""deploy/dagster.yaml is a valid instance for the installed Dagster, on a real PostgreSQL."""
+
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.run_coordinator import QueuedRunCoordinator
+
+DEPLOY = Path(__file__).parents[2] / "deploy"
+API_POOL = "jicoo_api"
+
+
+def dagster_url(url: str) -> str:
+    """The instance's URL as deploy/dagster.yaml asks for it: SQLAlchemy's psycopg2 driver."""
+    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
+
+
+def test_the_deploy_instance_queues_runs_and_limits_the_api_pool(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(DEPLOY / "dagster.yaml", tmp_path / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_POSTGRES_URL", dagster_url(postgres_url))
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+        assert type(instance.run_launcher).__name__ == "DefaultRunLauncher"
+        config = instance.get_concurrency_config()
+        assert config.run_queue_config is not None
+        assert config.run_queue_config.max_concurrent_runs == 4
+        assert config.pool_config.default_pool_limit == 1
+        assert config.pool_config.pool_granularity is not None
+        assert config.pool_config.pool_granularity.value == "op"
+        # The pool the API-calling assets name gets the default limit of one slot.
+        instance.event_log_storage.initialize_concurrency_limit_to_default(API_POOL)
+        info = instance.event_log_storage.get_concurrency_info(API_POOL)
+        assert info.slot_count == 1

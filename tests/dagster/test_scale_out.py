@@ -1,0 +1,265 @@
+"""deploy/dagster.yaml for real on loopback: a PostgreSQL-backed instance, the daemon, a 14-day
+backfill in several runs, a change set dropped in the inbox, Parquet on S3 (moto), the ledger in
+PostgreSQL.
+
+Each run is launched by the daemon through the queue and ``DefaultRunLauncher``: its own
+process, started by the code server, which the daemon starts in a working directory of its own
+(not the test's, not the daemon's). What this proves: runs in separate processes agree only
+through PostgreSQL and S3 (the instance, the run queue, the ledger, the Parquet root); nothing
+is passed in memory. What it does not: other machines (one kernel, one clock, loopback only),
+nor container or pod launchers (their configuration is only loaded, in
+test_deploy_config.py). Slow tier.
+"""
+
+import datetime as dt
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import psycopg
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import pytest
+from dagster._core.events import DagsterEventType
+from dagster._core.execution.backfill import PartitionBackfill
+from dagster._core.storage.dagster_run import DagsterRunStatus
+
+from jicoo_connector.changes.changeset import parse_changeset
+from jicoo_connector.sandbox.server import SandboxServer
+from tests.dagster.test_deploy_config import dagster_url
+from tests.postgres_server import PostgresServer
+from tests.s3_server import moto_s3
+from tests.writeback_data import assert_server_matches, build_csv, effective_posts
+
+REPO = Path(__file__).parents[2]
+BIN = Path(sys.executable).parent
+DEPLOY = REPO / "deploy"
+ZONE = ZoneInfo("Asia/Tokyo")
+BUCKET = "jicoo-lake"
+BOOKINGS = dg.AssetKey(["jicoo", "bookings"])
+APPLY_LOG = dg.AssetKey(["jicoo", "apply_log"])
+# 14 past days, clear of the change set (which moves and cancels future bookings only).
+DAYS = 14
+FIRST_DAY_BACK = 21
+CHUNKS = ((0, 5), (5, 10), (10, 14))  # the backfill in three runs
+RUNS = len(CHUNKS) + 1  # and the write-back run the sensor starts
+# The API budget the sandbox enforces; each process keeps to its share of it (10 req/s, the
+# client's default) and at most max_concurrent_runs (4) run at once: 4 x (10 + 20 burst) fits.
+SANDBOX_LIMIT = {"rate_limit": {"rps": 50, "burst": 120}}
+MAX_429_SHARE = 0.02
+RUNS_TIMEOUT_S = 240
+POLL_S = 1.0
+
+
+@pytest.fixture
+def s3_endpoint() -> Iterator[str]:
+    with moto_s3(BUCKET) as (endpoint, _):
+        yield endpoint
+
+
+def _days() -> list[dt.date]:
+    today = dt.datetime.now(ZONE).date()
+    return [today - dt.timedelta(days=FIRST_DAY_BACK - i) for i in range(DAYS)]
+
+
+def _expected_uids(sandbox: SandboxServer, day: dt.date) -> set[str]:
+    found = set()
+    for booking in sandbox.store.all_bookings():
+        start = dt.datetime.fromisoformat(str(booking["startedAt"]).replace("Z", "+00:00"))
+        if start.astimezone(ZONE).date() == day:
+            found.add(str(booking["uid"]))
+    return found
+
+
+def _environment(
+    sandbox: SandboxServer, home: Path, instance_url: str, ledger_url: str, s3: str
+) -> dict[str, str]:
+    host, port = s3.split(":")
+    return {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_POSTGRES_URL": dagster_url(instance_url),
+        "PYTHONPATH": str(REPO),
+        "JICOO_API_KEY": sandbox.api_key,
+        "JICOO_BASE_URL": sandbox.base_url,
+        # The S3 endpoint in the URI, as for any S3-compatible store (MinIO, R2, ...).
+        "JICOO_WAREHOUSE_ROOT": f"s3://{BUCKET}/warehouse?endpoint_override={host}:{port}"
+        "&scheme=http",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "JICOO_LEDGER_URL": ledger_url,
+        "JICOO_CHANGESET_INBOX": str(home.parent / "inbox"),
+        "JICOO_APPLY_LOG_ROOT": str(home.parent / "apply_log"),
+        "JICOO_DUCKDB_PATH": str(home.parent / "warehouse.duckdb"),
+    }
+
+
+def _workspace(where: Path) -> Path:
+    code = where / "code-location"
+    code.mkdir()
+    path = where / "workspace.yaml"
+    path.write_text(
+        "load_from:\n"
+        "  - python_module:\n"
+        "      module_name: assets.definitions\n"
+        f"      working_directory: {code}\n"
+        "      location_name: jicoo\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _submit_backfills(instance: dg.DagsterInstance, days: list[dt.date]) -> None:
+    from assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for number, (start, end) in enumerate(CHUNKS, start=1):
+        instance.add_backfill(
+            PartitionBackfill.from_asset_partitions(
+                backfill_id=f"history{number}",
+                asset_graph=graph,
+                partition_names=[d.isoformat() for d in days[start:end]],
+                asset_selection=[BOOKINGS],
+                backfill_timestamp=time.time(),
+                tags={},
+                dynamic_partitions_store=instance,
+                all_partitions=False,
+                title=f"bookings history, part {number}",
+                description=None,
+                run_config=None,
+            )
+        )
+
+
+def _wait_for_runs(instance: dg.DagsterInstance, daemon: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + RUNS_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert daemon.poll() is None, "the daemon died"
+        runs = instance.get_runs()
+        if len(runs) >= RUNS and all(r.is_finished for r in runs):
+            return
+        time.sleep(POLL_S)
+    statuses = Counter(r.status.value for r in instance.get_runs())
+    raise AssertionError(f"runs not finished in {RUNS_TIMEOUT_S} s: {dict(statuses)}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+# Dagster's own backfill code calls its deprecated AssetSelection.sources (1.13).
+@pytest.mark.filterwarnings("ignore:Function `AssetSelection.sources`:DeprecationWarning")
+def test_the_deploy_configuration_runs_backfill_and_write_back_across_processes(
+    system_sandbox: SandboxServer,
+    postgres: PostgresServer,
+    s3_endpoint: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The runs decide "in the past" and "today" by the system clock: a sandbox on it.
+    sandbox = system_sandbox
+    instance_url = postgres.create_database("dagster")
+    ledger_url = postgres.create_database("ledger")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(DEPLOY / "dagster.yaml", home / "dagster.yaml")
+    env = _environment(sandbox, home, instance_url, ledger_url, s3_endpoint)
+    for name in ("DAGSTER_HOME", "DAGSTER_POSTGRES_URL"):
+        monkeypatch.setenv(name, env[name])
+    workspace = _workspace(tmp_path)
+    days = _days()
+    sandbox.set_faults(SANDBOX_LIMIT)
+    sandbox.clear_requests()
+
+    # A change set in the inbox (future bookings only), then the sensor on, then the backfill.
+    text, uids = build_csv(sandbox, reschedules=2, cancels=3)
+    inbox = Path(env["JICOO_CHANGESET_INBOX"])
+    inbox.mkdir()
+    (inbox / "moves.csv").write_text(text, encoding="utf-8")
+    subprocess.run(  # noqa: S603 - Dagster's own CLI
+        [str(BIN / "dagster"), "sensor", "start", "changeset_inbox_sensor",
+         "-w", str(workspace)],
+        env=env, cwd=tmp_path, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    with dg.DagsterInstance.get() as instance:
+        _submit_backfills(instance, days)
+        daemon_dir = tmp_path / "daemon"
+        daemon_dir.mkdir()
+        log = (tmp_path / "daemon.log").open("wb")
+        daemon = subprocess.Popen(  # noqa: S603 - Dagster's own daemon
+            [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
+            env=env, cwd=daemon_dir, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            _wait_for_runs(instance, daemon)
+        finally:
+            daemon.send_signal(signal.SIGINT)
+            try:
+                daemon.wait(60)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+            log.close()
+        runs = instance.get_runs()
+        failed = [r.run_id for r in runs if r.status != DagsterRunStatus.SUCCESS]
+        assert not failed, (tmp_path / "daemon.log").read_text(errors="replace")[-4000:]
+        assert len(runs) == RUNS
+        # Each run in a process of its own, none of them the daemon.
+        step_pids = [
+            {
+                r.event_log_entry.dagster_event.pid
+                for r in instance.get_records_for_run(
+                    run.run_id, of_type=DagsterEventType.STEP_START
+                ).records
+            }
+            for run in runs
+        ]
+        assert all(len(pids) == 1 for pids in step_pids), step_pids
+        process_ids = {pid for pids in step_pids for pid in pids}
+        assert len(process_ids) == RUNS
+        assert daemon.pid not in process_ids
+
+        # Every partition written once, with the sandbox's bookings of that day.
+        written = instance.fetch_materializations(BOOKINGS, limit=10 * DAYS).records
+        counts = Counter(r.asset_materialization.partition for r in written)  # type: ignore[union-attr]
+        assert counts == Counter(d.isoformat() for d in days)
+        fs = pafs.S3FileSystem(
+            endpoint_override=s3_endpoint, scheme="http", access_key="testing",
+            secret_key="testing", region="us-east-1",
+        )  # fmt: skip
+        for day in days:
+            path = f"{BUCKET}/warehouse/bookings/day={day.isoformat()}/data.parquet"
+            uids_written = pq.read_table(path, filesystem=fs, columns=["uid"]).column("uid")
+            assert sorted(uids_written.to_pylist()) == sorted(_expected_uids(sandbox, day)), day
+        assert sum(len(_expected_uids(sandbox, d)) for d in days) > 0
+
+        # The change set applied exactly once, through the ledger in PostgreSQL.
+        (apply_event,) = instance.fetch_materializations(APPLY_LOG, limit=10).records
+        assert apply_event.asset_materialization is not None
+        metadata = apply_event.asset_materialization.metadata
+        assert metadata["jicoo/posts_sent"] == dg.IntMetadataValue(len(uids))
+    assert effective_posts(sandbox) == Counter(dict.fromkeys(uids, 1))
+    parsed = parse_changeset(text.encode(), now=sandbox.config.clock())
+    batch = f"moves-{parsed.content_hash[:12]}"
+    assert_server_matches(sandbox, parsed, ledger_url, batch)
+
+    # Run and asset records are in the instance's PostgreSQL database itself.
+    with psycopg.connect(instance_url) as conn:
+        stored_runs = conn.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'").fetchone()
+        materialized = conn.execute(
+            "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
+        ).fetchone()
+    assert stored_runs == (RUNS,)
+    assert materialized == (DAYS + 1,)
+
+    requests = [r for r in sandbox.requests() if str(r.get("path", "")).startswith("/v1/")]
+    limited = sum(1 for r in requests if r.get("status") == 429)
+    assert requests
+    assert limited / len(requests) < MAX_429_SHARE, (limited, len(requests))

@@ -1,0 +1,68 @@
+"""A webhook receiver on a loopback port (uvicorn in a thread) with a pinned clock."""
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import Route
+
+from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
+from jicoo_connector.webhooks.receiver import create_app
+
+SECRET = "whsec_current"
+OLD_SECRET = "whsec_previous"
+# The receiver's clock in these tests: every signature is made against it, never the real one.
+NOW = 1_764_000_000
+START_TIMEOUT_S = 10.0
+
+
+class Receiver:
+    def __init__(
+        self,
+        db: Path,
+        secrets: str,
+        clock: Callable[[], float] = lambda: NOW,
+        port: int = 0,
+        *,
+        route: str | None = None,
+    ) -> None:
+        self.store = SQLiteEventStore(db)
+        receiver = create_app(self.store, WebhookSecrets.parse(secrets), clock=clock)
+        # As the README shows it: the receiver as one route of the user's own app.
+        app = (
+            receiver
+            if route is None
+            else Starlette(routes=[Route(route, receiver, methods=["POST"])])
+        )
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the receiver did not start")
+            time.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}{route or '/any/path'}"
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        return [(s.event.event, s.event.booking_uid, s.event.created_at)
+                for s in self.store.events_after(0, 10_000)]  # fmt: skip
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(START_TIMEOUT_S)
+        self.store.close()
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Receiver]:
+    running = Receiver(tmp_path / "events.sqlite", f"{SECRET}, {OLD_SECRET}")
+    yield running
+    running.close()
