@@ -38,6 +38,11 @@ def build_definitions(config: ConnectorConfig) -> dg.Definitions:
                 base_url=config.base_url,
                 rate_limit=config.rate_limit,
                 burst=config.burst,
+                request_deadline=config.request_deadline,
+                # Through EnvVar: a proxy URL may carry a password, which must not show in the UI.
+                proxy_url=dg.EnvVar("JICOO_PROXY_URL") if config.proxy_url else None,
+                ca_bundle=config.ca_bundle,
+                tls_trust=config.tls_trust,
             ),
             "warehouse": WarehouseResource(
                 root=config.warehouse_root,

@@ -32,6 +32,23 @@ class JicooResource(dg.ConfigurableResource["JicooResource"]):
     page_concurrency: int = Field(
         default=DEFAULT_PAGE_CONCURRENCY, description="Pages fetched at once per listing."
     )
+    request_deadline: float = Field(
+        default=DEFAULTS.request_deadline,
+        description="Seconds one request may take in all ($JICOO_REQUEST_DEADLINE).",
+    )
+    proxy_url: str | None = Field(
+        default=None,
+        description="Proxy URL, overriding HTTPS_PROXY and the like; pass "
+        "dg.EnvVar('JICOO_PROXY_URL'), as it may hold a password.",
+    )
+    ca_bundle: str | None = Field(
+        default=DEFAULTS.ca_bundle,
+        description="PEM file of the CAs to trust instead of certifi's ($JICOO_CA_BUNDLE).",
+    )
+    tls_trust: str = Field(
+        default=DEFAULTS.tls_trust,
+        description="certifi, or system: the OS store with company CAs ($JICOO_TLS_TRUST).",
+    )
 
     def settings(self) -> Settings:
         return Settings(
@@ -40,6 +57,10 @@ class JicooResource(dg.ConfigurableResource["JicooResource"]):
             rate_limit=self.rate_limit,
             burst=self.burst,
             page_concurrency=self.page_concurrency,
+            request_deadline=self.request_deadline,
+            proxy_url=self.proxy_url or None,
+            ca_bundle=self.ca_bundle,
+            tls_trust=self.tls_trust,
         )
 
 

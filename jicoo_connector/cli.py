@@ -490,8 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
             "Jicoo connector: extract to Parquet, load the warehouse, apply change sets, run "
             "the sandbox."
         ),
-        epilog="Settings come from JICOO_* environment variables (the README lists them); "
-        "a flag beats its variable. The API key is read from JICOO_API_KEY only.",
+        epilog=(
+            "Settings come from JICOO_* environment variables (the README's Settings table "
+            "lists them); a flag beats its variable. The API key is read from JICOO_API_KEY "
+            "only. Network: HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY as curl reads them, or "
+            "JICOO_PROXY_URL to override; TLS trusts certifi's bundle, JICOO_CA_BUNDLE (a PEM "
+            "file) or, with JICOO_TLS_TRUST=system, the operating system's store; "
+            "JICOO_REQUEST_DEADLINE bounds each request (seconds, default 60)."
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True)
     _add_sandbox(commands)

@@ -16,13 +16,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from jicoo_connector.errors import ConfigError
 from jicoo_connector.settings import (
     DEFAULT_BASE_URL,
     DEFAULT_BURST,
     DEFAULT_RATE_LIMIT,
+    DEFAULT_REQUEST_DEADLINE,
     DEFAULT_TIMEZONE,
+    DEFAULT_TLS_TRUST,
+    TLS_TRUST_CHOICES,
     ApiKey,
     Settings,
 )
@@ -91,6 +95,20 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _proxy_url(text: str) -> str:
+    # Never quoted back: a proxy URL may carry a password.
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("is not http://[user:password@]host:port (or https://)")
+    return text.strip()
+
+
+def _tls_trust(text: str) -> str:
+    if text.strip() not in TLS_TRUST_CHOICES:
+        raise ValueError(f"is not one of {', '.join(TLS_TRUST_CHOICES)}")
+    return text.strip()
+
+
 _positive_float = _number(float, 1e-9, "a number above 0")
 _positive_int = _number(int, 1, "a whole number of at least 1")
 _days = _number(int, 0, "a whole number of days (0 or more)")
@@ -112,6 +130,15 @@ class ConnectorConfig:
         "JICOO_RATE_LIMIT", DEFAULT_RATE_LIMIT, _positive_float, "requests per second"
     )
     burst: int = setting("JICOO_BURST", DEFAULT_BURST, _positive_int, "token bucket size")
+    request_deadline: float = setting(
+        "JICOO_REQUEST_DEADLINE", DEFAULT_REQUEST_DEADLINE, _positive_float, "seconds per request"
+    )
+    # A proxy URL may carry a password: secret, and Dagster gets it by EnvVar.
+    proxy_url: str | None = setting(
+        "JICOO_PROXY_URL", None, _proxy_url, "proxy, overriding HTTPS_PROXY etc.", secret=True
+    )
+    ca_bundle: str | None = setting("JICOO_CA_BUNDLE", None, _text, "PEM file of CAs to trust")
+    tls_trust: str = setting("JICOO_TLS_TRUST", DEFAULT_TLS_TRUST, _tls_trust, "certifi or system")
     timezone: str = setting(
         "JICOO_TIMEZONE", DEFAULT_TIMEZONE, parse_zone, "IANA zone of the calendar days"
     )

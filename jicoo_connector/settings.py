@@ -18,6 +18,8 @@ __all__ = [
     "DEFAULT_READ_TIMEOUT",
     "DEFAULT_REQUEST_DEADLINE",
     "DEFAULT_TIMEZONE",
+    "DEFAULT_TLS_TRUST",
+    "TLS_TRUST_CHOICES",
     "ApiKey",
     "Settings",
 ]
@@ -36,6 +38,10 @@ DEFAULT_PAGE_CONCURRENCY = 16
 DEFAULT_PER_PAGE = 100
 # The service's home market: calendar days are Tokyo days unless JICOO_TIMEZONE says otherwise.
 DEFAULT_TIMEZONE = "Asia/Tokyo"
+# Whom TLS trusts: certifi's bundle (the default, as httpx and pip ship it) or the operating
+# system's store (where companies install the CA of their TLS-inspecting proxy).
+TLS_TRUST_CHOICES = ("certifi", "system")
+DEFAULT_TLS_TRUST = TLS_TRUST_CHOICES[0]
 
 
 class ApiKey:
@@ -95,6 +101,11 @@ class Settings:
     page_concurrency: int = DEFAULT_PAGE_CONCURRENCY
     per_page: int = DEFAULT_PER_PAGE
     user_agent: str = field(default="jicoo-connector/0.1")
+    # None: HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY decide. Out of repr: it may carry a
+    # password.
+    proxy_url: str | None = field(default=None, repr=False)
+    ca_bundle: str | None = None  # a PEM file of CAs to trust instead of certifi's
+    tls_trust: str = DEFAULT_TLS_TRUST
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -115,6 +126,19 @@ class Settings:
             raise ConfigError("page_concurrency must be >= 1 and max_retries >= 0")
         if min(self.connect_timeout, self.read_timeout, self.request_deadline) <= 0:
             raise ConfigError("timeouts and the request deadline must be > 0")
+        if self.tls_trust not in TLS_TRUST_CHOICES:
+            raise ConfigError(
+                f"tls_trust must be one of {TLS_TRUST_CHOICES}, not {self.tls_trust!r}"
+            )
+        if self.ca_bundle is not None and self.tls_trust != "certifi":
+            raise ConfigError("set either a CA bundle or tls_trust='system', not both")
+        if self.proxy_url is not None:
+            proxy = urlsplit(self.proxy_url)
+            if proxy.scheme not in ("http", "https") or not proxy.hostname:
+                # The URL itself is not quoted: it may carry a password.
+                raise ConfigError(
+                    "the proxy URL must be http://[user:password@]host:port (or https://)"
+                )
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":

@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import dagster as dg
 import httpx
 import pytest
 
-from assets.resources import WarehouseResource
+from assets.resources import JicooResource, WarehouseResource
 from assets.writeback import WriteBackResource
 from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE, build_parser, main
 from jicoo_connector.config import ConnectorConfig
@@ -99,6 +100,9 @@ def _example(env: str) -> str:
         "JICOO_SWEEP_PAST_DAYS": "33",
         "JICOO_LEDGER_URL": "postgresql://ledger:s3cret@127.0.0.1:9/jicoo",
         "JICOO_WEBHOOK_INTERVAL_S": "7",
+        "JICOO_REQUEST_DEADLINE": "7.5",
+        "JICOO_PROXY_URL": "http://proxyuser:pw@127.0.0.1:9",
+        "JICOO_TLS_TRUST": "system",
     }.get(env, f"/srv/jicoo/{env.lower()}")
 
 
@@ -140,6 +144,12 @@ def _warehouse(d: dg.Definitions) -> WarehouseResource:
     return resource
 
 
+def _jicoo(d: dg.Definitions) -> JicooResource:
+    resource = (d.resources or {})["jicoo"].process_config_and_initialize()
+    assert isinstance(resource, JicooResource)
+    return resource
+
+
 def _writeback(d: dg.Definitions) -> WriteBackResource:
     resource = (d.resources or {})["writeback"].process_config_and_initialize()
     assert isinstance(resource, WriteBackResource)
@@ -160,6 +170,10 @@ LOCATION: dict[str, Callable[[dg.Definitions], object]] = {
     "JICOO_BASE_URL": lambda d: _resource(d, "jicoo", "base_url"),
     "JICOO_RATE_LIMIT": lambda d: str(_resource(d, "jicoo", "rate_limit")),
     "JICOO_BURST": lambda d: str(_resource(d, "jicoo", "burst")),
+    "JICOO_REQUEST_DEADLINE": lambda d: str(_jicoo(d).settings().request_deadline),
+    "JICOO_PROXY_URL": lambda d: _jicoo(d).settings().proxy_url,
+    "JICOO_CA_BUNDLE": lambda d: _jicoo(d).settings().ca_bundle,
+    "JICOO_TLS_TRUST": lambda d: _jicoo(d).settings().tls_trust,
     "JICOO_TIMEZONE": lambda d: (
         _partitions(d).timezone,
         d.resolve_schedule_def("jicoo_refresh_schedule").execution_timezone,
@@ -249,6 +263,10 @@ CLI_TESTED = {
     "JICOO_APPLY_LOG_ROOT",
     "JICOO_WAREHOUSE_URL",
     "JICOO_DUCKDB_PATH",
+    "JICOO_REQUEST_DEADLINE",
+    "JICOO_PROXY_URL",
+    "JICOO_CA_BUNDLE",
+    "JICOO_TLS_TRUST",
     "JICOO_LEDGER_URL",
     "JICOO_WEBHOOK_SECRET",
     "JICOO_WEBHOOK_DB",
@@ -324,6 +342,44 @@ def test_cli_rate_limit_and_burst(cli_env: SandboxServer, tmp_path: Path) -> Non
     )
     assert refused.returncode == EXIT_UNUSABLE
     assert refused.stderr == "jicoo: JICOO_BURST='0': '0' is not a whole number of at least 1\n"
+
+
+def test_cli_network_settings(
+    cli_env: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["extract", "--tables", "users", "--out", str(tmp_path / "wh"), "--quiet"]
+    # A deadline shorter than the sandbox's latency: each request ends at it.
+    monkeypatch.setenv("JICOO_REQUEST_DEADLINE", "0.2")
+    cli_env.set_faults({"latency_ms": 1000})
+    try:
+        assert main(argv) != EXIT_OK
+    finally:
+        cli_env.clear_faults()
+    assert "request deadline (0.2 s)" in capsys.readouterr().err
+    monkeypatch.delenv("JICOO_REQUEST_DEADLINE")
+    # A proxy where nothing listens: the request goes there, never to the sandbox.
+    monkeypatch.setenv("JICOO_PROXY_URL", f"http://user:pw@127.0.0.1:{_closed_port()}")
+    since = len(cli_env.requests())
+    assert main(argv) != EXIT_OK
+    assert len(cli_env.requests()) == since
+    assert ":pw@" not in "".join(capsys.readouterr())
+    monkeypatch.delenv("JICOO_PROXY_URL")
+    monkeypatch.setenv("JICOO_CA_BUNDLE", str(tmp_path / "no-such-ca.pem"))
+    assert main(argv) == EXIT_UNUSABLE
+    assert "no-such-ca.pem" in capsys.readouterr().err
+    # Its TLS effect is tested in tests/client/test_network.py; here: the CLI reads it.
+    monkeypatch.setenv("JICOO_TLS_TRUST", "system")
+    assert main(argv) == EXIT_UNUSABLE
+    assert "not both" in capsys.readouterr().err
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def test_cli_timezone_and_warehouse_root(

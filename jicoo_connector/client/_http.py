@@ -1,6 +1,7 @@
-"""The one place that speaks HTTP: auth header, no redirects, a total deadline, a byte cap,
-JSON parsing and mapping of answers to errors, all behind a retry loop. The wire itself
-(connections, framing, decoding, timeouts) is ``_wire.ConnectionPool``.
+"""The one place that calls HTTP: one pooled ``httpx.AsyncClient`` (HTTP/1.1, no redirects,
+verified TLS, the proxy and trust of ``_network``, its pool in shards: ``_transport``), a total
+deadline, bodies read raw and inflated under a byte cap, JSON parsing and mapping of answers to
+errors, all behind a retry loop.
 
 Never logs a body, a header or the key; errors carry the status, method, path and the
 ``errors`` member of error bodies only.
@@ -9,12 +10,16 @@ Never logs a body, a header or the key; errors carry the status, method, path an
 import asyncio
 import logging
 import re
+import ssl
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
+import httpx
 import orjson
 
+from jicoo_connector.client._network import proxy_for, redacted, tls_context
 from jicoo_connector.client._ratelimit import RateLimiter
 from jicoo_connector.client._report import FetchReport
 from jicoo_connector.client._retry import (
@@ -24,13 +29,7 @@ from jicoo_connector.client._retry import (
     decide,
     parse_retry_after,
 )
-from jicoo_connector.client._wire import (
-    BodyCutShortError,
-    ConnectFailedError,
-    ConnectionPool,
-    ExchangeFailedError,
-    Response,
-)
+from jicoo_connector.client._transport import ShardedTransport
 from jicoo_connector.errors import (
     APIStatusError,
     AuthenticationError,
@@ -68,10 +67,19 @@ INT64_MAX = 2**63 - 1
 _FLOAT_INT_LIMIT = float(2**63)
 # Error bodies are read only for their `errors` member; more than this is not an error body.
 ERROR_BODY_MAX_BYTES = 64 * 1024
+# A status line plus headers longer than this is no answer we want.
+MAX_HEAD_BYTES = 64 * 1024
 # Keep a server message short in exception text.
 MAX_SERVER_MESSAGE_CHARS = 300
 # Connections beyond the page concurrency, for a get_booking next to a running listing.
 POOL_HEADROOM = 4
+# An idle pooled connection older than this is closed, not reused: after a silent network
+# drop (a NAT or firewall forgetting it) a reused one would turn a write into an in-doubt one.
+KEEPALIVE_EXPIRY = 5.0
+# What we inflate ourselves (RFC 9110 §8.4.1); a body in any other coding is refused.
+ACCEPT_ENCODING = "gzip, deflate"
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+_RAW_DEFLATE_WBITS = -zlib.MAX_WBITS
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     400: BadRequestError,
@@ -180,7 +188,7 @@ def parse_json_object(raw: bytes) -> dict[str, object]:
 
 
 class HttpCore:
-    """A connection pool configured for the Jicoo API plus the retry loop around it."""
+    """An httpx.AsyncClient configured for the Jicoo API plus the retry loop around it."""
 
     def __init__(self, settings: Settings, *, limiter: RateLimiter) -> None:
         self._settings = settings
@@ -188,24 +196,44 @@ class HttpCore:
         self._budget = RetryBudget()
         pool = settings.page_concurrency + POOL_HEADROOM
         self._in_flight = asyncio.Semaphore(pool)
-        # Redirects are never followed (see _answer) and nothing comes from the environment
-        # (proxies, .netrc, SSL_CERT_FILE): the key goes to the configured origin only.
-        self._pool = ConnectionPool(
-            settings.base_url,
+        proxy_url = proxy_for(settings)
+        context = tls_context(settings)
+        proxy = None
+        if proxy_url is not None:
+            logger.debug(
+                "connecting to %s through proxy %s", settings.base_url, redacted(proxy_url)
+            )
+            # An https:// proxy is verified on the same trust as the origin.
+            tunnel_tls = context if proxy_url.startswith("https:") else None
+            proxy = httpx.Proxy(proxy_url, ssl_context=tunnel_tls)
+        self._client = httpx.AsyncClient(
+            base_url=settings.base_url,
             headers={
                 API_KEY_HEADER: settings.api_key.reveal(),
                 "Accept": "application/json",
+                "Accept-Encoding": ACCEPT_ENCODING,
                 "User-Agent": settings.user_agent,
             },
-            max_connections=pool,
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            write_timeout=settings.read_timeout,
+            timeout=httpx.Timeout(
+                connect=settings.connect_timeout,
+                read=settings.read_timeout,
+                write=settings.read_timeout,
+                # _in_flight keeps requests within the pool: a wait for a socket is a fault.
+                pool=settings.connect_timeout,
+            ),
+            # Following a redirect would hand the key header to whatever origin it names.
+            follow_redirects=False,
+            # The proxy and the trust are decided above (see _network); nothing else is taken
+            # from the environment (.netrc, SSL_CERT_FILE).
+            trust_env=False,
+            transport=ShardedTransport(
+                pool, verify=context, proxy=proxy, keepalive_expiry=KEEPALIVE_EXPIRY
+            ),
         )
         self._max_body = settings.max_response_bytes
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        await self._client.aclose()
 
     async def request(
         self,
@@ -256,6 +284,7 @@ class HttpCore:
     ) -> _T:
         target = _Target(method, endpoint, page)
         attempt = 0
+        deadlines = 0
         self._budget.deposit()
         while True:
             # Never more requests than connections: a rate-limit token is taken only by a
@@ -280,7 +309,10 @@ class HttpCore:
                 outcome,
                 max_retries=self._settings.max_retries,
                 budget=self._budget,
+                earlier_deadlines=deadlines,
             )
+            if outcome.kind is OutcomeKind.DEADLINE:
+                deadlines += 1
             if decision.in_doubt:
                 raise InDoubtError(
                     f"{error}; the request was sent and may have taken effect: read the "
@@ -304,61 +336,181 @@ class HttpCore:
         params: Mapping[str, str | int] | None,
         json_body: Mapping[str, object] | None,
     ) -> bytes:
-        content = orjson.dumps(json_body) if json_body is not None else None
+        try:
+            request = self._client.build_request(
+                target.method,
+                target.endpoint,
+                params=params,
+                content=orjson.dumps(json_body) if json_body is not None else None,
+                headers=_JSON_CONTENT if json_body is not None else None,
+            )
+        except httpx.InvalidURL as exc:
+            raise target.protocol_error(f"not a valid request path ({exc})") from None
+        answered = False
         try:
             # The read timeout bounds each silence; a server trickling one byte per read
             # timeout could hold a call for hours. This bounds the whole exchange.
             async with asyncio.timeout(self._settings.request_deadline):
-                response = await self._pool.request(
-                    target.method,
-                    target.endpoint,
-                    params=params,
-                    body=content,
-                    cap_for=self._cap_for,
-                )
+                response = await self._client.send(request, stream=True)
+                answered = True
+                try:
+                    return await self._answer(response, target)
+                finally:
+                    await response.aclose()
         except TimeoutError as exc:
-            _fail(OutcomeKind.DEADLINE, target, "total deadline exceeded", exc)
-        except ConnectFailedError as exc:
+            deadline = self._settings.request_deadline
+            why = f"no complete answer within the request deadline ({deadline:g} s)"
+            _fail(OutcomeKind.DEADLINE, target, why, exc)
+        except httpx.ProxyError as exc:
+            # The tunnel was refused (httpcore says the proxy's status, never its URL).
+            _fail(OutcomeKind.CONNECT, target, f"the proxy refused the tunnel ({exc})", exc)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             _fail(
                 OutcomeKind.CONNECT,
                 target,
-                f"could not connect to {self._settings.base_url} ({exc})",
+                f"could not connect to {self._settings.base_url} ({_connect_why(exc)})",
                 exc,
             )
-        except ExchangeFailedError as exc:
-            _fail(OutcomeKind.TRANSPORT, target, str(exc), exc)
-        except BodyCutShortError as exc:
-            _fail(OutcomeKind.TRUNCATED, target, "body cut short", exc)
-        return self._answer(response, target)
+        except httpx.ReadTimeout as exc:
+            _fail(OutcomeKind.TRANSPORT, target, "read timed out", exc)
+        except httpx.RemoteProtocolError as exc:
+            if answered:
+                _fail(OutcomeKind.TRUNCATED, target, "body cut short", exc)
+            if _disconnected(exc):
+                _fail(OutcomeKind.TRANSPORT, target, "connection dropped before an answer", exc)
+            reason = str(exc)[:MAX_SERVER_MESSAGE_CHARS]
+            _fail(OutcomeKind.TRANSPORT, target, f"bad answer head ({reason})", exc)
+        except httpx.LocalProtocolError as exc:
+            # h11 refused to write it (a CR/LF or space in the method, say): nothing was sent.
+            raise target.protocol_error(f"refusing to send an invalid request ({exc})") from None
+        except (httpx.TimeoutException, httpx.NetworkError) as exc:
+            _fail(OutcomeKind.TRANSPORT, target, type(exc).__name__, exc)
 
-    def _cap_for(self, status: int) -> int | None:
-        """The decoded bytes to read of an answer with this status (None: leave it unread).
-        Counting decoded bytes is what stops a gzip bomb: a few KB on the wire can inflate
-        to gigabytes."""
-        if 200 <= status < 300:
-            return self._max_body
-        if 300 <= status < 400:
-            return None
-        return ERROR_BODY_MAX_BYTES
-
-    def _answer(self, response: Response, target: _Target) -> bytes:
-        status = response.status
+    async def _answer(self, response: httpx.Response, target: _Target) -> bytes:
+        status = response.status_code
 
         def refuse(why: str) -> NoReturn:
             outcome = Outcome(OutcomeKind.REFUSED_ANSWER, status)
             raise _AttemptFailedError(outcome, target.protocol_error(why))
 
+        # httpcore bounds a head only while it is incomplete (100 KiB), so one that arrives
+        # whole can be larger: no answer of this API needs more than MAX_HEAD_BYTES.
+        if sum(len(name) + len(value) + 4 for name, value in response.headers.raw) > MAX_HEAD_BYTES:
+            refuse(f"answer head larger than {MAX_HEAD_BYTES} bytes")
         if 300 <= status < 400:
             # Never follow: that would hand the key header to whatever origin it names.
             refuse(f"answered HTTP {status} (a redirect); refusing to follow it")
         if 200 <= status < 300:
-            if response.undecodable:
+            try:
+                body = await _read_capped(response, self._max_body)
+            except _UndecodableError:
                 refuse("undecodable body")
-            if response.body is None:
+            if body is None:
                 refuse(f"body larger than {self._max_body} bytes")
-            return response.body
-        errors = _error_member(response.body)
+            return body
+        try:
+            raw = await _read_capped(response, ERROR_BODY_MAX_BYTES)
+        except _UndecodableError:
+            raw = None  # the status still counts: a 503 stays retryable
+        errors = _error_member(raw)
         _raise_status(status, errors, response.headers.get("retry-after"), target)
+
+
+_JSON_CONTENT = {"Content-Type": "application/json"}
+
+
+class _UndecodableError(Exception):
+    """A body in a coding we did not offer, or whose compressed stream is broken or cut."""
+
+
+class _Inflater:
+    """Undoes one Content-Encoding, never producing more than asked: ``max_length`` is what
+    stops a gzip bomb (a few KB on the wire can inflate to gigabytes)."""
+
+    def __init__(self, coding: str) -> None:
+        self._decoder: zlib._Decompress | None = None
+        # RFC 9110 says deflate is zlib-wrapped; some servers send it raw.
+        self._raw_deflate_possible = coding == "deflate"
+        self._started = False
+        if coding == "gzip":
+            self._decoder = zlib.decompressobj(_GZIP_WBITS)
+        elif coding == "deflate":
+            self._decoder = zlib.decompressobj()
+        elif coding not in ("", "identity"):
+            raise _UndecodableError(coding)
+
+    def feed(self, data: bytes, room: int) -> bytes:
+        decoder = self._decoder
+        if decoder is None:
+            return data
+        self._started = True
+        try:
+            out = decoder.decompress(data, room)
+        except zlib.error:
+            if not self._raw_deflate_possible:
+                raise _UndecodableError("corrupt stream") from None
+            decoder = self._decoder = zlib.decompressobj(_RAW_DEFLATE_WBITS)
+            try:
+                out = decoder.decompress(data, room)
+            except zlib.error:
+                raise _UndecodableError("corrupt stream") from None
+        self._raw_deflate_possible = False
+        return out
+
+    def finish(self) -> bytes:
+        decoder = self._decoder
+        if decoder is None or not self._started:
+            return b""
+        tail = decoder.flush()
+        if not decoder.eof:  # the compressed stream stops before its end
+            raise _UndecodableError("cut stream")
+        return tail
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> bytes | None:
+    """The body, decoded, or None when it is over ``cap`` decoded bytes (reading stops there).
+    Raises _UndecodableError. The raw stream is read so that httpx inflates nothing itself."""
+    coding = response.headers.get("content-encoding", "").strip().lower()
+    declared = response.headers.get("content-length", "")
+    if not coding and declared.isdecimal() and int(declared) > cap:
+        return None
+    inflater = _Inflater(coding)
+    chunks: list[bytes] = []
+    size = 0
+    async for data in response.aiter_raw():
+        piece = inflater.feed(data, cap - size + 1)
+        size += len(piece)
+        if size > cap:
+            return None
+        chunks.append(piece)
+    tail = inflater.finish()
+    size += len(tail)
+    if size > cap:
+        return None
+    chunks.append(tail)
+    return b"".join(chunks)
+
+
+def _connect_why(exc: httpx.TransportError) -> str:
+    """Why a connection failed, in a few words; a certificate problem says what to set."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return (
+                f"TLS certificate not trusted: {cause.verify_message}; a company CA goes in "
+                "JICOO_CA_BUNDLE or the system store with JICOO_TLS_TRUST=system"
+            )
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS handshake failed: {cause.reason or type(cause).__name__}"
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _disconnected(exc: httpx.RemoteProtocolError) -> bool:
+    # h11's words for a peer that closed before a status line; anything else is a bad head.
+    return "disconnected" in str(exc).lower()
 
 
 def _raw(raw: bytes, target: _Target) -> bytes:

@@ -17,6 +17,7 @@ from jicoo_connector.settings import DEFAULT_MAX_RETRIES
 __all__ = [
     "DEFAULT_MAX_RETRIES",
     "INITIAL_RETRY_DELAY",
+    "MAX_DEADLINE_RETRIES",
     "MAX_RETRY_AFTER",
     "MAX_RETRY_DELAY",
     "RETRY_BUDGET_FLOOR",
@@ -40,6 +41,9 @@ MAX_RETRY_AFTER = 60.0
 RETRY_BUDGET_RATIO = 0.2
 RETRY_BUDGET_FLOOR = 20.0
 RETRY_BUDGET_CAP = 200.0
+# A server slow enough to miss one whole-request deadline is likely to miss the next: resend
+# once (a stalled connection is worth replacing), not max_retries times a whole deadline.
+MAX_DEADLINE_RETRIES = 1
 # RFC 9110 §9.2.2: only these may be repeated without thought. PUT/DELETE are idempotent too,
 # but the API's DELETEs answer 404 the second time, which would turn success into an error.
 RETRYABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -155,8 +159,10 @@ def decide(
     max_retries: int = DEFAULT_MAX_RETRIES,
     budget: RetryBudget | None = None,
     rng: Callable[[], float] = random.random,
+    earlier_deadlines: int = 0,
 ) -> RetryDecision:
-    """Whether to resend after attempt number ``attempt`` (0 = the first) ended in ``outcome``.
+    """Whether to resend after attempt number ``attempt`` (0 = the first) ended in ``outcome``;
+    ``earlier_deadlines`` counts the attempts before it that missed the deadline.
 
     A write (anything but GET/HEAD/OPTIONS) is resent only if it provably never reached the
     server (connect failure) or the server refused it unprocessed (429); any other failure
@@ -174,6 +180,8 @@ def decide(
         return RetryDecision(False, 0.0, f"{kind.value} after a {method} left", in_doubt=True)
     if attempt >= max_retries:
         return RetryDecision(False, 0.0, f"{kind.value}: retries exhausted ({max_retries})")
+    if kind is OutcomeKind.DEADLINE and earlier_deadlines >= MAX_DEADLINE_RETRIES:
+        return RetryDecision(False, 0.0, "deadline missed again after a retry")
     # 429 answers are paced by Retry-After and the shared limiter; they do not add load.
     if kind is not OutcomeKind.RATE_LIMITED and budget is not None and not budget.try_spend():
         return RetryDecision(False, 0.0, f"{kind.value}: retry budget exhausted")

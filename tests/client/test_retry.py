@@ -125,3 +125,19 @@ def test_budget_bounds_retries_to_a_share_of_requests(requests: int) -> None:
     while budget.try_spend():
         spent += 1
     assert spent <= 20 + 0.2 * requests + 1e-6
+
+
+def test_a_missed_deadline_is_retried_once_per_call() -> None:
+    deadline = Outcome(OutcomeKind.DEADLINE)
+    first = decide("GET", 0, deadline, max_retries=6, rng=lambda: 0.0)
+    again = decide("GET", 1, deadline, max_retries=6, rng=lambda: 0.0, earlier_deadlines=1)
+    other = decide(
+        "GET",
+        2,
+        Outcome(OutcomeKind.TRANSPORT),
+        max_retries=6,
+        rng=lambda: 0.0,
+        earlier_deadlines=1,
+    )
+    assert (first.retry, again.retry, other.retry) == (True, False, True)
+    assert again.reason == "deadline missed again after a retry"

@@ -1,12 +1,14 @@
-"""The client's own HTTP/1.1 (client/_wire.py) against raw servers on 127.0.0.1.
+"""The client's HTTP (httpx under HttpCore) against raw servers on 127.0.0.1: regression tests
+kept from the hand-written layer it replaced, which must hold on httpx too.
 
 Each test scripts a real socket server byte by byte (keep-alive, closes, chunked, gzip,
 silence, garbage); the server's count of connections and requests is the oracle.
 """
 
 import asyncio
-import datetime as dt
+import contextlib
 import gzip
+import itertools
 import socket
 import socketserver
 import ssl
@@ -14,18 +16,17 @@ import threading
 import time
 import tracemalloc
 import zlib
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-import certifi
-import httpx
 import pytest
+import trustme
 
-from jicoo_connector.client import AsyncJicooClient, RateLimiter
-from jicoo_connector.client._http import POOL_HEADROOM
-from jicoo_connector.client._wire import ConnectionPool
+from jicoo_connector.client import AsyncJicooClient, RateLimiter, _http
+from jicoo_connector.client._http import POOL_HEADROOM, HttpCore
+from jicoo_connector.client._report import FetchReport
 from jicoo_connector.errors import InDoubtError, ProtocolError, TransportError
 from jicoo_connector.settings import ApiKey, Settings
 from tests.conftest import CaptureServer
@@ -44,7 +45,7 @@ class Answer:
     the connection, ``close`` it, ``hold`` it open without answering more, or ``idle_close``
     it when no next request came within ``pause_s``."""
 
-    pieces: list[bytes] = field(default_factory=list)
+    pieces: Iterable[bytes] = field(default_factory=list)
     then: str = "keep"
     pause_s: float = 0.0
 
@@ -353,32 +354,6 @@ def test_request_line_and_headers(capture_server: CaptureServer) -> None:
     assert (post["content-type"], post["content-length"]) == ("application/json", str(len(sent)))
 
 
-def test_query_is_encoded_exactly_as_httpx_did(capture_server: CaptureServer) -> None:
-    params: dict[str, str | int] = {
-        "startedAt": "2024-03-01T00:00:00.000+09:00",
-        "q": "a b/c&d=e?f#g~",
-        "name": "日本",
-        "page": 2,
-    }
-
-    async def main() -> None:
-        pool = ConnectionPool(
-            capture_server.base_url,
-            headers={},
-            max_connections=1,
-            connect_timeout=5.0,
-            read_timeout=5.0,
-            write_timeout=5.0,
-        )
-        await pool.request("GET", "/v1/bookings", params=params, cap_for=lambda status: 1000)
-        await pool.aclose()
-
-    asyncio.run(main())
-    expected = httpx.Request("GET", f"{capture_server.base_url}/v1/bookings", params=params)
-    assert capture_server.paths == [expected.url.raw_path.decode()]
-    assert "%2B09%3A00" in capture_server.paths[0]
-
-
 # -- framing and decoding ------------------------------------------------------------------------
 
 
@@ -481,7 +456,7 @@ def test_an_undecodable_error_body_still_counts_as_its_status(
         return booking["uid"], client.report.retries, client.report.server_errors
 
     assert run(server.base_url, get, max_retries=1) == ("b1", 1, 1)
-    assert server.connections == 2  # the unread body ended the first connection
+    assert len(server.heads) == 2
 
 
 def gzip_bomb(inflated: int) -> bytes:
@@ -532,10 +507,14 @@ def test_a_trickle_resets_the_read_timeout(serve: Callable[..., WireServer]) -> 
 @pytest.mark.parametrize(
     ("reply", "message"),
     [
-        (b"HTTP/1.1 2x0 OK\r\n\r\n", "malformed response head"),
+        (b"HTTP/1.1 2x0 OK\r\n\r\n", "bad answer head"),
         (b"HTTP/1.1 200 OK\r\nContent-Len", "dropped before an answer"),
         (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "Transfer-Encoding"),
-        (b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 70_000, "head too large"),
+        # Over httpcore's 100 KiB bound for a head still arriving, in pieces.
+        (
+            b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 50_000 + b"\r\nX-Pad: " + b"a" * 60_000,
+            "too long",
+        ),
     ],
     ids=["malformed", "cut-head", "transfer-coding", "huge-head"],
 )
@@ -606,73 +585,13 @@ class Certificates:
 @pytest.fixture(scope="module")
 def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     """A throwaway CA and a leaf certificate for ``localhost`` only."""
-    x509 = pytest.importorskip("cryptography.x509")
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = dt.datetime.now(dt.UTC)
-
-    def build(
-        subject: str,
-        key: ec.EllipticCurvePrivateKey,
-        issuer: str,
-        signer: ec.EllipticCurvePrivateKey,
-        *,
-        ca: bool,
-    ) -> object:
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
-                critical=False,
-            )
-        )
-        if ca:
-            builder = builder.add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-        else:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
-            ).add_extension(
-                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
-        return builder.sign(signer, hashes.SHA256())
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = build("wire test CA", ca_key, "wire test CA", ca_key, ca=True)
-    leaf = build("localhost", leaf_key, "wire test CA", ca_key, ca=False)
+    ca = trustme.CA()
+    leaf = ca.issue_cert("localhost")
     folder = tmp_path_factory.mktemp("tls")
-    pem = serialization.Encoding.PEM
     paths = Certificates(folder / "ca.pem", folder / "chain.pem", folder / "key.pem")
-    paths.ca.write_bytes(ca_cert.public_bytes(pem))  # type: ignore[attr-defined]
-    paths.chain.write_bytes(leaf.public_bytes(pem))  # type: ignore[attr-defined]
-    paths.key.write_bytes(
-        leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    ca.cert_pem.write_to_path(str(paths.ca))
+    leaf.cert_chain_pems[0].write_to_path(str(paths.chain))
+    leaf.private_key_pem.write_to_path(str(paths.key))
     return paths
 
 
@@ -688,16 +607,13 @@ def tls_server_context(certificates: Certificates, names: list[str | None]) -> s
 
 
 def test_tls_is_verified_with_sni_and_keeps_the_connection(
-    serve: Callable[..., WireServer],
-    certificates: Certificates,
-    monkeypatch: pytest.MonkeyPatch,
+    serve: Callable[..., WireServer], certificates: Certificates
 ) -> None:
-    # The one thing a test must bring: a trust store that holds its own CA.
-    monkeypatch.setattr(certifi, "where", lambda: str(certificates.ca))
     names: list[str | None] = []
     server = serve(always(response()), tls=tls_server_context(certificates, names))
     base_url = f"https://localhost:{server.port}"
-    assert run(base_url, lambda client: bookings(client, 3)) == ["b1"] * 3
+    found = run(base_url, lambda client: bookings(client, 3), ca_bundle=str(certificates.ca))
+    assert found == ["b1"] * 3
     assert server.connections == 1
     assert names == ["localhost"]
     assert b"\r\nHost: localhost:" in server.heads[0]
@@ -707,13 +623,197 @@ def test_tls_is_verified_with_sni_and_keeps_the_connection(
 def test_a_certificate_that_fails_verification_is_a_connect_failure(
     serve: Callable[..., WireServer],
     certificates: Certificates,
-    monkeypatch: pytest.MonkeyPatch,
     trusted: bool,
 ) -> None:
-    if trusted:  # the CA is trusted, but the certificate names localhost, not 127.0.0.1
-        monkeypatch.setattr(certifi, "where", lambda: str(certificates.ca))
+    # Trusted or not, the certificate names localhost, not 127.0.0.1.
+    trust = {"ca_bundle": str(certificates.ca)} if trusted else {}
     server = serve(always(response(CANCELLED)), tls=tls_server_context(certificates, []))
     with pytest.raises(TransportError, match="could not connect") as caught:
-        run(server.base_url, lambda client: client.cancel_booking("b1"), max_retries=1)
+        run(server.base_url, lambda client: client.cancel_booking("b1"), max_retries=1, **trust)
     assert not isinstance(caught.value, InDoubtError)  # never sent: resending was safe
     assert server.heads == []
+
+
+# -- the hand-written layer's flaws (issue 13), each against a hostile server ---------------------
+
+
+def test_an_endless_trailer_section_is_cut_off_with_memory_bounded(
+    serve: Callable[..., WireServer],
+) -> None:
+    trailer = b"X-Trailer: " + b"t" * 1000 + b"\r\n"
+    start = [*chunked(BOOKING, 100)[:-1], b"0\r\n"]
+    server = serve(lambda index, head: Answer(itertools.chain(start, itertools.repeat(trailer))))
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ProtocolError, match="body cut short"):
+            run(server.base_url, lambda client: client.get_booking("b1"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - started < 3.0
+    assert peak < 4 * 1024 * 1024
+
+
+def test_a_retry_after_in_a_trailer_is_not_obeyed(serve: Callable[..., WireServer]) -> None:
+    """Trailers are no headers: a 503 whose only Retry-After comes after the body is retried
+    on the backoff (at most 0.5 s for a first retry), not after the 60 s it asks for."""
+    head = b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n"
+    body = b'{"errors": {"message": "busy"}}'
+    late = [head, f"{len(body):x}\r\n".encode() + body + b"\r\n", b"0\r\nRetry-After: 60\r\n\r\n"]
+    server = serve(lambda index, head: Answer(late if index == 0 else [response()]))
+
+    async def get(client: AsyncJicooClient) -> tuple[object, int]:
+        booking = await client.get_booking("b1")
+        return booking["uid"], client.report.retries
+
+    started = time.monotonic()
+    assert run(server.base_url, get, max_retries=1) == ("b1", 1)
+    assert time.monotonic() - started < 5.0
+
+
+def test_a_stray_second_response_is_not_taken_for_the_next_answer(
+    serve: Callable[..., WireServer],
+) -> None:
+    stray = response(b'{"data": {"uid": "stray", "status": "open"}}', headers=("Retry-After: 9",))
+
+    def answer(index: int, head: bytes) -> Answer:
+        # A moment apart: bytes that arrive in the same read as the answer stay in h11's
+        # buffer, where httpcore does not look: it checks only whether the socket is readable.
+        return Answer([response(), stray] if index == 0 else [response()], pause_s=0.05)
+
+    server = serve(answer)
+    assert run(server.base_url, lambda client: bookings(client, 2, pause_s=0.1)) == ["b1"] * 2
+    assert server.connections == 2  # the connection with unasked-for bytes was dropped
+
+
+def test_a_100_kb_head_in_one_piece_is_refused(serve: Callable[..., WireServer]) -> None:
+    server = serve(always(response(headers=("X-Pad: " + "a" * 100_000,))))
+    with pytest.raises(ProtocolError, match="answer head larger than 65536 bytes"):
+        run(server.base_url, lambda client: client.get_booking("b1"), max_retries=2)
+    assert len(server.heads) == 1  # the same answer would come again: not retried
+
+
+def test_an_idle_connection_is_not_reused_after_a_silent_drop(
+    serve: Callable[..., WireServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The network forgets the connection without a FIN (a NAT timeout): the server holds the
+    socket and answers nothing more on it. The cancel after the idle spell must go out on a
+    fresh connection, once, and succeed, not wait on the dead one and end in doubt."""
+    monkeypatch.setattr(_http, "KEEPALIVE_EXPIRY", 0.3)
+
+    def answer(index: int, head: bytes) -> Answer:
+        if head.startswith(b"GET"):
+            return Answer([response()], "hold")
+        return Answer([response(CANCELLED)])
+
+    server = serve(answer)
+
+    async def read_then_cancel(client: AsyncJicooClient) -> tuple[object, int]:
+        await client.get_booking("b1")
+        await asyncio.sleep(0.5)
+        cancelled = await client.cancel_booking("b1", reason="moved")
+        return cancelled["status"], client.report.retries
+
+    assert run(server.base_url, read_then_cancel, read_timeout=2.0) == ("cancel", 0)
+    assert [head.split(b" ")[0] for head in server.heads] == [b"GET", b"POST"]
+    assert server.connections == 2
+
+
+@contextlib.contextmanager
+def blackhole(family: socket.AddressFamily, host: str, port: int) -> Iterator[None]:
+    """A listening socket whose accept queue is full: the kernel drops further SYNs, so a
+    connect there hangs as it does to an unreachable address."""
+    with socket.socket(family) as listener, socket.socket(family) as filler:
+        listener.bind((host, port))
+        listener.listen(0)
+        filler.connect((host, port))  # fills the queue; nothing ever accepts it
+        yield
+
+
+def test_an_unreachable_first_address_falls_through_to_the_next(
+    serve: Callable[..., WireServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``localhost`` resolving to ::1 first (blackholed) and 127.0.0.1 (serving), as on many
+    hosts. Loopback has no DNS of its own to say so, so the resolver's answer is given."""
+    server = serve(always(response()))
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolve(host: object, port: object, *args: object, **kwargs: object) -> list[object]:
+        if host != "localhost":
+            return real_getaddrinfo(host, port, *args, **kwargs)  # type: ignore[arg-type]
+        stream, tcp = socket.SOCK_STREAM, socket.IPPROTO_TCP
+        return [
+            (socket.AF_INET6, stream, tcp, "", ("::1", server.port, 0, 0)),
+            (socket.AF_INET, stream, tcp, "", ("127.0.0.1", server.port)),
+        ]
+
+    with blackhole(socket.AF_INET6, "::1", server.port):
+        monkeypatch.setattr(socket, "getaddrinfo", resolve)
+        started = time.monotonic()
+        found = run(
+            f"http://localhost:{server.port}",
+            lambda client: client.get_booking("b1"),
+            connect_timeout=5.0,
+        )
+        elapsed = time.monotonic() - started
+    assert found["uid"] == "b1"
+    assert elapsed < 2.5  # the next address was tried long before the connect timeout
+    assert server.connections == 1
+
+
+def test_cr_lf_in_an_id_cannot_add_a_header_or_a_request(capture_server: CaptureServer) -> None:
+    async def get(client: AsyncJicooClient) -> None:
+        with pytest.raises(ProtocolError):  # the capture server answers data: null
+            await client.get_booking("b1\r\nX-Injected: 1\r\n\r\nGET /evil HTTP/1.1")
+
+    run(capture_server.base_url, get)
+    assert capture_server.paths == [
+        "/v1/bookings/b1%0D%0AX-Injected%3A%201%0D%0A%0D%0AGET%20%2Fevil%20HTTP%2F1.1"
+    ]
+    assert "x-injected" not in capture_server.requests[0]
+
+
+@pytest.mark.parametrize(
+    ("method", "endpoint"),
+    [
+        ("GET /evil HTTP/1.1\r\nX-Injected: 1\r\n\r\nGET", "/v1/bookings"),
+        ("GET", "/v1/bookings\r\nX-Injected: 1"),
+    ],
+    ids=["method", "path"],
+)
+def test_cr_lf_reaching_the_http_layer_is_never_sent_raw(
+    capture_server: CaptureServer, method: str, endpoint: str
+) -> None:
+    settings = Settings(api_key=ApiKey(KEY), base_url=capture_server.base_url, max_retries=0)
+
+    async def send() -> None:
+        core = HttpCore(settings, limiter=RateLimiter(UNTHROTTLED, 100))
+        try:
+            with contextlib.suppress(ProtocolError):
+                await core.request(method, endpoint, report=FetchReport())
+        finally:
+            await core.aclose()
+
+    asyncio.run(send())
+    assert len(capture_server.paths) <= 1
+    assert all("\r" not in path and "\n" not in path for path in capture_server.paths)
+    assert all("x-injected" not in request for request in capture_server.requests)
+
+
+def test_a_head_answer_is_not_waited_on_for_a_body(serve: Callable[..., WireServer]) -> None:
+    """HEAD answers carry the GET's Content-Length and no body."""
+    server = serve(always(b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n"))
+    settings = Settings(api_key=ApiKey(KEY), base_url=server.base_url, read_timeout=5.0)
+
+    async def head() -> None:
+        core = HttpCore(settings, limiter=RateLimiter(UNTHROTTLED, 100))
+        try:
+            with pytest.raises(ProtocolError, match="invalid JSON"):
+                await core.request("HEAD", "/v1/bookings/b1", report=FetchReport())
+        finally:
+            await core.aclose()
+
+    started = time.monotonic()
+    asyncio.run(head())
+    assert time.monotonic() - started < 2.0
