@@ -9,6 +9,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -45,6 +46,7 @@ LEDGER_URL_ENV = "JICOO_LEDGER_URL"
 POSTGRES_SCHEMA = "jicoo_ledger"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 BUSY_TIMEOUT_MS = 30_000
+WAL_SWITCH_RETRY_S = 0.01
 CONNECT_TIMEOUT_S = 10
 # A worker that vanishes without closing its socket (power loss, partition) holds its advisory
 # lock until the server gives up on the connection: about idle + interval * count seconds.
@@ -140,11 +142,25 @@ class SqliteBackend:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit; every write opens its own BEGIN IMMEDIATE transaction.
         self.db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self._enter_wal(sqlite3)
         # FULL: a committed intent survives power loss, which is the whole point of writing it.
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         self.db.execute("PRAGMA foreign_keys=ON")
+
+    def _enter_wal(self, sqlite3: Any) -> None:
+        # Switching a new file to WAL takes an exclusive lock, and SQLite answers "database is
+        # locked" at once there instead of waiting out busy_timeout: several workers opening
+        # a new ledger together saw it. Wait for the switch as busy_timeout would.
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(WAL_SWITCH_RETRY_S)
 
     @contextmanager
     def transaction(self, *, schema: bool = False) -> Iterator[Transaction]:
