@@ -11,10 +11,12 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 .PHONY: dagster-home help setup demo dev test check lint typecheck test-unit test-slow test-dates bench bench-quick bench-warehouse bench-webhooks sandbox example-changeset clean clean-all
 
-# No network here and no reason to phone home: telemetry off in the instance config.
+# The instance config (telemetry off, the `jicoo_api` pool's limit) from scripts/dagster.yaml;
+# an existing dagster.yaml is the user's and is left alone.
 dagster-home:
 	@mkdir -p $(DAGSTER_HOME)
-	@test -s $(DAGSTER_HOME)/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(DAGSTER_HOME)/dagster.yaml
+	@test -s $(DAGSTER_HOME)/dagster.yaml || cp scripts/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	@grep -q '^concurrency:' $(DAGSTER_HOME)/dagster.yaml || echo "note: $(DAGSTER_HOME)/dagster.yaml sets no pool limit; API steps then share no budget (see scripts/dagster.yaml)"
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'

@@ -12,6 +12,7 @@ from dagster._core.storage.tags import (
 )
 
 from assets.extract_assets import (
+    CONTACTS_OP,
     DAILY_TABLES,
     SNAPSHOT_TABLES,
     asset_key,
@@ -45,13 +46,18 @@ def build_schedules(config: ConnectorConfig) -> list[dg.ScheduleDefinition]:
     recent past and the near future every day, and the whole horizon once a week."""
 
     def range_request(
-        context: dg.ScheduleEvaluationContext, past_days: int, future_days: int
+        context: dg.ScheduleEvaluationContext,
+        past_days: int,
+        future_days: int,
+        *,
+        full: bool = False,
     ) -> Iterator[dg.RunRequest]:
         moment = context.scheduled_execution_time
         today = moment.astimezone(ZoneInfo(config.timezone)).date()
         start, end = refresh_window(config, today, past_days, future_days)
         yield dg.RunRequest(
             run_key=f"{start}...{end}@{moment.isoformat()}",
+            run_config={"ops": {CONTACTS_OP: {"config": {"full": full}}}},
             tags={
                 ASSET_PARTITION_RANGE_START_TAG: start.isoformat(),
                 ASSET_PARTITION_RANGE_END_TAG: end.isoformat(),
@@ -73,10 +79,13 @@ def build_schedules(config: ConnectorConfig) -> list[dg.ScheduleDefinition]:
         cron_schedule="0 4 * * 0",
         execution_timezone=config.timezone,
         description="Every Sunday: re-extract the whole horizon "
-        f"({config.sweep_past_days} days back to {config.future_days} ahead).",
+        f"({config.sweep_past_days} days back to {config.future_days} ahead), every booking's "
+        "contacts included.",
     )
     def jicoo_sweep_schedule(context: dg.ScheduleEvaluationContext) -> Iterator[dg.RunRequest]:
-        yield from range_request(context, config.sweep_past_days, config.future_days)
+        # The daily refresh reads contacts only for changed bookings; the sweep reads them all,
+        # in case a contact changed without its booking (see the README).
+        yield from range_request(context, config.sweep_past_days, config.future_days, full=True)
 
     jicoo_snapshots_schedule = dg.ScheduleDefinition(
         name="jicoo_snapshots_schedule",

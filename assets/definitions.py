@@ -36,6 +36,7 @@ def build_definitions(config: ConnectorConfig) -> dg.Definitions:
             "jicoo": JicooResource(
                 api_key=dg.EnvVar("JICOO_API_KEY"),
                 base_url=config.base_url,
+                # The account's budget: each API step (one at a time, see API_POOL) paces to it.
                 rate_limit=config.rate_limit,
                 burst=config.burst,
                 request_deadline=config.request_deadline,

@@ -2,26 +2,25 @@
 
 import datetime as dt
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pyarrow as pa
 from dagster._core.definitions.metadata import RawMetadataValue
+from pydantic import Field
 
-from assets.resources import JicooResource, WarehouseResource
+from assets.resources import API_POOL, JicooResource, WarehouseResource
 from jicoo_connector.client import FetchReport
-from jicoo_connector.extract import ExtractResult, extract_range
+from jicoo_connector.extract import ExtractResult, extract_contacts, extract_range
 from jicoo_connector.quality import (
+    PartitionQuality,
     QualityResult,
     Severity,
-    contacts_reference_bookings,
-    ended_after_started,
-    extra_empty,
-    key_unique_not_null,
-    rows_match_total,
+    assess,
+    check_description,
+    check_names,
 )
-from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import TABLES
 
 GROUP = "jicoo"
@@ -29,18 +28,23 @@ KINDS = {"jicoo", "parquet"}
 PREVIEW_ROWS = 5
 DAILY_TABLES = ("bookings", "booking_contacts")
 SNAPSHOT_TABLES = ("schedules", "availability_calendars", "available_slots", "event_types", "users")
+# The op behind jicoo/booking_contacts: the key of its run config (ContactsConfig).
+CONTACTS_OP = "jicoo__booking_contacts"
 
 
 def asset_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["jicoo", table])
 
 
-def column_schema(schema: pa.Schema) -> dg.TableSchema:
+def column_schema(
+    schema: pa.Schema, descriptions: Mapping[str, str] | None = None
+) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
                 name=f.name,
                 type=str(f.type),
+                description=(descriptions or {}).get(f.name),
                 constraints=dg.TableColumnConstraints(nullable=f.nullable),
             )
             for f in schema
@@ -48,39 +52,17 @@ def column_schema(schema: pa.Schema) -> dg.TableSchema:
     )
 
 
-def _check_names(table: str) -> list[str]:
-    names = ["key_unique_not_null", "extra_empty"]
-    if table in ("bookings", "schedules"):
-        names.append("ended_after_started")
-    if table == "bookings":
-        names.append("rows_match_total")
-    if table == "booking_contacts":
-        names.append("contacts_reference_bookings")
-    return names
+def table_schema(table: str) -> dg.TableSchema:
+    """The table's columns, types and descriptions, from the registry (tables.py)."""
+    spec = TABLES[table]
+    return column_schema(spec.schema, spec.column_descriptions())
 
 
 def check_specs(table: str) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(name, asset=asset_key(table)) for name in _check_names(table)]
-
-
-def _quality(
-    table: str, data: pa.Table, results: Sequence[ExtractResult], store: ParquetStore
-) -> list[QualityResult]:
-    spec = TABLES[table]
-    found = [key_unique_not_null(data, spec.key_columns), extra_empty(data)]
-    if table in ("bookings", "schedules"):
-        found.append(ended_after_started(data))
-    if table == "bookings":
-        totals = [r.total_count for r in results]
-        total = None if any(t is None for t in totals) else sum(t or 0 for t in totals)
-        found.append(rows_match_total(len(data), total))
-    if table == "booking_contacts":
-        booking_uids: set[str] = set()
-        for result in results:
-            bookings = store.read_partition("bookings", result.partition_value)
-            booking_uids.update(str(uid) for uid in bookings.column("uid").to_pylist())
-        found.append(contacts_reference_bookings(data, booking_uids))
-    return found
+    return [
+        dg.AssetCheckSpec(name, asset=asset_key(table), description=check_description(table, name))
+        for name in check_names(table)
+    ]
 
 
 def _check_result(table: str, result: QualityResult) -> dg.AssetCheckResult:
@@ -103,31 +85,89 @@ def _preview(data: pa.Table) -> str:
     return head.to_pandas().to_markdown(index=False) if len(head) else "(no rows)"
 
 
+def _quality(result: ExtractResult) -> PartitionQuality:
+    if result.quality is None:
+        raise RuntimeError(f"{result.table} {result.partition_value}: written without quality")
+    return result.quality
+
+
+def _total_count(results: Sequence[ExtractResult]) -> int | None:
+    totals = [r.total_count for r in results]
+    return None if any(t is None for t in totals) else sum(t or 0 for t in totals)
+
+
 def _metadata(
-    table: str,
-    data: pa.Table,
-    results: Sequence[ExtractResult],
-    store: ParquetStore,
-    seconds: float,
+    table: str, results: Sequence[ExtractResult], seconds: float
 ) -> dict[str, RawMetadataValue]:
+    """The run's figures. Dagster copies them onto every partition the run materialized
+    (each partition's own row count, file and preview are added to it alone)."""
     report = FetchReport()
     for result in results:
         report.merge(result.report)
-    paths = [r.path for r in results if r.path]
-    return {
-        "dagster/row_count": len(data),
-        "dagster/column_schema": column_schema(TABLES[table].schema),
-        "dagster/uri": paths[0] if len(paths) == 1 else store.table_uri(table),
+    metadata: dict[str, RawMetadataValue] = {
+        "dagster/column_schema": table_schema(table),
         "jicoo/partitions": ", ".join(str(r.partition_value) for r in results),
-        # Dagster copies one run's metadata onto every partition of the range it materialized,
-        # so dagster/row_count is the run's total; this is each day's own count.
         "jicoo/rows_by_partition": dg.MetadataValue.json(
             {str(r.partition_value): r.rows for r in results}
         ),
         "jicoo/duration_s": round(seconds, 3),
-        "jicoo/preview": dg.MetadataValue.md(_preview(data)),
         **{f"jicoo/{name}": value for name, value in report.as_metadata().items()},
     }
+    if table == "booking_contacts":
+        metadata["jicoo/contacts_fetched"] = sum(r.contacts_fetched for r in results)
+        metadata["jicoo/contacts_reused"] = sum(r.contacts_reused for r in results)
+    return metadata
+
+
+def _partition_metadata(result: ExtractResult) -> dict[str, RawMetadataValue]:
+    """One partition's own figures: what its page in the UI shows."""
+    metadata: dict[str, RawMetadataValue] = {
+        "dagster/row_count": result.rows,
+        "jicoo/preview": dg.MetadataValue.md(_preview(_quality(result).preview)),
+    }
+    if result.path:
+        metadata["dagster/uri"] = result.path
+    if result.table == "booking_contacts":
+        metadata["jicoo/partition_contacts_fetched"] = result.contacts_fetched
+        metadata["jicoo/partition_contacts_reused"] = result.contacts_reused
+    return metadata
+
+
+def _materialize(
+    context: dg.AssetExecutionContext, table: str, results: list[ExtractResult], started: float
+) -> Iterator[dg.MaterializeResult[None]]:
+    """The asset's result: metadata and checks from what was gathered while writing."""
+    skipped = [r for r in results if r.skipped_reason]
+    if skipped:
+        # A 403 on this endpoint: the key may not read it. Skip the asset (and its checks),
+        # keep the run green. Dagster skips the steps downstream of it (the warehouse reload).
+        context.log.warning(f"jicoo/{table} skipped: {skipped[0].skipped_reason}")
+        return
+    results.sort(key=lambda r: r.partition_value)
+    metadata = _metadata(table, results, time.monotonic() - started)
+    if context.assets_def.partitions_def is None:
+        (snapshot,) = results
+        metadata.update(_partition_metadata(snapshot))
+    else:
+        # One materialization per partition, each with its own row count (it overrides the
+        # run's metadata of the same key): a partition's page shows that partition.
+        for result in results:
+            context.add_asset_metadata(
+                _partition_metadata(result),
+                asset_key=asset_key(table),
+                partition_key=result.partition_value.isoformat(),
+            )
+    selected = context.selected_asset_check_keys
+    verdicts = assess(table, [_quality(r) for r in results], _total_count(results))
+    yield dg.MaterializeResult(
+        asset_key=asset_key(table),
+        metadata=metadata,
+        check_results=[
+            _check_result(table, q)
+            for q in verdicts
+            if dg.AssetCheckKey(asset_key(table), q.name) in selected
+        ],
+    )
 
 
 def _extract(
@@ -139,7 +179,6 @@ def _extract(
     zone: str,
 ) -> Iterator[dg.MaterializeResult[None]]:
     started = time.monotonic()
-    store = ParquetStore(warehouse.root)
     results = extract_range(
         jicoo.settings(),
         [table],
@@ -149,27 +188,7 @@ def _extract(
         zone=zone,
         run_id=context.run.run_id,
     )
-    skipped = [r for r in results if r.skipped_reason]
-    if skipped:
-        # A 403 on this endpoint: the key may not read it. Skip the asset (and its checks),
-        # keep the run green. Dagster skips the steps downstream of it (the warehouse reload).
-        context.log.warning(f"jicoo/{table} skipped: {skipped[0].skipped_reason}")
-        return
-    results.sort(key=lambda r: r.partition_value)
-    data = pa.concat_tables(
-        [store.read_partition(table, r.partition_value) for r in results],
-        promote_options="none",
-    )
-    selected = context.selected_asset_check_keys
-    yield dg.MaterializeResult(
-        asset_key=asset_key(table),
-        metadata=_metadata(table, data, results, store, time.monotonic() - started),
-        check_results=[
-            _check_result(table, q)
-            for q in _quality(table, data, results, store)
-            if dg.AssetCheckKey(asset_key(table), q.name) in selected
-        ],
-    )
+    yield from _materialize(context, table, results, started)
 
 
 def _spec(table: str, description: str, deps: Sequence[dg.AssetKey] = ()) -> dg.AssetSpec:
@@ -181,24 +200,25 @@ def _spec(table: str, description: str, deps: Sequence[dg.AssetKey] = ()) -> dg.
         deps=deps,
         description=description,
         skippable=True,
+        # On the definition too: the UI lists the columns before the first materialization.
+        metadata={"dagster/column_schema": table_schema(table)},
     )
 
 
-def _daily_asset(
-    table: str, partitions: dg.DailyPartitionsDefinition, deps: Sequence[dg.AssetKey] = ()
-) -> dg.AssetsDefinition:
+def _daily_asset(table: str, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
     # A one-asset multi_asset rather than @asset: only can_subset makes the check outputs
     # optional, which a skipped (403) asset needs.
     zone = partitions.timezone
 
     @dg.multi_asset(
         name=f"jicoo__{table}",
-        specs=[_spec(table, f"Jicoo {table}, one partition per calendar day in {zone}.", deps)],
+        specs=[_spec(table, f"Jicoo {table}, one partition per calendar day in {zone}.")],
         partitions_def=partitions,
         # One run extracts a whole range (backfills, the rolling refresh), days in parallel.
         backfill_policy=dg.BackfillPolicy.single_run(),
         check_specs=check_specs(table),
         can_subset=True,
+        pool=API_POOL,
     )
     def _asset(
         context: dg.AssetExecutionContext, jicoo: JicooResource, warehouse: WarehouseResource
@@ -215,6 +235,7 @@ def _snapshot_asset(table: str, zone: str) -> dg.AssetsDefinition:
         specs=[_spec(table, f"Jicoo {table}, a snapshot per day (today's is replaced on re-run).")],
         check_specs=check_specs(table),
         can_subset=True,
+        pool=API_POOL,
     )
     def _asset(
         context: dg.AssetExecutionContext, jicoo: JicooResource, warehouse: WarehouseResource
@@ -225,12 +246,63 @@ def _snapshot_asset(table: str, zone: str) -> dg.AssetsDefinition:
     return _asset
 
 
+class ContactsConfig(dg.Config):
+    """Run config of jicoo/booking_contacts."""
+
+    full: bool = Field(
+        default=False,
+        description="Read every booking's contacts, not only those of bookings that are new "
+        "or whose updatedAt or status changed since the day's last extract (the weekly sweep).",
+    )
+
+
+def _contacts_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        name=CONTACTS_OP,
+        specs=[
+            _spec(
+                "booking_contacts",
+                "Jicoo booking contacts, one partition per calendar day in "
+                f"{partitions.timezone}: read for the bookings of that day's jicoo/bookings "
+                "partition that changed since the last extract, carried over for the others.",
+                deps=[asset_key("bookings")],
+            )
+        ],
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        check_specs=check_specs("booking_contacts"),
+        can_subset=True,
+        pool=API_POOL,
+    )
+    def booking_contacts(
+        context: dg.AssetExecutionContext,
+        config: ContactsConfig,
+        jicoo: JicooResource,
+        warehouse: WarehouseResource,
+    ) -> Iterator[dg.MaterializeResult[None]]:
+        # The uids come from the bookings partitions (written by this run's bookings step or an
+        # earlier run): each booking is listed once per run.
+        started = time.monotonic()
+        days = [dt.date.fromisoformat(key) for key in context.partition_keys]
+        results = extract_contacts(
+            jicoo.settings(),
+            min(days),
+            max(days),
+            warehouse.root,
+            run_id=context.run.run_id,
+            full=config.full,
+        )
+        yield from _materialize(context, "booking_contacts", results, started)
+
+    return booking_contacts
+
+
 def build_extract_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
     """Every extract asset, its days being ``partitions``' (calendar days in its zone)."""
     zone = partitions.timezone
     return [
         _daily_asset("bookings", partitions),
-        # Contacts are checked against the same day's bookings partition: bookings come first.
-        _daily_asset("booking_contacts", partitions, deps=[asset_key("bookings")]),
+        # Contacts are read for the same day's bookings partition: bookings come first.
+        _contacts_asset(partitions),
         *(_snapshot_asset(table, zone) for table in SNAPSHOT_TABLES),
     ]

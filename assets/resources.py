@@ -12,6 +12,10 @@ from jicoo_connector.settings import DEFAULT_PAGE_CONCURRENCY, ApiKey, Settings
 from jicoo_connector.warehouse import WarehouseTarget
 
 DEFAULTS = ConnectorConfig()
+# The Dagster concurrency pool of every asset or op that calls the Jicoo API. The instance
+# config (scripts/dagster.yaml) gives it one slot: one API step at a time across all runs, so
+# the steps' process-wide limiters never add up beyond the account's rate.
+API_POOL = "jicoo_api"
 
 
 class JicooResource(dg.ConfigurableResource["JicooResource"]):

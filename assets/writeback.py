@@ -9,7 +9,7 @@ import dagster as dg
 from pydantic import Field
 
 from assets.extract_assets import column_schema
-from assets.resources import DEFAULTS, JicooResource
+from assets.resources import API_POOL, DEFAULTS, JicooResource
 from jicoo_connector.changes import ChangeState, Ledger, run_changeset
 from jicoo_connector.changes.apply import APPLY_LOG_SCHEMA, DEFAULT_APPLY_CONCURRENCY
 from jicoo_connector.changes.ledger_backends import redact_location
@@ -80,6 +80,8 @@ NO_CHANGE_IN_FLIGHT = dg.AssetCheckKey(APPLY_LOG_KEY, "no_change_in_flight")
     ],
     check_specs=[dg.AssetCheckSpec(NO_CHANGE_IN_FLIGHT.name, asset=APPLY_LOG_KEY)],
     can_subset=True,
+    # Write-back spends the same account's requests as the extracts.
+    pool=API_POOL,
 )
 def apply_log(
     context: dg.AssetExecutionContext,

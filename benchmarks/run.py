@@ -105,6 +105,7 @@ class Sizes:
     warehouse_bookings: int
     # The baseline alone takes minutes at 500,000 rows: one paired run unless --runs says more.
     warehouse_runs: int
+    dagster_bookings: int
     runs: int
 
 
@@ -117,6 +118,7 @@ FULL = Sizes(
     writeback_pool=6_000,
     warehouse_bookings=500_000,
     warehouse_runs=1,
+    dagster_bookings=50_000,
     runs=3,
 )
 QUICK = Sizes(
@@ -128,6 +130,7 @@ QUICK = Sizes(
     writeback_pool=2_000,
     warehouse_bookings=20_000,
     warehouse_runs=1,
+    dagster_bookings=5_000,
     runs=1,
 )
 
@@ -140,6 +143,7 @@ SCENARIOS = (
     "writeback",
     "warehouse",
     "webhooks",
+    "dagster",
 )
 
 
@@ -939,6 +943,25 @@ def contacts_scenario(ctx: Context) -> dict[str, object]:
     return scenario
 
 
+def dagster_scenario(ctx: Context) -> dict[str, object]:
+    """The daily refresh through Dagster (benchmarks/dagster_refresh.py, one run: it seeds a
+    day's state first, so a run is minutes): requests, wall time, 429s, load."""
+    argv = [
+        PYTHON,
+        str(BENCH / "dagster_refresh.py"),
+        "--bookings",
+        str(ctx.sizes.dagster_bookings),
+    ]
+    child = run_child("dagster_refresh", 1, argv, child_env(), WORK / "dagster")
+    if not child.ok:
+        return {"error": child.error, "wall_s": child.wall_s}
+    stdout = (WORK / "dagster" / "dagster_refresh-1.out").read_text(encoding="utf-8")
+    summary = _last_json_line(stdout)
+    if summary is None:
+        return {"error": "dagster_refresh.py printed no JSON summary"}
+    return {**summary, "harness_wall_s": child.wall_s}
+
+
 def writeback_scenario(ctx: Context) -> dict[str, object]:
     if ctx.status.get("apply"):
         return {"skipped": {"apply": ctx.status["apply"]}}
@@ -1122,6 +1145,21 @@ def targets(results: Mapping[str, Mapping[str, object]]) -> list[Target]:
             ("achieved req/s / 10", "share_of_limit", ">=", TARGET_THROTTLE_SHARE),
             ("429s / requests", "share_429", "<", TARGET_THROTTLE_429_SHARE),
         )
+    if (dagster := results.get("dagster")) is not None:
+        alone, both = dagster.get("alone"), dagster.get("with_snapshots")
+        for phase, measures in (
+            (
+                alone,
+                [
+                    ("requests / (listing pages + changed)", "request_ratio", "<=", 1.05),
+                    ("wall / (requests / 10 rps)", "wall_ratio", "<=", 1.2),
+                ],
+            ),
+            (both, [("429s / requests, daily + snapshots at once", "share_429", "<", 0.02)]),
+        ):
+            found += _scenario_targets(
+                "dagster", phase if isinstance(phase, Mapping) else {}, *measures
+            )
     if (writeback := results.get("writeback")) is not None:
         value = writeback.get("ratio_to_floor")
         found.append(
@@ -1563,6 +1601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "writeback": lambda: writeback_scenario(ctx),
         "warehouse": lambda: warehouse_scenario(ctx),
         "webhooks": lambda: webhook_scenario(ctx),
+        "dagster": lambda: dagster_scenario(ctx),
     }
     for name in SCENARIOS:
         if name not in chosen:

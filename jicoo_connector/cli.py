@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 from jicoo_connector.changes.ledger_backends import is_postgres_url, redact_location
 from jicoo_connector.config import ConnectorConfig, parse_date, parse_zone
-from jicoo_connector.errors import ChangeSetError, ConfigError, JicooError
+from jicoo_connector.errors import ChangeSetError, ExtractError, JicooError
 
 __all__ = ["main"]
 
@@ -194,6 +194,11 @@ def _add_extract(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help=_setting_help("timezone", "IANA zone of the days"),
     )
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
+    extract.add_argument(
+        "--full",
+        action="store_true",
+        help="read every booking's contacts (default: only new or changed bookings')",
+    )
 
 
 def _extract(args: argparse.Namespace) -> int:
@@ -226,7 +231,14 @@ def _extract(args: argparse.Namespace) -> int:
             bar.update()
 
         extract_range(
-            settings, tables, start, end, config.warehouse_root, progress, zone=config.timezone
+            settings,
+            tables,
+            start,
+            end,
+            config.warehouse_root,
+            progress,
+            zone=config.timezone,
+            full=args.full,
         )
     for table in tables:
         print(f"{table:<24} {rows.get(table, 0):>9} rows  {config.warehouse_root}/{table}/")
@@ -525,20 +537,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve_webhooks(args)
     except KeyboardInterrupt:
         return EXIT_OK
-    except ConfigError as exc:
-        return _usage(str(exc))
-    except JicooError as exc:
-        return _usage(str(exc))
-    except OSError as exc:
-        # A path the user gave that cannot be read or written: say which, no stack.
-        where = f": {exc.filename}" if exc.filename else ""
-        return _usage(f"{exc.strerror or exc}{where}")
-    except ExceptionGroup as group:
+    except ExtractError as group:
         # extract_range attempts every partition and raises the failures together.
         for failure in group.exceptions:
             notes = "; ".join(getattr(failure, "__notes__", []))
             print(f"jicoo: {type(failure).__name__}: {failure} ({notes})", file=sys.stderr)
         return EXIT_SOME_FAILED
+    except JicooError as exc:  # ConfigError among them
+        return _usage(str(exc))
+    except OSError as exc:
+        # A path the user gave that cannot be read or written: say which, no stack.
+        where = f": {exc.filename}" if exc.filename else ""
+        return _usage(f"{exc.strerror or exc}{where}")
     raise AssertionError(f"unhandled command {args.command}")
 
 

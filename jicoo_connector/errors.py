@@ -15,6 +15,9 @@ JicooError
 │   │                           a redirect, an envelope that lies
 │   └── PaginationError         pages that never end, repeat, or drift beyond the re-walk bound
 ├── RecordConversionError       an API record value that does not fit its table column
+├── ListingTooLargeError        a listing announced more rows than the caller's max_rows
+├── MissingPartitionError       a partition another one is built from was never written
+├── ExtractError                partitions of an extract failed (an ExceptionGroup of them)
 ├── InDoubtError                a write left us and may or may not have taken effect
 ├── ChangeSetError              a change-set row or file we refuse (row, column, reason)
 ├── PlanError                   a plan file we cannot use (unreadable, another change set)
@@ -29,7 +32,8 @@ JicooError
     └── WebhookPayloadError     a body that is not a Jicoo event (400)
 """
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Mapping, Sequence
 
 __all__ = [
     "APIStatusError",
@@ -38,10 +42,13 @@ __all__ = [
     "BatchMismatchError",
     "ChangeSetError",
     "ConfigError",
+    "ExtractError",
     "InDoubtError",
     "JicooError",
     "LedgerBusyError",
     "LedgerError",
+    "ListingTooLargeError",
+    "MissingPartitionError",
     "NotFoundError",
     "PaginationError",
     "PermissionDeniedError",
@@ -211,6 +218,33 @@ class RecordConversionError(JicooError, ValueError):
         self.column = column
         self.record_key = record_key
         self.reason = reason
+
+
+class ListingTooLargeError(JicooError):
+    """Page 1 announced more rows than the caller's ``max_rows``; no other page was fetched.
+    Not an API failure: the caller asked to be told, to list a narrower window instead."""
+
+    def __init__(self, endpoint: str, total_count: int, max_rows: int) -> None:
+        super().__init__(f"GET {endpoint}: {total_count} rows, more than max_rows {max_rows}")
+        self.total_count = total_count
+        self.max_rows = max_rows
+
+
+class ExtractError(ExceptionGroup[Exception], JicooError):
+    """Partitions of an extract failed; the others were written. ``exceptions`` holds each
+    failure (its note names the partitions), so ``except JicooError`` catches the whole and
+    ``except* TransportError`` a kind of failure."""
+
+
+class MissingPartitionError(JicooError):
+    """Partitions of ``table`` that another table is built from have not been written."""
+
+    def __init__(self, table: str, values: Sequence[dt.date], hint: str) -> None:
+        shown = ", ".join(str(value) for value in values[:5])
+        more = f" and {len(values) - 5} more" if len(values) > 5 else ""
+        super().__init__(f"{table} has no partition for {shown}{more}: {hint}")
+        self.table = table
+        self.values = list(values)
 
 
 class PlanError(JicooError):

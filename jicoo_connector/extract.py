@@ -5,12 +5,13 @@ Imports the client, tables and storage; never dagster.
 
 import asyncio
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pyarrow as pa
@@ -26,12 +27,15 @@ from jicoo_connector.client import (
 from jicoo_connector.errors import (
     AuthenticationError,
     ConfigError,
+    ExtractError,
+    MissingPartitionError,
     NotFoundError,
     PermissionDeniedError,
     TransportError,
 )
+from jicoo_connector.quality import PartitionQuality, QualityRecorder
 from jicoo_connector.settings import DEFAULT_TIMEZONE, Settings
-from jicoo_connector.storage import ParquetStore
+from jicoo_connector.storage import ParquetStore, PartitionWriteResult
 from jicoo_connector.tables import (
     DAY_COLUMN,
     TABLES,
@@ -56,6 +60,7 @@ __all__ = [
     "ExtractResult",
     "TableSource",
     "day_window",
+    "extract_contacts",
     "extract_partition",
     "extract_range",
 ]
@@ -91,6 +96,11 @@ WORKER_THREADS = 1
 # (connect, reset, timeouts) or the key refused. After one, extract_range starts no new
 # partition; it would only wait out the same retries again for each.
 _STOPS_THE_RUN = (TransportError, AuthenticationError)
+# The footer key of a contacts partition recording each booking's version (updatedAt, status)
+# when its contacts were read: the next extract re-reads only the bookings that changed.
+CONTACTS_STATE_KEY = "jicoo.booking_versions"
+# What a booking's contacts are assumed to depend on (see the README): its listing's columns.
+BOOKING_VERSION_COLUMNS = ("uid", "updated_at", "status")
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -103,6 +113,9 @@ class ExtractResult:
 
     ``total_count`` is what the API's totals say the partition should hold, ``None`` where the
     endpoints report no total (contacts, slots) or rows are not records (availability rules).
+    ``quality`` is what the data-quality rules need, gathered while the partition was written.
+    For contacts, ``contacts_fetched`` bookings had their contacts read from the API and
+    ``contacts_reused`` kept theirs from the previous extract (unchanged since).
     """
 
     table: str
@@ -112,6 +125,9 @@ class ExtractResult:
     report: FetchReport
     total_count: int | None
     skipped_reason: str | None = None
+    quality: PartitionQuality | None = None
+    contacts_fetched: int = 0
+    contacts_reused: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +148,8 @@ class _Fetched:
     total_count: int | None
     # Already-built batches (bookings are filtered after conversion); rows is empty then.
     batch: pa.RecordBatch | None = None
+    # Contacts: the uids of the bookings they were read for (their quality rule's reference).
+    booking_uids: "pa.Array[Any] | None" = None
 
 
 Fetcher = Callable[[AsyncJicooClient, _Context], Awaitable[_Fetched]]
@@ -430,7 +448,7 @@ async def _fetch_contacts(client: AsyncJicooClient, ctx: _Context) -> _Fetched:
     kept, listing = await _bookings_of_context(client, ctx)
     per_booking, calls = await _contacts_of_bookings(client, _uids(kept), ctx.fanout)
     rows = [row for rows_of_one in per_booking for row in rows_of_one]
-    return _Fetched(rows, _merged(listing.report, calls), None)
+    return _Fetched(rows, _merged(listing.report, calls), None, booking_uids=kept.column("uid"))
 
 
 def _simple(call: Callable[[AsyncJicooClient], Awaitable[Listing]]) -> Fetcher:
@@ -604,10 +622,37 @@ async def extract_partition(
         )
     batches = _batches(table, fetched, ctx)
     # Conversion and file I/O block: run them off the event loop so other partitions keep going.
-    written = await asyncio.to_thread(store.write_partition, table, value, batches)
-    return ExtractResult(
-        table, value, written.rows, written.path, fetched.report, fetched.total_count
+    uids = None if fetched.booking_uids is None else pa.chunked_array([fetched.booking_uids])
+    written, quality = await asyncio.to_thread(
+        _write, store, table, value, batches, booking_uids=uids
     )
+    return ExtractResult(
+        table,
+        value,
+        written.rows,
+        written.path,
+        fetched.report,
+        fetched.total_count,
+        quality=quality,
+    )
+
+
+def _write(
+    store: ParquetStore,
+    table: str,
+    value: dt.date,
+    batches: Iterator[pa.RecordBatch],
+    *,
+    booking_uids: "pa.ChunkedArray[Any] | None" = None,
+    metadata: Mapping[str, str] | None = None,
+) -> tuple[PartitionWriteResult, PartitionQuality]:
+    """Write one partition and gather its quality figures from the same batches on the way:
+    nothing is read back."""
+    recorder = QualityRecorder(table, booking_uids)
+    written = store.write_partition(
+        table, value, (recorder.observe(batch) for batch in batches), metadata=metadata
+    )
+    return written, recorder.result()
 
 
 def _days(start: dt.date, end: dt.date) -> list[dt.date]:
@@ -631,6 +676,7 @@ def extract_range(
     chunk_days: int = DEFAULT_CHUNK_DAYS,
     max_booking_duration: dt.timedelta = DEFAULT_MAX_BOOKING_DURATION,
     rows_in_flight: int = DEFAULT_ROWS_IN_FLIGHT,
+    full: bool = False,
 ) -> list[ExtractResult]:
     """Extract day tables for every day in ``[start, end]`` (inclusive) and snapshot tables once.
 
@@ -639,10 +685,12 @@ def extract_range(
     time; chunks shrink on busy days so that about ``rows_in_flight`` listed rows are held.
     Snapshot tables are dated today in ``zone``: the API only knows the present, so a snapshot
     labelled with a past date would be a lie. At most ``day_concurrency`` chunks or snapshots
-    are in flight. Every partition is attempted, failures are raised together afterwards as an
-    ``ExceptionGroup`` (written partitions stay written), except that after a failure no other
-    partition could escape (the API unreachable once retries are spent, or the key refused)
-    no new partition starts. ``progress`` gets each result.
+    are in flight. Every partition is attempted, failures are raised together afterwards as
+    one ``ExtractError`` (an ExceptionGroup; written partitions stay written), except that
+    after a failure no other partition could escape (the API unreachable once retries are
+    spent, or the key refused) no new partition starts. ``progress`` gets each result.
+    Contacts are read only for the bookings that changed since the day's last extract unless
+    ``full`` (``_contacts_of_days``).
     """
     unknown = sorted(set(tables) - set(SOURCES))
     if unknown:
@@ -663,9 +711,86 @@ def extract_range(
         run_id=run_id,
         horizon_days=horizon_days,
         max_booking_duration=max_booking_duration,
+        full=full,
     )
     store = ParquetStore(out_root)
     return asyncio.run(_run_plan(settings, plan, store, progress, day_concurrency, rows_in_flight))
+
+
+def extract_contacts(
+    settings: Settings,
+    start: dt.date,
+    end: dt.date,
+    out_root: str,
+    progress: Callable[[ExtractResult], None] | None = None,
+    *,
+    run_id: str | None = None,
+    full: bool = False,
+    chunk_days: int = DEFAULT_CHUNK_DAYS,
+) -> list[ExtractResult]:
+    """The contacts of every day in ``[start, end]`` from the bookings partitions already
+    written there (by this run or an earlier one): no bookings listing.
+
+    Contacts are read only for bookings that are new or whose updatedAt or status changed since
+    the day's last contacts extract; ``full`` reads them all. Days are handled ``chunk_days`` at
+    a time. Raises ``MissingPartitionError`` before any request if a day has no bookings
+    partition; failures otherwise as ``extract_range``.
+    """
+    store = ParquetStore(out_root)
+    days = _days(start, end)
+    missing = [day for day in days if not store.has_partition("bookings", day)]
+    if missing:
+        raise MissingPartitionError(
+            "bookings", missing, "extract bookings for these days first (jicoo/bookings)"
+        )
+    chunks = [days[i : i + chunk_days] for i in range(0, len(days), max(1, chunk_days))]
+    return asyncio.run(_run_contacts(settings, chunks, store, progress, run_id, full))
+
+
+async def _run_contacts(
+    settings: Settings,
+    chunks: Sequence[Sequence[dt.date]],
+    store: ParquetStore,
+    progress: Callable[[ExtractResult], None] | None,
+    run_id: str | None,
+    full: bool,
+) -> list[ExtractResult]:
+    results: list[ExtractResult] = []
+    errors: list[Exception] = []
+    async with AsyncJicooClient(settings) as client:
+        for chunk in chunks:
+            versions = [(day, await asyncio.to_thread(_read_versions, store, day)) for day in chunk]
+            try:
+                done = await _contacts_of_days(
+                    client,
+                    store,
+                    versions,
+                    full=full,
+                    extracted_at=dt.datetime.now(dt.UTC),
+                    run_id=run_id,
+                )
+            except PermissionDeniedError as denied:
+                done = [_skipped("booking_contacts", day, denied) for day in chunk]
+            except Exception as exc:  # noqa: BLE001 - one chunk must not stop the others
+                what = f"booking_contacts {chunk[0]}..{chunk[-1]}"
+                logger.error("extracting %s failed: %s", what, exc)
+                exc.add_note(f"while extracting {what}")
+                errors.append(exc)
+                if isinstance(exc, _STOPS_THE_RUN):
+                    break
+                continue
+            for result in done:
+                results.append(result)
+                if progress is not None:
+                    progress(result)
+    if errors:
+        total = sum(len(chunk) for chunk in chunks)
+        raise ExtractError(f"{total - len(results)} of {total} partitions failed", errors)
+    return results
+
+
+def _read_versions(store: ParquetStore, day: dt.date) -> pa.Table:
+    return store.read_partition("bookings", day, columns=BOOKING_VERSION_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -679,6 +804,7 @@ class _Plan:
     run_id: str | None
     horizon_days: int
     max_booking_duration: dt.timedelta
+    full: bool = False
 
     @property
     def partitions(self) -> int:
@@ -790,8 +916,8 @@ async def _extract_chunk(
 
     if "bookings" in plan.day_tables:
         for index, part in enumerate(split):
-            written = await asyncio.to_thread(
-                store.write_partition, "bookings", part.day, part.slices()
+            written, quality = await asyncio.to_thread(
+                _write, store, "bookings", part.day, part.slices()
             )
             emit(
                 ExtractResult(
@@ -801,52 +927,161 @@ async def _extract_chunk(
                     written.path,
                     report_of(index, listing.report),
                     part.num_rows,
+                    quality=quality,
                 )
             )
     if "booking_contacts" in plan.day_tables:
-        uids = [[uid for piece in part.parts for uid in _uids(piece)] for part in split]
+        days = [(part.day, _booking_versions(part.batch())) for part in split]
         try:
-            per_booking, calls = await _contacts_of_bookings(
-                client, [uid for of_day in uids for uid in of_day], DEFAULT_FANOUT_CONCURRENCY
+            results = await _contacts_of_days(
+                client, store, days, full=plan.full, extracted_at=extracted_at, run_id=plan.run_id
             )
         except PermissionDeniedError as denied:
             for day in chunk:
                 emit(_skipped("booking_contacts", day, denied))
             return listed
-        # Without a bookings table here the listing is the contacts' cost; count it once.
-        report = calls if "bookings" in plan.day_tables else _merged(listing.report, calls)
-        offset = 0
-        for index, part in enumerate(split):
-            rows = [
-                row
-                for rows_of_one in per_booking[offset : offset + len(uids[index])]
-                for row in rows_of_one
-            ]
-            offset += len(uids[index])
-            ctx = _Context(
-                part.day,
-                plan.zone,
-                plan.horizon_days,
-                plan.max_booking_duration,
-                DEFAULT_FANOUT_CONCURRENCY,
-                extracted_at=extracted_at,
-                run_id=plan.run_id,
-            )
-            batches = _batches("booking_contacts", _Fetched(rows, report, None), ctx)
-            written = await asyncio.to_thread(
-                store.write_partition, "booking_contacts", part.day, batches
-            )
-            emit(
-                ExtractResult(
-                    "booking_contacts",
-                    part.day,
-                    written.rows,
-                    written.path,
-                    report_of(index, report),
-                    None,
-                )
-            )
+        if "bookings" not in plan.day_tables:
+            # Without a bookings table here the listing is the contacts' cost; count it once.
+            results[0].report.merge(listing.report)
+        for result in results:
+            emit(result)
     return listed
+
+
+def _booking_versions(bookings: pa.RecordBatch | pa.Table) -> pa.Table:
+    """The columns a booking's contacts are assumed to depend on, in the partition's order."""
+    table = bookings if isinstance(bookings, pa.Table) else pa.Table.from_batches([bookings])
+    return table.select(list(BOOKING_VERSION_COLUMNS))
+
+
+def _version_map(versions: pa.Table) -> dict[str, list[object]]:
+    """uid -> [updatedAt in ms since the epoch, status]: the footer's JSON, and what it is
+    compared with."""
+    updated = versions.column("updated_at").cast(pa.int64()).to_pylist()
+    return {
+        str(uid): [ms, status]
+        for uid, ms, status in zip(
+            versions.column("uid").to_pylist(),
+            updated,
+            versions.column("status").to_pylist(),
+            strict=True,
+        )
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _ContactsPlan:
+    """One day's contacts: the bookings whose contacts are read from the API, and the rows kept
+    from the previous extract for the others (unchanged since)."""
+
+    day: dt.date
+    versions: pa.Table
+    fetch: list[str]
+    kept: pa.Table | None
+
+    @property
+    def reused(self) -> int:
+        return self.versions.num_rows - len(self.fetch)
+
+
+def _plan_contacts(
+    store: ParquetStore, day: dt.date, versions: pa.Table, *, full: bool
+) -> _ContactsPlan:
+    now = _version_map(versions)
+    footer = None if full else store.partition_metadata("booking_contacts", day)
+    raw = (footer or {}).get(CONTACTS_STATE_KEY)
+    if raw is None:
+        # First extract of the day, a full one, or a file from before versions were recorded.
+        return _ContactsPlan(day, versions, list(now), None)
+    before = json.loads(raw)
+    fetch = [uid for uid, version in now.items() if before.get(uid) != version]
+    unchanged = pa.array(
+        [uid for uid, version in now.items() if before.get(uid) == version], pa.string()
+    )
+    previous = store.read_partition("booking_contacts", day)
+    kept = previous.filter(pc.is_in(previous.column("booking_uid"), value_set=unchanged))
+    return _ContactsPlan(day, versions, fetch, kept)
+
+
+async def _contacts_of_days(
+    client: AsyncJicooClient,
+    store: ParquetStore,
+    days: Sequence[tuple[dt.date, pa.Table]],
+    *,
+    full: bool,
+    extracted_at: dt.datetime,
+    run_id: str | None,
+) -> list[ExtractResult]:
+    """Each day's contacts partition, from its bookings' versions (``_booking_versions``).
+
+    A booking's contacts are read only when it is new or its updatedAt or status changed since
+    the day's last extract (``full``: always); the others' rows are carried over from the
+    previous file. All days' calls run as one fan-out. The calls' report goes to the first day.
+    """
+    plans = [
+        await asyncio.to_thread(_plan_contacts, store, day, versions, full=full)
+        for day, versions in days
+    ]
+    per_booking, calls = await _contacts_of_bookings(
+        client, [uid for plan in plans for uid in plan.fetch], DEFAULT_FANOUT_CONCURRENCY
+    )
+    results: list[ExtractResult] = []
+    offset = 0
+    for plan in plans:
+        fetched = per_booking[offset : offset + len(plan.fetch)]
+        offset += len(plan.fetch)
+        rows = [row for rows_of_one in fetched for row in rows_of_one]
+        written, quality = await asyncio.to_thread(
+            _write,
+            store,
+            "booking_contacts",
+            plan.day,
+            _contact_batches(plan, rows, extracted_at, run_id),
+            booking_uids=plan.versions.column("uid"),
+            metadata={CONTACTS_STATE_KEY: json.dumps(_version_map(plan.versions))},
+        )
+        results.append(
+            ExtractResult(
+                "booking_contacts",
+                plan.day,
+                written.rows,
+                written.path,
+                calls if not results else FetchReport(),
+                None,
+                quality=quality,
+                contacts_fetched=len(plan.fetch),
+                contacts_reused=plan.reused,
+            )
+        )
+    return results
+
+
+def _contact_batches(
+    plan: _ContactsPlan, rows: Records, extracted_at: dt.datetime, run_id: str | None
+) -> Iterator[pa.RecordBatch]:
+    """The day's contacts, fetched and kept, in the bookings' order (as a full extract writes
+    them). Kept rows keep their lineage: ``_extracted_at`` says when the API was read."""
+    fetched = [
+        to_record_batch(
+            "booking_contacts",
+            rows[offset : offset + BATCH_ROWS],
+            extracted_at=extracted_at,
+            run_id=run_id,
+            partition_value=plan.day,
+        )
+        for offset in range(0, len(rows), BATCH_ROWS)
+    ]
+    parts = [pa.Table.from_batches(fetched, TABLES["booking_contacts"].schema)]
+    if plan.kept is not None:
+        parts.append(plan.kept)
+    day = pa.concat_tables(parts)
+    rank = pc.index_in(day.column("booking_uid"), value_set=plan.versions.column("uid"))
+    ordered = (
+        day.append_column("_rank", rank)
+        .sort_by([("_rank", "ascending"), ("contact_index", "ascending")])
+        .drop_columns(["_rank"])
+    )
+    yield from ordered.to_batches(max_chunksize=BATCH_ROWS)
 
 
 async def _run_plan(
@@ -924,5 +1159,5 @@ async def _run_plan(
         message = f"{plan.partitions - len(results)} of {plan.partitions} partitions failed"
         if stopped_by is not None:
             message += f"; stopped starting new ones after: {stopped_by}"
-        raise ExceptionGroup(message, errors)
+        raise ExtractError(message, errors)
     return sorted(results, key=lambda r: (r.table, r.partition_value))

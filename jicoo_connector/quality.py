@@ -1,15 +1,29 @@
-"""Data-quality rules over extracted Arrow tables; the Dagster asset checks call these."""
+"""Data-quality rules over extracted Arrow tables; the Dagster asset checks call these.
 
-from collections import Counter
+The rules read a table. An extract does not read what it wrote back: a ``QualityRecorder``
+watches each partition's batches as they are written and keeps only what the rules need (the
+key columns, the rows that break a rule, a preview), and ``assess`` runs the rules over what
+the partitions of a run kept. The verdicts are those of the rules over the whole written range.
+"""
+
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from jicoo_connector.tables import EXTRA_COLUMN, TABLES
 
 __all__ = [
+    "PartitionQuality",
+    "QualityRecorder",
     "QualityResult",
     "Severity",
+    "assess",
+    "check_description",
+    "check_names",
     "contacts_reference_bookings",
     "ended_after_started",
     "extra_empty",
@@ -17,7 +31,6 @@ __all__ = [
     "rows_match_total",
 ]
 
-EXTRA_COLUMN = "_extra"
 # How many offending keys a result carries for a person to look at.
 SAMPLE_SIZE = 5
 
@@ -42,10 +55,26 @@ def _sample(values: Sequence[object]) -> str:
 
 def key_unique_not_null(table: pa.Table, key_columns: Sequence[str]) -> QualityResult:
     """Every row has the whole key, and no key appears twice."""
-    columns = [table.column(name).to_pylist() for name in key_columns]
-    keys = list(zip(*columns, strict=True))
-    nulls = sum(1 for key in keys if any(part is None for part in key))
-    duplicated = [key for key, count in Counter(keys).items() if count > 1]
+    # Arrow kernels, not Python tuples: a 120-day sweep holds hundreds of thousands of keys.
+    keys = table.select(list(key_columns))
+    has_null = pc.is_null(keys.column(0))
+    for name in key_columns[1:]:
+        has_null = pc.or_(has_null, pc.is_null(keys.column(name)))
+    nulls = int(pc.sum(has_null.cast(pa.int64())).as_py() or 0)
+    counted = keys.group_by(list(key_columns)).aggregate([([], "count_all")])
+    counts = counted.column("count_all")
+    duplicated: list[tuple[object, ...]] = []
+    # No Python value goes into Arrow here (that would import pandas into an extract).
+    if (pc.max(counts).as_py() or 0) > 1:
+        duplicated = [
+            key
+            for key, count in zip(
+                zip(*(counted.column(n).to_pylist() for n in key_columns), strict=True),
+                counts.to_pylist(),
+                strict=True,
+            )
+            if (count or 0) > 1
+        ]
     passed = nulls == 0 and not duplicated
     return QualityResult(
         name="key_unique_not_null",
@@ -130,3 +159,151 @@ def rows_match_total(rows: int, total_count: int | None) -> QualityResult:
         description=f"{rows} rows written, the API reported {total_count}",
         metadata={"rows": rows, "total_count": total_count},
     )
+
+
+def check_description(table: str, name: str) -> str:
+    """What rule ``name`` asserts about ``table``, in the registry's words (its key columns)."""
+    spec = TABLES[table]
+    rules = {
+        "key_unique_not_null": f"{' + '.join(spec.key_columns)} is present in every row and "
+        "never repeats across the materialized partitions.",
+        "extra_empty": f"No row carries fields the schema does not know ({EXTRA_COLUMN} is "
+        "null). A warning: such fields are kept, but the schema should learn them.",
+        "ended_after_started": "Every row has started_at and ended_at, and ends after it starts.",
+        "rows_match_total": "Rows written equal what the API's totalCount said the listed days "
+        "hold.",
+        "contacts_reference_bookings": "Every contact's booking_uid is a booking of the same "
+        "day's jicoo/bookings partition.",
+    }
+    return rules[name]
+
+
+def check_names(table: str) -> tuple[str, ...]:
+    """The rules that apply to ``table`` (the names of its Dagster asset checks)."""
+    names = ["key_unique_not_null", "extra_empty"]
+    if table in ("bookings", "schedules"):
+        names.append("ended_after_started")
+    if table == "bookings":
+        names.append("rows_match_total")
+    if table == "booking_contacts":
+        names.append("contacts_reference_bookings")
+    return tuple(names)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionQuality:
+    """What the rules need of one written partition: its key columns and only the rows that
+    break a rule (normally none), plus its first rows for a preview."""
+
+    table: str
+    rows: int
+    keys: pa.Table
+    bad_times: pa.Table | None
+    extra_rows: pa.Table
+    orphans: pa.Table | None
+    preview: pa.Table
+
+
+class QualityRecorder:
+    """Watches the batches of one partition as they are written (``observe`` returns each batch
+    unchanged, so it wraps the writer's iterator). ``booking_uids`` are the bookings of the same
+    partition: given for contacts, whose rule is that each belongs to one of them.
+    """
+
+    def __init__(
+        self,
+        table: str,
+        booking_uids: "pa.ChunkedArray[Any] | None" = None,
+        preview_rows: int = 5,
+    ) -> None:
+        self._spec = TABLES[table]
+        self._names = check_names(table)
+        self._booking_uids = booking_uids
+        self._preview_rows = preview_rows
+        self._rows = 0
+        self._keys: list[pa.Table] = []
+        self._bad_times: list[pa.Table] = []
+        self._extra: list[pa.Table] = []
+        self._orphans: list[pa.Table] = []
+        self._preview: list[pa.Table] = []
+
+    def observe(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        table = pa.Table.from_batches([batch])
+        self._rows += batch.num_rows
+        self._keys.append(table.select(list(self._spec.key_columns)))
+        if "ended_after_started" in self._names:
+            started, ended = table.column("started_at"), table.column("ended_at")
+            missing = pc.or_(pc.is_null(started), pc.is_null(ended))
+            bad = pc.or_kleene(missing, pc.less_equal(ended, started))
+            self._bad_times.append(
+                table.select([table.column_names[0], "started_at", "ended_at"]).filter(bad)
+            )
+        self._extra.append(table.select([EXTRA_COLUMN]).filter(pc.is_valid(table[EXTRA_COLUMN])))
+        if "contacts_reference_bookings" in self._names:
+            if self._booking_uids is None:
+                raise ValueError("contacts are checked against their bookings' uids: pass them")
+            uids = table.select(["booking_uid"])
+            known = pc.is_in(uids.column(0), value_set=self._booking_uids)
+            self._orphans.append(uids.filter(pc.invert(known)))
+        held = sum(len(t) for t in self._preview)
+        if held < self._preview_rows:
+            self._preview.append(_compact(table.slice(0, self._preview_rows - held)))
+        return batch
+
+    def result(self) -> PartitionQuality:
+        empty = pa.Table.from_batches([], self._spec.schema)  # empty_table() imports pandas
+        return PartitionQuality(
+            table=self._spec.name,
+            rows=self._rows,
+            keys=_concat([empty.select(list(self._spec.key_columns)), *self._keys]),
+            bad_times=_concat(self._bad_times) if self._bad_times else None,
+            extra_rows=_concat([empty.select([EXTRA_COLUMN]), *self._extra]),
+            orphans=_concat(self._orphans) if self._orphans else None,
+            preview=_concat([empty, *self._preview]),
+        )
+
+
+def _compact(table: pa.Table) -> pa.Table:
+    """A copy of a few rows that holds only their bytes. A slice would keep the whole batch's
+    buffers alive: every partition's first batch, all of a sweep's data by the end of it."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return pa.ipc.open_stream(sink.getvalue()).read_all()
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    # combine_chunks: the kept pieces are small; one buffer each rather than one per batch.
+    return pa.concat_tables(tables).combine_chunks()
+
+
+def assess(
+    table: str, partitions: Sequence[PartitionQuality], total_count: int | None
+) -> list[QualityResult]:
+    """Every rule of ``table`` over the written ``partitions`` together (key uniqueness across
+    them too). ``total_count`` is what the API's totals said the partitions hold, if known."""
+    spec = TABLES[table]
+    names = check_names(table)
+    keys = [p.keys for p in partitions]
+    found = [
+        key_unique_not_null(
+            pa.concat_tables(keys) if keys else spec.schema.empty_table(), spec.key_columns
+        ),
+        extra_empty(_stack([p.extra_rows for p in partitions], [EXTRA_COLUMN])),
+    ]
+    if "ended_after_started" in names:
+        bad = [p.bad_times for p in partitions if p.bad_times is not None]
+        found.append(ended_after_started(_stack(bad, ["uid", "started_at", "ended_at"])))
+    if "rows_match_total" in names:
+        found.append(rows_match_total(sum(p.rows for p in partitions), total_count))
+    if "contacts_reference_bookings" in names:
+        orphans = [p.orphans for p in partitions if p.orphans is not None]
+        # Only the orphans were kept: none of them has a booking, so the known set is empty.
+        found.append(contacts_reference_bookings(_stack(orphans, ["booking_uid"]), ()))
+    return found
+
+
+def _stack(tables: Sequence[pa.Table], columns: Sequence[str]) -> pa.Table:
+    if tables:
+        return pa.concat_tables(tables)
+    return pa.table({name: pa.nulls(0) for name in columns})

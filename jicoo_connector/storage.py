@@ -10,7 +10,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -108,24 +108,34 @@ class ParquetStore:
         return f"{scheme}://{path}"
 
     def write_partition(
-        self, table: str, partition_value: dt.date, batches: Iterable[pa.RecordBatch]
+        self,
+        table: str,
+        partition_value: dt.date,
+        batches: Iterable[pa.RecordBatch],
+        *,
+        metadata: Mapping[str, str] | None = None,
     ) -> PartitionWriteResult:
         """Stream ``batches`` into the partition's one Parquet file, replacing it atomically.
 
         Readers see the old file or the new one, never a mix or a half-written file. If the
-        batches raise midway, the old file stays and the exception propagates.
+        batches raise midway, the old file stays and the exception propagates. ``metadata``
+        goes into the file's footer (key-value metadata): it is replaced with the data, never
+        apart from it; read it with ``partition_metadata``.
         """
         spec = _spec(table)
         final = self.partition_path(table, partition_value)
+        schema = file_schema(spec).with_metadata(dict(metadata or {}))
         if self.is_local:
-            rows = self._write_local(spec, final, batches)
+            rows = self._write_local(spec, schema, final, batches)
         else:
-            rows = self._write_remote(spec, final, batches)
+            rows = self._write_remote(spec, schema, final, batches)
         size = self.filesystem.get_file_info(final).size or 0
         logger.info("wrote %s rows (%s bytes) to %s", rows, size, final)
         return PartitionWriteResult(path=self.location(final), rows=rows, bytes=size)
 
-    def _write_local(self, spec: TableSpec, final: str, batches: Iterable[pa.RecordBatch]) -> int:
+    def _write_local(
+        self, spec: TableSpec, schema: pa.Schema, final: str, batches: Iterable[pa.RecordBatch]
+    ) -> int:
         directory = Path(final).parent
         directory.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(directory)
@@ -133,7 +143,7 @@ class ParquetStore:
         # which POSIX makes atomic.
         temp = directory / f"{DATA_FILE_NAME}{_TEMP_MARKER}{uuid.uuid4().hex}"
         try:
-            rows = _write_parquet(spec, str(temp), batches, self.filesystem)
+            rows = _write_parquet(spec, schema, str(temp), batches, self.filesystem)
             fd = os.open(temp, os.O_RDONLY)
             try:
                 os.fsync(fd)  # the data must be on disk before the rename makes it visible
@@ -146,7 +156,9 @@ class ParquetStore:
         _fsync_dir(directory)  # make the rename itself durable
         return rows
 
-    def _write_remote(self, spec: TableSpec, final: str, batches: Iterable[pa.RecordBatch]) -> int:
+    def _write_remote(
+        self, spec: TableSpec, schema: pa.Schema, final: str, batches: Iterable[pa.RecordBatch]
+    ) -> int:
         # Object stores replace a key atomically when one upload completes: readers get the old
         # object until then. A temp key + copy is two requests (a crash between them leaks the
         # temp key; big copies are multipart and not atomic), so the final key gets exactly one
@@ -155,7 +167,7 @@ class ParquetStore:
         # when the stream is closed and publish a truncated file.
         with tempfile.TemporaryDirectory(prefix="jicoo-spool-") as spool_dir:
             spool = str(Path(spool_dir) / DATA_FILE_NAME)
-            rows = _write_parquet(spec, spool, batches, pafs.LocalFileSystem())
+            rows = _write_parquet(spec, schema, spool, batches, pafs.LocalFileSystem())
             self.filesystem.create_dir(str(Path(final).parent), recursive=True)
             with (
                 pafs.LocalFileSystem().open_input_stream(spool) as source,
@@ -164,9 +176,30 @@ class ParquetStore:
                 shutil.copyfileobj(source, sink, _COPY_BUFFER_BYTES)
         return rows
 
-    def read_partition(self, table: str, partition_value: dt.date) -> pa.Table:
-        """One partition with the full table schema (the partition column comes from the path)."""
-        return self._dataset(table, [self.partition_path(table, partition_value)]).to_table()
+    def read_partition(
+        self, table: str, partition_value: dt.date, columns: Sequence[str] | None = None
+    ) -> pa.Table:
+        """One partition with the full table schema (the partition column comes from the path),
+        or only ``columns`` of it."""
+        dataset = self._dataset(table, [self.partition_path(table, partition_value)])
+        return dataset.to_table(columns=None if columns is None else list(columns))
+
+    def partition_metadata(self, table: str, partition_value: dt.date) -> dict[str, str] | None:
+        """The footer metadata ``write_partition`` stored, or None if the partition has no file.
+
+        Only the footer is read, not the data.
+        """
+        path = self.partition_path(table, partition_value)
+        try:
+            with self.filesystem.open_input_file(path) as source:
+                stored = pq.read_schema(source).metadata or {}
+        except FileNotFoundError:
+            return None
+        return {
+            key.decode(): value.decode()
+            for key, value in stored.items()
+            if not key.startswith(b"ARROW:")  # pyarrow's own schema copy
+        }
 
     def dataset(self, table: str) -> "ds.FileSystemDataset":
         """Every partition of ``table`` as one pyarrow dataset, partition column typed."""
@@ -224,10 +257,13 @@ def file_schema(spec: TableSpec) -> pa.Schema:
 
 
 def _write_parquet(
-    spec: TableSpec, path: str, batches: Iterable[pa.RecordBatch], filesystem: pafs.FileSystem
+    spec: TableSpec,
+    schema: pa.Schema,
+    path: str,
+    batches: Iterable[pa.RecordBatch],
+    filesystem: pafs.FileSystem,
 ) -> int:
     rows = 0
-    schema = file_schema(spec)
     drop = spec.schema.get_field_index(spec.partition_column)
     # One batch in memory at a time: memory follows the batch size, not the partition size.
     with pq.ParquetWriter(

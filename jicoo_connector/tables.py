@@ -75,9 +75,11 @@ class _Column:
     # For list<struct>: the same type with the API's field names, renamed after building.
     api_type: pa.DataType | None = None
     struct_sources: frozenset[str] = frozenset()
+    # What the column holds, for people: Dagster's column schema and the README show it.
+    doc: str = ""
 
 
-def _col(name: str, source: str, type_: pa.DataType, *, nullable: bool = True) -> _Column:
+def _col(name: str, source: str, type_: pa.DataType, *, nullable: bool = True, doc: str) -> _Column:
     kind: _Kind
     if pa.types.is_timestamp(type_):
         kind = "timestamp"
@@ -89,20 +91,22 @@ def _col(name: str, source: str, type_: pa.DataType, *, nullable: bool = True) -
         kind = "list"
     else:
         kind = "string"
-    return _Column(name, source, type_, kind, nullable)
+    return _Column(name, source, type_, kind, nullable, doc=doc)
 
 
-def _json(name: str, source: str) -> _Column:
+def _json(name: str, source: str, *, doc: str) -> _Column:
     """A field whose shape the API does not document: kept verbatim as a JSON string."""
-    return _Column(name, source, pa.string(), "json")
+    return _Column(name, source, pa.string(), "json", doc=doc)
 
 
-def _int_bool(name: str, source: str) -> _Column:
+def _int_bool(name: str, source: str, *, doc: str) -> _Column:
     """The API's 0/1 integers that mean a flag (availability ``isDefault``)."""
-    return _Column(name, source, pa.bool_(), "int_bool")
+    return _Column(name, source, pa.bool_(), "int_bool", doc=doc)
 
 
-def _struct_list(name: str, source: str, fields: Sequence[tuple[str, str, pa.DataType]]) -> _Column:
+def _struct_list(
+    name: str, source: str, fields: Sequence[tuple[str, str, pa.DataType]], *, doc: str
+) -> _Column:
     snake = pa.list_(pa.struct([pa.field(col, type_) for col, _, type_ in fields]))
     camel = pa.list_(pa.struct([pa.field(src, type_) for _, src, type_ in fields]))
     return _Column(
@@ -112,6 +116,7 @@ def _struct_list(name: str, source: str, fields: Sequence[tuple[str, str, pa.Dat
         "list",
         api_type=camel,
         struct_sources=frozenset(src for _, src, _ in fields),
+        doc=doc,
     )
 
 
@@ -145,6 +150,22 @@ class TableSpec:
     @property
     def partition_column(self) -> str:
         return DAY_COLUMN if self.partitioning == "day" else SNAPSHOT_COLUMN
+
+    def column_descriptions(self) -> dict[str, str]:
+        """Every column of ``schema`` -> what it holds (the API's fields, then ours)."""
+        partition = (
+            "The partition: the calendar day the booking starts on, in the extract's zone "
+            "(JICOO_TIMEZONE)"
+            if self.partitioning == "day"
+            else "The partition: the day (in the zone of the extract) the snapshot was taken"
+        )
+        return {
+            **{c.name: c.doc for c in self.columns},
+            self.partition_column: partition + "; also in the hive path.",
+            EXTRA_COLUMN: "Fields the schema does not know, as JSON (null: none); never dropped.",
+            EXTRACTED_AT_COLUMN: "When the row was read from the API (UTC).",
+            RUN_ID_COLUMN: "The Dagster run (or none, from the CLI) that read the row.",
+        }
 
 
 def _schema_of(spec: TableSpec) -> pa.Schema:
@@ -228,28 +249,59 @@ _EVENT_TYPE_HOST: list[tuple[str, str, pa.DataType]] = [
 _BOOKINGS = TableSpec(
     "bookings",
     (
-        _col("uid", "uid", pa.string(), nullable=False),
-        _col("event_type_id", "eventTypeId", pa.string()),
-        _col("name", "name", pa.string()),
-        _col("description", "description", pa.string()),
-        _col("status", "status", pa.string()),
-        _col("started_at", "startedAt", UTC_MS, nullable=False),
-        _col("ended_at", "endedAt", UTC_MS),
-        _col("location_id", "locationId", pa.string()),
-        _col("url", "url", pa.string()),
-        _col("phone_number", "phoneNumber", pa.string()),
-        _col("address", "address", pa.string()),
-        _col("custom_location", "customLocation", pa.string()),
-        _col("access", "access", pa.string()),
-        _col("time_zone", "timeZone", pa.string()),
-        _col("priority", "priority", pa.string()),
-        _col("cancel_reason", "cancelReason", pa.string()),
-        _col("cancelled_at", "cancelledAt", UTC_MS),
-        _col("cancelled_by", "cancelledBy", pa.string()),
-        _col("capacity", "capacity", pa.int32()),
-        _struct_list("hosts", "hosts", _HOST),
-        _col("created_at", "createdAt", UTC_MS),
-        _col("updated_at", "updatedAt", UTC_MS),
+        _col("uid", "uid", pa.string(), nullable=False, doc="The booking's id (API uid)."),
+        _col(
+            "event_type_id",
+            "eventTypeId",
+            pa.string(),
+            doc="The event type the booking was made for.",
+        ),
+        _col("name", "name", pa.string(), doc="The booking's title."),
+        _col("description", "description", pa.string(), doc="The booking's free-text description."),
+        _col("status", "status", pa.string(), doc="open, request or cancel."),
+        _col(
+            "started_at",
+            "startedAt",
+            UTC_MS,
+            nullable=False,
+            doc="Start (UTC); the partition day is this instant's calendar day in JICOO_TIMEZONE.",
+        ),
+        _col("ended_at", "endedAt", UTC_MS, doc="End (UTC)."),
+        _col("location_id", "locationId", pa.string(), doc="The meeting location's id."),
+        _col("url", "url", pa.string(), doc="The online meeting URL, if any."),
+        _col(
+            "phone_number",
+            "phoneNumber",
+            pa.string(),
+            doc="The phone number of a phone meeting, if any.",
+        ),
+        _col("address", "address", pa.string(), doc="The address of an in-person meeting, if any."),
+        _col("custom_location", "customLocation", pa.string(), doc="A location typed by the host."),
+        _col(
+            "access",
+            "access",
+            pa.string(),
+            doc="How the location is reached (the API's access field).",
+        ),
+        _col("time_zone", "timeZone", pa.string(), doc="The IANA zone the booking was made in."),
+        _col("priority", "priority", pa.string(), doc="The booking's priority."),
+        _col(
+            "cancel_reason",
+            "cancelReason",
+            pa.string(),
+            doc="Why it was cancelled (cancelled bookings).",
+        ),
+        _col("cancelled_at", "cancelledAt", UTC_MS, doc="When it was cancelled (UTC)."),
+        _col("cancelled_by", "cancelledBy", pa.string(), doc="Who cancelled it."),
+        _col("capacity", "capacity", pa.int32(), doc="How many guests the slot takes."),
+        _struct_list("hosts", "hosts", _HOST, doc="The hosts: user_id and role of each."),
+        _col("created_at", "createdAt", UTC_MS, doc="When the booking was made (UTC)."),
+        _col(
+            "updated_at",
+            "updatedAt",
+            UTC_MS,
+            doc="When the booking last changed (UTC); a change re-reads its contacts.",
+        ),
     ),
     ("uid",),
     "day",
@@ -258,19 +310,51 @@ _BOOKINGS = TableSpec(
 _BOOKING_CONTACTS = TableSpec(
     "booking_contacts",
     (
-        _col("booking_uid", _BOOKING_UID, pa.string(), nullable=False),
-        _col("contact_index", _CONTACT_INDEX, pa.int32(), nullable=False),
-        _col("name", "name", pa.string()),
-        _col("email", "email", pa.string()),
-        _col("cc_emails", "ccEmails", pa.list_(pa.string())),
-        _col("company", "company", pa.string()),
-        _col("phone_number", "phoneNumber", pa.string()),
-        _col("message", "message", pa.string()),
-        _col("text_remind_number", "textRemindNumber", pa.string()),
-        _col("text_remind_country_code", "textRemindCountryCode", pa.string()),
-        _struct_list("answers", "answers", _ANSWER),
-        _col("created_at", "createdAt", UTC_MS),
-        _col("updated_at", "updatedAt", UTC_MS),
+        _col(
+            "booking_uid",
+            _BOOKING_UID,
+            pa.string(),
+            nullable=False,
+            doc="The booking (bookings.uid) the contact belongs to.",
+        ),
+        _col(
+            "contact_index",
+            _CONTACT_INDEX,
+            pa.int32(),
+            nullable=False,
+            doc="The contact's position in the booking's contact list (with booking_uid, the key).",
+        ),
+        _col("name", "name", pa.string(), doc="The guest's name."),
+        _col("email", "email", pa.string(), doc="The guest's email."),
+        _col(
+            "cc_emails",
+            "ccEmails",
+            pa.list_(pa.string()),
+            doc="Addresses copied on the booking's emails.",
+        ),
+        _col("company", "company", pa.string(), doc="The guest's company."),
+        _col("phone_number", "phoneNumber", pa.string(), doc="The guest's phone number."),
+        _col("message", "message", pa.string(), doc="The guest's message to the host."),
+        _col(
+            "text_remind_number",
+            "textRemindNumber",
+            pa.string(),
+            doc="The number SMS reminders go to.",
+        ),
+        _col(
+            "text_remind_country_code",
+            "textRemindCountryCode",
+            pa.string(),
+            doc="The country code of text_remind_number.",
+        ),
+        _struct_list(
+            "answers",
+            "answers",
+            _ANSWER,
+            doc="The guest's answers to the booking form: question and content of each.",
+        ),
+        _col("created_at", "createdAt", UTC_MS, doc="When the contact was recorded (UTC)."),
+        _col("updated_at", "updatedAt", UTC_MS, doc="When the contact last changed (UTC)."),
     ),
     ("booking_uid", "contact_index"),
     "day",
@@ -279,31 +363,48 @@ _BOOKING_CONTACTS = TableSpec(
 _SCHEDULES = TableSpec(
     "schedules",
     (
-        _col("uid", "uid", pa.string(), nullable=False),
-        _col("name", "name", pa.string()),
-        _col("description", "description", pa.string()),
-        _json("routine", "routine"),
-        _col("is_remind", "isRemind", pa.bool_()),
-        _col("project_id", "projectId", pa.int64()),
-        _col("phone_number", "phoneNumber", pa.string()),
-        _col("access", "access", pa.string()),
-        _col("address", "address", pa.string()),
-        _col("custom_location", "customLocation", pa.string()),
-        _struct_list("attendees", "attendees", _ATTENDEE),
-        _col("is_all_day", "isAllDay", pa.bool_()),
-        _col("time_zone", "timeZone", pa.string()),
-        _col("started_at", "startedAt", UTC_MS),
-        _col("ended_at", "endedAt", UTC_MS),
-        _col("priority", "priority", pa.string()),
-        _col("display_type", "displayType", pa.string()),
-        _col("location", "location", pa.string()),
-        _col("transparency", "transparency", pa.string()),
-        _col("behavior", "behavior", pa.string()),
-        _col("visibility_type", "visibilityType", pa.string()),
-        _col("status", "status", pa.string()),
-        _col("url", "url", pa.string()),
-        _col("created_at", "createdAt", UTC_MS),
-        _col("updated_at", "updatedAt", UTC_MS),
+        _col("uid", "uid", pa.string(), nullable=False, doc="The schedule's id."),
+        _col("name", "name", pa.string(), doc="The schedule's title."),
+        _col("description", "description", pa.string(), doc="The schedule's description."),
+        _json(
+            "routine", "routine", doc="The recurrence rule, as the API's JSON (shape undocumented)."
+        ),
+        _col("is_remind", "isRemind", pa.bool_(), doc="Whether reminders are sent."),
+        _col("project_id", "projectId", pa.int64(), doc="The project the schedule belongs to."),
+        _col(
+            "phone_number",
+            "phoneNumber",
+            pa.string(),
+            doc="The phone number of a phone meeting, if any.",
+        ),
+        _col("access", "access", pa.string(), doc="How the location is reached."),
+        _col("address", "address", pa.string(), doc="The address of an in-person meeting, if any."),
+        _col("custom_location", "customLocation", pa.string(), doc="A location typed by the user."),
+        _struct_list(
+            "attendees",
+            "attendees",
+            _ATTENDEE,
+            doc="The attendees: user_id, email, role and user_type of each.",
+        ),
+        _col("is_all_day", "isAllDay", pa.bool_(), doc="Whether it lasts the whole day."),
+        _col("time_zone", "timeZone", pa.string(), doc="The IANA zone of the schedule."),
+        _col("started_at", "startedAt", UTC_MS, doc="Start (UTC)."),
+        _col("ended_at", "endedAt", UTC_MS, doc="End (UTC)."),
+        _col("priority", "priority", pa.string(), doc="The schedule's priority."),
+        _col("display_type", "displayType", pa.string(), doc="How the calendar shows it."),
+        _col("location", "location", pa.string(), doc="The location as text."),
+        _col(
+            "transparency",
+            "transparency",
+            pa.string(),
+            doc="Whether it blocks time (busy) or not (free).",
+        ),
+        _col("behavior", "behavior", pa.string(), doc="The API's behavior field."),
+        _col("visibility_type", "visibilityType", pa.string(), doc="Who may see it."),
+        _col("status", "status", pa.string(), doc="The schedule's status."),
+        _col("url", "url", pa.string(), doc="The online meeting URL, if any."),
+        _col("created_at", "createdAt", UTC_MS, doc="When it was created (UTC)."),
+        _col("updated_at", "updatedAt", UTC_MS, doc="When it last changed (UTC)."),
     ),
     ("uid",),
     "snapshot",
@@ -312,26 +413,78 @@ _SCHEDULES = TableSpec(
 _AVAILABILITY_CALENDARS = TableSpec(
     "availability_calendars",
     (
-        _col("calendar_uid", "uid", pa.string(), nullable=False),
-        _col("rule_index", _RULE_INDEX, pa.int32()),
-        _col("team_id", "teamId", pa.int64()),
-        _col("user_id", "userId", pa.string()),
-        _col("name", "name", pa.string()),
-        _int_bool("is_default", "isDefault"),
+        _col(
+            "calendar_uid",
+            "uid",
+            pa.string(),
+            nullable=False,
+            doc="The availability template's id.",
+        ),
+        _col(
+            "rule_index",
+            _RULE_INDEX,
+            pa.int32(),
+            doc="The weekly rule's position in the template (null: a template without rules).",
+        ),
+        _col("team_id", "teamId", pa.int64(), doc="The team the template belongs to."),
+        _col("user_id", "userId", pa.string(), doc="The user whose availability it is."),
+        _col("name", "name", pa.string(), doc="The template's name."),
+        _int_bool("is_default", "isDefault", doc="Whether it is the user's default template."),
         # The API spells it `timezone` here and `timeZone` everywhere else.
-        _col("time_zone", "timezone", pa.string()),
-        _col("created_at", "createdAt", UTC_MS),
-        _col("updated_at", "updatedAt", UTC_MS),
-        _col("wday", _RULE_PREFIX + "wday", pa.int8()),
-        _col("start_hour", _RULE_PREFIX + "startHour", pa.int8()),
-        _col("start_minute", _RULE_PREFIX + "startMinute", pa.int8()),
-        _col("end_hour", _RULE_PREFIX + "endHour", pa.int8()),
-        _col("end_minute", _RULE_PREFIX + "endMinute", pa.int8()),
-        _col("rule_started_at", _RULE_PREFIX + "startedAt", UTC_MS),
-        _col("rule_ended_at", _RULE_PREFIX + "endedAt", UTC_MS),
-        _col("frequency_type", _RULE_PREFIX + "frequencyType", pa.int32()),
-        _col("frequency_interval", _RULE_PREFIX + "frequencyInterval", pa.int32()),
-        _json("exceptions", _RULE_PREFIX + "exceptions"),
+        _col(
+            "time_zone",
+            "timezone",
+            pa.string(),
+            doc="The template's IANA zone (the API spells it timezone).",
+        ),
+        _col("created_at", "createdAt", UTC_MS, doc="When the template was created (UTC)."),
+        _col("updated_at", "updatedAt", UTC_MS, doc="When the template last changed (UTC)."),
+        _col("wday", _RULE_PREFIX + "wday", pa.int8(), doc="The rule's weekday (0 = Sunday)."),
+        _col(
+            "start_hour",
+            _RULE_PREFIX + "startHour",
+            pa.int8(),
+            doc="The rule's start hour, in time_zone.",
+        ),
+        _col(
+            "start_minute", _RULE_PREFIX + "startMinute", pa.int8(), doc="The rule's start minute."
+        ),
+        _col(
+            "end_hour",
+            _RULE_PREFIX + "endHour",
+            pa.int8(),
+            doc="The rule's end hour, in time_zone.",
+        ),
+        _col("end_minute", _RULE_PREFIX + "endMinute", pa.int8(), doc="The rule's end minute."),
+        _col(
+            "rule_started_at",
+            _RULE_PREFIX + "startedAt",
+            UTC_MS,
+            doc="From when the rule applies (UTC).",
+        ),
+        _col(
+            "rule_ended_at",
+            _RULE_PREFIX + "endedAt",
+            UTC_MS,
+            doc="Until when the rule applies (UTC).",
+        ),
+        _col(
+            "frequency_type",
+            _RULE_PREFIX + "frequencyType",
+            pa.int32(),
+            doc="The rule's repetition kind.",
+        ),
+        _col(
+            "frequency_interval",
+            _RULE_PREFIX + "frequencyInterval",
+            pa.int32(),
+            doc="Every how many periods the rule repeats.",
+        ),
+        _json(
+            "exceptions",
+            _RULE_PREFIX + "exceptions",
+            doc="The rule's exceptions, as the API's JSON (shape undocumented).",
+        ),
     ),
     ("calendar_uid", "rule_index"),
     "snapshot",
@@ -341,9 +494,20 @@ _AVAILABILITY_CALENDARS = TableSpec(
 _AVAILABLE_SLOTS = TableSpec(
     "available_slots",
     (
-        _col("event_type_uid", _EVENT_TYPE_UID, pa.string(), nullable=False),
-        _col("started_at", "startedAt", UTC_MS, nullable=False),
-        _col("remaining_capacity", "remainingCapacity", pa.int32()),
+        _col(
+            "event_type_uid",
+            _EVENT_TYPE_UID,
+            pa.string(),
+            nullable=False,
+            doc="The event type the slot can be booked for.",
+        ),
+        _col("started_at", "startedAt", UTC_MS, nullable=False, doc="The slot's start (UTC)."),
+        _col(
+            "remaining_capacity",
+            "remainingCapacity",
+            pa.int32(),
+            doc="How many more guests the slot takes.",
+        ),
     ),
     ("event_type_uid", "started_at"),
     "snapshot",
@@ -352,16 +516,31 @@ _AVAILABLE_SLOTS = TableSpec(
 _EVENT_TYPES = TableSpec(
     "event_types",
     (
-        _col("uid", "uid", pa.string(), nullable=False),
-        _col("name", "name", pa.string()),
-        _col("description", "description", pa.string()),
-        _col("status", "status", pa.string()),
-        _col("duration_minutes", "duration", pa.int32()),
-        _col("team_id", "teamId", pa.int64()),
-        _col("url", "url", pa.string()),
-        _struct_list("hosts", _EVENT_TYPE_HOSTS, _EVENT_TYPE_HOST),
-        _col("created_at", "createdAt", UTC_MS),
-        _col("updated_at", "updatedAt", UTC_MS),
+        _col("uid", "uid", pa.string(), nullable=False, doc="The event type's id."),
+        _col("name", "name", pa.string(), doc="The event type's name."),
+        _col("description", "description", pa.string(), doc="The event type's description."),
+        _col(
+            "status",
+            "status",
+            pa.string(),
+            doc="enable or disable (a disabled type takes no bookings).",
+        ),
+        _col(
+            "duration_minutes",
+            "duration",
+            pa.int32(),
+            doc="How long its bookings last, in minutes.",
+        ),
+        _col("team_id", "teamId", pa.int64(), doc="The team it belongs to."),
+        _col("url", "url", pa.string(), doc="Its public booking page."),
+        _struct_list(
+            "hosts",
+            _EVENT_TYPE_HOSTS,
+            _EVENT_TYPE_HOST,
+            doc="Its hosts (from GET /v1/event_type_hosts); null when the key may not read them.",
+        ),
+        _col("created_at", "createdAt", UTC_MS, doc="When it was created (UTC)."),
+        _col("updated_at", "updatedAt", UTC_MS, doc="When it last changed (UTC)."),
     ),
     ("uid",),
     "snapshot",
@@ -370,13 +549,13 @@ _EVENT_TYPES = TableSpec(
 _USERS = TableSpec(
     "users",
     (
-        _col("uid", "uid", pa.string(), nullable=False),
-        _col("name", "name", pa.string()),
-        _col("email", "email", pa.string()),
-        _col("role", "role", pa.string()),
-        _col("profile_image", "profileImage", pa.string()),
-        _col("created_at", "createdAt", UTC_MS),
-        _col("updated_at", "updatedAt", UTC_MS),
+        _col("uid", "uid", pa.string(), nullable=False, doc="The user's id."),
+        _col("name", "name", pa.string(), doc="The user's name."),
+        _col("email", "email", pa.string(), doc="The user's email."),
+        _col("role", "role", pa.string(), doc="The user's role in the organization."),
+        _col("profile_image", "profileImage", pa.string(), doc="The URL of the user's picture."),
+        _col("created_at", "createdAt", UTC_MS, doc="When the user was added (UTC)."),
+        _col("updated_at", "updatedAt", UTC_MS, doc="When the user last changed (UTC)."),
     ),
     ("uid",),
     "snapshot",

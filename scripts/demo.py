@@ -75,7 +75,8 @@ def _dagster_home() -> None:
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+        # The same instance config as `make dagster-home`: telemetry off, the jicoo_api pool.
+        shutil.copyfile(ROOT / "scripts" / "dagster.yaml", home / "dagster.yaml")
 
 
 def _extract(defs: "dg.Definitions", today: dt.date, warehouse: str) -> None:

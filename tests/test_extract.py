@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jicoo_connector.client import AsyncJicooClient
-from jicoo_connector.errors import ConfigError, TransportError
+from jicoo_connector.errors import ConfigError, ExtractError, JicooError, TransportError
 from jicoo_connector.extract import (
     DEFAULT_SLOT_HORIZON_DAYS,
     SOURCES,
@@ -25,6 +25,7 @@ from jicoo_connector.extract import (
     _Plan,
     _split_days,
     day_window,
+    extract_contacts,
     extract_partition,
     extract_range,
 )
@@ -270,10 +271,13 @@ def test_an_unreachable_api_stops_the_range_after_the_first_failure(tmp_path: Pa
         api_key=ApiKey("sk_test_nowhere"), base_url=f"http://127.0.0.1:{port}", max_retries=1
     )
     start = dt.date(2026, 11, 1)
-    with pytest.raises(ExceptionGroup) as caught:
+    with pytest.raises(ExtractError) as caught:
         extract_range(
             settings, ["bookings", "users"], start, start + dt.timedelta(days=29), str(tmp_path)
         )
+    # One error of the tree, still an ExceptionGroup of the partitions' failures.
+    assert isinstance(caught.value, JicooError)
+    assert isinstance(caught.value, ExceptionGroup)
     # 30 day partitions + 1 snapshot, all failed; only the ones already under way were tried.
     assert caught.value.message.startswith("31 of 31 partitions failed; stopped starting new ones")
     assert 1 <= len(caught.value.exceptions) <= 2
@@ -498,3 +502,17 @@ def test_a_booking_near_the_margin_warns_once_per_listing(
     warnings = [r for r in caplog.records if "end-filter margin" in r.getMessage()]
     assert len(warnings) == 1
     assert "1 day, 0:00:00" in warnings[0].getMessage()
+
+
+def test_contacts_of_a_day_without_bookings_are_rewritten_empty_again(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    # The sandbox has no bookings this far ahead: the day's versions are empty, twice.
+    day = dt.datetime.now(JST).date() + dt.timedelta(days=60)
+    settings = _settings(sandbox)
+    out = str(tmp_path)
+    extract_range(settings, ["bookings"], day, day, out, zone=JST.key)
+    for _ in range(2):
+        (result,) = extract_contacts(settings, day, day, out)
+        assert (result.rows, result.contacts_fetched, result.contacts_reused) == (0, 0, 0)
+    assert ParquetStore(out).read_partition("booking_contacts", day).num_rows == 0

@@ -40,3 +40,12 @@ def test_every_error_class_is_in_the_tree_and_exported() -> None:
     assert set(errors.__all__) <= set(jicoo_connector.__all__)
     for cls in classes:
         assert cls.__name__ in (errors.__doc__ or ""), f"{cls.__name__} missing from the drawing"
+
+
+def test_a_listing_too_large_and_a_failed_extract_are_errors_of_the_tree() -> None:
+    from jicoo_connector.client import ListingTooLargeError
+
+    assert ListingTooLargeError is errors.ListingTooLargeError
+    assert issubclass(errors.ListingTooLargeError, errors.JicooError)
+    assert issubclass(errors.ExtractError, errors.JicooError)
+    assert issubclass(errors.ExtractError, ExceptionGroup)

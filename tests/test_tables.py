@@ -393,3 +393,10 @@ def test_run_id_is_nullable_and_lineage_is_constant() -> None:
     assert batch.column("_run_id").to_pylist() == [None, None]
     assert batch.column("_extracted_at").to_pylist() == [EXTRACTED_AT, EXTRACTED_AT]
     assert batch.column("snapshot_date").to_pylist() == [DAY, DAY]
+
+
+def test_every_column_of_every_table_is_described() -> None:
+    for spec in TABLES.values():
+        described = spec.column_descriptions()
+        assert list(described) == spec.schema.names, spec.name
+        assert all(text.strip() for text in described.values()), spec.name

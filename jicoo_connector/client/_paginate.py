@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from jicoo_connector.client._report import FetchReport
-from jicoo_connector.errors import PaginationError, ProtocolError
+from jicoo_connector.errors import ListingTooLargeError, PaginationError, ProtocolError
 
 __all__ = [
     "MAX_PAGES",
@@ -68,16 +68,6 @@ class Page(Generic[R]):
     current_page: int
     number_of_pages: int
     next_page: int | None
-
-
-class ListingTooLargeError(Exception):
-    """Page 1 announced more rows than the caller's ``max_rows``; no other page was fetched.
-    Not an API failure: the caller asked to be told, to list a narrower window instead."""
-
-    def __init__(self, endpoint: str, total_count: int, max_rows: int) -> None:
-        super().__init__(f"GET {endpoint}: {total_count} rows, more than max_rows {max_rows}")
-        self.total_count = total_count
-        self.max_rows = max_rows
 
 
 @dataclass(frozen=True, slots=True)

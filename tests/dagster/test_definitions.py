@@ -75,3 +75,24 @@ def test_definitions_object_resolves_every_asset_and_job(monkeypatch: pytest.Mon
     }
     checks = {key.to_user_string() for key in repository.asset_graph.asset_check_keys}
     assert "jicoo/apply_log:no_change_in_flight" in checks
+
+
+def test_columns_and_checks_are_described_from_the_table_registry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JICOO_API_KEY", "placeholder-key")
+    from assets.definitions import defs
+    from jicoo_connector.quality import check_description
+    from jicoo_connector.tables import TABLES
+
+    graph = defs().get_repository_def().asset_graph
+    for table, spec in TABLES.items():
+        key = dg.AssetKey(["jicoo", table])
+        schema = graph.get(key).metadata["dagster/column_schema"]
+        assert isinstance(schema, dg.TableSchema)
+        assert {c.name: c.description for c in schema.columns} == spec.column_descriptions()
+        checks = [k for k in graph.asset_check_keys if k.asset_key == key]
+        assert checks, table
+        for check in checks:
+            description = graph.get_check_spec(check).description
+            assert description == check_description(table, check.name)

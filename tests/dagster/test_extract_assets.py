@@ -15,6 +15,7 @@ import httpx
 import pyarrow as pa
 import pytest
 
+from assets.extract_assets import CONTACTS_OP
 from assets.warehouse import warehouse_tables
 from jicoo_connector.extract import day_window
 from jicoo_connector.sandbox.server import SandboxServer
@@ -49,6 +50,7 @@ BUSY_DAYS_SEARCH = 14
 ASSETS = extract_assets()
 DAILY_ASSETS = [ASSETS["bookings"], ASSETS["booking_contacts"]]
 SNAPSHOT_ASSETS = [*(ASSETS[table] for table in SNAPSHOTS), warehouse_tables]
+FULL = {"ops": {CONTACTS_OP: {"config": {"full": True}}}}
 
 
 def _instant(value: object) -> dt.datetime:
@@ -155,7 +157,8 @@ def scenario(system_sandbox: SandboxServer, tmp_path_factory: pytest.TempPathFac
     sandbox.clear_requests()
     sandbox.set_faults(FAULTS)
     try:
-        faulted = dg.materialize(DAILY_ASSETS, resources=resources, tags=tags)
+        # Full: every contacts call is made again, under the faults too.
+        faulted = dg.materialize(DAILY_ASSETS, resources=resources, tags=tags, run_config=FULL)
         injected: dict[str, int] = {}
         for entry in sandbox.requests():
             fault = entry["fault"]
@@ -242,11 +245,13 @@ def test_snapshot_tables_hold_every_sandbox_row(scenario: Scenario) -> None:
 
 
 def _expected_schema(table: str) -> dg.TableSchema:
+    described = TABLES[table].column_descriptions()
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
                 name=f.name,
                 type=str(f.type),
+                description=described[f.name],
                 constraints=dg.TableColumnConstraints(nullable=f.nullable),
             )
             for f in TABLES[table].schema
@@ -261,7 +266,12 @@ def test_materialization_metadata_is_exact(scenario: Scenario) -> None:
         per_day = {str(d): scenario.store.read_partition(table, d).num_rows for d in scenario.days}
         for event in events:
             metadata = event.metadata
-            assert metadata["dagster/row_count"] == dg.IntMetadataValue(sum(per_day.values()))
+            # Each partition's page shows its own row count and file, the run's figures beside.
+            day = str(event.partition)
+            assert metadata["dagster/row_count"] == dg.IntMetadataValue(per_day[day])
+            assert metadata["dagster/uri"] == dg.TextMetadataValue(
+                scenario.store.partition_path(table, dt.date.fromisoformat(day))
+            )
             assert metadata["dagster/column_schema"] == dg.TableSchemaMetadataValue(
                 _expected_schema(table)
             )

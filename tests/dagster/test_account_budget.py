@@ -1,0 +1,114 @@
+"""One request budget for the account across Dagster runs and steps (the `jicoo_api` pool).
+
+Two runs at once through a real instance configured as `make dagster-home` configures it,
+each launched by Dagster's own CLI with the default (multiprocess) executor, against the
+sandbox limited to 10 requests/s: the daily job over 10 days and jicoo_snapshots.
+"""
+
+import datetime as dt
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from assets.resources import API_POOL
+from jicoo_connector.sandbox.server import SandboxServer
+from tests.dagster.support import range_tags, tokyo_today
+
+ROOT = Path(__file__).resolve().parents[2]
+RATE = 10
+MAX_429_SHARE = 0.02
+RUN_TIMEOUT_S = 300
+# The steps that call the API (their ops are in the pool); the warehouse reload is not.
+API_STEPS = {
+    "jicoo__bookings",
+    "jicoo__booking_contacts",
+    "jicoo__schedules",
+    "jicoo__availability_calendars",
+    "jicoo__available_slots",
+    "jicoo__event_types",
+    "jicoo__users",
+}
+
+
+def _launch(
+    job: str, env: dict[str, str], tags: dict[str, str], log: Path
+) -> subprocess.Popen[bytes]:
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    argv = [dagster, "job", "execute", "-m", "assets.definitions", "-a", "defs", "-j", job]
+    if tags:
+        argv += ["--tags", json.dumps(tags)]
+    with log.open("wb") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(  # noqa: S603 - our own venv's dagster
+            argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def _step_spans(instance: dg.DagsterInstance) -> list[tuple[float, float, str]]:
+    spans = []
+    for run in instance.get_runs():
+        starts: dict[str, float] = {}
+        for entry in instance.all_logs(run.run_id):
+            event = entry.dagster_event
+            if event is None or entry.step_key not in API_STEPS:
+                continue
+            if event.event_type == dg.DagsterEventType.STEP_START:
+                starts[entry.step_key] = entry.timestamp
+            elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+                spans.append((starts[entry.step_key], entry.timestamp, entry.step_key))
+    return sorted(spans)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2 * RUN_TIMEOUT_S)
+def test_two_runs_at_once_share_the_account_budget(sandbox: SandboxServer, tmp_path: Path) -> None:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(ROOT / "scripts" / "dagster.yaml", home / "dagster.yaml")
+    sandbox.set_faults({"rate_limit": {"rps": RATE, "burst": 2 * RATE}})
+    sandbox.clear_requests()
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "JICOO_API_KEY": sandbox.api_key,
+        "JICOO_BASE_URL": sandbox.base_url,
+        "JICOO_RATE_LIMIT": str(RATE),
+        "JICOO_WAREHOUSE_ROOT": str(tmp_path / "wh"),
+        "JICOO_DUCKDB_PATH": str(tmp_path / "wh.duckdb"),
+    }
+    # The storage exists before the two runs start: two processes creating it at once race.
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert instance.get_runs() == []
+    today = tokyo_today(sandbox)
+    daily = range_tags(today - dt.timedelta(days=5), today + dt.timedelta(days=4))
+    runs = [
+        _launch("jicoo_daily_tables", env, daily, tmp_path / "daily.log"),
+        _launch("jicoo_snapshots", env, {}, tmp_path / "snapshots.log"),
+    ]
+    for run, name in zip(runs, ("daily", "snapshots"), strict=True):
+        assert run.wait(RUN_TIMEOUT_S) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
+
+    api = [e for e in sandbox.requests() if str(e["path"]).startswith("/v1/")]
+    answered_429 = sum(1 for e in api if e["status"] == 429)
+    assert len(api) > 100  # contacts of ten days and the snapshots: enough to hit the limit
+    assert answered_429 / len(api) < MAX_429_SHARE, (answered_429, len(api))
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # what the runs wrote
+        statuses = {r.job_name: r.status for r in instance.get_runs()}
+        spans = _step_spans(instance)
+        limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
+    assert statuses == {
+        "jicoo_daily_tables": dg.DagsterRunStatus.SUCCESS,
+        "jicoo_snapshots": dg.DagsterRunStatus.SUCCESS,
+    }
+    assert limits == {API_POOL: 1}
+    # The pool's one slot: no two API steps of either run ever ran at the same time.
+    assert {step for _, _, step in spans} == API_STEPS
+    for (_, ended, first), (started, _, second) in itertools.pairwise(spans):
+        assert ended <= started, f"{first} and {second} overlapped"

@@ -1,0 +1,184 @@
+"""Each booking listed once per run, and contacts read only for bookings that changed.
+
+Through Dagster against the session sandbox; the sandbox's request log is the witness.
+"""
+
+import datetime as dt
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import dagster as dg
+import httpx
+import pyarrow as pa
+import pytest
+
+from assets.automation import build_schedules
+from assets.extract_assets import CONTACTS_OP
+from jicoo_connector.config import ConnectorConfig
+from jicoo_connector.errors import MissingPartitionError
+from jicoo_connector.extract import DEFAULT_MAX_BOOKING_DURATION, day_window
+from jicoo_connector.sandbox.server import SandboxServer
+from jicoo_connector.storage import ParquetStore
+from tests.dagster.support import (
+    TOKYO,
+    extract_assets,
+    jicoo_resource,
+    materializations,
+    range_tags,
+    tokyo_today,
+    warehouse_resource,
+)
+
+CONTACTS_PATH = "/contacts"
+FULL = {"ops": {CONTACTS_OP: {"config": {"full": True}}}}
+ASSETS = extract_assets()
+bookings, booking_contacts = ASSETS["bookings"], ASSETS["booking_contacts"]
+
+
+@dataclass
+class Run:
+    result: dg.ExecuteInProcessResult
+    log: list[dict[str, object]]
+
+    def contacts_calls(self) -> list[str]:
+        """The booking uids whose contacts were requested."""
+        return [
+            str(entry["path"]).split("/")[3]
+            for entry in self.log
+            if str(entry["path"]).endswith(CONTACTS_PATH)
+        ]
+
+    def listings(self) -> list[dict[str, list[str]]]:
+        return [
+            parse_qs(str(entry["query"]))
+            for entry in self.log
+            if entry["path"] == "/v1/bookings" and entry["method"] == "GET"
+        ]
+
+    def metadata(self, name: str) -> int:
+        (event, *_) = materializations(self.result, dg.AssetKey(["jicoo", "booking_contacts"]))
+        value = event.metadata[name]
+        assert isinstance(value, dg.IntMetadataValue)
+        return value.value or 0
+
+
+def _run(sandbox: SandboxServer, root: Path, days: list[dt.date], run_config: object = None) -> Run:
+    sandbox.clear_requests()
+    result = dg.materialize(
+        [bookings, booking_contacts],
+        resources={"jicoo": jicoo_resource(sandbox), "warehouse": warehouse_resource(root)},
+        tags=range_tags(days[0], days[-1]),
+        run_config=run_config,
+    )
+    assert result.success
+    return Run(result, sandbox.requests())
+
+
+def _instant(value: object) -> dt.datetime:
+    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _uids_of(sandbox: SandboxServer, days: list[dt.date]) -> list[str]:
+    start, end = day_window(days[0], TOKYO)[0], day_window(days[-1], TOKYO)[1]
+    return [
+        str(b["uid"])
+        for b in sandbox.store.all_bookings()
+        if start <= _instant(b["startedAt"]) < end
+    ]
+
+
+def _contacts(store: ParquetStore, days: list[dt.date]) -> pa.Table:
+    return pa.concat_tables([store.read_partition("booking_contacts", day) for day in days])
+
+
+def test_a_run_lists_each_day_once_and_a_rerun_reads_only_changed_contacts(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    today = tokyo_today(sandbox)
+    days = [today + dt.timedelta(days=offset) for offset in range(3)]
+    store = ParquetStore(warehouse_resource(tmp_path).root)
+    uids = _uids_of(sandbox, days)
+    assert uids
+
+    first = _run(sandbox, tmp_path, days)
+    # One listing walk for the range: every page asked for once, no second walk for contacts.
+    pages = Counter(
+        (q["startedAt"][0], q["endedAt"][0], q.get("page", ["1"])[0]) for q in first.listings()
+    )
+    assert pages
+    assert set(pages.values()) == {1}, pages
+    # Each listing covers [startedAt, endedAt - margin) (the margin catches late bookings'
+    # ends): every day lies in exactly one.
+    windows = {(_instant(started), _instant(ended)) for started, ended, _ in pages}
+    for day in days:
+        day_start = day_window(day, TOKYO)[0]
+        covering = [w for w in windows if w[0] <= day_start < w[1] - DEFAULT_MAX_BOOKING_DURATION]
+        assert len(covering) == 1, (day, windows)
+    assert sorted(first.contacts_calls()) == sorted(uids)
+    assert (first.metadata("jicoo/contacts_fetched"), first.metadata("jicoo/contacts_reused")) == (
+        len(uids),
+        0,
+    )
+    before = _contacts(store, days)
+
+    second = _run(sandbox, tmp_path, days)
+    assert second.contacts_calls() == []
+    assert (
+        second.metadata("jicoo/contacts_fetched"),
+        second.metadata("jicoo/contacts_reused"),
+    ) == (
+        0,
+        len(uids),
+    )
+    # Carried over unchanged, lineage included: the rows were read from the API by run one.
+    assert _contacts(store, days).equals(before)
+
+    status = {str(b["uid"]): b["status"] for b in sandbox.store.all_bookings()}
+    cancelled = next(uid for uid in uids if status[uid] == "open")
+    response = httpx.post(
+        f"{sandbox.base_url}/v1/bookings/{cancelled}/cancel",
+        headers={"X-Jicoo-Api-Key": sandbox.api_key},
+        json={"cancelReason": "test"},
+    )
+    assert response.status_code == httpx.codes.OK, response.text
+    third = _run(sandbox, tmp_path, days)
+    assert third.contacts_calls() == [cancelled]
+    after = _contacts(store, days)
+    assert after.drop_columns(["_extracted_at", "_run_id"]).equals(
+        before.drop_columns(["_extracted_at", "_run_id"])
+    )
+    changed = after.filter(pa.compute.equal(after.column("booking_uid"), cancelled))
+    assert set(changed.column("_run_id").to_pylist()) <= {third.result.run_id}
+
+    full = _run(sandbox, tmp_path, days, FULL)
+    assert sorted(full.contacts_calls()) == sorted(uids)
+    assert full.metadata("jicoo/contacts_reused") == 0
+
+
+def test_contacts_without_their_bookings_partition_say_what_to_run(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    day = tokyo_today(sandbox)
+    with pytest.raises(MissingPartitionError, match=rf"bookings has no partition for {day}"):
+        dg.materialize(
+            [booking_contacts],
+            resources={
+                "jicoo": jicoo_resource(sandbox),
+                "warehouse": warehouse_resource(tmp_path),
+            },
+            partition_key=day.isoformat(),
+        )
+    assert [e for e in sandbox.requests() if str(e["path"]).startswith("/v1/")] == []
+
+
+def test_the_sweep_reads_every_contact_and_the_refresh_only_changed_ones() -> None:
+    # A fixed Sunday: what the schedules ask for does not depend on the day.
+    moment = dt.datetime(2026, 3, 1, 4, tzinfo=TOKYO)
+    context = dg.build_schedule_context(scheduled_execution_time=moment)
+    jicoo_refresh_schedule, jicoo_sweep_schedule, _ = build_schedules(ConnectorConfig())
+    (sweep,) = list(jicoo_sweep_schedule.evaluate_tick(context).run_requests or [])
+    (refresh,) = list(jicoo_refresh_schedule.evaluate_tick(context).run_requests or [])
+    assert sweep.run_config == FULL
+    assert refresh.run_config == {"ops": {CONTACTS_OP: {"config": {"full": False}}}}
