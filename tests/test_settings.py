@@ -10,7 +10,6 @@ import dataclasses
 import datetime as dt
 import os
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.sandbox.server import SandboxServer
 from jicoo_connector.sandbox.webhooks import sign
 from jicoo_connector.webhooks.receiver import READY_LINE_PREFIX
+from tests.client.proxy import connect_proxy
 from tests.webhooks.test_receiver import event_body
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -360,10 +360,14 @@ def test_cli_network_settings(
         cli_env.clear_faults()
     assert "request deadline (0.2 s)" in capsys.readouterr().err
     monkeypatch.delenv("JICOO_REQUEST_DEADLINE")
-    # A proxy where nothing listens: the request goes there, never to the sandbox.
-    monkeypatch.setenv("JICOO_PROXY_URL", f"http://user:pw@127.0.0.1:{_closed_port()}")
+    # A proxy that wants other credentials: the request goes there with ours (407 ends it),
+    # never to the sandbox, and the password is not printed.
     since = len(cli_env.requests())
-    assert main(argv) != EXIT_OK
+    with connect_proxy(("user", "other")) as proxy:
+        monkeypatch.setenv("JICOO_PROXY_URL", proxy.url.replace("//", "//user:pw@"))
+        assert main(argv) != EXIT_OK
+    assert proxy.heads[0].startswith(f"GET {cli_env.base_url}/v1/")
+    assert proxy.authorizations[0] == "Basic dXNlcjpwdw=="  # user:pw
     assert len(cli_env.requests()) == since
     assert ":pw@" not in "".join(capsys.readouterr())
     monkeypatch.delenv("JICOO_PROXY_URL")
@@ -374,12 +378,6 @@ def test_cli_network_settings(
     monkeypatch.setenv("JICOO_TLS_TRUST", "system")
     assert main(argv) == EXIT_UNUSABLE
     assert "not both" in capsys.readouterr().err
-
-
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_cli_timezone_and_warehouse_root(
