@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # Dagster keeps its run storage here (ephemeral for demo/tests, never in the home folder).
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: dagster-home help setup demo dev test check lint typecheck test-unit test-slow test-dates bench bench-quick bench-warehouse bench-webhooks sandbox clean
+.PHONY: dagster-home help setup demo dev test check lint typecheck test-unit test-slow test-dates bench bench-quick bench-warehouse bench-webhooks sandbox example-changeset clean clean-all
 
 # The instance config (telemetry off, the `jicoo_api` pool's limit) from scripts/dagster.yaml;
 # an existing dagster.yaml is the user's and is left alone.
@@ -48,7 +48,7 @@ check: setup ## Lint, format check, strict typing, import contracts, Dagster def
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	@$(MAKE) --no-print-directory dagster-home
-	JICOO_API_KEY=placeholder-for-validation $(VENV)/bin/dagster definitions validate -w workspace.yaml
+	JICOO_API_KEY=placeholder-for-validation $(VENV)/bin/dg check defs
 
 test-unit: setup ## Run the test suite (fast tier)
 	@$(MAKE) --no-print-directory dagster-home
@@ -84,10 +84,22 @@ bench-warehouse: setup ## Only the warehouse load: 500,000 bookings into Postgre
 bench-webhooks: setup ## Webhook freshness alone: 100 changes at 1/s, daemon running (~5 minutes)
 	$(PY) benchmarks/webhook_freshness.py
 
+example-changeset: setup ## Regenerate data/changesets/example.csv (today's free slots of the seed-7 sandbox)
+	$(PY) scripts/example_changeset.py
+
 sandbox: setup ## Serve the sandbox on 127.0.0.1:8765 until Ctrl-C
 	$(VENV)/bin/jicoo-sandbox serve --host 127.0.0.1 --port 8765 --seed 7 --bookings 2000
 
-clean: ## Remove the environment, caches and generated data (keeps data/changesets/example.csv)
-	rm -rf $(VENV) .uv .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache $(DAGSTER_HOME)
-	rm -rf data/warehouse data/warehouse.duckdb data/ledger.sqlite* data/apply_log
-	rm -f data/webhook_events.sqlite*
+clean: ## Remove the environments, caches and the demo's folder; keeps your ledger, apply log, warehouse, webhook events
+	rm -rf $(VENV) .uv .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
+	rm -rf data/demo
+
+# The state a user cannot rebuild: the ledger is the only record of what was applied (and what
+# `jicoo ledger undo` needs). Named before it goes; only when asked for by name. Only this
+# checkout's .dagster_home: a DAGSTER_HOME set elsewhere may be a real deployment's.
+STATE := $(wildcard data/ledger.sqlite* data/apply_log data/warehouse data/warehouse.duckdb* data/webhook_events.sqlite* .dagster_home)
+clean-all: clean ## Also delete the ledger, apply log, warehouse, webhook events and Dagster runs (names them first)
+	@if [ -n "$(strip $(STATE))" ]; then \
+		echo "Deleting, for good: $(STATE)"; \
+		rm -rf $(STATE); \
+	else echo "No ledger, apply log, warehouse, webhook events or Dagster runs to delete."; fi

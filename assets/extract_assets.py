@@ -10,7 +10,6 @@ import pyarrow as pa
 from dagster._core.definitions.metadata import RawMetadataValue
 from pydantic import Field
 
-from assets.partitions import TIMEZONE, daily_partitions
 from assets.resources import API_POOL, JicooResource, WarehouseResource
 from jicoo_connector.client import FetchReport
 from jicoo_connector.extract import ExtractResult, extract_contacts, extract_range
@@ -177,6 +176,7 @@ def _extract(
     jicoo: JicooResource,
     warehouse: WarehouseResource,
     days: Sequence[dt.date],
+    zone: str,
 ) -> Iterator[dg.MaterializeResult[None]]:
     started = time.monotonic()
     results = extract_range(
@@ -185,7 +185,7 @@ def _extract(
         min(days),
         max(days),
         warehouse.root,
-        zone=TIMEZONE,
+        zone=zone,
         run_id=context.run.run_id,
     )
     yield from _materialize(context, table, results, started)
@@ -205,13 +205,15 @@ def _spec(table: str, description: str, deps: Sequence[dg.AssetKey] = ()) -> dg.
     )
 
 
-def _daily_asset(table: str, deps: Sequence[dg.AssetKey] = ()) -> dg.AssetsDefinition:
+def _daily_asset(table: str, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
     # A one-asset multi_asset rather than @asset: only can_subset makes the check outputs
     # optional, which a skipped (403) asset needs.
+    zone = partitions.timezone
+
     @dg.multi_asset(
         name=f"jicoo__{table}",
-        specs=[_spec(table, f"Jicoo {table}, one partition per calendar day in {TIMEZONE}.", deps)],
-        partitions_def=daily_partitions,
+        specs=[_spec(table, f"Jicoo {table}, one partition per calendar day in {zone}.")],
+        partitions_def=partitions,
         # One run extracts a whole range (backfills, the rolling refresh), days in parallel.
         backfill_policy=dg.BackfillPolicy.single_run(),
         check_specs=check_specs(table),
@@ -222,12 +224,12 @@ def _daily_asset(table: str, deps: Sequence[dg.AssetKey] = ()) -> dg.AssetsDefin
         context: dg.AssetExecutionContext, jicoo: JicooResource, warehouse: WarehouseResource
     ) -> Iterator[dg.MaterializeResult[None]]:
         days = [dt.date.fromisoformat(key) for key in context.partition_keys]
-        yield from _extract(context, table, jicoo, warehouse, days)
+        yield from _extract(context, table, jicoo, warehouse, days, zone)
 
     return _asset
 
 
-def _snapshot_asset(table: str) -> dg.AssetsDefinition:
+def _snapshot_asset(table: str, zone: str) -> dg.AssetsDefinition:
     @dg.multi_asset(
         name=f"jicoo__{table}",
         specs=[_spec(table, f"Jicoo {table}, a snapshot per day (today's is replaced on re-run).")],
@@ -238,8 +240,8 @@ def _snapshot_asset(table: str) -> dg.AssetsDefinition:
     def _asset(
         context: dg.AssetExecutionContext, jicoo: JicooResource, warehouse: WarehouseResource
     ) -> Iterator[dg.MaterializeResult[None]]:
-        today = dt.datetime.now(ZoneInfo(TIMEZONE)).date()
-        yield from _extract(context, table, jicoo, warehouse, [today])
+        today = dt.datetime.now(ZoneInfo(zone)).date()
+        yield from _extract(context, table, jicoo, warehouse, [today], zone)
 
     return _asset
 
@@ -254,48 +256,53 @@ class ContactsConfig(dg.Config):
     )
 
 
-bookings = _daily_asset("bookings")
-
-
-@dg.multi_asset(
-    name=CONTACTS_OP,
-    specs=[
-        _spec(
-            "booking_contacts",
-            f"Jicoo booking contacts, one partition per calendar day in {TIMEZONE}: read for "
-            "the bookings of that day's jicoo/bookings partition that changed since the last "
-            "extract, carried over for the others.",
-            deps=[asset_key("bookings")],
-        )
-    ],
-    partitions_def=daily_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    check_specs=check_specs("booking_contacts"),
-    can_subset=True,
-    pool=API_POOL,
-)
-def booking_contacts(
-    context: dg.AssetExecutionContext,
-    config: ContactsConfig,
-    jicoo: JicooResource,
-    warehouse: WarehouseResource,
-) -> Iterator[dg.MaterializeResult[None]]:
-    # The uids come from the bookings partitions (written by this run's bookings step or an
-    # earlier run): each booking is listed once per run.
-    started = time.monotonic()
-    days = [dt.date.fromisoformat(key) for key in context.partition_keys]
-    results = extract_contacts(
-        jicoo.settings(),
-        min(days),
-        max(days),
-        warehouse.root,
-        run_id=context.run.run_id,
-        full=config.full,
+def _contacts_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.multi_asset(
+        name=CONTACTS_OP,
+        specs=[
+            _spec(
+                "booking_contacts",
+                "Jicoo booking contacts, one partition per calendar day in "
+                f"{partitions.timezone}: read for the bookings of that day's jicoo/bookings "
+                "partition that changed since the last extract, carried over for the others.",
+                deps=[asset_key("bookings")],
+            )
+        ],
+        partitions_def=partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        check_specs=check_specs("booking_contacts"),
+        can_subset=True,
+        pool=API_POOL,
     )
-    yield from _materialize(context, "booking_contacts", results, started)
+    def booking_contacts(
+        context: dg.AssetExecutionContext,
+        config: ContactsConfig,
+        jicoo: JicooResource,
+        warehouse: WarehouseResource,
+    ) -> Iterator[dg.MaterializeResult[None]]:
+        # The uids come from the bookings partitions (written by this run's bookings step or an
+        # earlier run): each booking is listed once per run.
+        started = time.monotonic()
+        days = [dt.date.fromisoformat(key) for key in context.partition_keys]
+        results = extract_contacts(
+            jicoo.settings(),
+            min(days),
+            max(days),
+            warehouse.root,
+            run_id=context.run.run_id,
+            full=config.full,
+        )
+        yield from _materialize(context, "booking_contacts", results, started)
+
+    return booking_contacts
 
 
-snapshot_assets = [_snapshot_asset(table) for table in SNAPSHOT_TABLES]
-
-
-extract_assets = [bookings, booking_contacts, *snapshot_assets]
+def build_extract_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """Every extract asset, its days being ``partitions``' (calendar days in its zone)."""
+    zone = partitions.timezone
+    return [
+        _daily_asset("bookings", partitions),
+        # Contacts are read for the same day's bookings partition: bookings come first.
+        _contacts_asset(partitions),
+        *(_snapshot_asset(table, zone) for table in SNAPSHOT_TABLES),
+    ]

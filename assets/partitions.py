@@ -1,24 +1,18 @@
 """The daily partitions of bookings and contacts: a calendar day in one IANA zone.
 
-Read once when the code location loads, from the environment (documented in the README):
-``JICOO_TIMEZONE`` (default Asia/Tokyo, the service's home market), ``JICOO_PARTITION_START``
-(first day, default 2025-01-01) and ``JICOO_FUTURE_DAYS`` (days after today that already have
-partitions, default 30: bookings are made ahead).
+Built from a ``ConnectorConfig`` (``JICOO_TIMEZONE``, ``JICOO_PARTITION_START``,
+``JICOO_FUTURE_DAYS``: days after today that already have partitions, since bookings are made
+ahead) when the code location loads, never at import.
 """
-
-import os
 
 import dagster as dg
 
-DEFAULT_TIMEZONE = "Asia/Tokyo"
-DEFAULT_PARTITION_START = "2025-01-01"
-DEFAULT_FUTURE_DAYS = 30
+from jicoo_connector.config import ConnectorConfig
 
-TIMEZONE = os.environ.get("JICOO_TIMEZONE", DEFAULT_TIMEZONE)
-FUTURE_DAYS = int(os.environ.get("JICOO_FUTURE_DAYS", str(DEFAULT_FUTURE_DAYS)))
 
-daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=os.environ.get("JICOO_PARTITION_START", DEFAULT_PARTITION_START),
-    timezone=TIMEZONE,
-    end_offset=FUTURE_DAYS,
-)
+def daily_partitions(config: ConnectorConfig) -> dg.DailyPartitionsDefinition:
+    return dg.DailyPartitionsDefinition(
+        start_date=config.partition_start.isoformat(),
+        timezone=config.timezone,
+        end_offset=config.future_days,
+    )

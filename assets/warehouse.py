@@ -8,9 +8,10 @@ from pydantic import Field
 
 from assets.extract_assets import DAILY_TABLES, GROUP, SNAPSHOT_TABLES, asset_key
 from assets.resources import WarehouseResource
+from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.errors import WarehouseError
 from jicoo_connector.storage import ParquetStore
-from jicoo_connector.warehouse import WarehouseTarget, load_warehouse, warehouse_url_from_env
+from jicoo_connector.warehouse import WarehouseTarget, load_warehouse
 
 WAREHOUSE_TABLES = (*DAILY_TABLES, *SNAPSHOT_TABLES)
 
@@ -22,66 +23,72 @@ class WarehouseLoadConfig(dg.Config):
     )
 
 
-def _kind() -> str:
-    """The UI's kind tag: the backend the code location is configured with when it loads."""
+def build_warehouse_asset(connector: ConnectorConfig) -> dg.AssetsDefinition:
+    """The asset, its UI kind tag the backend ``connector`` names (read when the code location
+    loads, not at import)."""
     try:
-        return WarehouseTarget.parse(warehouse_url_from_env()).backend
+        kind: str = WarehouseTarget.parse(connector.warehouse()).backend
     except WarehouseError:
-        return "duckdb"  # a bad URL fails the load itself, with its message
+        kind = "duckdb"  # a bad URL fails the load itself, with its message
 
-
-@dg.asset(
-    key=asset_key("warehouse"),
-    group_name=GROUP,
-    kinds={_kind()},
-    deps=[asset_key(table) for table in WAREHOUSE_TABLES],
-    description="The Parquet tables loaded into the warehouse (JICOO_WAREHOUSE_URL; DuckDB by "
-    "default): only partitions written since their last load, each table merged in one "
-    "transaction; run config `full: true` reloads everything.",
-)
-def warehouse_tables(
-    context: dg.AssetExecutionContext, config: WarehouseLoadConfig, warehouse: WarehouseResource
-) -> dg.MaterializeResult[None]:
-    target = warehouse.target()
-    report = load_warehouse(
-        target,
-        ParquetStore(warehouse.root),
-        tables=WAREHOUSE_TABLES,
-        full=config.full,
-        run_id=context.run.run_id,
+    @dg.asset(
+        key=asset_key("warehouse"),
+        group_name=GROUP,
+        kinds={kind},
+        deps=[asset_key(table) for table in WAREHOUSE_TABLES],
+        description="The Parquet tables loaded into the warehouse (JICOO_WAREHOUSE_URL; DuckDB by "
+        "default): only partitions written since their last load, each table merged in one "
+        "transaction; run config `full: true` reloads everything.",
     )
-    context.log.info(report.summary())
-    tables = report.tables.values()
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/uri": target.describe(),
-            "dagster/row_count": report.total_rows,
-            "jicoo/backend": target.backend,
-            "jicoo/full_reload": config.full,
-            "jicoo/partitions_loaded": report.loaded,
-            "jicoo/partitions_skipped": report.skipped,
-            "jicoo/rows_loaded": report.rows,
-            "jicoo/loaded_partitions": dg.MetadataValue.json(
-                {t.table: [str(day) for day in t.loaded] for t in tables if t.loaded}
-            ),
-            "jicoo/skipped_partitions": dg.MetadataValue.json(
-                {t.table: [str(day) for day in t.skipped] for t in tables if t.skipped}
-            ),
-            "jicoo/tables": dg.MetadataValue.json(
-                {
-                    t.table: {
-                        "rows": t.total_rows,
-                        "partitions_loaded": len(t.loaded),
-                        "partitions_skipped": len(t.skipped),
-                        "rows_loaded": t.rows,
-                        "columns_added": t.columns_added,
-                        "seconds": round(t.seconds, 3),
+    def warehouse_tables(
+        context: dg.AssetExecutionContext, config: WarehouseLoadConfig, warehouse: WarehouseResource
+    ) -> dg.MaterializeResult[None]:
+        target = warehouse.target()
+        report = load_warehouse(
+            target,
+            ParquetStore(warehouse.root),
+            tables=WAREHOUSE_TABLES,
+            full=config.full,
+            run_id=context.run.run_id,
+        )
+        context.log.info(report.summary())
+        tables = report.tables.values()
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/uri": target.describe(),
+                "dagster/row_count": report.total_rows,
+                "jicoo/backend": target.backend,
+                "jicoo/full_reload": config.full,
+                "jicoo/partitions_loaded": report.loaded,
+                "jicoo/partitions_skipped": report.skipped,
+                "jicoo/rows_loaded": report.rows,
+                "jicoo/loaded_partitions": dg.MetadataValue.json(
+                    {t.table: [str(day) for day in t.loaded] for t in tables if t.loaded}
+                ),
+                "jicoo/skipped_partitions": dg.MetadataValue.json(
+                    {t.table: [str(day) for day in t.skipped] for t in tables if t.skipped}
+                ),
+                "jicoo/tables": dg.MetadataValue.json(
+                    {
+                        t.table: {
+                            "rows": t.total_rows,
+                            "partitions_loaded": len(t.loaded),
+                            "partitions_skipped": len(t.skipped),
+                            "rows_loaded": t.rows,
+                            "columns_added": t.columns_added,
+                            "seconds": round(t.seconds, 3),
+                        }
+                        for t in tables
                     }
-                    for t in tables
-                }
-            ),
-        }
-    )
+                ),
+            }
+        )
+
+    return warehouse_tables
 
 
-__all__ = ["WAREHOUSE_TABLES", "WarehouseLoadConfig", "warehouse_tables"]
+# The default configuration's asset, for tests that build their own Definitions.
+warehouse_tables = build_warehouse_asset(ConnectorConfig())
+
+
+__all__ = ["WAREHOUSE_TABLES", "WarehouseLoadConfig", "build_warehouse_asset", "warehouse_tables"]

@@ -8,8 +8,8 @@ cursor (the last event id handled) makes each event trigger exactly once.
 
 import datetime as dt
 import json
-import os
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import dagster as dg
 from dagster._core.storage.tags import (
@@ -18,21 +18,17 @@ from dagster._core.storage.tags import (
 )
 
 from assets.extract_assets import DAILY_TABLES, asset_key
-from assets.partitions import TIMEZONE, daily_partitions
+from assets.partitions import daily_partitions
 from assets.resources import WarehouseResource
+from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.webhooks import (
     RefreshRange,
     SQLiteEventStore,
     StoredEvent,
-    events_db_path,
     plan_refresh,
     warehouse_days,
 )
 
-# Events are coalesced over this interval. 30 s, Dagster's own sensor default: with one run per
-# interval, an event waits up to the interval for its run, and a change must reach the tables
-# within a minute (issue 18) with the run's own time on top.
-WEBHOOK_INTERVAL_S = int(os.environ.get("JICOO_WEBHOOK_INTERVAL_S", "30"))
 # A backlog (the sensor was stopped for a day) is worked off in slices of this many events.
 MAX_EVENTS_PER_TICK = 5000
 # Run tags stay readable in the UI: the first events by name, then the count.
@@ -91,45 +87,56 @@ def run_request(refresh: RefreshRange) -> dg.RunRequest:
     )
 
 
-@dg.sensor(
-    job=webhook_refresh_job,
-    minimum_interval_seconds=WEBHOOK_INTERVAL_S,
-    # Running by default: it spends no API request until the receiver has recorded events,
-    # which only happens once someone points Jicoo's dashboard at a receiver.
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Refreshes the day partitions of bookings and contacts that recorded webhook "
-    "events touch (events in $JICOO_WEBHOOK_DB; one run per range of days per tick).",
-)
-def booking_events_sensor(
-    context: dg.SensorEvaluationContext, warehouse: WarehouseResource
-) -> Iterator[dg.RunRequest | dg.SkipReason]:
-    path = events_db_path()
-    if not path.exists():
-        yield dg.SkipReason(f"no webhook events recorded yet ({path} does not exist)")
-        return
-    cursor = int(context.cursor or 0)
-    with SQLiteEventStore(path) as store:
-        events = store.events_after(cursor, MAX_EVENTS_PER_TICK)
-    if not events:
-        yield dg.SkipReason(f"no webhook events after #{cursor}")
-        return
-    known_uids = {s.event.booking_uid for s in events if s.event.known}
-    first = daily_partitions.get_first_partition_key()
-    last = daily_partitions.get_last_partition_key()
-    if first is None or last is None:
-        raise dg.Failure("the daily partitions definition has no partitions")
-    plan = plan_refresh(
-        events,
-        zone=TIMEZONE,
-        previous=warehouse_days(warehouse.root, known_uids),
-        first_day=dt.date.fromisoformat(first),
-        last_day=dt.date.fromisoformat(last),
+def build_booking_events_sensor(config: ConnectorConfig) -> dg.SensorDefinition:
+    """The sensor over ``config.webhook_db``, ticking every ``config.webhook_interval_s``.
+
+    Events are coalesced over that interval. Its default, 30 s, is Dagster's own sensor
+    default: with one run per interval, an event waits up to the interval for its run, and a
+    change must reach the tables within a minute (issue 18) with the run's own time on top.
+    """
+    partitions = daily_partitions(config)
+    path = Path(config.webhook_db)
+
+    @dg.sensor(
+        job=webhook_refresh_job,
+        minimum_interval_seconds=config.webhook_interval_s,
+        # Running by default: it spends no API request until the receiver has recorded events,
+        # which only happens once someone points Jicoo's dashboard at a receiver.
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Refreshes the day partitions of bookings and contacts that recorded "
+        "webhook events touch (events in $JICOO_WEBHOOK_DB; one run per range of days per tick).",
     )
-    if plan.ignored:
-        names = sorted({s.event.event for s in plan.ignored})
-        context.log.info(f"{len(plan.ignored)} events of unknown types ignored: {names}")
-    for day, ids in plan.outside.items():
-        context.log.info(f"day {day} has no partition; events {list(ids)} leave it alone")
-    for refresh in plan.ranges:
-        yield run_request(refresh)
-    context.update_cursor(str(events[-1].id))
+    def booking_events_sensor(
+        context: dg.SensorEvaluationContext, warehouse: WarehouseResource
+    ) -> Iterator[dg.RunRequest | dg.SkipReason]:
+        if not path.exists():
+            yield dg.SkipReason(f"no webhook events recorded yet ({path} does not exist)")
+            return
+        cursor = int(context.cursor or 0)
+        with SQLiteEventStore(path) as store:
+            events = store.events_after(cursor, MAX_EVENTS_PER_TICK)
+        if not events:
+            yield dg.SkipReason(f"no webhook events after #{cursor}")
+            return
+        known_uids = {s.event.booking_uid for s in events if s.event.known}
+        first = partitions.get_first_partition_key()
+        last = partitions.get_last_partition_key()
+        if first is None or last is None:
+            raise dg.Failure("the daily partitions definition has no partitions")
+        plan = plan_refresh(
+            events,
+            zone=config.timezone,
+            previous=warehouse_days(warehouse.root, known_uids),
+            first_day=dt.date.fromisoformat(first),
+            last_day=dt.date.fromisoformat(last),
+        )
+        if plan.ignored:
+            names = sorted({s.event.event for s in plan.ignored})
+            context.log.info(f"{len(plan.ignored)} events of unknown types ignored: {names}")
+        for day, ids in plan.outside.items():
+            context.log.info(f"day {day} has no partition; events {list(ids)} leave it alone")
+        for refresh in plan.ranges:
+            yield run_request(refresh)
+        context.update_cursor(str(events[-1].id))
+
+    return booking_events_sensor

@@ -1,8 +1,7 @@
 """The apply_changeset job: a change-set CSV applied exactly once, published as jicoo/apply_log."""
 
-import datetime as dt
+import codecs
 import hashlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,15 +9,8 @@ import dagster as dg
 from pydantic import Field
 
 from assets.extract_assets import column_schema
-from assets.resources import API_POOL, DEFAULT_LEDGER_PATH, JicooResource
-from jicoo_connector.changes import (
-    ChangeState,
-    Ledger,
-    apply_changeset,
-    build_plan,
-    parse_changeset,
-    write_rejected_csv,
-)
+from assets.resources import API_POOL, DEFAULTS, JicooResource
+from jicoo_connector.changes import ChangeState, Ledger, run_changeset
 from jicoo_connector.changes.apply import APPLY_LOG_SCHEMA, DEFAULT_APPLY_CONCURRENCY
 from jicoo_connector.changes.ledger_backends import redact_location
 
@@ -26,14 +18,14 @@ APPLY_LOG_KEY = dg.AssetKey(["jicoo", "apply_log"])
 # The op behind the asset: the key in run_config["ops"] for ApplyChangesetConfig.
 APPLY_LOG_OP = "jicoo__apply_log"
 IN_FLIGHT_STATES = (ChangeState.INTENT.value, ChangeState.IN_DOUBT.value)
-DEFAULT_APPLY_LOG_ROOT = "data/apply_log"
 
 
 class WriteBackResource(dg.ConfigurableResource["WriteBackResource"]):
-    """Where write-back keeps its state: the ledger and the apply_log Parquet table."""
+    """Where write-back keeps its state (the ledger, the apply_log Parquet table) and the
+    folder the inbox sensor watches."""
 
     ledger_path: str = Field(
-        default=DEFAULT_LEDGER_PATH, description="SQLite ledger file (the embedded default)."
+        default=DEFAULTS.ledger_path, description="SQLite ledger file ($JICOO_LEDGER_PATH)."
     )
     ledger_url: str | None = Field(
         default=None,
@@ -45,8 +37,13 @@ class WriteBackResource(dg.ConfigurableResource["WriteBackResource"]):
         return self.ledger_url or self.ledger_path
 
     apply_log_root: str = Field(
-        default=DEFAULT_APPLY_LOG_ROOT,
-        description="apply_log Parquet table root (one file per batch and run).",
+        default=DEFAULTS.apply_log_root,
+        description="apply_log Parquet table root, one file per batch and run "
+        "($JICOO_APPLY_LOG_ROOT).",
+    )
+    inbox: str = Field(
+        default=DEFAULTS.changeset_inbox,
+        description="The change-set inbox the sensor watches ($JICOO_CHANGESET_INBOX).",
     )
 
 
@@ -62,10 +59,6 @@ class ApplyChangesetConfig(dg.Config):
     )
     strict: bool = Field(default=False, description="Refuse the whole file if any row is bad.")
     encoding: str | None = Field(default=None, description="e.g. cp932 for Japanese Excel.")
-
-
-def default_batch_id(path: Path) -> str:
-    return path.stem
 
 
 NO_CHANGE_IN_FLIGHT = dg.AssetCheckKey(APPLY_LOG_KEY, "no_change_in_flight")
@@ -96,43 +89,40 @@ def apply_log(
     jicoo: JicooResource,
     writeback: WriteBackResource,
 ) -> Iterator[dg.MaterializeResult[None]]:
-    path = Path(config.path)
-    parsed = parse_changeset(path, encoding=config.encoding, strict=config.strict)
-    batch_id = config.batch_id or default_batch_id(path)
-    if parsed.rejected:
-        rejected_path = path.with_name(f"{path.stem}.rejected.csv")
-        write_rejected_csv(rejected_path, parsed)
+    run = run_changeset(
+        jicoo.settings(),
+        config.path,
+        ledger_location=writeback.ledger_location(),
+        apply_log_root=writeback.apply_log_root,
+        batch_id=config.batch_id,
+        dry_run=config.dry_run,
+        concurrency=config.concurrency,
+        encoding=config.encoding,
+        strict=config.strict,
+    )
+    if run.rejected_path is not None:
         context.log.warning(
-            f"{len(parsed.rejected)} rows rejected; fix and resubmit {rejected_path}"
+            f"{len(run.not_done)} rows did not go through; their reasons are in {run.rejected_path}"
         )
-    if config.dry_run:
-        plan = build_plan(jicoo.settings(), parsed, concurrency=config.concurrency)
-        plan_path = plan.write(path.with_name(f"{path.stem}.plan.json"))
-        context.log.info(f"plan written to {plan_path}: {plan.counts()}")
+    if run.plan is not None and run.plan_path is not None:
+        counts = run.plan.counts()
+        context.log.info(f"plan written to {run.plan_path}: {counts}")
         # A dry run changes nothing, so it is an observation, not a new apply_log.
         context.log_event(
             dg.AssetObservation(
                 asset_key=APPLY_LOG_KEY,
                 metadata={
                     "jicoo/dry_run": True,
-                    "jicoo/plan_path": dg.MetadataValue.path(str(plan_path)),
-                    **{f"jicoo/plan/{verdict}": n for verdict, n in plan.counts().items()},
+                    "jicoo/plan_path": dg.MetadataValue.path(str(run.plan_path)),
+                    **{f"jicoo/plan/{verdict}": n for verdict, n in counts.items()},
                 },
             )
         )
         return
-    report = apply_changeset(
-        jicoo.settings(),
-        parsed,
-        ledger_location=writeback.ledger_location(),
-        batch_id=batch_id,
-        concurrency=config.concurrency,
-    )
+    report, out, batch_id = run.report, run.apply_log, run.batch_id
+    if report is None or out is None:  # only a dry run has neither
+        raise dg.DagsterInvariantViolationError("the apply returned no report")
     context.log.info(report.summary())
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    out = report.write_parquet(
-        Path(writeback.apply_log_root) / f"batch={batch_id}" / f"run-{stamp}.parquet"
-    )
     with Ledger(writeback.ledger_location()) as ledger:
         ledger_counts = ledger.counts(batch_id)
     in_flight = sum(ledger_counts.get(state, 0) for state in IN_FLIGHT_STATES)
@@ -170,14 +160,20 @@ apply_changeset_job = dg.define_asset_job(
 )
 
 
-DEFAULT_INBOX = "data/changesets/inbox"
 # What the asset writes next to a change set: never a new change set for the sensor.
 OUTPUT_SUFFIXES = (".rejected.csv",)
 
 
-def inbox_dir() -> Path:
-    """The watched folder, read at every tick so a deployment can move it without a reload."""
-    return Path(os.environ.get("JICOO_CHANGESET_INBOX", DEFAULT_INBOX))
+def inbox_encoding(path: Path) -> str | None:
+    """``orders.cp932.csv`` is read as cp932: a second suffix that names a codec is the
+    encoding (``orders.v2.csv`` is plain UTF-8)."""
+    suffixes = path.suffixes
+    if len(suffixes) < 2:
+        return None
+    try:
+        return codecs.lookup(suffixes[-2][1:]).name
+    except LookupError:
+        return None
 
 
 def inbox_run_request(path: Path) -> dg.RunRequest:
@@ -192,6 +188,7 @@ def inbox_run_request(path: Path) -> dg.RunRequest:
                         # Absolute: the run may start in another working directory.
                         "path": str(path.resolve()),
                         "batch_id": f"{path.stem}-{content_hash[:12]}",
+                        "encoding": inbox_encoding(path),
                     }
                 }
             }
@@ -202,11 +199,18 @@ def inbox_run_request(path: Path) -> dg.RunRequest:
 @dg.sensor(
     job=apply_changeset_job,
     minimum_interval_seconds=30,
-    description="Starts apply_changeset once per CSV content dropped in the change-set inbox "
-    f"($JICOO_CHANGESET_INBOX, default {DEFAULT_INBOX}).",
+    # Running by default: a CSV dropped in the inbox is a request to apply it, and a stopped
+    # sensor would leave it waiting with no sign. `make dev` runs the daemon that ticks it.
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Running by default: starts apply_changeset once per CSV content dropped in "
+    "the change-set inbox (the writeback resource's inbox, $JICOO_CHANGESET_INBOX). Name a "
+    "file <name>.cp932.csv to have it read as cp932 (any Python codec name works). Stop it "
+    "in the UI, or with `dagster sensor stop changeset_inbox_sensor`, to apply by hand only.",
 )
-def changeset_inbox_sensor(context: dg.SensorEvaluationContext) -> Iterator[dg.RunRequest]:
-    for path in sorted(inbox_dir().glob("*.csv")):
+def changeset_inbox_sensor(
+    context: dg.SensorEvaluationContext, writeback: WriteBackResource
+) -> Iterator[dg.RunRequest]:
+    for path in sorted(Path(writeback.inbox).glob("*.csv")):
         if path.name.endswith(OUTPUT_SUFFIXES):
             continue
         yield inbox_run_request(path)

@@ -6,16 +6,14 @@ The only module that prints.
 import argparse
 import csv
 import datetime as dt
+import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from jicoo_connector.changes.ledger_backends import (
-    is_postgres_url,
-    redact_location,
-    resolve_ledger_location,
-)
+from jicoo_connector.changes.ledger_backends import is_postgres_url, redact_location
+from jicoo_connector.config import ConnectorConfig, parse_date, parse_zone
 from jicoo_connector.errors import ChangeSetError, ExtractError, JicooError
 
 __all__ = ["main"]
@@ -27,11 +25,30 @@ EXIT_UNUSABLE = 2
 WEBHOOKS_EXTRA_MODULES = frozenset({"starlette", "uvicorn"})
 
 
-def _date(text: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from exc
+DEFAULTS = ConnectorConfig()
+_SPECS = ConnectorConfig.specs()
+
+
+def _argument(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """A config parser as an argparse type: a bad flag is a usage error (exit 2), no stack."""
+
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+_date = _argument(parse_date)
+_zone = _argument(parse_zone)
+
+
+def _setting_help(name: str, what: str) -> str:
+    """``what`` plus where the default comes from: the variable, else the built-in value."""
+    env = _SPECS[name].env
+    return f"{what} (default: ${env}, else {getattr(DEFAULTS, name)})"
 
 
 def _add_tables(parser: argparse.ArgumentParser, verb: str) -> None:
@@ -46,6 +63,22 @@ def _add_tables(parser: argparse.ArgumentParser, verb: str) -> None:
     )
 
 
+def _usage(message: str) -> int:
+    print(f"jicoo: {message}", file=sys.stderr)
+    return EXIT_UNUSABLE
+
+
+def _port_free(host: str, port: int) -> bool:
+    # Checked before serving, so the mistake is told at once and plainly.
+    if port == 0:
+        return True
+    try:
+        with socket.create_server((host, port)):
+            return True
+    except OSError:
+        return False
+
+
 def _add_extract(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     extract = commands.add_parser(
         "extract",
@@ -58,8 +91,15 @@ def _add_extract(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     _add_tables(extract, "extract")
     extract.add_argument("--start", type=_date, default=None, help="first day (default today)")
     extract.add_argument("--end", type=_date, default=None, help="last day (default --start)")
-    extract.add_argument("--out", default="data/warehouse", help="Parquet root: a path or URI")
-    extract.add_argument("--timezone", default="Asia/Tokyo", help="IANA zone of the days")
+    extract.add_argument(
+        "--out", default=None, help=_setting_help("warehouse_root", "Parquet root: a path or URI")
+    )
+    extract.add_argument(
+        "--timezone",
+        type=_zone,
+        default=None,
+        help=_setting_help("timezone", "IANA zone of the days"),
+    )
     extract.add_argument("--quiet", action="store_true", help="no progress bar")
     extract.add_argument(
         "--full",
@@ -72,7 +112,6 @@ def _extract(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from jicoo_connector.extract import SOURCES, ExtractResult, extract_range
-    from jicoo_connector.settings import Settings
     from jicoo_connector.tables import TABLES
 
     tables = args.tables or sorted(SOURCES)
@@ -80,11 +119,12 @@ def _extract(args: argparse.Namespace) -> int:
     if unknown:
         print(f"jicoo extract: unknown tables {unknown}; known: {sorted(SOURCES)}", file=sys.stderr)
         return EXIT_UNUSABLE
-    settings = Settings.from_env()
-    start = args.start or dt.datetime.now(ZoneInfo(args.timezone)).date()
+    config = ConnectorConfig.from_env(timezone=args.timezone, warehouse_root=args.out)
+    settings = config.settings()
+    start = args.start or dt.datetime.now(ZoneInfo(config.timezone)).date()
     end = args.end or start
     if end < start:
-        raise SystemExit(f"jicoo extract: --end {end} is before --start {start}")
+        return _usage(f"extract: --end {end} is before --start {start}")
     days = (end - start).days + 1
     total = sum(days if TABLES[t].partitioning == "day" else 1 for t in tables)
     rows: dict[str, int] = {}
@@ -98,14 +138,18 @@ def _extract(args: argparse.Namespace) -> int:
             bar.update()
 
         extract_range(
-            settings, tables, start, end, args.out, progress, zone=args.timezone, full=args.full
+            settings,
+            tables,
+            start,
+            end,
+            config.warehouse_root,
+            progress,
+            zone=config.timezone,
+            full=args.full,
         )
     for table in tables:
-        print(f"{table:<24} {rows.get(table, 0):>9} rows  {args.out}/{table}/")
+        print(f"{table:<24} {rows.get(table, 0):>9} rows  {config.warehouse_root}/{table}/")
     return EXIT_OK
-
-
-DEFAULT_WAREHOUSE_ROOT = "data/warehouse"
 
 
 def _add_load(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -131,24 +175,24 @@ def _add_load(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -
         "--warehouse-url",
         default=None,
         metavar="URL",
-        help="default: JICOO_WAREHOUSE_URL, else JICOO_DUCKDB_PATH, else data/warehouse.duckdb",
+        help=f"warehouse (default: $JICOO_WAREHOUSE_URL, else $JICOO_DUCKDB_PATH, else "
+        f"{DEFAULTS.duckdb_path})",
     )
     load.add_argument(
         "--root",
         default=None,
-        help="Parquet root: a path or URI (default: JICOO_WAREHOUSE_ROOT, else data/warehouse)",
+        help=_setting_help("warehouse_root", "Parquet root: a path or URI"),
     )
 
 
 def _load(args: argparse.Namespace) -> int:
-    import os
     import uuid
 
     from jicoo_connector.storage import ParquetStore
-    from jicoo_connector.warehouse import TableLoad, load_warehouse, warehouse_url_from_env
+    from jicoo_connector.warehouse import TableLoad, load_warehouse
 
-    url = args.warehouse_url or warehouse_url_from_env()
-    root = args.root or os.environ.get("JICOO_WAREHOUSE_ROOT") or DEFAULT_WAREHOUSE_ROOT
+    config = ConnectorConfig.from_env(warehouse_url=args.warehouse_url, warehouse_root=args.root)
+    url, root = config.warehouse(), config.warehouse_root
 
     def progress(table: TableLoad) -> None:
         added = f", columns added: {', '.join(table.columns_added)}" if table.columns_added else ""
@@ -176,12 +220,14 @@ def _load(args: argparse.Namespace) -> int:
 
 
 LEDGER_HELP = (
-    "ledger: an SQLite file or a postgresql:// URL "
-    "(default: $JICOO_LEDGER_URL, else data/ledger.sqlite)"
+    f"ledger: an SQLite file or a postgresql:// URL (default: ${_SPECS['ledger_url'].env}, "
+    f"else ${_SPECS['ledger_path'].env}, else {DEFAULTS.ledger_path})"
 )
-DEFAULT_APPLY_LOG_ROOT = "data/apply_log"
-# Final states a row may end in for `jicoo apply` to exit 0.
-SUCCESS_STATES = frozenset({"applied", "already_applied", "will_apply", "already_in_target"})
+
+
+def _ledger_location(flag: str | None) -> str:
+    """``--ledger`` (a file or a URL) beats ``JICOO_LEDGER_URL``, which beats the file setting."""
+    return flag or ConnectorConfig.from_env().ledger_location()
 
 
 def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -203,7 +249,9 @@ def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     apply.add_argument("--encoding", help="file encoding, e.g. cp932 (default UTF-8)")
     apply.add_argument("--strict", action="store_true", help="refuse the file if any row is bad")
     apply.add_argument(
-        "--apply-log", default=DEFAULT_APPLY_LOG_ROOT, help="apply_log Parquet table root"
+        "--apply-log",
+        default=None,
+        help=_setting_help("apply_log_root", "apply_log Parquet table root"),
     )
 
     ledger = commands.add_parser("ledger", help="inspect the write-back ledger")
@@ -221,67 +269,66 @@ def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
 
 def _apply(args: argparse.Namespace) -> int:
     from jicoo_connector.changes import (
-        Plan,
-        apply_changeset,
-        build_plan,
-        parse_changeset,
-        write_rejected_csv,
+        BatchMismatchError,
+        LedgerBusyError,
+        PlanError,
+        run_changeset,
     )
-    from jicoo_connector.settings import Settings
 
+    config = ConnectorConfig.from_env(apply_log_root=args.apply_log)
+    location = _ledger_location(args.ledger)
     path: Path = args.file
     try:
-        parsed = parse_changeset(path, encoding=args.encoding, strict=args.strict)
+        run = run_changeset(
+            config.settings(),
+            path,
+            ledger_location=location,
+            apply_log_root=config.apply_log_root,
+            batch_id=args.batch_id,
+            dry_run=args.dry_run,
+            plan_path=args.plan,
+            concurrency=args.concurrency,
+            encoding=args.encoding,
+            strict=args.strict,
+        )
     except ChangeSetError as exc:
-        print(f"jicoo apply: {path}: {exc} (nothing applied)", file=sys.stderr)
-        return EXIT_UNUSABLE
-    settings = Settings.from_env()
-    if parsed.rejected:
-        rejected = path.with_name(f"{path.stem}.rejected.csv")
-        write_rejected_csv(rejected, parsed)
-        print(f"{len(parsed.rejected)} rows rejected; fix and resubmit {rejected}:")
-        for row in parsed.rejected:
+        return _usage(f"apply: {path}: {exc} (nothing applied)")
+    except (PlanError, BatchMismatchError, LedgerBusyError) as exc:
+        # All three are found before the first request of the batch leaves.
+        return _usage(f"apply: {exc} (nothing was sent)")
+    if run.parsed.rejected:
+        print(f"{len(run.parsed.rejected)} rows rejected by validation:")
+        for row in run.parsed.rejected:
             print(f"  row {row.row}, column {row.column or '-'}: {row.reason}")
-    if args.dry_run:
-        dry = build_plan(settings, parsed, concurrency=args.concurrency)
-        plan_path = dry.write(path.with_name(f"{path.stem}.plan.json"))
-        print(f"plan {plan_path}: " + ", ".join(f"{k} {n}" for k, n in dry.counts().items()))
-        for item in dry.items:
-            if item.verdict.value not in SUCCESS_STATES:
+    if run.plan is not None:
+        counts = ", ".join(f"{k} {n}" for k, n in run.plan.counts().items())
+        print(f"plan {run.plan_path}: {counts} (nothing was sent)")
+        for item in run.plan.items:
+            if item.key is not None and item.verdict.value not in (
+                "will_apply",
+                "already_in_target",
+            ):
                 print(f"  row {item.row}: {item.verdict.value}: {item.reason}")
-        ok = all(item.verdict.value in SUCCESS_STATES for item in dry.items)
-        return EXIT_OK if ok and not parsed.rejected else EXIT_SOME_FAILED
-    plan = Plan.read(args.plan) if args.plan else None
-    batch_id = args.batch_id or path.stem
-    location = resolve_ledger_location(args.ledger)
-    report = apply_changeset(
-        settings,
-        parsed,
-        ledger_location=location,
-        batch_id=batch_id,
-        plan=plan,
-        concurrency=args.concurrency,
-    )
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    log = report.write_parquet(Path(args.apply_log) / f"batch={batch_id}" / f"run-{stamp}.parquet")
-    print(report.summary())
-    print(f"apply log: {log}; ledger: {redact_location(location)}")
-    ok = all(row.state in SUCCESS_STATES for row in report.rows)
-    return EXIT_OK if ok and not parsed.rejected else EXIT_SOME_FAILED
+    if run.report is not None:
+        print(run.report.summary())
+        print(f"apply log: {run.apply_log}; ledger: {redact_location(location)}")
+        if run.report.key_refused and not run.report.posts_sent:
+            return _usage("apply: the API refused JICOO_API_KEY (HTTP 401); nothing was sent")
+    if run.rejected_path is not None:
+        print(f"{len(run.not_done)} rows did not go through; fix and resubmit {run.rejected_path}")
+    return EXIT_OK if run.ok else EXIT_SOME_FAILED
 
 
 def _ledger(args: argparse.Namespace) -> int:
     from jicoo_connector.changes import Ledger
 
-    location = resolve_ledger_location(args.ledger)
+    location = _ledger_location(args.ledger)
     if not is_postgres_url(location) and not Path(location).exists():
-        print(f"jicoo ledger: no ledger at {location}", file=sys.stderr)
-        return EXIT_UNUSABLE
+        return _usage(f"ledger: no ledger at {location}")
     with Ledger(location) as ledger:
         holder = ledger.batch_holder(args.batch)
         if holder is None:
-            print(f"jicoo ledger: no batch {args.batch!r} in {ledger.where}", file=sys.stderr)
-            return EXIT_UNUSABLE
+            return _usage(f"ledger: no batch {args.batch!r} in {ledger.where}")
         if args.ledger_command == "status":
             print(
                 f"ledger {ledger.where} ({ledger.backend}, schema version {ledger.schema_version})"
@@ -304,8 +351,6 @@ def _ledger(args: argparse.Namespace) -> int:
 
 
 def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    from jicoo_connector.webhooks import DEFAULT_EVENTS_DB, EVENTS_DB_ENV, SECRET_ENV
-
     webhook = commands.add_parser("webhook", help="receive Jicoo booking webhooks")
     webhook_commands = webhook.add_subparsers(dest="webhook_command", required=True)
     serve = webhook_commands.add_parser(
@@ -313,16 +358,16 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="serve the webhook receiver until interrupted; prints its URL first",
         description=(
             "Verify, deduplicate and durably record Jicoo webhook deliveries (POST to any path). "
-            f"Secrets: {SECRET_ENV} (comma-separated during a rotation), never an argument."
+            f"Secrets: ${_SPECS['webhook_secret'].env} (comma-separated during a rotation), "
+            "never an argument."
         ),
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8787, help="port; 0 picks a free one")
     serve.add_argument(
         "--db",
-        type=Path,
         default=None,
-        help=f"SQLite event store (default ${EVENTS_DB_ENV} or {DEFAULT_EVENTS_DB})",
+        help=_setting_help("webhook_db", "SQLite event store"),
     )
     serve.add_argument(
         "--max-body-bytes", type=int, default=None, help="larger bodies get 413 (256 KiB)"
@@ -332,7 +377,7 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
 def _serve_webhooks(args: argparse.Namespace) -> int:
     import logging
 
-    from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets, events_db_path
+    from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
 
     try:
         from jicoo_connector.webhooks.receiver import (
@@ -349,9 +394,12 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
             "pip install 'jicoo-connector[webhooks]'"
         ) from None
 
-    secrets = WebhookSecrets.from_env()
+    config = ConnectorConfig.from_env(webhook_db=args.db)
+    secrets = WebhookSecrets.parse(config.webhook_secret or "")
+    if not _port_free(args.host, args.port):
+        return _usage(f"port {args.port} on {args.host} is in use; pick another (--port 0: any)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    db: Path = args.db or events_db_path()
+    db = config.path("webhook_db")
     with SQLiteEventStore(db) as store:
 
         def announce(url: str) -> None:
@@ -376,12 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
             "receive webhooks."
         ),
         epilog=(
-            "The API key is read from JICOO_API_KEY, the base URL from JICOO_BASE_URL. "
-            "Network: HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY as curl reads them, or "
+            "Settings come from JICOO_* environment variables (the README's Settings table "
+            "lists them); a flag beats its variable. The API key is read from JICOO_API_KEY "
+            "only. Network: HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY as curl reads them, or "
             "JICOO_PROXY_URL to override; TLS trusts certifi's bundle, JICOO_CA_BUNDLE (a PEM "
             "file) or, with JICOO_TLS_TRUST=system, the operating system's store; "
-            "JICOO_REQUEST_DEADLINE bounds each request (seconds, default 60). "
-            "Every setting: the README's Settings table."
+            "JICOO_REQUEST_DEADLINE bounds each request (seconds, default 60)."
         ),
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -413,9 +461,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             notes = "; ".join(getattr(failure, "__notes__", []))
             print(f"jicoo: {type(failure).__name__}: {failure} ({notes})", file=sys.stderr)
         return EXIT_SOME_FAILED
-    except JicooError as exc:
-        print(f"jicoo: {exc}", file=sys.stderr)
-        return EXIT_UNUSABLE
+    except JicooError as exc:  # ConfigError among them
+        return _usage(str(exc))
+    except OSError as exc:
+        # A path the user gave that cannot be read or written: say which, no stack.
+        where = f": {exc.filename}" if exc.filename else ""
+        return _usage(f"{exc.strerror or exc}{where}")
     raise AssertionError(f"unhandled command {args.command}")
 
 

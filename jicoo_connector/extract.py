@@ -34,7 +34,7 @@ from jicoo_connector.errors import (
     TransportError,
 )
 from jicoo_connector.quality import PartitionQuality, QualityRecorder
-from jicoo_connector.settings import Settings
+from jicoo_connector.settings import DEFAULT_TIMEZONE, Settings
 from jicoo_connector.storage import ParquetStore, PartitionWriteResult
 from jicoo_connector.tables import (
     DAY_COLUMN,
@@ -67,7 +67,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ZONE = "Asia/Tokyo"
+DEFAULT_ZONE = DEFAULT_TIMEZONE
 DEFAULT_SLOT_HORIZON_DAYS = 14
 # The API's endedAt filter keeps bookings that END by it, so a booking starting late in the day
 # is found only if the query's end reaches past its end. Jicoo event types last minutes to hours;

@@ -1,7 +1,6 @@
 """Frozen connector settings and the redacted API key. Imports nothing else of the package."""
 
 import ipaddress
-import os
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -18,6 +17,8 @@ __all__ = [
     "DEFAULT_RATE_LIMIT",
     "DEFAULT_READ_TIMEOUT",
     "DEFAULT_REQUEST_DEADLINE",
+    "DEFAULT_TIMEZONE",
+    "DEFAULT_TLS_TRUST",
     "TLS_TRUST_CHOICES",
     "ApiKey",
     "Settings",
@@ -35,9 +36,12 @@ DEFAULT_RATE_LIMIT = 10.0
 DEFAULT_BURST = 20
 DEFAULT_PAGE_CONCURRENCY = 16
 DEFAULT_PER_PAGE = 100
+# The service's home market: calendar days are Tokyo days unless JICOO_TIMEZONE says otherwise.
+DEFAULT_TIMEZONE = "Asia/Tokyo"
 # Whom TLS trusts: certifi's bundle (the default, as httpx and pip ship it) or the operating
 # system's store (where companies install the CA of their TLS-inspecting proxy).
 TLS_TRUST_CHOICES = ("certifi", "system")
+DEFAULT_TLS_TRUST = TLS_TRUST_CHOICES[0]
 
 
 class ApiKey:
@@ -101,7 +105,7 @@ class Settings:
     # password.
     proxy_url: str | None = field(default=None, repr=False)
     ca_bundle: str | None = None  # a PEM file of CAs to trust instead of certifi's
-    tls_trust: str = "certifi"
+    tls_trust: str = DEFAULT_TLS_TRUST
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.base_url)
@@ -138,30 +142,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":
-        """Read ``JICOO_API_KEY`` (required) and ``JICOO_BASE_URL``, ``JICOO_RATE_LIMIT``,
-        ``JICOO_BURST``, ``JICOO_REQUEST_DEADLINE``, ``JICOO_PROXY_URL``, ``JICOO_CA_BUNDLE``,
-        ``JICOO_TLS_TRUST`` (optional); keyword overrides win."""
-        secret = os.environ.get("JICOO_API_KEY")
-        if not secret:
-            raise ConfigError("JICOO_API_KEY is not set")
-        values: dict[str, object] = {"api_key": ApiKey(secret)}
-        for env, name in (
-            ("JICOO_BASE_URL", "base_url"),
-            ("JICOO_PROXY_URL", "proxy_url"),
-            ("JICOO_CA_BUNDLE", "ca_bundle"),
-            ("JICOO_TLS_TRUST", "tls_trust"),
-        ):
-            if text := os.environ.get(env):
-                values[name] = text
-        for env, name, kind in (
-            ("JICOO_RATE_LIMIT", "rate_limit", float),
-            ("JICOO_BURST", "burst", int),
-            ("JICOO_REQUEST_DEADLINE", "request_deadline", float),
-        ):
-            if raw := os.environ.get(env):
-                try:
-                    values[name] = kind(raw)
-                except ValueError as exc:
-                    raise ConfigError(f"{env}={raw!r} is not a number") from exc
-        values.update(overrides)
-        return cls(**values)  # type: ignore[arg-type]
+        """The client part of ``ConnectorConfig.from_env()`` (every ``JICOO_*`` variable is
+        read there); keyword overrides win."""
+        from jicoo_connector.config import ConnectorConfig  # config builds on this module
+
+        return ConnectorConfig.from_env().settings(**overrides)

@@ -1,51 +1,76 @@
 """`make demo`: sandbox up, the main extract job end to end through Dagster, a warehouse summary
 (DuckDB by default; JICOO_WAREHOUSE_URL=postgresql://... lands the tables in PostgreSQL), then a
-write-back dry run and apply of a small change set. Prints where everything is."""
+write-back dry run and apply of a small change set. Prints where everything is.
 
-import csv
+Everything the demo writes lives in its own folder (``data/demo/`` unless ``--data-dir`` says
+otherwise), never at the default paths a user's real ledger and warehouse use; the demo empties
+that folder first, since each demo starts a new sandbox world.
+"""
+
+import argparse
+import dataclasses
 import datetime as dt
 import os
 import shutil
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-if TYPE_CHECKING:
-    from jicoo_connector.warehouse import WarehouseTarget
-
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "data"
+sys.path.insert(0, str(ROOT))
+
+from example_changeset import write_changeset  # noqa: E402 - scripts/ is this script's folder
+
+from jicoo_connector.config import ConnectorConfig  # noqa: E402 - needs ROOT on the path
+from jicoo_connector.settings import ApiKey  # noqa: E402
+
+if TYPE_CHECKING:
+    import dagster as dg
+
+DEMO_DIR = ROOT / "data" / "demo"
+# Marks a folder as the demo's own, so --data-dir never empties a folder the demo did not make.
+DEMO_MARKER = ".jicoo-demo"
 DEMO_PAST_DAYS = 3
 DEMO_FUTURE_DAYS = 3
 DEMO_BOOKINGS = 2000
 DEMO_SEED = 7
-DEMO_RESCHEDULES = 4
-DEMO_CANCELS = 2
 SEPARATOR = "-" * 78
 # Dagster's event log at WARNING: the demo prints its own summary of each run.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def _fresh_state() -> None:
+def demo_config(data_dir: Path, base_url: str, api_key: str) -> ConnectorConfig:
+    """The demo's settings: the sandbox, and every path under ``data_dir`` (also `make dev`'s).
+
+    A warehouse or ledger URL in the environment is a real deployment's: the demo drops them.
+    """
+    config = ConnectorConfig.from_env(
+        api_key=ApiKey(api_key),
+        base_url=base_url,
+        warehouse_root=str(data_dir / "warehouse"),
+        duckdb_path=str(data_dir / "warehouse.duckdb"),
+        ledger_path=str(data_dir / "ledger.sqlite"),
+        apply_log_root=str(data_dir / "apply_log"),
+        changeset_inbox=str(data_dir / "inbox"),
+        webhook_db=str(data_dir / "webhook_events.sqlite"),
+    )
+    return dataclasses.replace(config, warehouse_url=None, ledger_url=None)
+
+
+def fresh_demo_dir(data_dir: Path) -> None:
     """Each demo starts a new sandbox, so the last demo's tables and ledger describe a world
-    that no longer exists: start from empty (only demo-owned paths under data/)."""
-    for path in (DATA / "warehouse", DATA / "apply_log"):
-        shutil.rmtree(path, ignore_errors=True)
-    for path in DATA.glob("warehouse.duckdb*"):
-        path.unlink()
-    for path in DATA.glob("ledger.sqlite*"):
-        path.unlink()
+    that no longer exists: empty the demo's own folder (only one the demo made)."""
+    if data_dir.exists() and any(data_dir.iterdir()):
+        if not (data_dir / DEMO_MARKER).exists():
+            raise SystemExit(f"{data_dir} is not empty and not a demo folder; choose another")
+        shutil.rmtree(data_dir)
+    (data_dir / "inbox").mkdir(parents=True)
+    (data_dir / DEMO_MARKER).write_text("made by scripts/demo.py; emptied by each demo\n")
 
 
-def _configure(base_url: str, api_key: str) -> None:
-    # The code location reads these when it is imported, so set them first.
-    os.environ["JICOO_API_KEY"] = api_key
-    os.environ["JICOO_BASE_URL"] = base_url
-    os.environ.setdefault("JICOO_WAREHOUSE_ROOT", str(DATA / "warehouse"))
-    os.environ.setdefault("JICOO_DUCKDB_PATH", str(DATA / "warehouse.duckdb"))
+def _dagster_home() -> None:
     os.environ.setdefault("DAGSTER_HOME", str(ROOT / ".dagster_home"))
     home = Path(os.environ["DAGSTER_HOME"])
     home.mkdir(parents=True, exist_ok=True)
@@ -54,14 +79,12 @@ def _configure(base_url: str, api_key: str) -> None:
         shutil.copyfile(ROOT / "scripts" / "dagster.yaml", home / "dagster.yaml")
 
 
-def _extract(today: dt.date) -> None:
+def _extract(defs: "dg.Definitions", today: dt.date, warehouse: str) -> None:
     import dagster as dg
     from dagster._core.storage.tags import (
         ASSET_PARTITION_RANGE_END_TAG,
         ASSET_PARTITION_RANGE_START_TAG,
     )
-
-    from assets.definitions import defs
 
     start = today - dt.timedelta(days=DEMO_PAST_DAYS)
     end = today + dt.timedelta(days=DEMO_FUTURE_DAYS)
@@ -76,7 +99,7 @@ def _extract(today: dt.date) -> None:
         },
     )
     print(f"  run {daily.run_id}: {'success' if daily.success else 'FAILED'}")
-    print(f"Extracting snapshot tables and loading the warehouse {_warehouse().describe()}")
+    print(f"Extracting snapshot tables and loading the warehouse {warehouse}")
     snapshots = defs.resolve_job_def("jicoo_snapshots").execute_in_process(
         instance=instance, run_config=QUIET
     )
@@ -85,18 +108,12 @@ def _extract(today: dt.date) -> None:
         raise SystemExit("the extract job failed; see the Dagster output above")
 
 
-def _warehouse() -> "WarehouseTarget":
-    from jicoo_connector.warehouse import WarehouseTarget, warehouse_url_from_env
-
-    return WarehouseTarget.parse(warehouse_url_from_env())
-
-
-def _summary() -> None:
+def _summary(config: ConnectorConfig) -> None:
     from jicoo_connector.tables import TABLES
-    from jicoo_connector.warehouse import query_warehouse
+    from jicoo_connector.warehouse import WarehouseTarget, query_warehouse
 
-    warehouse = _warehouse()
-    root = os.environ["JICOO_WAREHOUSE_ROOT"]
+    warehouse = WarehouseTarget.parse(config.warehouse())
+    root = config.warehouse_root
     print(SEPARATOR)
     print(f"Parquet tables under {root}/, warehouse {warehouse.describe()}")
     present = {
@@ -120,86 +137,8 @@ def _summary() -> None:
         print(f"  {day}  {status:<8} {count:>4}")
 
 
-def _interval(booking: Mapping[str, object]) -> tuple[dt.datetime, dt.datetime]:
-    return (
-        dt.datetime.fromisoformat(str(booking["startedAt"])),
-        dt.datetime.fromisoformat(str(booking["endedAt"])),
-    )
-
-
-def demo_changeset(base_url: str, api_key: str, path: Path, now: dt.datetime) -> None:
-    """A change set made from the sandbox's current data, so its slots are free and after
-    ``now`` (the sandbox's clock): clear of every host's bookings and of the slots the change
-    set itself takes (the API refuses a move onto a host's other booking, including one moved
-    there by an earlier row). tests/test_demo.py runs it on other days."""
-    from jicoo_connector.changes.plan import host_ids
-    from jicoo_connector.client import JicooClient
-    from jicoo_connector.settings import ApiKey, Settings
-
-    window = (now + dt.timedelta(days=10), now + dt.timedelta(days=13))
-    settings = Settings(api_key=ApiKey(api_key), base_url=base_url)
-    rows: list[dict[str, str]] = []
-    with JicooClient(settings) as client:
-        upcoming = client.list_bookings(
-            started_at=now + dt.timedelta(days=2), ended_at=now + dt.timedelta(days=9)
-        )
-        open_bookings = [b for b in upcoming.records if b.get("status") == "open"]
-        # Busy times per host in the target window: existing bookings, then the rows' targets.
-        busy: list[tuple[frozenset[str], dt.datetime, dt.datetime]] = [
-            (host_ids(b), *_interval(b))
-            for b in client.list_bookings(
-                started_at=window[0] - dt.timedelta(days=1),
-                ended_at=window[1] + dt.timedelta(days=1),
-            ).records
-            if b.get("status") != "cancel" and b.get("startedAt") and b.get("endedAt")
-        ]
-        for booking in open_bookings:
-            if len(rows) >= DEMO_RESCHEDULES:
-                break
-            hosts = host_ids(booking)
-            start, end = _interval(booking)
-            slots = client.list_available_slots(str(booking["eventTypeId"]), *window)
-            for slot in slots:
-                target = dt.datetime.fromisoformat(str(slot["startedAt"]))
-                target_end = target + (end - start)
-                if any(
-                    hosts & others and target < other_end and other_start < target_end
-                    for others, other_start, other_end in busy
-                ):
-                    continue
-                busy.append((hosts, target, target_end))
-                rows.append(
-                    {
-                        "action": "reschedule",
-                        "booking_uid": str(booking["uid"]),
-                        "new_started_at": str(slot["startedAt"]),
-                        "time_zone": "Asia/Tokyo",
-                        "cancel_reason": "",
-                    }
-                )
-                break
-        moved = {row["booking_uid"] for row in rows}
-        for booking in [b for b in open_bookings if b["uid"] not in moved][:DEMO_CANCELS]:
-            rows.append(
-                {
-                    "action": "cancel",
-                    "booking_uid": str(booking["uid"]),
-                    "new_started_at": "",
-                    "time_zone": "",
-                    "cancel_reason": "会議室が使えなくなりました (room closed)",
-                }
-            )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _write_back(path: Path) -> None:
+def _write_back(defs: "dg.Definitions", path: Path) -> None:
     import dagster as dg
-
-    from assets.definitions import defs
 
     job = defs.resolve_job_def("apply_changeset")
     instance = dg.DagsterInstance.get()
@@ -210,7 +149,7 @@ def _write_back(path: Path) -> None:
     )
     for dry_run, title in steps:
         print(SEPARATOR)
-        print(f"Write-back {title}: {path.relative_to(ROOT)}")
+        print(f"Write-back {title}: {path}")
         result = job.execute_in_process(
             instance=instance,
             run_config={
@@ -241,22 +180,35 @@ def _write_back(path: Path) -> None:
                     print(f"  {key}: {value.value}")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data-dir", type=Path, default=DEMO_DIR, help=f"the demo's own folder ({DEMO_DIR})"
+    )
+    data_dir: Path = parser.parse_args(argv).data_dir.resolve()
+
+    from assets.definitions import build_definitions
+    from jicoo_connector.warehouse import WarehouseTarget
     from jicoo_sandbox import SandboxProcess
     from jicoo_sandbox.config import DEFAULT_SANDBOX_KEY
 
     started = time.monotonic()
+    fresh_demo_dir(data_dir)
+    print(f"Demo data (its own folder, emptied each run): {data_dir}")
     with SandboxProcess(seed=DEMO_SEED, bookings=DEMO_BOOKINGS) as sandbox:
         print(f"Sandbox: {DEMO_BOOKINGS} seeded bookings at {sandbox.base_url}")
-        _fresh_state()
-        _configure(sandbox.base_url, DEFAULT_SANDBOX_KEY)
-        today = dt.datetime.now(ZoneInfo("Asia/Tokyo")).date()
-        _extract(today)
-        _summary()
-        changeset = DATA / "changesets" / "demo.csv"
+        config = demo_config(data_dir, sandbox.base_url, DEFAULT_SANDBOX_KEY)
+        # The Dagster resource reads the key only through EnvVar, at run time.
+        os.environ["JICOO_API_KEY"] = DEFAULT_SANDBOX_KEY
+        _dagster_home()
+        defs = build_definitions(config)
+        today = dt.datetime.now(ZoneInfo(config.timezone)).date()
+        _extract(defs, today, WarehouseTarget.parse(config.warehouse()).describe())
+        _summary(config)
+        changeset = data_dir / "changesets" / "demo.csv"
         # The sandbox process and the write-back job both run on the system clock.
-        demo_changeset(sandbox.base_url, DEFAULT_SANDBOX_KEY, changeset, dt.datetime.now(dt.UTC))
-        _write_back(changeset)
+        write_changeset(sandbox.base_url, DEFAULT_SANDBOX_KEY, changeset, dt.datetime.now(dt.UTC))
+        _write_back(defs, changeset)
     print(SEPARATOR)
     print(f"Demo finished in {time.monotonic() - started:.1f} s.")
     print("Open the Dagster UI on the same setup with: make dev")
@@ -264,5 +216,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     sys.exit(main())

@@ -73,6 +73,22 @@ def pytest_report_header() -> str:
     return f"sandbox clock: {TEST_CLOCK().isoformat(timespec='seconds')} ({TEST_TODAY_ENV})"
 
 
+REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def _tree(root: Path) -> dict[str, float]:
+    return {str(p.relative_to(root)): p.stat().st_mtime for p in root.rglob("*")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _repo_data_untouched() -> Iterator[None]:
+    """Tests write only under pytest's tmp paths: the repository's data/ ends as it began."""
+    before = _tree(REPO_DATA)
+    yield
+    after = _tree(REPO_DATA)
+    assert after == before, f"the suite wrote into {REPO_DATA}: {sorted(set(after) ^ set(before))}"
+
+
 @pytest.fixture(scope="session")
 def clock() -> Clock:
     """The clock of the shared sandbox: "now" for every test that needs one."""

@@ -1,14 +1,17 @@
 """The `jicoo` command end to end against the sandbox: exit codes, files written, nothing lost."""
 
 import csv
+import socket
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
+from jicoo_connector.changes.apply import DEFAULT_APPLY_CONCURRENCY
 from jicoo_connector.changes.ledger import LEDGER_URL_ENV, SCHEMA_VERSION, is_postgres_url
 from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE, main
+from jicoo_connector.extract import SOURCES
 from jicoo_sandbox.server import SandboxServer
 from tests.writeback_data import HEADER, booking, build_csv, future_open_bookings
 
@@ -24,6 +27,11 @@ def api_env(system_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> S
     return sandbox
 
 
+def _paths(tmp_path: Path) -> list[str]:
+    """Every apply writes its ledger and apply log under the test's own folder."""
+    return ["--ledger", str(tmp_path / "ledger.sqlite"), "--apply-log", str(tmp_path / "log")]
+
+
 def _posts(sandbox: SandboxServer) -> list[dict[str, object]]:
     return [e for e in sandbox.store.journal() if e["method"] == "POST"]
 
@@ -33,7 +41,7 @@ def test_unusable_file_exits_2_and_sends_nothing(
 ) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_bytes(b"action,booking_uid\x00\ncancel,abc\n")
-    code = main(["apply", str(bad), "--ledger", str(tmp_path / "ledger.sqlite")])
+    code = main(["apply", str(bad), *_paths(tmp_path)])
     assert code == EXIT_UNUSABLE
     assert "nothing applied" in capsys.readouterr().err
     assert _posts(api_env) == []
@@ -78,6 +86,7 @@ def test_clean_batch_exits_0_and_undo_restores(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     ledger: list[str] = []
+    log = ["--apply-log", str(tmp_path / "log")]
     if is_postgres_url(ledger_location):
         # The deployment's way: the URL in JICOO_LEDGER_URL, with a password that must never
         # be printed (the test server trusts loopback, so any password is accepted).
@@ -88,7 +97,7 @@ def test_clean_batch_exits_0_and_undo_restores(
     original = booking(api_env, uids[0])
     changes = tmp_path / "move.csv"
     changes.write_text(text, encoding="utf-8")
-    assert main(["apply", str(changes), *ledger]) == EXIT_OK
+    assert main(["apply", str(changes), *ledger, *log]) == EXIT_OK
     assert booking(api_env, uids[0])["startedAt"] != original["startedAt"]
 
     assert main(["ledger", "status", "move", *ledger]) == EXIT_OK
@@ -100,7 +109,7 @@ def test_clean_batch_exits_0_and_undo_restores(
     assert main(["ledger", "undo", "move", *ledger, "--out", str(undo)]) == EXIT_OK
     rows = list(csv.DictReader(undo.read_text(encoding="utf-8").splitlines()))
     assert [r["booking_uid"] for r in rows] == uids
-    assert main(["apply", str(undo), *ledger]) == EXIT_OK
+    assert main(["apply", str(undo), *ledger, *log]) == EXIT_OK
     assert booking(api_env, uids[0])["startedAt"] == original["startedAt"]
     assert "s3cret" not in "".join(capsys.readouterr())
 
@@ -110,11 +119,10 @@ def test_changed_file_under_same_batch_id_is_refused(
 ) -> None:
     first, second = future_open_bookings(api_env)[:2]
     changes = tmp_path / "same.csv"
-    ledger = tmp_path / "ledger.sqlite"
     changes.write_text(f"{HEADER}\n,cancel,{first['uid']},,,x\n", encoding="utf-8")
-    assert main(["apply", str(changes), "--ledger", str(ledger)]) == EXIT_OK
+    assert main(["apply", str(changes), *_paths(tmp_path)]) == EXIT_OK
     changes.write_text(f"{HEADER}\n,cancel,{second['uid']},,,x\n", encoding="utf-8")
-    assert main(["apply", str(changes), "--ledger", str(ledger)]) == EXIT_UNUSABLE
+    assert main(["apply", str(changes), *_paths(tmp_path)]) == EXIT_UNUSABLE
     assert booking(api_env, str(second["uid"]))["status"] == "open"
 
 
@@ -176,3 +184,165 @@ def test_webhook_serve_without_the_extra_names_it_in_one_line(
         "pip install 'jicoo-connector[webhooks]'"
     )
     assert not (tmp_path / "events.sqlite").exists()
+
+
+# -- the first hour: every user mistake is one line, never a traceback -------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_extract_without_tables_extracts_every_table(
+    api_env: SandboxServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "wh"
+    assert main(["extract", "--out", str(out), "--quiet"]) == EXIT_OK
+    printed = capsys.readouterr().out
+    for table in SOURCES:
+        assert list((out / table).rglob("*.parquet")), table
+        assert table in printed
+
+
+def test_a_bad_zone_is_a_usage_error_as_flag_and_as_variable(
+    api_env: SandboxServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(SystemExit) as flag:
+        main(["extract", "--timezone", "Tokyo", "--out", str(tmp_path)])
+    assert flag.value.code == EXIT_UNUSABLE
+    assert "'Tokyo' is not an IANA time zone" in capsys.readouterr().err
+    monkeypatch.setenv("JICOO_TIMEZONE", "Tokyo")
+    assert main(["extract", "--out", str(tmp_path)]) == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert err == (
+        "jicoo: JICOO_TIMEZONE='Tokyo': 'Tokyo' is not an IANA time zone (for example Asia/Tokyo)\n"
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["apply", "{tmp}/nofile.csv"], "nofile.csv: cannot read the change set"),
+        (["ledger", "status", "b1", "--ledger", "{tmp}/none.sqlite"], "no ledger at"),
+        (["extract", "--start", "2026-02-30"], "is not a date"),
+        (["apply", "{tmp}/c.csv", "--plan", "{tmp}/missing.plan.json"], "nothing was sent"),
+        (["ledger", "undo", "b1", "--ledger", "{tmp}/l.sqlite", "--out", "{tmp}/no/u.csv"], "no"),
+    ],
+)
+def test_missing_or_bad_files_are_one_line_and_exit_2(
+    api_env: SandboxServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+) -> None:
+    (tmp_path / "c.csv").write_text(f"{HEADER}\n,cancel,nosuchbooking1,,,x\n", encoding="utf-8")
+    if "undo" in argv:  # a real batch, so only the --out folder is wrong
+        assert main(["apply", str(tmp_path / "c.csv"), "--batch-id", "b1", *_paths(tmp_path)])
+        capsys.readouterr()
+    args = [arg.format(tmp=tmp_path) for arg in argv]
+    try:
+        code = main([*args, *(_paths(tmp_path)[2:] if args[0] == "apply" else [])])
+    except SystemExit as exc:  # argparse's own usage errors
+        code = int(str(exc.code))
+    assert code == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert _posts(api_env) == []
+
+
+# Slow tier: the client retries a refused connection with backoff (about 13 s).
+@pytest.mark.slow
+def test_an_unreachable_host_is_named_and_nothing_is_sent(
+    api_env: SandboxServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    nowhere = f"http://127.0.0.1:{_closed_port()}"
+    monkeypatch.setenv("JICOO_BASE_URL", nowhere)
+    uid = future_open_bookings(api_env)[0]["uid"]
+    changes = tmp_path / "c.csv"
+    changes.write_text(f"{HEADER}\n,cancel,{uid},,,x\n", encoding="utf-8")
+    assert main(["apply", str(changes), *_paths(tmp_path)]) == EXIT_SOME_FAILED
+    out = capsys.readouterr().out
+    assert "nothing was sent" in out
+    assert f"could not connect to {nowhere}" in out
+    assert "(applied)" not in out
+
+
+def test_a_wrong_key_says_nothing_was_sent_and_exits_2(
+    api_env: SandboxServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("JICOO_API_KEY", "sk_wrong_key")
+    uids = [b["uid"] for b in future_open_bookings(api_env)[:3]]
+    changes = tmp_path / "wrongkey.csv"
+    changes.write_text(
+        HEADER + "\n" + "".join(f",cancel,{uid},,,x\n" for uid in uids), encoding="utf-8"
+    )
+    assert main(["apply", str(changes), *_paths(tmp_path)]) == EXIT_UNUSABLE
+    captured = capsys.readouterr()
+    assert "nothing was sent" in captured.out
+    assert "(applied)" not in captured.out
+    assert "refused JICOO_API_KEY" in captured.err
+    assert "sk_wrong_key" not in captured.out + captured.err
+    assert _posts(api_env) == []
+    # One 401 is enough to know: the other rows are not read with the same key.
+    assert len(api_env.requests()) <= DEFAULT_APPLY_CONCURRENCY
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The sandbox's own check is in tests/sandbox/test_cli.py; this is the webhook receiver's.
+    monkeypatch.setenv("JICOO_WEBHOOK_SECRET", "whsec_test")
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        db = tmp_path / "events.sqlite"
+        assert main(["webhook", "serve", "--port", str(port), "--db", str(db)]) == EXIT_UNUSABLE
+    assert capsys.readouterr().err == (
+        f"jicoo: port {port} on 127.0.0.1 is in use; pick another (--port 0: any)\n"
+    )
+
+
+def test_every_row_that_did_not_go_through_is_in_rejected_csv(
+    api_env: SandboxServer, tmp_path: Path
+) -> None:
+    text, uids = build_csv(api_env, reschedules=1, cancels=1)
+    changes = tmp_path / "mixed.csv"
+    changes.write_text(
+        text + ",cancel,nosuchbooking1,,,x\n" + ",cancel,,,,no uid\n", encoding="utf-8"
+    )
+    assert main(["apply", str(changes), *_paths(tmp_path)]) == EXIT_SOME_FAILED
+    rejected_text = (tmp_path / "mixed.rejected.csv").read_text(encoding="utf-8-sig")
+    rejected = list(csv.DictReader(rejected_text.splitlines()))
+    assert [(r["error_row"], r["booking_uid"]) for r in rejected] == [
+        ("4", "nosuchbooking1"),
+        ("5", ""),
+    ]
+    assert rejected[0]["error_reason"] == "conflict: booking not found"
+    assert rejected[0]["cancel_reason"] == "x"  # the row as the user wrote it
+    assert sorted(e["booking_uid"] for e in _posts(api_env)) == sorted(uids)
+
+
+def test_an_offset_needs_no_time_zone_and_keeps_the_bookings_zone(
+    api_env: SandboxServer, tmp_path: Path
+) -> None:
+    text, (uid,) = build_csv(api_env, reschedules=1, cancels=0)
+    zone = booking(api_env, uid)["timeZone"]
+    changes = tmp_path / "offset.csv"
+    changes.write_text(text.replace(",Asia/Tokyo,", ",,"), encoding="utf-8")
+    assert main(["apply", str(changes), *_paths(tmp_path)]) == EXIT_OK
+    (post,) = _posts(api_env)
+    assert post["changed"]
+    assert booking(api_env, uid)["timeZone"] == zone

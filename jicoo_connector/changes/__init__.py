@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         build_plan,
         plan_changeset,
     )
+    from jicoo_connector.changes.run import ChangesetRun, run_changeset
 
 __all__ = [
     "Action",
@@ -48,6 +49,7 @@ __all__ = [
     "BatchMismatchError",
     "Change",
     "ChangeState",
+    "ChangesetRun",
     "Ledger",
     "LedgerBusyError",
     "LedgerEntry",
@@ -64,6 +66,7 @@ __all__ = [
     "build_plan",
     "parse_changeset",
     "plan_changeset",
+    "run_changeset",
     "write_rejected_csv",
 ]
 
@@ -78,6 +81,8 @@ _LAZY = {
     "Verdict": "plan",
     "build_plan": "plan",
     "plan_changeset": "plan",
+    "ChangesetRun": "run",
+    "run_changeset": "run",
 }
 
 

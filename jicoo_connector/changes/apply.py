@@ -168,6 +168,8 @@ class ApplyReport:
     rows: list[ApplyRow]
     posts_sent: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    # The API answered 401 to our reads: the key is wrong, and the rest were not tried.
+    key_refused: bool = False
 
     def __post_init__(self) -> None:
         if not self.counts:
@@ -190,9 +192,12 @@ class ApplyReport:
 
     def summary(self) -> str:
         """A few lines for a terminal: counts, then every row that needs a human."""
-        mode = "dry run" if self.dry_run else "applied"
+        mode = "dry run" if self.dry_run else "apply"
         counts = ", ".join(f"{state} {n}" for state, n in self.counts.items()) or "nothing"
-        lines = [f"batch {self.batch_id} ({mode}): {counts}; POSTs sent: {self.posts_sent}"]
+        sent = f"POSTs sent: {self.posts_sent}" if self.posts_sent else "nothing was sent"
+        lines = [f"batch {self.batch_id} ({mode}): {counts}; {sent}"]
+        if self.key_refused:
+            lines.append("  the API refused the key (HTTP 401): check JICOO_API_KEY")
         attention = {
             ChangeState.FAILED.value,
             ChangeState.CONFLICT.value,
@@ -246,6 +251,7 @@ class _Applier:
         self.gate = asyncio.Semaphore(max(1, concurrency))
         self.max_resends = max_resends
         self.posts_sent = 0
+        self.key_refused = False
 
     def _outcome(
         self,
@@ -275,12 +281,13 @@ class _Applier:
         except NotFoundError:
             return None
 
-    async def _post(self, change: Change) -> Mapping[str, object]:
+    async def _post(self, change: Change, before: Mapping[str, object]) -> Mapping[str, object]:
         self.posts_sent += 1
         if change.action is Action.CANCEL:
             return await self.client.cancel_booking(change.booking_uid, reason=change.cancel_reason)
-        started, zone = change.new_started_at, change.time_zone
-        if started is None or zone is None:
+        # A row without time_zone gave an offset; the booking keeps the zone it has.
+        started, zone = change.new_started_at, change.time_zone or before.get("timeZone")
+        if started is None or not isinstance(zone, str):
             raise ChangeSetError("a reschedule needs new_started_at and time_zone", row=change.row)
         return await self.client.reschedule_booking(
             change.booking_uid, started_at=started, time_zone=zone
@@ -290,13 +297,17 @@ class _Applier:
 
     async def apply(self, change: Change) -> None:
         async with self.gate:
+            if self.key_refused:
+                self._outcome(change, ChangeState.PENDING, reason="not sent: the key was refused")
+                return
             try:
                 booking = await self._read(change.booking_uid)
             except JicooError as exc:
+                # A refused key refuses every row alike: do not ask again for each one.
+                if isinstance(exc, AuthenticationError):
+                    self.key_refused = True
                 # Nothing was sent; the change stays pending for the next run.
-                self._outcome(
-                    change, ChangeState.PENDING, reason=f"read failed: {type(exc).__name__}"
-                )
+                self._outcome(change, ChangeState.PENDING, reason=f"not sent: read failed: {exc}")
                 return
             if booking is None:
                 self._outcome(
@@ -356,7 +367,7 @@ class _Applier:
     ) -> None:
         _kill_point("after_intent")
         try:
-            after = await self._post(change)
+            after = await self._post(change, before)
         except ValidationError as exc:
             await self._after_422(change, before, exc, resend=resend)
             return
@@ -556,7 +567,13 @@ async def _run(
         for r in parsed.rejected
     )
     rows.sort(key=lambda row: row.row)
-    report = ApplyReport(batch_id=batch_id, dry_run=False, rows=rows, posts_sent=applier.posts_sent)
+    report = ApplyReport(
+        batch_id=batch_id,
+        dry_run=False,
+        rows=rows,
+        posts_sent=applier.posts_sent,
+        key_refused=applier.key_refused,
+    )
     logger.info("apply: batch %s: %s, %d POSTs", batch_id, report.counts, report.posts_sent)
     return report
 

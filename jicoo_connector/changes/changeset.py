@@ -14,7 +14,7 @@ import re
 import zoneinfo
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
@@ -89,6 +89,8 @@ class Change:
     time_zone: str | None
     cancel_reason: str | None
     change_id: str | None
+    # The row as read: what *.rejected.csv gives back when the change does not go through.
+    cells: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def target(self) -> str | None:
@@ -232,7 +234,7 @@ def _parse_zone(raw: str) -> str:
     return name
 
 
-def _parse_instant(raw: str, zone_name: str, now: dt.datetime) -> dt.datetime:
+def _parse_instant(raw: str, zone_name: str | None, now: dt.datetime) -> dt.datetime:
     text = raw.strip()
     if not text:
         raise _RowError("new_started_at", "new_started_at is required for a reschedule")
@@ -243,6 +245,12 @@ def _parse_instant(raw: str, zone_name: str, now: dt.datetime) -> dt.datetime:
     except ValueError as exc:
         raise _RowError("new_started_at", f"{text!r} is not an ISO 8601 timestamp") from exc
     if parsed.tzinfo is None:
+        if zone_name is None:
+            raise _RowError(
+                "time_zone",
+                "time_zone is required when new_started_at has no UTC offset "
+                "(or give one, e.g. +09:00)",
+            )
         zone = zoneinfo.ZoneInfo(zone_name)
         early = parsed.replace(tzinfo=zone, fold=0)
         late = parsed.replace(tzinfo=zone, fold=1)
@@ -305,9 +313,9 @@ def _parse_row(row: int, cells: Mapping[str, str], now: dt.datetime) -> Change:
     if action is Action.RESCHEDULE:
         if reason is not None:
             raise _RowError("cancel_reason", "cancel_reason is only allowed on a cancel row")
-        zone = _parse_zone(raw_zone)
-        instant: dt.datetime | None = _parse_instant(raw_start, zone, now)
-        time_zone: str | None = zone
+        # With an offset in new_started_at the zone may be left out: the booking keeps its own.
+        time_zone: str | None = _parse_zone(raw_zone) if raw_zone.strip() else None
+        instant: dt.datetime | None = _parse_instant(raw_start, time_zone, now)
     else:
         if raw_start.strip():
             raise _RowError("new_started_at", "a cancel row takes no new_started_at")
@@ -329,6 +337,7 @@ def _parse_row(row: int, cells: Mapping[str, str], now: dt.datetime) -> Change:
         time_zone=time_zone,
         cancel_reason=reason,
         change_id=change_id,
+        cells=cells,
     )
 
 
@@ -485,18 +494,24 @@ def escape_cell(value: str) -> str:
     return "'" + value if value.startswith(FORMULA_PREFIXES) else value
 
 
-def write_rejected_csv(path: str | os.PathLike[str], parsed: ParsedChangeSet) -> int:
-    """Write the rejected rows (input columns + error_row, error_column, error_reason) as CSV.
+def write_rejected_csv(
+    path: str | os.PathLike[str],
+    parsed: ParsedChangeSet,
+    extra: Iterable[RejectedRow] = (),
+) -> int:
+    """Write the rejected rows (input columns + error_row, error_column, error_reason) as CSV:
+    the parser's, plus ``extra`` (rows the plan or the apply did not pass), in file order.
 
     UTF-8 with a BOM so Excel opens it correctly; written atomically. Returns the row count.
     """
+    rows = sorted([*parsed.rejected, *extra], key=lambda rejected: rejected.row)
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp")
     columns = [*parsed.header, *ERROR_COLUMNS]
     with tmp.open("w", encoding="utf-8-sig", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
-        for rejected in parsed.rejected:
+        for rejected in rows:
             values: Iterable[str] = (
                 *(rejected.cells.get(name, "") for name in parsed.header),
                 str(rejected.row),
@@ -507,4 +522,4 @@ def write_rejected_csv(path: str | os.PathLike[str], parsed: ParsedChangeSet) ->
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(target)
-    return len(parsed.rejected)
+    return len(rows)

@@ -19,13 +19,11 @@ from enum import StrEnum
 
 from jicoo_connector.changes.changeset import Action, Change
 from jicoo_connector.changes.ledger_backends import (
-    DEFAULT_LEDGER_PATH,
     LEDGER_URL_ENV,
     Synchronous,
     Transaction,
     is_postgres_url,
     open_backend,
-    resolve_ledger_location,
 )
 from jicoo_connector.errors import (
     BatchMismatchError,
@@ -36,7 +34,6 @@ from jicoo_connector.errors import (
 
 __all__ = [
     "BOOKING_SNAPSHOT_FIELDS",
-    "DEFAULT_LEDGER_PATH",
     "DEFAULT_SYNCHRONOUS",
     "FINAL_STATES",
     "LEDGER_URL_ENV",
@@ -52,7 +49,6 @@ __all__ = [
     "Synchronous",
     "booking_snapshot",
     "is_postgres_url",
-    "resolve_ledger_location",
 ]
 
 logger = logging.getLogger(__name__)

@@ -9,6 +9,7 @@ import fcntl
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     import psycopg
 
 __all__ = [
-    "DEFAULT_LEDGER_PATH",
     "LEDGER_URL_ENV",
     "POSTGRES_SCHEMA",
     "Backend",
@@ -36,18 +36,17 @@ __all__ = [
     "open_backend",
     "redact_location",
     "redact_url",
-    "resolve_ledger_location",
 ]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LEDGER_PATH = "data/ledger.sqlite"
 # The setting that puts the ledger on PostgreSQL, shared by every worker of a deployment.
 LEDGER_URL_ENV = "JICOO_LEDGER_URL"
 # The ledger's tables sit in their own schema, clear of anything else in the database.
 POSTGRES_SCHEMA = "jicoo_ledger"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 BUSY_TIMEOUT_MS = 30_000
+WAL_SWITCH_RETRY_S = 0.01
 CONNECT_TIMEOUT_S = 10
 # A worker that vanishes without closing its socket (power loss, partition) holds its advisory
 # lock until the server gives up on the connection: about idle + interval * count seconds.
@@ -61,16 +60,6 @@ Unlock = Callable[[], None]
 
 def is_postgres_url(location: str | os.PathLike[str]) -> bool:
     return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
-
-
-def resolve_ledger_location(
-    explicit: str | os.PathLike[str] | None = None,
-) -> str | os.PathLike[str]:
-    """Where the ledger is: ``explicit`` if given, else ``$JICOO_LEDGER_URL``, else the
-    embedded default file ``data/ledger.sqlite``."""
-    if explicit is not None and str(explicit):
-        return explicit
-    return os.environ.get(LEDGER_URL_ENV) or DEFAULT_LEDGER_PATH
 
 
 def redact_location(location: str | os.PathLike[str]) -> str:
@@ -153,11 +142,25 @@ class SqliteBackend:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit; every write opens its own BEGIN IMMEDIATE transaction.
         self.db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self._enter_wal(sqlite3)
         # FULL: a committed intent survives power loss, which is the whole point of writing it.
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         self.db.execute("PRAGMA foreign_keys=ON")
+
+    def _enter_wal(self, sqlite3: Any) -> None:
+        # Switching a new file to WAL takes an exclusive lock, and SQLite answers "database is
+        # locked" at once there instead of waiting out busy_timeout: several workers opening
+        # a new ledger together saw it. Wait for the switch as busy_timeout would.
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(WAL_SWITCH_RETRY_S)
 
     @contextmanager
     def transaction(self, *, schema: bool = False) -> Iterator[Transaction]:

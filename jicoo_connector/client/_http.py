@@ -365,7 +365,12 @@ class HttpCore:
             # The tunnel was refused (httpcore says the proxy's status, never its URL).
             _fail(OutcomeKind.CONNECT, target, f"the proxy refused the tunnel ({exc})", exc)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            _fail(OutcomeKind.CONNECT, target, f"could not connect ({_connect_why(exc)})", exc)
+            _fail(
+                OutcomeKind.CONNECT,
+                target,
+                f"could not connect to {self._settings.base_url} ({_connect_why(exc)})",
+                exc,
+            )
         except httpx.ReadTimeout as exc:
             _fail(OutcomeKind.TRANSPORT, target, "read timed out", exc)
         except httpx.RemoteProtocolError as exc:

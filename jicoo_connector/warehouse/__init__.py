@@ -15,21 +15,14 @@ from jicoo_connector.warehouse._session import query_warehouse
 from jicoo_connector.warehouse._sql import LOADS_TABLE, Dialect, LoadRecord
 from jicoo_connector.warehouse._types import TYPE_TABLE, SqlType, sql_type
 from jicoo_connector.warehouse._url import (
-    DEFAULT_WAREHOUSE_URL,
-    PASSWORD_ENV,
-    URL_ENV,
     Backend,
     WarehouseTarget,
     redact,
-    warehouse_url_from_env,
 )
 
 __all__ = [
-    "DEFAULT_WAREHOUSE_URL",
     "LOADS_TABLE",
-    "PASSWORD_ENV",
     "TYPE_TABLE",
-    "URL_ENV",
     "Backend",
     "Dialect",
     "LoadRecord",
@@ -43,5 +36,4 @@ __all__ = [
     "query_warehouse",
     "redact",
     "sql_type",
-    "warehouse_url_from_env",
 ]

@@ -1,31 +1,22 @@
-"""``JICOO_WAREHOUSE_URL``: which warehouse, parsed once, shown only with its password redacted."""
+"""A warehouse URL (``JICOO_WAREHOUSE_URL``, read by ``ConnectorConfig.warehouse()``): which
+warehouse, parsed once, shown only with its password redacted."""
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.errors import WarehouseError
 
 __all__ = [
-    "DEFAULT_WAREHOUSE_URL",
-    "PASSWORD_ENV",
-    "URL_ENV",
     "Backend",
     "WarehouseTarget",
     "redact",
-    "warehouse_url_from_env",
 ]
 
 Backend = Literal["duckdb", "postgresql", "snowflake", "bigquery"]
-DEFAULT_WAREHOUSE_URL = "data/warehouse.duckdb"
-# Read when the URL carries no password (libpq's PGPASSWORD and ~/.pgpass work for PostgreSQL too).
-PASSWORD_ENV = "JICOO_WAREHOUSE_PASSWORD"  # noqa: S105 - the variable's name, not a secret
-URL_ENV = "JICOO_WAREHOUSE_URL"
-# The DuckDB file's older setting, still read when JICOO_WAREHOUSE_URL is not set.
-DUCKDB_PATH_ENV = "JICOO_DUCKDB_PATH"
 _SCHEMES: dict[str, Backend] = {
     "postgresql": "postgresql",
     "postgres": "postgresql",
@@ -38,9 +29,10 @@ _REDACTED = "***"
 _PASSWORD_IN_TEXT = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]*:)[^@\s]*(?P<at>@)")
 
 
-def warehouse_url_from_env() -> str:
-    """``JICOO_WAREHOUSE_URL``, else ``JICOO_DUCKDB_PATH``, else the default DuckDB file."""
-    return os.environ.get(URL_ENV) or os.environ.get(DUCKDB_PATH_ENV) or DEFAULT_WAREHOUSE_URL
+def _configured_password() -> str | None:
+    # JICOO_WAREHOUSE_PASSWORD, for a URL without one (libpq's PGPASSWORD and ~/.pgpass work
+    # for PostgreSQL too). Read when needed, through the one configuration front door.
+    return ConnectorConfig.from_env().warehouse_password
 
 
 def redact(text: str) -> str:
@@ -78,7 +70,7 @@ class WarehouseTarget:
     def password(self) -> str | None:
         """The URL's password, else ``JICOO_WAREHOUSE_PASSWORD``, else None."""
         secret = urlsplit(self.url).password if "://" in self.url else None
-        return unquote(secret) if secret else os.environ.get(PASSWORD_ENV) or None
+        return unquote(secret) if secret else _configured_password()
 
     @classmethod
     def parse(cls, url: str) -> "WarehouseTarget":
@@ -118,7 +110,7 @@ class WarehouseTarget:
         """The PostgreSQL URL for libpq, with ``JICOO_WAREHOUSE_PASSWORD`` when it has none."""
         parts = urlsplit(self.url)
         uri = "postgresql://" + self.url.split("://", 1)[1]
-        secret = os.environ.get(PASSWORD_ENV)
+        secret = _configured_password()
         if parts.password or not secret or not parts.username:
             return uri
         user = f"{parts.username}:{quote(secret, safe='')}@"

@@ -26,19 +26,14 @@ from jicoo_connector.webhooks._signature import (
     verify_signature,
 )
 from jicoo_connector.webhooks._store import (
-    DEFAULT_EVENTS_DB,
-    EVENTS_DB_ENV,
     EventStore,
     SQLiteEventStore,
     StoredEvent,
-    events_db_path,
 )
 
 __all__ = [
     "CANCEL_EVENTS",
-    "DEFAULT_EVENTS_DB",
     "DEFAULT_TOLERANCE_S",
-    "EVENTS_DB_ENV",
     "KNOWN_EVENTS",
     "RESCHEDULE_EVENTS",
     "SECRET_ENV",
@@ -50,7 +45,6 @@ __all__ = [
     "StoredEvent",
     "WebhookEvent",
     "WebhookSecrets",
-    "events_db_path",
     "format_instant",
     "parse_event",
     "plan_refresh",

@@ -8,7 +8,6 @@ in constant time. Several ``v1`` values may come at once, and several secrets ma
 
 import hashlib
 import hmac
-import os
 from collections.abc import Iterator, Sequence
 
 from jicoo_connector.errors import ConfigError, WebhookSignatureError
@@ -49,10 +48,6 @@ class WebhookSecrets:
     @classmethod
     def parse(cls, text: str) -> "WebhookSecrets":
         return cls(text.split(","))
-
-    @classmethod
-    def from_env(cls) -> "WebhookSecrets":
-        return cls.parse(os.environ.get(SECRET_ENV, ""))
 
     def __iter__(self) -> Iterator[bytes]:
         return iter(self._keys)

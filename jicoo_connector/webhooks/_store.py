@@ -16,16 +16,11 @@ from typing import Final, Protocol
 from jicoo_connector.webhooks._events import WebhookEvent
 
 __all__ = [
-    "DEFAULT_EVENTS_DB",
-    "EVENTS_DB_ENV",
     "EventStore",
     "SQLiteEventStore",
     "StoredEvent",
-    "events_db_path",
 ]
 
-EVENTS_DB_ENV: Final = "JICOO_WEBHOOK_DB"
-DEFAULT_EVENTS_DB: Final = "data/webhook_events.sqlite"
 BUSY_TIMEOUT_MS: Final = 10_000
 
 _SCHEMA: Final = """
@@ -40,11 +35,6 @@ CREATE TABLE IF NOT EXISTS webhook_events (
     UNIQUE (event, booking_uid, created_at)
 )
 """
-
-
-def events_db_path() -> Path:
-    """The SQLite file shared by the receiver and the sensor (``JICOO_WEBHOOK_DB``)."""
-    return Path(os.environ.get(EVENTS_DB_ENV) or DEFAULT_EVENTS_DB)
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,8 +75,9 @@ def create_app(
     ``store`` is called from one worker thread, never the event loop (commits fsync).
     ``clock`` (unix seconds) is injectable for tests of the timestamp tolerance.
 
-    >>> store = SQLiteEventStore(events_db_path())  # doctest: +SKIP
-    >>> app = create_app(store, WebhookSecrets.from_env())  # doctest: +SKIP
+    >>> config = ConnectorConfig.from_env()  # doctest: +SKIP
+    >>> store = SQLiteEventStore(config.webhook_db)  # doctest: +SKIP
+    >>> app = create_app(store, WebhookSecrets.parse(config.webhook_secret or ""))  # doctest: +SKIP
     """
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jicoo-webhook-store")
 

@@ -276,7 +276,8 @@ def test_the_api_key_reaches_no_log_report_ledger_or_plan(
     plan.write(tmp_path / "plan.json")
     report.write_parquet(tmp_path / "log.parquet")
     secret = sandbox.api_key.encode()
-    for path in tmp_path.iterdir():
+    files = [path for path in tmp_path.rglob("*") if path.is_file()]
+    for path in files:
         assert secret not in path.read_bytes(), path.name
     stored = ledger_bytes(ledger_location)
     assert b"updatedAt" in stored

@@ -85,7 +85,7 @@ def test_keys_are_deterministic_and_distinguish_targets() -> None:
         (",reschedule,bk1,,UTC,", "new_started_at", "required"),
         (",reschedule,bk1,2026-11-26T10:00Z,Mars/Olympus,", "time_zone", "unknown IANA"),
         (",reschedule,bk1,2026-11-26T10:00Z,../../etc/passwd,", "time_zone", "unknown IANA"),
-        (",reschedule,bk1,2026-11-26T10:00Z,,", "time_zone", "required"),
+        (",reschedule,bk1,2026-11-26T10:00,,", "time_zone", "required when new_started_at"),
         (",reschedule,bk1,2026-10-01T10:00Z,UTC,", "new_started_at", "in the past"),
         (",reschedule,bk1,2099-10-01T10:00Z,UTC,", "new_started_at", "days ahead"),
         (",reschedule,bk1,2027-03-14T02:30,America/New_York,", "new_started_at", "does not exist"),
@@ -367,3 +367,9 @@ def test_arbitrary_bytes_never_crash(data: bytes) -> None:
     except ChangeSetError:
         return
     assert parsed.header
+
+
+def test_an_offset_makes_time_zone_optional() -> None:
+    (change,) = parse(csv_of(",reschedule,bk1,2026-11-26T10:00+09:00,,")).changes
+    assert change.new_started_at == dt.datetime(2026, 11, 26, 1, tzinfo=dt.UTC)
+    assert change.time_zone is None  # the apply keeps the booking's own zone

@@ -10,13 +10,22 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from assets.extract_assets import build_extract_assets
+from assets.partitions import daily_partitions
 from assets.resources import JicooResource, WarehouseResource
+from jicoo_connector.config import ConnectorConfig
 from jicoo_sandbox.server import SandboxServer
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 # The sandbox has no rate limit of its own: let the client go fast so runs stay short.
 TEST_RATE_LIMIT = 500.0
 TEST_BURST = 200
+
+
+def extract_assets(config: ConnectorConfig | None = None) -> dict[str, dg.AssetsDefinition]:
+    """The code location's extract assets (default settings), by table name."""
+    built = build_extract_assets(daily_partitions(config or ConnectorConfig()))
+    return {asset.key.path[-1]: asset for asset in built}
 
 
 def jicoo_resource(sandbox: SandboxServer, api_key: str | None = None) -> JicooResource:

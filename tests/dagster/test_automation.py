@@ -5,21 +5,22 @@ import logging
 from pathlib import Path
 
 import dagster as dg
-import pytest
 
-from assets.automation import (
-    REFRESH_FUTURE_DAYS,
-    REFRESH_PAST_DAYS,
-    daily_tables_job,
-    jicoo_refresh_schedule,
+from assets.automation import build_schedules, daily_tables_job
+from assets.writeback import (
+    APPLY_LOG_OP,
+    WriteBackResource,
+    apply_changeset_job,
+    apply_log,
+    changeset_inbox_sensor,
 )
-from assets.extract_assets import extract_assets
-from assets.writeback import APPLY_LOG_OP, apply_changeset_job, apply_log, changeset_inbox_sensor
+from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
 from tests.conftest import LIMITED_KEY
 from tests.dagster.support import (
     TOKYO,
+    extract_assets,
     jicoo_resource,
     materializations,
     range_tags,
@@ -31,16 +32,13 @@ CHANGESET = "action,booking_uid,new_started_at,time_zone,cancel_reason\ncancel,{
 
 
 def _sensor_requests(inbox: Path) -> list[dg.RunRequest]:
-    context = dg.build_sensor_context()
+    context = dg.build_sensor_context(resources={"writeback": WriteBackResource(inbox=str(inbox))})
     result = changeset_inbox_sensor.evaluate_tick(context)
     assert not result.skip_message, result.skip_message
     return list(result.run_requests or [])
 
 
-def test_inbox_sensor_requests_one_run_per_content(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("JICOO_CHANGESET_INBOX", str(tmp_path))
+def test_inbox_sensor_requests_one_run_per_content(tmp_path: Path) -> None:
     (tmp_path / "a.csv").write_text(CHANGESET.format(uid="b1"), encoding="utf-8")
     (tmp_path / "b.csv").write_text(CHANGESET.format(uid="b2"), encoding="utf-8")
     # What the asset writes next to a change set is not a new change set.
@@ -73,11 +71,13 @@ def test_refresh_schedule_requests_the_rolling_range_and_the_run_extracts_it(
 ) -> None:
     # Dagster's partitions end FUTURE_DAYS after the system clock's today: a sandbox on it.
     sandbox = system_sandbox
+    config = ConnectorConfig()
+    jicoo_refresh_schedule = build_schedules(config)[0]
     moment = dt.datetime.combine(tokyo_today(sandbox), dt.time(3, 30), tzinfo=TOKYO)
     context = dg.build_schedule_context(scheduled_execution_time=moment)
     (request,) = list(jicoo_refresh_schedule.evaluate_tick(context).run_requests or [])
-    start = moment.date() - dt.timedelta(days=REFRESH_PAST_DAYS)
-    end = moment.date() + dt.timedelta(days=REFRESH_FUTURE_DAYS)
+    start = moment.date() - dt.timedelta(days=config.refresh_past_days)
+    end = moment.date() + dt.timedelta(days=config.refresh_future_days)
     assert request.tags == {
         **range_tags(start, end),
         "dagster/schedule_name": "jicoo_refresh_schedule",
@@ -86,7 +86,7 @@ def test_refresh_schedule_requests_the_rolling_range_and_the_run_extracts_it(
 
     warehouse = warehouse_resource(tmp_path)
     job = dg.Definitions(
-        assets=extract_assets,
+        assets=list(extract_assets().values()),
         jobs=[daily_tables_job],
         resources={"jicoo": jicoo_resource(sandbox), "warehouse": warehouse},
     ).resolve_job_def(jicoo_refresh_schedule.job_name)
@@ -109,7 +109,7 @@ def test_refresh_schedule_requests_the_rolling_range_and_the_run_extracts_it(
 def test_a_403_skips_the_asset_with_a_warning_and_keeps_the_run_green(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    by_key = {a.key.to_user_string(): a for a in extract_assets}
+    by_key = {f"jicoo/{table}": asset for table, asset in extract_assets().items()}
     with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize(
             [by_key["jicoo/event_types"], by_key["jicoo/users"]],

@@ -14,14 +14,16 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from assets.automation import jicoo_refresh_schedule, jicoo_sweep_schedule
-from assets.extract_assets import CONTACTS_OP, booking_contacts, bookings
+from assets.automation import build_schedules
+from assets.extract_assets import CONTACTS_OP
+from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.errors import MissingPartitionError
 from jicoo_connector.extract import DEFAULT_MAX_BOOKING_DURATION, day_window
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
     TOKYO,
+    extract_assets,
     jicoo_resource,
     materializations,
     range_tags,
@@ -31,6 +33,8 @@ from tests.dagster.support import (
 
 CONTACTS_PATH = "/contacts"
 FULL = {"ops": {CONTACTS_OP: {"config": {"full": True}}}}
+ASSETS = extract_assets()
+bookings, booking_contacts = ASSETS["bookings"], ASSETS["booking_contacts"]
 
 
 @dataclass
@@ -173,6 +177,7 @@ def test_the_sweep_reads_every_contact_and_the_refresh_only_changed_ones() -> No
     # A fixed Sunday: what the schedules ask for does not depend on the day.
     moment = dt.datetime(2026, 3, 1, 4, tzinfo=TOKYO)
     context = dg.build_schedule_context(scheduled_execution_time=moment)
+    jicoo_refresh_schedule, jicoo_sweep_schedule, _ = build_schedules(ConnectorConfig())
     (sweep,) = list(jicoo_sweep_schedule.evaluate_tick(context).run_requests or [])
     (refresh,) = list(jicoo_refresh_schedule.evaluate_tick(context).run_requests or [])
     assert sweep.run_config == FULL

@@ -11,31 +11,43 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_definitions_validate_with_dagsters_own_command(tmp_path: Path) -> None:
-    env = {**os.environ, "JICOO_API_KEY": "placeholder-key", "DAGSTER_HOME": str(tmp_path)}
-    (tmp_path / "dagster.yaml").write_text("")
-    result = subprocess.run(  # noqa: S603
-        [
-            str(Path(sys.executable).with_name("dagster")),
-            "definitions",
-            "validate",
-            "-w",
-            "workspace.yaml",
-        ],
+def _dg_check_defs(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return subprocess.run(  # noqa: S603
+        [str(Path(sys.executable).with_name("dg")), "check", "defs"],
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path), **env},
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "All code locations passed validation" in result.stdout + result.stderr
+
+
+def test_definitions_validate_with_dagsters_own_command(tmp_path: Path) -> None:
+    result = _dg_check_defs(tmp_path, JICOO_API_KEY="placeholder-key")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "All definitions loaded successfully" in output
+    assert "Warning" not in output, output
+
+
+def test_a_bad_setting_fails_the_load_with_one_line_naming_it(tmp_path: Path) -> None:
+    result = _dg_check_defs(tmp_path, JICOO_API_KEY="placeholder-key", JICOO_TIMEZONE="Tokyo")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    expected = "ConfigError: JICOO_TIMEZONE='Tokyo': 'Tokyo' is not an IANA time zone"
+    assert expected in output
+    assert "ZoneInfoNotFoundError" not in output
+    # Only the frame that reports it, not the parser's stack.
+    assert output.count('File "') <= 1, output
 
 
 def test_definitions_object_resolves_every_asset_and_job(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JICOO_API_KEY", "placeholder-key")
-    from assets.definitions import defs
+    from assets.definitions import defs as load
+
+    defs = load()
 
     repository = defs.get_repository_def()
     keys = {key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()}
@@ -73,7 +85,7 @@ def test_columns_and_checks_are_described_from_the_table_registry(
     from jicoo_connector.quality import check_description
     from jicoo_connector.tables import TABLES
 
-    graph = defs.get_repository_def().asset_graph
+    graph = defs().get_repository_def().asset_graph
     for table, spec in TABLES.items():
         key = dg.AssetKey(["jicoo", table])
         schema = graph.get(key).metadata["dagster/column_schema"]

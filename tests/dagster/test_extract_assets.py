@@ -15,7 +15,7 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from assets.extract_assets import CONTACTS_OP, booking_contacts, bookings, snapshot_assets
+from assets.extract_assets import CONTACTS_OP
 from assets.warehouse import warehouse_tables
 from jicoo_connector.extract import day_window
 from jicoo_connector.storage import ParquetStore
@@ -24,6 +24,7 @@ from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
     TOKYO,
     check_evaluations,
+    extract_assets,
     jicoo_resource,
     materializations,
     range_tags,
@@ -46,6 +47,9 @@ FAULTS: Mapping[str, object] = {
 }
 HALF_PAST_MIDNIGHT = dt.time(0, 30)
 BUSY_DAYS_SEARCH = 14
+ASSETS = extract_assets()
+DAILY_ASSETS = [ASSETS["bookings"], ASSETS["booking_contacts"]]
+SNAPSHOT_ASSETS = [*(ASSETS[table] for table in SNAPSHOTS), warehouse_tables]
 FULL = {"ops": {CONTACTS_OP: {"config": {"full": True}}}}
 
 
@@ -147,16 +151,14 @@ def scenario(system_sandbox: SandboxServer, tmp_path_factory: pytest.TempPathFac
     resources = {"jicoo": jicoo_resource(sandbox), "warehouse": wh}
     tags = range_tags(days[0], days[-1])
     parquet = ParquetStore(wh.root)
-    clean = dg.materialize([bookings, booking_contacts], resources=resources, tags=tags)
+    clean = dg.materialize(DAILY_ASSETS, resources=resources, tags=tags)
     first_tables = {table: _read(parquet, table, days) for table in DAILY}
-    snapshots = dg.materialize([*snapshot_assets, warehouse_tables], resources=resources)
+    snapshots = dg.materialize(SNAPSHOT_ASSETS, resources=resources)
     sandbox.clear_requests()
     sandbox.set_faults(FAULTS)
     try:
         # Full: every contacts call is made again, under the faults too.
-        faulted = dg.materialize(
-            [bookings, booking_contacts], resources=resources, tags=tags, run_config=FULL
-        )
+        faulted = dg.materialize(DAILY_ASSETS, resources=resources, tags=tags, run_config=FULL)
         injected: dict[str, int] = {}
         for entry in sandbox.requests():
             fault = entry["fault"]
@@ -164,7 +166,7 @@ def scenario(system_sandbox: SandboxServer, tmp_path_factory: pytest.TempPathFac
                 injected[fault] = injected.get(fault, 0) + 1
     finally:
         sandbox.clear_faults()
-    snapshots_again = dg.materialize([*snapshot_assets, warehouse_tables], resources=resources)
+    snapshots_again = dg.materialize(SNAPSHOT_ASSETS, resources=resources)
     return Scenario(
         days=days,
         store=parquet,

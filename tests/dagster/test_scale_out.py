@@ -121,7 +121,7 @@ def _workspace(where: Path) -> Path:
 def _submit_backfills(instance: dg.DagsterInstance, days: list[dt.date]) -> None:
     from assets.definitions import defs
 
-    graph = defs.resolve_asset_graph()
+    graph = defs().resolve_asset_graph()
     for number, (start, end) in enumerate(CHUNKS, start=1):
         instance.add_backfill(
             PartitionBackfill.from_asset_partitions(

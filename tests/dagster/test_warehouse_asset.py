@@ -8,17 +8,26 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.extract_assets import booking_contacts, bookings, snapshot_assets
+from assets.extract_assets import SNAPSHOT_TABLES
 from assets.resources import WarehouseResource
 from assets.warehouse import warehouse_tables
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import TABLES
 from jicoo_sandbox.server import SandboxServer
-from tests.dagster.support import jicoo_resource, materializations, range_tags, tokyo_today
+from tests.dagster.support import (
+    extract_assets,
+    jicoo_resource,
+    materializations,
+    range_tags,
+    tokyo_today,
+)
 from tests.warehouse.support import parquet_checksum, postgres_checksum
 
 KEY = dg.AssetKey(["jicoo", "warehouse"])
 SECRET = "dagster-pw-never-shown"
+
+ASSETS = extract_assets()
+SNAPSHOT_ASSETS = [ASSETS[table] for table in SNAPSHOT_TABLES]
 
 
 def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
@@ -34,10 +43,12 @@ def test_the_warehouse_asset_loads_postgres_incrementally_with_metadata(
     resources = {"jicoo": jicoo_resource(sandbox), "warehouse": warehouse}
     today = tokyo_today(sandbox)
     extracted = dg.materialize(
-        [bookings, booking_contacts], resources=resources, tags=range_tags(today, today)
+        [ASSETS["bookings"], ASSETS["booking_contacts"]],
+        resources=resources,
+        tags=range_tags(today, today),
     )
     assert extracted.success
-    first = dg.materialize([*snapshot_assets, warehouse_tables], resources=resources)
+    first = dg.materialize([*SNAPSHOT_ASSETS, warehouse_tables], resources=resources)
     assert first.success
     store = ParquetStore(warehouse.root)
     partitions = sum(len(store.list_partitions(table)) for table in TABLES)

@@ -6,17 +6,16 @@ from pathlib import Path
 import dagster as dg
 import httpx
 import orjson
-import pytest
 
-from assets.extract_assets import extract_assets
 from assets.webhook_sensor import (
     EVENT_COUNT_TAG,
     EVENT_IDS_TAG,
     EVENTS_TAG,
-    booking_events_sensor,
+    build_booking_events_sensor,
     webhook_refresh_job,
 )
 from benchmarks.webhook_freshness import find_moves, reschedule, row_started_at
+from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import extract_range
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.webhooks import SQLiteEventStore, parse_event
@@ -24,6 +23,7 @@ from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import event_payload
 from tests.dagster.support import (
     TEST_RATE_LIMIT,
+    extract_assets,
     jicoo_resource,
     tokyo_today,
     warehouse_resource,
@@ -45,9 +45,11 @@ def _days(request: dg.RunRequest) -> list[dt.date]:
 
 
 def test_events_become_one_run_per_range_of_days_and_the_runs_move_the_row(
-    sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("JICOO_WEBHOOK_DB", str(tmp_path / "events.sqlite"))
+    booking_events_sensor = build_booking_events_sensor(
+        ConnectorConfig(webhook_db=str(tmp_path / "events.sqlite"))
+    )
     warehouse = warehouse_resource(tmp_path)
     client = httpx.Client(base_url=sandbox.base_url, headers={"X-Jicoo-Api-Key": sandbox.api_key})
     with client:
@@ -91,7 +93,7 @@ def test_events_become_one_run_per_range_of_days_and_the_runs_move_the_row(
     assert again.skip_message == "no webhook events after #3"
 
     job = dg.Definitions(
-        assets=extract_assets,
+        assets=list(extract_assets().values()),
         jobs=[webhook_refresh_job],
         resources={"jicoo": jicoo_resource(sandbox), "warehouse": warehouse},
     ).resolve_job_def(booking_events_sensor.job_name)
@@ -103,10 +105,10 @@ def test_events_become_one_run_per_range_of_days_and_the_runs_move_the_row(
     assert row_started_at(root, move.old_day, move.uid) is None
 
 
-def test_without_an_event_store_the_sensor_skips(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("JICOO_WEBHOOK_DB", str(tmp_path / "none.sqlite"))
+def test_without_an_event_store_the_sensor_skips(tmp_path: Path) -> None:
+    booking_events_sensor = build_booking_events_sensor(
+        ConnectorConfig(webhook_db=str(tmp_path / "none.sqlite"))
+    )
     context = dg.build_sensor_context(resources={"warehouse": warehouse_resource(tmp_path)})
     tick = booking_events_sensor.evaluate_tick(context)
     assert not tick.run_requests

@@ -13,6 +13,7 @@ from assets.writeback import (
     WriteBackResource,
     apply_changeset_job,
     apply_log,
+    changeset_inbox_sensor,
 )
 from jicoo_connector.changes.ledger_backends import (
     LEDGER_URL_ENV,
@@ -22,6 +23,7 @@ from jicoo_connector.changes.ledger_backends import (
 from jicoo_connector.client import JicooClient
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import check_evaluations, jicoo_resource, materializations
+from tests.writeback_data import booking, future_open_bookings
 
 CANCELS = 3
 FIELDS = ["action", "booking_uid", "new_started_at", "time_zone", "cancel_reason"]
@@ -69,6 +71,24 @@ def _posts(sandbox: SandboxServer, since: int = 0) -> list[dict[str, object]]:
     return [e for e in sandbox.store.journal(since) if e["method"] == "POST"]
 
 
+def _writeback_job(
+    sandbox: SandboxServer, tmp_path: Path, writeback: WriteBackResource | None = None
+) -> dg.JobDefinition:
+    return dg.Definitions(
+        assets=[apply_log],
+        jobs=[apply_changeset_job],
+        resources={
+            "jicoo": jicoo_resource(sandbox),
+            "writeback": writeback
+            or WriteBackResource(
+                ledger_path=str(tmp_path / "ledger.sqlite"),
+                apply_log_root=str(tmp_path / "apply_log"),
+                inbox=str(tmp_path / "inbox"),
+            ),
+        },
+    ).resolve_job_def("apply_changeset")
+
+
 def test_dry_run_then_apply_then_rerun_through_the_job(
     system_sandbox: SandboxServer,
     tmp_path: Path,
@@ -90,14 +110,7 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
             ledger_path=ledger_location, apply_log_root=str(tmp_path / "apply_log")
         )
     # The way scripts/demo.py launches it: the Definitions' job, run_config keyed by the op.
-    job = dg.Definitions(
-        assets=[apply_log],
-        jobs=[apply_changeset_job],
-        resources={
-            "jicoo": jicoo_resource(sandbox),
-            "writeback": writeback,
-        },
-    ).resolve_job_def("apply_changeset")
+    job = _writeback_job(sandbox, tmp_path, writeback)
 
     def run(dry_run: bool) -> dg.ExecuteInProcessResult:
         config = {"path": str(path), "dry_run": dry_run, "concurrency": 4}
@@ -139,3 +152,62 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     (event,) = materializations(again, APPLY_LOG_KEY)
     assert event.metadata["jicoo/posts_sent"] == dg.IntMetadataValue(0)
     assert check_evaluations(again) == {"jicoo/apply_log/no_change_in_flight": True}
+
+
+def test_the_inbox_sensor_runs_by_default_and_says_so() -> None:
+    assert changeset_inbox_sensor.default_status is dg.DefaultSensorStatus.RUNNING
+    description = changeset_inbox_sensor.description or ""
+    assert "Running by default" in description
+    assert "<name>.cp932.csv" in description
+
+
+def test_a_cp932_file_in_the_inbox_is_applied_by_its_name(
+    system_sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    sandbox = system_sandbox  # the job reads the system clock
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    uid = str(future_open_bookings(sandbox)[0]["uid"])
+    reason = "会議室が使えなくなりました"
+    (inbox / "orders.cp932.csv").write_bytes(
+        f"{','.join(FIELDS)}\ncancel,{uid},,,{reason}\n".encode("cp932")
+    )
+    (inbox / "notes.v2.csv").write_text(f"{','.join(FIELDS)}\n", encoding="utf-8")
+    context = dg.build_sensor_context(resources={"writeback": WriteBackResource(inbox=str(inbox))})
+    requests = {
+        Path(r.run_config["ops"][APPLY_LOG_OP]["config"]["path"]).name: r
+        for r in changeset_inbox_sensor.evaluate_tick(context).run_requests or []
+    }
+    config = requests["orders.cp932.csv"].run_config["ops"][APPLY_LOG_OP]["config"]
+    assert config["encoding"] == "cp932"
+    assert requests["notes.v2.csv"].run_config["ops"][APPLY_LOG_OP]["config"]["encoding"] is None
+    result = _writeback_job(sandbox, tmp_path).execute_in_process(
+        run_config=requests["orders.cp932.csv"].run_config
+    )
+    assert result.success
+    (post,) = _posts(sandbox)
+    assert post["booking_uid"] == uid
+    assert post["changed"]
+    assert booking(sandbox, uid)["cancelReason"] == reason
+
+
+def test_the_job_writes_every_row_that_did_not_go_through_to_rejected_csv(
+    system_sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    sandbox = system_sandbox  # the job reads the system clock
+    path = tmp_path / "changes.csv"
+    changes = _changeset(sandbox, path)
+    with path.open("a", encoding="utf-8", newline="") as out:
+        out.write("cancel,nosuchbooking1,,,gone\ncancel,,,,no uid\n")
+    config = {"path": str(path), "dry_run": False, "concurrency": 4}
+    result = _writeback_job(sandbox, tmp_path).execute_in_process(
+        run_config={"ops": {APPLY_LOG_OP: {"config": config}}}
+    )
+    assert result.success
+    text = (tmp_path / "changes.rejected.csv").read_text(encoding="utf-8-sig")
+    rows = list(csv.DictReader(text.splitlines()))
+    last = len(changes) + 2
+    assert [(r["error_row"], r["error_reason"]) for r in rows] == [
+        (str(last), "conflict: booking not found"),
+        (str(last + 1), "booking_uid is required"),
+    ]

@@ -12,8 +12,9 @@ import dagster as dg
 import pytest
 
 from assets.partitions import daily_partitions
-from assets.webhook_sensor import EVENT_IDS_TAG, booking_events_sensor
+from assets.webhook_sensor import EVENT_IDS_TAG, build_booking_events_sensor
 from benchmarks.webhook_freshness import WEBHOOK_SECRET, receiver_process
+from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import extract_range
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.webhooks import SQLiteEventStore
@@ -92,8 +93,8 @@ def test_flood_with_duplicates_reordering_and_two_receiver_kills(
     assert len(duplicates) >= EVENTS // 20
     assert any(d["status"] is None for d in deliveries)  # the kills cut deliveries off
 
-    monkeypatch.setenv("JICOO_WEBHOOK_DB", str(db))
-    tick = booking_events_sensor.evaluate_tick(
+    config = ConnectorConfig(webhook_db=str(db))
+    tick = build_booking_events_sensor(config).evaluate_tick(
         dg.build_sensor_context(resources={"warehouse": warehouse})
     )
     assert tick.cursor == str(recorded[-1].id)
@@ -106,8 +107,9 @@ def test_flood_with_duplicates_reordering_and_two_receiver_kills(
         for span in request.tags[EVENT_IDS_TAG].split(","):
             low, _, high = span.partition("-")
             tagged |= set(range(int(low), int(high or low) + 1))
-    first = dt.date.fromisoformat(daily_partitions.get_first_partition_key() or "")
-    last = dt.date.fromisoformat(daily_partitions.get_last_partition_key() or "")
+    partitions = daily_partitions(config)
+    first = dt.date.fromisoformat(partitions.get_first_partition_key() or "")
+    last = dt.date.fromisoformat(partitions.get_last_partition_key() or "")
 
     def days_of(uid: str, started_at: object) -> set[dt.date]:
         days = {_day(started_at)} | ({before[uid]} if uid in before else set())

@@ -1,0 +1,259 @@
+"""The one configuration front door: every ``JICOO_*`` variable, its default and its parser.
+
+``ConnectorConfig.from_env()`` reads the environment when called (never at import), so the CLI,
+the Dagster code location and the demo all see the same values. Precedence: an explicit
+override (a CLI flag) beats the environment, which beats the default spelled here.
+
+Adding a setting is one field below (``setting(...)``) plus a row in the README's settings
+table; a field whose name is also a ``Settings`` field reaches the client on its own.
+"""
+
+import dataclasses
+import datetime as dt
+import os
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from jicoo_connector.errors import ConfigError
+from jicoo_connector.settings import (
+    DEFAULT_BASE_URL,
+    DEFAULT_BURST,
+    DEFAULT_RATE_LIMIT,
+    DEFAULT_REQUEST_DEADLINE,
+    DEFAULT_TIMEZONE,
+    DEFAULT_TLS_TRUST,
+    TLS_TRUST_CHOICES,
+    ApiKey,
+    Settings,
+)
+
+__all__ = ["ConnectorConfig", "SettingSpec", "parse_date", "parse_zone"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class SettingSpec:
+    """How one field is read: its variable, its parser (raises ``ValueError`` with the reason)
+    and a short description (CLI ``--help``)."""
+
+    env: str
+    parse: Callable[[str], Any]
+    help: str
+    secret: bool = False
+
+
+def setting(env: str, default: T, parse: Callable[[str], T], help: str, secret: bool = False) -> T:
+    spec = SettingSpec(env=env, parse=parse, help=help, secret=secret)
+    # A secret stays out of the dataclass repr, so a logged config never shows it.
+    return field(default=default, metadata={"spec": spec}, repr=not secret)
+
+
+def parse_zone(text: str) -> str:
+    name = text.strip()
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{text!r} is not an IANA time zone (for example Asia/Tokyo)") from None
+    return name
+
+
+def parse_date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _number(kind: Callable[[str], T], minimum: float, what: str) -> Callable[[str], T]:
+    def parse(text: str) -> T:
+        try:
+            value = kind(text.strip())
+        except ValueError:
+            raise ValueError(f"{text!r} is not {what}") from None
+        if value < minimum:  # type: ignore[operator]
+            raise ValueError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
+def _api_key(text: str) -> ApiKey:
+    try:
+        return ApiKey(text)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _text(text: str) -> str:
+    if not text.strip():
+        raise ValueError("it is empty")
+    return text.strip()
+
+
+def _proxy_url(text: str) -> str:
+    # Never quoted back: a proxy URL may carry a password.
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("is not http://[user:password@]host:port (or https://)")
+    return text.strip()
+
+
+def _tls_trust(text: str) -> str:
+    if text.strip() not in TLS_TRUST_CHOICES:
+        raise ValueError(f"is not one of {', '.join(TLS_TRUST_CHOICES)}")
+    return text.strip()
+
+
+_positive_float = _number(float, 1e-9, "a number above 0")
+_positive_int = _number(int, 1, "a whole number of at least 1")
+_days = _number(int, 0, "a whole number of days (0 or more)")
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorConfig:
+    """Every documented setting. Build with ``ConnectorConfig.from_env(**overrides)``.
+
+    >>> ConnectorConfig.from_env({}, timezone="Europe/Paris").timezone
+    'Europe/Paris'
+    """
+
+    api_key: ApiKey | None = setting(
+        "JICOO_API_KEY", None, _api_key, "the API key (required to talk to the API)", secret=True
+    )
+    base_url: str = setting("JICOO_BASE_URL", DEFAULT_BASE_URL, _text, "API origin")
+    rate_limit: float = setting(
+        "JICOO_RATE_LIMIT", DEFAULT_RATE_LIMIT, _positive_float, "requests per second"
+    )
+    burst: int = setting("JICOO_BURST", DEFAULT_BURST, _positive_int, "token bucket size")
+    request_deadline: float = setting(
+        "JICOO_REQUEST_DEADLINE", DEFAULT_REQUEST_DEADLINE, _positive_float, "seconds per request"
+    )
+    # A proxy URL may carry a password: secret, and Dagster gets it by EnvVar.
+    proxy_url: str | None = setting(
+        "JICOO_PROXY_URL", None, _proxy_url, "proxy, overriding HTTPS_PROXY etc.", secret=True
+    )
+    ca_bundle: str | None = setting("JICOO_CA_BUNDLE", None, _text, "PEM file of CAs to trust")
+    tls_trust: str = setting("JICOO_TLS_TRUST", DEFAULT_TLS_TRUST, _tls_trust, "certifi or system")
+    timezone: str = setting(
+        "JICOO_TIMEZONE", DEFAULT_TIMEZONE, parse_zone, "IANA zone of the calendar days"
+    )
+    partition_start: dt.date = setting(
+        "JICOO_PARTITION_START", dt.date(2025, 1, 1), parse_date, "first daily partition"
+    )
+    future_days: int = setting("JICOO_FUTURE_DAYS", 30, _days, "partitions ahead of today")
+    refresh_past_days: int = setting("JICOO_REFRESH_PAST_DAYS", 7, _days, "daily refresh, back")
+    refresh_future_days: int = setting(
+        "JICOO_REFRESH_FUTURE_DAYS", 14, _days, "daily refresh, ahead"
+    )
+    sweep_past_days: int = setting("JICOO_SWEEP_PAST_DAYS", 90, _days, "weekly sweep, back")
+    warehouse_root: str = setting(
+        "JICOO_WAREHOUSE_ROOT", "data/warehouse", _text, "Parquet root: a path or URI"
+    )
+    # A URL may hold a password: secret, so it is never shown (and Dagster gets it by EnvVar).
+    warehouse_url: str | None = setting(
+        "JICOO_WAREHOUSE_URL", None, _text, "warehouse URL or DuckDB path", secret=True
+    )
+    warehouse_password: str | None = setting(
+        "JICOO_WAREHOUSE_PASSWORD", None, _text, "password when the URL has none", secret=True
+    )
+    duckdb_path: str = setting(
+        "JICOO_DUCKDB_PATH", "data/warehouse.duckdb", _text, "DuckDB file when no URL is set"
+    )
+    ledger_path: str = setting("JICOO_LEDGER_PATH", "data/ledger.sqlite", _text, "SQLite ledger")
+    # A postgresql:// URL may hold a password: secret, and Dagster gets it by EnvVar.
+    ledger_url: str | None = setting(
+        "JICOO_LEDGER_URL", None, _text, "PostgreSQL ledger URL (wins over the file)", secret=True
+    )
+    apply_log_root: str = setting(
+        "JICOO_APPLY_LOG_ROOT", "data/apply_log", _text, "apply_log Parquet table root"
+    )
+    changeset_inbox: str = setting(
+        "JICOO_CHANGESET_INBOX", "data/changesets/inbox", _text, "change-set inbox folder"
+    )
+    webhook_secret: str | None = setting(
+        "JICOO_WEBHOOK_SECRET", None, _text, "webhook signing secrets, comma-separated", secret=True
+    )
+    webhook_db: str = setting(
+        "JICOO_WEBHOOK_DB", "data/webhook_events.sqlite", _text, "webhook event store (SQLite)"
+    )
+    webhook_interval_s: int = setting(
+        "JICOO_WEBHOOK_INTERVAL_S", 30, _positive_int, "webhook sensor interval, seconds"
+    )
+
+    def __post_init__(self) -> None:
+        # Values given in code (not parsed from text) get the same checks as the environment's.
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, str) and item.name != "base_url":
+                _checked(item, value)
+
+    @classmethod
+    def specs(cls) -> dict[str, SettingSpec]:
+        """Field name -> its spec, in declaration order."""
+        return {f.name: f.metadata["spec"] for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: object
+    ) -> "ConnectorConfig":
+        """Read every variable now; ``overrides`` (None = not given) win over the environment.
+
+        A value that cannot work raises ``ConfigError`` naming the variable and the reason.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for item in dataclasses.fields(cls):
+            raw = env.get(item.metadata["spec"].env, "")
+            if raw.strip():
+                values[item.name] = _checked(item, raw)
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def settings(self, **overrides: object) -> Settings:
+        """The client's ``Settings``: every field whose name ``Settings`` also has."""
+        if self.api_key is None:
+            raise ConfigError(
+                "JICOO_API_KEY is not set: export your Jicoo API key (nothing was sent)"
+            )
+        shared = {f.name for f in dataclasses.fields(Settings)}
+        values: dict[str, object] = {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in shared
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """Each non-secret setting as its variable would spell it (for a child process)."""
+        out: dict[str, str] = {}
+        for item in dataclasses.fields(self):
+            spec: SettingSpec = item.metadata["spec"]
+            value = getattr(self, item.name)
+            if not spec.secret and value is not None:
+                out[spec.env] = value.isoformat() if isinstance(value, dt.date) else str(value)
+        return out
+
+    def warehouse(self) -> str:
+        """Where the tables load: ``JICOO_WAREHOUSE_URL``, else the ``JICOO_DUCKDB_PATH`` file."""
+        return self.warehouse_url or self.duckdb_path
+
+    def ledger_location(self) -> str:
+        """The ledger: ``JICOO_LEDGER_URL`` (PostgreSQL), else the ``JICOO_LEDGER_PATH`` file."""
+        return self.ledger_url or self.ledger_path
+
+    def path(self, name: str) -> Path:
+        """A path-valued setting as a ``Path``."""
+        return Path(str(getattr(self, name)))
+
+
+def _checked(item: "dataclasses.Field[Any]", raw: str) -> object:
+    spec: SettingSpec = item.metadata["spec"]
+    try:
+        return spec.parse(raw)
+    except ValueError as exc:
+        shown = "" if spec.secret else f"={raw!r}"
+        raise ConfigError(f"{spec.env}{shown}: {exc}") from None

@@ -1,0 +1,123 @@
+"""`make example-changeset`: data/changesets/example.csv made from a seed-7 sandbox's data.
+
+A change set names bookings and free future slots, and slots age: a committed file with fixed
+dates stops planning cleanly within weeks. This writes one from the data a `make sandbox`
+(seed 7, 2,000 bookings, anchored on today) serves today; the demo uses the same generator.
+"""
+
+import csv
+import datetime as dt
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "data" / "changesets" / "example.csv"
+SEED = 7
+BOOKINGS = 2000
+RESCHEDULES = 4
+CANCELS = 2
+TOKYO = ZoneInfo("Asia/Tokyo")
+
+
+def _interval(booking: Mapping[str, object]) -> tuple[dt.datetime, dt.datetime]:
+    return (
+        dt.datetime.fromisoformat(str(booking["startedAt"])),
+        dt.datetime.fromisoformat(str(booking["endedAt"])),
+    )
+
+
+def _spelling(index: int, target: dt.datetime) -> dict[str, str]:
+    """The ways a row may give its target: a local time in time_zone, an offset without a
+    zone (the booking keeps its own), UTC."""
+    if index == 0:
+        local = target.astimezone(TOKYO).strftime("%Y-%m-%dT%H:%M")
+        return {"new_started_at": local, "time_zone": "Asia/Tokyo"}
+    if index == 1:
+        return {"new_started_at": target.astimezone(TOKYO).isoformat(), "time_zone": ""}
+    return {"new_started_at": target.astimezone(dt.UTC).isoformat(), "time_zone": ""}
+
+
+def write_changeset(base_url: str, api_key: str, path: Path, now: dt.datetime) -> None:
+    """A change set made from the sandbox's current data, so its slots are free and after
+    ``now`` (the sandbox's clock): clear of every host's bookings and of the slots the change
+    set itself takes (the API refuses a move onto a host's other booking, including one moved
+    there by an earlier row). tests/test_demo.py runs it on other days."""
+    from jicoo_connector.changes.plan import host_ids
+    from jicoo_connector.client import JicooClient
+    from jicoo_connector.settings import ApiKey, Settings
+
+    window = (now + dt.timedelta(days=10), now + dt.timedelta(days=13))
+    settings = Settings(api_key=ApiKey(api_key), base_url=base_url)
+    rows: list[dict[str, str]] = []
+    with JicooClient(settings) as client:
+        upcoming = client.list_bookings(
+            started_at=now + dt.timedelta(days=2), ended_at=now + dt.timedelta(days=9)
+        )
+        open_bookings = [b for b in upcoming.records if b.get("status") == "open"]
+        # Busy times per host in the target window: existing bookings, then the rows' targets.
+        busy: list[tuple[frozenset[str], dt.datetime, dt.datetime]] = [
+            (host_ids(b), *_interval(b))
+            for b in client.list_bookings(
+                started_at=window[0] - dt.timedelta(days=1),
+                ended_at=window[1] + dt.timedelta(days=1),
+            ).records
+            if b.get("status") != "cancel" and b.get("startedAt") and b.get("endedAt")
+        ]
+        for booking in open_bookings:
+            if len(rows) >= RESCHEDULES:
+                break
+            hosts = host_ids(booking)
+            start, end = _interval(booking)
+            slots = client.list_available_slots(str(booking["eventTypeId"]), *window)
+            for slot in slots:
+                target = dt.datetime.fromisoformat(str(slot["startedAt"]))
+                target_end = target + (end - start)
+                if any(
+                    hosts & others and target < other_end and other_start < target_end
+                    for others, other_start, other_end in busy
+                ):
+                    continue
+                busy.append((hosts, target, target_end))
+                rows.append(
+                    {
+                        "change_id": f"move-{len(rows) + 1:03d}",
+                        "action": "reschedule",
+                        "booking_uid": str(booking["uid"]),
+                        **_spelling(len(rows), target),
+                        "cancel_reason": "",
+                    }
+                )
+                break
+        moved = {row["booking_uid"] for row in rows}
+        for booking in [b for b in open_bookings if b["uid"] not in moved][:CANCELS]:
+            rows.append(
+                {
+                    "change_id": f"cancel-{len(rows) - RESCHEDULES + 1:03d}",
+                    "action": "cancel",
+                    "booking_uid": str(booking["uid"]),
+                    "new_started_at": "",
+                    "time_zone": "",
+                    "cancel_reason": "会議室が使えなくなりました (room closed)",
+                }
+            )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main() -> int:
+    from jicoo_sandbox import SandboxProcess
+    from jicoo_sandbox.config import DEFAULT_SANDBOX_KEY
+
+    with SandboxProcess(seed=SEED, bookings=BOOKINGS) as sandbox:
+        write_changeset(sandbox.base_url, DEFAULT_SANDBOX_KEY, EXAMPLE, dt.datetime.now(dt.UTC))
+    print(f"wrote {EXAMPLE} (valid against `make sandbox` for about ten days)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,494 @@
+"""Every documented setting is honoured: the README's table and ConnectorConfig match both ways,
+and each variable changes what the CLI and the Dagster code location do.
+
+The code location is loaded the way Dagster loads it (``assets.definitions:defs`` with the
+variable set) and its resources, partitions and schedules are inspected; the CLI is run
+against the sandbox and its files and requests are looked at.
+"""
+
+import dataclasses
+import datetime as dt
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+import httpx
+import pytest
+
+from assets.resources import JicooResource, WarehouseResource
+from assets.writeback import WriteBackResource
+from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE, build_parser, main
+from jicoo_connector.config import ConnectorConfig
+from jicoo_connector.webhooks.receiver import READY_LINE_PREFIX
+from jicoo_sandbox.server import SandboxServer
+from jicoo_sandbox.webhooks import sign
+from tests.client.proxy import connect_proxy
+from tests.webhooks.test_receiver import event_body
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIABLES = {spec.env: name for name, spec in ConnectorConfig.specs().items()}
+# A fixed tick: schedules are evaluated at it, so no result depends on today.
+TICK = dt.datetime(2026, 6, 15, 3, 30, tzinfo=ZoneInfo("Asia/Tokyo"))
+
+
+def readme_settings() -> dict[str, str]:
+    """Variable -> its default as the README's settings table spells it."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("\n## Settings\n", 1)[1].split("\n## ", 1)[0]
+    out: dict[str, str] = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        names = re.findall(r"`(JICOO_[A-Z_]+)`", cells[0]) if len(cells) == 3 else []
+        defaults = re.findall(r"`([^`]+)`", cells[1]) if names else []
+        for index, name in enumerate(names):
+            out[name] = defaults[index] if index < len(defaults) else cells[1]
+    return out
+
+
+def _spelled(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return "(none)" if value is None else str(value)
+
+
+def test_the_readme_table_and_the_config_object_match_both_ways() -> None:
+    documented = readme_settings()
+    assert set(documented) - set(VARIABLES) == set(), "documented but not read"
+    assert set(VARIABLES) - set(documented) == set(), "read but not in the README"
+    defaults = ConnectorConfig()
+    for env, name in VARIABLES.items():
+        expected = "(required)" if env == "JICOO_API_KEY" else _spelled(getattr(defaults, name))
+        assert documented[env] == expected, env
+
+
+def test_every_variable_is_read_when_called_not_at_import(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    values = {env: _example(env) for env in VARIABLES}
+    for env, raw in values.items():
+        monkeypatch.setenv(env, raw)
+    config = ConnectorConfig.from_env()
+    shown = config.to_env()
+    for env, name in VARIABLES.items():
+        if ConnectorConfig.specs()[name].secret:  # never spelled out, read all the same
+            assert env not in shown
+            value = getattr(config, name)
+            assert (value.reveal() if env == "JICOO_API_KEY" else value) == values[env]
+        else:
+            assert shown[env] == values[env]
+
+
+def _example(env: str) -> str:
+    """A valid value different from the default."""
+    return {
+        "JICOO_API_KEY": "sk_settings_test",
+        "JICOO_BASE_URL": "http://127.0.0.1:9",
+        "JICOO_RATE_LIMIT": "3.5",
+        "JICOO_BURST": "3",
+        "JICOO_TIMEZONE": "Europe/Paris",
+        "JICOO_PARTITION_START": "2026-01-05",
+        "JICOO_FUTURE_DAYS": "9",
+        "JICOO_REFRESH_PAST_DAYS": "2",
+        "JICOO_REFRESH_FUTURE_DAYS": "4",
+        "JICOO_SWEEP_PAST_DAYS": "33",
+        "JICOO_LEDGER_URL": "postgresql://ledger:s3cret@127.0.0.1:9/jicoo",
+        "JICOO_WEBHOOK_INTERVAL_S": "7",
+        "JICOO_REQUEST_DEADLINE": "7.5",
+        "JICOO_PROXY_URL": "http://proxyuser:pw@127.0.0.1:9",
+        "JICOO_TLS_TRUST": "system",
+    }.get(env, f"/srv/jicoo/{env.lower()}")
+
+
+# -- the code location --------------------------------------------------------------------
+
+
+def _load(monkeypatch: pytest.MonkeyPatch, **env: str) -> dg.Definitions:
+    monkeypatch.setenv("JICOO_API_KEY", "sk_some_other_key")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    from assets.definitions import defs
+
+    loaded = defs()
+    assert isinstance(loaded, dg.Definitions)
+    return loaded
+
+
+def _resource(defs: dg.Definitions, name: str, field: str) -> object:
+    resources = defs.resources or {}
+    return getattr(resources[name], field)
+
+
+def _partitions(defs: dg.Definitions) -> dg.DailyPartitionsDefinition:
+    partitions = defs.resolve_assets_def(dg.AssetKey(["jicoo", "bookings"])).partitions_def
+    assert isinstance(partitions, dg.DailyPartitionsDefinition)
+    return partitions
+
+
+def _range(defs: dg.Definitions, schedule: str) -> tuple[str, str]:
+    context = dg.build_schedule_context(scheduled_execution_time=TICK)
+    (request,) = defs.resolve_schedule_def(schedule).evaluate_tick(context).run_requests or []
+    tags = request.tags
+    return tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]
+
+
+def _warehouse(d: dg.Definitions) -> WarehouseResource:
+    resource = (d.resources or {})["warehouse"].process_config_and_initialize()
+    assert isinstance(resource, WarehouseResource)
+    return resource
+
+
+def _jicoo(d: dg.Definitions) -> JicooResource:
+    resource = (d.resources or {})["jicoo"].process_config_and_initialize()
+    assert isinstance(resource, JicooResource)
+    return resource
+
+
+def _writeback(d: dg.Definitions) -> WriteBackResource:
+    resource = (d.resources or {})["writeback"].process_config_and_initialize()
+    assert isinstance(resource, WriteBackResource)
+    return resource
+
+
+def _events_sensor_skip(d: dg.Definitions) -> str | None:
+    """The events file the webhook sensor looks for (it does not exist here, so it says so)."""
+    sensor = d.resolve_sensor_def("booking_events_sensor")
+    context = dg.build_sensor_context(resources={"warehouse": _warehouse(d)})
+    message = sensor.evaluate_tick(context).skip_message or ""
+    found = re.search(r"\((.+) does not exist\)", message)
+    return found[1] if found else None
+
+
+LOCATION: dict[str, Callable[[dg.Definitions], object]] = {
+    "JICOO_API_KEY": lambda d: (d.resources or {})["jicoo"].process_config_and_initialize().api_key,
+    "JICOO_BASE_URL": lambda d: _resource(d, "jicoo", "base_url"),
+    "JICOO_RATE_LIMIT": lambda d: str(_resource(d, "jicoo", "rate_limit")),
+    "JICOO_BURST": lambda d: str(_resource(d, "jicoo", "burst")),
+    "JICOO_REQUEST_DEADLINE": lambda d: str(_jicoo(d).settings().request_deadline),
+    "JICOO_PROXY_URL": lambda d: _jicoo(d).settings().proxy_url,
+    "JICOO_CA_BUNDLE": lambda d: _jicoo(d).settings().ca_bundle,
+    "JICOO_TLS_TRUST": lambda d: _jicoo(d).settings().tls_trust,
+    "JICOO_TIMEZONE": lambda d: (
+        _partitions(d).timezone,
+        d.resolve_schedule_def("jicoo_refresh_schedule").execution_timezone,
+    ),
+    "JICOO_PARTITION_START": lambda d: _partitions(d).start.date().isoformat(),
+    "JICOO_FUTURE_DAYS": lambda d: (_partitions(d).end_offset, _range(d, "jicoo_sweep_schedule")),
+    "JICOO_REFRESH_PAST_DAYS": lambda d: _range(d, "jicoo_refresh_schedule"),
+    "JICOO_REFRESH_FUTURE_DAYS": lambda d: _range(d, "jicoo_refresh_schedule"),
+    "JICOO_SWEEP_PAST_DAYS": lambda d: _range(d, "jicoo_sweep_schedule"),
+    "JICOO_WAREHOUSE_ROOT": lambda d: _resource(d, "warehouse", "root"),
+    "JICOO_DUCKDB_PATH": lambda d: _resource(d, "warehouse", "duckdb_path"),
+    "JICOO_WAREHOUSE_URL": lambda d: _warehouse(d).target().describe(),
+    "JICOO_WAREHOUSE_PASSWORD": lambda d: _warehouse(d).target().password,
+    "JICOO_LEDGER_PATH": lambda d: _resource(d, "writeback", "ledger_path"),
+    "JICOO_APPLY_LOG_ROOT": lambda d: _resource(d, "writeback", "apply_log_root"),
+    "JICOO_LEDGER_URL": lambda d: _writeback(d).ledger_location(),
+    "JICOO_CHANGESET_INBOX": lambda d: _resource(d, "writeback", "inbox"),
+    "JICOO_WEBHOOK_DB": _events_sensor_skip,
+    "JICOO_WEBHOOK_INTERVAL_S": lambda d: str(
+        d.resolve_sensor_def("booking_events_sensor").minimum_interval_seconds
+    ),
+}
+# Read by the webhook receiver only (`jicoo webhook serve`, tested below); Dagster never needs it.
+NOT_IN_LOCATION = {"JICOO_WEBHOOK_SECRET"}
+EXPECTED_IN_LOCATION: dict[str, object] = {
+    "JICOO_RATE_LIMIT": "3.5",
+    "JICOO_BURST": "3",
+    "JICOO_TIMEZONE": ("Europe/Paris", "Europe/Paris"),
+    "JICOO_FUTURE_DAYS": (9, ("2026-03-17", "2026-06-24")),  # the sweep: 90 back, 9 ahead
+    "JICOO_REFRESH_PAST_DAYS": ("2026-06-13", "2026-06-29"),
+    "JICOO_REFRESH_FUTURE_DAYS": ("2026-06-08", "2026-06-19"),
+    "JICOO_SWEEP_PAST_DAYS": ("2026-05-13", "2026-07-15"),
+}
+
+
+# What a variable needs beside it to show its effect: a password only counts for a URL with none.
+ALONGSIDE = {"JICOO_WAREHOUSE_PASSWORD": {"JICOO_WAREHOUSE_URL": "postgresql://loader@db/dwh"}}
+
+
+def test_every_variable_has_a_code_location_check() -> None:
+    assert set(LOCATION) | NOT_IN_LOCATION == set(VARIABLES)
+    assert not set(LOCATION) & NOT_IN_LOCATION
+
+
+@pytest.mark.parametrize("env", sorted(LOCATION))
+def test_each_variable_changes_the_code_location(env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for other in VARIABLES:
+        monkeypatch.delenv(other, raising=False)
+    value = _example(env)
+    before = LOCATION[env](_load(monkeypatch, **ALONGSIDE.get(env, {})))
+    after = LOCATION[env](_load(monkeypatch, **ALONGSIDE.get(env, {}), **{env: value}))
+    assert after != before
+    assert after == EXPECTED_IN_LOCATION.get(env, value)
+
+
+def test_a_bad_value_stops_the_code_location_with_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(Exception, match=r"^JICOO_FUTURE_DAYS='-1': '-1' is not a whole"):
+        _load(monkeypatch, JICOO_FUTURE_DAYS="-1")
+
+
+# -- the CLI ------------------------------------------------------------------------------
+
+# What the CLI has no use for (partitions, schedules and the inbox are Dagster's), or what it
+# does not read itself.
+NOT_IN_CLI = {
+    "JICOO_PARTITION_START",
+    "JICOO_FUTURE_DAYS",
+    "JICOO_REFRESH_PAST_DAYS",
+    "JICOO_REFRESH_FUTURE_DAYS",
+    "JICOO_SWEEP_PAST_DAYS",
+    "JICOO_CHANGESET_INBOX",
+    "JICOO_WEBHOOK_INTERVAL_S",
+    # Read by the warehouse layer when it connects, for the CLI and Dagster alike (the code
+    # location test above, tests/warehouse/test_sql.py); no password server runs here.
+    "JICOO_WAREHOUSE_PASSWORD",
+}
+CLI_TESTED = {
+    "JICOO_API_KEY",
+    "JICOO_BASE_URL",
+    "JICOO_RATE_LIMIT",
+    "JICOO_BURST",
+    "JICOO_TIMEZONE",
+    "JICOO_WAREHOUSE_ROOT",
+    "JICOO_LEDGER_PATH",
+    "JICOO_APPLY_LOG_ROOT",
+    "JICOO_WAREHOUSE_URL",
+    "JICOO_DUCKDB_PATH",
+    "JICOO_REQUEST_DEADLINE",
+    "JICOO_PROXY_URL",
+    "JICOO_CA_BUNDLE",
+    "JICOO_TLS_TRUST",
+    "JICOO_LEDGER_URL",
+    "JICOO_WEBHOOK_SECRET",
+    "JICOO_WEBHOOK_DB",
+}
+CHANGES = "action,booking_uid,new_started_at,time_zone,cancel_reason\ncancel,nosuchbooking1,,,x\n"
+
+
+def test_every_variable_is_tested_in_the_cli_or_named_as_dagster_only() -> None:
+    assert set(VARIABLES) == CLI_TESTED | NOT_IN_CLI
+    assert not CLI_TESTED & NOT_IN_CLI
+
+
+def test_help_shows_each_default_and_its_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    flags = {
+        ("extract", "--out"): "warehouse_root",
+        ("extract", "--timezone"): "timezone",
+        ("apply", "--ledger"): "ledger_path",
+        ("apply", "--apply-log"): "apply_log_root",
+    }
+    for (command, flag), name in flags.items():
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        spec = ConnectorConfig.specs()[name]
+        assert flag in text
+        assert f"${spec.env}, else {getattr(ConnectorConfig(), name)}" in text
+
+
+@pytest.fixture
+def cli_env(
+    system_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> SandboxServer:
+    sandbox = system_sandbox  # the CLI reads the system clock ("today", "in the past")
+    for env in VARIABLES:
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv("JICOO_API_KEY", sandbox.api_key)
+    monkeypatch.setenv("JICOO_BASE_URL", sandbox.base_url)
+    monkeypatch.setenv("JICOO_RATE_LIMIT", "500")
+    # Relative defaults land under the test's folder, never the repository's data/.
+    monkeypatch.chdir(tmp_path)
+    return sandbox
+
+
+def test_cli_key_and_base_url(
+    cli_env: SandboxServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    argv = ["extract", "--tables", "users", "--out", str(tmp_path / "wh"), "--quiet"]
+    assert main(argv) == EXIT_OK
+    assert cli_env.requests()  # JICOO_BASE_URL is where the requests went
+    monkeypatch.setenv("JICOO_API_KEY", "sk_not_this_one")
+    assert main(argv) == EXIT_SOME_FAILED  # 401 from the sandbox: the key that was sent
+    monkeypatch.setenv("JICOO_BASE_URL", "ftp://127.0.0.1")
+    assert main(argv) == EXIT_UNUSABLE
+
+
+def test_cli_rate_limit_and_burst(cli_env: SandboxServer, tmp_path: Path) -> None:
+    # Its own process, as a user runs it: the limiter is per process (first settings win).
+    rate = 4.0
+    env = {**os.environ, "JICOO_RATE_LIMIT": str(rate), "JICOO_BURST": "1"}
+    argv = ["extract", "--tables", "availability_calendars", "--out", str(tmp_path), "--quiet"]
+    jicoo = str(Path(sys.executable).with_name("jicoo"))
+    done = subprocess.run(  # noqa: S603
+        [jicoo, *argv], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == EXIT_OK, done.stderr
+    stamps = sorted(float(str(r["at"])) for r in cli_env.requests())
+    assert len(stamps) >= 5
+    # A bucket of one token refilled at `rate`: the n-th request leaves (n - 1) / rate later.
+    assert stamps[-1] - stamps[0] >= (len(stamps) - 1) / rate * 0.9
+    env["JICOO_BURST"] = "0"
+    refused = subprocess.run(  # noqa: S603
+        [jicoo, *argv], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert refused.returncode == EXIT_UNUSABLE
+    assert refused.stderr == "jicoo: JICOO_BURST='0': '0' is not a whole number of at least 1\n"
+
+
+def test_cli_network_settings(
+    cli_env: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["extract", "--tables", "users", "--out", str(tmp_path / "wh"), "--quiet"]
+    # A deadline shorter than the sandbox's latency: each request ends at it.
+    monkeypatch.setenv("JICOO_REQUEST_DEADLINE", "0.2")
+    cli_env.set_faults({"latency_ms": 1000})
+    try:
+        assert main(argv) != EXIT_OK
+    finally:
+        cli_env.clear_faults()
+    assert "request deadline (0.2 s)" in capsys.readouterr().err
+    monkeypatch.delenv("JICOO_REQUEST_DEADLINE")
+    # A proxy that wants other credentials: the request goes there with ours (407 ends it),
+    # never to the sandbox, and the password is not printed.
+    since = len(cli_env.requests())
+    with connect_proxy(("user", "other")) as proxy:
+        monkeypatch.setenv("JICOO_PROXY_URL", proxy.url.replace("//", "//user:pw@"))
+        assert main(argv) != EXIT_OK
+    assert proxy.heads[0].startswith(f"GET {cli_env.base_url}/v1/")
+    assert proxy.authorizations[0] == "Basic dXNlcjpwdw=="  # user:pw
+    assert len(cli_env.requests()) == since
+    assert ":pw@" not in "".join(capsys.readouterr())
+    monkeypatch.delenv("JICOO_PROXY_URL")
+    monkeypatch.setenv("JICOO_CA_BUNDLE", str(tmp_path / "no-such-ca.pem"))
+    assert main(argv) == EXIT_UNUSABLE
+    assert "no-such-ca.pem" in capsys.readouterr().err
+    # Its TLS effect is tested in tests/client/test_network.py; here: the CLI reads it.
+    monkeypatch.setenv("JICOO_TLS_TRUST", "system")
+    assert main(argv) == EXIT_UNUSABLE
+    assert "not both" in capsys.readouterr().err
+
+
+def test_cli_timezone_and_warehouse_root(
+    cli_env: SandboxServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # UTC+14: its calendar day is never UTC's, so the partition proves which zone was used.
+    zone = ZoneInfo("Pacific/Kiritimati")
+    monkeypatch.setenv("JICOO_TIMEZONE", str(zone))
+    monkeypatch.setenv("JICOO_WAREHOUSE_ROOT", str(tmp_path / "from_env"))
+    days = {dt.datetime.now(zone).date()}
+    assert main(["extract", "--tables", "bookings", "--quiet"]) == EXIT_OK
+    days.add(dt.datetime.now(zone).date())
+    written = {p.parent.name for p in (tmp_path / "from_env" / "bookings").rglob("*.parquet")}
+    assert len(written) == 1
+    assert written <= {f"day={day}" for day in days}
+    # The flag beats the variable.
+    assert main(["extract", "--tables", "users", "--out", str(tmp_path / "flag"), "--quiet"]) == 0
+    assert (tmp_path / "flag" / "users").is_dir()
+    assert not (tmp_path / "from_env" / "users").exists()
+
+
+def test_cli_ledger_and_apply_log_flag_beats_env_beats_default(
+    cli_env: SandboxServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    changes = tmp_path / "c.csv"
+    changes.write_text(CHANGES, encoding="utf-8")
+    assert main(["apply", str(changes)]) == EXIT_SOME_FAILED  # a conflict: nothing sent
+    assert (tmp_path / "data" / "ledger.sqlite").is_file()  # the default, under the cwd
+    assert list((tmp_path / "data" / "apply_log").rglob("*.parquet"))
+
+    monkeypatch.setenv("JICOO_LEDGER_PATH", str(tmp_path / "env" / "ledger.sqlite"))
+    monkeypatch.setenv("JICOO_APPLY_LOG_ROOT", str(tmp_path / "env" / "log"))
+    (tmp_path / "env").mkdir()
+    assert main(["apply", str(changes), "--batch-id", "b-env"]) == EXIT_SOME_FAILED
+    assert (tmp_path / "env" / "ledger.sqlite").is_file()
+    assert list((tmp_path / "env" / "log").rglob("*.parquet"))
+    assert main(["ledger", "status", "b-env"]) == EXIT_OK  # the ledger command reads it too
+
+    flags = ["--ledger", str(tmp_path / "flag.sqlite"), "--apply-log", str(tmp_path / "flag")]
+    assert main(["apply", str(changes), "--batch-id", "b-flag", *flags]) == EXIT_SOME_FAILED
+    assert (tmp_path / "flag.sqlite").is_file()
+    assert list((tmp_path / "flag").rglob("*.parquet"))
+    assert main(["ledger", "status", "b-flag"]) == EXIT_UNUSABLE  # not in the env's ledger
+
+
+def test_cli_ledger_url_beats_the_ledger_path_and_the_flag_beats_both(
+    cli_env: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    changes = tmp_path / "c.csv"
+    changes.write_text(CHANGES, encoding="utf-8")
+    flagged = ["--ledger", str(tmp_path / "flag.sqlite"), "--apply-log", str(tmp_path / "log")]
+    assert main(["apply", str(changes), "--batch-id", "b", *flagged]) == EXIT_SOME_FAILED
+    monkeypatch.setenv("JICOO_LEDGER_PATH", str(tmp_path / "flag.sqlite"))
+    assert main(["ledger", "status", "b"]) == EXIT_OK
+    capsys.readouterr()
+    # Port 9 on loopback: nothing listens, so the CLI says where it tried, without the password.
+    monkeypatch.setenv("JICOO_LEDGER_URL", _example("JICOO_LEDGER_URL"))
+    assert main(["ledger", "status", "b"]) == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert "postgresql://ledger@127.0.0.1:9/jicoo" in err
+    assert "s3cret" not in err
+    assert main(["ledger", "status", "b", "--ledger", str(tmp_path / "flag.sqlite")]) == EXIT_OK
+
+
+def test_cli_webhook_secret_and_db(cli_env: SandboxServer, tmp_path: Path) -> None:
+    secret = "whsec_settings_test"
+    db = tmp_path / "from_env.sqlite"
+    env = {**os.environ, "JICOO_WEBHOOK_SECRET": secret, "JICOO_WEBHOOK_DB": str(db)}
+    jicoo = str(Path(sys.executable).with_name("jicoo"))
+    with subprocess.Popen(  # noqa: S603
+        [jicoo, "webhook", "serve", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as receiver:
+        try:
+            assert receiver.stdout is not None
+            ready = receiver.stdout.readline()
+            assert f"(events in {db})" in ready, ready
+            url = ready.removeprefix(READY_LINE_PREFIX).split()[0]
+            body = event_body()
+            now = int(dt.datetime.now(dt.UTC).timestamp())
+            for key, status in (("whsec_other", 401), (secret, 200)):
+                signed = {"Jicoo-Webhook-Signature": sign(key, body, now)}
+                response = httpx.post(url, content=body, headers=signed, timeout=10)
+                assert response.status_code == status
+        finally:
+            receiver.terminate()
+    assert db.is_file()
+
+
+def test_every_field_has_its_variable_documented_in_help_or_readme() -> None:
+    # The one-line rule for a new setting: a field here, a row in the README.
+    assert [f.name for f in dataclasses.fields(ConnectorConfig)] == list(VARIABLES.values())
+
+
+def test_cli_load_warehouse_url_and_duckdb_path(
+    cli_env: SandboxServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    root = str(tmp_path / "wh")
+    assert main(["extract", "--tables", "users", "--out", root, "--quiet"]) == EXIT_OK
+    load = ["load", "--tables", "users", "--root", root]
+    monkeypatch.setenv("JICOO_DUCKDB_PATH", str(tmp_path / "path.duckdb"))
+    assert main(load) == EXIT_OK
+    assert (tmp_path / "path.duckdb").is_file()
+    monkeypatch.setenv("JICOO_WAREHOUSE_URL", str(tmp_path / "url.duckdb"))
+    assert main(load) == EXIT_OK  # the URL beats the older JICOO_DUCKDB_PATH
+    assert (tmp_path / "url.duckdb").is_file()
+    assert main([*load, "--warehouse-url", str(tmp_path / "flag.duckdb")]) == EXIT_OK
+    assert (tmp_path / "flag.duckdb").is_file()
