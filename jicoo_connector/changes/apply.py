@@ -36,6 +36,15 @@ from jicoo_connector.changes.plan import (
     parse_instant,
     plan_changeset,
 )
+from jicoo_connector.changes.reconcile import (
+    Decision,
+    ReadBack,
+    ReadFailed,
+    Step,
+    at_target,
+    decide_after_422,
+    decide_readback,
+)
 from jicoo_connector.client import AsyncJicooClient
 from jicoo_connector.errors import (
     APIStatusError,
@@ -217,22 +226,6 @@ class ApplyReport:
         return "\n".join(lines)
 
 
-def _at_target(change: Change, booking: Mapping[str, object]) -> bool:
-    if change.action is Action.CANCEL:
-        return booking.get("status") == "cancel"
-    return (
-        booking.get("status") != "cancel"
-        and parse_instant(booking.get("startedAt")) == change.new_started_at
-    )
-
-
-def _untouched(before: Mapping[str, object], now: Mapping[str, object]) -> bool:
-    # updatedAt moves on every effective write, so an equal one proves our POST did not apply.
-    return all(before.get(name) == now.get(name) for name in ("status", "updatedAt")) and (
-        parse_instant(before.get("startedAt")) == parse_instant(now.get("startedAt"))
-    )
-
-
 class _Applier:
     def __init__(
         self,
@@ -273,7 +266,10 @@ class _Applier:
             booking_after=after,
         )
         logger.info("apply: row %d %s %s -> %s", change.row, change.action, change.key, state)
-        _kill_point("after_outcome")
+        self._point("after_outcome")
+
+    def _point(self, name: str) -> None:
+        _kill_point(name)
 
     async def _read(self, uid: str) -> Mapping[str, object] | None:
         try:
@@ -316,7 +312,7 @@ class _Applier:
                 return
             if self.use_plan and not self._plan_allows(change, booking):
                 return
-            if _at_target(change, booking):
+            if at_target(change, booking):
                 what = (
                     "already cancelled" if change.action is Action.CANCEL else "already at target"
                 )
@@ -329,10 +325,8 @@ class _Applier:
                     change, ChangeState.CONFLICT, reason="booking was cancelled", before=booking
                 )
                 return
-            attempt = self.ledger.record_intent(self.lease, change.key, booking_snapshot(booking))
-            await self._send(
-                change, booking, attempts=attempt, resends_left=self.max_resends, resend=False
-            )
+            sends = self.ledger.record_intent(self.lease, change.key, booking_snapshot(booking))
+            await self._deliver(change, booking, sends=sends, in_doubt=False)
 
     def _plan_allows(self, change: Change, booking: Mapping[str, object]) -> bool:
         item = self.planned.get(change.key)
@@ -356,24 +350,46 @@ class _Applier:
             return False
         return True
 
-    async def _send(
-        self,
-        change: Change,
-        before: Mapping[str, object],
-        *,
-        attempts: int,
-        resends_left: int,
-        resend: bool,
+    async def _deliver(
+        self, change: Change, before: Mapping[str, object], *, sends: int, in_doubt: bool
     ) -> None:
-        _kill_point("after_intent")
+        """Send until an outcome is recorded. ``in_doubt``: a POST may already have left (an
+        earlier run's intent), so the first step is a read-back, not a send."""
+        resends_left, resend = self.max_resends, False
+        while True:
+            if in_doubt:
+                now = await self._read_back(change)
+                decision = decide_readback(
+                    change, before, now, sends=sends, resends_left=resends_left
+                )
+                if decision.step is not Step.RESEND:
+                    # The booking as read back is kept where it explains the outcome.
+                    shown = decision.step in (Step.APPLIED, Step.CONFLICT)
+                    self._decided(
+                        change,
+                        decision,
+                        before=before if decision.step is Step.APPLIED else None,
+                        after=now if shown and isinstance(now, Mapping) else None,
+                    )
+                    return
+                sends = self.ledger.record_intent(self.lease, change.key, before)
+                resends_left, resend = resends_left - 1, True
+            in_doubt = await self._send(change, before, resend=resend)
+            if not in_doubt:
+                return
+
+    async def _send(self, change: Change, before: Mapping[str, object], *, resend: bool) -> bool:
+        """POST once and record the outcome; True when the POST may have applied and no
+        outcome was recorded (the caller reads back)."""
+        self._point("after_intent")
         try:
             after = await self._post(change, before)
         except ValidationError as exc:
-            await self._after_422(change, before, exc, resend=resend)
-            return
+            await self._after_422(change, exc, resend=resend)
+            return False
         except NotFoundError:
             self._outcome(change, ChangeState.CONFLICT, http_status=404, reason="booking not found")
-            return
+            return False
         except (RateLimitedError, AuthenticationError, PermissionDeniedError) as exc:
             # The server refused before acting; retry on a later run.
             self._outcome(
@@ -382,7 +398,7 @@ class _Applier:
                 http_status=exc.status_code,
                 reason=f"not sent: {type(exc).__name__}",
             )
-            return
+            return False
         except APIStatusError as exc:
             if exc.status_code < 500:
                 self._outcome(
@@ -391,83 +407,52 @@ class _Applier:
                     http_status=exc.status_code,
                     reason=exc.server_message or type(exc).__name__,
                 )
-                return
+                return False
             logger.warning("apply: row %d POST got %d; reading back", change.row, exc.status_code)
-            await self._reconcile(change, before, attempts=attempts, resends_left=resends_left)
-            return
+            return True
         except JicooError as exc:
             # InDoubtError, a transport failure or a broken answer: the POST may have applied.
             logger.warning(
                 "apply: row %d POST in doubt (%s); reading back", change.row, type(exc).__name__
             )
-            await self._reconcile(change, before, attempts=attempts, resends_left=resends_left)
-            return
-        _kill_point("after_post")
+            return True
+        self._point("after_post")
         self._outcome(change, ChangeState.APPLIED, http_status=200, before=before, after=after)
+        return False
 
-    async def _after_422(
-        self, change: Change, before: Mapping[str, object], exc: ValidationError, *, resend: bool
-    ) -> None:
-        reason = exc.server_message or "refused by the server"
-        if change.action is Action.CANCEL or resend:
-            # A cancel of a cancelled booking is 422, and a resend may meet its own earlier
-            # effect: only a read-back tells success from failure.
-            try:
-                now = await self._read(change.booking_uid)
-            except JicooError:
-                self._outcome(change, ChangeState.IN_DOUBT, http_status=422, reason=reason)
-                return
-            if now is not None and _at_target(change, now):
-                state = ChangeState.APPLIED if resend else ChangeState.ALREADY_APPLIED
-                self._outcome(
-                    change, state, http_status=422, reason=f"read-back: {reason}", after=now
-                )
-                return
-        self._outcome(change, ChangeState.FAILED, http_status=422, reason=reason)
+    async def _after_422(self, change: Change, exc: ValidationError, *, resend: bool) -> None:
+        # A cancel of a cancelled booking is 422, and a resend may meet its own earlier
+        # effect: only a read-back tells success from failure.
+        readable = change.action is Action.CANCEL or resend
+        now = await self._read_back(change) if readable else None
+        decision = decide_after_422(
+            change, now, resend=resend, message=exc.server_message or "refused by the server"
+        )
+        read = now if decision.step is not Step.FAILED and isinstance(now, Mapping) else None
+        self._decided(change, decision, after=read)
 
-    # -- a change whose POST may have left -----------------------------------------------------
-
-    async def _reconcile(
-        self, change: Change, before: Mapping[str, object], *, attempts: int, resends_left: int
-    ) -> None:
+    async def _read_back(self, change: Change) -> ReadBack:
         try:
-            now = await self._read(change.booking_uid)
+            return await self._read(change.booking_uid)
         except JicooError as exc:
-            self._outcome(
-                change, ChangeState.IN_DOUBT, reason=f"read-back failed: {type(exc).__name__}"
-            )
-            return
-        if now is None:
-            self._outcome(change, ChangeState.CONFLICT, http_status=404, reason="booking vanished")
-        elif _at_target(change, now):
-            self._outcome(
-                change,
-                ChangeState.APPLIED,
-                reason="confirmed by read-back",
-                before=before,
-                after=now,
-            )
-        elif not _untouched(before, now):
-            self._outcome(
-                change,
-                ChangeState.CONFLICT,
-                reason="booking changed by someone else while our request was in doubt",
-                after=now,
-            )
-        elif resends_left > 0:
-            attempt = self.ledger.record_intent(self.lease, change.key, before)
-            await self._send(
-                change, before, attempts=attempt, resends_left=resends_left - 1, resend=True
-            )
-        else:
-            # Every read-back showed the booking untouched: nothing applied, nobody else acted.
-            # Pending, not conflict: the next run reads it back and sends it again.
-            self._outcome(
-                change,
-                ChangeState.PENDING,
-                reason=f"not applied after {attempts} sends, each read back untouched; "
-                "the next run resends it",
-            )
+            return ReadFailed(type(exc).__name__)
+
+    def _decided(
+        self,
+        change: Change,
+        decision: Decision,
+        *,
+        before: Mapping[str, object] | None = None,
+        after: Mapping[str, object] | None = None,
+    ) -> None:
+        self._outcome(
+            change,
+            ChangeState(decision.step.value),
+            http_status=decision.http_status,
+            reason=decision.reason,
+            before=before,
+            after=after,
+        )
 
     async def resume(self, change: Change, entry: LedgerEntry) -> None:
         """A change a previous run left as intent or in_doubt: read back before any resend."""
@@ -478,12 +463,7 @@ class _Applier:
             logger.info(
                 "apply: row %d left %s by an earlier run; reading back", change.row, entry.state
             )
-            await self._reconcile(
-                change,
-                entry.booking_before,
-                attempts=entry.attempts,
-                resends_left=self.max_resends,
-            )
+            await self._deliver(change, entry.booking_before, sends=entry.attempts, in_doubt=True)
 
 
 def _plan_rows(batch_id: str, plan: Plan) -> list[ApplyRow]:
