@@ -8,9 +8,8 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import signal
 from collections import Counter
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,9 +61,9 @@ __all__ = [
     "APPLY_LOG_SCHEMA",
     "DEFAULT_APPLY_CONCURRENCY",
     "DEFAULT_MAX_RESENDS",
-    "KILL_ENV",
     "ApplyReport",
     "ApplyRow",
+    "PointHook",
     "apply_changeset",
     "apply_changeset_async",
 ]
@@ -75,24 +74,11 @@ DEFAULT_APPLY_CONCURRENCY = 4
 # After an in-doubt POST whose read-back shows the booking untouched, send once more per run;
 # a change still untouched after that stays pending and the next run reads it back and resends.
 DEFAULT_MAX_RESENDS = 1
-# Test-only crash hook: JICOO_TEST_KILL_AT=<point>[:<n>] makes this process SIGKILL itself the
-# n-th time (default 1st) it reaches <point>: after_intent, after_post or after_outcome.
-KILL_ENV = "JICOO_TEST_KILL_AT"
 REJECTED_STATE = "rejected"
 
-_kill_hits: Counter[str] = Counter()
-
-
-def _kill_point(point: str) -> None:
-    wanted = os.environ.get(KILL_ENV)
-    if not wanted:
-        return
-    name, _, nth = wanted.partition(":")
-    if name != point:
-        return
-    _kill_hits[point] += 1
-    if _kill_hits[point] == (int(nth) if nth else 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+# Called with "after_intent", "after_post" or "after_outcome" each time a change passes there
+# (the crash tests kill the process at a chosen one); the library itself passes nothing.
+PointHook = Callable[[str], None]
 
 
 _APPLY_LOG_FIELDS: list["pa.Field[Any]"] = [
@@ -235,8 +221,10 @@ class _Applier:
         plan: Plan | None,
         concurrency: int,
         max_resends: int,
+        on_point: PointHook | None,
     ) -> None:
         self.client = client
+        self.on_point = on_point
         self.ledger = ledger
         self.lease = lease
         self.planned: dict[str, PlannedChange] = plan.by_key() if plan is not None else {}
@@ -269,7 +257,8 @@ class _Applier:
         self._point("after_outcome")
 
     def _point(self, name: str) -> None:
-        _kill_point(name)
+        if self.on_point is not None:
+            self.on_point(name)
 
     async def _read(self, uid: str) -> Mapping[str, object] | None:
         try:
@@ -504,6 +493,7 @@ async def _run(
     synchronous: Synchronous,
     max_resends: int,
     now: dt.datetime | None,
+    on_point: PointHook | None,
 ) -> ApplyReport:
     if plan is not None and plan.content_hash != parsed.content_hash:
         raise PlanError(
@@ -516,7 +506,7 @@ async def _run(
     with Ledger(ledger_location, synchronous=synchronous) as ledger:
         ledger.open_batch(batch_id, parsed.content_hash, parsed.changes)
         with ledger.lease(batch_id) as lease:
-            applier = _Applier(client, ledger, lease, plan, concurrency, max_resends)
+            applier = _Applier(client, ledger, lease, plan, concurrency, max_resends, on_point)
             entries = {entry.key: entry for entry in ledger.entries(batch_id)}
             left = [c for c in parsed.changes if entries[c.key].state in _LEFT_OVER]
             # Every leftover is read back before any new POST of this run leaves.
@@ -582,13 +572,15 @@ async def apply_changeset_async(
     synchronous: Synchronous = DEFAULT_SYNCHRONOUS,
     max_resends: int = DEFAULT_MAX_RESENDS,
     now: dt.datetime | None = None,
+    on_point: PointHook | None = None,
 ) -> ApplyReport:
     """Apply ``parsed`` under ``batch_id`` exactly once, recording every step in the ledger.
 
     A re-run of the same batch skips final changes (sends nothing for them) and reads back
     changes a crashed run left in doubt before resending anything. With ``plan``, a change
     whose booking moved since the plan is a conflict. ``dry_run`` plans (as of ``now``,
-    default the system clock) and writes nothing.
+    default the system clock) and writes nothing. ``on_point`` (see ``PointHook``) is told
+    when each change passes a step.
     """
     async with contextlib.AsyncExitStack() as stack:
         opened = (
@@ -607,6 +599,7 @@ async def apply_changeset_async(
             synchronous=synchronous,
             max_resends=max_resends,
             now=now,
+            on_point=on_point,
         )
 
 
@@ -622,6 +615,7 @@ def apply_changeset(
     synchronous: Synchronous = DEFAULT_SYNCHRONOUS,
     max_resends: int = DEFAULT_MAX_RESENDS,
     now: dt.datetime | None = None,
+    on_point: PointHook | None = None,
 ) -> ApplyReport:
     """Synchronous ``apply_changeset_async`` (opens its own client and event loop)."""
     return asyncio.run(
@@ -636,5 +630,6 @@ def apply_changeset(
             synchronous=synchronous,
             max_resends=max_resends,
             now=now,
+            on_point=on_point,
         )
     )
