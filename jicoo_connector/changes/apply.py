@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jicoo_connector.atomic import atomic_path
 from jicoo_connector.changes.changeset import Action, Change, ParsedChangeSet
 from jicoo_connector.changes.ledger import (
     DEFAULT_SYNCHRONOUS,
@@ -178,12 +179,9 @@ class ApplyReport:
 
     def write_parquet(self, path: str | os.PathLike[str]) -> Path:
         """Write the apply log (``APPLY_LOG_SCHEMA``) atomically."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        pq.write_table(self.to_table(), tmp)
-        tmp.replace(target)
-        return target
+        with atomic_path(path) as temp:
+            pq.write_table(self.to_table(), temp)
+        return Path(path)
 
     def summary(self) -> str:
         """A few lines for a terminal: counts, then every row that needs a human."""
