@@ -9,6 +9,7 @@ from pydantic import Field
 
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.settings import DEFAULT_PAGE_CONCURRENCY, ApiKey, Settings
+from jicoo_connector.storage import ParquetStore
 from jicoo_connector.warehouse import WarehouseTarget
 
 DEFAULTS = ConnectorConfig()
@@ -87,5 +88,10 @@ class WarehouseResource(dg.ConfigurableResource["WarehouseResource"]):
         "holds a password, so that the UI never shows it.",
     )
 
-    def target(self) -> WarehouseTarget:
+    def store(self) -> ParquetStore:
+        """The Parquet dataset at ``root``."""
+        return ParquetStore(self.root)
+
+    def warehouse(self) -> WarehouseTarget:
+        """The warehouse the tables are loaded into (``url``, else ``duckdb_path``)."""
         return WarehouseTarget.parse(self.url or self.duckdb_path)

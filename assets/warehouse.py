@@ -10,7 +10,6 @@ from assets.extract_assets import DAILY_TABLES, GROUP, SNAPSHOT_TABLES, asset_ke
 from assets.resources import WarehouseResource
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.errors import WarehouseError
-from jicoo_connector.storage import ParquetStore
 from jicoo_connector.warehouse import WarehouseTarget, load_warehouse
 
 WAREHOUSE_TABLES = (*DAILY_TABLES, *SNAPSHOT_TABLES)
@@ -43,10 +42,10 @@ def build_warehouse_asset(connector: ConnectorConfig) -> dg.AssetsDefinition:
     def warehouse_tables(
         context: dg.AssetExecutionContext, config: WarehouseLoadConfig, warehouse: WarehouseResource
     ) -> dg.MaterializeResult[None]:
-        target = warehouse.target()
+        target = warehouse.warehouse()
         report = load_warehouse(
             target,
-            ParquetStore(warehouse.root),
+            warehouse.store(),
             tables=WAREHOUSE_TABLES,
             full=config.full,
             run_id=context.run.run_id,

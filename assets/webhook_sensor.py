@@ -126,7 +126,7 @@ def build_booking_events_sensor(config: ConnectorConfig) -> dg.SensorDefinition:
         plan = plan_refresh(
             events,
             zone=config.timezone,
-            previous=warehouse_days(warehouse.root, known_uids),
+            previous=warehouse_days(warehouse.store(), known_uids),
             first_day=dt.date.fromisoformat(first),
             last_day=dt.date.fromisoformat(last),
         )

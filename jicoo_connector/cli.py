@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from jicoo_connector.atomic import atomic_path
 from jicoo_connector.changes.ledger_backends import is_postgres_url, redact_location
 from jicoo_connector.config import ConnectorConfig, parse_date, parse_zone
 from jicoo_connector.errors import ChangeSetError, ExtractError, JicooError
@@ -342,7 +343,7 @@ def _ledger(args: argparse.Namespace) -> int:
         rows = ledger.export_inverse(args.batch)
     out: Path = args.out or Path(f"{args.batch}.undo.csv")
     columns = ["change_id", "action", "booking_uid", "new_started_at", "time_zone", "cancel_reason"]
-    with out.open("w", encoding="utf-8", newline="") as handle:
+    with atomic_path(out) as temp, temp.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)

@@ -5,11 +5,9 @@ Knows tables' schemas, nothing of the client or dagster. Warehouse loads live in
 
 import datetime as dt
 import logging
-import os
 import shutil
 import tempfile
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from jicoo_connector.atomic import TEMP_MARKER, atomic_path, temp_glob
 from jicoo_connector.tables import TABLES, TableSpec
 
 if TYPE_CHECKING:
@@ -38,7 +37,8 @@ DATA_FILE_NAME = "data.parquet"
 PARQUET_COMPRESSION: Final = "zstd"
 # Row groups large enough for good compression, small enough to keep reader memory modest.
 ROW_GROUP_ROWS = 64 * 1024
-_TEMP_MARKER = ".tmp-"
+# Temp files of writers before atomic_path (not hidden); still cleared when stale.
+_LEGACY_TEMPS = f"{DATA_FILE_NAME}{TEMP_MARKER}*"
 # A temp file this old belongs to a writer that died (SIGKILL, power loss); a younger one may
 # belong to a writer still running, so it is left alone.
 STALE_TEMP_SECONDS = 15 * 60
@@ -139,22 +139,8 @@ class ParquetStore:
         directory = Path(final).parent
         directory.mkdir(parents=True, exist_ok=True)
         _remove_stale_temps(directory)
-        # The temp file lives in the final directory so os.replace is a same-filesystem rename,
-        # which POSIX makes atomic.
-        temp = directory / f"{DATA_FILE_NAME}{_TEMP_MARKER}{uuid.uuid4().hex}"
-        try:
-            rows = _write_parquet(spec, schema, str(temp), batches, self.filesystem)
-            fd = os.open(temp, os.O_RDONLY)
-            try:
-                os.fsync(fd)  # the data must be on disk before the rename makes it visible
-            finally:
-                os.close(fd)
-            temp.replace(final)
-        except BaseException:
-            temp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(directory)  # make the rename itself durable
-        return rows
+        with atomic_path(final) as temp:
+            return _write_parquet(spec, schema, str(temp), batches, self.filesystem)
 
     def _write_remote(
         self, spec: TableSpec, schema: pa.Schema, final: str, batches: Iterable[pa.RecordBatch]
@@ -281,18 +267,11 @@ def _write_parquet(
 
 def _remove_stale_temps(directory: Path) -> None:
     cutoff = time.time() - STALE_TEMP_SECONDS
-    for temp in directory.glob(f"{DATA_FILE_NAME}{_TEMP_MARKER}*"):
+    temps = [*directory.glob(temp_glob(DATA_FILE_NAME)), *directory.glob(_LEGACY_TEMPS)]
+    for temp in temps:
         try:
             if temp.stat().st_mtime < cutoff:
                 temp.unlink()
                 logger.warning("removed a temp file left by a crashed writer: %s", temp)
         except FileNotFoundError:
             continue  # another writer removed it first
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

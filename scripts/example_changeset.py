@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from jicoo_connector.atomic import atomic_path
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "data" / "changesets" / "example.csv"
 SEED = 7
@@ -102,8 +104,7 @@ def write_changeset(base_url: str, api_key: str, path: Path, now: dt.datetime) -
                     "cancel_reason": "会議室が使えなくなりました (room closed)",
                 }
             )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8", newline="") as out:
+    with atomic_path(path) as temp, temp.open("w", encoding="utf-8", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -111,16 +111,19 @@ def test_stale_temp_files_of_killed_writers_are_removed_fresh_ones_kept(tmp_path
     store = ParquetStore(tmp_path)
     directory = Path(store.partition_dir("bookings", DAY))
     directory.mkdir(parents=True)
-    stale = directory / "data.parquet.tmp-dead"
-    fresh = directory / "data.parquet.tmp-running"
-    stale.write_bytes(b"half a parquet file")
+    # One left by this version (hidden), one by an earlier version's writer.
+    stale = [directory / ".data.parquet.tmp-dead", directory / "data.parquet.tmp-dead"]
+    fresh = directory / ".data.parquet.tmp-running"
+    for path in stale:
+        path.write_bytes(b"half a parquet file")
     fresh.write_bytes(b"another writer, still going")
     old = time.time() - STALE_TEMP_SECONDS - 60
-    os.utime(stale, (old, old))
+    for path in stale:
+        os.utime(path, (old, old))
     store.write_partition("bookings", DAY, [_bookings(1)])
     assert sorted(p.name for p in directory.iterdir()) == [
+        ".data.parquet.tmp-running",
         "data.parquet",
-        "data.parquet.tmp-running",
     ]
     # A leftover temp file is never mistaken for a partition.
     assert store.list_partitions("bookings") == [DAY]

@@ -8,9 +8,8 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import signal
 from collections import Counter
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jicoo_connector.atomic import atomic_path
 from jicoo_connector.changes.changeset import Action, Change, ParsedChangeSet
 from jicoo_connector.changes.ledger import (
     DEFAULT_SYNCHRONOUS,
@@ -36,6 +36,15 @@ from jicoo_connector.changes.plan import (
     parse_instant,
     plan_changeset,
 )
+from jicoo_connector.changes.reconcile import (
+    Decision,
+    ReadBack,
+    ReadFailed,
+    Step,
+    at_target,
+    decide_after_422,
+    decide_readback,
+)
 from jicoo_connector.client import AsyncJicooClient
 from jicoo_connector.errors import (
     APIStatusError,
@@ -53,9 +62,9 @@ __all__ = [
     "APPLY_LOG_SCHEMA",
     "DEFAULT_APPLY_CONCURRENCY",
     "DEFAULT_MAX_RESENDS",
-    "KILL_ENV",
     "ApplyReport",
     "ApplyRow",
+    "PointHook",
     "apply_changeset",
     "apply_changeset_async",
 ]
@@ -66,24 +75,11 @@ DEFAULT_APPLY_CONCURRENCY = 4
 # After an in-doubt POST whose read-back shows the booking untouched, send once more per run;
 # a change still untouched after that stays pending and the next run reads it back and resends.
 DEFAULT_MAX_RESENDS = 1
-# Test-only crash hook: JICOO_TEST_KILL_AT=<point>[:<n>] makes this process SIGKILL itself the
-# n-th time (default 1st) it reaches <point>: after_intent, after_post or after_outcome.
-KILL_ENV = "JICOO_TEST_KILL_AT"
 REJECTED_STATE = "rejected"
 
-_kill_hits: Counter[str] = Counter()
-
-
-def _kill_point(point: str) -> None:
-    wanted = os.environ.get(KILL_ENV)
-    if not wanted:
-        return
-    name, _, nth = wanted.partition(":")
-    if name != point:
-        return
-    _kill_hits[point] += 1
-    if _kill_hits[point] == (int(nth) if nth else 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+# Called with "after_intent", "after_post" or "after_outcome" each time a change passes there
+# (the crash tests kill the process at a chosen one); the library itself passes nothing.
+PointHook = Callable[[str], None]
 
 
 _APPLY_LOG_FIELDS: list["pa.Field[Any]"] = [
@@ -183,12 +179,9 @@ class ApplyReport:
 
     def write_parquet(self, path: str | os.PathLike[str]) -> Path:
         """Write the apply log (``APPLY_LOG_SCHEMA``) atomically."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        pq.write_table(self.to_table(), tmp)
-        tmp.replace(target)
-        return target
+        with atomic_path(path) as temp:
+            pq.write_table(self.to_table(), temp)
+        return Path(path)
 
     def summary(self) -> str:
         """A few lines for a terminal: counts, then every row that needs a human."""
@@ -217,22 +210,6 @@ class ApplyReport:
         return "\n".join(lines)
 
 
-def _at_target(change: Change, booking: Mapping[str, object]) -> bool:
-    if change.action is Action.CANCEL:
-        return booking.get("status") == "cancel"
-    return (
-        booking.get("status") != "cancel"
-        and parse_instant(booking.get("startedAt")) == change.new_started_at
-    )
-
-
-def _untouched(before: Mapping[str, object], now: Mapping[str, object]) -> bool:
-    # updatedAt moves on every effective write, so an equal one proves our POST did not apply.
-    return all(before.get(name) == now.get(name) for name in ("status", "updatedAt")) and (
-        parse_instant(before.get("startedAt")) == parse_instant(now.get("startedAt"))
-    )
-
-
 class _Applier:
     def __init__(
         self,
@@ -242,8 +219,10 @@ class _Applier:
         plan: Plan | None,
         concurrency: int,
         max_resends: int,
+        on_point: PointHook | None,
     ) -> None:
         self.client = client
+        self.on_point = on_point
         self.ledger = ledger
         self.lease = lease
         self.planned: dict[str, PlannedChange] = plan.by_key() if plan is not None else {}
@@ -273,7 +252,11 @@ class _Applier:
             booking_after=after,
         )
         logger.info("apply: row %d %s %s -> %s", change.row, change.action, change.key, state)
-        _kill_point("after_outcome")
+        self._point("after_outcome")
+
+    def _point(self, name: str) -> None:
+        if self.on_point is not None:
+            self.on_point(name)
 
     async def _read(self, uid: str) -> Mapping[str, object] | None:
         try:
@@ -316,7 +299,7 @@ class _Applier:
                 return
             if self.use_plan and not self._plan_allows(change, booking):
                 return
-            if _at_target(change, booking):
+            if at_target(change, booking):
                 what = (
                     "already cancelled" if change.action is Action.CANCEL else "already at target"
                 )
@@ -329,10 +312,8 @@ class _Applier:
                     change, ChangeState.CONFLICT, reason="booking was cancelled", before=booking
                 )
                 return
-            attempt = self.ledger.record_intent(self.lease, change.key, booking_snapshot(booking))
-            await self._send(
-                change, booking, attempts=attempt, resends_left=self.max_resends, resend=False
-            )
+            sends = self.ledger.record_intent(self.lease, change.key, booking_snapshot(booking))
+            await self._deliver(change, booking, sends=sends, in_doubt=False)
 
     def _plan_allows(self, change: Change, booking: Mapping[str, object]) -> bool:
         item = self.planned.get(change.key)
@@ -356,24 +337,46 @@ class _Applier:
             return False
         return True
 
-    async def _send(
-        self,
-        change: Change,
-        before: Mapping[str, object],
-        *,
-        attempts: int,
-        resends_left: int,
-        resend: bool,
+    async def _deliver(
+        self, change: Change, before: Mapping[str, object], *, sends: int, in_doubt: bool
     ) -> None:
-        _kill_point("after_intent")
+        """Send until an outcome is recorded. ``in_doubt``: a POST may already have left (an
+        earlier run's intent), so the first step is a read-back, not a send."""
+        resends_left, resend = self.max_resends, False
+        while True:
+            if in_doubt:
+                now = await self._read_back(change)
+                decision = decide_readback(
+                    change, before, now, sends=sends, resends_left=resends_left
+                )
+                if decision.step is not Step.RESEND:
+                    # The booking as read back is kept where it explains the outcome.
+                    shown = decision.step in (Step.APPLIED, Step.CONFLICT)
+                    self._decided(
+                        change,
+                        decision,
+                        before=before if decision.step is Step.APPLIED else None,
+                        after=now if shown and isinstance(now, Mapping) else None,
+                    )
+                    return
+                sends = self.ledger.record_intent(self.lease, change.key, before)
+                resends_left, resend = resends_left - 1, True
+            in_doubt = await self._send(change, before, resend=resend)
+            if not in_doubt:
+                return
+
+    async def _send(self, change: Change, before: Mapping[str, object], *, resend: bool) -> bool:
+        """POST once and record the outcome; True when the POST may have applied and no
+        outcome was recorded (the caller reads back)."""
+        self._point("after_intent")
         try:
             after = await self._post(change, before)
         except ValidationError as exc:
-            await self._after_422(change, before, exc, resend=resend)
-            return
+            await self._after_422(change, exc, resend=resend)
+            return False
         except NotFoundError:
             self._outcome(change, ChangeState.CONFLICT, http_status=404, reason="booking not found")
-            return
+            return False
         except (RateLimitedError, AuthenticationError, PermissionDeniedError) as exc:
             # The server refused before acting; retry on a later run.
             self._outcome(
@@ -382,7 +385,7 @@ class _Applier:
                 http_status=exc.status_code,
                 reason=f"not sent: {type(exc).__name__}",
             )
-            return
+            return False
         except APIStatusError as exc:
             if exc.status_code < 500:
                 self._outcome(
@@ -391,83 +394,52 @@ class _Applier:
                     http_status=exc.status_code,
                     reason=exc.server_message or type(exc).__name__,
                 )
-                return
+                return False
             logger.warning("apply: row %d POST got %d; reading back", change.row, exc.status_code)
-            await self._reconcile(change, before, attempts=attempts, resends_left=resends_left)
-            return
+            return True
         except JicooError as exc:
             # InDoubtError, a transport failure or a broken answer: the POST may have applied.
             logger.warning(
                 "apply: row %d POST in doubt (%s); reading back", change.row, type(exc).__name__
             )
-            await self._reconcile(change, before, attempts=attempts, resends_left=resends_left)
-            return
-        _kill_point("after_post")
+            return True
+        self._point("after_post")
         self._outcome(change, ChangeState.APPLIED, http_status=200, before=before, after=after)
+        return False
 
-    async def _after_422(
-        self, change: Change, before: Mapping[str, object], exc: ValidationError, *, resend: bool
-    ) -> None:
-        reason = exc.server_message or "refused by the server"
-        if change.action is Action.CANCEL or resend:
-            # A cancel of a cancelled booking is 422, and a resend may meet its own earlier
-            # effect: only a read-back tells success from failure.
-            try:
-                now = await self._read(change.booking_uid)
-            except JicooError:
-                self._outcome(change, ChangeState.IN_DOUBT, http_status=422, reason=reason)
-                return
-            if now is not None and _at_target(change, now):
-                state = ChangeState.APPLIED if resend else ChangeState.ALREADY_APPLIED
-                self._outcome(
-                    change, state, http_status=422, reason=f"read-back: {reason}", after=now
-                )
-                return
-        self._outcome(change, ChangeState.FAILED, http_status=422, reason=reason)
+    async def _after_422(self, change: Change, exc: ValidationError, *, resend: bool) -> None:
+        # A cancel of a cancelled booking is 422, and a resend may meet its own earlier
+        # effect: only a read-back tells success from failure.
+        readable = change.action is Action.CANCEL or resend
+        now = await self._read_back(change) if readable else None
+        decision = decide_after_422(
+            change, now, resend=resend, message=exc.server_message or "refused by the server"
+        )
+        read = now if decision.step is not Step.FAILED and isinstance(now, Mapping) else None
+        self._decided(change, decision, after=read)
 
-    # -- a change whose POST may have left -----------------------------------------------------
-
-    async def _reconcile(
-        self, change: Change, before: Mapping[str, object], *, attempts: int, resends_left: int
-    ) -> None:
+    async def _read_back(self, change: Change) -> ReadBack:
         try:
-            now = await self._read(change.booking_uid)
+            return await self._read(change.booking_uid)
         except JicooError as exc:
-            self._outcome(
-                change, ChangeState.IN_DOUBT, reason=f"read-back failed: {type(exc).__name__}"
-            )
-            return
-        if now is None:
-            self._outcome(change, ChangeState.CONFLICT, http_status=404, reason="booking vanished")
-        elif _at_target(change, now):
-            self._outcome(
-                change,
-                ChangeState.APPLIED,
-                reason="confirmed by read-back",
-                before=before,
-                after=now,
-            )
-        elif not _untouched(before, now):
-            self._outcome(
-                change,
-                ChangeState.CONFLICT,
-                reason="booking changed by someone else while our request was in doubt",
-                after=now,
-            )
-        elif resends_left > 0:
-            attempt = self.ledger.record_intent(self.lease, change.key, before)
-            await self._send(
-                change, before, attempts=attempt, resends_left=resends_left - 1, resend=True
-            )
-        else:
-            # Every read-back showed the booking untouched: nothing applied, nobody else acted.
-            # Pending, not conflict: the next run reads it back and sends it again.
-            self._outcome(
-                change,
-                ChangeState.PENDING,
-                reason=f"not applied after {attempts} sends, each read back untouched; "
-                "the next run resends it",
-            )
+            return ReadFailed(type(exc).__name__)
+
+    def _decided(
+        self,
+        change: Change,
+        decision: Decision,
+        *,
+        before: Mapping[str, object] | None = None,
+        after: Mapping[str, object] | None = None,
+    ) -> None:
+        self._outcome(
+            change,
+            ChangeState(decision.step.value),
+            http_status=decision.http_status,
+            reason=decision.reason,
+            before=before,
+            after=after,
+        )
 
     async def resume(self, change: Change, entry: LedgerEntry) -> None:
         """A change a previous run left as intent or in_doubt: read back before any resend."""
@@ -478,12 +450,7 @@ class _Applier:
             logger.info(
                 "apply: row %d left %s by an earlier run; reading back", change.row, entry.state
             )
-            await self._reconcile(
-                change,
-                entry.booking_before,
-                attempts=entry.attempts,
-                resends_left=self.max_resends,
-            )
+            await self._deliver(change, entry.booking_before, sends=entry.attempts, in_doubt=True)
 
 
 def _plan_rows(batch_id: str, plan: Plan) -> list[ApplyRow]:
@@ -524,6 +491,7 @@ async def _run(
     synchronous: Synchronous,
     max_resends: int,
     now: dt.datetime | None,
+    on_point: PointHook | None,
 ) -> ApplyReport:
     if plan is not None and plan.content_hash != parsed.content_hash:
         raise PlanError(
@@ -536,7 +504,7 @@ async def _run(
     with Ledger(ledger_location, synchronous=synchronous) as ledger:
         ledger.open_batch(batch_id, parsed.content_hash, parsed.changes)
         with ledger.lease(batch_id) as lease:
-            applier = _Applier(client, ledger, lease, plan, concurrency, max_resends)
+            applier = _Applier(client, ledger, lease, plan, concurrency, max_resends, on_point)
             entries = {entry.key: entry for entry in ledger.entries(batch_id)}
             left = [c for c in parsed.changes if entries[c.key].state in _LEFT_OVER]
             # Every leftover is read back before any new POST of this run leaves.
@@ -602,13 +570,15 @@ async def apply_changeset_async(
     synchronous: Synchronous = DEFAULT_SYNCHRONOUS,
     max_resends: int = DEFAULT_MAX_RESENDS,
     now: dt.datetime | None = None,
+    on_point: PointHook | None = None,
 ) -> ApplyReport:
     """Apply ``parsed`` under ``batch_id`` exactly once, recording every step in the ledger.
 
     A re-run of the same batch skips final changes (sends nothing for them) and reads back
     changes a crashed run left in doubt before resending anything. With ``plan``, a change
     whose booking moved since the plan is a conflict. ``dry_run`` plans (as of ``now``,
-    default the system clock) and writes nothing.
+    default the system clock) and writes nothing. ``on_point`` (see ``PointHook``) is told
+    when each change passes a step.
     """
     async with contextlib.AsyncExitStack() as stack:
         opened = (
@@ -627,6 +597,7 @@ async def apply_changeset_async(
             synchronous=synchronous,
             max_resends=max_resends,
             now=now,
+            on_point=on_point,
         )
 
 
@@ -642,6 +613,7 @@ def apply_changeset(
     synchronous: Synchronous = DEFAULT_SYNCHRONOUS,
     max_resends: int = DEFAULT_MAX_RESENDS,
     now: dt.datetime | None = None,
+    on_point: PointHook | None = None,
 ) -> ApplyReport:
     """Synchronous ``apply_changeset_async`` (opens its own client and event loop)."""
     return asyncio.run(
@@ -656,5 +628,6 @@ def apply_changeset(
             synchronous=synchronous,
             max_resends=max_resends,
             now=now,
+            on_point=on_point,
         )
     )

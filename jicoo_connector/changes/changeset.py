@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from jicoo_connector.atomic import atomic_path
 from jicoo_connector.errors import ChangeSetError
 
 __all__ = [
@@ -505,10 +506,8 @@ def write_rejected_csv(
     UTF-8 with a BOM so Excel opens it correctly; written atomically. Returns the row count.
     """
     rows = sorted([*parsed.rejected, *extra], key=lambda rejected: rejected.row)
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
     columns = [*parsed.header, *ERROR_COLUMNS]
-    with tmp.open("w", encoding="utf-8-sig", newline="") as handle:
+    with atomic_path(path) as temp, temp.open("w", encoding="utf-8-sig", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for rejected in rows:
@@ -519,7 +518,4 @@ def write_rejected_csv(
                 rejected.reason,
             )
             writer.writerow([escape_cell(value) for value in values])
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(target)
     return len(rows)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
+from jicoo_connector.atomic import write_text_atomic
 from jicoo_connector.changes.changeset import Action, Change, ParsedChangeSet, format_instant
 from jicoo_connector.client import AsyncJicooClient
 from jicoo_connector.errors import APIStatusError, NotFoundError, PlanError
@@ -132,11 +133,8 @@ class Plan:
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write the plan as JSON, atomically (a reader never sees half a plan)."""
-        target = Path(path)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=True), encoding="utf-8")
-        tmp.replace(target)
-        return target
+        text = json.dumps(self.to_json(), indent=2, sort_keys=True)
+        return write_text_atomic(path, text, encoding="utf-8")
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> "Plan":

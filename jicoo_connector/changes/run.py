@@ -10,7 +10,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from jicoo_connector.changes.apply import DEFAULT_APPLY_CONCURRENCY, ApplyReport, apply_changeset
+from jicoo_connector.changes.apply import (
+    DEFAULT_APPLY_CONCURRENCY,
+    ApplyReport,
+    PointHook,
+    apply_changeset,
+)
 from jicoo_connector.changes.changeset import (
     ParsedChangeSet,
     RejectedRow,
@@ -79,6 +84,7 @@ def run_changeset(
     concurrency: int = DEFAULT_APPLY_CONCURRENCY,
     encoding: str | None = None,
     strict: bool = False,
+    on_point: PointHook | None = None,
 ) -> ChangesetRun:
     """Validate ``path``, then plan it (``dry_run``: writes ``FILE.plan.json``, sends nothing)
     or apply it through the ledger at ``ledger_location`` (an SQLite file or a postgresql://
@@ -87,7 +93,7 @@ def run_changeset(
     Every row that did not end applied or already in target (rejected by the parser, refused
     by the plan, conflict, failed, not sent) is written to ``FILE.rejected.csv`` in the
     input's shape plus its reason. A file-level problem raises ``ChangeSetError`` before any
-    request; nothing is applied then.
+    request; nothing is applied then. ``on_point`` goes to ``apply_changeset``.
     """
     source = Path(path)
     parsed = parse_changeset(source, encoding=encoding, strict=strict)
@@ -115,6 +121,7 @@ def run_changeset(
             batch_id=batch,
             plan=Plan.read(plan_path) if plan_path is not None else None,
             concurrency=concurrency,
+            on_point=on_point,
         )
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         log = report.write_parquet(Path(apply_log_root) / f"batch={batch}" / f"run-{stamp}.parquet")

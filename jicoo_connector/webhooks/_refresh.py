@@ -50,11 +50,10 @@ def _id(stored: StoredEvent) -> int:
     return stored.id
 
 
-def warehouse_days(warehouse_root: str, uids: Collection[str]) -> dict[str, dt.date]:
+def warehouse_days(store: ParquetStore, uids: Collection[str]) -> dict[str, dt.date]:
     """The day partition each booking is on in the bookings Parquet (reads two columns)."""
     if not uids:
         return {}
-    store = ParquetStore(warehouse_root)
     day_column = TABLES[BOOKINGS].partition_column
     table = store.dataset(BOOKINGS).to_table(
         columns=["uid", day_column], filter=pc.field("uid").isin(sorted(uids))

@@ -2,8 +2,9 @@
 
 Usage: python apply_child.py <csv> <ledger> <batch_id> <now>; <ledger> is a file or a
 postgresql:// URL, ``now`` the sandbox clock's instant (ISO 8601) the change set is validated
-against. Reads JICOO_API_KEY / JICOO_BASE_URL, and JICOO_TEST_KILL_AT (see
-jicoo_connector.changes.apply.KILL_ENV) to die at a named point.
+against. Reads JICOO_API_KEY / JICOO_BASE_URL, and ``KILL_ENV``: ``<point>[:<n>]`` makes it
+SIGKILL itself the n-th time (default 1st) the applier passes ``<point>`` (after_intent,
+after_post or after_outcome), through the library's ``on_point`` hook.
 
 ``worker`` is the same applier as a multiprocessing target, for the two-worker test.
 """
@@ -11,8 +12,11 @@ jicoo_connector.changes.apply.KILL_ENV) to die at a named point.
 import datetime as dt
 import json
 import os
+import signal
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from jicoo_connector.changes.apply import apply_changeset
@@ -20,6 +24,7 @@ from jicoo_connector.changes.changeset import parse_changeset
 from jicoo_connector.errors import LedgerBusyError
 from jicoo_connector.settings import ApiKey, Settings
 
+KILL_ENV = "JICOO_TEST_KILL_AT"
 RESULT_FILE = "result.json"
 CONCURRENCY = 3
 
@@ -48,6 +53,21 @@ def worker(
     Path(RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
 
 
+def kill_at(spec: str) -> Callable[[str], None]:
+    """The ``on_point`` hook for ``KILL_ENV``'s ``<point>[:<n>]``."""
+    wanted, _, nth = spec.partition(":")
+    hits: Counter[str] = Counter()
+
+    def on_point(point: str) -> None:
+        if point != wanted:
+            return
+        hits[point] += 1
+        if hits[point] == (int(nth) if nth else 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return on_point
+
+
 def main() -> None:
     csv_path, ledger_location, batch_id, now = sys.argv[1:5]
     parsed = parse_changeset(csv_path, now=dt.datetime.fromisoformat(now))
@@ -57,6 +77,7 @@ def main() -> None:
         ledger_location=ledger_location,
         batch_id=batch_id,
         concurrency=CONCURRENCY,
+        on_point=kill_at(spec) if (spec := os.environ.get(KILL_ENV)) else None,
     )
     sys.stdout.write(json.dumps({"counts": report.counts, "posts": report.posts_sent}) + "\n")
 

@@ -17,7 +17,6 @@ import pytest
 from jicoo_connector.changes.apply import (
     APPLY_LOG_SCHEMA,
     DEFAULT_MAX_RESENDS,
-    KILL_ENV,
     ApplyReport,
     apply_changeset,
     apply_changeset_async,
@@ -26,6 +25,7 @@ from jicoo_connector.changes.changeset import parse_changeset
 from jicoo_connector.changes.plan import Plan, PlanError, parse_instant, plan_changeset
 from jicoo_connector.client import AsyncJicooClient
 from jicoo_sandbox.server import SandboxServer
+from tests.changes.apply_child import KILL_ENV
 from tests.writeback_data import (
     HEADER,
     all_posts,

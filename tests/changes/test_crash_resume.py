@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from jicoo_connector.changes.apply import KILL_ENV
 from jicoo_connector.changes.changeset import parse_changeset
 from jicoo_sandbox.server import SandboxServer
+from tests.changes.apply_child import KILL_ENV
 from tests.writeback_data import assert_server_matches, build_csv, effective_posts
 
 CHILD = Path(__file__).with_name("apply_child.py")
