@@ -40,6 +40,8 @@ def snapshot_tables() -> tuple[str, ...]:
 
 # The op behind jicoo/booking_contacts: the key of its run config (ContactsConfig).
 CONTACTS_OP = "jicoo__booking_contacts"
+# On every extract asset: "day" or "snapshot", its table's partitioning (the jobs select by it).
+PARTITIONING_TAG = "jicoo/partitioning"
 
 
 def asset_key(table: str) -> dg.AssetKey:
@@ -201,12 +203,19 @@ def _extract(
     yield from _materialize(context, table, results, started)
 
 
+def partitioning_selection(partitioning: str) -> dg.AssetSelection:
+    """The extract assets of day tables (``"day"``) or snapshot tables (``"snapshot"``),
+    resolved when the definitions load: a table registered later is in it."""
+    return dg.AssetSelection.tag(PARTITIONING_TAG, partitioning)
+
+
 def _spec(table: str, description: str, deps: Sequence[dg.AssetKey] = ()) -> dg.AssetSpec:
     # skippable: a 403 yields nothing for the asset, and that must not fail the step.
     return dg.AssetSpec(
         asset_key(table),
         group_name=GROUP,
         kinds=KINDS,
+        tags={PARTITIONING_TAG: TABLES[table].partitioning},
         deps=deps,
         description=description,
         skippable=True,

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from assets.definitions import build_definitions
 from jicoo_connector.cli import EXIT_OK, main
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import (
@@ -78,7 +79,8 @@ def _roles_in_sandbox(sandbox: SandboxServer) -> dict[str, object]:
 
 def _rows(path: Path) -> dict[str, object]:
     read = pq.read_table(path)
-    return dict(zip(read.column("uid").to_pylist(), read.column("role").to_pylist(), strict=True))
+    uids, roles = read.column("uid").to_pylist(), read.column("role").to_pylist()
+    return {str(uid): role for uid, role in zip(uids, roles, strict=True)}
 
 
 def test_a_registered_table_is_extracted_by_the_run_loop(
@@ -140,6 +142,20 @@ def test_a_registered_table_is_an_asset_with_its_checks(
         f"jicoo/{TABLE}/key_unique_not_null": True,
         f"jicoo/{TABLE}/extra_empty": True,
     }
+
+
+def test_a_registered_table_is_in_the_code_location_jobs_and_warehouse(
+    user_roles: TableSource, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JICOO_API_KEY", "placeholder-key")
+    defs = build_definitions(ConnectorConfig())
+    key = dg.AssetKey(["jicoo", TABLE])
+    snapshots = defs.resolve_job_def("jicoo_snapshots").asset_layer.selected_asset_keys
+    assert key in snapshots
+    daily = defs.resolve_job_def("jicoo_daily_tables").asset_layer.selected_asset_keys
+    assert key not in daily
+    graph = defs.resolve_asset_graph()
+    assert key in graph.get(dg.AssetKey(["jicoo", "warehouse"])).parent_keys
 
 
 def test_a_table_is_registered_once_and_built_ins_stay() -> None:
