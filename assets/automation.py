@@ -13,22 +13,19 @@ from dagster._core.storage.tags import (
 
 from assets.extract_assets import (
     CONTACTS_OP,
-    DAILY_TABLES,
-    SNAPSHOT_TABLES,
     asset_key,
+    partitioning_selection,
 )
 from jicoo_connector.config import ConnectorConfig
 
 daily_tables_job = dg.define_asset_job(
     "jicoo_daily_tables",
-    selection=dg.AssetSelection.assets(*(asset_key(t) for t in DAILY_TABLES)),
+    selection=partitioning_selection("day"),
     description="Bookings and contacts for a range of days (one run, days in parallel).",
 )
 snapshots_job = dg.define_asset_job(
     "jicoo_snapshots",
-    selection=dg.AssetSelection.assets(
-        *(asset_key(t) for t in SNAPSHOT_TABLES), asset_key("warehouse")
-    ),
+    selection=partitioning_selection("snapshot") | dg.AssetSelection.assets(asset_key("warehouse")),
     description="Today's snapshot tables, then the DuckDB warehouse reload.",
 )
 

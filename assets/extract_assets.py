@@ -12,7 +12,7 @@ from pydantic import Field
 
 from assets.resources import API_POOL, JicooResource, WarehouseResource
 from jicoo_connector.client import FetchReport
-from jicoo_connector.extract import ExtractResult, extract_contacts, extract_range
+from jicoo_connector.extract import SOURCES, ExtractResult, extract_contacts, extract_range
 from jicoo_connector.quality import (
     PartitionQuality,
     QualityResult,
@@ -26,10 +26,22 @@ from jicoo_connector.tables import TABLES
 GROUP = "jicoo"
 KINDS = {"jicoo", "parquet"}
 PREVIEW_ROWS = 5
-DAILY_TABLES = ("bookings", "booking_contacts")
-SNAPSHOT_TABLES = ("schedules", "availability_calendars", "available_slots", "event_types", "users")
+
+
+def daily_tables() -> tuple[str, ...]:
+    """The registry's day-partitioned tables (jicoo_connector.extract.SOURCES)."""
+    return tuple(t for t, source in SOURCES.items() if source.spec.partitioning == "day")
+
+
+def snapshot_tables() -> tuple[str, ...]:
+    """The registry's daily-snapshot tables, built-in and registered (register_table)."""
+    return tuple(t for t, source in SOURCES.items() if source.spec.partitioning == "snapshot")
+
+
 # The op behind jicoo/booking_contacts: the key of its run config (ContactsConfig).
 CONTACTS_OP = "jicoo__booking_contacts"
+# On every extract asset: "day" or "snapshot", its table's partitioning (the jobs select by it).
+PARTITIONING_TAG = "jicoo/partitioning"
 
 
 def asset_key(table: str) -> dg.AssetKey:
@@ -191,12 +203,19 @@ def _extract(
     yield from _materialize(context, table, results, started)
 
 
+def partitioning_selection(partitioning: str) -> dg.AssetSelection:
+    """The extract assets of day tables (``"day"``) or snapshot tables (``"snapshot"``),
+    resolved when the definitions load: a table registered later is in it."""
+    return dg.AssetSelection.tag(PARTITIONING_TAG, partitioning)
+
+
 def _spec(table: str, description: str, deps: Sequence[dg.AssetKey] = ()) -> dg.AssetSpec:
     # skippable: a 403 yields nothing for the asset, and that must not fail the step.
     return dg.AssetSpec(
         asset_key(table),
         group_name=GROUP,
         kinds=KINDS,
+        tags={PARTITIONING_TAG: TABLES[table].partitioning},
         deps=deps,
         description=description,
         skippable=True,
@@ -298,11 +317,16 @@ def _contacts_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefini
 
 
 def build_extract_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
-    """Every extract asset, its days being ``partitions``' (calendar days in its zone)."""
+    """Every table of the registry as an asset (with one check per quality rule of its spec),
+    its days being ``partitions``' (calendar days in its zone)."""
     zone = partitions.timezone
-    return [
-        _daily_asset("bookings", partitions),
-        # Contacts are read for the same day's bookings partition: bookings come first.
-        _contacts_asset(partitions),
-        *(_snapshot_asset(table, zone) for table in SNAPSHOT_TABLES),
-    ]
+    built = []
+    for table in SOURCES:
+        if table == "booking_contacts":
+            # Contacts are read for the same day's bookings partition: bookings come first.
+            built.append(_contacts_asset(partitions))
+        elif SOURCES[table].spec.partitioning == "day":
+            built.append(_daily_asset(table, partitions))
+        else:
+            built.append(_snapshot_asset(table, zone))
+    return built

@@ -6,13 +6,11 @@ The loading itself is the library's (`jicoo_connector.warehouse`); this adds con
 import dagster as dg
 from pydantic import Field
 
-from assets.extract_assets import DAILY_TABLES, GROUP, SNAPSHOT_TABLES, asset_key
+from assets.extract_assets import GROUP, asset_key, daily_tables, snapshot_tables
 from assets.resources import WarehouseResource
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.errors import WarehouseError
 from jicoo_connector.warehouse import WarehouseTarget, load_warehouse
-
-WAREHOUSE_TABLES = (*DAILY_TABLES, *SNAPSHOT_TABLES)
 
 
 class WarehouseLoadConfig(dg.Config):
@@ -29,12 +27,14 @@ def build_warehouse_asset(connector: ConnectorConfig) -> dg.AssetsDefinition:
         kind: str = WarehouseTarget.parse(connector.warehouse()).backend
     except WarehouseError:
         kind = "duckdb"  # a bad URL fails the load itself, with its message
+    # Every table of the registry, read when the code location builds its definitions.
+    loaded = (*daily_tables(), *snapshot_tables())
 
     @dg.asset(
         key=asset_key("warehouse"),
         group_name=GROUP,
         kinds={kind},
-        deps=[asset_key(table) for table in WAREHOUSE_TABLES],
+        deps=[asset_key(table) for table in loaded],
         description="The Parquet tables loaded into the warehouse (JICOO_WAREHOUSE_URL; DuckDB by "
         "default): only partitions written since their last load, each table merged in one "
         "transaction; run config `full: true` reloads everything.",
@@ -46,7 +46,7 @@ def build_warehouse_asset(connector: ConnectorConfig) -> dg.AssetsDefinition:
         report = load_warehouse(
             target,
             warehouse.store(),
-            tables=WAREHOUSE_TABLES,
+            tables=loaded,
             full=config.full,
             run_id=context.run.run_id,
         )
@@ -90,4 +90,4 @@ def build_warehouse_asset(connector: ConnectorConfig) -> dg.AssetsDefinition:
 warehouse_tables = build_warehouse_asset(ConnectorConfig())
 
 
-__all__ = ["WAREHOUSE_TABLES", "WarehouseLoadConfig", "build_warehouse_asset", "warehouse_tables"]
+__all__ = ["WarehouseLoadConfig", "build_warehouse_asset", "warehouse_tables"]

@@ -17,7 +17,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from assets.extract_assets import DAILY_TABLES, asset_key
+from assets.extract_assets import partitioning_selection
 from assets.partitions import daily_partitions
 from assets.resources import WarehouseResource
 from jicoo_connector.config import ConnectorConfig
@@ -44,7 +44,7 @@ EVENT_IDS_TAG = "jicoo/webhook_event_ids"
 # and that start-up is most of a webhook's time to the tables.
 webhook_refresh_job = dg.define_asset_job(
     "jicoo_webhook_refresh",
-    selection=dg.AssetSelection.assets(*(asset_key(t) for t in DAILY_TABLES)),
+    selection=partitioning_selection("day"),
     executor_def=dg.in_process_executor,
     description="Bookings and contacts for the days webhook events touched (one process).",
 )

@@ -52,16 +52,25 @@ def _setting_help(name: str, what: str) -> str:
     return f"{what} (default: ${env}, else {getattr(DEFAULTS, name)})"
 
 
+class _TableNames:
+    """The registry's table names, read only when shown: importing the registry imports pyarrow
+    (~1 s), which commands that never touch a table should not pay for."""
+
+    def __str__(self) -> str:
+        from jicoo_connector.extract import SOURCES
+
+        return " ".join(SOURCES)
+
+
 def _add_tables(parser: argparse.ArgumentParser, verb: str) -> None:
-    parser.add_argument(
+    action = parser.add_argument(
         "--tables",
         nargs="+",
         metavar="TABLE",
-        help=(
-            f"tables to {verb} (default: all): bookings booking_contacts schedules "
-            "availability_calendars available_slots event_types users"
-        ),
+        help=f"tables to {verb} (default: all): %(known)s",
     )
+    # argparse fills %(known)s from the action's attributes when it formats the help.
+    action.known = _TableNames()  # type: ignore[attr-defined]
 
 
 def _usage(message: str) -> int:

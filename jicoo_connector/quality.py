@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from jicoo_connector.tables import EXTRA_COLUMN, TABLES
 
 __all__ = [
+    "RULES",
     "PartitionQuality",
     "QualityRecorder",
     "QualityResult",
@@ -178,16 +179,20 @@ def check_description(table: str, name: str) -> str:
     return rules[name]
 
 
+# Every rule by name: a table's declaration (TableSpec.checks) picks among the optional ones.
+RULES = (
+    "key_unique_not_null",
+    "extra_empty",
+    "ended_after_started",
+    "rows_match_total",
+    "contacts_reference_bookings",
+)
+
+
 def check_names(table: str) -> tuple[str, ...]:
-    """The rules that apply to ``table`` (the names of its Dagster asset checks)."""
-    names = ["key_unique_not_null", "extra_empty"]
-    if table in ("bookings", "schedules"):
-        names.append("ended_after_started")
-    if table == "bookings":
-        names.append("rows_match_total")
-    if table == "booking_contacts":
-        names.append("contacts_reference_bookings")
-    return tuple(names)
+    """The rules that apply to ``table`` (the names of its Dagster asset checks): those every
+    table gets, then the ones its declaration names (``TableSpec.checks``)."""
+    return ("key_unique_not_null", "extra_empty", *TABLES[table].checks)
 
 
 @dataclass(frozen=True, slots=True)

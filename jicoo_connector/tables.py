@@ -1,13 +1,14 @@
 """One explicit Arrow schema per table and the records -> RecordBatch conversion.
 
-The only place where the API's camelCase becomes snake_case. Imports no client, storage or dagster.
+The only place where the API's camelCase becomes snake_case. Of the client it imports only the
+Arrow reader of list envelopes (client.arrow_envelope); no storage or dagster.
 """
 
 import array
 import datetime as dt
-import io
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal, TypeAlias
 
 import orjson
@@ -15,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pajson
 
+from jicoo_connector.client.arrow_envelope import envelope_parse_options, read_envelope
 from jicoo_connector.errors import RecordConversionError
 
 __all__ = [
@@ -29,11 +31,15 @@ __all__ = [
     "RecordConversionError",
     "TableSpec",
     "availability_rows",
+    "column",
     "constant_array",
     "contact_rows",
     "event_type_rows",
+    "json_column",
+    "register_spec",
     "slot_rows",
     "to_record_batch",
+    "unregister_spec",
 ]
 
 UTC_MS = pa.timestamp("ms", tz="UTC")
@@ -79,7 +85,10 @@ class _Column:
     doc: str = ""
 
 
-def _col(name: str, source: str, type_: pa.DataType, *, nullable: bool = True, doc: str) -> _Column:
+def column(
+    name: str, source: str, type_: pa.DataType, *, nullable: bool = True, doc: str
+) -> _Column:
+    """A column ``name`` read from the API field ``source``; its kind follows ``type_``."""
     kind: _Kind
     if pa.types.is_timestamp(type_):
         kind = "timestamp"
@@ -94,7 +103,7 @@ def _col(name: str, source: str, type_: pa.DataType, *, nullable: bool = True, d
     return _Column(name, source, type_, kind, nullable, doc=doc)
 
 
-def _json(name: str, source: str, *, doc: str) -> _Column:
+def json_column(name: str, source: str, *, doc: str) -> _Column:
     """A field whose shape the API does not document: kept verbatim as a JSON string."""
     return _Column(name, source, pa.string(), "json", doc=doc)
 
@@ -140,6 +149,8 @@ class TableSpec:
     key_columns: tuple[str, ...]
     partitioning: Partitioning
     rows: RowsFn = _identity
+    # Quality rules beyond those every table gets (quality.check_names): its asset checks.
+    checks: tuple[str, ...] = ()
     schema: pa.Schema = field(init=False)
     known_sources: frozenset[str] = field(init=False)
 
@@ -249,54 +260,60 @@ _EVENT_TYPE_HOST: list[tuple[str, str, pa.DataType]] = [
 _BOOKINGS = TableSpec(
     "bookings",
     (
-        _col("uid", "uid", pa.string(), nullable=False, doc="The booking's id (API uid)."),
-        _col(
+        column("uid", "uid", pa.string(), nullable=False, doc="The booking's id (API uid)."),
+        column(
             "event_type_id",
             "eventTypeId",
             pa.string(),
             doc="The event type the booking was made for.",
         ),
-        _col("name", "name", pa.string(), doc="The booking's title."),
-        _col("description", "description", pa.string(), doc="The booking's free-text description."),
-        _col("status", "status", pa.string(), doc="open, request or cancel."),
-        _col(
+        column("name", "name", pa.string(), doc="The booking's title."),
+        column(
+            "description", "description", pa.string(), doc="The booking's free-text description."
+        ),
+        column("status", "status", pa.string(), doc="open, request or cancel."),
+        column(
             "started_at",
             "startedAt",
             UTC_MS,
             nullable=False,
             doc="Start (UTC); the partition day is this instant's calendar day in JICOO_TIMEZONE.",
         ),
-        _col("ended_at", "endedAt", UTC_MS, doc="End (UTC)."),
-        _col("location_id", "locationId", pa.string(), doc="The meeting location's id."),
-        _col("url", "url", pa.string(), doc="The online meeting URL, if any."),
-        _col(
+        column("ended_at", "endedAt", UTC_MS, doc="End (UTC)."),
+        column("location_id", "locationId", pa.string(), doc="The meeting location's id."),
+        column("url", "url", pa.string(), doc="The online meeting URL, if any."),
+        column(
             "phone_number",
             "phoneNumber",
             pa.string(),
             doc="The phone number of a phone meeting, if any.",
         ),
-        _col("address", "address", pa.string(), doc="The address of an in-person meeting, if any."),
-        _col("custom_location", "customLocation", pa.string(), doc="A location typed by the host."),
-        _col(
+        column(
+            "address", "address", pa.string(), doc="The address of an in-person meeting, if any."
+        ),
+        column(
+            "custom_location", "customLocation", pa.string(), doc="A location typed by the host."
+        ),
+        column(
             "access",
             "access",
             pa.string(),
             doc="How the location is reached (the API's access field).",
         ),
-        _col("time_zone", "timeZone", pa.string(), doc="The IANA zone the booking was made in."),
-        _col("priority", "priority", pa.string(), doc="The booking's priority."),
-        _col(
+        column("time_zone", "timeZone", pa.string(), doc="The IANA zone the booking was made in."),
+        column("priority", "priority", pa.string(), doc="The booking's priority."),
+        column(
             "cancel_reason",
             "cancelReason",
             pa.string(),
             doc="Why it was cancelled (cancelled bookings).",
         ),
-        _col("cancelled_at", "cancelledAt", UTC_MS, doc="When it was cancelled (UTC)."),
-        _col("cancelled_by", "cancelledBy", pa.string(), doc="Who cancelled it."),
-        _col("capacity", "capacity", pa.int32(), doc="How many guests the slot takes."),
+        column("cancelled_at", "cancelledAt", UTC_MS, doc="When it was cancelled (UTC)."),
+        column("cancelled_by", "cancelledBy", pa.string(), doc="Who cancelled it."),
+        column("capacity", "capacity", pa.int32(), doc="How many guests the slot takes."),
         _struct_list("hosts", "hosts", _HOST, doc="The hosts: user_id and role of each."),
-        _col("created_at", "createdAt", UTC_MS, doc="When the booking was made (UTC)."),
-        _col(
+        column("created_at", "createdAt", UTC_MS, doc="When the booking was made (UTC)."),
+        column(
             "updated_at",
             "updatedAt",
             UTC_MS,
@@ -305,43 +322,44 @@ _BOOKINGS = TableSpec(
     ),
     ("uid",),
     "day",
+    checks=("ended_after_started", "rows_match_total"),
 )
 
 _BOOKING_CONTACTS = TableSpec(
     "booking_contacts",
     (
-        _col(
+        column(
             "booking_uid",
             _BOOKING_UID,
             pa.string(),
             nullable=False,
             doc="The booking (bookings.uid) the contact belongs to.",
         ),
-        _col(
+        column(
             "contact_index",
             _CONTACT_INDEX,
             pa.int32(),
             nullable=False,
             doc="The contact's position in the booking's contact list (with booking_uid, the key).",
         ),
-        _col("name", "name", pa.string(), doc="The guest's name."),
-        _col("email", "email", pa.string(), doc="The guest's email."),
-        _col(
+        column("name", "name", pa.string(), doc="The guest's name."),
+        column("email", "email", pa.string(), doc="The guest's email."),
+        column(
             "cc_emails",
             "ccEmails",
             pa.list_(pa.string()),
             doc="Addresses copied on the booking's emails.",
         ),
-        _col("company", "company", pa.string(), doc="The guest's company."),
-        _col("phone_number", "phoneNumber", pa.string(), doc="The guest's phone number."),
-        _col("message", "message", pa.string(), doc="The guest's message to the host."),
-        _col(
+        column("company", "company", pa.string(), doc="The guest's company."),
+        column("phone_number", "phoneNumber", pa.string(), doc="The guest's phone number."),
+        column("message", "message", pa.string(), doc="The guest's message to the host."),
+        column(
             "text_remind_number",
             "textRemindNumber",
             pa.string(),
             doc="The number SMS reminders go to.",
         ),
-        _col(
+        column(
             "text_remind_country_code",
             "textRemindCountryCode",
             pa.string(),
@@ -353,134 +371,140 @@ _BOOKING_CONTACTS = TableSpec(
             _ANSWER,
             doc="The guest's answers to the booking form: question and content of each.",
         ),
-        _col("created_at", "createdAt", UTC_MS, doc="When the contact was recorded (UTC)."),
-        _col("updated_at", "updatedAt", UTC_MS, doc="When the contact last changed (UTC)."),
+        column("created_at", "createdAt", UTC_MS, doc="When the contact was recorded (UTC)."),
+        column("updated_at", "updatedAt", UTC_MS, doc="When the contact last changed (UTC)."),
     ),
     ("booking_uid", "contact_index"),
     "day",
+    checks=("contacts_reference_bookings",),
 )
 
 _SCHEDULES = TableSpec(
     "schedules",
     (
-        _col("uid", "uid", pa.string(), nullable=False, doc="The schedule's id."),
-        _col("name", "name", pa.string(), doc="The schedule's title."),
-        _col("description", "description", pa.string(), doc="The schedule's description."),
-        _json(
+        column("uid", "uid", pa.string(), nullable=False, doc="The schedule's id."),
+        column("name", "name", pa.string(), doc="The schedule's title."),
+        column("description", "description", pa.string(), doc="The schedule's description."),
+        json_column(
             "routine", "routine", doc="The recurrence rule, as the API's JSON (shape undocumented)."
         ),
-        _col("is_remind", "isRemind", pa.bool_(), doc="Whether reminders are sent."),
-        _col("project_id", "projectId", pa.int64(), doc="The project the schedule belongs to."),
-        _col(
+        column("is_remind", "isRemind", pa.bool_(), doc="Whether reminders are sent."),
+        column("project_id", "projectId", pa.int64(), doc="The project the schedule belongs to."),
+        column(
             "phone_number",
             "phoneNumber",
             pa.string(),
             doc="The phone number of a phone meeting, if any.",
         ),
-        _col("access", "access", pa.string(), doc="How the location is reached."),
-        _col("address", "address", pa.string(), doc="The address of an in-person meeting, if any."),
-        _col("custom_location", "customLocation", pa.string(), doc="A location typed by the user."),
+        column("access", "access", pa.string(), doc="How the location is reached."),
+        column(
+            "address", "address", pa.string(), doc="The address of an in-person meeting, if any."
+        ),
+        column(
+            "custom_location", "customLocation", pa.string(), doc="A location typed by the user."
+        ),
         _struct_list(
             "attendees",
             "attendees",
             _ATTENDEE,
             doc="The attendees: user_id, email, role and user_type of each.",
         ),
-        _col("is_all_day", "isAllDay", pa.bool_(), doc="Whether it lasts the whole day."),
-        _col("time_zone", "timeZone", pa.string(), doc="The IANA zone of the schedule."),
-        _col("started_at", "startedAt", UTC_MS, doc="Start (UTC)."),
-        _col("ended_at", "endedAt", UTC_MS, doc="End (UTC)."),
-        _col("priority", "priority", pa.string(), doc="The schedule's priority."),
-        _col("display_type", "displayType", pa.string(), doc="How the calendar shows it."),
-        _col("location", "location", pa.string(), doc="The location as text."),
-        _col(
+        column("is_all_day", "isAllDay", pa.bool_(), doc="Whether it lasts the whole day."),
+        column("time_zone", "timeZone", pa.string(), doc="The IANA zone of the schedule."),
+        column("started_at", "startedAt", UTC_MS, doc="Start (UTC)."),
+        column("ended_at", "endedAt", UTC_MS, doc="End (UTC)."),
+        column("priority", "priority", pa.string(), doc="The schedule's priority."),
+        column("display_type", "displayType", pa.string(), doc="How the calendar shows it."),
+        column("location", "location", pa.string(), doc="The location as text."),
+        column(
             "transparency",
             "transparency",
             pa.string(),
             doc="Whether it blocks time (busy) or not (free).",
         ),
-        _col("behavior", "behavior", pa.string(), doc="The API's behavior field."),
-        _col("visibility_type", "visibilityType", pa.string(), doc="Who may see it."),
-        _col("status", "status", pa.string(), doc="The schedule's status."),
-        _col("url", "url", pa.string(), doc="The online meeting URL, if any."),
-        _col("created_at", "createdAt", UTC_MS, doc="When it was created (UTC)."),
-        _col("updated_at", "updatedAt", UTC_MS, doc="When it last changed (UTC)."),
+        column("behavior", "behavior", pa.string(), doc="The API's behavior field."),
+        column("visibility_type", "visibilityType", pa.string(), doc="Who may see it."),
+        column("status", "status", pa.string(), doc="The schedule's status."),
+        column("url", "url", pa.string(), doc="The online meeting URL, if any."),
+        column("created_at", "createdAt", UTC_MS, doc="When it was created (UTC)."),
+        column("updated_at", "updatedAt", UTC_MS, doc="When it last changed (UTC)."),
     ),
     ("uid",),
     "snapshot",
+    checks=("ended_after_started",),
 )
 
 _AVAILABILITY_CALENDARS = TableSpec(
     "availability_calendars",
     (
-        _col(
+        column(
             "calendar_uid",
             "uid",
             pa.string(),
             nullable=False,
             doc="The availability template's id.",
         ),
-        _col(
+        column(
             "rule_index",
             _RULE_INDEX,
             pa.int32(),
             doc="The weekly rule's position in the template (null: a template without rules).",
         ),
-        _col("team_id", "teamId", pa.int64(), doc="The team the template belongs to."),
-        _col("user_id", "userId", pa.string(), doc="The user whose availability it is."),
-        _col("name", "name", pa.string(), doc="The template's name."),
+        column("team_id", "teamId", pa.int64(), doc="The team the template belongs to."),
+        column("user_id", "userId", pa.string(), doc="The user whose availability it is."),
+        column("name", "name", pa.string(), doc="The template's name."),
         _int_bool("is_default", "isDefault", doc="Whether it is the user's default template."),
         # The API spells it `timezone` here and `timeZone` everywhere else.
-        _col(
+        column(
             "time_zone",
             "timezone",
             pa.string(),
             doc="The template's IANA zone (the API spells it timezone).",
         ),
-        _col("created_at", "createdAt", UTC_MS, doc="When the template was created (UTC)."),
-        _col("updated_at", "updatedAt", UTC_MS, doc="When the template last changed (UTC)."),
-        _col("wday", _RULE_PREFIX + "wday", pa.int8(), doc="The rule's weekday (0 = Sunday)."),
-        _col(
+        column("created_at", "createdAt", UTC_MS, doc="When the template was created (UTC)."),
+        column("updated_at", "updatedAt", UTC_MS, doc="When the template last changed (UTC)."),
+        column("wday", _RULE_PREFIX + "wday", pa.int8(), doc="The rule's weekday (0 = Sunday)."),
+        column(
             "start_hour",
             _RULE_PREFIX + "startHour",
             pa.int8(),
             doc="The rule's start hour, in time_zone.",
         ),
-        _col(
+        column(
             "start_minute", _RULE_PREFIX + "startMinute", pa.int8(), doc="The rule's start minute."
         ),
-        _col(
+        column(
             "end_hour",
             _RULE_PREFIX + "endHour",
             pa.int8(),
             doc="The rule's end hour, in time_zone.",
         ),
-        _col("end_minute", _RULE_PREFIX + "endMinute", pa.int8(), doc="The rule's end minute."),
-        _col(
+        column("end_minute", _RULE_PREFIX + "endMinute", pa.int8(), doc="The rule's end minute."),
+        column(
             "rule_started_at",
             _RULE_PREFIX + "startedAt",
             UTC_MS,
             doc="From when the rule applies (UTC).",
         ),
-        _col(
+        column(
             "rule_ended_at",
             _RULE_PREFIX + "endedAt",
             UTC_MS,
             doc="Until when the rule applies (UTC).",
         ),
-        _col(
+        column(
             "frequency_type",
             _RULE_PREFIX + "frequencyType",
             pa.int32(),
             doc="The rule's repetition kind.",
         ),
-        _col(
+        column(
             "frequency_interval",
             _RULE_PREFIX + "frequencyInterval",
             pa.int32(),
             doc="Every how many periods the rule repeats.",
         ),
-        _json(
+        json_column(
             "exceptions",
             _RULE_PREFIX + "exceptions",
             doc="The rule's exceptions, as the API's JSON (shape undocumented).",
@@ -494,15 +518,15 @@ _AVAILABILITY_CALENDARS = TableSpec(
 _AVAILABLE_SLOTS = TableSpec(
     "available_slots",
     (
-        _col(
+        column(
             "event_type_uid",
             _EVENT_TYPE_UID,
             pa.string(),
             nullable=False,
             doc="The event type the slot can be booked for.",
         ),
-        _col("started_at", "startedAt", UTC_MS, nullable=False, doc="The slot's start (UTC)."),
-        _col(
+        column("started_at", "startedAt", UTC_MS, nullable=False, doc="The slot's start (UTC)."),
+        column(
             "remaining_capacity",
             "remainingCapacity",
             pa.int32(),
@@ -516,31 +540,31 @@ _AVAILABLE_SLOTS = TableSpec(
 _EVENT_TYPES = TableSpec(
     "event_types",
     (
-        _col("uid", "uid", pa.string(), nullable=False, doc="The event type's id."),
-        _col("name", "name", pa.string(), doc="The event type's name."),
-        _col("description", "description", pa.string(), doc="The event type's description."),
-        _col(
+        column("uid", "uid", pa.string(), nullable=False, doc="The event type's id."),
+        column("name", "name", pa.string(), doc="The event type's name."),
+        column("description", "description", pa.string(), doc="The event type's description."),
+        column(
             "status",
             "status",
             pa.string(),
             doc="enable or disable (a disabled type takes no bookings).",
         ),
-        _col(
+        column(
             "duration_minutes",
             "duration",
             pa.int32(),
             doc="How long its bookings last, in minutes.",
         ),
-        _col("team_id", "teamId", pa.int64(), doc="The team it belongs to."),
-        _col("url", "url", pa.string(), doc="Its public booking page."),
+        column("team_id", "teamId", pa.int64(), doc="The team it belongs to."),
+        column("url", "url", pa.string(), doc="Its public booking page."),
         _struct_list(
             "hosts",
             _EVENT_TYPE_HOSTS,
             _EVENT_TYPE_HOST,
             doc="Its hosts (from GET /v1/event_type_hosts); null when the key may not read them.",
         ),
-        _col("created_at", "createdAt", UTC_MS, doc="When it was created (UTC)."),
-        _col("updated_at", "updatedAt", UTC_MS, doc="When it last changed (UTC)."),
+        column("created_at", "createdAt", UTC_MS, doc="When it was created (UTC)."),
+        column("updated_at", "updatedAt", UTC_MS, doc="When it last changed (UTC)."),
     ),
     ("uid",),
     "snapshot",
@@ -549,19 +573,19 @@ _EVENT_TYPES = TableSpec(
 _USERS = TableSpec(
     "users",
     (
-        _col("uid", "uid", pa.string(), nullable=False, doc="The user's id."),
-        _col("name", "name", pa.string(), doc="The user's name."),
-        _col("email", "email", pa.string(), doc="The user's email."),
-        _col("role", "role", pa.string(), doc="The user's role in the organization."),
-        _col("profile_image", "profileImage", pa.string(), doc="The URL of the user's picture."),
-        _col("created_at", "createdAt", UTC_MS, doc="When the user was added (UTC)."),
-        _col("updated_at", "updatedAt", UTC_MS, doc="When the user last changed (UTC)."),
+        column("uid", "uid", pa.string(), nullable=False, doc="The user's id."),
+        column("name", "name", pa.string(), doc="The user's name."),
+        column("email", "email", pa.string(), doc="The user's email."),
+        column("role", "role", pa.string(), doc="The user's role in the organization."),
+        column("profile_image", "profileImage", pa.string(), doc="The URL of the user's picture."),
+        column("created_at", "createdAt", UTC_MS, doc="When the user was added (UTC)."),
+        column("updated_at", "updatedAt", UTC_MS, doc="When the user last changed (UTC)."),
     ),
     ("uid",),
     "snapshot",
 )
 
-TABLES: Mapping[str, TableSpec] = {
+_REGISTERED: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
         _BOOKINGS,
@@ -573,6 +597,22 @@ TABLES: Mapping[str, TableSpec] = {
         _USERS,
     )
 }
+# Every table's schema by name; a live view, so tables registered later are seen everywhere.
+TABLES: Mapping[str, TableSpec] = MappingProxyType(_REGISTERED)
+
+
+def register_spec(spec: TableSpec) -> None:
+    """Add a table's schema to TABLES; the extract registry (extract.register_table) calls
+    this with the table's whole declaration. Re-registering the same spec is a no-op."""
+    known = _REGISTERED.get(spec.name)
+    if known is not None and known is not spec:
+        raise ValueError(f"a table named {spec.name!r} is already registered")
+    _REGISTERED[spec.name] = spec
+
+
+def unregister_spec(name: str) -> None:
+    """Remove a table registered with ``register_spec`` (tests, plugins unloading)."""
+    _REGISTERED.pop(name, None)
 
 
 class _BadValueError(Exception):
@@ -806,15 +846,6 @@ def _with_lineage(
 
 # -- list answers straight to Arrow ---------------------------------------------------------
 
-# The list envelope (openapi.yaml): members beside ``data``. ``errors`` is ``{}`` on success.
-_ENVELOPE_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
-    ("totalCount", pa.int64()),
-    ("count", pa.int64()),
-    ("currentPage", pa.int64()),
-    ("numberOfPages", pa.int64()),
-    ("nextPage", pa.int64()),
-    ("errors", pa.struct([])),
-)
 _FAST_KINDS = frozenset({"string", "int", "timestamp", "list"})
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -894,41 +925,20 @@ class PageBatches:
                 pa.field(c.source, pa.string() if c.kind == "timestamp" else c.api_type or c.type)
                 for c in spec.columns
             ]
-            envelope = pa.schema(
-                [pa.field("data", pa.list_(pa.struct(fields)))]
-                + [pa.field(name, type_) for name, type_ in _ENVELOPE_FIELDS]
-            )
-            self._options = pajson.ParseOptions(
-                explicit_schema=envelope, unexpected_field_behavior="error"
-            )
+            self._options = envelope_parse_options(fields)
 
     def decode(self, raw: bytes) -> tuple[dict[str, object], pa.RecordBatch, list[object]] | None:
         """(envelope members, the page's batch, each row's ``uid``), or None: use the JSON path."""
         if self._options is None:
             return None
+        read = read_envelope(raw, self._options)
+        if read is None:
+            return None
+        envelope, records = read
         try:
-            read = pajson.read_json(
-                io.BytesIO(raw),
-                read_options=pajson.ReadOptions(use_threads=False, block_size=len(raw) + 1),
-                parse_options=self._options,
-            )
-        except pa.ArrowException:
-            return None
-        if read.num_rows != 1:
-            return None  # several documents in one body: not an answer we read this way
-        row = read.slice(0, 1).combine_chunks()
-        data = row.column("data")
-        if data.null_count:
-            return None
-        records: object = pc.list_flatten(data.chunk(0))
-        if not isinstance(records, pa.StructArray):
-            return None
-        try:
-            records.validate(full=True)  # the reader does not check UTF-8 in strings
             batch = self._batch(records)
         except (pa.ArrowException, _BadValueError):
             return None
-        envelope = {name: row.column(name)[0].as_py() for name, _ in _ENVELOPE_FIELDS[:-1]}
         keys: list[object] = batch.column("uid").to_pylist() if "uid" in batch.schema.names else []
         return envelope, batch, keys
 

@@ -21,14 +21,14 @@ from jicoo_connector.extract import (
     DEFAULT_SLOT_HORIZON_DAYS,
     SOURCES,
     ExtractResult,
-    _extract_chunk,
-    _Plan,
-    _split_days,
     day_window,
     extract_contacts,
     extract_partition,
     extract_range,
 )
+from jicoo_connector.extract.chunking import _split_days
+from jicoo_connector.extract.run import _extract_chunk
+from jicoo_connector.extract.scheduler import _Plan
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import TABLES, PageBatches

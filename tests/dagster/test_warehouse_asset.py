@@ -8,7 +8,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from assets.extract_assets import SNAPSHOT_TABLES
+from assets.extract_assets import snapshot_tables
 from assets.resources import WarehouseResource
 from assets.warehouse import warehouse_tables
 from jicoo_connector.storage import ParquetStore
@@ -27,7 +27,7 @@ KEY = dg.AssetKey(["jicoo", "warehouse"])
 SECRET = "dagster-pw-never-shown"
 
 ASSETS = extract_assets()
-SNAPSHOT_ASSETS = [ASSETS[table] for table in SNAPSHOT_TABLES]
+SNAPSHOT_ASSETS = [ASSETS[table] for table in snapshot_tables()]
 
 
 def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:

@@ -1,0 +1,43 @@
+"""Days in a time zone: their UTC windows, and the days of a range."""
+
+import datetime as dt
+import logging
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from jicoo_connector.errors import (
+    ConfigError,
+)
+from jicoo_connector.extract.defaults import DEFAULT_ZONE
+
+logger = logging.getLogger(__name__)
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{name!r} is not an IANA time zone") from exc
+
+
+def day_window(
+    day: dt.date, zone: str | ZoneInfo = DEFAULT_ZONE
+) -> tuple[dt.datetime, dt.datetime]:
+    """The UTC instants ``[start, end)`` of ``day`` in ``zone``; exact across DST changes.
+
+    >>> day_window(dt.date(2024, 3, 1), "Asia/Tokyo")[0].isoformat()
+    '2024-02-29T15:00:00+00:00'
+    """
+    tz = zone if isinstance(zone, ZoneInfo) else _zone(zone)
+
+    def start_of(d: dt.date) -> dt.datetime:
+        # Midnight can fall in a DST gap; zoneinfo then uses the pre-transition offset (fold=0),
+        # which lands exactly on the transition instant: the day's first existing instant.
+        return dt.datetime.combine(d, dt.time(), tzinfo=tz).astimezone(dt.UTC)
+
+    return start_of(day), start_of(day + dt.timedelta(days=1))
+
+
+def _days(start: dt.date, end: dt.date) -> list[dt.date]:
+    if end < start:
+        raise ValueError(f"end {end} is before start {start}")
+    return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
