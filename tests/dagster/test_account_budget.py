@@ -6,7 +6,6 @@ sandbox limited to 10 requests/s: the daily job over 10 days and jicoo_snapshots
 """
 
 import datetime as dt
-import itertools
 import json
 import os
 import shutil
@@ -19,7 +18,7 @@ import pytest
 
 from assets.resources import API_POOL
 from jicoo_connector.sandbox.server import SandboxServer
-from tests.dagster.support import range_tags, tokyo_today
+from tests.dagster.support import assert_one_at_a_time, range_tags, step_spans, tokyo_today
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 10
@@ -48,21 +47,6 @@ def _launch(
         return subprocess.Popen(  # noqa: S603 - our own venv's dagster
             argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
-
-
-def _step_spans(instance: dg.DagsterInstance) -> list[tuple[float, float, str]]:
-    spans = []
-    for run in instance.get_runs():
-        starts: dict[str, float] = {}
-        for entry in instance.all_logs(run.run_id):
-            event = entry.dagster_event
-            if event is None or entry.step_key not in API_STEPS:
-                continue
-            if event.event_type == dg.DagsterEventType.STEP_START:
-                starts[entry.step_key] = entry.timestamp
-            elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
-                spans.append((starts[entry.step_key], entry.timestamp, entry.step_key))
-    return sorted(spans)
 
 
 @pytest.mark.slow
@@ -101,7 +85,7 @@ def test_two_runs_at_once_share_the_account_budget(sandbox: SandboxServer, tmp_p
 
     with dg.DagsterInstance.from_config(str(home)) as instance:  # what the runs wrote
         statuses = {r.job_name: r.status for r in instance.get_runs()}
-        spans = _step_spans(instance)
+        spans = step_spans(instance, API_STEPS)
         limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
     assert statuses == {
         "jicoo_daily_tables": dg.DagsterRunStatus.SUCCESS,
@@ -110,5 +94,4 @@ def test_two_runs_at_once_share_the_account_budget(sandbox: SandboxServer, tmp_p
     assert limits == {API_POOL: 1}
     # The pool's one slot: no two API steps of either run ever ran at the same time.
     assert {step for _, _, step in spans} == API_STEPS
-    for (_, ended, first), (started, _, second) in itertools.pairwise(spans):
-        assert ended <= started, f"{first} and {second} overlapped"
+    assert_one_at_a_time(spans)
