@@ -209,6 +209,7 @@ class Ledger:
         if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise LedgerError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous}")
         self._backend = open_backend(location, synchronous, read_only=read_only)
+        self._read_only = read_only
         self._held: dict[str, Callable[[], None]] = {}
         try:
             self.schema_version = self._check_schema() if read_only else self._migrate()
@@ -231,6 +232,11 @@ class Ledger:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def _writable(self) -> None:
+        # Before any side effect (SQLite's lock file sits beside the database, outside it).
+        if self._read_only:
+            raise LedgerError(f"the ledger at {self.where} was opened read-only")
 
     def close(self) -> None:
         for unlock in self._held.values():
@@ -291,6 +297,7 @@ class Ledger:
 
         Returns how many changes were new. A batch id reused with another file is refused.
         """
+        self._writable()
         with self._backend.transaction() as tx:
             tx.execute(
                 "INSERT INTO batches(batch_id, content_hash, created_at) VALUES (?, ?, ?) "
@@ -347,6 +354,7 @@ class Ledger:
     def acquire(self, batch_id: str) -> Lease:
         """Take the batch: the backend's exclusive lock (it goes when the holder dies) and a new
         fencing epoch. Raises ``LedgerBusyError`` at once if another applier holds it."""
+        self._writable()
         unlock = None if batch_id in self._held else self._backend.try_lock(batch_id)
         if unlock is None:
             holder = self.batch_holder(batch_id)

@@ -345,9 +345,17 @@ def test_a_read_only_ledger_reads_and_writes_nothing(
     with Ledger(ledger_location, read_only=True) as ledger:
         assert ledger.schema_version == SCHEMA_VERSION
         assert ledger.counts("b1") == {"pending": 2}
-        with pytest.raises(LedgerError, match=r"read-?only"):
+        with pytest.raises(LedgerError, match="opened read-only"):
             ledger.acquire("b1")
+        with pytest.raises(LedgerError, match="opened read-only"):
+            ledger.open_batch("b2", parsed.content_hash, parsed.changes)
+        # Below that guard, the database itself refuses.
+        refused = r"read-only|readonly"
+        with pytest.raises(LedgerError, match=refused), ledger._backend.transaction() as tx:
+            tx.execute("UPDATE batches SET epoch = 7")
     assert ledger_bytes(ledger_location) == before
+    # Nor a batch lock file beside an SQLite ledger.
+    assert not list(Path(ledger_location).parent.glob("*.lock"))
 
 
 def test_a_read_only_open_migrates_no_old_ledger(
