@@ -117,6 +117,20 @@ def _lock_digest(batch_id: str) -> bytes:
     return hashlib.sha256(b"jicoo-ledger\x1f" + batch_id.encode()).digest()
 
 
+class _DriverErrors:
+    """The driver's errors (``_errors``) raised as ``LedgerError``, naming the ledger."""
+
+    where: str
+    _errors: type[Exception]
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except self._errors as exc:
+            raise LedgerError(f"ledger {self.where}: {type(exc).__name__}: {exc}") from exc
+
+
 # -- SQLite ---------------------------------------------------------------------------------
 
 
@@ -134,7 +148,7 @@ class _SqliteTransaction:
         self._db.executemany(sql, rows)
 
 
-class SqliteBackend:
+class SqliteBackend(_DriverErrors):
     """A WAL file; writes are ``BEGIN IMMEDIATE`` (one writer at a time), the batch lock is an
     exclusive ``flock`` on a file beside it (the kernel drops it when the holder dies)."""
 
@@ -166,13 +180,6 @@ class SqliteBackend:
             self.db.execute(f"PRAGMA synchronous={synchronous}")
             self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self.db.execute("PRAGMA foreign_keys=ON")
-
-    @contextmanager
-    def _translated(self) -> Iterator[None]:
-        try:
-            yield
-        except self._errors as exc:
-            raise LedgerError(f"ledger {self.where}: {type(exc).__name__}: {exc}") from exc
 
     def _enter_wal(self, sqlite3: Any) -> None:
         # Switching a new file to WAL takes an exclusive lock, and SQLite answers "database is
@@ -260,7 +267,7 @@ def _advisory_key(batch_id: str) -> int:
 _MIGRATION_KEY = _advisory_key("\x00schema-migrations")
 
 
-class PostgresBackend:
+class PostgresBackend(_DriverErrors):
     """One connection (autocommit outside explicit transactions) to a database whose
     ``jicoo_ledger`` schema holds the tables. The batch lock is a session-level advisory lock on
     that same connection: it goes when the connection goes, and so do the writes."""
@@ -297,13 +304,6 @@ class PostgresBackend:
         with self._translated():
             for name, value in settings.items():
                 self.conn.execute("SELECT set_config(%s, %s, false)", (name, str(value)))
-
-    @contextmanager
-    def _translated(self) -> Iterator[None]:
-        try:
-            yield
-        except self._errors as exc:
-            raise LedgerError(f"ledger {self.where}: {type(exc).__name__}: {exc}") from exc
 
     @contextmanager
     def transaction(self, *, schema: bool = False) -> Iterator[Transaction]:
