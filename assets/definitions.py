@@ -13,7 +13,7 @@ from assets.webhook_sensor import build_booking_events_sensor, webhook_refresh_j
 from assets.writeback import (
     WriteBackResource,
     apply_changeset_job,
-    apply_log,
+    apply_log_for,
     changeset_inbox_sensor,
 )
 from jicoo_connector.config import ConnectorConfig
@@ -25,7 +25,7 @@ def build_definitions(config: ConnectorConfig) -> dg.Definitions:
         assets=[
             *build_extract_assets(daily_partitions(config)),
             build_warehouse_asset(config),
-            apply_log,
+            apply_log_for(config.ledger_location()),
         ],
         jobs=[daily_tables_job, snapshots_job, apply_changeset_job, webhook_refresh_job],
         sensors=[changeset_inbox_sensor, build_booking_events_sensor(config)],

@@ -12,12 +12,19 @@ from assets.extract_assets import column_schema
 from assets.resources import API_POOL, DEFAULTS, JicooResource
 from jicoo_connector.changes import ChangeState, Ledger, run_changeset
 from jicoo_connector.changes.apply import APPLY_LOG_SCHEMA, DEFAULT_APPLY_CONCURRENCY
-from jicoo_connector.changes.ledger_backends import redact_location
+from jicoo_connector.changes.ledger_backends import is_postgres_url, redact_location
 
 APPLY_LOG_KEY = dg.AssetKey(["jicoo", "apply_log"])
 # The op behind the asset: the key in run_config["ops"] for ApplyChangesetConfig.
 APPLY_LOG_OP = "jicoo__apply_log"
 IN_FLIGHT_STATES = (ChangeState.INTENT.value, ChangeState.IN_DOUBT.value)
+# The asset's kinds (its icons in the UI) beside the ledger's backend, added by ledger_kind.
+APPLY_LOG_KINDS = frozenset({"jicoo", "parquet"})
+
+
+def ledger_kind(location: str) -> str:
+    """The Dagster kind of the ledger at ``location``: ``postgres`` or ``sqlite``."""
+    return "postgres" if is_postgres_url(location) else "sqlite"
 
 
 class WriteBackResource(dg.ConfigurableResource["WriteBackResource"]):
@@ -72,7 +79,8 @@ NO_CHANGE_IN_FLIGHT = dg.AssetCheckKey(APPLY_LOG_KEY, "no_change_in_flight")
         dg.AssetSpec(
             APPLY_LOG_KEY,
             group_name="jicoo",
-            kinds={"jicoo", "parquet", "sqlite"},
+            # The embedded default; apply_log_for() names the configured ledger's backend.
+            kinds={*APPLY_LOG_KINDS, ledger_kind(DEFAULTS.ledger_path)},
             skippable=True,
             description="One row per change per write-back run: before, target, after, state, "
             "reason. A dry run records an observation with the plan's counts instead.",
@@ -125,6 +133,7 @@ def apply_log(
     context.log.info(report.summary())
     with Ledger(writeback.ledger_location()) as ledger:
         ledger_counts = ledger.counts(batch_id)
+        ledger_backend = ledger.backend
     in_flight = sum(ledger_counts.get(state, 0) for state in IN_FLIGHT_STATES)
     checks = [
         dg.AssetCheckResult(
@@ -143,6 +152,7 @@ def apply_log(
             "dagster/column_schema": column_schema(APPLY_LOG_SCHEMA),
             "jicoo/batch_id": batch_id,
             "jicoo/ledger": redact_location(writeback.ledger_location()),
+            "jicoo/ledger_backend": ledger_backend,
             "jicoo/posts_sent": report.posts_sent,
             "jicoo/summary": dg.MetadataValue.md(f"```\n{report.summary()}\n```"),
             **{f"jicoo/state/{state}": n for state, n in report.counts.items()},
@@ -151,6 +161,13 @@ def apply_log(
             c for c in checks if NO_CHANGE_IN_FLIGHT in context.selected_asset_check_keys
         ],
     )
+
+
+def apply_log_for(ledger_location: str) -> dg.AssetsDefinition:
+    """``apply_log`` with the kind of the ledger at ``ledger_location`` (the location the
+    code location's WriteBackResource is built from): the UI shows which backend it writes."""
+    kinds = {*APPLY_LOG_KINDS, ledger_kind(ledger_location)}
+    return apply_log.map_asset_specs(lambda spec: spec.replace_attributes(kinds=kinds))
 
 
 apply_changeset_job = dg.define_asset_job(

@@ -13,7 +13,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from jicoo_connector.atomic import atomic_path
-from jicoo_connector.changes.ledger_backends import is_postgres_url, redact_location
+from jicoo_connector.changes.ledger_backends import redact_location
 from jicoo_connector.config import ConnectorConfig, parse_date, parse_zone
 from jicoo_connector.errors import ChangeSetError, ExtractError, JicooError
 
@@ -333,9 +333,9 @@ def _ledger(args: argparse.Namespace) -> int:
     from jicoo_connector.changes import Ledger
 
     location = _ledger_location(args.ledger)
-    if not is_postgres_url(location) and not Path(location).exists():
-        return _usage(f"ledger: no ledger at {location}")
-    with Ledger(location) as ledger:
+    # Read-only: a location without a ledger is reported (LedgerNotFoundError, exit 2), not
+    # given an empty one.
+    with Ledger(location, read_only=True) as ledger:
         holder = ledger.batch_holder(args.batch)
         if holder is None:
             return _usage(f"ledger: no batch {args.batch!r} in {ledger.where}")

@@ -24,6 +24,7 @@ JicooError
 ├── LedgerError                 the write-back ledger refuses an operation
 │   ├── LedgerBusyError         another applier holds the batch
 │   ├── BatchMismatchError      the batch id was used with a different change-set file
+│   ├── LedgerNotFoundError     a read found no ledger at the location (nothing created)
 │   └── StaleLeaseError         a newer applier took over (fencing epoch)
 ├── WarehouseError              a warehouse URL, driver or load we refuse (password redacted)
 │   └── SchemaChangeError       a column whose type changed (names table, column, both types)
@@ -47,6 +48,7 @@ __all__ = [
     "JicooError",
     "LedgerBusyError",
     "LedgerError",
+    "LedgerNotFoundError",
     "ListingTooLargeError",
     "MissingPartitionError",
     "NotFoundError",
@@ -261,6 +263,10 @@ class LedgerBusyError(LedgerError):
 
 class BatchMismatchError(LedgerError):
     """The batch id was used before with a different change-set file."""
+
+
+class LedgerNotFoundError(LedgerError):
+    """A read-only open found no ledger at the location; it created nothing there."""
 
 
 class StaleLeaseError(LedgerError):

@@ -5,11 +5,13 @@ import socket
 import sys
 from pathlib import Path
 
+import psycopg
 import pyarrow.parquet as pq
 import pytest
 
 from jicoo_connector.changes.apply import DEFAULT_APPLY_CONCURRENCY
 from jicoo_connector.changes.ledger import LEDGER_URL_ENV, SCHEMA_VERSION, is_postgres_url
+from jicoo_connector.changes.ledger_backends import POSTGRES_SCHEMA
 from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE, main
 from jicoo_connector.extract import SOURCES
 from jicoo_sandbox.server import SandboxServer
@@ -112,6 +114,34 @@ def test_clean_batch_exits_0_and_undo_restores(
     assert main(["apply", str(undo), *ledger, *log]) == EXIT_OK
     assert booking(api_env, uids[0])["startedAt"] == original["startedAt"]
     assert "s3cret" not in "".join(capsys.readouterr())
+
+
+@pytest.mark.parametrize("command", ["status", "undo"])
+def test_ledger_commands_where_there_is_no_ledger_exit_2_and_create_nothing(
+    tmp_path: Path,
+    ledger_location: str,
+    command: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # An empty database (the Postgres case: a fresh one) or no file at all.
+    monkeypatch.setenv(LEDGER_URL_ENV, ledger_location.replace("postgres@", "postgres:s3cret@"))
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.iterdir())
+    assert main(["ledger", command, "move"]) == EXIT_UNUSABLE
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1
+    assert "no ledger at" in err
+    assert "s3cret" not in err
+    assert sorted(tmp_path.iterdir()) == before  # no ledger file, no undo CSV
+    if is_postgres_url(ledger_location):
+        with psycopg.connect(ledger_location) as conn:
+            schemas = conn.execute(
+                "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s",
+                (POSTGRES_SCHEMA,),
+            ).fetchone()
+        assert schemas == (0,)
 
 
 def test_changed_file_under_same_batch_id_is_refused(

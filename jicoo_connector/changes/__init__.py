@@ -22,6 +22,7 @@ from jicoo_connector.changes.ledger import (
     LedgerBusyError,
     LedgerEntry,
     LedgerError,
+    LedgerNotFoundError,
     StaleLeaseError,
 )
 
@@ -54,6 +55,7 @@ __all__ = [
     "LedgerBusyError",
     "LedgerEntry",
     "LedgerError",
+    "LedgerNotFoundError",
     "ParsedChangeSet",
     "Plan",
     "PlanError",

@@ -29,6 +29,7 @@ from jicoo_connector.errors import (
     BatchMismatchError,
     LedgerBusyError,
     LedgerError,
+    LedgerNotFoundError,
     StaleLeaseError,
 )
 
@@ -45,6 +46,7 @@ __all__ = [
     "LedgerBusyError",
     "LedgerEntry",
     "LedgerError",
+    "LedgerNotFoundError",
     "StaleLeaseError",
     "Synchronous",
     "booking_snapshot",
@@ -187,6 +189,10 @@ class Ledger:
     """The write-back ledger at ``location``: an SQLite file path (embedded default) or a
     ``postgresql://`` URL shared by every worker. Use as a context manager.
 
+    Opening creates the ledger, or migrates it to ``SCHEMA_VERSION``. With ``read_only=True``
+    it does neither (for status and undo): no ledger there is ``LedgerNotFoundError``, one of
+    another schema version a ``LedgerError``, and the database refuses any write.
+
     >>> with Ledger("data/ledger.sqlite") as ledger:  # doctest: +SKIP
     ...     ledger.open_batch("b1", parsed.content_hash, parsed.changes)
     ...     with ledger.lease("b1") as lease:
@@ -194,14 +200,19 @@ class Ledger:
     """
 
     def __init__(
-        self, location: str | os.PathLike[str], *, synchronous: Synchronous = DEFAULT_SYNCHRONOUS
+        self,
+        location: str | os.PathLike[str],
+        *,
+        synchronous: Synchronous = DEFAULT_SYNCHRONOUS,
+        read_only: bool = False,
     ) -> None:
         if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise LedgerError(f"synchronous must be OFF, NORMAL, FULL or EXTRA, not {synchronous}")
-        self._backend = open_backend(location, synchronous)
+        self._backend = open_backend(location, synchronous, read_only=read_only)
+        self._read_only = read_only
         self._held: dict[str, Callable[[], None]] = {}
         try:
-            self.schema_version = self._migrate()
+            self.schema_version = self._check_schema() if read_only else self._migrate()
         except BaseException:
             self._backend.close()
             raise
@@ -222,11 +233,41 @@ class Ledger:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _writable(self) -> None:
+        # Before any side effect (SQLite's lock file sits beside the database, outside it).
+        if self._read_only:
+            raise LedgerError(f"the ledger at {self.where} was opened read-only")
+
     def close(self) -> None:
         for unlock in self._held.values():
             unlock()
         self._held.clear()
         self._backend.close()
+
+    def _too_new(self, version: int) -> LedgerError:
+        return LedgerError(
+            f"the ledger at {self.where} holds schema version {version}, newer than this "
+            f"jicoo-connector knows ({SCHEMA_VERSION}); upgrade jicoo-connector"
+        )
+
+    def _check_schema(self) -> int:
+        """The version of the ledger that is there, which must be ``SCHEMA_VERSION``."""
+        found = (
+            self._backend.read("SELECT value FROM meta WHERE name = 'schema_version'")
+            if self._backend.has_table("meta")
+            else []
+        )
+        if not found:
+            raise LedgerNotFoundError(f"no ledger at {self.where}")
+        version = int(found[0][0])
+        if version > SCHEMA_VERSION:
+            raise self._too_new(version)
+        if version < SCHEMA_VERSION:
+            raise LedgerError(
+                f"the ledger at {self.where} holds schema version {version}, older than this "
+                f"jicoo-connector's ({SCHEMA_VERSION}); the next apply migrates it"
+            )
+        return version
 
     def _migrate(self) -> int:
         """Bring the schema to ``SCHEMA_VERSION``, one numbered step per transaction."""
@@ -237,10 +278,7 @@ class Ledger:
             found = tx.execute("SELECT value FROM meta WHERE name = 'schema_version'")
             version = int(found[0][0]) if found else 0
             if version > SCHEMA_VERSION:
-                raise LedgerError(
-                    f"the ledger at {self.where} holds schema version {version}, newer than this "
-                    f"jicoo-connector knows ({SCHEMA_VERSION}); upgrade jicoo-connector"
-                )
+                raise self._too_new(version)
             for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
                 for statement in statements:
                     tx.execute(statement)
@@ -259,6 +297,7 @@ class Ledger:
 
         Returns how many changes were new. A batch id reused with another file is refused.
         """
+        self._writable()
         with self._backend.transaction() as tx:
             tx.execute(
                 "INSERT INTO batches(batch_id, content_hash, created_at) VALUES (?, ?, ?) "
@@ -315,6 +354,7 @@ class Ledger:
     def acquire(self, batch_id: str) -> Lease:
         """Take the batch: the backend's exclusive lock (it goes when the holder dies) and a new
         fencing epoch. Raises ``LedgerBusyError`` at once if another applier holds it."""
+        self._writable()
         unlock = None if batch_id in self._held else self._backend.try_lock(batch_id)
         if unlock is None:
             holder = self.batch_holder(batch_id)

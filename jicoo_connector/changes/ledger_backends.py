@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 from urllib.parse import urlsplit
 
-from jicoo_connector.errors import LedgerError
+from jicoo_connector.errors import LedgerError, LedgerNotFoundError
 
 if TYPE_CHECKING:
     import sqlite3
@@ -95,19 +95,40 @@ class Backend(Protocol):
 
     def read(self, sql: str, params: Sequence[object] = ()) -> list[Row]: ...
 
+    def has_table(self, name: str) -> bool: ...
+
     def try_lock(self, batch_id: str) -> Unlock | None: ...
 
     def close(self) -> None: ...
 
 
-def open_backend(location: str | os.PathLike[str], synchronous: Synchronous) -> Backend:
+def open_backend(
+    location: str | os.PathLike[str], synchronous: Synchronous, *, read_only: bool = False
+) -> Backend:
+    """The backend for ``location``. ``read_only`` creates nothing (no file, no directory, no
+    schema) and the database itself refuses writes; a file that is not there is
+    ``LedgerNotFoundError``."""
     if is_postgres_url(location):
-        return PostgresBackend(str(location), synchronous)
-    return SqliteBackend(Path(location), synchronous)
+        return PostgresBackend(str(location), synchronous, read_only=read_only)
+    return SqliteBackend(Path(location), synchronous, read_only=read_only)
 
 
 def _lock_digest(batch_id: str) -> bytes:
     return hashlib.sha256(b"jicoo-ledger\x1f" + batch_id.encode()).digest()
+
+
+class _DriverErrors:
+    """The driver's errors (``_errors``) raised as ``LedgerError``, naming the ledger."""
+
+    where: str
+    _errors: type[Exception]
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except self._errors as exc:
+            raise LedgerError(f"ledger {self.where}: {type(exc).__name__}: {exc}") from exc
 
 
 # -- SQLite ---------------------------------------------------------------------------------
@@ -127,26 +148,38 @@ class _SqliteTransaction:
         self._db.executemany(sql, rows)
 
 
-class SqliteBackend:
+class SqliteBackend(_DriverErrors):
     """A WAL file; writes are ``BEGIN IMMEDIATE`` (one writer at a time), the batch lock is an
     exclusive ``flock`` on a file beside it (the kernel drops it when the holder dies)."""
 
     kind = "sqlite"
     row_lock = ""
 
-    def __init__(self, path: Path, synchronous: Synchronous) -> None:
+    def __init__(self, path: Path, synchronous: Synchronous, *, read_only: bool = False) -> None:
         import sqlite3
 
         self.path = path
         self.where = str(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self._errors: type[Exception] = sqlite3.DatabaseError
+        if read_only:
+            if not path.is_file():
+                raise LedgerNotFoundError(f"no ledger at {path}")
+            # mode=ro: SQLite itself refuses every write on this connection.
+            target: str | Path = f"{path.resolve().as_uri()}?mode=ro"
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            target = path
         # Autocommit; every write opens its own BEGIN IMMEDIATE transaction.
-        self.db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-        self._enter_wal(sqlite3)
-        # FULL: a committed intent survives power loss, which is the whole point of writing it.
-        self.db.execute(f"PRAGMA synchronous={synchronous}")
-        self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db = sqlite3.connect(
+            target, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, uri=read_only
+        )
+        with self._translated():
+            if not read_only:
+                self._enter_wal(sqlite3)
+            # FULL: a committed intent survives power loss, the whole point of writing it.
+            self.db.execute(f"PRAGMA synchronous={synchronous}")
+            self.db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self.db.execute("PRAGMA foreign_keys=ON")
 
     def _enter_wal(self, sqlite3: Any) -> None:
         # Switching a new file to WAL takes an exclusive lock, and SQLite answers "database is
@@ -165,16 +198,22 @@ class SqliteBackend:
     @contextmanager
     def transaction(self, *, schema: bool = False) -> Iterator[Transaction]:
         # BEGIN IMMEDIATE already serializes schema changes with every other writer.
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield _SqliteTransaction(self.db)
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        with self._translated():
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteTransaction(self.db)
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     def read(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
-        return self.db.execute(sql, params).fetchall()
+        with self._translated():
+            return self.db.execute(sql, params).fetchall()
+
+    def has_table(self, name: str) -> bool:
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return bool(self.read(sql, (name,)))
 
     def lock_path(self, batch_id: str) -> Path:
         return self.path.with_name(f"{self.path.name}.{_lock_digest(batch_id).hex()[:16]}.lock")
@@ -228,7 +267,7 @@ def _advisory_key(batch_id: str) -> int:
 _MIGRATION_KEY = _advisory_key("\x00schema-migrations")
 
 
-class PostgresBackend:
+class PostgresBackend(_DriverErrors):
     """One connection (autocommit outside explicit transactions) to a database whose
     ``jicoo_ledger`` schema holds the tables. The batch lock is a session-level advisory lock on
     that same connection: it goes when the connection goes, and so do the writes."""
@@ -236,7 +275,7 @@ class PostgresBackend:
     kind = "postgresql"
     row_lock = " FOR SHARE"
 
-    def __init__(self, url: str, synchronous: Synchronous) -> None:
+    def __init__(self, url: str, synchronous: Synchronous, *, read_only: bool = False) -> None:
         self.where = redact_url(url)
         try:
             import psycopg
@@ -259,16 +298,12 @@ class PostgresBackend:
             "lock_timeout": f"{BUSY_TIMEOUT_MS}ms",
             **SERVER_KEEPALIVE,
         }
+        if read_only:
+            # The server refuses every write of this session, CREATE SCHEMA included.
+            settings["default_transaction_read_only"] = "on"
         with self._translated():
             for name, value in settings.items():
                 self.conn.execute("SELECT set_config(%s, %s, false)", (name, str(value)))
-
-    @contextmanager
-    def _translated(self) -> Iterator[None]:
-        try:
-            yield
-        except self._errors as exc:
-            raise LedgerError(f"ledger {self.where}: {type(exc).__name__}: {exc}") from exc
 
     @contextmanager
     def transaction(self, *, schema: bool = False) -> Iterator[Transaction]:
@@ -281,6 +316,10 @@ class PostgresBackend:
     def read(self, sql: str, params: Sequence[object] = ()) -> list[Row]:
         with self._translated():
             return self.conn.execute(_pg(sql), params).fetchall()
+
+    def has_table(self, name: str) -> bool:
+        found = self.read("SELECT to_regclass(?)", (f"{POSTGRES_SCHEMA}.{name}",))
+        return found[0][0] is not None
 
     def try_lock(self, batch_id: str) -> Unlock | None:
         key = _advisory_key(batch_id)

@@ -27,9 +27,10 @@ from jicoo_connector.changes.ledger import (
     Ledger,
     LedgerBusyError,
     LedgerError,
+    LedgerNotFoundError,
     StaleLeaseError,
 )
-from jicoo_connector.changes.ledger_backends import open_backend
+from jicoo_connector.changes.ledger_backends import is_postgres_url, open_backend
 from tests.writeback_data import ledger_bytes
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -253,24 +254,28 @@ def test_the_ledger_says_which_schema_version_it_holds(ledger: Ledger) -> None:
     assert ledger.backend in ("sqlite", "postgresql")
 
 
-def test_a_version_1_ledger_is_migrated_and_keeps_its_batches(
-    ledger_location: str, parsed: ParsedChangeSet
-) -> None:
-    # A ledger as the first release wrote it: version 1 tables, one batch with a change.
-    old = open_backend(ledger_location, "FULL")
+def _version_1_ledger(location: str, content_hash: str) -> None:
+    """A ledger as the first release wrote it: version 1 tables, one batch with a change."""
+    old = open_backend(location, "FULL")
     with old.transaction(schema=True) as tx:
         tx.execute("CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
         tx.execute("INSERT INTO meta VALUES ('schema_version', '1')")
         for statement in MIGRATIONS[0]:
             tx.execute(statement)
         tx.execute("INSERT INTO batches VALUES ('b1', ?, '2026-10-01T00:00:00+00:00', 3)", (
-            parsed.content_hash,
+            content_hash,
         ))  # fmt: skip
         tx.execute(
             "INSERT INTO changes(batch_id, key, row, action, booking_uid, state) "
             "VALUES ('b1', 'c1', 3, 'cancel', 'bk2', 'applied')"
         )
     old.close()
+
+
+def test_a_version_1_ledger_is_migrated_and_keeps_its_batches(
+    ledger_location: str, parsed: ParsedChangeSet
+) -> None:
+    _version_1_ledger(ledger_location, parsed.content_hash)
     with Ledger(ledger_location) as ledger:
         assert ledger.schema_version == 2
         assert ledger.batch_holder("b1") == (3, None, None)
@@ -292,6 +297,78 @@ def test_a_ledger_newer_than_this_code_is_refused(ledger_location: str) -> None:
     backend.close()
     with pytest.raises(LedgerError, match="schema version 99, newer than"):
         Ledger(ledger_location)
+
+
+def _storage(location: str) -> object:
+    """What the location holds, as its storage lists it: the file's tables and journal mode
+    (None: no file), or the database's schemas and tables."""
+    if is_postgres_url(location):
+        with psycopg.connect(location) as conn:
+            return conn.execute(
+                "SELECT table_schema, table_name FROM information_schema.tables "
+                "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') UNION ALL "
+                "SELECT schema_name, '' FROM information_schema.schemata ORDER BY 1, 2"
+            ).fetchall()
+    path = Path(location)
+    if not path.exists():
+        return None
+    db = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+    try:
+        tables = db.execute("SELECT name FROM sqlite_master ORDER BY name").fetchall()
+        return tables, db.execute("PRAGMA journal_mode").fetchone()
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("occupied", [False, True], ids=["empty", "another_apps_tables"])
+def test_a_read_only_open_where_there_is_no_ledger_creates_nothing(
+    ledger_location: str, occupied: bool
+) -> None:
+    # Empty: no file, or a database with nothing in it. Occupied: someone else's table there.
+    if occupied and is_postgres_url(ledger_location):
+        with psycopg.connect(ledger_location) as conn:
+            conn.execute("CREATE TABLE other (x int)")
+    elif occupied:
+        sqlite3.connect(ledger_location).execute("CREATE TABLE other (x int)").connection.close()
+    before = _storage(ledger_location)
+    with pytest.raises(LedgerNotFoundError, match=r"^no ledger at "):
+        Ledger(ledger_location, read_only=True)
+    assert _storage(ledger_location) == before
+
+
+def test_a_read_only_ledger_reads_and_writes_nothing(
+    ledger_location: str, parsed: ParsedChangeSet
+) -> None:
+    with Ledger(ledger_location) as ledger:
+        ledger.open_batch("b1", parsed.content_hash, parsed.changes)
+    before = ledger_bytes(ledger_location)
+    with Ledger(ledger_location, read_only=True) as ledger:
+        assert ledger.schema_version == SCHEMA_VERSION
+        assert ledger.counts("b1") == {"pending": 2}
+        with pytest.raises(LedgerError, match="opened read-only"):
+            ledger.acquire("b1")
+        with pytest.raises(LedgerError, match="opened read-only"):
+            ledger.open_batch("b2", parsed.content_hash, parsed.changes)
+        # Below that guard, the database itself refuses.
+        refused = r"read-only|readonly"
+        with pytest.raises(LedgerError, match=refused), ledger._backend.transaction() as tx:
+            tx.execute("UPDATE batches SET epoch = 7")
+    assert ledger_bytes(ledger_location) == before
+    # Nor a batch lock file beside an SQLite ledger.
+    assert not list(Path(ledger_location).parent.glob("*.lock"))
+
+
+def test_a_read_only_open_migrates_no_old_ledger(
+    ledger_location: str, parsed: ParsedChangeSet
+) -> None:
+    _version_1_ledger(ledger_location, parsed.content_hash)
+    before = ledger_bytes(ledger_location)
+    with pytest.raises(LedgerError, match=r"schema version 1, older than .*next apply migrates"):
+        Ledger(ledger_location, read_only=True)
+    assert ledger_bytes(ledger_location) == before
+    backend = open_backend(ledger_location, "FULL", read_only=True)
+    assert backend.read("SELECT value FROM meta") == [("1",)]
+    backend.close()
 
 
 def test_workers_opening_a_new_ledger_at_once_migrate_it_once(ledger_location: str) -> None:

@@ -1,6 +1,8 @@
 """Helpers for the code-location tests: resources on the sandbox, range tags, event lookups."""
 
 import datetime as dt
+import itertools
+from collections.abc import Collection
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -69,3 +71,28 @@ def check_evaluations(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
     for event in result.get_asset_check_evaluations():
         out[f"{event.asset_key.to_user_string()}/{event.check_name}"] = event.passed
     return out
+
+
+def step_spans(
+    instance: dg.DagsterInstance, steps: Collection[str]
+) -> list[tuple[float, float, str]]:
+    """(start, end, step key) of every successful step among ``steps``, in every run of the
+    instance, in order of start."""
+    spans = []
+    for run in instance.get_runs():
+        starts: dict[str, float] = {}
+        for entry in instance.all_logs(run.run_id):
+            event = entry.dagster_event
+            if event is None or entry.step_key not in steps:
+                continue
+            if event.event_type == dg.DagsterEventType.STEP_START:
+                starts[entry.step_key] = entry.timestamp
+            elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
+                spans.append((starts[entry.step_key], entry.timestamp, entry.step_key))
+    return sorted(spans)
+
+
+def assert_one_at_a_time(spans: list[tuple[float, float, str]]) -> None:
+    """No two of the spans (from ``step_spans``) overlap: a pool of one slot at work."""
+    for (_, ended, first), (started, _, second) in itertools.pairwise(spans):
+        assert ended <= started, f"{first} and {second} overlapped"

@@ -1,12 +1,12 @@
 """One request budget for the account across Dagster runs and steps (the `jicoo_api` pool).
 
-Two runs at once through a real instance configured as `make dagster-home` configures it,
-each launched by Dagster's own CLI with the default (multiprocess) executor, against the
-sandbox limited to 10 requests/s: the daily job over 10 days and jicoo_snapshots.
+Three runs at once through a real instance configured as `make dagster-home` configures it,
+each launched by Dagster's own CLI, against the sandbox limited to 10 requests/s: the daily job
+over 10 days and jicoo_snapshots with the default (multiprocess) executor, and the webhook
+refresh of two other days with its in-process executor (the pool binds both executors).
 """
 
 import datetime as dt
-import itertools
 import json
 import os
 import shutil
@@ -18,12 +18,14 @@ import dagster as dg
 import pytest
 
 from assets.resources import API_POOL
+from assets.webhook_sensor import webhook_refresh_job
 from jicoo_sandbox.server import SandboxServer
-from tests.dagster.support import range_tags, tokyo_today
+from tests.dagster.support import assert_one_at_a_time, range_tags, step_spans, tokyo_today
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 10
 MAX_429_SHARE = 0.02
+WEBHOOK_JOB = webhook_refresh_job.name
 RUN_TIMEOUT_S = 300
 # The steps that call the API (their ops are in the pool); the warehouse reload is not.
 API_STEPS = {
@@ -50,24 +52,11 @@ def _launch(
         )
 
 
-def _step_spans(instance: dg.DagsterInstance) -> list[tuple[float, float, str]]:
-    spans = []
-    for run in instance.get_runs():
-        starts: dict[str, float] = {}
-        for entry in instance.all_logs(run.run_id):
-            event = entry.dagster_event
-            if event is None or entry.step_key not in API_STEPS:
-                continue
-            if event.event_type == dg.DagsterEventType.STEP_START:
-                starts[entry.step_key] = entry.timestamp
-            elif event.event_type == dg.DagsterEventType.STEP_SUCCESS:
-                spans.append((starts[entry.step_key], entry.timestamp, entry.step_key))
-    return sorted(spans)
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(2 * RUN_TIMEOUT_S)
-def test_two_runs_at_once_share_the_account_budget(sandbox: SandboxServer, tmp_path: Path) -> None:
+def test_runs_at_once_share_the_account_budget_whatever_the_executor(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copyfile(ROOT / "scripts" / "dagster.yaml", home / "dagster.yaml")
@@ -82,16 +71,19 @@ def test_two_runs_at_once_share_the_account_budget(sandbox: SandboxServer, tmp_p
         "JICOO_WAREHOUSE_ROOT": str(tmp_path / "wh"),
         "JICOO_DUCKDB_PATH": str(tmp_path / "wh.duckdb"),
     }
-    # The storage exists before the two runs start: two processes creating it at once race.
+    # The storage exists before the runs start: two processes creating it at once race.
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert instance.get_runs() == []
     today = tokyo_today(sandbox)
     daily = range_tags(today - dt.timedelta(days=5), today + dt.timedelta(days=4))
+    # Days the daily run does not write: the runs replace no partition of each other's.
+    webhook = range_tags(today + dt.timedelta(days=5), today + dt.timedelta(days=6))
     runs = [
         _launch("jicoo_daily_tables", env, daily, tmp_path / "daily.log"),
         _launch("jicoo_snapshots", env, {}, tmp_path / "snapshots.log"),
+        _launch(WEBHOOK_JOB, env, webhook, tmp_path / "webhook.log"),
     ]
-    for run, name in zip(runs, ("daily", "snapshots"), strict=True):
+    for run, name in zip(runs, ("daily", "snapshots", "webhook"), strict=True):
         assert run.wait(RUN_TIMEOUT_S) == 0, (tmp_path / f"{name}.log").read_text()[-3000:]
 
     api = [e for e in sandbox.requests() if str(e["path"]).startswith("/v1/")]
@@ -101,14 +93,23 @@ def test_two_runs_at_once_share_the_account_budget(sandbox: SandboxServer, tmp_p
 
     with dg.DagsterInstance.from_config(str(home)) as instance:  # what the runs wrote
         statuses = {r.job_name: r.status for r in instance.get_runs()}
-        spans = _step_spans(instance)
+        spans = step_spans(instance, API_STEPS)
+        (webhook_run,) = instance.get_runs(dg.RunsFilter(job_name=WEBHOOK_JOB))
+        webhook_pids = {
+            record.event_log_entry.dagster_event.pid
+            for record in instance.get_records_for_run(
+                webhook_run.run_id, of_type=dg.DagsterEventType.STEP_START
+            ).records
+            if record.event_log_entry.dagster_event is not None
+        }
         limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
     assert statuses == {
         "jicoo_daily_tables": dg.DagsterRunStatus.SUCCESS,
         "jicoo_snapshots": dg.DagsterRunStatus.SUCCESS,
+        WEBHOOK_JOB: dg.DagsterRunStatus.SUCCESS,
     }
     assert limits == {API_POOL: 1}
-    # The pool's one slot: no two API steps of either run ever ran at the same time.
+    assert len(webhook_pids) == 1  # its two steps in one process: the in-process executor
+    # The pool's one slot: no two API steps of any run ever ran at the same time.
     assert {step for _, _, step in spans} == API_STEPS
-    for (_, ended, first), (started, _, second) in itertools.pairwise(spans):
-        assert ended <= started, f"{first} and {second} overlapped"
+    assert_one_at_a_time(spans)

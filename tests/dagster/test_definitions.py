@@ -43,6 +43,24 @@ def test_a_bad_setting_fails_the_load_with_one_line_naming_it(tmp_path: Path) ->
     assert output.count('File "') <= 1, output
 
 
+@pytest.mark.parametrize(
+    ("ledger_url", "kind"),
+    [("", "sqlite"), ("postgresql://jicoo:s3cret@db.internal:5432/ops", "postgres")],
+)
+def test_apply_log_names_the_configured_ledgers_backend(ledger_url: str, kind: str) -> None:
+    # A fresh process: the code location reads the environment when it loads.
+    probe = (
+        "from assets.definitions import defs; from assets.writeback import APPLY_LOG_KEY; "
+        "(spec,) = defs().resolve_assets_def(APPLY_LOG_KEY).specs; print(sorted(spec.kinds))"
+    )
+    env = {**os.environ, "JICOO_API_KEY": "placeholder-key", "JICOO_LEDGER_URL": ledger_url}
+    result = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", probe],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    assert result.stdout.strip() == str(sorted({"jicoo", "parquet", kind}))
+
+
 def test_definitions_object_resolves_every_asset_and_job(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JICOO_API_KEY", "placeholder-key")
     from assets.definitions import defs as load

@@ -1,6 +1,6 @@
 """deploy/dagster.yaml for real on loopback: a PostgreSQL-backed instance, the daemon, a 14-day
-backfill in several runs, a change set dropped in the inbox, Parquet on S3 (moto), the ledger in
-PostgreSQL.
+backfill of bookings and contacts in several runs, a change set dropped in the inbox, Parquet on
+S3 (moto), the ledger in PostgreSQL, and the sandbox holding the account to 10 requests/s.
 
 Each run is launched by the daemon through the queue and ``DefaultRunLauncher``: its own
 process, started by the code server, which the daemon starts in a working directory of its own
@@ -12,6 +12,7 @@ test_deploy_config.py). Slow tier.
 """
 
 import datetime as dt
+import itertools
 import os
 import shutil
 import signal
@@ -32,8 +33,13 @@ from dagster._core.events import DagsterEventType
 from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.storage.dagster_run import DagsterRunStatus
 
+from assets.extract_assets import CONTACTS_OP
+from assets.resources import API_POOL
+from assets.writeback import APPLY_LOG_OP
 from jicoo_connector.changes.changeset import parse_changeset
+from jicoo_connector.settings import DEFAULT_BURST, DEFAULT_RATE_LIMIT
 from jicoo_sandbox.server import SandboxServer
+from tests.dagster.support import assert_one_at_a_time, step_spans
 from tests.dagster.test_deploy_config import dagster_url
 from tests.postgres_server import PostgresServer
 from tests.s3_server import moto_s3
@@ -45,15 +51,21 @@ DEPLOY = REPO / "deploy"
 ZONE = ZoneInfo("Asia/Tokyo")
 BUCKET = "jicoo-lake"
 BOOKINGS = dg.AssetKey(["jicoo", "bookings"])
+CONTACTS = dg.AssetKey(["jicoo", "booking_contacts"])
+BOOKINGS_OP = "jicoo__bookings"  # the step of jicoo/bookings (its multi_asset's name)
 APPLY_LOG = dg.AssetKey(["jicoo", "apply_log"])
 # 14 past days, clear of the change set (which moves and cancels future bookings only).
 DAYS = 14
 FIRST_DAY_BACK = 21
 CHUNKS = ((0, 5), (5, 10), (10, 14))  # the backfill in three runs
 RUNS = len(CHUNKS) + 1  # and the write-back run the sensor starts
-# The API budget the sandbox enforces; each process keeps to its share of it (10 req/s, the
-# client's default) and at most max_concurrent_runs (4) run at once: 4 x (10 + 20 burst) fits.
-SANDBOX_LIMIT = {"rate_limit": {"rps": 50, "burst": 120}}
+# The account's budget, enforced by the sandbox: the connector's (and the documented sandbox's)
+# 10 req/s with a burst of 20. Up to max_concurrent_runs (4) runs are in progress at once, each
+# step its own process with its own limiter: only the `jicoo_api` pool's one slot keeps them
+# from sending several times the rate. The contacts (one request per booking) make the load
+# big enough for that to show: with 8 slots instead of 1, 31 of 350 requests were answered 429.
+RATE = DEFAULT_RATE_LIMIT
+SANDBOX_LIMIT = {"rate_limit": {"rps": RATE, "burst": DEFAULT_BURST}}
 MAX_429_SHARE = 0.02
 RUNS_TIMEOUT_S = 240
 POLL_S = 1.0
@@ -79,6 +91,14 @@ def _expected_uids(sandbox: SandboxServer, day: dt.date) -> set[str]:
     return found
 
 
+def _expected_contacts(sandbox: SandboxServer, day: dt.date) -> Counter[str]:
+    """booking uid -> number of contacts, for the day's bookings that have any."""
+    found: Counter[str] = Counter()
+    for uid in _expected_uids(sandbox, day):
+        found[uid] = len(sandbox.store.contacts(uid) or [])
+    return +found
+
+
 def _environment(
     sandbox: SandboxServer, home: Path, instance_url: str, ledger_url: str, s3: str
 ) -> dict[str, str]:
@@ -90,6 +110,7 @@ def _environment(
         "PYTHONPATH": str(REPO),
         "JICOO_API_KEY": sandbox.api_key,
         "JICOO_BASE_URL": sandbox.base_url,
+        "JICOO_RATE_LIMIT": str(RATE),
         # The S3 endpoint in the URI, as for any S3-compatible store (MinIO, R2, ...).
         "JICOO_WAREHOUSE_ROOT": f"s3://{BUCKET}/warehouse?endpoint_override={host}:{port}"
         "&scheme=http",
@@ -128,7 +149,7 @@ def _submit_backfills(instance: dg.DagsterInstance, days: list[dt.date]) -> None
                 backfill_id=f"history{number}",
                 asset_graph=graph,
                 partition_names=[d.isoformat() for d in days[start:end]],
-                asset_selection=[BOOKINGS],
+                asset_selection=[BOOKINGS, CONTACTS],
                 backfill_timestamp=time.time(),
                 tags={},
                 dynamic_partitions_store=instance,
@@ -138,6 +159,17 @@ def _submit_backfills(instance: dg.DagsterInstance, days: list[dt.date]) -> None
                 run_config=None,
             )
         )
+
+
+def _most_at_once(instance: dg.DagsterInstance) -> int:
+    """The most runs in progress at one moment (an end before a start at the same instant)."""
+    edges = sorted(
+        (moment, change)
+        for record in instance.get_run_records()
+        for moment, change in ((record.start_time, 1), (record.end_time, -1))
+        if moment is not None
+    )
+    return max(itertools.accumulate(change for _, change in edges))
 
 
 def _wait_for_runs(instance: dg.DagsterInstance, daemon: subprocess.Popen[bytes]) -> None:
@@ -211,25 +243,38 @@ def test_the_deploy_configuration_runs_backfill_and_write_back_across_processes(
         failed = [r.run_id for r in runs if r.status != DagsterRunStatus.SUCCESS]
         assert not failed, (tmp_path / "daemon.log").read_text(errors="replace")[-4000:]
         assert len(runs) == RUNS
-        # Each run in a process of its own, none of them the daemon.
+        # Each step in a process of its own (the multiprocess executor), none of them the
+        # daemon: a backfill run's two steps, the write-back run's one.
         step_pids = [
-            {
-                r.event_log_entry.dagster_event.pid
-                for r in instance.get_records_for_run(
-                    run.run_id, of_type=DagsterEventType.STEP_START
-                ).records
-            }
+            record.event_log_entry.dagster_event.pid
             for run in runs
+            for record in instance.get_records_for_run(
+                run.run_id, of_type=DagsterEventType.STEP_START
+            ).records
+            if record.event_log_entry.dagster_event is not None
         ]
-        assert all(len(pids) == 1 for pids in step_pids), step_pids
-        process_ids = {pid for pids in step_pids for pid in pids}
-        assert len(process_ids) == RUNS
-        assert daemon.pid not in process_ids
+        assert len(step_pids) == len(set(step_pids)) == 2 * len(CHUNKS) + 1, step_pids
+        assert daemon.pid not in step_pids
 
-        # Every partition written once, with the sandbox's bookings of that day.
-        written = instance.fetch_materializations(BOOKINGS, limit=10 * DAYS).records
-        counts = Counter(r.asset_materialization.partition for r in written)  # type: ignore[union-attr]
-        assert counts == Counter(d.isoformat() for d in days)
+        # The pool: deploy/dagster.yaml's default_limit gave jicoo_api one slot in PostgreSQL,
+        # and runs that were in progress together took turns at the API.
+        limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
+        assert limits == {API_POOL: 1}
+        assert _most_at_once(instance) > 1
+        spans = step_spans(instance, {BOOKINGS_OP, CONTACTS_OP, APPLY_LOG_OP})
+        assert Counter(step for _, _, step in spans) == {
+            BOOKINGS_OP: len(CHUNKS),
+            CONTACTS_OP: len(CHUNKS),
+            APPLY_LOG_OP: 1,
+        }
+        assert_one_at_a_time(spans)
+
+        # Every partition written once, with the sandbox's bookings (and their contacts) of
+        # that day.
+        for key in (BOOKINGS, CONTACTS):
+            written = instance.fetch_materializations(key, limit=10 * DAYS).records
+            counts = Counter(r.asset_materialization.partition for r in written)  # type: ignore[union-attr]
+            assert counts == Counter(d.isoformat() for d in days), key
         fs = pafs.S3FileSystem(
             endpoint_override=s3_endpoint, scheme="http", access_key="testing",
             secret_key="testing", region="us-east-1",
@@ -238,6 +283,11 @@ def test_the_deploy_configuration_runs_backfill_and_write_back_across_processes(
             path = f"{BUCKET}/warehouse/bookings/day={day.isoformat()}/data.parquet"
             uids_written = pq.read_table(path, filesystem=fs, columns=["uid"]).column("uid")
             assert sorted(uids_written.to_pylist()) == sorted(_expected_uids(sandbox, day)), day
+            path = f"{BUCKET}/warehouse/booking_contacts/day={day.isoformat()}/data.parquet"
+            owners = pq.read_table(path, filesystem=fs, columns=["booking_uid"])
+            assert Counter(owners.column("booking_uid").to_pylist()) == _expected_contacts(
+                sandbox, day
+            ), day
         assert sum(len(_expected_uids(sandbox, d)) for d in days) > 0
 
         # The change set applied exactly once, through the ledger in PostgreSQL.
@@ -257,7 +307,7 @@ def test_the_deploy_configuration_runs_backfill_and_write_back_across_processes(
             "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
         ).fetchone()
     assert stored_runs == (RUNS,)
-    assert materialized == (DAYS + 1,)
+    assert materialized == (2 * DAYS + 1,)
 
     requests = [r for r in sandbox.requests() if str(r.get("path", "")).startswith("/v1/")]
     limited = sum(1 for r in requests if r.get("status") == 429)

@@ -12,7 +12,7 @@ from assets.writeback import (
     APPLY_LOG_OP,
     WriteBackResource,
     apply_changeset_job,
-    apply_log,
+    apply_log_for,
     changeset_inbox_sensor,
 )
 from jicoo_connector.changes.ledger_backends import (
@@ -71,11 +71,16 @@ def _posts(sandbox: SandboxServer, since: int = 0) -> list[dict[str, object]]:
     return [e for e in sandbox.store.journal(since) if e["method"] == "POST"]
 
 
-def _writeback_job(
-    sandbox: SandboxServer, tmp_path: Path, writeback: WriteBackResource | None = None
-) -> dg.JobDefinition:
+def _writeback_defs(
+    sandbox: SandboxServer,
+    tmp_path: Path,
+    writeback: WriteBackResource | None = None,
+    ledger_location: str | None = None,
+) -> dg.Definitions:
+    """The write-back's Definitions; ``writeback`` and ``ledger_location`` name the same
+    ledger (default: an SQLite file in ``tmp_path``)."""
     return dg.Definitions(
-        assets=[apply_log],
+        assets=[apply_log_for(ledger_location or str(tmp_path / "ledger.sqlite"))],
         jobs=[apply_changeset_job],
         resources={
             "jicoo": jicoo_resource(sandbox),
@@ -86,7 +91,11 @@ def _writeback_job(
                 inbox=str(tmp_path / "inbox"),
             ),
         },
-    ).resolve_job_def("apply_changeset")
+    )
+
+
+def _writeback_job(sandbox: SandboxServer, tmp_path: Path) -> dg.JobDefinition:
+    return _writeback_defs(sandbox, tmp_path).resolve_job_def("apply_changeset")
 
 
 def test_dry_run_then_apply_then_rerun_through_the_job(
@@ -99,7 +108,8 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     sandbox = system_sandbox
     path = tmp_path / "changes.csv"
     changes = _changeset(sandbox, path)
-    if is_postgres_url(ledger_location):
+    postgres = is_postgres_url(ledger_location)
+    if postgres:
         # As assets/definitions.py wires it: the URL only through EnvVar (it may hold a password).
         monkeypatch.setenv(LEDGER_URL_ENV, ledger_location.replace("postgres@", "postgres:s3cret@"))
         writeback = WriteBackResource(
@@ -110,7 +120,10 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
             ledger_path=ledger_location, apply_log_root=str(tmp_path / "apply_log")
         )
     # The way scripts/demo.py launches it: the Definitions' job, run_config keyed by the op.
-    job = _writeback_job(sandbox, tmp_path, writeback)
+    defs = _writeback_defs(sandbox, tmp_path, writeback, ledger_location)
+    job = defs.resolve_job_def("apply_changeset")
+    (spec,) = defs.resolve_assets_def(APPLY_LOG_KEY).specs
+    assert spec.kinds == {"jicoo", "parquet", "postgres" if postgres else "sqlite"}
 
     def run(dry_run: bool) -> dg.ExecuteInProcessResult:
         config = {"path": str(path), "dry_run": dry_run, "concurrency": 4}
@@ -143,6 +156,9 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
         applied.output_for_node(APPLY_LOG_OP)
     assert f"POSTs sent: {len(changes)}" in str(event.metadata["jicoo/summary"].value)
     assert event.metadata["jicoo/ledger"] == dg.TextMetadataValue(redact_location(ledger_location))
+    assert event.metadata["jicoo/ledger_backend"] == dg.TextMetadataValue(
+        "postgresql" if postgres else "sqlite"
+    )
     assert "s3cret" not in repr(event.metadata)
 
     seen = len(sandbox.store.journal())
