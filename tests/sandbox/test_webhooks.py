@@ -27,7 +27,7 @@ def test_api_changes_send_signed_host_events_and_other_patches_send_none(tmp_pat
         with SandboxServer(_config(receiver.url)) as sandbox:
             headers = {"X-Jicoo-Api-Key": sandbox.api_key}
             with httpx.Client(base_url=sandbox.base_url, headers=headers) as client:
-                today = dt.datetime.now(TOKYO).date()
+                today = sandbox.config.clock().astimezone(TOKYO).date()
                 moved, renamed, cancelled = find_moves(client, 3, today + dt.timedelta(days=2), 10)
                 reschedule(client, moved)
                 client.patch(f"/v1/bookings/{renamed.uid}", json={"name": "renamed"})
@@ -56,9 +56,8 @@ def test_deliveries_are_retried_until_the_receiver_answers(tmp_path: Path) -> No
     with SandboxServer(_config(f"http://127.0.0.1:{port}/hooks")) as sandbox:
         headers = {"X-Jicoo-Api-Key": sandbox.api_key}
         with httpx.Client(base_url=sandbox.base_url, headers=headers) as client:
-            (move,) = find_moves(
-                client, 1, dt.datetime.now(TOKYO).date() + dt.timedelta(days=2), 10
-            )
+            today = sandbox.config.clock().astimezone(TOKYO).date()
+            (move,) = find_moves(client, 1, today + dt.timedelta(days=2), 10)
             reschedule(client, move)
         deadline = time.monotonic() + RETRIES_SEEN_S
         while sum(1 for e in sandbox.store.journal() if e["method"] == "WEBHOOK") < 3:
