@@ -1,6 +1,6 @@
 """`make demo`: sandbox up, the main extract job end to end through Dagster, a warehouse summary
-(DuckDB by default; JICOO_WAREHOUSE_URL=postgresql://... lands the tables in PostgreSQL), then a
-write-back dry run and apply of a small change set. Prints where everything is.
+(DuckDB by default; JICOO_DEMO_WAREHOUSE_URL=postgresql://... lands the tables in PostgreSQL),
+then a write-back dry run and apply of a small change set. Prints where everything is.
 
 Everything the demo writes lives in its own folder (``data/demo/`` unless ``--data-dir`` says
 otherwise), never at the default paths a user's real ledger and warehouse use; the demo empties
@@ -37,14 +37,19 @@ DEMO_FUTURE_DAYS = 3
 DEMO_BOOKINGS = 2000
 DEMO_SEED = 7
 SEPARATOR = "-" * 78
+# The demo's own warehouse URL: asked for by name, never taken from JICOO_WAREHOUSE_URL.
+DEMO_WAREHOUSE_ENV = "JICOO_DEMO_WAREHOUSE_URL"
 # Dagster's event log at WARNING: the demo prints its own summary of each run.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def demo_config(data_dir: Path, base_url: str, api_key: str) -> ConnectorConfig:
+def demo_config(
+    data_dir: Path, base_url: str, api_key: str, warehouse_url: str | None = None
+) -> ConnectorConfig:
     """The demo's settings: the sandbox, and every path under ``data_dir`` (also `make dev`'s).
 
     A warehouse or ledger URL in the environment is a real deployment's: the demo drops them.
+    Its own warehouse URL is asked for by name (``JICOO_DEMO_WAREHOUSE_URL``).
     """
     config = ConnectorConfig.from_env(
         api_key=ApiKey(api_key),
@@ -56,7 +61,7 @@ def demo_config(data_dir: Path, base_url: str, api_key: str) -> ConnectorConfig:
         changeset_inbox=str(data_dir / "inbox"),
         webhook_db=str(data_dir / "webhook_events.sqlite"),
     )
-    return dataclasses.replace(config, warehouse_url=None, ledger_url=None)
+    return dataclasses.replace(config, warehouse_url=warehouse_url, ledger_url=None)
 
 
 def fresh_demo_dir(data_dir: Path) -> None:
@@ -197,9 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Demo data (its own folder, emptied each run): {data_dir}")
     with SandboxProcess(seed=DEMO_SEED, bookings=DEMO_BOOKINGS) as sandbox:
         print(f"Sandbox: {DEMO_BOOKINGS} seeded bookings at {sandbox.base_url}")
-        config = demo_config(data_dir, sandbox.base_url, DEFAULT_SANDBOX_KEY)
-        # The Dagster resource reads the key only through EnvVar, at run time.
+        demo_warehouse = os.environ.get(DEMO_WAREHOUSE_ENV) or None
+        config = demo_config(data_dir, sandbox.base_url, DEFAULT_SANDBOX_KEY, demo_warehouse)
+        # The Dagster resources read the key and a warehouse URL only through EnvVar, at run
+        # time: give them the demo's, never a real deployment's.
         os.environ["JICOO_API_KEY"] = DEFAULT_SANDBOX_KEY
+        if demo_warehouse:
+            os.environ["JICOO_WAREHOUSE_URL"] = demo_warehouse
+        else:
+            os.environ.pop("JICOO_WAREHOUSE_URL", None)
         _dagster_home()
         defs = build_definitions(config)
         today = dt.datetime.now(ZoneInfo(config.timezone)).date()

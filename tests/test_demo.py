@@ -14,8 +14,11 @@ from pathlib import Path
 import pytest
 
 from jicoo_connector.changes import apply_changeset, build_plan, parse_changeset
+from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
 from scripts.example_changeset import CANCELS, RESCHEDULES, write_changeset
+from tests.postgres_server import PostgresServer
+from tests.warehouse.support import parquet_checksum, postgres_checksum, scalar
 from tests.writeback_data import assert_server_matches, settings_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,7 +33,9 @@ def _state(root: Path) -> dict[str, tuple[bytes, int]]:
     }
 
 
-def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _demo(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
@@ -42,6 +47,7 @@ def _demo(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "JICOO_APPLY_LOG_ROOT": str(tmp_path / "user" / "apply_log"),
         "JICOO_WAREHOUSE_ROOT": str(tmp_path / "user" / "warehouse"),
         "JICOO_DUCKDB_PATH": str(tmp_path / "user" / "warehouse.duckdb"),
+        **(env or {}),
     }
     return subprocess.run(  # noqa: S603
         [sys.executable, str(DEMO), *args],
@@ -79,11 +85,21 @@ def test_the_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_the_demo_leaves_the_default_and_configured_paths_untouched(tmp_path: Path) -> None:
+def test_the_demo_leaves_the_default_and_configured_paths_untouched(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """Also the warehouses: a user's JICOO_WAREHOUSE_URL stays empty, and the warehouse the
+    demo is given by name (JICOO_DEMO_WAREHOUSE_URL) receives exactly its Parquet tables."""
     _sentinels(tmp_path)
     before = _state(tmp_path / "data") | _state(tmp_path / "user")
+    users_warehouse, demo_warehouse = postgres.create_database(), postgres.create_database()
     demo_dir = tmp_path / "demo"
-    done = _demo(tmp_path, "--data-dir", str(demo_dir))
+    done = _demo(
+        tmp_path,
+        "--data-dir",
+        str(demo_dir),
+        env={"JICOO_WAREHOUSE_URL": users_warehouse, "JICOO_DEMO_WAREHOUSE_URL": demo_warehouse},
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert "Traceback" not in done.stderr
     assert _state(tmp_path / "data") | _state(tmp_path / "user") == before
@@ -92,6 +108,13 @@ def test_the_demo_leaves_the_default_and_configured_paths_untouched(tmp_path: Pa
     assert list((demo_dir / "apply_log").rglob("*.parquet"))
     assert list((demo_dir / "warehouse" / "bookings").rglob("*.parquet"))
     assert "jicoo/posts_sent: 0" in done.stdout  # the second apply sent nothing
+    tables_sql = "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+    assert scalar(users_warehouse, tables_sql) == 0
+    store = ParquetStore(demo_dir / "warehouse")
+    for table in ("bookings", "booking_contacts", "users"):
+        rows, digest = parquet_checksum(store, table)
+        assert rows > 0, table
+        assert postgres_checksum(demo_warehouse, table) == (rows, digest), table
 
 
 @pytest.mark.dates
