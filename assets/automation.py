@@ -12,8 +12,9 @@ from dagster._core.storage.tags import (
 )
 
 from assets.extract_assets import (
-    CONTACTS_OP,
     asset_key,
+    daily_tables,
+    op_name,
     partitioning_selection,
 )
 from jicoo_connector.config import ConnectorConfig
@@ -54,7 +55,9 @@ def build_schedules(config: ConnectorConfig) -> list[dg.ScheduleDefinition]:
         start, end = refresh_window(config, today, past_days, future_days)
         yield dg.RunRequest(
             run_key=f"{start}...{end}@{moment.isoformat()}",
-            run_config={"ops": {CONTACTS_OP: {"config": {"full": full}}}},
+            run_config={
+                "ops": {op_name(table): {"config": {"full": full}} for table in daily_tables()}
+            },
             tags={
                 ASSET_PARTITION_RANGE_START_TAG: start.isoformat(),
                 ASSET_PARTITION_RANGE_END_TAG: end.isoformat(),

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from assets.resources import API_POOL, JicooResource, WarehouseResource
 from jicoo_connector.client import FetchReport
-from jicoo_connector.extract import SOURCES, ExtractResult, extract_contacts, extract_range
+from jicoo_connector.extract import SOURCES, DaySource, ExtractResult, extract_range
 from jicoo_connector.quality import (
     PartitionQuality,
     QualityResult,
@@ -30,22 +30,25 @@ PREVIEW_ROWS = 5
 
 def daily_tables() -> tuple[str, ...]:
     """The registry's day-partitioned tables (jicoo_connector.extract.SOURCES)."""
-    return tuple(t for t, source in SOURCES.items() if source.spec.partitioning == "day")
+    return tuple(t for t, source in SOURCES.items() if isinstance(source, DaySource))
 
 
 def snapshot_tables() -> tuple[str, ...]:
     """The registry's daily-snapshot tables, built-in and registered (register_table)."""
-    return tuple(t for t, source in SOURCES.items() if source.spec.partitioning == "snapshot")
+    return tuple(t for t, source in SOURCES.items() if not isinstance(source, DaySource))
 
 
-# The op behind jicoo/booking_contacts: the key of its run config (ContactsConfig).
-CONTACTS_OP = "jicoo__booking_contacts"
 # On every extract asset: "day" or "snapshot", its table's partitioning (the jobs select by it).
 PARTITIONING_TAG = "jicoo/partitioning"
 
 
 def asset_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["jicoo", table])
+
+
+def op_name(table: str) -> str:
+    """The op behind jicoo/<table>: the key of its run config (ExtractConfig) in a job."""
+    return f"jicoo__{table}"
 
 
 def column_schema(
@@ -125,9 +128,8 @@ def _metadata(
         "jicoo/duration_s": round(seconds, 3),
         **{f"jicoo/{name}": value for name, value in report.as_metadata().items()},
     }
-    if table == "booking_contacts":
-        metadata["jicoo/contacts_fetched"] = sum(r.contacts_fetched for r in results)
-        metadata["jicoo/contacts_reused"] = sum(r.contacts_reused for r in results)
+    for name in sorted({name for r in results for name in r.counters}):
+        metadata[f"jicoo/{name}"] = sum(r.counters.get(name, 0) for r in results)
     return metadata
 
 
@@ -139,9 +141,8 @@ def _partition_metadata(result: ExtractResult) -> dict[str, RawMetadataValue]:
     }
     if result.path:
         metadata["dagster/uri"] = result.path
-    if result.table == "booking_contacts":
-        metadata["jicoo/partition_contacts_fetched"] = result.contacts_fetched
-        metadata["jicoo/partition_contacts_reused"] = result.contacts_reused
+    for name, value in result.counters.items():
+        metadata[f"jicoo/partition_{name}"] = value
     return metadata
 
 
@@ -182,27 +183,6 @@ def _materialize(
     )
 
 
-def _extract(
-    context: dg.AssetExecutionContext,
-    table: str,
-    jicoo: JicooResource,
-    warehouse: WarehouseResource,
-    days: Sequence[dt.date],
-    zone: str,
-) -> Iterator[dg.MaterializeResult[None]]:
-    started = time.monotonic()
-    results = extract_range(
-        jicoo.settings(),
-        [table],
-        min(days),
-        max(days),
-        warehouse.root,
-        zone=zone,
-        run_id=context.run.run_id,
-    )
-    yield from _materialize(context, table, results, started)
-
-
 def partitioning_selection(partitioning: str) -> dg.AssetSelection:
     """The extract assets of day tables (``"day"``) or snapshot tables (``"snapshot"``),
     resolved when the definitions load: a table registered later is in it."""
@@ -224,14 +204,33 @@ def _spec(table: str, description: str, deps: Sequence[dg.AssetKey] = ()) -> dg.
     )
 
 
-def _daily_asset(table: str, partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
+class ExtractConfig(dg.Config):
+    """Run config of a day table's extract asset."""
+
+    full: bool = Field(
+        default=False,
+        description="Read everything again rather than carry unchanged rows over: "
+        "booking_contacts then reads every booking's contacts, not only those of bookings that "
+        "are new or whose updatedAt or status changed since the day's last extract (the weekly "
+        "sweep). Tables that carry nothing over always read everything.",
+    )
+
+
+def _daily_asset(
+    source: DaySource, partitions: dg.DailyPartitionsDefinition
+) -> dg.AssetsDefinition:
     # A one-asset multi_asset rather than @asset: only can_subset makes the check outputs
     # optional, which a skipped (403) asset needs.
-    zone = partitions.timezone
+    table, zone, fed_by = source.table, partitions.timezone, source.feed.table
+    description = f"{source.spec.description or f'Jicoo {table}.'} Partitioned by day in {zone}."
+    if fed_by != table:
+        # Fed by another table's listing: read from that table's partition of the same day,
+        # written by this run's step or an earlier run, so each row is listed once per run.
+        description += f" Made from the same day's jicoo/{fed_by} partition."
 
     @dg.multi_asset(
-        name=f"jicoo__{table}",
-        specs=[_spec(table, f"Jicoo {table}, one partition per calendar day in {zone}.")],
+        name=op_name(table),
+        specs=[_spec(table, description, deps=[] if fed_by == table else [asset_key(fed_by)])],
         partitions_def=partitions,
         # One run extracts a whole range (backfills, the rolling refresh), days in parallel.
         backfill_policy=dg.BackfillPolicy.single_run(),
@@ -240,18 +239,35 @@ def _daily_asset(table: str, partitions: dg.DailyPartitionsDefinition) -> dg.Ass
         pool=API_POOL,
     )
     def _asset(
-        context: dg.AssetExecutionContext, jicoo: JicooResource, warehouse: WarehouseResource
+        context: dg.AssetExecutionContext,
+        config: ExtractConfig,
+        jicoo: JicooResource,
+        warehouse: WarehouseResource,
     ) -> Iterator[dg.MaterializeResult[None]]:
+        started = time.monotonic()
         days = [dt.date.fromisoformat(key) for key in context.partition_keys]
-        yield from _extract(context, table, jicoo, warehouse, days, zone)
+        results = extract_range(
+            jicoo.settings(),
+            [table],
+            min(days),
+            max(days),
+            warehouse.root,
+            zone=zone,
+            run_id=context.run.run_id,
+            full=config.full,
+            feed_from_store=True,
+        )
+        yield from _materialize(context, table, results, started)
 
     return _asset
 
 
 def _snapshot_asset(table: str, zone: str) -> dg.AssetsDefinition:
+    description = f"{TABLES[table].description or f'Jicoo {table}.'} Today's is replaced on re-run."
+
     @dg.multi_asset(
-        name=f"jicoo__{table}",
-        specs=[_spec(table, f"Jicoo {table}, a snapshot per day (today's is replaced on re-run).")],
+        name=op_name(table),
+        specs=[_spec(table, description)],
         check_specs=check_specs(table),
         can_subset=True,
         pool=API_POOL,
@@ -259,74 +275,28 @@ def _snapshot_asset(table: str, zone: str) -> dg.AssetsDefinition:
     def _asset(
         context: dg.AssetExecutionContext, jicoo: JicooResource, warehouse: WarehouseResource
     ) -> Iterator[dg.MaterializeResult[None]]:
+        started = time.monotonic()
         today = dt.datetime.now(ZoneInfo(zone)).date()
-        yield from _extract(context, table, jicoo, warehouse, [today], zone)
+        results = extract_range(
+            jicoo.settings(),
+            [table],
+            today,
+            today,
+            warehouse.root,
+            zone=zone,
+            run_id=context.run.run_id,
+        )
+        yield from _materialize(context, table, results, started)
 
     return _asset
-
-
-class ContactsConfig(dg.Config):
-    """Run config of jicoo/booking_contacts."""
-
-    full: bool = Field(
-        default=False,
-        description="Read every booking's contacts, not only those of bookings that are new "
-        "or whose updatedAt or status changed since the day's last extract (the weekly sweep).",
-    )
-
-
-def _contacts_asset(partitions: dg.DailyPartitionsDefinition) -> dg.AssetsDefinition:
-    @dg.multi_asset(
-        name=CONTACTS_OP,
-        specs=[
-            _spec(
-                "booking_contacts",
-                "Jicoo booking contacts, one partition per calendar day in "
-                f"{partitions.timezone}: read for the bookings of that day's jicoo/bookings "
-                "partition that changed since the last extract, carried over for the others.",
-                deps=[asset_key("bookings")],
-            )
-        ],
-        partitions_def=partitions,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        check_specs=check_specs("booking_contacts"),
-        can_subset=True,
-        pool=API_POOL,
-    )
-    def booking_contacts(
-        context: dg.AssetExecutionContext,
-        config: ContactsConfig,
-        jicoo: JicooResource,
-        warehouse: WarehouseResource,
-    ) -> Iterator[dg.MaterializeResult[None]]:
-        # The uids come from the bookings partitions (written by this run's bookings step or an
-        # earlier run): each booking is listed once per run.
-        started = time.monotonic()
-        days = [dt.date.fromisoformat(key) for key in context.partition_keys]
-        results = extract_contacts(
-            jicoo.settings(),
-            min(days),
-            max(days),
-            warehouse.root,
-            run_id=context.run.run_id,
-            full=config.full,
-        )
-        yield from _materialize(context, "booking_contacts", results, started)
-
-    return booking_contacts
 
 
 def build_extract_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
     """Every table of the registry as an asset (with one check per quality rule of its spec),
     its days being ``partitions``' (calendar days in its zone)."""
-    zone = partitions.timezone
-    built = []
-    for table in SOURCES:
-        if table == "booking_contacts":
-            # Contacts are read for the same day's bookings partition: bookings come first.
-            built.append(_contacts_asset(partitions))
-        elif SOURCES[table].spec.partitioning == "day":
-            built.append(_daily_asset(table, partitions))
-        else:
-            built.append(_snapshot_asset(table, zone))
-    return built
+    return [
+        _daily_asset(source, partitions)
+        if isinstance(source, DaySource)
+        else _snapshot_asset(table, partitions.timezone)
+        for table, source in SOURCES.items()
+    ]

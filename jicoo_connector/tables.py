@@ -8,8 +8,7 @@ import array
 import datetime as dt
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import orjson
 import pyarrow as pa
@@ -29,15 +28,15 @@ __all__ = [
     "PageBatches",
     "Partitioning",
     "RecordConversionError",
+    "Registry",
     "TableSpec",
-    "availability_rows",
     "column",
     "constant_array",
-    "contact_rows",
-    "event_type_rows",
+    "int_bool_column",
     "json_column",
+    "load_built_in_tables",
     "register_spec",
-    "slot_rows",
+    "struct_list_column",
     "to_record_batch",
     "unregister_spec",
 ]
@@ -50,17 +49,6 @@ EXTRACTED_AT_COLUMN = "_extracted_at"
 RUN_ID_COLUMN = "_run_id"
 DAY_COLUMN = "day"
 SNAPSHOT_COLUMN = "snapshot_date"
-
-# Synthetic source keys that the row helpers below attach to API records. The leading underscore
-# cannot collide with the API's camelCase field names.
-_BOOKING_UID = "_bookingUid"
-_CONTACT_INDEX = "_contactIndex"
-_EVENT_TYPE_UID = "_eventTypeUid"
-_EVENT_TYPE_HOSTS = "_hosts"
-_RULE_INDEX = "_ruleIndex"
-# Availability rules are flattened next to their template; their keys get this prefix so that a
-# rule field never shadows a template field of the same name.
-_RULE_PREFIX = "rule."
 
 # Error messages show at most this much of a bad (non-personal) value.
 _MAX_SHOWN_CHARS = 64
@@ -108,14 +96,15 @@ def json_column(name: str, source: str, *, doc: str) -> _Column:
     return _Column(name, source, pa.string(), "json", doc=doc)
 
 
-def _int_bool(name: str, source: str, *, doc: str) -> _Column:
+def int_bool_column(name: str, source: str, *, doc: str) -> _Column:
     """The API's 0/1 integers that mean a flag (availability ``isDefault``)."""
     return _Column(name, source, pa.bool_(), "int_bool", doc=doc)
 
 
-def _struct_list(
+def struct_list_column(
     name: str, source: str, fields: Sequence[tuple[str, str, pa.DataType]], *, doc: str
 ) -> _Column:
+    """A list of structs; ``fields`` are (column name, API field, type) of each struct."""
     snake = pa.list_(pa.struct([pa.field(col, type_) for col, _, type_ in fields]))
     camel = pa.list_(pa.struct([pa.field(src, type_) for _, src, type_ in fields]))
     return _Column(
@@ -151,6 +140,8 @@ class TableSpec:
     rows: RowsFn = _identity
     # Quality rules beyond those every table gets (quality.check_names): its asset checks.
     checks: tuple[str, ...] = ()
+    # What the table holds, for people: the Dagster asset's description leads with it.
+    description: str = ""
     schema: pa.Schema = field(init=False)
     known_sources: frozenset[str] = field(init=False)
 
@@ -190,415 +181,42 @@ def _schema_of(spec: TableSpec) -> pa.Schema:
     return pa.schema(fields)
 
 
-def contact_rows(
-    booking_uid: str, contacts: Iterable[Mapping[str, object]]
-) -> Iterator[Mapping[str, object]]:
-    """Attach the booking uid and the contact's position (its stable key) to each contact."""
-    for index, contact in enumerate(contacts):
-        yield {**contact, _BOOKING_UID: booking_uid, _CONTACT_INDEX: index}
+_REGISTERED: dict[str, TableSpec] = {}
+_V = TypeVar("_V")
 
 
-def slot_rows(
-    event_type_uid: str, slots: Iterable[Mapping[str, object]]
-) -> Iterator[Mapping[str, object]]:
-    """Attach the event type uid to each ``{startedAt, remainingCapacity}`` slot."""
-    for slot in slots:
-        yield {**slot, _EVENT_TYPE_UID: event_type_uid}
+class Registry(Mapping[str, _V]):
+    """Table name -> declaration, in registration order and live: a table registered later
+    is seen everywhere. The built-in tables are loaded on the first lookup, not at import:
+    each declaration joins a schema to the fetcher that fills it, so they live with the
+    extractor (``extract/catalog/``), which imports this module."""
+
+    def __init__(self, entries: dict[str, _V]) -> None:
+        self._entries = entries
+
+    def __getitem__(self, name: str) -> _V:
+        load_built_in_tables()
+        return self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        load_built_in_tables()
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        load_built_in_tables()
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Registry({list(self)})"
 
 
-def event_type_rows(
-    event_type: Mapping[str, object], hosts: Sequence[Mapping[str, object]] | None
-) -> Mapping[str, object]:
-    """An event type with its hosts (from the hosts endpoint); ``None`` = hosts unknown."""
-    return {**event_type, _EVENT_TYPE_HOSTS: hosts}
+def load_built_in_tables() -> None:
+    """Register the built-in tables (once; a no-op afterwards and while they register)."""
+    import jicoo_connector.extract.catalog  # noqa: F401 - see Registry
 
 
-def availability_rows(
-    templates: Iterable[Mapping[str, object]],
-) -> Iterator[Mapping[str, object]]:
-    """One row per weekly rule per template; a template without rules keeps one row (no rule)."""
-    for template in templates:
-        head = {k: v for k, v in template.items() if k != "calendars"}
-        rules = template.get("calendars")
-        if not isinstance(rules, list) or not rules:
-            if rules not in (None, []):
-                head["calendars"] = rules  # not a list: unknown shape, lands in _extra
-            yield {**head, _RULE_INDEX: None}
-            continue
-        for index, rule in enumerate(rules):
-            flat = (
-                {_RULE_PREFIX + k: v for k, v in rule.items()} if isinstance(rule, Mapping) else {}
-            )
-            yield {**head, **flat, _RULE_INDEX: index}
-
-
-_HOST: list[tuple[str, str, pa.DataType]] = [
-    ("user_id", "userId", pa.string()),
-    ("role", "role", pa.string()),
-]
-_ANSWER: list[tuple[str, str, pa.DataType]] = [
-    ("question", "question", pa.string()),
-    ("content", "content", pa.list_(pa.string())),
-]
-_ATTENDEE: list[tuple[str, str, pa.DataType]] = [
-    ("user_id", "userId", pa.string()),
-    ("email", "email", pa.string()),
-    ("role", "role", pa.string()),
-    ("user_type", "userType", pa.string()),
-]
-_EVENT_TYPE_HOST: list[tuple[str, str, pa.DataType]] = [
-    ("uid", "uid", pa.string()),
-    ("name", "name", pa.string()),
-    ("email", "email", pa.string()),
-    ("profile_image", "profileImage", pa.string()),
-    ("role", "role", pa.string()),
-    ("priority", "priority", pa.int32()),
-    ("user_type", "userType", pa.string()),
-    ("sort", "sort", pa.int32()),
-]
-
-_BOOKINGS = TableSpec(
-    "bookings",
-    (
-        column("uid", "uid", pa.string(), nullable=False, doc="The booking's id (API uid)."),
-        column(
-            "event_type_id",
-            "eventTypeId",
-            pa.string(),
-            doc="The event type the booking was made for.",
-        ),
-        column("name", "name", pa.string(), doc="The booking's title."),
-        column(
-            "description", "description", pa.string(), doc="The booking's free-text description."
-        ),
-        column("status", "status", pa.string(), doc="open, request or cancel."),
-        column(
-            "started_at",
-            "startedAt",
-            UTC_MS,
-            nullable=False,
-            doc="Start (UTC); the partition day is this instant's calendar day in JICOO_TIMEZONE.",
-        ),
-        column("ended_at", "endedAt", UTC_MS, doc="End (UTC)."),
-        column("location_id", "locationId", pa.string(), doc="The meeting location's id."),
-        column("url", "url", pa.string(), doc="The online meeting URL, if any."),
-        column(
-            "phone_number",
-            "phoneNumber",
-            pa.string(),
-            doc="The phone number of a phone meeting, if any.",
-        ),
-        column(
-            "address", "address", pa.string(), doc="The address of an in-person meeting, if any."
-        ),
-        column(
-            "custom_location", "customLocation", pa.string(), doc="A location typed by the host."
-        ),
-        column(
-            "access",
-            "access",
-            pa.string(),
-            doc="How the location is reached (the API's access field).",
-        ),
-        column("time_zone", "timeZone", pa.string(), doc="The IANA zone the booking was made in."),
-        column("priority", "priority", pa.string(), doc="The booking's priority."),
-        column(
-            "cancel_reason",
-            "cancelReason",
-            pa.string(),
-            doc="Why it was cancelled (cancelled bookings).",
-        ),
-        column("cancelled_at", "cancelledAt", UTC_MS, doc="When it was cancelled (UTC)."),
-        column("cancelled_by", "cancelledBy", pa.string(), doc="Who cancelled it."),
-        column("capacity", "capacity", pa.int32(), doc="How many guests the slot takes."),
-        _struct_list("hosts", "hosts", _HOST, doc="The hosts: user_id and role of each."),
-        column("created_at", "createdAt", UTC_MS, doc="When the booking was made (UTC)."),
-        column(
-            "updated_at",
-            "updatedAt",
-            UTC_MS,
-            doc="When the booking last changed (UTC); a change re-reads its contacts.",
-        ),
-    ),
-    ("uid",),
-    "day",
-    checks=("ended_after_started", "rows_match_total"),
-)
-
-_BOOKING_CONTACTS = TableSpec(
-    "booking_contacts",
-    (
-        column(
-            "booking_uid",
-            _BOOKING_UID,
-            pa.string(),
-            nullable=False,
-            doc="The booking (bookings.uid) the contact belongs to.",
-        ),
-        column(
-            "contact_index",
-            _CONTACT_INDEX,
-            pa.int32(),
-            nullable=False,
-            doc="The contact's position in the booking's contact list (with booking_uid, the key).",
-        ),
-        column("name", "name", pa.string(), doc="The guest's name."),
-        column("email", "email", pa.string(), doc="The guest's email."),
-        column(
-            "cc_emails",
-            "ccEmails",
-            pa.list_(pa.string()),
-            doc="Addresses copied on the booking's emails.",
-        ),
-        column("company", "company", pa.string(), doc="The guest's company."),
-        column("phone_number", "phoneNumber", pa.string(), doc="The guest's phone number."),
-        column("message", "message", pa.string(), doc="The guest's message to the host."),
-        column(
-            "text_remind_number",
-            "textRemindNumber",
-            pa.string(),
-            doc="The number SMS reminders go to.",
-        ),
-        column(
-            "text_remind_country_code",
-            "textRemindCountryCode",
-            pa.string(),
-            doc="The country code of text_remind_number.",
-        ),
-        _struct_list(
-            "answers",
-            "answers",
-            _ANSWER,
-            doc="The guest's answers to the booking form: question and content of each.",
-        ),
-        column("created_at", "createdAt", UTC_MS, doc="When the contact was recorded (UTC)."),
-        column("updated_at", "updatedAt", UTC_MS, doc="When the contact last changed (UTC)."),
-    ),
-    ("booking_uid", "contact_index"),
-    "day",
-    checks=("contacts_reference_bookings",),
-)
-
-_SCHEDULES = TableSpec(
-    "schedules",
-    (
-        column("uid", "uid", pa.string(), nullable=False, doc="The schedule's id."),
-        column("name", "name", pa.string(), doc="The schedule's title."),
-        column("description", "description", pa.string(), doc="The schedule's description."),
-        json_column(
-            "routine", "routine", doc="The recurrence rule, as the API's JSON (shape undocumented)."
-        ),
-        column("is_remind", "isRemind", pa.bool_(), doc="Whether reminders are sent."),
-        column("project_id", "projectId", pa.int64(), doc="The project the schedule belongs to."),
-        column(
-            "phone_number",
-            "phoneNumber",
-            pa.string(),
-            doc="The phone number of a phone meeting, if any.",
-        ),
-        column("access", "access", pa.string(), doc="How the location is reached."),
-        column(
-            "address", "address", pa.string(), doc="The address of an in-person meeting, if any."
-        ),
-        column(
-            "custom_location", "customLocation", pa.string(), doc="A location typed by the user."
-        ),
-        _struct_list(
-            "attendees",
-            "attendees",
-            _ATTENDEE,
-            doc="The attendees: user_id, email, role and user_type of each.",
-        ),
-        column("is_all_day", "isAllDay", pa.bool_(), doc="Whether it lasts the whole day."),
-        column("time_zone", "timeZone", pa.string(), doc="The IANA zone of the schedule."),
-        column("started_at", "startedAt", UTC_MS, doc="Start (UTC)."),
-        column("ended_at", "endedAt", UTC_MS, doc="End (UTC)."),
-        column("priority", "priority", pa.string(), doc="The schedule's priority."),
-        column("display_type", "displayType", pa.string(), doc="How the calendar shows it."),
-        column("location", "location", pa.string(), doc="The location as text."),
-        column(
-            "transparency",
-            "transparency",
-            pa.string(),
-            doc="Whether it blocks time (busy) or not (free).",
-        ),
-        column("behavior", "behavior", pa.string(), doc="The API's behavior field."),
-        column("visibility_type", "visibilityType", pa.string(), doc="Who may see it."),
-        column("status", "status", pa.string(), doc="The schedule's status."),
-        column("url", "url", pa.string(), doc="The online meeting URL, if any."),
-        column("created_at", "createdAt", UTC_MS, doc="When it was created (UTC)."),
-        column("updated_at", "updatedAt", UTC_MS, doc="When it last changed (UTC)."),
-    ),
-    ("uid",),
-    "snapshot",
-    checks=("ended_after_started",),
-)
-
-_AVAILABILITY_CALENDARS = TableSpec(
-    "availability_calendars",
-    (
-        column(
-            "calendar_uid",
-            "uid",
-            pa.string(),
-            nullable=False,
-            doc="The availability template's id.",
-        ),
-        column(
-            "rule_index",
-            _RULE_INDEX,
-            pa.int32(),
-            doc="The weekly rule's position in the template (null: a template without rules).",
-        ),
-        column("team_id", "teamId", pa.int64(), doc="The team the template belongs to."),
-        column("user_id", "userId", pa.string(), doc="The user whose availability it is."),
-        column("name", "name", pa.string(), doc="The template's name."),
-        _int_bool("is_default", "isDefault", doc="Whether it is the user's default template."),
-        # The API spells it `timezone` here and `timeZone` everywhere else.
-        column(
-            "time_zone",
-            "timezone",
-            pa.string(),
-            doc="The template's IANA zone (the API spells it timezone).",
-        ),
-        column("created_at", "createdAt", UTC_MS, doc="When the template was created (UTC)."),
-        column("updated_at", "updatedAt", UTC_MS, doc="When the template last changed (UTC)."),
-        column("wday", _RULE_PREFIX + "wday", pa.int8(), doc="The rule's weekday (0 = Sunday)."),
-        column(
-            "start_hour",
-            _RULE_PREFIX + "startHour",
-            pa.int8(),
-            doc="The rule's start hour, in time_zone.",
-        ),
-        column(
-            "start_minute", _RULE_PREFIX + "startMinute", pa.int8(), doc="The rule's start minute."
-        ),
-        column(
-            "end_hour",
-            _RULE_PREFIX + "endHour",
-            pa.int8(),
-            doc="The rule's end hour, in time_zone.",
-        ),
-        column("end_minute", _RULE_PREFIX + "endMinute", pa.int8(), doc="The rule's end minute."),
-        column(
-            "rule_started_at",
-            _RULE_PREFIX + "startedAt",
-            UTC_MS,
-            doc="From when the rule applies (UTC).",
-        ),
-        column(
-            "rule_ended_at",
-            _RULE_PREFIX + "endedAt",
-            UTC_MS,
-            doc="Until when the rule applies (UTC).",
-        ),
-        column(
-            "frequency_type",
-            _RULE_PREFIX + "frequencyType",
-            pa.int32(),
-            doc="The rule's repetition kind.",
-        ),
-        column(
-            "frequency_interval",
-            _RULE_PREFIX + "frequencyInterval",
-            pa.int32(),
-            doc="Every how many periods the rule repeats.",
-        ),
-        json_column(
-            "exceptions",
-            _RULE_PREFIX + "exceptions",
-            doc="The rule's exceptions, as the API's JSON (shape undocumented).",
-        ),
-    ),
-    ("calendar_uid", "rule_index"),
-    "snapshot",
-    availability_rows,
-)
-
-_AVAILABLE_SLOTS = TableSpec(
-    "available_slots",
-    (
-        column(
-            "event_type_uid",
-            _EVENT_TYPE_UID,
-            pa.string(),
-            nullable=False,
-            doc="The event type the slot can be booked for.",
-        ),
-        column("started_at", "startedAt", UTC_MS, nullable=False, doc="The slot's start (UTC)."),
-        column(
-            "remaining_capacity",
-            "remainingCapacity",
-            pa.int32(),
-            doc="How many more guests the slot takes.",
-        ),
-    ),
-    ("event_type_uid", "started_at"),
-    "snapshot",
-)
-
-_EVENT_TYPES = TableSpec(
-    "event_types",
-    (
-        column("uid", "uid", pa.string(), nullable=False, doc="The event type's id."),
-        column("name", "name", pa.string(), doc="The event type's name."),
-        column("description", "description", pa.string(), doc="The event type's description."),
-        column(
-            "status",
-            "status",
-            pa.string(),
-            doc="enable or disable (a disabled type takes no bookings).",
-        ),
-        column(
-            "duration_minutes",
-            "duration",
-            pa.int32(),
-            doc="How long its bookings last, in minutes.",
-        ),
-        column("team_id", "teamId", pa.int64(), doc="The team it belongs to."),
-        column("url", "url", pa.string(), doc="Its public booking page."),
-        _struct_list(
-            "hosts",
-            _EVENT_TYPE_HOSTS,
-            _EVENT_TYPE_HOST,
-            doc="Its hosts (from GET /v1/event_type_hosts); null when the key may not read them.",
-        ),
-        column("created_at", "createdAt", UTC_MS, doc="When it was created (UTC)."),
-        column("updated_at", "updatedAt", UTC_MS, doc="When it last changed (UTC)."),
-    ),
-    ("uid",),
-    "snapshot",
-)
-
-_USERS = TableSpec(
-    "users",
-    (
-        column("uid", "uid", pa.string(), nullable=False, doc="The user's id."),
-        column("name", "name", pa.string(), doc="The user's name."),
-        column("email", "email", pa.string(), doc="The user's email."),
-        column("role", "role", pa.string(), doc="The user's role in the organization."),
-        column("profile_image", "profileImage", pa.string(), doc="The URL of the user's picture."),
-        column("created_at", "createdAt", UTC_MS, doc="When the user was added (UTC)."),
-        column("updated_at", "updatedAt", UTC_MS, doc="When the user last changed (UTC)."),
-    ),
-    ("uid",),
-    "snapshot",
-)
-
-_REGISTERED: dict[str, TableSpec] = {
-    spec.name: spec
-    for spec in (
-        _BOOKINGS,
-        _BOOKING_CONTACTS,
-        _SCHEDULES,
-        _AVAILABILITY_CALENDARS,
-        _AVAILABLE_SLOTS,
-        _EVENT_TYPES,
-        _USERS,
-    )
-}
-# Every table's schema by name; a live view, so tables registered later are seen everywhere.
-TABLES: Mapping[str, TableSpec] = MappingProxyType(_REGISTERED)
+# Every table's schema by name (the extractor's SOURCES holds their whole declarations).
+TABLES: Mapping[str, TableSpec] = Registry(_REGISTERED)
 
 
 def register_spec(spec: TableSpec) -> None:

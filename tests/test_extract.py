@@ -20,15 +20,14 @@ from jicoo_connector.errors import ConfigError, ExtractError, JicooError, Transp
 from jicoo_connector.extract import (
     DEFAULT_SLOT_HORIZON_DAYS,
     SOURCES,
+    ExtractContext,
     ExtractResult,
     day_window,
-    extract_contacts,
     extract_partition,
     extract_range,
 )
-from jicoo_connector.extract.chunking import _split_days
-from jicoo_connector.extract.run import _extract_chunk
-from jicoo_connector.extract.scheduler import _Plan
+from jicoo_connector.extract.catalog.bookings import BOOKINGS, BOOKINGS_FEED, _split_days
+from jicoo_connector.extract.run import _extract_days, _FeedGroup
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import TABLES, PageBatches
@@ -455,23 +454,24 @@ def test_a_listing_over_the_chunk_budget_is_halved(sandbox: SandboxServer, tmp_p
     everything = asyncio.run(_all_bookings(sandbox))
     last = _busiest_jst_day(everything)
     days = [last - dt.timedelta(days=i) for i in (2, 1, 0)]
-    plan = _Plan(
-        day_tables=["bookings"],
-        days=days,
-        chunk_days=3,
-        chunk_rows=1,
-        snapshots=[],
-        zone=JST,
+    ctx = ExtractContext(
+        JST,
+        snapshot_date=last,
+        extracted_at=dt.datetime.now(dt.UTC),
         run_id=None,
+        store=ParquetStore(tmp_path),
         horizon_days=DEFAULT_SLOT_HORIZON_DAYS,
         max_booking_duration=dt.timedelta(days=1),
+        fanout=1,
+        full=False,
     )
-    store = ParquetStore(tmp_path)
+    group = _FeedGroup(BOOKINGS_FEED, [BOOKINGS], stored=False)
     results: list[ExtractResult] = []
 
     async def run() -> int | None:
         async with AsyncJicooClient(_settings(sandbox)) as client:
-            return await _extract_chunk(client, plan, days, store, results.append)
+            # A budget of one row: the 3-day listing is refused, then its halves, down to days.
+            return await _extract_days(client, ctx, group, days, results.append, 1)
 
     listed = asyncio.run(run())
     assert sorted(r.partition_value for r in results) == days
@@ -498,7 +498,7 @@ def test_a_booking_near_the_margin_warns_once_per_listing(
     ]
     with caplog.at_level(logging.WARNING, logger="jicoo_connector.extract"):
         split = _split_days(pages, [day], [(start, end)], dt.timedelta(days=1))
-    assert [part.num_rows for part in split] == [3]
+    assert [part.rows.num_rows for part in split] == [3]
     warnings = [r for r in caplog.records if "end-filter margin" in r.getMessage()]
     assert len(warnings) == 1
     assert "1 day, 0:00:00" in warnings[0].getMessage()
@@ -513,6 +513,9 @@ def test_contacts_of_a_day_without_bookings_are_rewritten_empty_again(
     out = str(tmp_path)
     extract_range(settings, ["bookings"], day, day, out, zone=JST.key)
     for _ in range(2):
-        (result,) = extract_contacts(settings, day, day, out)
-        assert (result.rows, result.contacts_fetched, result.contacts_reused) == (0, 0, 0)
+        (result,) = extract_range(
+            settings, ["booking_contacts"], day, day, out, zone=JST.key, feed_from_store=True
+        )
+        assert result.rows == 0
+        assert result.counters == {"contacts_fetched": 0, "contacts_reused": 0}
     assert ParquetStore(out).read_partition("booking_contacts", day).num_rows == 0

@@ -13,13 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jicoo_connector.errors import JicooError
+from jicoo_connector.extract.catalog.available_slots import slot_rows
+from jicoo_connector.extract.catalog.booking_contacts import contact_rows
+from jicoo_connector.extract.catalog.event_types import event_type_rows
 from jicoo_connector.tables import (
     TABLES,
     UTC_MS,
     RecordConversionError,
-    contact_rows,
-    event_type_rows,
-    slot_rows,
     to_record_batch,
 )
 

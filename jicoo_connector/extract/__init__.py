@@ -1,13 +1,12 @@
 """API -> Parquet: the table registry and the run loop that extracts partitions of it.
 
-Modules: ``sources`` (the registry: which endpoints feed each table, and extract_partition),
-``chunking`` (one bookings listing split into days), ``contacts`` (booking contacts, reused
-while their booking is unchanged), ``scheduler`` (the adaptive chunk sizer), ``run``
-(extract_range, the run loop), ``days``, ``fanout``, ``results`` and ``defaults``.
+Modules: ``sources`` (the registry: what a table's declaration holds, register_table),
+``catalog`` (the built-in tables, one module each), ``run`` (extract_range and
+extract_partition: the one path of every table), ``scheduler`` (the adaptive chunk sizer),
+``results`` (ExtractResult and the partition writer), ``days``, ``fanout`` and ``defaults``.
 Imports the client, tables and storage; never dagster.
 """
 
-from jicoo_connector.extract.contacts import extract_contacts
 from jicoo_connector.extract.days import day_window
 from jicoo_connector.extract.defaults import (
     DEFAULT_CHUNK_DAYS,
@@ -19,11 +18,17 @@ from jicoo_connector.extract.defaults import (
     DEFAULT_ZONE,
 )
 from jicoo_connector.extract.results import ExtractResult
-from jicoo_connector.extract.run import extract_range
+from jicoo_connector.extract.run import extract_partition, extract_range
 from jicoo_connector.extract.sources import (
     SOURCES,
+    DayFeed,
+    DaySource,
+    ExtractContext,
+    FeedDay,
+    FeedListing,
+    Fetched,
+    SnapshotSource,
     TableSource,
-    extract_partition,
     listing,
     register_table,
     unregister_table,
@@ -38,10 +43,16 @@ __all__ = [
     "DEFAULT_SLOT_HORIZON_DAYS",
     "DEFAULT_ZONE",
     "SOURCES",
+    "DayFeed",
+    "DaySource",
+    "ExtractContext",
     "ExtractResult",
+    "FeedDay",
+    "FeedListing",
+    "Fetched",
+    "SnapshotSource",
     "TableSource",
     "day_window",
-    "extract_contacts",
     "extract_partition",
     "extract_range",
     "listing",

@@ -12,7 +12,7 @@ from jicoo_connector.extract.defaults import DEFAULT_ZONE
 logger = logging.getLogger(__name__)
 
 
-def _zone(name: str) -> ZoneInfo:
+def zone_of(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -27,7 +27,7 @@ def day_window(
     >>> day_window(dt.date(2024, 3, 1), "Asia/Tokyo")[0].isoformat()
     '2024-02-29T15:00:00+00:00'
     """
-    tz = zone if isinstance(zone, ZoneInfo) else _zone(zone)
+    tz = zone if isinstance(zone, ZoneInfo) else zone_of(zone)
 
     def start_of(d: dt.date) -> dt.datetime:
         # Midnight can fall in a DST gap; zoneinfo then uses the pre-transition offset (fold=0),
@@ -37,7 +37,8 @@ def day_window(
     return start_of(day), start_of(day + dt.timedelta(days=1))
 
 
-def _days(start: dt.date, end: dt.date) -> list[dt.date]:
+def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
+    """Every day of ``[start, end]``."""
     if end < start:
         raise ValueError(f"end {end} is before start {start}")
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]

@@ -40,9 +40,4 @@ WORKER_THREADS = 1
 # Failures no other partition can escape, raised once retries are spent: the API unreachable
 # (connect, reset, timeouts) or the key refused. After one, extract_range starts no new
 # partition; it would only wait out the same retries again for each.
-_STOPS_THE_RUN = (TransportError, AuthenticationError)
-# The footer key of a contacts partition recording each booking's version (updatedAt, status)
-# when its contacts were read: the next extract re-reads only the bookings that changed.
-CONTACTS_STATE_KEY = "jicoo.booking_versions"
-# What a booking's contacts are assumed to depend on (see the README): its listing's columns.
-BOOKING_VERSION_COLUMNS = ("uid", "updated_at", "status")
+STOPS_THE_RUN = (TransportError, AuthenticationError)

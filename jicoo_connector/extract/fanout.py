@@ -19,7 +19,7 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
-def _bounded(
+def bounded(
     limit: int,
 ) -> Callable[[Callable[[_T], Awaitable[_R]], Sequence[_T]], Awaitable[list[_R]]]:
     async def run(fn: Callable[[_T], Awaitable[_R]], items: Sequence[_T]) -> list[_R]:
@@ -58,7 +58,7 @@ def _leaves(group: ExceptionGroup[Exception]) -> Iterator[Exception]:
             yield exc
 
 
-def _merged(*reports: FetchReport) -> FetchReport:
+def merged(*reports: FetchReport) -> FetchReport:
     # FetchReport.merge adds in place; a fresh total leaves the listings' own reports untouched.
     total = FetchReport()
     for report in reports:
@@ -66,7 +66,7 @@ def _merged(*reports: FetchReport) -> FetchReport:
     return total
 
 
-def _wall_clocked(calls: FetchReport, started: float) -> FetchReport:
+def wall_clocked(calls: FetchReport, started: float) -> FetchReport:
     # The calls ran concurrently: their summed elapsed times are not how long the fan-out took.
     calls.elapsed_s = time.monotonic() - started
     return calls

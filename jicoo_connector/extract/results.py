@@ -1,10 +1,10 @@
-"""What extracting a partition gives back, and how a partition is written (with its quality)."""
+"""What extracting a partition gives back, and how a fetched partition is written (with its
+quality gathered on the way)."""
 
 import datetime as dt
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -15,15 +15,11 @@ from jicoo_connector.errors import (
     PermissionDeniedError,
 )
 from jicoo_connector.extract.defaults import BATCH_ROWS
+from jicoo_connector.extract.sources import ExtractContext, Fetched
 from jicoo_connector.quality import PartitionQuality, QualityRecorder
-from jicoo_connector.storage import ParquetStore, PartitionWriteResult
-from jicoo_connector.tables import (
-    constant_array,
-)
+from jicoo_connector.tables import to_record_batch
 
 logger = logging.getLogger(__name__)
-
-Records = list[Mapping[str, object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +29,8 @@ class ExtractResult:
     ``total_count`` is what the API's totals say the partition should hold, ``None`` where the
     endpoints report no total (contacts, slots) or rows are not records (availability rules).
     ``quality`` is what the data-quality rules need, gathered while the partition was written.
-    For contacts, ``contacts_fetched`` bookings had their contacts read from the API and
-    ``contacts_reused`` kept theirs from the previous extract (unchanged since).
+    ``counters`` are the table's own figures (booking_contacts: ``contacts_fetched``, bookings
+    whose contacts were read from the API, and ``contacts_reused``, carried over unchanged).
     """
 
     table: str
@@ -45,40 +41,53 @@ class ExtractResult:
     total_count: int | None
     skipped_reason: str | None = None
     quality: PartitionQuality | None = None
-    contacts_fetched: int = 0
-    contacts_reused: int = 0
+    counters: Mapping[str, int] = field(default_factory=dict)
 
 
-def _skipped(table: str, value: dt.date, denied: PermissionDeniedError) -> ExtractResult:
+def skipped(table: str, value: dt.date, denied: PermissionDeniedError) -> ExtractResult:
     reason = f"403 on {denied.endpoint}: the API key may not read {table}"
     logger.warning("skipping %s %s: %s", table, value, reason)
     return ExtractResult(table, value, 0, None, FetchReport(), None, skipped_reason=reason)
 
 
-def _write(
-    store: ParquetStore,
-    table: str,
-    value: dt.date,
-    batches: Iterator[pa.RecordBatch],
-    *,
-    booking_uids: "pa.ChunkedArray[Any] | None" = None,
-    metadata: Mapping[str, str] | None = None,
-) -> tuple[PartitionWriteResult, PartitionQuality]:
-    """Write one partition and gather its quality figures from the same batches on the way:
-    nothing is read back."""
-    recorder = QualityRecorder(table, booking_uids)
-    written = store.write_partition(
-        table, value, (recorder.observe(batch) for batch in batches), metadata=metadata
+def write_fetched(
+    table: str, value: dt.date, fetched: Fetched, ctx: ExtractContext
+) -> ExtractResult:
+    """Replace one partition with what was fetched, gathering its quality figures from the
+    same batches on the way: nothing is read back. Blocking (run it in a thread)."""
+    recorder = QualityRecorder(table, fetched.booking_uids)
+    written = ctx.store.write_partition(
+        table,
+        value,
+        (recorder.observe(batch) for batch in _batches(table, value, fetched, ctx)),
+        metadata=fetched.footer or None,
     )
-    return written, recorder.result()
-
-
-def _slices(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
-    for offset in range(0, batch.num_rows, BATCH_ROWS):
-        yield batch.slice(offset, BATCH_ROWS)
-
-
-def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays(
-        [constant_array(None, field.type, 0) for field in schema], schema=schema
+    return ExtractResult(
+        table,
+        value,
+        written.rows,
+        written.path,
+        fetched.report,
+        fetched.total_count,
+        quality=recorder.result(),
+        counters=fetched.counters,
     )
+
+
+def _batches(
+    table: str, value: dt.date, fetched: Fetched, ctx: ExtractContext
+) -> Iterator[pa.RecordBatch]:
+    """The partition in batches of at most BATCH_ROWS rows, built as the writer asks for them:
+    one batch of Arrow memory at a time beside the rows."""
+    if fetched.data is not None:
+        for offset in range(0, fetched.data.num_rows, BATCH_ROWS):
+            yield from fetched.data.slice(offset, BATCH_ROWS).combine_chunks().to_batches()
+        return
+    for offset in range(0, len(fetched.rows), BATCH_ROWS):
+        yield to_record_batch(
+            table,
+            fetched.rows[offset : offset + BATCH_ROWS],
+            extracted_at=ctx.extracted_at,
+            run_id=ctx.run_id,
+            partition_value=value,
+        )

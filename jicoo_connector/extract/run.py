@@ -1,10 +1,13 @@
-"""The run loop: extract_range() over chunks of days and snapshot partitions."""
+"""The run loop, the one path of every table: extract_range() over chunks of days (per feed)
+and snapshot partitions, and extract_partition() for a single partition."""
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from jicoo_connector.client import (
     AsyncJicooClient,
@@ -13,31 +16,54 @@ from jicoo_connector.client import (
 )
 from jicoo_connector.errors import (
     ExtractError,
+    MissingPartitionError,
     PermissionDeniedError,
 )
-from jicoo_connector.extract.chunking import _bookings_of_days
-from jicoo_connector.extract.contacts import _booking_versions, _contacts_of_days
-from jicoo_connector.extract.days import _days, _zone
+from jicoo_connector.extract.days import days_between, zone_of
 from jicoo_connector.extract.defaults import (
-    _STOPS_THE_RUN,
     DEFAULT_CHUNK_DAYS,
     DEFAULT_DAY_CONCURRENCY,
+    DEFAULT_FANOUT_CONCURRENCY,
     DEFAULT_MAX_BOOKING_DURATION,
     DEFAULT_ROWS_IN_FLIGHT,
     DEFAULT_SLOT_HORIZON_DAYS,
     DEFAULT_ZONE,
+    STOPS_THE_RUN,
     WORKER_THREADS,
 )
-from jicoo_connector.extract.results import ExtractResult, _skipped, _write
-from jicoo_connector.extract.scheduler import _ChunkSizer, _Plan
-from jicoo_connector.extract.sources import SOURCES, extract_partition
+from jicoo_connector.extract.fanout import merged
+from jicoo_connector.extract.results import ExtractResult, skipped, write_fetched
+from jicoo_connector.extract.scheduler import ChunkSizer
+from jicoo_connector.extract.sources import (
+    SOURCES,
+    DayFeed,
+    DaySource,
+    ExtractContext,
+    FeedDay,
+    FeedListing,
+    SnapshotSource,
+    TableSource,
+)
 from jicoo_connector.settings import Settings
 from jicoo_connector.storage import ParquetStore
-from jicoo_connector.tables import (
-    TABLES,
-)
 
 logger = logging.getLogger(__name__)
+
+Emit = Callable[[ExtractResult], None]
+
+
+@dataclass(frozen=True, slots=True)
+class _FeedGroup:
+    """The day tables of a run served by one feed. ``stored``: the feed's days are read from
+    its table's partitions already written, not listed again."""
+
+    feed: DayFeed
+    sources: list[DaySource]
+    stored: bool
+
+    @property
+    def tables(self) -> str:
+        return ", ".join(source.table for source in self.sources)
 
 
 def extract_range(
@@ -56,196 +82,306 @@ def extract_range(
     max_booking_duration: dt.timedelta = DEFAULT_MAX_BOOKING_DURATION,
     rows_in_flight: int = DEFAULT_ROWS_IN_FLIGHT,
     full: bool = False,
+    feed_from_store: bool = False,
 ) -> list[ExtractResult]:
     """Extract day tables for every day in ``[start, end]`` (inclusive) and snapshot tables once.
 
-    Day tables are listed up to ``chunk_days`` consecutive days at a time (one bookings listing
-    per chunk serves bookings and booking_contacts alike) and written one day partition at a
-    time; chunks shrink on busy days so that about ``rows_in_flight`` listed rows are held.
-    Snapshot tables are dated today in ``zone``: the API only knows the present, so a snapshot
-    labelled with a past date would be a lie. At most ``day_concurrency`` chunks or snapshots
-    are in flight. Every partition is attempted, failures are raised together afterwards as
-    one ``ExtractError`` (an ExceptionGroup; written partitions stay written), except that
-    after a failure no other partition could escape (the API unreachable once retries are
-    spent, or the key refused) no new partition starts. ``progress`` gets each result.
-    Contacts are read only for the bookings that changed since the day's last extract unless
-    ``full`` (``_contacts_of_days``).
+    Day tables are listed up to ``chunk_days`` consecutive days at a time (one listing of their
+    feed per chunk serves every table it feeds: bookings and booking_contacts share the bookings
+    listing) and written one day partition at a time; chunks shrink on busy days so that about
+    ``rows_in_flight`` listed rows are held. With ``feed_from_store``, a day table whose feed is
+    another table that is not extracted here (booking_contacts without bookings) reads that
+    table's partitions in ``out_root`` instead of listing it again; a missing one raises
+    ``MissingPartitionError`` before any request. Snapshot tables are dated today in ``zone``:
+    the API only knows the present, so a snapshot labelled with a past date would be a lie. At
+    most ``day_concurrency`` chunks or snapshots are in flight. Every partition is attempted,
+    failures are raised together afterwards as one ``ExtractError`` (an ExceptionGroup; written
+    partitions stay written), except that after a failure no other partition could escape (the
+    API unreachable once retries are spent, or the key refused) no new partition starts.
+    ``progress`` gets each result. Tables that carry unchanged rows over (booking_contacts)
+    re-read them all with ``full``.
     """
     unknown = sorted(set(tables) - set(SOURCES))
     if unknown:
         raise ValueError(f"unknown tables {unknown}; known: {sorted(SOURCES)}")
-    if min(day_concurrency, chunk_days, rows_in_flight) < 1:
-        raise ValueError("day_concurrency, chunk_days and rows_in_flight must be >= 1")
-    tz = _zone(zone)
-    today = dt.datetime.now(tz).date()
-    day_tables = [table for table in tables if TABLES[table].partitioning == "day"]
-    snapshots = [table for table in tables if TABLES[table].partitioning != "day"]
-    plan = _Plan(
-        day_tables=day_tables,
-        days=_days(start, end) if day_tables else [],
-        chunk_days=chunk_days,
-        chunk_rows=max(1, rows_in_flight // day_concurrency),
-        snapshots=[(table, today) for table in snapshots],
-        zone=tz,
+    if min(day_concurrency, chunk_days, rows_in_flight, horizon_days) < 1:
+        raise ValueError(
+            "day_concurrency, chunk_days, rows_in_flight and horizon_days must be >= 1"
+        )
+    selected = [source for name, source in SOURCES.items() if name in tables]
+    tz = zone_of(zone)
+    ctx = ExtractContext(
+        tz,
+        snapshot_date=dt.datetime.now(tz).date(),
+        extracted_at=dt.datetime.now(dt.UTC),
         run_id=run_id,
+        store=ParquetStore(out_root),
         horizon_days=horizon_days,
         max_booking_duration=max_booking_duration,
+        fanout=DEFAULT_FANOUT_CONCURRENCY,
         full=full,
     )
-    store = ParquetStore(out_root)
-    return asyncio.run(_run_plan(settings, plan, store, progress, day_concurrency, rows_in_flight))
+    groups = _feed_groups(selected, feed_from_store)
+    days = days_between(start, end) if groups else []
+    for group in groups:
+        missing = [
+            d for d in days if group.stored and not ctx.store.has_partition(group.feed.table, d)
+        ]
+        if missing:
+            raise MissingPartitionError(
+                group.feed.table,
+                missing,
+                f"extract {group.feed.table} for these days first (jicoo/{group.feed.table})",
+            )
+    snapshots = [source for source in selected if isinstance(source, SnapshotSource)]
+    loop = _Loop(ctx, groups, days, snapshots, progress, day_concurrency)
+    return asyncio.run(loop.run(settings, chunk_days, rows_in_flight))
 
 
-async def _extract_chunk(
+def _feed_groups(selected: Sequence[TableSource], feed_from_store: bool) -> list[_FeedGroup]:
+    by_feed: dict[str, list[DaySource]] = {}
+    for source in selected:
+        if isinstance(source, DaySource):
+            by_feed.setdefault(source.feed.table, []).append(source)
+    names = {source.table for source in selected}
+    return [
+        _FeedGroup(sources[0].feed, sources, stored=feed_from_store and feed not in names)
+        for feed, sources in by_feed.items()
+    ]
+
+
+class _Loop:
+    """One extract_range run: chunk workers per feed and snapshot jobs, sharing one limit on
+    listings in flight; results and failures gathered."""
+
+    def __init__(
+        self,
+        ctx: ExtractContext,
+        groups: list[_FeedGroup],
+        days: list[dt.date],
+        snapshots: list[SnapshotSource],
+        progress: Callable[[ExtractResult], None] | None,
+        day_concurrency: int,
+    ) -> None:
+        self._ctx = ctx
+        self._groups = groups
+        self._days = days
+        self._snapshots = snapshots
+        self._progress = progress
+        self._concurrency = day_concurrency
+        self._semaphore = asyncio.Semaphore(day_concurrency)
+        self._results: list[ExtractResult] = []
+        self._errors: list[Exception] = []
+        self._stopped_by: Exception | None = None
+
+    @property
+    def _partitions(self) -> int:
+        day_tables = sum(len(group.sources) for group in self._groups)
+        return day_tables * len(self._days) + len(self._snapshots)
+
+    def _emit(self, result: ExtractResult) -> None:
+        self._results.append(result)
+        if self._progress is not None:
+            self._progress(result)
+
+    def _failed(self, exc: Exception, what: str) -> None:
+        logger.error("extracting %s failed: %s", what, exc)
+        exc.add_note(f"while extracting {what}")
+        self._errors.append(exc)
+        if isinstance(exc, STOPS_THE_RUN) and self._stopped_by is None:
+            self._stopped_by = exc
+            logger.error("no further partition is started: every one would fail the same way")
+
+    async def run(
+        self, settings: Settings, chunk_days: int, rows_in_flight: int
+    ) -> list[ExtractResult]:
+        # The loop is ours (extract_range runs it): its to_thread work gets one worker.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="jicoo-extract")
+        )
+        async with AsyncJicooClient(settings) as client:
+            workers = []
+            for group in self._groups:
+                # The budget is per feed: each feed's listings are sized on their own density.
+                sizer = ChunkSizer(
+                    self._days,
+                    chunk_days=chunk_days,
+                    chunk_rows=max(1, rows_in_flight // self._concurrency),
+                    margin_days=group.feed.margin(self._ctx) / dt.timedelta(days=1),
+                    rows_in_flight=rows_in_flight,
+                )
+                workers += [self._chunks(client, group, sizer) for _ in range(self._concurrency)]
+            await asyncio.gather(
+                *workers, *(self._snapshot(client, source) for source in self._snapshots)
+            )
+        if self._errors:
+            # Every partition either has a result (written or skipped on a 403) or failed.
+            total = self._partitions
+            message = f"{total - len(self._results)} of {total} partitions failed"
+            if self._stopped_by is not None:
+                message += f"; stopped starting new ones after: {self._stopped_by}"
+            raise ExtractError(message, self._errors)
+        return sorted(self._results, key=lambda r: (r.table, r.partition_value))
+
+    async def _chunks(self, client: AsyncJicooClient, group: _FeedGroup, sizer: ChunkSizer) -> None:
+        while (taken := await sizer.take()) is not None:
+            chunk, rows = taken
+            listed = None
+            try:
+                if self._stopped_by is None:
+                    async with self._semaphore:
+                        listed = await _extract_days(
+                            client, self._ctx, group, chunk, self._emit, sizer.chunk_rows
+                        )
+            except Exception as exc:  # noqa: BLE001 - one chunk must not stop the others
+                self._failed(exc, f"{group.tables} {chunk[0]}..{chunk[-1]}")
+            finally:
+                await sizer.done(chunk, rows, listed)
+
+    async def _snapshot(self, client: AsyncJicooClient, source: SnapshotSource) -> None:
+        async with self._semaphore:
+            if self._stopped_by is not None:
+                return
+            try:
+                result = await _extract_snapshot(client, self._ctx, source)
+            except Exception as exc:  # noqa: BLE001 - one partition must not stop the others
+                self._failed(exc, f"{source.table} {self._ctx.snapshot_date}")
+                return
+        self._emit(result)
+
+
+async def _extract_days(
     client: AsyncJicooClient,
-    plan: _Plan,
+    ctx: ExtractContext,
+    group: _FeedGroup,
     chunk: Sequence[dt.date],
-    store: ParquetStore,
-    emit: Callable[[ExtractResult], None],
+    emit: Emit,
+    chunk_rows: int | None,
 ) -> int | None:
-    """One bookings listing for ``chunk``; each day table's partitions written from it. Returns
-    how many rows the listing held (None on a 403).
+    """One listing of the feed for ``chunk`` (at most ``chunk_rows`` rows unless a single day);
+    each table of ``group`` written from it, day by day. Returns how many rows the listing
+    held (None on a 403).
 
-    The listing's report goes to the chunk's first day; the other days get empty reports, so
-    reports summed over results count every request once.
+    The listing's report goes to the first table's first day; the calls of a table's fetcher
+    to its first day: reports summed over results count every request once.
     """
-    extracted_at = dt.datetime.now(dt.UTC)
+    ctx = dataclasses.replace(ctx, extracted_at=dt.datetime.now(dt.UTC))
     try:
-        split, listing = await _bookings_of_days(
-            client,
-            chunk,
-            zone=plan.zone,
-            max_booking_duration=plan.max_booking_duration,
-            extracted_at=extracted_at,
-            run_id=plan.run_id,
-            # A single day is listed whatever its size: it cannot be narrowed further.
-            max_rows=plan.chunk_rows if len(chunk) > 1 else None,
+        listing = await _feed_days(
+            client, ctx, group, chunk, chunk_rows if len(chunk) > 1 else None
         )
     except ListingTooLargeError:
         # Busier than the sizer guessed: list the halves one after the other.
         half = len(chunk) // 2
         listed = 0
         for narrower in (chunk[:half], chunk[half:]):
-            listed += await _extract_chunk(client, plan, narrower, store, emit) or 0
+            listed += await _extract_days(client, ctx, group, narrower, emit, chunk_rows) or 0
         return listed
     except PermissionDeniedError as denied:
-        for table in plan.day_tables:
+        for source in group.sources:
             for day in chunk:
-                emit(_skipped(table, day, denied))
+                emit(skipped(source.table, day, denied))
         return None
-    listed = listing.total_count
-
-    def report_of(index: int, report: FetchReport) -> FetchReport:
-        return report if index == 0 else FetchReport()
-
-    if "bookings" in plan.day_tables:
-        for index, part in enumerate(split):
-            written, quality = await asyncio.to_thread(
-                _write, store, "bookings", part.day, part.slices()
-            )
-            emit(
-                ExtractResult(
-                    "bookings",
-                    part.day,
-                    written.rows,
-                    written.path,
-                    report_of(index, listing.report),
-                    part.num_rows,
-                    quality=quality,
-                )
-            )
-    if "booking_contacts" in plan.day_tables:
-        days = [(part.day, _booking_versions(part.batch())) for part in split]
+    unreported: FetchReport | None = listing.report
+    for source in group.sources:
         try:
-            results = await _contacts_of_days(
-                client, store, days, full=plan.full, extracted_at=extracted_at, run_id=plan.run_id
-            )
+            fetched = await source.fetch(client, ctx, listing.days)
         except PermissionDeniedError as denied:
             for day in chunk:
-                emit(_skipped("booking_contacts", day, denied))
-            return listed
-        if "bookings" not in plan.day_tables:
-            # Without a bookings table here the listing is the contacts' cost; count it once.
-            results[0].report.merge(listing.report)
-        for result in results:
-            emit(result)
-    return listed
+                emit(skipped(source.table, day, denied))
+            continue
+        if len(fetched) != len(listing.days):
+            raise ValueError(
+                f"{source.table}: its fetcher returned {len(fetched)} partitions "
+                f"for {len(listing.days)} days"
+            )
+        for feed_day, one in zip(listing.days, fetched, strict=True):
+            if unreported is not None:
+                one = dataclasses.replace(one, report=merged(unreported, one.report))
+                unreported = None
+            emit(await asyncio.to_thread(write_fetched, source.table, feed_day.day, one, ctx))
+    return listing.listed
 
 
-async def _run_plan(
-    settings: Settings,
-    plan: _Plan,
+async def _feed_days(
+    client: AsyncJicooClient,
+    ctx: ExtractContext,
+    group: _FeedGroup,
+    chunk: Sequence[dt.date],
+    max_rows: int | None,
+) -> FeedListing:
+    if not group.stored:
+        return await group.feed.list_days(client, ctx, chunk, max_rows)
+    table = group.feed.table
+    days = [
+        FeedDay(day, await asyncio.to_thread(ctx.store.read_partition, table, day)) for day in chunk
+    ]
+    return FeedListing(days, FetchReport(), sum(day.rows.num_rows for day in days))
+
+
+async def _extract_snapshot(
+    client: AsyncJicooClient, ctx: ExtractContext, source: SnapshotSource
+) -> ExtractResult:
+    """Today's partition of a snapshot table (skipped on a 403)."""
+    ctx = dataclasses.replace(ctx, extracted_at=dt.datetime.now(dt.UTC))
+    try:
+        fetched = await source.fetch(client, ctx)
+    except PermissionDeniedError as denied:
+        return skipped(source.table, ctx.snapshot_date, denied)
+    # Conversion and file I/O block: off the event loop, so other partitions keep going.
+    return await asyncio.to_thread(write_fetched, source.table, ctx.snapshot_date, fetched, ctx)
+
+
+async def extract_partition(
+    client: AsyncJicooClient,
+    table: str,
+    *,
+    day: dt.date | None = None,
+    snapshot_date: dt.date | None = None,
+    zone: str = DEFAULT_ZONE,
     store: ParquetStore,
-    progress: Callable[[ExtractResult], None] | None,
-    day_concurrency: int,
-    rows_in_flight: int,
-) -> list[ExtractResult]:
-    semaphore = asyncio.Semaphore(day_concurrency)
-    sizer = _ChunkSizer(plan, rows_in_flight, day_concurrency)
-    results: list[ExtractResult] = []
-    errors: list[Exception] = []
-    stopped_by: Exception | None = None
+    run_id: str | None,
+    horizon_days: int = DEFAULT_SLOT_HORIZON_DAYS,
+    max_booking_duration: dt.timedelta = DEFAULT_MAX_BOOKING_DURATION,
+    fanout: int = DEFAULT_FANOUT_CONCURRENCY,
+    full: bool = False,
+) -> ExtractResult:
+    """Fetch one partition of ``table`` and replace it atomically in ``store``, through the
+    same path as extract_range.
 
-    def emit(result: ExtractResult) -> None:
-        results.append(result)
-        if progress is not None:
-            progress(result)
+    Day tables take ``day`` (the start day in ``zone``; their feed is listed for it); snapshot
+    tables take ``snapshot_date``. A 403 returns a result with ``skipped_reason`` and writes
+    nothing; every other error propagates.
 
-    def failed(exc: Exception, what: str) -> None:
-        nonlocal stopped_by
-        logger.error("extracting %s failed: %s", what, exc)
-        exc.add_note(f"while extracting {what}")
-        errors.append(exc)
-        if isinstance(exc, _STOPS_THE_RUN) and stopped_by is None:
-            stopped_by = exc
-            logger.error("no further partition is started: every one would fail the same way")
-
-    # The loop is ours (extract_range runs it): its to_thread work gets one worker.
-    asyncio.get_running_loop().set_default_executor(
-        ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="jicoo-extract")
+    >>> async with AsyncJicooClient(settings) as client:  # doctest: +SKIP
+    ...     await extract_partition(client, "bookings", day=dt.date(2024, 3, 1), store=store,
+    ...                             run_id=None)
+    """
+    source = SOURCES.get(table)
+    if source is None:
+        raise ValueError(f"unknown table {table!r}; known: {sorted(SOURCES)}")
+    if horizon_days < 1 or fanout < 1:
+        raise ValueError("horizon_days and fanout must be >= 1")
+    tz = zone_of(zone)
+    ctx = ExtractContext(
+        tz,
+        snapshot_date=snapshot_date or dt.datetime.now(tz).date(),
+        extracted_at=dt.datetime.now(dt.UTC),
+        run_id=run_id,
+        store=store,
+        horizon_days=horizon_days,
+        max_booking_duration=max_booking_duration,
+        fanout=fanout,
+        full=full,
     )
-    async with AsyncJicooClient(settings) as client:
-
-        async def chunk_worker() -> None:
-            while (taken := await sizer.take()) is not None:
-                chunk, rows = taken
-                listed = None
-                try:
-                    if stopped_by is None:
-                        async with semaphore:
-                            listed = await _extract_chunk(client, plan, chunk, store, emit)
-                except Exception as exc:  # noqa: BLE001 - one chunk must not stop the others
-                    failed(exc, f"{', '.join(plan.day_tables)} {chunk[0]}..{chunk[-1]}")
-                finally:
-                    await sizer.done(chunk, rows, listed)
-
-        async def snapshot_job(table: str, value: dt.date) -> None:
-            async with semaphore:
-                if stopped_by is not None:
-                    return
-                try:
-                    result = await extract_partition(
-                        client,
-                        table,
-                        snapshot_date=value,
-                        zone=plan.zone.key,
-                        store=store,
-                        run_id=plan.run_id,
-                        horizon_days=plan.horizon_days,
-                    )
-                except Exception as exc:  # noqa: BLE001 - one partition must not stop the others
-                    failed(exc, f"{table} {value}")
-                    return
-            emit(result)
-
-        await asyncio.gather(
-            *(chunk_worker() for _ in range(day_concurrency if plan.days else 0)),
-            *(snapshot_job(table, value) for table, value in plan.snapshots),
-        )
-    if errors:
-        # Every partition either has a result (written or skipped on a 403) or failed.
-        message = f"{plan.partitions - len(results)} of {plan.partitions} partitions failed"
-        if stopped_by is not None:
-            message += f"; stopped starting new ones after: {stopped_by}"
-        raise ExtractError(message, errors)
-    return sorted(results, key=lambda r: (r.table, r.partition_value))
+    if isinstance(source, SnapshotSource):
+        if snapshot_date is None or day is not None:
+            raise ValueError(f"{table} is a daily snapshot: pass snapshot_date=, not day=")
+        return await _extract_snapshot(client, ctx, source)
+    if day is None or snapshot_date is not None:
+        raise ValueError(f"{table} is partitioned by day: pass day=, not snapshot_date=")
+    results: list[ExtractResult] = []
+    group = _FeedGroup(source.feed, [source], stored=False)
+    await _extract_days(client, ctx, group, [day], results.append, None)
+    (result,) = results
+    return result

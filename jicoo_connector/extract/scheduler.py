@@ -1,47 +1,34 @@
-"""The plan of a run and the adaptive chunk sizer that keeps rows in flight within budget."""
+"""The adaptive chunk sizer that keeps a feed's rows in flight within budget."""
 
 import asyncio
 import datetime as dt
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    day_tables: list[str]
-    days: list[dt.date]
-    chunk_days: int
-    chunk_rows: int
-    snapshots: list[tuple[str, dt.date]]
-    zone: ZoneInfo
-    run_id: str | None
-    horizon_days: int
-    max_booking_duration: dt.timedelta
-    full: bool = False
+class ChunkSizer:
+    """Hands out consecutive chunks of ``days`` (at most ``chunk_days`` each), sized so that a
+    chunk's listing holds about ``chunk_rows`` rows, and admits chunks while the rows in flight
+    fit ``rows_in_flight``. The density (rows per listed day, the ``margin_days`` a listing
+    reaches past its last day included) is learnt from the listings: until one finds rows,
+    chunks are single days listed one at a time."""
 
-    @property
-    def partitions(self) -> int:
-        return len(self.day_tables) * len(self.days) + len(self.snapshots)
-
-    @property
-    def margin_days(self) -> float:
-        return self.max_booking_duration / dt.timedelta(days=1)
-
-
-class _ChunkSizer:
-    """Hands out consecutive chunks of days, sized so that a chunk's listing holds about
-    ``rows_in_flight / concurrency`` rows, and admits chunks while the rows in flight fit the
-    budget. The density (rows per listed day) is learnt from the listings: until one finds
-    rows, chunks are single days listed one at a time."""
-
-    def __init__(self, plan: _Plan, rows_in_flight: int, concurrency: int) -> None:
-        self._plan = plan
+    def __init__(
+        self,
+        days: Sequence[dt.date],
+        *,
+        chunk_days: int,
+        chunk_rows: int,
+        margin_days: float,
+        rows_in_flight: int,
+    ) -> None:
+        self._days = list(days)
+        self._chunk_days = chunk_days
+        self._margin = margin_days
         self._budget = rows_in_flight
-        self._target = plan.chunk_rows
+        self.chunk_rows = chunk_rows
         self._next = 0
         self._density: float | None = None
         self._probing = False
@@ -53,19 +40,18 @@ class _ChunkSizer:
         async with self._changed:
             # Until a listing has found rows, chunks are one-day probes, one at a time.
             await self._changed.wait_for(lambda: self._density is not None or not self._probing)
-            if self._next >= len(self._plan.days):
+            if self._next >= len(self._days):
                 return None
-            margin = self._plan.margin_days
             if self._density is None:
                 self._probing = True
                 size, density = 1, 0.0
             else:
                 density = self._density
-                size = int(self._target / density - margin)
-            size = max(1, min(self._plan.chunk_days, size))
-            chunk = self._plan.days[self._next : self._next + size]
+                size = int(self.chunk_rows / density - self._margin)
+            size = max(1, min(self._chunk_days, size))
+            chunk = self._days[self._next : self._next + size]
             self._next += len(chunk)
-            rows = density * (len(chunk) + margin)
+            rows = density * (len(chunk) + self._margin)
             await self._changed.wait_for(
                 lambda: self._in_flight == 0 or self._in_flight + rows <= self._budget
             )
@@ -78,6 +64,6 @@ class _ChunkSizer:
             self._probing = False
             if listed:
                 # The busiest stretch seen so far sizes what follows: memory stays bounded.
-                observed = listed / (len(chunk) + self._plan.margin_days)
+                observed = listed / (len(chunk) + self._margin)
                 self._density = max(observed, self._density or 0.0)
             self._changed.notify_all()

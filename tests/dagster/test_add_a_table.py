@@ -1,13 +1,16 @@
 """Adding a table is one declaration (CONTRIBUTING.md, "Adding a table"): registered, it is in
 the CLI's --tables, in the Dagster asset graph with its checks, and extracted by the shared run
-loop, with no other file touched."""
+loop, with no other file touched. Both kinds: a daily snapshot (user_roles) and a day table made
+from the bookings feed (booking_hosts)."""
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Mapping
+import re
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -16,61 +19,63 @@ from jicoo_connector.cli import EXIT_OK, main
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import (
     SOURCES,
+    DaySource,
+    SnapshotSource,
     TableSource,
     extract_range,
-    listing,
     register_table,
     unregister_table,
 )
 from jicoo_connector.quality import check_names
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.storage import ParquetStore
-from jicoo_connector.tables import TABLES, TableSpec, column
+from jicoo_connector.tables import TABLES
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
     TEST_BURST,
     TEST_RATE_LIMIT,
+    TOKYO,
     check_evaluations,
     extract_assets,
     jicoo_resource,
+    materializations,
     warehouse_resource,
 )
 
 TABLE = "user_roles"
+HOSTS_TABLE = "booking_hosts"
+CONTRIBUTING = Path(__file__).parents[2] / "CONTRIBUTING.md"
 
 
-def _roles(records: Iterable[Mapping[str, object]]) -> Iterator[Mapping[str, object]]:
-    # Reshaping: only the fields this table is about (the rest would land in _extra).
-    for user in records:
-        yield {"uid": user["uid"], "role": user.get("role")}
+def _declare(name: str) -> TableSource:
+    """Run CONTRIBUTING.md's snippet that declares and registers ``name``, as a reader would
+    copy it: the tests use the guide's declarations, so the guide cannot drift from them."""
+    blocks = re.findall(r"```python\n(.*?)```", CONTRIBUTING.read_text(encoding="utf-8"), re.S)
+    (snippet,) = [block for block in blocks if f"register_table({name})" in block]
+    namespace: dict[str, object] = {}
+    exec(compile(snippet, str(CONTRIBUTING), "exec"), namespace)  # noqa: S102 - our own guide
+    source = namespace[name]
+    assert isinstance(source, SnapshotSource | DaySource)
+    return source
 
 
-# The whole declaration of the table: schema, key, partitioning, reshaping, endpoints, fetcher.
-USER_ROLES = TableSource(
-    TableSpec(
-        TABLE,
-        (
-            column("uid", "uid", pa.string(), nullable=False, doc="The user's id."),
-            column("role", "role", pa.string(), doc="The user's role in the organization."),
-        ),
-        ("uid",),
-        "snapshot",
-        rows=_roles,
-    ),
-    ("GET /v1/organization_users",),
-    listing(lambda client: client.list_organization_users()),
-)
+@contextmanager
+def _registered(name: str) -> Iterator[TableSource]:
+    source = _declare(name)
+    try:
+        yield source
+    finally:
+        unregister_table(source.table)
+    assert source.table not in SOURCES
+    assert source.table not in TABLES
 
 
 @pytest.fixture
 def user_roles() -> Iterator[TableSource]:
-    register_table(USER_ROLES)
-    try:
-        yield USER_ROLES
-    finally:
-        unregister_table(TABLE)
-    assert TABLE not in SOURCES
-    assert TABLE not in TABLES
+    with _registered("USER_ROLES") as source:
+        assert source.table == TABLE
+        assert isinstance(source, SnapshotSource)
+        yield source
 
 
 def _roles_in_sandbox(sandbox: SandboxServer) -> dict[str, object]:
@@ -159,11 +164,103 @@ def test_a_registered_table_is_in_the_code_location_jobs_and_warehouse(
 
 
 def test_a_table_is_registered_once_and_built_ins_stay() -> None:
-    register_table(USER_ROLES)
-    try:
-        with pytest.raises(ValueError, match="already registered"):
-            register_table(USER_ROLES)
-    finally:
-        unregister_table(TABLE)
+    with _registered("USER_ROLES") as source, pytest.raises(ValueError, match="already"):
+        register_table(source)
     with pytest.raises(ValueError, match="built in"):
         unregister_table("bookings")
+
+
+# -- a day table: made from the bookings feed, so it costs no request of its own --------------
+
+
+@pytest.fixture
+def booking_hosts() -> Iterator[TableSource]:
+    with _registered("BOOKING_HOSTS") as source:
+        assert source.table == HOSTS_TABLE
+        assert isinstance(source, DaySource)
+        yield source
+
+
+def _busiest_day(sandbox: SandboxServer) -> tuple[dt.date, Counter[str]]:
+    """The Tokyo day with the most bookings, and the number of hosts of each of its bookings."""
+    by_day: dict[dt.date, Counter[str]] = {}
+    for booking in sandbox.store.all_bookings():
+        started = dt.datetime.fromisoformat(str(booking["startedAt"])).astimezone(TOKYO).date()
+        hosts = booking.get("hosts") or []
+        assert isinstance(hosts, list)
+        by_day.setdefault(started, Counter())[str(booking["uid"])] = len(hosts)
+    day = max(by_day, key=lambda d: len(by_day[d]))
+    return day, by_day[day]
+
+
+def _listings(sandbox: SandboxServer) -> int:
+    return sum(
+        1 for e in sandbox.requests() if e["method"] == "GET" and e["path"] == "/v1/bookings"
+    )
+
+
+def _settings(sandbox: SandboxServer) -> Settings:
+    return Settings(
+        api_key=ApiKey(sandbox.api_key),
+        base_url=sandbox.base_url,
+        rate_limit=TEST_RATE_LIMIT,
+        burst=TEST_BURST,
+    )
+
+
+def test_a_registered_day_table_shares_the_bookings_listing(
+    booking_hosts: TableSource, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    day, hosts = _busiest_day(sandbox)
+    alone = extract_range(_settings(sandbox), ["bookings"], day, day, str(tmp_path / "a"))
+    pages = _listings(sandbox)
+    assert pages > 0
+    sandbox.clear_requests()
+    both = extract_range(
+        _settings(sandbox), ["bookings", HOSTS_TABLE], day, day, str(tmp_path / "b"), zone=TOKYO.key
+    )
+    # The same listing serves both tables: not one bookings request more.
+    assert _listings(sandbox) == pages
+    (bookings,) = [r for r in both if r.table == "bookings"]
+    (written,) = [r for r in both if r.table == HOSTS_TABLE]
+    assert bookings.rows == alone[0].rows == len(hosts)
+    assert written.rows == sum(hosts.values()) > 0
+    assert written.path is not None
+    table = pq.read_table(written.path)
+    assert Counter(table.column("booking_uid").to_pylist()) == +hosts
+    assert written.quality is not None
+
+
+def test_a_registered_day_table_is_an_asset_fed_by_the_bookings_partition(
+    booking_hosts: TableSource,
+    sandbox: SandboxServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["extract", "--help"])
+    assert HOSTS_TABLE in capsys.readouterr().out.split()
+    monkeypatch.setenv("JICOO_API_KEY", "placeholder-key")
+    defs = build_definitions(ConnectorConfig())
+    key = dg.AssetKey(["jicoo", HOSTS_TABLE])
+    daily = defs.resolve_job_def("jicoo_daily_tables").asset_layer.selected_asset_keys
+    assert key in daily
+    assert dg.AssetKey(["jicoo", "bookings"]) in defs.resolve_asset_graph().get(key).parent_keys
+
+    day, hosts = _busiest_day(sandbox)
+    assets = extract_assets(ConnectorConfig())
+    result = dg.materialize(
+        [assets["bookings"], assets[HOSTS_TABLE]],
+        partition_key=day.isoformat(),
+        resources={"jicoo": jicoo_resource(sandbox), "warehouse": warehouse_resource(tmp_path)},
+    )
+    assert result.success
+    (event,) = materializations(result, key)
+    assert event.metadata["dagster/row_count"].value == sum(hosts.values()) > 0
+    assert check_evaluations(result)[f"jicoo/{HOSTS_TABLE}/key_unique_not_null"] is True
+    # Its step read the bookings partition the bookings step wrote: one listing in the run.
+    sandbox_pages = _listings(sandbox)
+    sandbox.clear_requests()
+    extract_range(_settings(sandbox), ["bookings"], day, day, str(tmp_path / "alone"))
+    assert sandbox_pages == _listings(sandbox)

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from assets.automation import build_schedules
-from assets.extract_assets import CONTACTS_OP
+from assets.extract_assets import daily_tables, op_name
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.errors import MissingPartitionError
 from jicoo_connector.extract import DEFAULT_MAX_BOOKING_DURATION, day_window
@@ -30,6 +30,8 @@ from tests.dagster.support import (
     tokyo_today,
     warehouse_resource,
 )
+
+CONTACTS_OP = op_name("booking_contacts")
 
 CONTACTS_PATH = "/contacts"
 FULL = {"ops": {CONTACTS_OP: {"config": {"full": True}}}}
@@ -180,5 +182,10 @@ def test_the_sweep_reads_every_contact_and_the_refresh_only_changed_ones() -> No
     jicoo_refresh_schedule, jicoo_sweep_schedule, _ = build_schedules(ConnectorConfig())
     (sweep,) = list(jicoo_sweep_schedule.evaluate_tick(context).run_requests or [])
     (refresh,) = list(jicoo_refresh_schedule.evaluate_tick(context).run_requests or [])
-    assert sweep.run_config == FULL
-    assert refresh.run_config == {"ops": {CONTACTS_OP: {"config": {"full": False}}}}
+
+    def every_day_table(full: bool) -> dict[str, object]:
+        return {"ops": {op_name(table): {"config": {"full": full}} for table in daily_tables()}}
+
+    assert "booking_contacts" in daily_tables()
+    assert sweep.run_config == every_day_table(True)
+    assert refresh.run_config == every_day_table(False)

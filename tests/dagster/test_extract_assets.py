@@ -15,7 +15,7 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from assets.extract_assets import CONTACTS_OP
+from assets.extract_assets import op_name
 from assets.warehouse import warehouse_tables
 from jicoo_connector.extract import day_window
 from jicoo_connector.storage import ParquetStore
@@ -31,6 +31,8 @@ from tests.dagster.support import (
     tokyo_today,
     warehouse_resource,
 )
+
+CONTACTS_OP = op_name("booking_contacts")
 
 LINEAGE = (EXTRACTED_AT_COLUMN, RUN_ID_COLUMN)
 DAILY = ("bookings", "booking_contacts")

@@ -33,7 +33,7 @@ from dagster._core.events import DagsterEventType
 from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.storage.dagster_run import DagsterRunStatus
 
-from assets.extract_assets import CONTACTS_OP
+from assets.extract_assets import op_name
 from assets.resources import API_POOL
 from assets.writeback import APPLY_LOG_OP
 from jicoo_connector.changes.changeset import parse_changeset
@@ -44,6 +44,8 @@ from tests.dagster.test_deploy_config import dagster_url
 from tests.postgres_server import PostgresServer
 from tests.s3_server import moto_s3
 from tests.writeback_data import assert_server_matches, build_csv, effective_posts
+
+CONTACTS_OP = op_name("booking_contacts")
 
 REPO = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent
