@@ -82,6 +82,22 @@ def _roles_in_sandbox(sandbox: SandboxServer) -> dict[str, object]:
     return {str(user["uid"]): user.get("role") for user in sandbox.store.users()}
 
 
+def _cli_tables(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """The words of ``jicoo extract --help`` (its --tables choices among them)."""
+    with pytest.raises(SystemExit):
+        main(["extract", "--help"])
+    return capsys.readouterr().out.split()
+
+
+def _settings(sandbox: SandboxServer) -> Settings:
+    return Settings(
+        api_key=ApiKey(sandbox.api_key),
+        base_url=sandbox.base_url,
+        rate_limit=TEST_RATE_LIMIT,
+        burst=TEST_BURST,
+    )
+
+
 def _rows(path: Path) -> dict[str, object]:
     read = pq.read_table(path)
     uids, roles = read.column("uid").to_pylist(), read.column("role").to_pylist()
@@ -91,14 +107,8 @@ def _rows(path: Path) -> dict[str, object]:
 def test_a_registered_table_is_extracted_by_the_run_loop(
     user_roles: TableSource, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        api_key=ApiKey(sandbox.api_key),
-        base_url=sandbox.base_url,
-        rate_limit=TEST_RATE_LIMIT,
-        burst=TEST_BURST,
-    )
     day = dt.date(2026, 1, 5)  # day tables only: a snapshot is dated today
-    (result,) = extract_range(settings, [TABLE], day, day, str(tmp_path))
+    (result,) = extract_range(_settings(sandbox), [TABLE], day, day, str(tmp_path))
     expected = _roles_in_sandbox(sandbox)
     assert result.table == TABLE
     assert result.rows == len(expected) > 0
@@ -114,9 +124,7 @@ def test_a_registered_table_is_in_the_cli_tables(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with pytest.raises(SystemExit):
-        main(["extract", "--help"])
-    assert TABLE in capsys.readouterr().out.split()
+    assert TABLE in _cli_tables(capsys)
     monkeypatch.setenv("JICOO_API_KEY", system_sandbox.api_key)
     monkeypatch.setenv("JICOO_BASE_URL", system_sandbox.base_url)
     monkeypatch.setenv("JICOO_RATE_LIMIT", str(TEST_RATE_LIMIT))
@@ -199,15 +207,6 @@ def _listings(sandbox: SandboxServer) -> int:
     )
 
 
-def _settings(sandbox: SandboxServer) -> Settings:
-    return Settings(
-        api_key=ApiKey(sandbox.api_key),
-        base_url=sandbox.base_url,
-        rate_limit=TEST_RATE_LIMIT,
-        burst=TEST_BURST,
-    )
-
-
 def test_a_registered_day_table_shares_the_bookings_listing(
     booking_hosts: TableSource, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
@@ -238,9 +237,7 @@ def test_a_registered_day_table_is_an_asset_fed_by_the_bookings_partition(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    with pytest.raises(SystemExit):
-        main(["extract", "--help"])
-    assert HOSTS_TABLE in capsys.readouterr().out.split()
+    assert HOSTS_TABLE in _cli_tables(capsys)
     monkeypatch.setenv("JICOO_API_KEY", "placeholder-key")
     defs = build_definitions(ConnectorConfig())
     key = dg.AssetKey(["jicoo", HOSTS_TABLE])
