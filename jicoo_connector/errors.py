@@ -1,7 +1,7 @@
 """Every error the connector raises, in one tree. Imports nothing else of the package.
 
 JicooError
-├── ConfigError                 bad settings (base URL, key, limits) before any request
+├── ConfigError                 bad settings or arguments, before any request (a ValueError)
 ├── APIStatusError              the server answered with a non-2xx status
 │   ├── BadRequestError         400
 │   ├── AuthenticationError     401: the key is missing or invalid
@@ -74,8 +74,9 @@ class JicooError(Exception):
     """Root of every error raised by jicoo_connector."""
 
 
-class ConfigError(JicooError):
-    """Settings that cannot work, found before any request is sent."""
+class ConfigError(JicooError, ValueError):
+    """Settings or arguments that cannot work, found before any request is sent (a
+    ValueError too, as Python code expects of a bad argument)."""
 
 
 class APIStatusError(JicooError):

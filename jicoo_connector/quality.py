@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from jicoo_connector.errors import ConfigError
 from jicoo_connector.tables import EXTRA_COLUMN, TABLES
 
 __all__ = [
@@ -246,7 +247,7 @@ class QualityRecorder:
         self._extra.append(table.select([EXTRA_COLUMN]).filter(pc.is_valid(table[EXTRA_COLUMN])))
         if "contacts_reference_bookings" in self._names:
             if self._booking_uids is None:
-                raise ValueError("contacts are checked against their bookings' uids: pass them")
+                raise ConfigError("contacts are checked against their bookings' uids: pass them")
             uids = table.select(["booking_uid"])
             known = pc.is_in(uids.column(0), value_set=self._booking_uids)
             self._orphans.append(uids.filter(pc.invert(known)))

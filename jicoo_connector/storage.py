@@ -18,6 +18,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from jicoo_connector.atomic import TEMP_MARKER, atomic_path, temp_glob
+from jicoo_connector.errors import ConfigError
 from jicoo_connector.tables import TABLES, TableSpec
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class PartitionWriteResult:
 def _spec(table: str) -> TableSpec:
     spec = TABLES.get(table)
     if spec is None:
-        raise ValueError(f"unknown table {table!r}; known: {sorted(TABLES)}")
+        raise ConfigError(f"unknown table {table!r}; known: {sorted(TABLES)}")
     return spec
 
 
@@ -257,7 +258,7 @@ def _write_parquet(
     ) as writer:
         for batch in batches:
             if not batch.schema.equals(spec.schema):
-                raise ValueError(
+                raise ConfigError(
                     f"{spec.name}: a batch does not match the table schema:\n{batch.schema}"
                 )
             writer.write_batch(batch.remove_column(drop), row_group_size=ROW_GROUP_ROWS)

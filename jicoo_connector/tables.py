@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from jicoo_connector.client.arrow_envelope import envelope_parse_options, read_envelope
-from jicoo_connector.errors import RecordConversionError
+from jicoo_connector.errors import ConfigError, RecordConversionError
 
 __all__ = [
     "DAY_COLUMN",
@@ -224,7 +224,7 @@ def register_spec(spec: TableSpec) -> None:
     this with the table's whole declaration. Re-registering the same spec is a no-op."""
     known = _REGISTERED.get(spec.name)
     if known is not None and known is not spec:
-        raise ValueError(f"a table named {spec.name!r} is already registered")
+        raise ConfigError(f"a table named {spec.name!r} is already registered")
     _REGISTERED[spec.name] = spec
 
 
@@ -434,9 +434,9 @@ def to_record_batch(
 def _spec_for_batches(table: str, extracted_at: dt.datetime) -> TableSpec:
     spec = TABLES.get(table)
     if spec is None:
-        raise ValueError(f"unknown table {table!r}; known: {sorted(TABLES)}")
+        raise ConfigError(f"unknown table {table!r}; known: {sorted(TABLES)}")
     if extracted_at.tzinfo is None:
-        raise ValueError("extracted_at must be timezone-aware")
+        raise ConfigError("extracted_at must be timezone-aware")
     return spec
 
 

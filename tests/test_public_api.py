@@ -1,12 +1,20 @@
 """The package's public surface: complete, sorted `__all__`s and one error tree."""
 
+import datetime as dt
 import importlib
 import inspect
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 import jicoo_connector
 from jicoo_connector import errors
+from jicoo_connector.client import RateLimiter
+from jicoo_connector.extract import SOURCES, day_window, extract_range, register_table
+from jicoo_connector.settings import ApiKey, Settings
+from jicoo_connector.storage import ParquetStore
+from jicoo_connector.tables import to_record_batch
 
 PUBLIC_MODULES = [
     "jicoo_connector",
@@ -49,3 +57,45 @@ def test_a_listing_too_large_and_a_failed_extract_are_errors_of_the_tree() -> No
     assert issubclass(errors.ListingTooLargeError, errors.JicooError)
     assert issubclass(errors.ExtractError, errors.JicooError)
     assert issubclass(errors.ExtractError, ExceptionGroup)
+
+
+def _bad_calls(tmp_path: Path) -> dict[str, Callable[[], object]]:
+    settings = Settings(api_key=ApiKey("placeholder"), base_url="http://127.0.0.1:9")
+    day = dt.date(2026, 1, 5)
+    return {
+        "unknown table": lambda: extract_range(settings, ["nope"], day, day, str(tmp_path)),
+        "end before start": lambda: extract_range(
+            settings, ["bookings"], day, day - dt.timedelta(days=1), str(tmp_path)
+        ),
+        "bad zone": lambda: day_window(day, "Mars/Olympus"),
+        "registered twice": lambda: register_table(SOURCES["users"]),
+        "unknown table to write": lambda: ParquetStore(tmp_path).write_partition("nope", day, []),
+        "naive extracted_at": lambda: to_record_batch(
+            "users",
+            [],
+            extracted_at=dt.datetime(2026, 1, 5),  # noqa: DTZ001 - naive on purpose
+            run_id=None,
+            partition_value=day,
+        ),
+        "zero rate": lambda: RateLimiter(0, 1),
+    }
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "unknown table",
+        "end before start",
+        "bad zone",
+        "registered twice",
+        "unknown table to write",
+        "naive extracted_at",
+        "zero rate",
+    ],
+)
+def test_a_bad_argument_is_a_config_error_of_the_tree(call: str, tmp_path: Path) -> None:
+    # Nothing is sent: the settings point at a closed port.
+    with pytest.raises(errors.ConfigError) as caught:
+        _bad_calls(tmp_path)[call]()
+    # Also the ValueError Python code expects of a bad argument.
+    assert isinstance(caught.value, ValueError)

@@ -22,7 +22,7 @@ from jicoo_connector.client._paginate import (
 )
 from jicoo_connector.client._ratelimit import RateLimiter, shared_limiter
 from jicoo_connector.client._report import FetchReport, Listing, PagedListing
-from jicoo_connector.errors import ProtocolError
+from jicoo_connector.errors import ConfigError, ProtocolError
 from jicoo_connector.settings import Settings
 
 __all__ = ["AVAILABLE_SLOTS_WINDOW", "AsyncJicooClient", "JicooClient"]
@@ -46,14 +46,14 @@ def _segment(value: str, what: str) -> str:
 
 def _require_id(value: str, what: str) -> str:
     if value in ("", ".", ".."):
-        raise ValueError(f"{what} must be a non-empty id, got {value!r}")
+        raise ConfigError(f"{what} must be a non-empty id, got {value!r}")
     return value
 
 
 def format_instant(value: dt.datetime, what: str) -> str:
     """A timezone-aware datetime as the API's UTC form, ``2024-03-01T20:00:00.000Z``."""
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{what} must be timezone-aware, got naive {value.isoformat()}")
+        raise ConfigError(f"{what} must be timezone-aware, got naive {value.isoformat()}")
     utc = value.astimezone(dt.UTC)
     return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
 
@@ -101,11 +101,11 @@ def _booking_params(
     sort: str,
 ) -> dict[str, str]:
     if status is not None and status not in BOOKING_STATUSES:
-        raise ValueError(f"status must be one of {sorted(BOOKING_STATUSES)}, got {status!r}")
+        raise ConfigError(f"status must be one of {sorted(BOOKING_STATUSES)}, got {status!r}")
     if order not in BOOKING_ORDERS:
-        raise ValueError(f"order must be one of {sorted(BOOKING_ORDERS)}, got {order!r}")
+        raise ConfigError(f"order must be one of {sorted(BOOKING_ORDERS)}, got {order!r}")
     if sort not in BOOKING_SORTS:
-        raise ValueError(f"sort must be one of {sorted(BOOKING_SORTS)}, got {sort!r}")
+        raise ConfigError(f"sort must be one of {sorted(BOOKING_SORTS)}, got {sort!r}")
     params = {"order": order, "sort": sort}
     if started_at is not None:
         params["startedAt"] = format_instant(started_at, "started_at")
@@ -360,7 +360,7 @@ class AsyncJicooClient:
         format_instant(start, "start")
         format_instant(end, "end")
         if end <= start:
-            raise ValueError("end must be after start")
+            raise ConfigError("end must be after start")
         windows: list[tuple[dt.datetime, dt.datetime]] = []
         cursor = start
         while cursor < end:

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from jicoo_connector.errors import ConfigError
 from jicoo_connector.settings import ApiKey, Settings
 
 __all__ = [
@@ -56,9 +57,9 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not rate > 0 or burst < 1:
-            raise ValueError("rate must be > 0 and burst >= 1")
+            raise ConfigError("rate must be > 0 and burst >= 1")
         if not (0 < pacing <= 1 and 0 < burst_share <= 1):
-            raise ValueError("pacing and burst_share must be in (0, 1]")
+            raise ConfigError("pacing and burst_share must be in (0, 1]")
         self.rate = float(rate)
         self.burst = burst
         # What the bucket really uses: the limits above, less the requested safety margins.

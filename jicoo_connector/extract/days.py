@@ -40,5 +40,5 @@ def day_window(
 def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
     """Every day of ``[start, end]``."""
     if end < start:
-        raise ValueError(f"end {end} is before start {start}")
+        raise ConfigError(f"end {end} is before start {start}")
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]

@@ -15,6 +15,7 @@ from jicoo_connector.client import (
     ListingTooLargeError,
 )
 from jicoo_connector.errors import (
+    ConfigError,
     ExtractError,
     MissingPartitionError,
     PermissionDeniedError,
@@ -103,9 +104,9 @@ def extract_range(
     """
     unknown = sorted(set(tables) - set(SOURCES))
     if unknown:
-        raise ValueError(f"unknown tables {unknown}; known: {sorted(SOURCES)}")
+        raise ConfigError(f"unknown tables {unknown}; known: {sorted(SOURCES)}")
     if min(day_concurrency, chunk_days, rows_in_flight, horizon_days) < 1:
-        raise ValueError(
+        raise ConfigError(
             "day_concurrency, chunk_days, rows_in_flight and horizon_days must be >= 1"
         )
     selected = [source for name, source in SOURCES.items() if name in tables]
@@ -291,7 +292,7 @@ async def _extract_days(
                 emit(skipped(source.table, day, denied))
             continue
         if len(fetched) != len(listing.days):
-            raise ValueError(
+            raise ConfigError(
                 f"{source.table}: its fetcher returned {len(fetched)} partitions "
                 f"for {len(listing.days)} days"
             )
@@ -359,9 +360,9 @@ async def extract_partition(
     """
     source = SOURCES.get(table)
     if source is None:
-        raise ValueError(f"unknown table {table!r}; known: {sorted(SOURCES)}")
+        raise ConfigError(f"unknown table {table!r}; known: {sorted(SOURCES)}")
     if horizon_days < 1 or fanout < 1:
-        raise ValueError("horizon_days and fanout must be >= 1")
+        raise ConfigError("horizon_days and fanout must be >= 1")
     tz = zone_of(zone)
     ctx = ExtractContext(
         tz,
@@ -376,10 +377,10 @@ async def extract_partition(
     )
     if isinstance(source, SnapshotSource):
         if snapshot_date is None or day is not None:
-            raise ValueError(f"{table} is a daily snapshot: pass snapshot_date=, not day=")
+            raise ConfigError(f"{table} is a daily snapshot: pass snapshot_date=, not day=")
         return await _extract_snapshot(client, ctx, source)
     if day is None or snapshot_date is not None:
-        raise ValueError(f"{table} is partitioned by day: pass day=, not snapshot_date=")
+        raise ConfigError(f"{table} is partitioned by day: pass day=, not snapshot_date=")
     results: list[ExtractResult] = []
     group = _FeedGroup(source.feed, [source], stored=False)
     await _extract_days(client, ctx, group, [day], results.append, None)

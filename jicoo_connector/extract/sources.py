@@ -21,6 +21,7 @@ from jicoo_connector.client import (
     FetchReport,
     Listing,
 )
+from jicoo_connector.errors import ConfigError
 from jicoo_connector.quality import RULES
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import Registry, TableSpec, register_spec, unregister_spec
@@ -170,18 +171,18 @@ def register_table(source: TableSource) -> None:
     one check per quality rule of its spec) and the warehouse load know it."""
     spec = source.spec
     if source.table in SOURCES:
-        raise ValueError(f"a table named {source.table!r} is already registered")
+        raise ConfigError(f"a table named {source.table!r} is already registered")
     expected = "day" if isinstance(source, DaySource) else "snapshot"
     if spec.partitioning != expected:
-        raise ValueError(
+        raise ConfigError(
             f"{source.table}: a {type(source).__name__} is partitioned by {expected}, "
             f"its spec by {spec.partitioning}"
         )
     if isinstance(source, DaySource) and source.feed.table not in (source.table, *SOURCES):
-        raise ValueError(f"{source.table}: its feed's table {source.feed.table!r} is unknown")
+        raise ConfigError(f"{source.table}: its feed's table {source.feed.table!r} is unknown")
     unknown = sorted(set(spec.checks) - set(RULES))
     if unknown:
-        raise ValueError(f"{source.table}: unknown checks {unknown}; known: {sorted(RULES)}")
+        raise ConfigError(f"{source.table}: unknown checks {unknown}; known: {sorted(RULES)}")
     register_spec(spec)
     _REGISTERED[source.table] = source
 
@@ -196,6 +197,6 @@ def register_built_in(sources: Sequence[TableSource]) -> None:
 def unregister_table(name: str) -> None:
     """Remove a table added with register_table (the built-in tables stay)."""
     if name in _BUILT_IN:
-        raise ValueError(f"{name} is built in")
+        raise ConfigError(f"{name} is built in")
     _REGISTERED.pop(name, None)
     unregister_spec(name)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from jicoo_connector.errors import WarehouseError
 from jicoo_connector.warehouse._types import (
     JSON_FROM_TEXT,
     ArrowField,
@@ -64,7 +65,7 @@ class Dialect:
     def ident(self, name: str) -> str:
         if self.backend == "bigquery":
             if "`" in name:
-                raise ValueError(f"refusing identifier {name!r}")
+                raise WarehouseError(f"refusing identifier {name!r}")
             return f"`{name}`"
         return '"' + name.replace('"', '""') + '"'
 
@@ -82,7 +83,7 @@ class Dialect:
         if value is None:
             return "NULL"
         if not _SAFE_TEXT.fullmatch(value):
-            raise ValueError(f"refusing to inline {value!r} into SQL")
+            raise WarehouseError(f"refusing to inline {value!r} into SQL")
         return f"'{value}'"
 
     # -- DDL and introspection --------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any, Final, Literal, TypeAlias
 
 import pyarrow as pa
 
+from jicoo_connector.errors import WarehouseError
 from jicoo_connector.warehouse._url import Backend
 
 __all__ = [
@@ -126,7 +127,9 @@ def logical_type(field: ArrowField) -> Logical:
         return "timestamp"
     if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_struct(kind):
         return "nested"
-    raise TypeError(f"column {field.name!r}: no warehouse type for Arrow {kind} (add it to _types)")
+    raise WarehouseError(
+        f"column {field.name!r}: no warehouse type for Arrow {kind} (add it to _types)"
+    )
 
 
 def _duckdb_nested(kind: pa.DataType) -> str:
