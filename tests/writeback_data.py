@@ -1,5 +1,6 @@
 """Change sets built from the sandbox's current data: valid reschedules (free slots) and cancels."""
 
+import contextlib
 import datetime as dt
 from collections import Counter
 from collections.abc import Mapping
@@ -25,25 +26,29 @@ def settings_for(sandbox: SandboxServer) -> Settings:
     )
 
 
-def _get(sandbox: SandboxServer, path: str, **params: str) -> list[dict[str, object]]:
-    response = httpx.get(
-        f"{sandbox.base_url}{path}",
-        params=params,
-        headers={"X-Jicoo-Api-Key": sandbox.api_key},
-        timeout=30,
+def api_client(sandbox: SandboxServer) -> httpx.Client:
+    """A client for many reads: one per request (``httpx.get``) builds a TLS context and opens a
+    connection each time, about 20 ms, 20 s for a 1,000-row batch's read-back."""
+    return httpx.Client(
+        base_url=sandbox.base_url, headers={"X-Jicoo-Api-Key": sandbox.api_key}, timeout=30
     )
+
+
+def _get(sandbox: SandboxServer, path: str, **params: str) -> list[dict[str, object]]:
+    with api_client(sandbox) as http:
+        response = http.get(path, params=params)
     response.raise_for_status()
     data = response.json()["data"]
     assert isinstance(data, list)
     return data
 
 
-def booking(sandbox: SandboxServer, uid: str) -> dict[str, object]:
-    response = httpx.get(
-        f"{sandbox.base_url}/v1/bookings/{uid}",
-        headers={"X-Jicoo-Api-Key": sandbox.api_key},
-        timeout=30,
-    )
+def booking(
+    sandbox: SandboxServer, uid: str, http: httpx.Client | None = None
+) -> dict[str, object]:
+    """The booking as the API shows it now; ``http``: an ``api_client`` to reuse."""
+    with contextlib.nullcontext(http) if http is not None else api_client(sandbox) as client:
+        response = client.get(f"/v1/bookings/{uid}")
     response.raise_for_status()
     data = response.json()["data"]
     assert isinstance(data, dict)
@@ -185,8 +190,10 @@ def assert_server_matches(
     """Every change is final in the ledger and visible on the server."""
     with Ledger(ledger) as led:
         entries = {e.key: e for e in led.entries(batch_id)}
+    with api_client(sandbox) as http:
+        now_by_uid = {c.booking_uid: booking(sandbox, c.booking_uid, http) for c in parsed.changes}
     for change in parsed.changes:
-        now = booking(sandbox, change.booking_uid)
+        now = now_by_uid[change.booking_uid]
         assert entries[change.key].state in (ChangeState.APPLIED, ChangeState.ALREADY_APPLIED)
         if change.target is None:
             assert now["status"] == "cancel"
