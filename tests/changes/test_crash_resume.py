@@ -3,7 +3,8 @@
 The sandbox journal is the oracle: per booking, exactly one POST that changed state. Kills
 happen at the named points of the applier (intent committed / answer received / outcome
 committed), while the server has applied a POST whose answer is still on the wire, and at
-random moments. Slow tier: `make test-slow` (CI runs it).
+random moments mid-batch. Each runs on both ledger backends (SQLite file, PostgreSQL), through
+the shared ``ledger_location`` fixture. Slow tier: `make test-slow` (CI runs it).
 """
 
 import os
@@ -30,19 +31,14 @@ RESCHEDULES = 10
 UNTHROTTLED = {"JICOO_RATE_LIMIT": "5000", "JICOO_BURST": "500"}
 CHILD_TIMEOUT_S = 300
 RANDOM_KILLS = 4
-RANDOM_KILL_WINDOW_S = (0.8, 3.0)
+RANDOM_KILL_SEED = 20261125
+# Kills come at seeded random points of the batch's progress (effective POSTs in the journal),
+# plus a random fraction of a poll: wall-clock kill times miss when a whole run (~2.5 s) is
+# quicker than the chosen moment, and then nothing is killed at all.
+RANDOM_KILL_JITTER_S = (0.0, 0.02)
 JOURNAL_POLL_S = 0.02
 # A POST answer trickled this slowly is still on the wire when the applier is killed.
 SLOW_ANSWER = {"kind": "trickle", "methods": ["POST"], "chunk_bytes": 8, "interval_ms": 500}
-
-
-@pytest.fixture
-def ledger_location(tmp_path: Path) -> str:
-    """These 1,000-row runs use the SQLite ledger only: on PostgreSQL they pass too (about 98 s
-    more, measured), beyond the slow tier's budget. PostgreSQL's crash-and-resume is covered by
-    test_apply's named kill points and by the two-worker test's kills; to run these on both
-    backends, delete this fixture (the shared one in tests/conftest.py takes over)."""
-    return str(tmp_path / "ledger.sqlite")
 
 
 def _batch(sandbox: SandboxServer, tmp_path: Path) -> tuple[Path, list[str]]:
@@ -128,6 +124,24 @@ def test_kill_while_an_applied_posts_answer_is_on_the_wire(
     _assert_exactly_once(sandbox, csv_path, ledger, uids)
 
 
+def _kill_once_past(
+    sandbox: SandboxServer, child: "subprocess.Popen[bytes]", applied: int, jitter_s: float
+) -> None:
+    """SIGKILL ``child`` once the journal shows ``applied`` effective POSTs, ``jitter_s`` later;
+    fails if the child finished the batch first (no kill would have happened)."""
+    deadline = time.monotonic() + CHILD_TIMEOUT_S
+    try:
+        while len(effective_posts(sandbox)) < applied:
+            assert child.poll() is None, f"the run ended before {applied} POSTs applied"
+            assert time.monotonic() < deadline, f"{applied} POSTs not applied in time"
+            time.sleep(JOURNAL_POLL_S)
+        time.sleep(jitter_s)
+        assert child.poll() is None, f"the run ended before the kill after {applied} POSTs"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_random_kills_then_resume(
@@ -135,17 +149,12 @@ def test_random_kills_then_resume(
 ) -> None:
     csv_path, uids = _batch(sandbox, tmp_path)
     ledger = ledger_location
-    rng = random.Random(20261125)
-    finished = False
-    for _ in range(RANDOM_KILLS):
+    rng = random.Random(RANDOM_KILL_SEED)
+    # Each run is killed past a later point than the one before (whatever the machine's speed).
+    for applied in sorted(rng.sample(range(1, BATCH_ROWS - 100), RANDOM_KILLS)):
         child = subprocess.Popen(  # noqa: S603
             _child(sandbox, csv_path, ledger), env=_env(sandbox), stdout=subprocess.DEVNULL
         )
-        time.sleep(rng.uniform(*RANDOM_KILL_WINDOW_S))
-        if child.poll() is not None:
-            finished = True
-            break
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    assert finished or len(effective_posts(sandbox)) < BATCH_ROWS, "kills happened mid-batch"
+        _kill_once_past(sandbox, child, applied, rng.uniform(*RANDOM_KILL_JITTER_S))
+    assert len(effective_posts(sandbox)) < BATCH_ROWS, "the last kill came after the batch ended"
     _assert_exactly_once(sandbox, csv_path, ledger, uids)
