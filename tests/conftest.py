@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from jicoo_connector.client import _ratelimit
 from jicoo_sandbox.config import Clock, SandboxConfig, clock_from, system_clock
 from jicoo_sandbox.server import SandboxServer
 from tests.postgres_server import PostgresServer
@@ -154,6 +155,17 @@ def ledger_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return str(tmp_path / "ledger.sqlite")
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture(autouse=True)
+def _no_account_limiter_left_over() -> Iterator[None]:
+    """Each test starts with no account limiter, as a new process does: ``shared_limiter``
+    keeps the first caller's rate per base URL and key for the whole process, so a test that
+    ran the CLI at the default 10 requests/s slowed every later test on the same sandbox
+    (which tests came first depended on the order, and under pytest-xdist on the worker)."""
+    yield
+    with _ratelimit._shared_lock:
+        _ratelimit._shared.clear()
 
 
 @pytest.fixture(autouse=True)
