@@ -64,12 +64,19 @@ def _server_user() -> pwd.struct_passwd | None:
         return pwd.getpwnam(SERVER_USER)
     except KeyError:
         useradd = ["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin"]
-        subprocess.run(  # noqa: S603 - fixed arguments; useradd from PATH, as pgserver does
+        done = subprocess.run(  # noqa: S603 - fixed arguments; useradd from PATH, as pgserver does
             [*useradd, SERVER_USER],
-            check=True,
+            check=False,
             capture_output=True,
+            text=True,
         )
+    # A failed useradd is fine when another test process created the account meanwhile.
+    try:
         return pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        raise RuntimeError(
+            f"useradd {SERVER_USER} failed ({done.returncode}): {done.stderr.strip()}"
+        ) from None
 
 
 def _let_others_traverse(path: Path) -> None:
