@@ -50,27 +50,33 @@ check: setup ## Lint, format check, strict typing, import contracts, Dagster def
 	@$(MAKE) --no-print-directory dagster-home
 	JICOO_API_KEY=placeholder-for-validation $(VENV)/bin/dg check defs
 
+# Test processes at once (pytest-xdist): most of the suite waits on subprocesses, rate limits
+# and retries, so two keep both cores of CI busy. Each process has its own sandbox and
+# PostgreSQL server. TEST_WORKERS=0 runs every test in one process, one after the other.
+TEST_WORKERS ?= 2
+
 test-unit: setup ## Run the test suite (fast tier)
 	@$(MAKE) --no-print-directory dagster-home
-	$(VENV)/bin/pytest -m "not slow" -q
+	$(VENV)/bin/pytest -m "not slow" -q -n $(TEST_WORKERS)
 
 test: check test-unit ## Everything CI checks: make check, then the test suite
 
 test-slow: setup ## Heavy tests: crash-and-resume loops, large data
 	@$(MAKE) --no-print-directory dagster-home
-	$(VENV)/bin/pytest -m slow -q
+	$(VENV)/bin/pytest -m slow -q -n $(TEST_WORKERS)
 
 # Days the clock-dependent tests run on again (JICOO_TEST_TODAY, read by tests/conftest.py):
 # month ends, a leap day, the end of US daylight saving time, and a year end late in the UTC
 # evening (already the next year in Tokyo).
 TEST_DATES ?= 2026-02-28 2026-11-01 2026-12-31T23:30:00Z 2027-01-31 2028-02-29
 
+# One pytest session per day (the clock is read at start-up), TEST_WORKERS sessions at once,
+# each printed whole when it ends; any failed day fails the target.
 test-dates: setup ## The date-sensitive tests (marker dates) again on each of TEST_DATES
 	@$(MAKE) --no-print-directory dagster-home
-	@set -e; for day in $(TEST_DATES); do \
-		echo "== JICOO_TEST_TODAY=$$day"; \
-		JICOO_TEST_TODAY=$$day $(VENV)/bin/pytest -m "dates and not slow" -q; \
-	done
+	@printf '%s\n' $(TEST_DATES) | xargs -P $(if $(filter 0,$(TEST_WORKERS)),1,$(TEST_WORKERS)) -I{} \
+		sh -c 'out=$$(JICOO_TEST_TODAY={} $(VENV)/bin/pytest -m "dates and not slow" -q 2>&1); \
+		rc=$$?; printf "== JICOO_TEST_TODAY=%s\n%s\n" {} "$$out"; exit $$rc'
 
 bench: setup ## Full benchmarks (minutes); results in benchmarks/results/
 	$(PY) benchmarks/run.py
