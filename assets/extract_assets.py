@@ -12,7 +12,13 @@ from pydantic import Field
 
 from assets.resources import API_POOL, JicooResource, WarehouseResource
 from jicoo_connector.client import FetchReport
-from jicoo_connector.extract import SOURCES, DaySource, ExtractResult, extract_range
+from jicoo_connector.extract import (
+    SOURCES,
+    DaySource,
+    ExtractResult,
+    SnapshotSource,
+    extract_range,
+)
 from jicoo_connector.quality import (
     PartitionQuality,
     QualityResult,
@@ -262,8 +268,9 @@ def _daily_asset(
     return _asset
 
 
-def _snapshot_asset(table: str, zone: str) -> dg.AssetsDefinition:
-    description = f"{TABLES[table].description or f'Jicoo {table}.'} Today's is replaced on re-run."
+def _snapshot_asset(source: SnapshotSource, zone: str) -> dg.AssetsDefinition:
+    table = source.table
+    description = f"{source.spec.description or f'Jicoo {table}.'} Today's is replaced on re-run."
 
     @dg.multi_asset(
         name=op_name(table),
@@ -297,6 +304,6 @@ def build_extract_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.As
     return [
         _daily_asset(source, partitions)
         if isinstance(source, DaySource)
-        else _snapshot_asset(table, partitions.timezone)
-        for table, source in SOURCES.items()
+        else _snapshot_asset(source, partitions.timezone)
+        for source in SOURCES.values()
     ]

@@ -507,8 +507,8 @@ def test_a_booking_near_the_margin_warns_once_per_listing(
 def test_contacts_of_a_day_without_bookings_are_rewritten_empty_again(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    # The sandbox has no bookings this far ahead: the day's versions are empty, twice.
-    day = dt.datetime.now(JST).date() + dt.timedelta(days=60)
+    # The sandbox has no bookings this far past its clock's today: the versions are empty, twice.
+    day = sandbox.config.clock().astimezone(JST).date() + dt.timedelta(days=60)
     settings = _settings(sandbox)
     out = str(tmp_path)
     extract_range(settings, ["bookings"], day, day, out, zone=JST.key)

@@ -125,9 +125,9 @@ def extract_range(
     groups = _feed_groups(selected, feed_from_store)
     days = days_between(start, end) if groups else []
     for group in groups:
-        missing = [
-            d for d in days if group.stored and not ctx.store.has_partition(group.feed.table, d)
-        ]
+        if not group.stored:
+            continue
+        missing = [d for d in days if not ctx.store.has_partition(group.feed.table, d)]
         if missing:
             raise MissingPartitionError(
                 group.feed.table,
