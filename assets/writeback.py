@@ -12,7 +12,8 @@ from assets.extract_assets import column_schema
 from assets.resources import API_POOL, DEFAULTS, JicooResource
 from jicoo_connector.changes import ChangeState, Ledger, run_changeset
 from jicoo_connector.changes.apply import APPLY_LOG_SCHEMA, DEFAULT_APPLY_CONCURRENCY
-from jicoo_connector.changes.ledger_backends import is_postgres_url, redact_location
+from jicoo_connector.changes.ledger_backends import is_postgres_url
+from jicoo_connector.redaction import redact_location
 
 APPLY_LOG_KEY = dg.AssetKey(["jicoo", "apply_log"])
 # The op behind the asset: the key in run_config["ops"] for ApplyChangesetConfig.

@@ -13,9 +13,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from jicoo_connector.atomic import atomic_path
-from jicoo_connector.changes.ledger_backends import redact_location
 from jicoo_connector.config import ConnectorConfig, parse_date, parse_zone
 from jicoo_connector.errors import ChangeSetError, ExtractError, JicooError
+from jicoo_connector.redaction import redact_location
 
 __all__ = ["main"]
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from jicoo_connector.errors import ConfigError
+from jicoo_connector.redaction import UNPARSEABLE_HINT, SecretURL
 from jicoo_connector.settings import (
     DEFAULT_BASE_URL,
     DEFAULT_BURST,
@@ -95,12 +96,22 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _secret_location(text: str) -> str:
+    """A path, or a URL that may carry a password: refused (never quoted back) when a driver
+    could read it differently from us."""
+    value = _text(text)
+    if "://" in value and not SecretURL.parse(value).parseable:
+        raise ValueError(UNPARSEABLE_HINT)
+    return value
+
+
 def _proxy_url(text: str) -> str:
     # Never quoted back: a proxy URL may carry a password.
-    parts = urlsplit(text.strip())
+    value = _secret_location(text)
+    parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("is not http://[user:password@]host:port (or https://)")
-    return text.strip()
+    return value
 
 
 def _tls_trust(text: str) -> str:
@@ -156,7 +167,7 @@ class ConnectorConfig:
     )
     # A URL may hold a password: secret, so it is never shown (and Dagster gets it by EnvVar).
     warehouse_url: str | None = setting(
-        "JICOO_WAREHOUSE_URL", None, _text, "warehouse URL or DuckDB path", secret=True
+        "JICOO_WAREHOUSE_URL", None, _secret_location, "warehouse URL or DuckDB path", secret=True
     )
     warehouse_password: str | None = setting(
         "JICOO_WAREHOUSE_PASSWORD", None, _text, "password when the URL has none", secret=True
@@ -167,7 +178,11 @@ class ConnectorConfig:
     ledger_path: str = setting("JICOO_LEDGER_PATH", "data/ledger.sqlite", _text, "SQLite ledger")
     # A postgresql:// URL may hold a password: secret, and Dagster gets it by EnvVar.
     ledger_url: str | None = setting(
-        "JICOO_LEDGER_URL", None, _text, "PostgreSQL ledger URL (wins over the file)", secret=True
+        "JICOO_LEDGER_URL",
+        None,
+        _secret_location,
+        "PostgreSQL ledger URL (wins over the file)",
+        secret=True,
     )
     apply_log_root: str = setting(
         "JICOO_APPLY_LOG_ROOT", "data/apply_log", _text, "apply_log Parquet table root"

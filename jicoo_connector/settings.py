@@ -1,10 +1,11 @@
-"""Frozen connector settings and the redacted API key. Imports nothing else of the package."""
+"""Frozen connector settings and the redacted API key. Imports only errors and redaction."""
 
 import ipaddress
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from jicoo_connector.errors import ConfigError
+from jicoo_connector.redaction import UNPARSEABLE, UNPARSEABLE_HINT, SecretURL, redact_url
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -108,13 +109,14 @@ class Settings:
     tls_trust: str = DEFAULT_TLS_TRUST
 
     def __post_init__(self) -> None:
+        shown = redact_url(self.base_url)
+        if shown == UNPARSEABLE:
+            raise ConfigError(f"the base URL {UNPARSEABLE_HINT}")
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"base URL {self.base_url!r} is not an http(s) URL")
+            raise ConfigError(f"base URL {shown!r} is not an http(s) URL")
         if parts.scheme == "http" and not _is_loopback(parts.hostname):
-            raise ConfigError(
-                f"base URL {self.base_url!r}: plain http is allowed only to loopback hosts"
-            )
+            raise ConfigError(f"base URL {shown!r}: plain http is allowed only to loopback hosts")
         if parts.username or parts.password or parts.query or parts.fragment:
             raise ConfigError("base URL must not carry credentials, a query or a fragment")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
@@ -134,6 +136,8 @@ class Settings:
             raise ConfigError("set either a CA bundle or tls_trust='system', not both")
         if self.proxy_url is not None:
             proxy = urlsplit(self.proxy_url)
+            if not SecretURL.parse(self.proxy_url).parseable:
+                raise ConfigError(f"the proxy URL {UNPARSEABLE_HINT}")
             if proxy.scheme not in ("http", "https") or not proxy.hostname:
                 # The URL itself is not quoted: it may carry a password.
                 raise ConfigError(

@@ -14,11 +14,7 @@ from jicoo_connector.warehouse._loader import (
 from jicoo_connector.warehouse._session import query_warehouse
 from jicoo_connector.warehouse._sql import LOADS_TABLE, Dialect, LoadRecord
 from jicoo_connector.warehouse._types import TYPE_TABLE, SqlType, sql_type
-from jicoo_connector.warehouse._url import (
-    Backend,
-    WarehouseTarget,
-    redact,
-)
+from jicoo_connector.warehouse._url import Backend, WarehouseTarget
 
 __all__ = [
     "LOADS_TABLE",
@@ -34,6 +30,5 @@ __all__ = [
     "load_warehouse",
     "partition_files",
     "query_warehouse",
-    "redact",
     "sql_type",
 ]

@@ -15,12 +15,9 @@ from assets.writeback import (
     apply_log_for,
     changeset_inbox_sensor,
 )
-from jicoo_connector.changes.ledger_backends import (
-    LEDGER_URL_ENV,
-    is_postgres_url,
-    redact_location,
-)
+from jicoo_connector.changes.ledger_backends import LEDGER_URL_ENV, is_postgres_url
 from jicoo_connector.client import JicooClient
+from jicoo_connector.redaction import redact_location
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import check_evaluations, jicoo_resource, materializations
 from tests.writeback_data import booking, future_open_bookings
