@@ -22,6 +22,7 @@ from jicoo_connector.client import (
     Listing,
 )
 from jicoo_connector.errors import ConfigError
+from jicoo_connector.names import check_column_names, check_table_name
 from jicoo_connector.quality import RULES
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import Registry, TableSpec, register_spec, unregister_spec
@@ -170,6 +171,9 @@ def register_table(source: TableSource) -> None:
     """Add a table: after this, extract_range, the CLI's ``--tables``, the Dagster assets (with
     one check per quality rule of its spec) and the warehouse load know it."""
     spec = source.spec
+    # Checked here, where a name enters: every warehouse and the Parquet layout keep it as is.
+    check_table_name(source.table)
+    check_column_names(source.table, spec.schema)
     if source.table in SOURCES:
         raise ConfigError(f"a table named {source.table!r} is already registered")
     expected = "day" if isinstance(source, DaySource) else "snapshot"
