@@ -1,7 +1,6 @@
 """The apply_changeset job: a change-set CSV applied exactly once, published as jicoo/apply_log."""
 
 import codecs
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from assets.extract_assets import column_schema
 from assets.resources import API_POOL, DEFAULTS, JicooResource
 from jicoo_connector.changes import ChangeState, Ledger, run_changeset
 from jicoo_connector.changes.apply import APPLY_LOG_SCHEMA, DEFAULT_APPLY_CONCURRENCY
+from jicoo_connector.changes.inbox import InboxFile, read_inbox_file, scan_inbox
 from jicoo_connector.changes.ledger_backends import is_postgres_url
 from jicoo_connector.redaction import redact_location
 
@@ -67,6 +67,11 @@ class ApplyChangesetConfig(dg.Config):
     )
     strict: bool = Field(default=False, description="Refuse the whole file if any row is bad.")
     encoding: str | None = Field(default=None, description="e.g. cp932 for Japanese Excel.")
+    inbox: str | None = Field(
+        default=None,
+        description="Set by the inbox sensor: `path` must still be a regular file directly "
+        "in this folder (no link followed) when the run reads it.",
+    )
 
 
 NO_CHANGE_IN_FLIGHT = dg.AssetCheckKey(APPLY_LOG_KEY, "no_change_in_flight")
@@ -98,9 +103,12 @@ def apply_log(
     jicoo: JicooResource,
     writeback: WriteBackResource,
 ) -> Iterator[dg.MaterializeResult[None]]:
+    # The sensor checked the file; it is checked again as it is read, in case it was swapped.
+    content = None if config.inbox is None else read_inbox_file(config.inbox, config.path)
     run = run_changeset(
         jicoo.settings(),
         config.path,
+        content=content,
         ledger_location=writeback.ledger_location(),
         apply_log_root=writeback.apply_log_root,
         batch_id=config.batch_id,
@@ -178,10 +186,6 @@ apply_changeset_job = dg.define_asset_job(
 )
 
 
-# What the asset writes next to a change set: never a new change set for the sensor.
-OUTPUT_SUFFIXES = (".rejected.csv",)
-
-
 def inbox_encoding(path: Path) -> str | None:
     """``orders.cp932.csv`` is read as cp932: a second suffix that names a codec is the
     encoding (``orders.v2.csv`` is plain UTF-8)."""
@@ -194,8 +198,8 @@ def inbox_encoding(path: Path) -> str | None:
         return None
 
 
-def inbox_run_request(path: Path) -> dg.RunRequest:
-    content_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+def inbox_run_request(change_set: InboxFile, inbox: str) -> dg.RunRequest:
+    path, content_hash = change_set.path, change_set.sha256
     return dg.RunRequest(
         # The same content never starts twice; an edited file is a new batch.
         run_key=f"{path.name}:{content_hash}",
@@ -203,10 +207,11 @@ def inbox_run_request(path: Path) -> dg.RunRequest:
             "ops": {
                 APPLY_LOG_OP: {
                     "config": {
-                        # Absolute: the run may start in another working directory.
-                        "path": str(path.resolve()),
+                        # Absolute (inside the resolved inbox): the run may start elsewhere.
+                        "path": str(path),
                         "batch_id": f"{path.stem}-{content_hash[:12]}",
                         "encoding": inbox_encoding(path),
+                        "inbox": inbox,
                     }
                 }
             }
@@ -222,13 +227,16 @@ def inbox_run_request(path: Path) -> dg.RunRequest:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Running by default: starts apply_changeset once per CSV content dropped in "
     "the change-set inbox (the writeback resource's inbox, $JICOO_CHANGESET_INBOX). Name a "
-    "file <name>.cp932.csv to have it read as cp932 (any Python codec name works). Stop it "
-    "in the UI, or with `dagster sensor stop changeset_inbox_sensor`, to apply by hand only.",
+    "file <name>.cp932.csv to have it read as cp932 (any Python codec name works). Only "
+    "regular files directly in the inbox are taken: links, folders, FIFOs and the like are "
+    "skipped with a warning in the tick's log. Stop it in the UI, or with `dagster sensor "
+    "stop changeset_inbox_sensor`, to apply by hand only.",
 )
 def changeset_inbox_sensor(
     context: dg.SensorEvaluationContext, writeback: WriteBackResource
 ) -> Iterator[dg.RunRequest]:
-    for path in sorted(Path(writeback.inbox).glob("*.csv")):
-        if path.name.endswith(OUTPUT_SUFFIXES):
-            continue
-        yield inbox_run_request(path)
+    scan = scan_inbox(writeback.inbox)
+    for skipped in scan.skipped:
+        context.log.warning(f"change-set inbox: skipped {skipped.name}: it {skipped.reason}")
+    for change_set in scan.files:
+        yield inbox_run_request(change_set, writeback.inbox)

@@ -85,6 +85,7 @@ def run_changeset(
     encoding: str | None = None,
     strict: bool = False,
     on_point: PointHook | None = None,
+    content: bytes | None = None,
 ) -> ChangesetRun:
     """Validate ``path``, then plan it (``dry_run``: writes ``FILE.plan.json``, sends nothing)
     or apply it through the ledger at ``ledger_location`` (an SQLite file or a postgresql://
@@ -93,10 +94,13 @@ def run_changeset(
     Every row that did not end applied or already in target (rejected by the parser, refused
     by the plan, conflict, failed, not sent) is written to ``FILE.rejected.csv`` in the
     input's shape plus its reason. A file-level problem raises ``ChangeSetError`` before any
-    request; nothing is applied then. ``on_point`` goes to ``apply_changeset``.
+    request; nothing is applied then. ``on_point`` goes to ``apply_changeset``. ``content``,
+    when given, is the file's bytes already read (the inbox reads them its own safe way).
     """
     source = Path(path)
-    parsed = parse_changeset(source, encoding=encoding, strict=strict)
+    parsed = parse_changeset(
+        source if content is None else content, encoding=encoding, strict=strict
+    )
     batch = batch_id or default_batch_id(source)
     plan: Plan | None = None
     written_plan: Path | None = None
