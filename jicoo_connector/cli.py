@@ -360,6 +360,19 @@ def _ledger(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# `jicoo webhook serve` flags for the receiver's bounds: (flag, setting, what it bounds).
+_RECEIVER_FLAGS: tuple[tuple[str, str, str], ...] = (
+    ("--max-connections", "webhook_max_connections", "open connections; past it the oldest "
+     "one still sending its request is closed"),
+    ("--max-header-bytes", "webhook_max_header_bytes", "request line and headers (400)"),
+    ("--max-headers", "webhook_max_headers", "header fields (431)"),
+    ("--header-timeout", "webhook_header_timeout_s", "seconds for a request's head"),
+    ("--body-timeout", "webhook_body_timeout_s", "seconds for its body (408)"),
+    ("--keep-alive", "webhook_keep_alive_s", "seconds an idle connection is kept"),
+    ("--max-body-bytes", "webhook_max_body_bytes", "body bytes (413)"),
+)  # fmt: skip
+
+
 def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     webhook = commands.add_parser("webhook", help="receive Jicoo booking webhooks")
     webhook_commands = webhook.add_subparsers(dest="webhook_command", required=True)
@@ -379,9 +392,10 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         default=None,
         help=_setting_help("webhook_db", "SQLite event store"),
     )
-    serve.add_argument(
-        "--max-body-bytes", type=int, default=None, help="larger bodies get 413 (256 KiB)"
-    )
+    for flag, name, what in _RECEIVER_FLAGS:
+        # The setting's own parser: a flag is checked as its variable is.
+        check = _SPECS[name].parse
+        serve.add_argument(flag, type=check, default=None, help=_setting_help(name, what))
 
 
 def _serve_webhooks(args: argparse.Namespace) -> int:
@@ -390,11 +404,7 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
     from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
 
     try:
-        from jicoo_connector.webhooks.receiver import (
-            DEFAULT_MAX_BODY_BYTES,
-            READY_LINE_PREFIX,
-            serve,
-        )
+        from jicoo_connector.webhooks.receiver import READY_LINE_PREFIX, ReceiverLimits, serve
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").partition(".")[0]
         if missing not in WEBHOOKS_EXTRA_MODULES:
@@ -404,7 +414,8 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
             "pip install 'jicoo-connector[webhooks]'"
         ) from None
 
-    config = ConnectorConfig.from_env(webhook_db=args.db)
+    flags = {name: getattr(args, flag[2:].replace("-", "_")) for flag, name, _ in _RECEIVER_FLAGS}
+    config = ConnectorConfig.from_env(webhook_db=args.db, **flags)
     secrets = WebhookSecrets.parse(config.webhook_secret or "")
     if not _port_free(args.host, args.port):
         return _usage(f"port {args.port} on {args.host} is in use; pick another (--port 0: any)")
@@ -421,7 +432,7 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             on_ready=announce,
-            max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+            limits=ReceiverLimits.from_config(config),
         )
     return EXIT_OK
 

@@ -199,6 +199,28 @@ class ConnectorConfig:
     webhook_interval_s: int = setting(
         "JICOO_WEBHOOK_INTERVAL_S", 30, _positive_int, "webhook sensor interval, seconds"
     )
+    # The receiver's bounds (jicoo webhook serve): what one sender, or a thousand, may hold.
+    webhook_max_connections: int = setting(
+        "JICOO_WEBHOOK_MAX_CONNECTIONS", 1000, _positive_int, "receiver: open connections"
+    )
+    webhook_max_header_bytes: int = setting(
+        "JICOO_WEBHOOK_MAX_HEADER_BYTES", 16384, _positive_int, "receiver: request head bytes"
+    )
+    webhook_max_headers: int = setting(
+        "JICOO_WEBHOOK_MAX_HEADERS", 64, _positive_int, "receiver: header fields"
+    )
+    webhook_header_timeout_s: float = setting(
+        "JICOO_WEBHOOK_HEADER_TIMEOUT_S", 10.0, _positive_float, "receiver: seconds for a head"
+    )
+    webhook_body_timeout_s: float = setting(
+        "JICOO_WEBHOOK_BODY_TIMEOUT_S", 10.0, _positive_float, "receiver: seconds for a body"
+    )
+    webhook_keep_alive_s: int = setting(
+        "JICOO_WEBHOOK_KEEP_ALIVE_S", 5, _positive_int, "receiver: idle keep-alive, seconds"
+    )
+    webhook_max_body_bytes: int = setting(
+        "JICOO_WEBHOOK_MAX_BODY_BYTES", 256 * 1024, _positive_int, "receiver: body bytes"
+    )
 
     def __post_init__(self) -> None:
         # Values given in code (not parsed from text) get the same checks as the environment's.

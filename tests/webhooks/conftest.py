@@ -1,4 +1,5 @@
-"""A webhook receiver on a loopback port (uvicorn in a thread) with a pinned clock."""
+"""A webhook receiver on a loopback port (uvicorn in a thread, bounded as `jicoo webhook serve`
+bounds it) with a pinned clock."""
 
 import threading
 import time
@@ -11,7 +12,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
-from jicoo_connector.webhooks.receiver import create_app
+from jicoo_connector.webhooks.receiver import ReceiverLimits, create_app, server_config
 
 SECRET = "whsec_current"
 OLD_SECRET = "whsec_previous"
@@ -29,18 +30,20 @@ class Receiver:
         port: int = 0,
         *,
         route: str | None = None,
+        limits: ReceiverLimits | None = None,
     ) -> None:
         self.store = SQLiteEventStore(db)
-        receiver = create_app(self.store, WebhookSecrets.parse(secrets), clock=clock)
+        bounds = limits or ReceiverLimits()
+        receiver = create_app(self.store, WebhookSecrets.parse(secrets), clock=clock, limits=bounds)
         # As the README shows it: the receiver as one route of the user's own app.
         app = (
             receiver
             if route is None
             else Starlette(routes=[Route(route, receiver, methods=["POST"])])
         )
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-        )
+        # The server `jicoo webhook serve` runs, with its connection bounds.
+        config, self.guard = server_config(app, bounds, host="127.0.0.1", port=port)
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S
