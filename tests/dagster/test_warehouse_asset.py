@@ -7,6 +7,7 @@ come from the same extraction the daily job runs.
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from assets.extract_assets import snapshot_tables
 from assets.resources import WarehouseResource
@@ -84,3 +85,20 @@ def test_the_warehouse_asset_loads_postgres_incrementally_with_metadata(
     meta = _metadata(full)
     assert (meta["jicoo/partitions_loaded"], meta["jicoo/full_reload"]) == (partitions, True)
     assert meta["dagster/row_count"] == total
+
+
+def test_a_password_in_the_warehouse_url_query_never_reaches_dagster(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dagster/uri` showed `?password=...`: the query's secret values are masked too."""
+    monkeypatch.setenv("JICOO_WAREHOUSE_URL", f"{postgres_url}?password={SECRET}&sslmode=disable")
+    warehouse = WarehouseResource(root=str(tmp_path / "wh"), url=dg.EnvVar("JICOO_WAREHOUSE_URL"))
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        result = dg.materialize(
+            [warehouse_tables], resources={"warehouse": warehouse}, instance=instance
+        )
+        assert result.success
+        assert _metadata(result)["dagster/uri"] == f"{postgres_url}?password=***&sslmode=disable"
+        stored = instance.get_latest_materialization_event(KEY)
+        assert stored is not None
+        assert SECRET not in str(stored)

@@ -7,9 +7,11 @@ login endpoint, which records the request and refuses it: what the real service 
 import gzip
 import http.server
 import json
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -110,3 +112,20 @@ def test_the_driver_logs_in_with_the_password(
     assert login["PASSWORD"] == PASSWORD
     assert PASSWORD not in str(refused.value)
     assert quote(PASSWORD, safe="") not in str(refused.value)
+
+
+def test_the_readme_snowflake_snippet_gives_the_driver_its_options(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    (url,) = re.findall(r"export JICOO_WAREHOUSE_URL='(snowflake://[^']+)'", readme)
+    monkeypatch.setenv("JICOO_WAREHOUSE_PASSWORD", PASSWORD)
+    options = WarehouseTarget.parse(url).snowflake_options()
+    assert options["password"] == PASSWORD
+    assert options["username"] == "LOADER"
+    assert options["adbc.snowflake.sql.account"] == "xy12345.ap-northeast-1.aws"
+    assert (options["adbc.snowflake.sql.db"], options["adbc.snowflake.sql.schema"]) == (
+        "JICOO",
+        "RAW",
+    )
+    assert options["adbc.snowflake.sql.warehouse"] == "LOAD_WH"
