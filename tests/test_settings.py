@@ -468,32 +468,21 @@ def test_cli_webhook_secret_and_db(cli_env: SandboxServer, tmp_path: Path) -> No
     secret = "whsec_settings_test"
     db = tmp_path / "from_env.sqlite"
     env = {**os.environ, "JICOO_WEBHOOK_SECRET": secret, "JICOO_WEBHOOK_DB": str(db)}
-    jicoo = str(Path(sys.executable).with_name("jicoo"))
-    with subprocess.Popen(  # noqa: S603
-        [jicoo, "webhook", "serve", "--port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as receiver:
-        try:
-            assert receiver.stdout is not None
-            ready = receiver.stdout.readline()
-            assert f"(events in {db})" in ready, ready
-            url = ready.removeprefix(READY_LINE_PREFIX).split()[0]
-            body = event_body()
-            now = int(dt.datetime.now(dt.UTC).timestamp())
-            for key, status in (("whsec_other", 401), (secret, 200)):
-                signed = {"Jicoo-Webhook-Signature": sign(key, body, now)}
-                response = httpx.post(url, content=body, headers=signed, timeout=10)
-                assert response.status_code == status
-        finally:
-            receiver.terminate()
+    with _receiver(env) as ready:
+        assert f"(events in {db})" in ready, ready
+        url = ready.removeprefix(READY_LINE_PREFIX).split()[0]
+        body = event_body()
+        now = int(dt.datetime.now(dt.UTC).timestamp())
+        for key, status in (("whsec_other", 401), (secret, 200)):
+            signed = {"Jicoo-Webhook-Signature": sign(key, body, now)}
+            response = httpx.post(url, content=body, headers=signed, timeout=10)
+            assert response.status_code == status
     assert db.is_file()
 
 
 @contextlib.contextmanager
 def _receiver(env: dict[str, str], *flags: str) -> Iterator[str]:
+    """`jicoo webhook serve` in a child process: its ready line."""
     jicoo = str(Path(sys.executable).with_name("jicoo"))
     with subprocess.Popen(  # noqa: S603
         [jicoo, "webhook", "serve", "--port", "0", *flags],
@@ -504,7 +493,7 @@ def _receiver(env: dict[str, str], *flags: str) -> Iterator[str]:
     ) as receiver:
         try:
             assert receiver.stdout is not None
-            yield receiver.stdout.readline().removeprefix(READY_LINE_PREFIX).split()[0]
+            yield receiver.stdout.readline()
         finally:
             receiver.terminate()
 
@@ -515,9 +504,10 @@ def test_cli_webhook_receiver_bounds(cli_env: SandboxServer, tmp_path: Path) -> 
     env = {**os.environ, **RECEIVER_EXAMPLES, "JICOO_WEBHOOK_SECRET": secret,
            "JICOO_WEBHOOK_DB": str(tmp_path / "events.sqlite")}  # fmt: skip
     with (
-        _receiver(env, "--max-body-bytes", "2000") as url,
+        _receiver(env, "--max-body-bytes", "2000") as ready,
         httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as client,
     ):
+        url = ready.removeprefix(READY_LINE_PREFIX).split()[0]
 
         def post(body: bytes, **headers: str) -> int:
             signed = {"Jicoo-Webhook-Signature": sign(secret, body, int(time.time())), **headers}

@@ -137,6 +137,29 @@ def _good(inbox: Path) -> None:
     (inbox / "good.csv").write_text(f"{HEADER}\ncancel,some-uid,,,reason\n", encoding="utf-8")
 
 
+def _run(
+    sandbox: SandboxServer,
+    instance: dg.DagsterInstance,
+    request: dg.RunRequest,
+    inbox: Path,
+    state: Path,
+) -> dg.ExecuteInProcessResult:
+    """The run the sensor asked for, its ledger and apply log under ``state``."""
+    writeback = WriteBackResource(
+        ledger_path=str(state / "ledger.sqlite"),
+        apply_log_root=str(state / "apply_log"),
+        inbox=str(inbox),
+    )
+    defs = dg.Definitions(
+        assets=[apply_log_for(writeback.ledger_path)],
+        jobs=[apply_changeset_job],
+        resources={"jicoo": jicoo_resource(sandbox), "writeback": writeback},
+    )
+    return defs.resolve_job_def("apply_changeset").execute_in_process(
+        run_config=request.run_config, instance=instance, raise_on_error=False
+    )
+
+
 @pytest.mark.parametrize("case", list(HOSTILE))
 def test_a_hostile_entry_is_skipped_with_one_warning_and_blocks_nothing(
     case: str, instance: dg.DagsterInstance, tmp_path: Path
@@ -186,19 +209,7 @@ def test_a_file_swapped_for_a_link_after_the_tick_is_refused_by_the_run(
     private = _private_change_set(outside, uid)
     (inbox / "good.csv").unlink()
     (inbox / "good.csv").symlink_to(private)
-    writeback = WriteBackResource(
-        ledger_path=str(tmp_path / "ledger.sqlite"),
-        apply_log_root=str(tmp_path / "apply_log"),
-        inbox=str(inbox),
-    )
-    defs = dg.Definitions(
-        assets=[apply_log_for(writeback.ledger_path)],
-        jobs=[apply_changeset_job],
-        resources={"jicoo": jicoo_resource(sandbox), "writeback": writeback},
-    )
-    result = defs.resolve_job_def("apply_changeset").execute_in_process(
-        run_config=request.run_config, instance=instance, raise_on_error=False
-    )
+    result = _run(sandbox, instance, request, inbox, tmp_path / "state")
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert "good.csv is a symbolic link" in str(failure.event_specific_data)
@@ -216,19 +227,6 @@ def test_what_a_run_writes_stays_in_the_inbox(
     inbox = tmp_path / "inbox"
     _good(inbox)  # its booking does not exist: the row comes back rejected
     (request,) = _tick(instance, inbox)[0]
-    writeback = WriteBackResource(
-        ledger_path=str(tmp_path / "state" / "ledger.sqlite"),
-        apply_log_root=str(tmp_path / "state" / "apply_log"),
-        inbox=str(inbox),
-    )
-    defs = dg.Definitions(
-        assets=[apply_log_for(writeback.ledger_path)],
-        jobs=[apply_changeset_job],
-        resources={"jicoo": jicoo_resource(sandbox), "writeback": writeback},
-    )
-    result = defs.resolve_job_def("apply_changeset").execute_in_process(
-        run_config=request.run_config, instance=instance
-    )
-    assert result.success
+    assert _run(sandbox, instance, request, inbox, tmp_path / "state").success
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inbox", "state"]
     assert sorted(p.name for p in inbox.iterdir()) == ["good.csv", "good.rejected.csv"]
