@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, unquote_to_bytes, urlsplit
 
 __all__ = [
     "MASK",
@@ -145,6 +145,9 @@ def _redacted(url: str) -> tuple[str, tuple[str, ...]]:
     # userinfo: Python and libpq would cut it at different places.
     if netloc.count("@") > 1 or "@" in url[len(scheme) + 3 + len(netloc) :]:
         raise _UnparseableError
+    # A percent-escape that decodes to no UTF-8 ("%c1" meant literally) is read as text by
+    # nobody: libpq hands psycopg bytes it cannot decode.
+    _check_utf8(url)
     userinfo, _, hostport = netloc.rpartition("@")
     host = hostport.rsplit(":", 1)[0] if port is not None else hostport.removesuffix(":")
     if not _HOST.fullmatch(host):
@@ -160,6 +163,13 @@ def _redacted(url: str) -> tuple[str, tuple[str, ...]]:
         shown += f"#{MASK}"
         secrets += [parts.fragment, unquote(parts.fragment)]
     return shown, _spellings(secrets)
+
+
+def _check_utf8(text: str) -> None:
+    try:
+        unquote_to_bytes(text).decode("utf-8")
+    except UnicodeDecodeError:
+        raise _UnparseableError from None
 
 
 def _masked_query(query: str) -> tuple[str, list[str]]:
