@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from jicoo_connector.changes import parse_changeset
+from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.warehouse import load_warehouse
 from jicoo_sandbox.server import SandboxServer
@@ -75,7 +76,7 @@ def test_the_readme_snippets_run_as_copied(system_sandbox: SandboxServer, checko
     (real_api,) = _blocks("bash", "jicoo extract --start")
     _run(["/bin/bash", "-c", _as_user(real_api, sandbox)], checkout)
     store = ParquetStore(str(checkout / "data" / "warehouse"))
-    assert store.list_partitions("bookings")
+    assert store.list_partitions(TABLES["bookings"].spec)
 
     # What the jicoo/warehouse asset does, so the DuckDB line of the Python snippet has a file.
     load_warehouse(str(checkout / "data" / "warehouse.duckdb"), store, tables=["bookings"])
@@ -85,7 +86,9 @@ def test_the_readme_snippets_run_as_copied(system_sandbox: SandboxServer, checko
     (backfill,) = _blocks("bash", "dg launch")
     output = _run(["/bin/bash", "-c", _as_user(backfill, sandbox)], checkout)
     assert "RUN_SUCCESS" in output
-    backfilled = ParquetStore(str(checkout / "data" / "warehouse")).list_partitions("bookings")
+    backfilled = ParquetStore(str(checkout / "data" / "warehouse")).list_partitions(
+        TABLES["bookings"].spec
+    )
     assert dt.date(2026, 10, 1) in backfilled
     assert dt.date(2026, 10, 31) in backfilled
 
@@ -96,3 +99,4 @@ def test_the_readme_change_set_has_the_documented_shape() -> None:
     parsed = parse_changeset(example.encode(), now=dt.datetime(2026, 11, 25, tzinfo=dt.UTC))
     assert parsed.rejected == []
     assert [c.action.value for c in parsed.changes] == ["reschedule", "cancel"]
+
