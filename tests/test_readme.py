@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from jicoo_connector.changes import parse_changeset
+from jicoo_connector.changes.apply import APPLY_LOG
 from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.warehouse import load_warehouse
@@ -100,3 +101,20 @@ def test_the_readme_change_set_has_the_documented_shape() -> None:
     assert parsed.rejected == []
     assert [c.action.value for c in parsed.changes] == ["reschedule", "cancel"]
 
+
+def _readme_tables() -> dict[str, list[str]]:
+    """The README's table list ("## Tables"): each table's name -> the key columns it names."""
+    section = README.split("\n## Tables\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    found: dict[str, list[str]] = {}
+    for row in rows:
+        table, key = row.split("|")[1:3]
+        found[re.findall(r"`(\w+)`", table)[0]] = re.findall(r"`(\w+)`", key)
+    return found
+
+
+def test_the_readme_lists_every_table_with_its_key() -> None:
+    # The registry (the built-in tables: the tests register theirs only for a while) and
+    # write-back's apply log.
+    specs = [*(source.spec for source in TABLES.values()), APPLY_LOG]
+    assert _readme_tables() == {spec.name: list(spec.key_columns) for spec in specs}
