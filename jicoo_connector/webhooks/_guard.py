@@ -17,6 +17,7 @@ connections, arms timers and closes transports.
 """
 
 import asyncio
+import itertools
 import logging
 import resource
 from typing import ClassVar, Final
@@ -56,12 +57,15 @@ class ConnectionGuard:
     def __init__(self, max_connections: int, head_timeout_s: float) -> None:
         self.max_connections = max_connections
         self.head_timeout_s = head_timeout_s
-        self.open: set[_GuardedH11Protocol] = set()
+        # Open connections; a dict for its order, which also breaks ties of waiting_since.
+        self.open: dict[_GuardedH11Protocol, None] = {}
         self.shed = 0
         self.timed_out = 0
+        # Each wait for a request gets the next number: the oldest has the smallest.
+        self.turns = itertools.count()
 
     def admit(self, newcomer: "_GuardedH11Protocol") -> None:
-        self.open.add(newcomer)
+        self.open[newcomer] = None
         if len(self.open) <= self.max_connections:
             return
         live = [c for c in self.open if not c.transport.is_closing()]
@@ -76,12 +80,12 @@ class ConnectionGuard:
         victim.transport.close()
 
     def release(self, gone: "_GuardedH11Protocol") -> None:
-        self.open.discard(gone)
+        self.open.pop(gone, None)
 
 
 class _GuardedH11Protocol(H11Protocol):
     guard: ClassVar[ConnectionGuard]
-    waiting_since: float
+    waiting_since: int
     _head_timer: asyncio.TimerHandle | None
     _seen_cycle: object
 
@@ -114,7 +118,7 @@ class _GuardedH11Protocol(H11Protocol):
 
     def _await_head(self) -> None:
         self._stop_head_timer()
-        self.waiting_since = self.loop.time()
+        self.waiting_since = next(self.guard.turns)
         self._head_timer = self.loop.call_later(self.guard.head_timeout_s, self._head_too_slow)
 
     def _note_head(self) -> None:

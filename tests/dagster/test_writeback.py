@@ -108,11 +108,13 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     postgres = is_postgres_url(ledger_location)
     if postgres:
         # As assets/definitions.py wires it: the URL only through EnvVar (it may hold a password).
-        monkeypatch.setenv(LEDGER_URL_ENV, ledger_location.replace("postgres@", "postgres:s3cret@"))
+        used = ledger_location.replace("postgres@", "postgres:s3cret@")
+        monkeypatch.setenv(LEDGER_URL_ENV, used)
         writeback = WriteBackResource(
             ledger_url=dg.EnvVar(LEDGER_URL_ENV), apply_log_root=str(tmp_path / "apply_log")
         )
     else:
+        used = ledger_location
         writeback = WriteBackResource(
             ledger_path=ledger_location, apply_log_root=str(tmp_path / "apply_log")
         )
@@ -152,7 +154,7 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     with pytest.raises(dg.DagsterInvariantViolationError, match="no output named result"):
         applied.output_for_node(APPLY_LOG_OP)
     assert f"POSTs sent: {len(changes)}" in str(event.metadata["jicoo/summary"].value)
-    assert event.metadata["jicoo/ledger"] == dg.TextMetadataValue(redact_location(ledger_location))
+    assert event.metadata["jicoo/ledger"] == dg.TextMetadataValue(redact_location(used))
     assert event.metadata["jicoo/ledger_backend"] == dg.TextMetadataValue(
         "postgresql" if postgres else "sqlite"
     )

@@ -5,7 +5,7 @@ past the connection cap a new sender is still served. (`test_siege.py` puts them
 import contextlib
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -53,6 +53,13 @@ def _until_closed(sock: socket.socket, limit_s: float) -> tuple[bytes, float]:
             break
         received += chunk
     return received, time.monotonic() - started
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + GRACE_S
+    while not condition():
+        assert time.monotonic() < deadline, "the receiver never got there"
+        time.sleep(0.01)
 
 
 def _status(received: bytes) -> int:
@@ -160,14 +167,16 @@ CAP = 8
     "bounded", [ReceiverLimits(max_connections=CAP, header_timeout_s=60)], indirect=True
 )
 def test_past_the_connection_cap_the_oldest_slow_connection_makes_room(bounded: Receiver) -> None:
-    silent = [_connect(bounded) for _ in range(CAP)]
+    silent = []
     try:
-        time.sleep(0.2)  # every one accepted
+        for _ in range(CAP):  # one at a time: their order is the order they were accepted in
+            silent.append(_connect(bounded))
+            _wait_for(lambda: len(bounded.guard.open) == len(silent))
         assert _signed_post(bounded).status_code == 200
         oldest, _ = _until_closed(silent[0], GRACE_S)
         assert oldest == b""
-        assert bounded.guard.shed >= 1
-        for later in silent[2:]:  # the valid sender's one connection shed only the oldest
+        assert bounded.guard.shed == 1
+        for later in silent[1:]:  # the valid sender's one connection shed only the oldest
             later.settimeout(0.05)
             with pytest.raises(TimeoutError):
                 later.recv(1)
