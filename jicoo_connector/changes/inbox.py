@@ -81,13 +81,19 @@ class _RefusedEntryError(Exception):
     """An entry that is not a change set of the inbox; its message is the reason."""
 
 
-def _hash_entry(dir_fd: int, name: str, max_bytes: int) -> str:
-    digest = hashlib.sha256()
+def _content(dir_fd: int, name: str, max_bytes: int) -> Iterator[bytes]:
+    """An entry's bytes in chunks, read as ``_opened`` opens it, up to ``max_bytes``."""
     with _opened(dir_fd, name) as (fd, size):
         if size > max_bytes:
             raise _RefusedEntryError(f"is larger than the change-set limit of {max_bytes} bytes")
         while chunk := os.read(fd, _CHUNK):
-            digest.update(chunk)
+            yield chunk
+
+
+def _hash_entry(dir_fd: int, name: str, max_bytes: int) -> str:
+    digest = hashlib.sha256()
+    for chunk in _content(dir_fd, name, max_bytes):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -163,18 +169,10 @@ def read_inbox_file(
         raise ChangeSetError(f"{entry.name} is not a change set directly inside {root}")
     dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        with _opened(dir_fd, entry.name) as (fd, size):
-            if size > max_bytes:
-                raise _RefusedEntryError(
-                    f"is larger than the change-set limit of {max_bytes} bytes"
-                )
-            chunks: list[bytes] = []
-            while chunk := os.read(fd, _CHUNK):
-                chunks.append(chunk)
+        return b"".join(_content(dir_fd, entry.name, max_bytes))
     except _RefusedEntryError as refused:
         raise ChangeSetError(f"inbox entry {entry.name} {refused}") from None
     except FileNotFoundError:
         raise ChangeSetError(f"inbox entry {entry.name} is gone") from None
     finally:
         os.close(dir_fd)
-    return b"".join(chunks)

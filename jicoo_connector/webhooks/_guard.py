@@ -57,7 +57,7 @@ class ConnectionGuard:
     def __init__(self, max_connections: int, head_timeout_s: float) -> None:
         self.max_connections = max_connections
         self.head_timeout_s = head_timeout_s
-        # Open connections; a dict for its order, which also breaks ties of waiting_since.
+        # Open connections (a dict: removal in constant time, a stable order).
         self.open: dict[_GuardedH11Protocol, None] = {}
         self.shed = 0
         self.timed_out = 0
@@ -73,7 +73,7 @@ class ConnectionGuard:
             return
         owing = [c for c in live if c.owes_a_request() and c is not newcomer]
         # Nobody to shed (every other connection has its request in and awaits our answer):
-        # the newcomer waits for a later try instead.
+        # the newcomer is closed, and its sender tries again later (webhook senders retry).
         victim = min(owing, key=lambda c: c.waiting_since) if owing else newcomer
         self.shed += 1
         logger.debug("connection cap %d reached: closing the oldest slow one", self.max_connections)
