@@ -22,6 +22,7 @@ from jicoo_connector.client import _ratelimit
 from jicoo_sandbox.config import Clock, SandboxConfig, clock_from, system_clock
 from jicoo_sandbox.server import SandboxServer
 from tests.postgres_server import PostgresServer
+from tests.repo_data_guard import REPO_DATA, OpenGuard, session_paths
 
 TEST_TODAY_ENV = "JICOO_TEST_TODAY"
 # 03:00 UTC is noon in Tokyo: the seeded working day is half past, half ahead.
@@ -74,7 +75,8 @@ def pytest_report_header() -> str:
     return f"sandbox clock: {TEST_CLOCK().isoformat(timespec='seconds')} ({TEST_TODAY_ENV})"
 
 
-REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+# One per process (audit hooks stay for the process's life); armed for the session below.
+DATA_GUARD = OpenGuard(REPO_DATA)
 
 
 def _tree(root: Path) -> dict[str, float]:
@@ -82,10 +84,16 @@ def _tree(root: Path) -> dict[str, float]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _repo_data_untouched() -> Iterator[None]:
-    """Tests write only under pytest's tmp paths: the repository's data/ ends as it began."""
+def _repo_data_untouched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test reads or writes the checkout's data/: every default path under it points at the
+    session's own folder (child processes inherit the variables), nothing under it is opened
+    by this process, and its tree ends as it began (writes by child processes included)."""
     before = _tree(REPO_DATA)
-    yield
+    with pytest.MonkeyPatch.context() as env, DATA_GUARD.watching() as touched:
+        for name, path in session_paths(tmp_path_factory.mktemp("user-data")).items():
+            env.setenv(name, path)
+        yield
+    assert touched == [], f"the suite opened paths under {REPO_DATA}: {touched[:10]}"
     after = _tree(REPO_DATA)
     assert after == before, f"the suite wrote into {REPO_DATA}: {sorted(set(after) ^ set(before))}"
 

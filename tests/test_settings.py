@@ -219,9 +219,14 @@ def test_every_variable_has_a_code_location_check() -> None:
 
 
 @pytest.mark.parametrize("env", sorted(LOCATION))
-def test_each_variable_changes_the_code_location(env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_variable_changes_the_code_location(
+    env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     for other in VARIABLES:
         monkeypatch.delenv(other, raising=False)
+    # The defaults are relative (data/...): checked as values, resolved under the test's folder,
+    # never opened in the checkout's data/ (a user's events file may sit there).
+    monkeypatch.chdir(tmp_path)
     value = _example(env)
     before = LOCATION[env](_load(monkeypatch, **ALONGSIDE.get(env, {})))
     after = LOCATION[env](_load(monkeypatch, **ALONGSIDE.get(env, {}), **{env: value}))
