@@ -250,7 +250,6 @@ def test_404_is_not_found_and_ids_are_quoted(sandbox: SandboxServer) -> None:
     assert len(api_requests(sandbox)) == 1
 
 
-@pytest.mark.dates
 def test_422_keeps_the_server_message(sandbox: SandboxServer) -> None:
     uid = open_future_booking(sandbox)
     past = dt.datetime(2001, 1, 1, tzinfo=dt.UTC)
@@ -284,7 +283,6 @@ def _cancels(sandbox: SandboxServer, uid: str) -> list[dict[str, object]]:
     return [e for e in sandbox.store.journal() if e["booking_uid"] == uid and e["method"] == "POST"]
 
 
-@pytest.mark.dates
 def test_dropped_connection_after_apply_is_in_doubt_and_not_resent(sandbox: SandboxServer) -> None:
     uid = open_future_booking(sandbox)
     sandbox.set_faults({"rules": [{"kind": "drop_after_apply", "path": "/cancel$", "times": 1}]})
@@ -298,7 +296,6 @@ def test_dropped_connection_after_apply_is_in_doubt_and_not_resent(sandbox: Sand
     assert sandbox.store.get_booking(uid)["status"] == "cancel"  # type: ignore[index]
 
 
-@pytest.mark.dates
 def test_5xx_on_a_post_is_in_doubt_and_not_retried(sandbox: SandboxServer) -> None:
     uid = open_future_booking(sandbox)
     sandbox.set_faults({"rules": [{"kind": "status", "status": 503, "methods": ["POST"]}]})
@@ -308,7 +305,6 @@ def test_5xx_on_a_post_is_in_doubt_and_not_retried(sandbox: SandboxServer) -> No
     assert [e["changed"] for e in _cancels(sandbox, uid)] == [False]
 
 
-@pytest.mark.dates
 def test_429_on_a_post_is_retried_and_applied_once(sandbox: SandboxServer) -> None:
     uid = open_future_booking(sandbox)
     sandbox.set_faults(
@@ -360,7 +356,6 @@ def test_every_listing_endpoint_walks(sandbox: SandboxServer) -> None:
     assert min(counts.values()) >= 1
 
 
-@pytest.mark.dates
 def test_available_slots_split_into_week_windows_without_duplicates(sandbox: SandboxServer) -> None:
     event_type = str(sandbox.store.event_types()[0]["uid"])
     start = sandbox.config.clock().replace(hour=0, minute=0, second=0, microsecond=0)
