@@ -7,6 +7,7 @@ tests check the machinery itself (on whatever day this session runs).
 
 import ast
 import datetime as dt
+import gc
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,21 @@ LISTED = re.compile(r"^- `(tests/[^`]+)`(?: \(every test\))?: (.+)$")
 
 def _modules() -> Iterator[tuple[str, ast.Module]]:
     for path in sorted(TESTS.rglob("*.py")):
-        yield path.relative_to(ROOT).as_posix(), ast.parse(path.read_text(encoding="utf-8"))
+        yield path.relative_to(ROOT).as_posix(), _parsed(path.read_text(encoding="utf-8"))
+
+
+def _parsed(source: str) -> ast.Module:
+    # No garbage collection while parsing: CPython 3.11 keeps the AST constructor's recursion
+    # depth in global state, and a finalizer the collector ran meanwhile (an earlier test's
+    # pooled database connection) logged a traceback, whose formatting parses source too: the
+    # parse failed with "AST constructor recursion depth mismatch".
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return ast.parse(source)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _reason(node: ast.expr, named: dict[str, str]) -> str | None:
