@@ -81,6 +81,9 @@ def _dagster_instance() -> Iterator[tuple[dg.DagsterInstance, Path]]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
+@pytest.mark.system_clock(
+    "jicoo apply and the write-back job decide what is in the past by the system clock"
+)
 def test_no_password_of_200_shows_after_load_apply_and_a_dagster_run(
     system_sandbox: SandboxServer,
     postgres_url: str,
@@ -89,7 +92,7 @@ def test_no_password_of_200_shows_after_load_apply_and_a_dagster_run(
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    sandbox = system_sandbox  # the apply decides "in the past" by the system clock
+    sandbox = system_sandbox
     root, work = tmp_path / "warehouse", tmp_path / "work"
     settings = Settings(
         api_key=ApiKey(sandbox.api_key), base_url=sandbox.base_url, rate_limit=TEST_RATE_LIMIT

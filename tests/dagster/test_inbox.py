@@ -196,11 +196,10 @@ def test_every_hostile_entry_at_once_still_lets_the_good_file_through(
 
 
 def test_a_file_swapped_for_a_link_after_the_tick_is_refused_by_the_run(
-    system_sandbox: SandboxServer,
+    sandbox: SandboxServer,
     instance: dg.DagsterInstance,
     tmp_path: Path,
 ) -> None:
-    sandbox = system_sandbox  # the job reads the system clock
     inbox, outside = tmp_path / "inbox", tmp_path / "elsewhere"
     _good(inbox)
     (request,) = _tick(instance, inbox)[0]
@@ -219,11 +218,10 @@ def test_a_file_swapped_for_a_link_after_the_tick_is_refused_by_the_run(
 
 
 def test_what_a_run_writes_stays_in_the_inbox(
-    system_sandbox: SandboxServer,
+    sandbox: SandboxServer,
     instance: dg.DagsterInstance,
     tmp_path: Path,
 ) -> None:
-    sandbox = system_sandbox
     inbox = tmp_path / "inbox"
     _good(inbox)  # its booking does not exist: the row comes back rejected
     (request,) = _tick(instance, inbox)[0]
