@@ -28,12 +28,13 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from jicoo_sandbox.config import WebhookOptions
 from jicoo_sandbox.store import BookingQuery
 
 if TYPE_CHECKING:
     from jicoo_sandbox.store import SandboxStore
 
-__all__ = ["ChurnRunner", "WebhookOptions", "WebhookSender", "event_payload", "sign"]
+__all__ = ["ChurnRunner", "WebhookSender", "event_payload", "sign"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,28 +66,6 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
     """The ``Jicoo-Webhook-Signature`` value: ``t=<unix s>,v1=<hex HMAC-SHA256 of "t." + body>``."""
     digest = hmac.new(secret.encode(), b"%d." % timestamp + body, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"
-
-
-@dataclass(frozen=True)
-class WebhookOptions:
-    """Where and how the sandbox delivers its events."""
-
-    url: str
-    secret: str = field(repr=False)
-    duplicate: float = 0.0
-    reorder_ms: float = 0.0
-    max_attempts: int = 30
-    backoff_s: float = 0.05
-    max_backoff_s: float = 2.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if urlsplit(self.url).scheme not in ("http", "https"):
-            raise ValueError(f"webhook URL {self.url!r} is not http(s)")
-        if not self.secret:
-            raise ValueError("a webhook URL needs a secret")
-        if not 0 <= self.duplicate <= 1 or self.reorder_ms < 0 or self.max_attempts < 1:
-            raise ValueError("duplicate must be in [0, 1], reorder_ms >= 0, max_attempts >= 1")
 
 
 def event_payload(

@@ -8,9 +8,8 @@ from pathlib import Path
 import httpx
 
 from benchmarks.webhook_freshness import TOKYO, find_moves, reschedule
-from jicoo_sandbox.config import SandboxConfig
+from jicoo_sandbox.config import SandboxConfig, WebhookOptions
 from jicoo_sandbox.server import SandboxServer
-from jicoo_sandbox.webhooks import WebhookOptions
 from tests.webhooks.conftest import SECRET, Receiver
 
 DRAIN_S = 30.0

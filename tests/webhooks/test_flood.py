@@ -18,9 +18,9 @@ from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import extract_range
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.webhooks import SQLiteEventStore
-from jicoo_sandbox.config import SandboxConfig
+from jicoo_sandbox.config import SandboxConfig, WebhookOptions
 from jicoo_sandbox.server import SandboxServer
-from jicoo_sandbox.webhooks import ChurnRunner, WebhookOptions
+from jicoo_sandbox.webhooks import ChurnRunner
 from tests.dagster.support import TEST_RATE_LIMIT, warehouse_resource
 
 TOKYO = ZoneInfo("Asia/Tokyo")
