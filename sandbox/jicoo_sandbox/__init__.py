@@ -2,7 +2,7 @@
 
 from jicoo_sandbox.app import create_app
 from jicoo_sandbox.config import SandboxConfig, WebhookOptions
-from jicoo_sandbox.fault_profile import FaultProfile
+from jicoo_sandbox.faults import FaultProfile
 from jicoo_sandbox.server import SandboxProcess, SandboxServer
 
 __all__ = [

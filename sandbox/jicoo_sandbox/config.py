@@ -70,7 +70,7 @@ class SandboxConfig:
     ``denied`` maps an API key to the OpenAPI operationIds it gets 403 for
     (e.g. ``{"sk_test_limited": frozenset({"listEventTypes"})}``); every key in
     ``api_keys`` or ``denied`` is valid. ``faults`` is the JSON fault profile
-    (see ``fault_profile.py``), also settable at run time through ``POST /_sandbox/faults``.
+    (see ``faults/profile.py``), also settable at run time through ``POST /_sandbox/faults``.
     ``anchor_date`` is the day the seeded data is spread around (default: the clock's day,
     UTC); fix it for byte-identical data across days. ``clock`` is the sandbox's "now": what
     "in the past" means for reschedules and slots, and the time stamped on changes.

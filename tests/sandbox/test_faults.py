@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from jicoo_sandbox.config import SandboxConfig
-from jicoo_sandbox.fault_middleware import DEEP_NESTING_DEPTH
-from jicoo_sandbox.fault_profile import FAULT_KINDS, FaultProfile, FaultProfileError
+from jicoo_sandbox.faults.profile import FAULT_KINDS, FaultProfile, FaultProfileError
+from jicoo_sandbox.faults.responses import DEEP_NESTING_DEPTH
 from jicoo_sandbox.server import SandboxServer
 
 BOOKINGS = "/v1/bookings"

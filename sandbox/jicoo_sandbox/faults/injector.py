@@ -1,158 +1,62 @@
-"""The fault middleware: applies the active ``FaultProfile`` (fault_profile.py) to API requests.
+"""The fault middleware: applies the active ``FaultProfile`` (profile.py) to API requests.
 
 ``FaultInjector`` is a raw ASGI middleware: it delays, rate-limits per key, answers 5xx or 429,
 streams, truncates and aborts connections, sends hostile bodies, drifts the data, and logs every
 ``/v1`` request it sees. ``/_sandbox/*`` passes straight through (never faulted, delayed,
-limited or logged); fault_control.py serves the endpoints that read and change this state.
+limited or logged); control.py serves the endpoints that read and change this state.
 It imports no client code.
 """
 
 import asyncio
-import contextlib
-import datetime as dt
-import email.utils
-import functools
 import hashlib
 import json
 import math
 import random
 import re
-import socket
-import struct
 import time
-import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from jicoo_sandbox.fault_profile import (
-    DEFAULT_HUGE_BODY_BYTES,
+from jicoo_sandbox.faults.connection import abort, send_truncated, trickle
+from jicoo_sandbox.faults.profile import (
     DEFAULT_REDIRECT_STATUS,
-    DEFAULT_RETRY_AFTER_S,
     DEFAULT_STATUS,
-    DEFAULT_TRICKLE_CHUNK_BYTES,
     INJECTABLE_STATUSES,
     MUTATING_METHODS,
     FaultProfile,
     FaultRule,
     RateLimit,
 )
+from jicoo_sandbox.faults.responses import (
+    MALFORMED_BODY,
+    MIN_RETRY_AFTER_S,
+    error_body,
+    json_response,
+    read_body,
+    retry_after_header,
+    send_hostile,
+)
 
 if TYPE_CHECKING:
     from jicoo_sandbox.config import SandboxConfig
     from jicoo_sandbox.store import SandboxStore
 
-__all__ = [
-    "DEEP_NESTING_DEPTH",
-    "FAULT_EXTENSION",
-    "TRANSPORT_EXTENSION",
-    "FaultInjector",
-    "error_body",
-    "json_response",
-    "key_hash",
-    "read_body",
-]
+__all__ = ["FAULT_EXTENSION", "FaultInjector", "key_hash"]
 
-# Scope extension keys shared with server.py (transport) and app.py (fault label for the journal).
-TRANSPORT_EXTENSION: Final = "jicoo.transport"
+# Scope extension key shared with app.py: the fault's label for the journal.
 FAULT_EXTENSION: Final = "jicoo.fault"
 
-MIN_RETRY_AFTER_S: Final = 1
-# Far beyond any JSON parser's recursion limit (CPython's json gives up near 1,000).
-DEEP_NESTING_DEPTH: Final = 100_000
-# Above CPython's int-from-string limit (4,300 digits) so naive parsing raises.
-HUGE_NUMBER_DIGITS: Final = 5_000
-STREAM_CHUNK_BYTES: Final = 64 * 1024
-GZIP_WBITS: Final = 31  # zlib: 16 + 15 = gzip container, largest window
 REQUEST_LOG_MAX: Final = 100_000
 KEY_HASH_CHARS: Final = 12
-# How long an aborted connection may take to be reported lost by uvicorn before we give up.
-DISCONNECT_WAIT_S: Final = 5.0
 MS_PER_S: Final = 1000.0
 API_KEY_HEADER: Final = b"x-jicoo-api-key"
 BOOKING_UID_PATH: Final = re.compile(r"^/v1/bookings/([^/]+)")
 
-
-# --- bodies ------------------------------------------------------------------------------------
-
-
-def error_body(code: str, message: str) -> bytes:
-    return json.dumps(
-        {"data": None, "errors": {"code": code, "message": message, "fields": {}}}
-    ).encode()
-
-
-# A list page cut off in the middle of a string: no parser can accept it.
-MALFORMED_BODY: Final = b'{"data": [{"uid": "mzgdPJVBb7RE", "name": "Intro call, "status": "op'
-_PAGE_TAIL: Final = b', "errors": {}, "count": 1, "currentPage": 1, "numberOfPages": 1'
-
-
-def _hostile_body(variant: str) -> bytes:
-    if variant == "deep_nesting":
-        depth = DEEP_NESTING_DEPTH
-        return b'{"data": ' + b"[" * depth + b"]" * depth + b', "errors": {}}'
-    if variant == "huge_number":
-        digits = b"9" * HUGE_NUMBER_DIGITS
-        return b'{"data": [], "errors": {}, "totalCount": ' + digits + b', "count": 0}'
-    if variant == "nan":
-        # NaN/Infinity are not JSON (RFC 8259 section 6) yet lenient parsers accept them.
-        return (
-            b'{"data": [{"uid": "nan", "priority": NaN}], "totalCount": Infinity'
-            + _PAGE_TAIL
-            + b"}"
-        )
-    if variant == "invalid_surrogate":
-        # A lone high surrogate: valid JSON grammar, not valid Unicode (RFC 8259 section 8.2).
-        return (
-            b'{"data": [{"uid": "surrogate", "name": "\\ud800"}], "totalCount": 1'
-            + _PAGE_TAIL
-            + b"}"
-        )
-    raise AssertionError(f"not a fixed-size variant: {variant}")
-
-
-_HUGE_PREFIX: Final = b'{"data": ['
-_HUGE_SUFFIX: Final = b'{}], "errors": {}}'
-_HUGE_UNIT: Final = b'{"uid": "padding", "name": "' + b"x" * 1000 + b'"},'
-
-
-def _huge_body_units(size_bytes: int) -> int:
-    overhead = len(_HUGE_PREFIX) + len(_HUGE_SUFFIX)
-    # One byte more than asked, so the body is strictly bigger than size_bytes.
-    return max(1, math.ceil((size_bytes + 1 - overhead) / len(_HUGE_UNIT)))
-
-
-def _huge_body_chunks(size_bytes: int) -> Iterator[bytes]:
-    units = _huge_body_units(size_bytes)
-    per_chunk = max(1, STREAM_CHUNK_BYTES // len(_HUGE_UNIT))
-    yield _HUGE_PREFIX
-    while units > 0:
-        take = min(units, per_chunk)
-        yield _HUGE_UNIT * take
-        units -= take
-    yield _HUGE_SUFFIX
-
-
-@functools.lru_cache(maxsize=4)
-def _gzipped_huge_body(size_bytes: int) -> bytes:
-    """A decompression bomb: tiny on the wire, ``size_bytes``+ once inflated. Cached: it is slow."""
-    compressor = zlib.compressobj(level=9, wbits=GZIP_WBITS)
-    parts = [compressor.compress(chunk) for chunk in _huge_body_chunks(size_bytes)]
-    parts.append(compressor.flush())
-    return b"".join(parts)
-
-
-def _retry_after_header(rule: FaultRule) -> list[tuple[bytes, bytes]]:
-    seconds = rule.retry_after if rule.retry_after is not None else DEFAULT_RETRY_AFTER_S
-    if rule.retry_after_format == "none":
-        return []
-    if rule.retry_after_format == "http_date":
-        when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
-        return [(b"retry-after", email.utils.format_datetime(when, usegmt=True).encode())]
-    return [(b"retry-after", str(max(MIN_RETRY_AFTER_S, math.ceil(seconds))).encode())]
+Answer = Callable[[], Awaitable[None]]
 
 
 # --- runtime state -----------------------------------------------------------------------------
@@ -200,43 +104,6 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 
 def key_hash(key: bytes) -> str:
     return hashlib.sha256(key).hexdigest()[:KEY_HASH_CHARS]
-
-
-async def json_response(
-    send: Send, status: int, body: bytes, extra_headers: list[tuple[bytes, bytes]] | None = None
-) -> None:
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        *(extra_headers or []),
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-async def _disconnected(receive: Receive) -> None:
-    """Return once uvicorn reports the connection gone (the request body, if any, is dropped)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    """Wait until uvicorn has seen the connection go, so it does not log a half-sent response."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(DISCONNECT_WAIT_S):
-            await _disconnected(receive)
 
 
 class _LoggedRequest:
@@ -447,7 +314,7 @@ class FaultInjector:
         receive: Receive,
         kind: str,
         status: int | None,
-        answer: Callable[[], Awaitable[None]],
+        answer: Answer,
     ) -> None:
         """Answer without the app; a mutating request is journaled as not applied."""
         method: str = scope["method"]
@@ -467,66 +334,53 @@ class FaultInjector:
         await answer()
 
     async def _apply(self, rule: FaultRule, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = rule.kind
-        if kind == "status":
-            status = rule.status or DEFAULT_STATUS
-            body = error_body(INJECTABLE_STATUSES[status], "Injected failure")
-            await self._short_circuit(
-                scope, receive, kind, status, lambda: json_response(send, status, body)
-            )
-        elif kind == "rate_limited":
-            body = error_body("rate_limited", "Too many requests; retry later")
-            await self._short_circuit(
-                scope,
-                receive,
-                kind,
-                429,
-                lambda: json_response(send, 429, body, _retry_after_header(rule)),
-            )
-        elif kind == "reset":
-            await self._short_circuit(
-                scope, receive, kind, None, lambda: _abort(scope, receive, reset=True)
-            )
-        elif kind == "redirect":
-            status = rule.status or DEFAULT_REDIRECT_STATUS
-            target = f"{rule.location}{scope['path']}"
-            if scope["query_string"]:
-                target += "?" + scope["query_string"].decode("latin-1")
-            headers = [(b"location", target.encode())]
-            await self._short_circuit(
-                scope, receive, kind, status, lambda: json_response(send, status, b"{}", headers)
-            )
-        elif kind == "malformed_json":
-            await self._short_circuit(
-                scope, receive, kind, 200, lambda: json_response(send, 200, MALFORMED_BODY)
-            )
-        elif kind == "hostile_json":
-            await self._short_circuit(scope, receive, kind, 200, lambda: _send_hostile(rule, send))
-        elif kind == "drop_after_apply":
-            scope.setdefault("extensions", {})[FAULT_EXTENSION] = kind
-            swallowed = _CapturedResponse()
-            await self.app(scope, receive, swallowed.send)
-            await _abort(scope, receive, reset=False)
-        elif kind in ("truncate", "trickle"):
-            scope.setdefault("extensions", {})[FAULT_EXTENSION] = kind
-            captured = _CapturedResponse()
-            await self.app(scope, receive, captured.send)
-            await send(captured.start_with_length())
-            body = captured.body
-            if kind == "truncate":
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": body[: len(body) // 2],
-                        "more_body": True,
-                    }
-                )
-                _transport(scope).close()  # close, not abort: the half body must reach the client
-                await _wait_disconnect(receive)
-            else:
-                await _trickle(rule, body, send, receive)
+        if rule.kind in ("drop_after_apply", "truncate", "trickle"):
+            await self._spoil(rule, scope, receive, send)
+            return
+        status, answer = _answer(rule, scope, receive, send)
+        await self._short_circuit(scope, receive, rule.kind, status, answer)
+
+    async def _spoil(self, rule: FaultRule, scope: Scope, receive: Receive, send: Send) -> None:
+        """Let the app apply the request, then drop, cut or trickle its answer."""
+        scope.setdefault("extensions", {})[FAULT_EXTENSION] = rule.kind
+        captured = _CapturedResponse()
+        await self.app(scope, receive, captured.send)
+        if rule.kind == "drop_after_apply":
+            await abort(scope, receive, reset=False)
+            return
+        await send(captured.start_with_length())
+        if rule.kind == "truncate":
+            await send_truncated(scope, receive, send, captured.body)
         else:
-            raise AssertionError(f"unhandled fault kind {kind}")
+            await trickle(rule, captured.body, send, receive)
+
+
+def _answer(
+    rule: FaultRule, scope: Scope, receive: Receive, send: Send
+) -> tuple[int | None, Answer]:
+    """The status a fault answers with (None: no answer, the connection goes) and how."""
+    kind = rule.kind
+    if kind == "status":
+        status = rule.status or DEFAULT_STATUS
+        body = error_body(INJECTABLE_STATUSES[status], "Injected failure")
+        return status, lambda: json_response(send, status, body)
+    if kind == "rate_limited":
+        limited = error_body("rate_limited", "Too many requests; retry later")
+        return 429, lambda: json_response(send, 429, limited, retry_after_header(rule))
+    if kind == "reset":
+        return None, lambda: abort(scope, receive, reset=True)
+    if kind == "redirect":
+        moved = rule.status or DEFAULT_REDIRECT_STATUS
+        target = f"{rule.location}{scope['path']}"
+        if scope["query_string"]:
+            target += "?" + scope["query_string"].decode("latin-1")
+        headers = [(b"location", target.encode())]
+        return moved, lambda: json_response(send, moved, b"{}", headers)
+    if kind == "malformed_json":
+        return 200, lambda: json_response(send, 200, MALFORMED_BODY)
+    if kind == "hostile_json":
+        return 200, lambda: send_hostile(rule, send)
+    raise AssertionError(f"unhandled fault kind {kind}")
 
 
 def _journal_body(body: bytes) -> object:
@@ -535,86 +389,3 @@ def _journal_body(body: bytes) -> object:
     except ValueError:
         return body.decode("utf-8", "replace")
     return parsed
-
-
-@runtime_checkable
-class _Transport(Protocol):
-    """What we use of an asyncio or uvloop transport (uvloop's is no asyncio.Transport)."""
-
-    def abort(self) -> None: ...
-    def close(self) -> None: ...
-    def get_extra_info(self, name: str, default: object = None) -> object: ...
-
-
-def _transport(scope: Scope) -> _Transport:
-    transport = scope.get("extensions", {}).get(TRANSPORT_EXTENSION)
-    if not isinstance(transport, _Transport):
-        raise RuntimeError(
-            "this fault needs the connection's transport: serve the sandbox through "
-            "jicoo_sandbox.server (TransportHttpToolsProtocol)"
-        )
-    return transport
-
-
-@runtime_checkable
-class _SocketLike(Protocol):
-    """asyncio hands out a TransportSocket wrapper, uvloop a pseudo-socket: both setsockopt."""
-
-    def setsockopt(self, level: int, option: int, value: bytes, /) -> None: ...
-
-
-async def _abort(scope: Scope, receive: Receive, *, reset: bool) -> None:
-    transport = _transport(scope)
-    if reset:
-        sock = transport.get_extra_info("socket")
-        if isinstance(sock, socket.socket | _SocketLike):
-            # SO_LINGER 0: close() sends RST instead of FIN, what a crashed proxy looks like.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
-    await _wait_disconnect(receive)
-
-
-async def _trickle(rule: FaultRule, body: bytes, send: Send, receive: Receive) -> None:
-    """Send ``body`` a chunk per interval; stop as soon as the client hangs up (a slow body is
-    no reason to keep a dead connection, and the server's shutdown, waiting)."""
-    step = rule.chunk_bytes or DEFAULT_TRICKLE_CHUNK_BYTES
-    interval = (rule.interval_ms or 0.0) / MS_PER_S
-    if not body:
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-        return
-    hung_up = asyncio.ensure_future(_disconnected(receive))
-    try:
-        for offset in range(0, len(body), step):
-            last = offset + step >= len(body)
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": body[offset : offset + step],
-                    "more_body": not last,
-                }
-            )
-            if not last:
-                await asyncio.wait((hung_up,), timeout=interval)
-                if hung_up.done():
-                    return
-    finally:
-        hung_up.cancel()
-
-
-async def _send_hostile(rule: FaultRule, send: Send) -> None:
-    variant = rule.variant or "huge_body"
-    if variant != "huge_body":
-        await json_response(send, 200, _hostile_body(variant))
-        return
-    size = rule.size_bytes or DEFAULT_HUGE_BODY_BYTES
-    if rule.gzip:
-        # Compressing hundreds of MB takes a while: keep the event loop free meanwhile.
-        compressed = await asyncio.to_thread(_gzipped_huge_body, size)
-        await json_response(send, 200, compressed, [(b"content-encoding", b"gzip")])
-        return
-    length = len(_HUGE_PREFIX) + len(_HUGE_SUFFIX) + _huge_body_units(size) * len(_HUGE_UNIT)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(length).encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    for chunk in _huge_body_chunks(size):
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
