@@ -19,16 +19,9 @@ from starlette.routing import Route
 
 from jicoo_sandbox.config import SandboxConfig
 from jicoo_sandbox.faults import FAULT_EXTENSION, FaultControl
-from jicoo_sandbox.store import (
-    EPOCH,
-    ONE_MS,
-    BookingPatch,
-    BookingQuery,
-    SandboxError,
-    SandboxStore,
-    page_count,
-    valid_zone,
-)
+from jicoo_sandbox.index import BookingQuery, page_count
+from jicoo_sandbox.instants import EPOCH, ONE_MS
+from jicoo_sandbox.store import BookingPatch, SandboxError, SandboxStore, valid_zone
 from jicoo_sandbox.webhooks import API_EVENTS, ChurnRunner, WebhookSender
 
 __all__ = ["API_KEY_HEADER", "DEFAULT_PER_PAGE", "MAX_PER_PAGE", "create_app", "parse_instant"]

@@ -29,7 +29,9 @@ import httpx
 import orjson
 
 from jicoo_sandbox.config import WebhookOptions
-from jicoo_sandbox.store import BookingQuery
+from jicoo_sandbox.drift import drift_insert
+from jicoo_sandbox.index import BookingQuery
+from jicoo_sandbox.instants import MS_PER_DAY
 
 if TYPE_CHECKING:
     from jicoo_sandbox.store import SandboxStore
@@ -56,7 +58,6 @@ CHURN_TRIES: Final = 10
 # Shares of churn changes: new bookings, cancellations; the rest are reschedules.
 CHURN_CREATE_SHARE: Final = 0.2
 CHURN_CANCEL_SHARE: Final = 0.2
-MS_PER_DAY: Final = 86_400_000
 TRACKING_KEYS: Final = ("utm_campaign", "utm_source", "utm_medium", "utm_content", "utm_term")
 HTTP_OK_MIN: Final = 200
 HTTP_OK_MAX: Final = 299
@@ -247,7 +248,7 @@ class ChurnRunner:
     def _change(self) -> bool:
         roll = self._rng.random()
         if roll < CHURN_CREATE_SHARE:
-            uids = self.store.drift_insert(1, self._rng)
+            uids = drift_insert(self.store, 1, self._rng)
             return self._done("create", uids[0], "guest_booked")
         now = self.store.now_ms()  # the sandbox clock: churn works on any injected day
         query = BookingQuery("open", now + CHURN_LEAD_MS, now + CHURN_HORIZON_MS)

@@ -12,7 +12,9 @@ import random
 import orjson
 
 from jicoo_sandbox.config import SandboxConfig
-from jicoo_sandbox.store import BookingPatch, BookingQuery, SandboxError, SandboxStore
+from jicoo_sandbox.drift import drift_delete, drift_insert, drift_move
+from jicoo_sandbox.index import BookingQuery
+from jicoo_sandbox.store import BookingPatch, SandboxError, SandboxStore
 
 ANCHOR = dt.date(2024, 6, 12)
 # Noon in Tokyo on the anchor day: slots and drift read "now" from this fixed clock.
@@ -107,7 +109,7 @@ def mutated(store: SandboxStore) -> list[object]:
 
 def drifted(store: SandboxStore) -> list[object]:
     rng = random.Random(DRIFT_SEED)
-    touched = [store.drift_insert(9, rng), store.drift_delete(7, rng), store.drift_move(8, rng)]
+    touched = [drift_insert(store, 9, rng), drift_delete(store, 7, rng), drift_move(store, 8, rng)]
     return [touched, store.all_bookings(), [dict(e) for e in store.journal()]]
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from jicoo_sandbox.drift import drift_delete, drift_insert, drift_move
 from jicoo_sandbox.faults.connection import abort, send_truncated, trickle
 from jicoo_sandbox.faults.profile import (
     DEFAULT_REDIRECT_STATUS,
@@ -302,11 +303,11 @@ class FaultInjector:
 
     def _drift(self, rule: FaultRule) -> None:
         if rule.insert:
-            self.store.drift_insert(rule.insert, self._rng)
+            drift_insert(self.store, rule.insert, self._rng)
         if rule.delete:
-            self.store.drift_delete(rule.delete, self._rng)
+            drift_delete(self.store, rule.delete, self._rng)
         if rule.move:
-            self.store.drift_move(rule.move, self._rng)
+            drift_move(self.store, rule.move, self._rng)
 
     async def _short_circuit(
         self,
