@@ -5,6 +5,7 @@ addresses. Regression tests kept from the hand-written layer httpx replaced.
 
 import asyncio
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -34,6 +35,7 @@ from tests.client.wire import (
 
 # A short keep-alive expiry: the idle spell of a test need only outlast it.
 IDLE_EXPIRY_S = 0.1
+START_WAIT_S = 30.0
 
 
 def test_sequential_requests_share_one_connection(serve: Serve) -> None:
@@ -153,27 +155,50 @@ def free_port() -> int:
         return port
 
 
-def test_a_refused_post_is_resent_once_the_server_is_up(
-    serve: Serve,
-) -> None:
-    """Connection refused: provably not sent, so even a cancel is resent (never in doubt)."""
+class _RetryLogged(logging.Handler):
+    """Sets ``seen`` when the client logs that it will retry a request."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if ", retry " in record.getMessage():
+            self.seen.set()
+
+
+def test_a_refused_post_is_resent_once_the_server_is_up(serve: Serve) -> None:
+    """Connection refused: provably not sent, so even a cancel is resent (never in doubt).
+    The server starts when the client logs its first retry, never on a timer that a slow
+    start of the client could outrun."""
     port = free_port()
     started: list[WireServer] = []
-    timer = threading.Timer(
-        0.2, lambda: started.append(serve(always(response(CANCELLED)), port=port))
-    )
+    retry_logged = _RetryLogged()
+
+    def start_on_retry() -> None:
+        if retry_logged.seen.wait(START_WAIT_S):
+            started.append(serve(always(response(CANCELLED)), port=port))
 
     async def cancel(client: AsyncJicooClient) -> tuple[object, int]:
         cancelled = await client.cancel_booking("b1")
         return cancelled["status"], client.report.retries
 
-    timer.start()
+    client_log = logging.getLogger("jicoo_connector.client")
+    level = client_log.level
+    client_log.setLevel(logging.DEBUG)
+    client_log.addHandler(retry_logged)
+    starter = threading.Thread(target=start_on_retry)
+    starter.start()
     try:
         status, retries = run(f"http://127.0.0.1:{port}", cancel, max_retries=10)
     finally:
-        timer.join()
+        retry_logged.seen.set()
+        starter.join()
+        client_log.removeHandler(retry_logged)
+        client_log.setLevel(level)
     assert status == "cancel"
     assert retries >= 1
+    assert started, "the client logged no retry, so the server never started"
     assert len(started[0].heads) == 1
 
 

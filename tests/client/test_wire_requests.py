@@ -12,7 +12,7 @@ from jicoo_connector.client._report import FetchReport
 from jicoo_connector.errors import ProtocolError
 from jicoo_connector.settings import ApiKey, Settings
 from tests.client.wire import KEY, UNTHROTTLED, run
-from tests.conftest import CaptureServer
+from tests.support.capture_server import CaptureServer
 
 
 def test_request_line_and_headers(capture_server: CaptureServer) -> None:

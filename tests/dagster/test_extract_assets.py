@@ -22,15 +22,14 @@ from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import EXTRACTED_AT_COLUMN, RUN_ID_COLUMN, TABLES
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
-    TOKYO,
     check_evaluations,
     extract_assets,
     jicoo_resource,
     materializations,
     range_tags,
-    tokyo_today,
     warehouse_resource,
 )
+from tests.support.sandbox import TOKYO, tokyo_today
 
 CONTACTS_OP = op_name("booking_contacts")
 

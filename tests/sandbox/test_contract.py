@@ -15,7 +15,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from jicoo_sandbox.server import SandboxServer
-from tests.conftest import LIMITED_KEY
+from tests.support.sandbox import LIMITED_KEY
 
 pytestmark = pytest.mark.dates
 
