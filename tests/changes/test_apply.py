@@ -222,12 +222,9 @@ def test_plan_classifies_and_apply_honours_preconditions(
         headers={"X-Jicoo-Api-Key": sandbox.api_key},
         timeout=30,
     ).raise_for_status()
+    settings = sandbox_settings(sandbox)
     report = apply_changeset(
-        sandbox_settings(sandbox),
-        parsed,
-        plan=loaded,
-        ledger_location=ledger_location,
-        batch_id="b",
+        settings, parsed, plan=loaded, ledger_location=ledger_location, batch_id="b"
     )
     states = {row.booking_uid: row.state for row in report.rows}
     assert states[moved] == "conflict"
@@ -237,13 +234,7 @@ def test_plan_classifies_and_apply_honours_preconditions(
 
     other = parse_changeset((text + ",cancel,extra1,,,\n").encode(), now=sandbox.config.clock())
     with pytest.raises(PlanError, match="another change-set file"):
-        apply_changeset(
-            sandbox_settings(sandbox),
-            other,
-            plan=loaded,
-            ledger_location=ledger_location,
-            batch_id="c",
-        )
+        apply_changeset(settings, other, plan=loaded, ledger_location=ledger_location, batch_id="c")
 
 
 def test_dry_run_sends_nothing_and_writes_no_ledger(sandbox: SandboxServer, tmp_path: Path) -> None:
