@@ -22,6 +22,7 @@ from jicoo_sandbox.server import SandboxServer
 from tests.support.capture_server import CaptureServer
 from tests.support.postgres_server import PostgresServer
 from tests.support.sandbox import LIMITED_KEY, SANDBOX_BOOKINGS, SANDBOX_KEY, SANDBOX_SEED
+from tests.support.webhook_receiver import OLD_SECRET, SECRET, Receiver
 
 TEST_TODAY_ENV = "JICOO_TEST_TODAY"
 # 03:00 UTC is noon in Tokyo: the seeded working day is half past, half ahead.
@@ -177,3 +178,11 @@ def capture_server() -> Iterator[CaptureServer]:
     server = CaptureServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Receiver]:
+    """A webhook receiver on a loopback port, pinned clock, current and previous secret."""
+    running = Receiver(tmp_path / "events.sqlite", f"{SECRET}, {OLD_SECRET}")
+    yield running
+    running.close()
