@@ -21,9 +21,18 @@ CHILD_TIMEOUT_S = 90
 
 
 def extract_days(sandbox: SandboxServer, root: Path, days: Sequence[dt.date]) -> None:
-    """Every table of the sandbox into ``root``: day tables for ``days``, snapshots for today."""
+    """Every table of the sandbox into ``root``: day tables for ``days``, snapshots for the
+    sandbox clock's today (its slots lie ahead of it)."""
     settings = sandbox_settings(sandbox)
-    extract_range(settings, list(TABLES), min(days), max(days), str(root), zone="Asia/Tokyo")
+    extract_range(
+        settings,
+        list(TABLES),
+        min(days),
+        max(days),
+        str(root),
+        zone="Asia/Tokyo",
+        now=sandbox.config.clock(),
+    )
 
 
 def around_today(sandbox: SandboxServer, before: int, after: int) -> list[dt.date]:
