@@ -19,9 +19,9 @@ import pytest
 from jicoo_connector.client import reset_shared_limiters
 from jicoo_sandbox.config import Clock, SandboxConfig, clock_from, system_clock
 from jicoo_sandbox.server import SandboxServer
-from tests.repo_data_guard import REPO_DATA, OpenGuard, session_paths
 from tests.support.capture_server import CaptureServer
 from tests.support.postgres_server import PostgresServer
+from tests.support.repo_data_guard import REPO_DATA, OpenGuard, session_paths
 from tests.support.sandbox import LIMITED_KEY, SANDBOX_BOOKINGS, SANDBOX_KEY, SANDBOX_SEED
 from tests.support.webhook_receiver import OLD_SECRET, SECRET, Receiver
 

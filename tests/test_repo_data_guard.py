@@ -1,4 +1,4 @@
-"""The guard that keeps the suite out of the checkout's data/ (tests/repo_data_guard.py) works:
+"""The guard that keeps the suite out of the checkout's data/ (tests/support/repo_data_guard.py) works:
 it sees reads as well as writes, and no default path of a test process or its children is there.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from jicoo_connector.config import ConnectorConfig
-from tests.repo_data_guard import REPO_DATA, OpenGuard, data_defaults
+from tests.support.repo_data_guard import REPO_DATA, OpenGuard, data_defaults
 
 ROOT = REPO_DATA.parent
 # The defaults the issue names; any other default under data/ is covered the same way.
