@@ -26,7 +26,8 @@ from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import extract_range
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_sandbox.server import SandboxServer
-from tests.dagster.support import TEST_RATE_LIMIT, jicoo_resource, tokyo_today
+from tests.dagster.support import jicoo_resource
+from tests.support.sandbox import TEST_RATE_LIMIT, tokyo_today
 
 PASSWORDS = 200
 RESERVED = ":/?#[]@!$&'()*+,;=% \"<>\\^`{|}~"

@@ -24,7 +24,7 @@ from assets.writeback import (
 )
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import jicoo_resource
-from tests.writeback_data import HEADER, future_open_bookings
+from tests.support.writeback_data import HEADER, future_open_bookings
 
 TICK_TIMEOUT_S = 30.0
 # A change set a user keeps outside the inbox, readable by the Dagster daemon's account only.

@@ -14,8 +14,8 @@ import pytest
 
 from jicoo_connector.webhooks.receiver import ReceiverLimits
 from jicoo_sandbox.webhooks import sign
-from tests.webhooks.conftest import NOW, SECRET, Receiver
-from tests.webhooks.test_receiver import HEADER, TIMEOUT_S, event_body
+from tests.support.webhook_receiver import NOW, SECRET, Receiver, event_body
+from tests.webhooks.test_receiver import HEADER, TIMEOUT_S
 
 SHORT_S = 0.5
 # How long past a deadline the close may come on a loaded machine, and how long a test waits.

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jicoo_sandbox.webhooks import sign
-from tests.webhooks.conftest import NOW, OLD_SECRET, SECRET, Receiver
-from tests.webhooks.test_receiver import HEADER, TIMEOUT_S, event_body, post
+from tests.support.webhook_receiver import NOW, OLD_SECRET, SECRET, Receiver, event_body
+from tests.webhooks.test_receiver import HEADER, TIMEOUT_S, post
 
 VALID = event_body()
 
