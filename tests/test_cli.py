@@ -9,13 +9,16 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from jicoo_connector.changes.apply import DEFAULT_APPLY_CONCURRENCY
-from jicoo_connector.changes.ledger import LEDGER_URL_ENV, SCHEMA_VERSION, is_postgres_url
-from jicoo_connector.changes.ledger_backends import POSTGRES_SCHEMA
+from jicoo_connector.changes import DEFAULT_APPLY_CONCURRENCY, is_postgres_url
+from jicoo_connector.changes._ledger import SCHEMA_VERSION
+from jicoo_connector.changes._ledger_backends import POSTGRES_SCHEMA
 from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE, main
+from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import SOURCES
 from jicoo_sandbox.server import SandboxServer
 from tests.writeback_data import HEADER, booking, build_csv, future_open_bookings
+
+LEDGER_URL_ENV = ConnectorConfig.specs()["ledger_url"].env
 
 
 @pytest.fixture

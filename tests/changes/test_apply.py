@@ -14,16 +14,19 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from jicoo_connector.changes.apply import (
+from jicoo_connector.changes import (
     APPLY_LOG_SCHEMA,
-    DEFAULT_MAX_RESENDS,
     ApplyReport,
+    Plan,
     apply_changeset,
     apply_changeset_async,
+    parse_changeset,
+    plan_changeset_async,
 )
-from jicoo_connector.changes.changeset import parse_changeset
-from jicoo_connector.changes.plan import Plan, PlanError, parse_instant, plan_changeset
+from jicoo_connector.changes._apply import DEFAULT_MAX_RESENDS
+from jicoo_connector.changes._changeset import parse_instant
 from jicoo_connector.client import AsyncJicooClient
+from jicoo_connector.errors import PlanError
 from jicoo_sandbox.server import SandboxServer
 from tests.changes.apply_child import KILL_ENV
 from tests.writeback_data import (
@@ -55,16 +58,14 @@ def test_a_batch_applies_exactly_once_and_a_rerun_sends_nothing(
     text, uids = build_csv(sandbox, reschedules=3, cancels=3)
     parsed = parse_changeset(text.encode(), now=sandbox.config.clock())
     ledger = ledger_location
-    report = apply_changeset(
-        settings_for(sandbox), parsed, ledger_location=ledger, batch_id="batch"
-    )
+    report = apply_changeset(settings_for(sandbox), parsed, ledger=ledger, batch_id="batch")
     assert report.counts == {"applied": 6}
     assert report.posts_sent == 6
     assert effective_posts(sandbox) == Counter(dict.fromkeys(uids, 1))
     assert_server_matches(sandbox, parsed, ledger)
     posts_before = all_posts(sandbox)
 
-    again = apply_changeset(settings_for(sandbox), parsed, ledger_location=ledger, batch_id="batch")
+    again = apply_changeset(settings_for(sandbox), parsed, ledger=ledger, batch_id="batch")
     assert again.posts_sent == 0
     assert all_posts(sandbox) == posts_before
     assert again.counts == {"applied": 6}
@@ -85,7 +86,7 @@ def test_a_changed_file_under_the_same_batch_is_refused(
     apply_changeset(
         settings_for(sandbox),
         parse_changeset(text.encode(), now=sandbox.config.clock()),
-        ledger_location=ledger,
+        ledger=ledger,
         batch_id="b",
     )
     posts = all_posts(sandbox)
@@ -93,7 +94,7 @@ def test_a_changed_file_under_the_same_batch_is_refused(
         text.replace("maintenance", "works").encode(), now=sandbox.config.clock()
     )
     with pytest.raises(Exception, match="different change-set file"):
-        apply_changeset(settings_for(sandbox), edited, ledger_location=ledger, batch_id="b")
+        apply_changeset(settings_for(sandbox), edited, ledger=ledger, batch_id="b")
     assert all_posts(sandbox) == posts
 
 
@@ -108,9 +109,7 @@ def test_dropped_answers_are_resolved_by_read_back_without_duplicates(
         {"rules": [{"kind": "drop_after_apply", "methods": ["POST"], "probability": 0.5}]}
     )
     ledger = ledger_location
-    report = apply_changeset(
-        settings_for(sandbox), parsed, ledger_location=ledger, batch_id="batch"
-    )
+    report = apply_changeset(settings_for(sandbox), parsed, ledger=ledger, batch_id="batch")
     sandbox.clear_faults()
     assert report.counts == {"applied": len(uids)}
     assert effective_posts(sandbox) == Counter(dict.fromkeys(uids, 1))
@@ -131,7 +130,7 @@ def test_a_change_every_read_back_shows_untouched_stays_pending_until_a_run_send
     sandbox.set_faults({"rules": [{"kind": "reset", "methods": ["POST"]}]})
     for run in range(1, UNTOUCHED_RUNS + 1):
         report = apply_changeset(
-            settings_for(sandbox), parsed, ledger_location=ledger_location, batch_id="batch"
+            settings_for(sandbox), parsed, ledger=ledger_location, batch_id="batch"
         )
         assert report.counts == {"pending": len(uids)}, run
         sends = run * SENDS_PER_RUN
@@ -141,9 +140,7 @@ def test_a_change_every_read_back_shows_untouched_stays_pending_until_a_run_send
         }
     assert effective_posts(sandbox) == Counter()
     sandbox.clear_faults()
-    calm = apply_changeset(
-        settings_for(sandbox), parsed, ledger_location=ledger_location, batch_id="batch"
-    )
+    calm = apply_changeset(settings_for(sandbox), parsed, ledger=ledger_location, batch_id="batch")
     assert calm.counts == {"applied": len(uids)}
     assert calm.posts_sent == len(uids)
     assert effective_posts(sandbox) == Counter(dict.fromkeys(uids, 1))
@@ -166,9 +163,7 @@ def test_422_is_a_row_failure_with_the_servers_reason(
     )
     parsed = parse_changeset(text.encode(), now=sandbox.config.clock())
     ledger = ledger_location
-    report = apply_changeset(
-        settings_for(sandbox), parsed, ledger_location=ledger, batch_id="batch"
-    )
+    report = apply_changeset(settings_for(sandbox), parsed, ledger=ledger, batch_id="batch")
     states = {row.booking_uid: row for row in report.rows}
     failed = states[str(bk["uid"])]
     assert (failed.state, failed.http_status) == ("failed", 422)
@@ -196,7 +191,7 @@ def test_plan_classifies_and_apply_honours_preconditions(
 
     async def make_plan() -> Plan:
         async with AsyncJicooClient(settings_for(sandbox)) as client:
-            return await plan_changeset(client, parsed, now=sandbox.config.clock())
+            return await plan_changeset_async(client, parsed, now=sandbox.config.clock())
 
     plan = asyncio.run(make_plan())
     assert all_posts(sandbox) == 0
@@ -221,7 +216,7 @@ def test_plan_classifies_and_apply_honours_preconditions(
         timeout=30,
     ).raise_for_status()
     report = apply_changeset(
-        settings_for(sandbox), parsed, plan=loaded, ledger_location=ledger_location, batch_id="b"
+        settings_for(sandbox), parsed, plan=loaded, ledger=ledger_location, batch_id="b"
     )
     states = {row.booking_uid: row.state for row in report.rows}
     assert states[moved] == "conflict"
@@ -232,7 +227,7 @@ def test_plan_classifies_and_apply_honours_preconditions(
     other = parse_changeset((text + ",cancel,extra1,,,\n").encode(), now=sandbox.config.clock())
     with pytest.raises(PlanError, match="another change-set file"):
         apply_changeset(
-            settings_for(sandbox), other, plan=loaded, ledger_location=ledger_location, batch_id="c"
+            settings_for(sandbox), other, plan=loaded, ledger=ledger_location, batch_id="c"
         )
 
 
@@ -243,7 +238,7 @@ def test_dry_run_sends_nothing_and_writes_no_ledger(sandbox: SandboxServer, tmp_
     report = apply_changeset(
         settings_for(sandbox),
         parsed,
-        ledger_location=ledger,
+        ledger=ledger,
         batch_id="b",
         dry_run=True,
         now=sandbox.config.clock(),
@@ -266,9 +261,9 @@ def test_the_api_key_reaches_no_log_report_ledger_or_plan(
 
     async def run() -> tuple[ApplyReport, Plan]:
         async with AsyncJicooClient(settings_for(sandbox)) as client:
-            plan = await plan_changeset(client, parsed, now=sandbox.config.clock())
+            plan = await plan_changeset_async(client, parsed, now=sandbox.config.clock())
             report = await apply_changeset_async(
-                client, parsed, ledger_location=ledger_location, batch_id="b"
+                client, parsed, ledger=ledger_location, batch_id="b"
             )
             return report, plan
 
@@ -341,7 +336,7 @@ def test_two_rows_moving_one_hosts_bookings_into_one_slot_plan_the_later_as_not_
 
     async def make_plan() -> Plan:
         async with AsyncJicooClient(settings_for(sandbox)) as client:
-            return await plan_changeset(client, parsed, now=sandbox.config.clock())
+            return await plan_changeset_async(client, parsed, now=sandbox.config.clock())
 
     plan = asyncio.run(make_plan())
     assert [item.verdict.value for item in plan.items] == ["will_apply", "slot_not_bookable"]
@@ -351,7 +346,7 @@ def test_two_rows_moving_one_hosts_bookings_into_one_slot_plan_the_later_as_not_
     report = apply_changeset(
         settings_for(sandbox),
         parsed,
-        ledger_location=ledger_location,
+        ledger=ledger_location,
         batch_id="pair",
         plan=plan,
     )

@@ -15,16 +15,14 @@ from assets.writeback import (
     apply_log_for,
     changeset_inbox_sensor,
 )
-from jicoo_connector.changes.ledger_backends import (
-    LEDGER_URL_ENV,
-    is_postgres_url,
-    redact_location,
-)
+from jicoo_connector.changes import is_postgres_url, redact_location
 from jicoo_connector.client import JicooClient
+from jicoo_connector.config import ConnectorConfig
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import check_evaluations, jicoo_resource, materializations
 from tests.writeback_data import booking, future_open_bookings
 
+LEDGER_URL_ENV = ConnectorConfig.specs()["ledger_url"].env
 CANCELS = 3
 FIELDS = ["action", "booking_uid", "new_started_at", "time_zone", "cancel_reason"]
 
