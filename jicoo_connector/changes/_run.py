@@ -4,9 +4,10 @@ files next to the change set (``*.plan.json``, ``*.rejected.csv``) and the apply
 Imports changeset, plan and apply; prints nothing (callers say what happened their own way).
 """
 
+import contextlib
 import datetime as dt
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,6 @@ from jicoo_connector.changes._ledger import Ledger
 from jicoo_connector.changes._machine import DONE_STATES
 from jicoo_connector.changes._plan import Plan, plan_changeset
 from jicoo_connector.changes._report import ApplyReport
-from jicoo_connector.errors import ApplyIncompleteError
 from jicoo_connector.settings import Settings
 
 __all__ = ["ChangesetRun", "default_batch_id", "run_changeset"]
@@ -76,18 +76,34 @@ def _planned(
     return plan, written, _back_to_user(parsed, refused)
 
 
-def _applied(
-    report: ApplyReport, parsed: ParsedChangeSet, apply_log_root: str | os.PathLike[str]
-) -> tuple[Path, list[RejectedRow]]:
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    log = Path(apply_log_root) / f"batch={report.batch_id}" / f"run-{stamp}.parquet"
-    report.write_parquet(log)
+def _not_done(report: ApplyReport, parsed: ParsedChangeSet) -> list[RejectedRow]:
     not_done = (
         (r.row, f"{r.state}: {r.reason}" if r.reason else r.state)
         for r in report.rows
         if r.state not in DONE_STATES
     )
-    return log, _back_to_user(parsed, not_done)
+    return _back_to_user(parsed, not_done)
+
+
+@contextlib.contextmanager
+def _after_the_ledger(report: ApplyReport | None, target: Path) -> Iterator[None]:
+    """Writing ``target`` once the changes went through the ledger: if it fails after POSTs
+    left, the run did part of its work (``ApplyIncompleteError``)."""
+    try:
+        yield
+    except OSError as exc:
+        if report is None or not report.posts_sent:
+            raise
+        raise report.tally.incomplete(
+            f"the changes went through the ledger, but {target} could not be written "
+            f"({exc.strerror or exc})",
+            posts_sent=report.posts_sent,
+            rerun=(
+                "Re-running the same command is safe once it can write there: it sends "
+                "nothing for a recorded change and writes the apply log and the rejected rows "
+                "again."
+            ),
+        ) from exc
 
 
 def run_changeset(
@@ -129,14 +145,15 @@ def run_changeset(
             plan=Plan.read(plan_path) if plan_path is not None else None,
             concurrency=concurrency,
         )
-    try:
-        if report is not None:
-            log, not_done = _applied(report, parsed, apply_log_root)
-        rejected = _write_rejected(source, parsed, not_done)
-    except OSError as exc:
-        if report is None or not report.posts_sent:
-            raise
-        raise _files_failed(report, exc) from exc
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        log = Path(apply_log_root) / f"batch={batch}" / f"run-{stamp}.parquet"
+        with _after_the_ledger(report, log):
+            report.write_parquet(log)
+        not_done = _not_done(report, parsed)
+    rejected = rejected_path_for(source) if parsed.rejected or not_done else None
+    if rejected is not None:
+        with _after_the_ledger(report, rejected):
+            write_rejected_csv(rejected, parsed, not_done)
     return ChangesetRun(
         path=source,
         batch_id=batch,
@@ -147,28 +164,4 @@ def run_changeset(
         apply_log=log,
         not_done=[*parsed.rejected, *not_done],
         rejected_path=rejected,
-    )
-
-
-def _write_rejected(
-    source: Path, parsed: ParsedChangeSet, not_done: list[RejectedRow]
-) -> Path | None:
-    if not parsed.rejected and not not_done:
-        return None
-    rejected = rejected_path_for(source)
-    write_rejected_csv(rejected, parsed, not_done)
-    return rejected
-
-
-def _files_failed(report: ApplyReport, exc: OSError) -> ApplyIncompleteError:
-    """Every change went through the ledger, but a file after it could not be written."""
-    where = f" {exc.filename}" if exc.filename else ""
-    return report.tally.incomplete(
-        f"the changes went through the ledger, but{where} could not be written "
-        f"({exc.strerror or exc})",
-        posts_sent=report.posts_sent,
-        rerun=(
-            "Re-running the same command is safe once it can write there: it sends nothing "
-            "for a recorded change and writes the apply log and the rejected rows again."
-        ),
     )
