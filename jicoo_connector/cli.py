@@ -18,6 +18,7 @@ from jicoo_connector.errors import (
     ApplyIncompleteError,
     BatchMismatchError,
     ChangeSetError,
+    ConfigError,
     ExtractError,
     JicooError,
     LedgerBusyError,
@@ -206,10 +207,11 @@ def _load(args: argparse.Namespace) -> int:
     import uuid
 
     from jicoo_connector.storage import ParquetStore
-    from jicoo_connector.warehouse import TableLoad, load_warehouse
+    from jicoo_connector.warehouse import TableLoad, WarehouseTarget, load_warehouse
 
     config = ConnectorConfig.from_env(warehouse_url=args.warehouse_url, warehouse_root=args.root)
-    url, root = config.warehouse(), config.warehouse_root
+    target = WarehouseTarget.parse(config.warehouse(), password=config.warehouse_password)
+    root = config.warehouse_root
 
     def progress(table: TableLoad) -> None:
         added = f", columns added: {', '.join(table.columns_added)}" if table.columns_added else ""
@@ -220,7 +222,7 @@ def _load(args: argparse.Namespace) -> int:
         )
 
     report = load_warehouse(
-        url,
+        target,
         ParquetStore(root),
         tables=args.tables,
         full=args.full,
@@ -395,7 +397,7 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
     from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
 
     try:
-        from jicoo_connector.webhooks.receiver import (
+        from jicoo_connector.webhooks import (
             DEFAULT_MAX_BODY_BYTES,
             READY_LINE_PREFIX,
             serve,
@@ -410,7 +412,10 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
         ) from None
 
     config = ConnectorConfig.from_env(webhook_db=args.db)
-    secrets = WebhookSecrets.parse(config.webhook_secret or "")
+    try:
+        secrets = WebhookSecrets.parse(config.webhook_secret or "")
+    except ConfigError as exc:
+        return _usage(f"webhook serve: {exc}: set {_SPECS['webhook_secret'].env}")
     if not _port_free(args.host, args.port):
         return _usage(f"port {args.port} on {args.host} is in use; pick another (--port 0: any)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

@@ -27,7 +27,6 @@ __all__ = [
     "UTC_MS",
     "PageBatches",
     "Partitioning",
-    "RecordConversionError",
     "Registry",
     "TableSpec",
     "column",

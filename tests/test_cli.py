@@ -207,7 +207,7 @@ def test_webhook_serve_without_the_extra_names_it_in_one_line(
     # already loaded (the sandbox fixture's, say) fail to import.
     for name in [missing, *(n for n in sys.modules if n.startswith(f"{missing}."))]:
         monkeypatch.setitem(sys.modules, name, None)
-    monkeypatch.delitem(sys.modules, "jicoo_connector.webhooks.receiver", raising=False)
+    monkeypatch.delitem(sys.modules, "jicoo_connector.webhooks._receiver", raising=False)
     monkeypatch.setenv("JICOO_WEBHOOK_SECRET", "whsec_test")
     with pytest.raises(SystemExit) as exit_info:
         main(["webhook", "serve", "--port", "0", "--db", str(tmp_path / "events.sqlite")])

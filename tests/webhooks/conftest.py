@@ -10,8 +10,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
-from jicoo_connector.webhooks.receiver import create_app
+from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets, create_app
 
 SECRET = "whsec_current"
 OLD_SECRET = "whsec_previous"
