@@ -14,7 +14,7 @@ from jicoo_connector.changes._ledger import SCHEMA_VERSION
 from jicoo_connector.changes._ledger_backends import POSTGRES_SCHEMA
 from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE, main
 from jicoo_connector.config import ConnectorConfig
-from jicoo_connector.extract import SOURCES
+from jicoo_connector.extract import TABLES
 from jicoo_sandbox.server import SandboxServer
 from tests.writeback_data import HEADER, booking, build_csv, future_open_bookings
 
@@ -234,7 +234,7 @@ def test_extract_without_tables_extracts_every_table(
     out = tmp_path / "wh"
     assert main(["extract", "--out", str(out), "--quiet"]) == EXIT_OK
     printed = capsys.readouterr().out
-    for table in SOURCES:
+    for table in TABLES:
         assert list((out / table).rglob("*.parquet")), table
         assert table in printed
 

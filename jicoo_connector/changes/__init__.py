@@ -11,6 +11,7 @@ from jicoo_connector.changes._apply import (
     apply_changeset,
     apply_changeset_async,
 )
+from jicoo_connector.changes._apply_log import APPLY_LOG
 from jicoo_connector.changes._changeset import (
     Action,
     Change,
@@ -29,11 +30,11 @@ from jicoo_connector.changes._machine import (
     Verdict,
 )
 from jicoo_connector.changes._plan import Plan, PlannedChange, plan_changeset, plan_changeset_async
-from jicoo_connector.changes._report import APPLY_LOG_SCHEMA, ApplyReport, ApplyRow, RunTally
+from jicoo_connector.changes._report import ApplyReport, ApplyRow, RunTally
 from jicoo_connector.changes._run import ChangesetRun, run_changeset
 
 __all__ = [
-    "APPLY_LOG_SCHEMA",
+    "APPLY_LOG",
     "DEFAULT_APPLY_CONCURRENCY",
     "DONE_STATES",
     "FINAL_STATES",

@@ -10,44 +10,24 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jicoo_connector.atomic import atomic_path
+from jicoo_connector.changes._apply_log import APPLY_LOG
 from jicoo_connector.changes._changeset import ParsedChangeSet, RejectedRow, parse_instant
 from jicoo_connector.changes._ledger import LedgerEntry
 from jicoo_connector.changes._machine import DONE_STATES, PLAN_OK_VERDICTS
 from jicoo_connector.changes._plan import Plan, PlannedChange
 from jicoo_connector.errors import ApplyIncompleteError
 
-__all__ = ["APPLY_LOG_SCHEMA", "REJECTED_STATE", "ApplyReport", "ApplyRow", "RunTally"]
+__all__ = ["REJECTED_STATE", "ApplyReport", "ApplyRow", "RunTally"]
 
 # The apply log's word for a row the parser rejected (it never reached the ledger).
 REJECTED_STATE = "rejected"
 # Rows in these states need nobody: done, or planned to go through.
 _FINE: frozenset[str] = frozenset({*DONE_STATES, *PLAN_OK_VERDICTS})
-
-_APPLY_LOG_FIELDS: list["pa.Field[Any]"] = [
-    pa.field("batch_id", pa.string(), nullable=False),
-    pa.field("row", pa.int32(), nullable=False),
-    pa.field("key", pa.string()),
-    pa.field("action", pa.string()),
-    pa.field("booking_uid", pa.string()),
-    pa.field("before_started_at", pa.timestamp("ms", tz="UTC")),
-    pa.field("before_status", pa.string()),
-    pa.field("target_started_at", pa.timestamp("ms", tz="UTC")),
-    pa.field("after_started_at", pa.timestamp("ms", tz="UTC")),
-    pa.field("after_status", pa.string()),
-    pa.field("state", pa.string(), nullable=False),
-    pa.field("http_status", pa.int16()),
-    pa.field("reason", pa.string()),
-    pa.field("attempts", pa.int16(), nullable=False),
-    pa.field("started_at", pa.timestamp("us", tz="UTC")),
-    pa.field("finished_at", pa.timestamp("us", tz="UTC")),
-]
-APPLY_LOG_SCHEMA = pa.schema(_APPLY_LOG_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,10 +215,10 @@ class ApplyReport:
         return [asdict(row) for row in self.rows]
 
     def to_table(self) -> pa.Table:
-        return pa.Table.from_pylist(self.to_rows(), schema=APPLY_LOG_SCHEMA)
+        return pa.Table.from_pylist(self.to_rows(), schema=APPLY_LOG.schema)
 
     def write_parquet(self, path: str | os.PathLike[str]) -> Path:
-        """Write the apply log (``APPLY_LOG_SCHEMA``) atomically."""
+        """Write the apply log (``APPLY_LOG``) atomically."""
         with atomic_path(path) as temp:
             pq.write_table(self.to_table(), temp)
         return Path(path)
