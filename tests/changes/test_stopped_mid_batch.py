@@ -122,6 +122,15 @@ def _assert_told_and_true(
     return counts
 
 
+def _assert_all_recorded_but(
+    unwritten: str, done: subprocess.CompletedProcess[str], sandbox: SandboxServer, ledger: str
+) -> None:
+    """Every change went through the ledger; the message names the file that was not written."""
+    assert f"the changes went through the ledger, but {unwritten}" in done.stderr
+    counts = _assert_told_and_true(done.returncode, done.stderr, sandbox, ledger)
+    assert (counts["applied"], counts["recorded"], counts["not_attempted"]) == (FEW, FEW, 0)
+
+
 def _assert_rerun_finishes(
     sandbox: SandboxServer, csv_path: Path, ledger: str, apply_log: Path, uids: list[str]
 ) -> None:
@@ -196,9 +205,7 @@ def test_a_full_disk_under_the_apply_log_of_a_postgres_ledger_exits_1_with_the_c
     apply_log = tmp_path / "apply_log"
     # The ledger writes no local file: the first file past the limit is the apply log.
     done = _apply(sandbox, csv_path, postgres_url, apply_log, limit=NO_ROOM)
-    assert "the changes went through the ledger, but" in done.stderr
-    counts = _assert_told_and_true(done.returncode, done.stderr, sandbox, postgres_url)
-    assert (counts["applied"], counts["recorded"], counts["not_attempted"]) == (FEW, FEW, 0)
+    _assert_all_recorded_but(f"{apply_log}/batch=batch/run-", done, sandbox, postgres_url)
     assert not list(apply_log.rglob("*.parquet"))
     _assert_rerun_finishes(sandbox, csv_path, postgres_url, apply_log, uids)
 
@@ -211,8 +218,6 @@ def test_an_apply_log_folder_that_cannot_be_written_exits_1_with_the_counts(
     blocked = tmp_path / "apply_log"
     blocked.write_text("a file where the apply-log folder should be", encoding="utf-8")
     done = _apply(sandbox, csv_path, ledger_location, blocked)
-    assert f"the changes went through the ledger, but {blocked}" in done.stderr
-    counts = _assert_told_and_true(done.returncode, done.stderr, sandbox, ledger_location)
-    assert (counts["applied"], counts["recorded"], counts["not_attempted"]) == (FEW, FEW, 0)
+    _assert_all_recorded_but(f"{blocked}/batch=batch/run-", done, sandbox, ledger_location)
     blocked.unlink()
     _assert_rerun_finishes(sandbox, csv_path, ledger_location, blocked, uids)
