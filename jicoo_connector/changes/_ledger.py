@@ -185,7 +185,7 @@ class Ledger:
     >>> with Ledger("data/ledger.sqlite") as ledger:  # doctest: +SKIP
     ...     ledger.open_batch("b1", parsed.content_hash, parsed.changes)
     ...     with ledger.lease("b1") as lease:
-    ...         ledger.record_intent(lease, key, booking)
+    ...         ledger.record(lease, key, State.INTENT, booking_before=booking)
     """
 
     def __init__(
