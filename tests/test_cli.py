@@ -16,7 +16,7 @@ from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE, main
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import TABLES
 from jicoo_sandbox.server import SandboxServer
-from tests.writeback_data import HEADER, booking, build_csv, future_open_bookings
+from tests.support.writeback_data import HEADER, booking, build_csv, future_open_bookings
 
 LEDGER_URL_ENV = ConnectorConfig.specs()["ledger_url"].env
 

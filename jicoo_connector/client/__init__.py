@@ -8,7 +8,7 @@ the client does not import pyarrow; the other modules inside are private.
 
 from jicoo_connector.client._api import AsyncJicooClient, JicooClient
 from jicoo_connector.client._paginate import PageDecoder
-from jicoo_connector.client._ratelimit import RateLimiter, shared_limiter
+from jicoo_connector.client._ratelimit import RateLimiter, reset_shared_limiters, shared_limiter
 from jicoo_connector.client._report import FetchReport, Listing, PagedListing
 
 __all__ = [
@@ -19,5 +19,6 @@ __all__ = [
     "PageDecoder",
     "PagedListing",
     "RateLimiter",
+    "reset_shared_limiters",
     "shared_limiter",
 ]

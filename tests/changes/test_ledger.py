@@ -36,7 +36,7 @@ from jicoo_connector.errors import (
     LedgerNotFoundError,
     StaleLeaseError,
 )
-from tests.writeback_data import ledger_bytes
+from tests.support.writeback_data import ledger_bytes
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 WORKERS = 4

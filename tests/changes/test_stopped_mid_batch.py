@@ -23,8 +23,8 @@ import pytest
 from jicoo_connector.changes import DONE_STATES, IN_FLIGHT_STATES, Ledger, State
 from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED
 from jicoo_sandbox.server import SandboxServer
-from tests.postgres_server import PostgresServer, postgres_server
-from tests.writeback_data import HEADER, effective_posts
+from tests.support.postgres_server import PostgresServer, postgres_server
+from tests.support.writeback_data import HEADER, effective_posts
 
 # Enough changes for a failure to land mid-batch; a failure after the batch needs few.
 ROWS = 120

@@ -20,7 +20,7 @@ from jicoo_connector.client import JicooClient
 from jicoo_connector.config import ConnectorConfig
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import check_evaluations, jicoo_resource, materializations
-from tests.writeback_data import booking, future_open_bookings
+from tests.support.writeback_data import booking, future_open_bookings
 
 LEDGER_URL_ENV = ConnectorConfig.specs()["ledger_url"].env
 CANCELS = 3
