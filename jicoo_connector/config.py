@@ -1,7 +1,9 @@
 """The one configuration front door: every ``JICOO_*`` variable, its default and its parser.
 
-``ConnectorConfig.from_env()`` reads the environment when called (never at import), so the CLI,
-the Dagster code location and the demo all see the same values. Precedence: an explicit
+The only module of the library that reads the environment. ``ConnectorConfig.from_env()``
+reads it when called (never at import), so the CLI, the Dagster code location and the demo
+all see the same values; the client's ``Settings``, the warehouse's password, the ledger's URL
+and the webhook secrets go on from here as arguments. Precedence: an explicit
 override (a CLI flag) beats the environment, which beats the default spelled here.
 
 Adding a setting is one field below (``setting(...)``) plus a row in the README's settings
@@ -16,7 +18,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from jicoo_connector.errors import ConfigError
 from jicoo_connector.redaction import UNPARSEABLE_HINT, SecretURL
@@ -27,14 +28,18 @@ from jicoo_connector.settings import (
     DEFAULT_REQUEST_DEADLINE,
     DEFAULT_TIMEZONE,
     DEFAULT_TLS_TRUST,
-    TLS_TRUST_CHOICES,
     ApiKey,
     Settings,
+    checked_proxy_url,
+    checked_tls_trust,
 )
+from jicoo_connector.webhooks import ReceiverLimits
 
 __all__ = ["ConnectorConfig", "SettingSpec", "parse_date", "parse_zone"]
 
 T = TypeVar("T")
+# The receiver's defaults, held by the webhooks package (the receiver's home).
+RECEIVER = ReceiverLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,21 +110,6 @@ def _secret_location(text: str) -> str:
     return value
 
 
-def _proxy_url(text: str) -> str:
-    # Never quoted back: a proxy URL may carry a password.
-    value = _secret_location(text)
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("is not http://[user:password@]host:port (or https://)")
-    return value
-
-
-def _tls_trust(text: str) -> str:
-    if text.strip() not in TLS_TRUST_CHOICES:
-        raise ValueError(f"is not one of {', '.join(TLS_TRUST_CHOICES)}")
-    return text.strip()
-
-
 _positive_float = _number(float, 1e-9, "a number above 0")
 _positive_int = _number(int, 1, "a whole number of at least 1")
 _days = _number(int, 0, "a whole number of days (0 or more)")
@@ -146,10 +136,16 @@ class ConnectorConfig:
     )
     # A proxy URL may carry a password: secret, and Dagster gets it by EnvVar.
     proxy_url: str | None = setting(
-        "JICOO_PROXY_URL", None, _proxy_url, "proxy, overriding HTTPS_PROXY etc.", secret=True
+        "JICOO_PROXY_URL",
+        None,
+        checked_proxy_url,
+        "proxy, overriding HTTPS_PROXY etc.",
+        secret=True,
     )
     ca_bundle: str | None = setting("JICOO_CA_BUNDLE", None, _text, "PEM file of CAs to trust")
-    tls_trust: str = setting("JICOO_TLS_TRUST", DEFAULT_TLS_TRUST, _tls_trust, "certifi or system")
+    tls_trust: str = setting(
+        "JICOO_TLS_TRUST", DEFAULT_TLS_TRUST, checked_tls_trust, "certifi or system"
+    )
     timezone: str = setting(
         "JICOO_TIMEZONE", DEFAULT_TIMEZONE, parse_zone, "IANA zone of the calendar days"
     )
@@ -201,25 +197,43 @@ class ConnectorConfig:
     )
     # The receiver's bounds (jicoo webhook serve): what one sender, or a thousand, may hold.
     webhook_max_connections: int = setting(
-        "JICOO_WEBHOOK_MAX_CONNECTIONS", 1000, _positive_int, "receiver: open connections"
+        "JICOO_WEBHOOK_MAX_CONNECTIONS",
+        RECEIVER.max_connections,
+        _positive_int,
+        "receiver: open connections",
     )
     webhook_max_header_bytes: int = setting(
-        "JICOO_WEBHOOK_MAX_HEADER_BYTES", 16384, _positive_int, "receiver: request head bytes"
+        "JICOO_WEBHOOK_MAX_HEADER_BYTES",
+        RECEIVER.max_header_bytes,
+        _positive_int,
+        "receiver: request head bytes",
     )
     webhook_max_headers: int = setting(
-        "JICOO_WEBHOOK_MAX_HEADERS", 64, _positive_int, "receiver: header fields"
+        "JICOO_WEBHOOK_MAX_HEADERS", RECEIVER.max_headers, _positive_int, "receiver: header fields"
     )
     webhook_header_timeout_s: float = setting(
-        "JICOO_WEBHOOK_HEADER_TIMEOUT_S", 10.0, _positive_float, "receiver: seconds for a head"
+        "JICOO_WEBHOOK_HEADER_TIMEOUT_S",
+        RECEIVER.header_timeout_s,
+        _positive_float,
+        "receiver: seconds for a head",
     )
     webhook_body_timeout_s: float = setting(
-        "JICOO_WEBHOOK_BODY_TIMEOUT_S", 10.0, _positive_float, "receiver: seconds for a body"
+        "JICOO_WEBHOOK_BODY_TIMEOUT_S",
+        RECEIVER.body_timeout_s,
+        _positive_float,
+        "receiver: seconds for a body",
     )
     webhook_keep_alive_s: int = setting(
-        "JICOO_WEBHOOK_KEEP_ALIVE_S", 5, _positive_int, "receiver: idle keep-alive, seconds"
+        "JICOO_WEBHOOK_KEEP_ALIVE_S",
+        RECEIVER.keep_alive_s,
+        _positive_int,
+        "receiver: idle keep-alive, seconds",
     )
     webhook_max_body_bytes: int = setting(
-        "JICOO_WEBHOOK_MAX_BODY_BYTES", 256 * 1024, _positive_int, "receiver: body bytes"
+        "JICOO_WEBHOOK_MAX_BODY_BYTES",
+        RECEIVER.max_body_bytes,
+        _positive_int,
+        "receiver: body bytes",
     )
 
     def __post_init__(self) -> None:
@@ -263,6 +277,15 @@ class ConnectorConfig:
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]
+
+    def receiver_limits(self) -> ReceiverLimits:
+        """The webhook receiver's bounds: every ``webhook_*`` field ``ReceiverLimits`` has."""
+        return ReceiverLimits(
+            **{
+                name: getattr(self, f"webhook_{name}")
+                for name in ReceiverLimits.__dataclass_fields__
+            }
+        )
 
     def to_env(self) -> dict[str, str]:
         """Each non-secret setting as its variable would spell it (for a child process)."""

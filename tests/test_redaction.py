@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jicoo_connector.changes.ledger import Ledger
+from jicoo_connector.changes import Ledger
 from jicoo_connector.cli import EXIT_UNUSABLE, main
 from jicoo_connector.errors import ConfigError, LedgerError, WarehouseError
 from jicoo_connector.redaction import MASK, UNPARSEABLE, SecretURL, redact_url, scrub

@@ -1,8 +1,13 @@
-"""Jicoo webhooks: signature check, event records, and what to refresh. No HTTP server here.
+"""Jicoo webhooks: signature check, event records, what to refresh, and the receiver.
 
-The ASGI receiver is ``jicoo_connector.webhooks.receiver`` (it needs the extra [webhooks]);
-this package imports neither, so the code location can read the store without them.
+The receive flow's entry points are ``create_app`` (the ASGI receiver, to mount in your own
+server) and ``serve`` (the same under uvicorn). They need the extra ``[webhooks]`` (starlette
+and uvicorn), so they load on first use: the code location reads the event store without
+them. Every module inside is private: import from here.
 """
+
+import importlib
+from typing import TYPE_CHECKING
 
 from jicoo_connector.webhooks._events import (
     CANCEL_EVENTS,
@@ -12,6 +17,7 @@ from jicoo_connector.webhooks._events import (
     format_instant,
     parse_event,
 )
+from jicoo_connector.webhooks._limits import DEFAULT_MAX_BODY_BYTES, ReceiverLimits
 from jicoo_connector.webhooks._refresh import (
     RefreshPlan,
     RefreshRange,
@@ -20,7 +26,6 @@ from jicoo_connector.webhooks._refresh import (
 )
 from jicoo_connector.webhooks._signature import (
     DEFAULT_TOLERANCE_S,
-    SECRET_ENV,
     SIGNATURE_HEADER,
     WebhookSecrets,
     verify_signature,
@@ -31,23 +36,45 @@ from jicoo_connector.webhooks._store import (
     StoredEvent,
 )
 
+if TYPE_CHECKING:
+    from jicoo_connector.webhooks._receiver import (
+        READY_LINE_PREFIX,
+        create_app,
+        serve,
+        server_config,
+    )
+
+# The receiver's names, loaded on first use (they need the extra).
+_RECEIVER_NAMES = ("READY_LINE_PREFIX", "create_app", "serve", "server_config")
+
 __all__ = [
     "CANCEL_EVENTS",
+    "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_TOLERANCE_S",
     "KNOWN_EVENTS",
+    "READY_LINE_PREFIX",
     "RESCHEDULE_EVENTS",
-    "SECRET_ENV",
     "SIGNATURE_HEADER",
     "EventStore",
+    "ReceiverLimits",
     "RefreshPlan",
     "RefreshRange",
     "SQLiteEventStore",
     "StoredEvent",
     "WebhookEvent",
     "WebhookSecrets",
+    "create_app",
     "format_instant",
     "parse_event",
     "plan_refresh",
+    "serve",
+    "server_config",
     "verify_signature",
     "warehouse_days",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name in _RECEIVER_NAMES:
+        return getattr(importlib.import_module("jicoo_connector.webhooks._receiver"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

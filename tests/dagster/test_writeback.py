@@ -15,13 +15,15 @@ from assets.writeback import (
     apply_log_for,
     changeset_inbox_sensor,
 )
-from jicoo_connector.changes.ledger_backends import LEDGER_URL_ENV, is_postgres_url
+from jicoo_connector.changes import is_postgres_url
 from jicoo_connector.client import JicooClient
+from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.redaction import redact_location
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import check_evaluations, jicoo_resource, materializations
 from tests.support.writeback_data import booking, future_open_bookings
 
+LEDGER_URL_ENV = ConnectorConfig.specs()["ledger_url"].env
 CANCELS = 3
 FIELDS = ["action", "booking_uid", "new_started_at", "time_zone", "cancel_reason"]
 
@@ -95,6 +97,24 @@ def _writeback_job(sandbox: SandboxServer, tmp_path: Path) -> dg.JobDefinition:
     return _writeback_defs(sandbox, tmp_path).resolve_job_def("apply_changeset")
 
 
+def _writeback_at(
+    ledger_location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[WriteBackResource, str]:
+    """The resource for the ledger at ``ledger_location``, and the location it uses: a
+    PostgreSQL URL gets a password and is wired as assets/definitions.py wires it, only through
+    EnvVar (it may hold a password)."""
+    apply_log_root = str(tmp_path / "apply_log")
+    if not is_postgres_url(ledger_location):
+        resource = WriteBackResource(ledger_path=ledger_location, apply_log_root=apply_log_root)
+        return resource, ledger_location
+    used = ledger_location.replace("postgres@", "postgres:s3cret@")
+    monkeypatch.setenv(LEDGER_URL_ENV, used)
+    resource = WriteBackResource(
+        ledger_url=dg.EnvVar(LEDGER_URL_ENV), apply_log_root=apply_log_root
+    )
+    return resource, used
+
+
 @pytest.mark.system_clock(
     "the write-back job refuses reschedule targets in the past by the system clock"
 )
@@ -108,18 +128,7 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     path = tmp_path / "changes.csv"
     changes = _changeset(sandbox, path)
     postgres = is_postgres_url(ledger_location)
-    if postgres:
-        # As assets/definitions.py wires it: the URL only through EnvVar (it may hold a password).
-        used = ledger_location.replace("postgres@", "postgres:s3cret@")
-        monkeypatch.setenv(LEDGER_URL_ENV, used)
-        writeback = WriteBackResource(
-            ledger_url=dg.EnvVar(LEDGER_URL_ENV), apply_log_root=str(tmp_path / "apply_log")
-        )
-    else:
-        used = ledger_location
-        writeback = WriteBackResource(
-            ledger_path=ledger_location, apply_log_root=str(tmp_path / "apply_log")
-        )
+    writeback, used = _writeback_at(ledger_location, tmp_path, monkeypatch)
     # The way scripts/demo.py launches it: the Definitions' job, run_config keyed by the op.
     defs = _writeback_defs(sandbox, tmp_path, writeback, ledger_location)
     job = defs.resolve_job_def("apply_changeset")

@@ -11,8 +11,13 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
-from jicoo_connector.webhooks.receiver import ReceiverLimits, create_app, server_config
+from jicoo_connector.webhooks import (
+    ReceiverLimits,
+    SQLiteEventStore,
+    WebhookSecrets,
+    create_app,
+    server_config,
+)
 
 __all__ = ["NOW", "OLD_SECRET", "SECRET", "Receiver", "event_body"]
 

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from jicoo_connector.webhooks.receiver import ReceiverLimits
+from jicoo_connector.webhooks import ReceiverLimits
 from jicoo_sandbox.webhooks import sign
 from tests.support.webhook_receiver import NOW, SECRET, Receiver, event_body
 from tests.webhooks.test_receiver import HEADER, TIMEOUT_S

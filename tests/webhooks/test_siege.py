@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from jicoo_connector.webhooks.receiver import READY_LINE_PREFIX
+from jicoo_connector.webhooks import READY_LINE_PREFIX
 from jicoo_sandbox.webhooks import sign
 
 if TYPE_CHECKING:

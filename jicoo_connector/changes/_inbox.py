@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from jicoo_connector.changes.changeset import DEFAULT_MAX_BYTES
+from jicoo_connector.changes._changeset import DEFAULT_MAX_BYTES
 from jicoo_connector.errors import ChangeSetError
 
 __all__ = [

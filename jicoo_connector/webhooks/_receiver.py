@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Final
 
 import uvicorn
@@ -26,10 +25,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.errors import WebhookPayloadError, WebhookSignatureError
 from jicoo_connector.webhooks._events import parse_event
 from jicoo_connector.webhooks._guard import ConnectionGuard, guarded_protocol, usable_connections
+from jicoo_connector.webhooks._limits import ReceiverLimits
 from jicoo_connector.webhooks._signature import (
     DEFAULT_TOLERANCE_S,
     SIGNATURE_HEADER,
@@ -38,7 +37,7 @@ from jicoo_connector.webhooks._signature import (
 )
 from jicoo_connector.webhooks._store import EventStore
 
-__all__ = ["READY_LINE_PREFIX", "ReceiverLimits", "create_app", "serve", "server_config"]
+__all__ = ["READY_LINE_PREFIX", "create_app", "serve", "server_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,34 +48,6 @@ CLIENT_CLOSED_REQUEST: Final = 499
 _DIGITS: Final = re.compile(r"[0-9]{1,18}")
 # Said with every refusal: the connection is not kept for another request.
 _CLOSE: Final = {"connection": "close"}
-_DEFAULTS: Final = ConnectorConfig()
-
-
-@dataclass(frozen=True, slots=True)
-class ReceiverLimits:
-    """What one sender, or a thousand, may hold of the receiver; the defaults are the settings'
-    (``JICOO_WEBHOOK_*``). A booking event is a few KB: the body cap leaves room for long
-    answers while a flood of large bodies cannot fill memory or the disk."""
-
-    max_connections: int = _DEFAULTS.webhook_max_connections
-    max_header_bytes: int = _DEFAULTS.webhook_max_header_bytes
-    max_headers: int = _DEFAULTS.webhook_max_headers
-    header_timeout_s: float = _DEFAULTS.webhook_header_timeout_s
-    body_timeout_s: float = _DEFAULTS.webhook_body_timeout_s
-    keep_alive_s: int = _DEFAULTS.webhook_keep_alive_s
-    max_body_bytes: int = _DEFAULTS.webhook_max_body_bytes
-
-    @classmethod
-    def from_config(cls, config: ConnectorConfig) -> "ReceiverLimits":
-        return cls(
-            max_connections=config.webhook_max_connections,
-            max_header_bytes=config.webhook_max_header_bytes,
-            max_headers=config.webhook_max_headers,
-            header_timeout_s=config.webhook_header_timeout_s,
-            body_timeout_s=config.webhook_body_timeout_s,
-            keep_alive_s=config.webhook_keep_alive_s,
-            max_body_bytes=config.webhook_max_body_bytes,
-        )
 
 
 class _TooLargeError(Exception):
