@@ -9,9 +9,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from jicoo_connector.warehouse import Dialect, LoadRecord, WarehouseTarget
+from jicoo_connector.warehouse import WarehouseTarget
 from jicoo_connector.warehouse._loader import _JsonEncoder
 from jicoo_connector.warehouse._session import Session, open_session
+from jicoo_connector.warehouse._sql import Dialect, LoadRecord
 
 INJECTION = '"); DROP TABLE victim; --'
 COLUMNS = [f"x{INJECTION}", "with space", "select", 'q"q', "ü", "semi;colon", "back`tick"]
