@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import pytest
 
+from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.errors import WarehouseError
 from jicoo_connector.warehouse import WarehouseTarget
 from jicoo_connector.warehouse._session import open_session
@@ -62,6 +63,11 @@ def login_stand_in() -> Iterator[LoginStandIn]:
     server.server_close()
 
 
+def _as_the_cli_reads(url: str) -> WarehouseTarget:
+    """The target ``jicoo load`` builds: the URL, and JICOO_WAREHOUSE_PASSWORD beside it."""
+    return WarehouseTarget.parse(url, password=ConnectorConfig.from_env().warehouse_password)
+
+
 def test_the_driver_options_carry_the_url_password_in_adbc_password() -> None:
     userinfo = f"loader:{quote(PASSWORD, safe='')}"
     url = f"snowflake://{userinfo}@acme-xy123/JICOO/RAW?warehouse=LOAD&role=R"
@@ -80,7 +86,7 @@ def test_the_driver_options_take_the_password_setting_when_the_url_has_none(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("JICOO_WAREHOUSE_PASSWORD", PASSWORD)
-    options = WarehouseTarget.parse("snowflake://loader@acme-xy123/JICOO/RAW").snowflake_options()
+    options = _as_the_cli_reads("snowflake://loader@acme-xy123/JICOO/RAW").snowflake_options()
     assert options["password"] == PASSWORD
     assert "uri" not in options  # the driver would take the password from a URI alone
 
@@ -101,7 +107,7 @@ def test_the_driver_logs_in_with_the_password(
     else:
         monkeypatch.setenv("JICOO_WAREHOUSE_PASSWORD", PASSWORD)
         userinfo = "loader"
-    target = WarehouseTarget.parse(f"snowflake://{userinfo}@acme-xy123/JICOO/RAW?{where}")
+    target = _as_the_cli_reads(f"snowflake://{userinfo}@acme-xy123/JICOO/RAW?{where}")
     with (
         pytest.raises(WarehouseError, match="Incorrect username or password") as refused,
         open_session(target),
@@ -120,7 +126,7 @@ def test_the_readme_snowflake_snippet_gives_the_driver_its_options(
     readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
     (url,) = re.findall(r"export JICOO_WAREHOUSE_URL='(snowflake://[^']+)'", readme)
     monkeypatch.setenv("JICOO_WAREHOUSE_PASSWORD", PASSWORD)
-    options = WarehouseTarget.parse(url).snowflake_options()
+    options = _as_the_cli_reads(url).snowflake_options()
     assert options["password"] == PASSWORD
     assert options["username"] == "LOADER"
     assert options["adbc.snowflake.sql.account"] == "xy12345.ap-northeast-1.aws"
