@@ -3,13 +3,13 @@
 Each tick reads the events after its cursor, asks the library which days they make stale (the
 new start day, and the day the warehouse still has the booking on) and requests one
 jicoo_webhook_refresh run per range of consecutive days. A burst between ticks is one run; the
-cursor (the last event id handled) makes each event trigger exactly once.
+cursor (the store's position after the last event handled, safe with many receivers writing at
+once) makes each event trigger exactly once.
 """
 
 import datetime as dt
 import json
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import dagster as dg
 from dagster._core.storage.tags import (
@@ -23,8 +23,9 @@ from assets.resources import WarehouseResource
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.webhooks import (
     RefreshRange,
-    SQLiteEventStore,
     StoredEvent,
+    event_store_exists,
+    open_event_store,
     plan_refresh,
     warehouse_days,
 )
@@ -88,14 +89,14 @@ def run_request(refresh: RefreshRange) -> dg.RunRequest:
 
 
 def build_booking_events_sensor(config: ConnectorConfig) -> dg.SensorDefinition:
-    """The sensor over ``config.webhook_db``, ticking every ``config.webhook_interval_s``.
+    """The sensor over ``config.webhook_store()``, ticking every ``config.webhook_interval_s``.
 
     Events are coalesced over that interval. Its default, 30 s, is Dagster's own sensor
     default: with one run per interval, an event waits up to the interval for its run, and a
     change must reach the tables within a minute (issue 18) with the run's own time on top.
     """
     partitions = daily_partitions(config)
-    path = Path(config.webhook_db)
+    location = config.webhook_store()
 
     @dg.sensor(
         job=webhook_refresh_job,
@@ -104,19 +105,23 @@ def build_booking_events_sensor(config: ConnectorConfig) -> dg.SensorDefinition:
         # which only happens once someone points Jicoo's dashboard at a receiver.
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Refreshes the day partitions of bookings and contacts that recorded "
-        "webhook events touch (events in $JICOO_WEBHOOK_DB; one run per range of days per tick).",
+        "webhook events touch (events in $JICOO_WEBHOOK_DB_URL or $JICOO_WEBHOOK_DB; one run per "
+        "range of days per tick).",
     )
     def booking_events_sensor(
         context: dg.SensorEvaluationContext, warehouse: WarehouseResource
     ) -> Iterator[dg.RunRequest | dg.SkipReason]:
-        if not path.exists():
-            yield dg.SkipReason(f"no webhook events recorded yet ({path} does not exist)")
+        if not event_store_exists(location):
+            yield dg.SkipReason(f"no webhook events recorded yet ({location} does not exist)")
             return
-        cursor = int(context.cursor or 0)
-        with SQLiteEventStore(path) as store:
-            events = store.events_after(cursor, MAX_EVENTS_PER_TICK)
+        store = open_event_store(location, create=False)
+        try:
+            page = store.read(context.cursor or "", MAX_EVENTS_PER_TICK)
+        finally:
+            store.close()
+        events = page.events
         if not events:
-            yield dg.SkipReason(f"no webhook events after #{cursor}")
+            yield dg.SkipReason(f"no webhook events after #{context.cursor or 0}")
             return
         known_uids = {s.event.booking_uid for s in events if s.event.known}
         first = partitions.get_first_partition_key()
@@ -137,6 +142,6 @@ def build_booking_events_sensor(config: ConnectorConfig) -> dg.SensorDefinition:
             context.log.info(f"day {day} has no partition; events {list(ids)} leave it alone")
         for refresh in plan.ranges:
             yield run_request(refresh)
-        context.update_cursor(str(events[-1].id))
+        context.update_cursor(page.cursor)
 
     return booking_events_sensor

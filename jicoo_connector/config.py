@@ -103,6 +103,13 @@ def _proxy_url(text: str) -> str:
     return text.strip()
 
 
+def _postgres_url(text: str) -> str:
+    # Never quoted back: the URL may carry a password.
+    if not text.strip().startswith(("postgresql://", "postgres://")):
+        raise ValueError("is not a postgresql:// URL")
+    return text.strip()
+
+
 def _tls_trust(text: str) -> str:
     if text.strip() not in TLS_TRUST_CHOICES:
         raise ValueError(f"is not one of {', '.join(TLS_TRUST_CHOICES)}")
@@ -181,6 +188,11 @@ class ConnectorConfig:
     webhook_db: str = setting(
         "JICOO_WEBHOOK_DB", "data/webhook_events.sqlite", _text, "webhook event store (SQLite)"
     )
+    # A postgresql:// URL may hold a password: secret, and Dagster gets it by EnvVar.
+    webhook_db_url: str | None = setting(
+        "JICOO_WEBHOOK_DB_URL", None, _postgres_url, "PostgreSQL webhook event store URL "
+        "(wins over the file)", secret=True,
+    )  # fmt: skip
     webhook_interval_s: int = setting(
         "JICOO_WEBHOOK_INTERVAL_S", 30, _positive_int, "webhook sensor interval, seconds"
     )
@@ -244,6 +256,10 @@ class ConnectorConfig:
     def ledger_location(self) -> str:
         """The ledger: ``JICOO_LEDGER_URL`` (PostgreSQL), else the ``JICOO_LEDGER_PATH`` file."""
         return self.ledger_url or self.ledger_path
+
+    def webhook_store(self) -> str:
+        """The webhook events: ``JICOO_WEBHOOK_DB_URL`` (PostgreSQL), else the file."""
+        return self.webhook_db_url or self.webhook_db
 
     def path(self, name: str) -> Path:
         """A path-valued setting as a ``Path``."""

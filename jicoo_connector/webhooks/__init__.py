@@ -12,6 +12,8 @@ from jicoo_connector.webhooks._events import (
     format_instant,
     parse_event,
 )
+from jicoo_connector.webhooks._open import event_store_exists, open_event_store
+from jicoo_connector.webhooks._pg_store import PostgresEventStore
 from jicoo_connector.webhooks._refresh import (
     RefreshPlan,
     RefreshRange,
@@ -26,6 +28,7 @@ from jicoo_connector.webhooks._signature import (
     verify_signature,
 )
 from jicoo_connector.webhooks._store import (
+    EventPage,
     EventStore,
     SQLiteEventStore,
     StoredEvent,
@@ -38,14 +41,18 @@ __all__ = [
     "RESCHEDULE_EVENTS",
     "SECRET_ENV",
     "SIGNATURE_HEADER",
+    "EventPage",
     "EventStore",
+    "PostgresEventStore",
     "RefreshPlan",
     "RefreshRange",
     "SQLiteEventStore",
     "StoredEvent",
     "WebhookEvent",
     "WebhookSecrets",
+    "event_store_exists",
     "format_instant",
+    "open_event_store",
     "parse_event",
     "plan_refresh",
     "verify_signature",
