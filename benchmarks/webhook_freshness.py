@@ -188,8 +188,11 @@ class _Child:
         self._close()
 
 
-def receiver_process(db: Path, env: dict[str, str], log: Path, port: int = 0) -> tuple[_Child, str]:
-    """``jicoo webhook serve`` as a child; returns it and its URL."""
+def receiver_process(
+    db: Path | str, env: dict[str, str], log: Path, port: int = 0
+) -> tuple[_Child, str]:
+    """``jicoo webhook serve`` as a child (``db``: a file or a postgresql:// URL); returns it and
+    its URL."""
     args = [sys.executable, "-m", "jicoo_connector.cli", "webhook", "serve",
             "--port", str(port), "--db", str(db)]  # fmt: skip
     child = _Child(args, {**env, "JICOO_WEBHOOK_SECRET": WEBHOOK_SECRET}, log)
