@@ -194,7 +194,7 @@ class ConnectorConfig:
         "(wins over the file)", secret=True,
     )  # fmt: skip
     webhook_interval_s: int = setting(
-        "JICOO_WEBHOOK_INTERVAL_S", 30, _positive_int, "webhook sensor interval, seconds"
+        "JICOO_WEBHOOK_INTERVAL_S", 5, _positive_int, "webhook sensor interval, seconds"
     )
 
     def __post_init__(self) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 import httpx
 import orjson
+from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from assets.webhook_sensor import (
     EVENT_COUNT_TAG,
@@ -114,3 +115,40 @@ def test_without_an_event_store_the_sensor_skips(tmp_path: Path) -> None:
     assert not tick.run_requests
     assert "does not exist" in (tick.skip_message or "")
     assert not (tmp_path / "none.sqlite").exists()
+
+
+def test_no_new_refresh_while_the_last_one_has_not_started_then_one_for_all_events(
+    tmp_path: Path,
+) -> None:
+    store_path = tmp_path / "events.sqlite"
+    sensor = build_booking_events_sensor(ConnectorConfig(webhook_db=str(store_path)))
+    warehouse = warehouse_resource(tmp_path)
+    # Partitions follow the system clock (as the sensor's do): three days on is one of them.
+    soon = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=3)).isoformat()
+    booking = {"uid": "WAITING00001", "startedAt": f"{soon}T03:00:00.000Z",
+               "updatedAt": "2026-11-30T00:00:00.000Z"}  # fmt: skip
+    with SQLiteEventStore(store_path) as store:
+        _record(store, event_payload("guest_booked", booking, None))
+    with dg.instance_for_test() as instance:
+        waiting = instance.add_run(
+            dg.DagsterRun(job_name=webhook_refresh_job.name, status=dg.DagsterRunStatus.STARTING)
+        )
+
+        def tick(cursor: str | None = None) -> SensorExecutionData:
+            context = dg.build_sensor_context(
+                instance=instance, cursor=cursor, resources={"warehouse": warehouse}
+            )
+            return sensor.evaluate_tick(context)
+
+        held = tick()
+        assert not held.run_requests
+        assert held.skip_message == (
+            f"refresh {waiting.run_id} has not started yet: new events join the next"
+        )
+        assert held.cursor is None  # the event stays for the next tick
+        with SQLiteEventStore(store_path) as store:
+            later = {**booking, "uid": "WAITING00002", "updatedAt": "2026-11-30T00:00:01.000Z"}
+            _record(store, event_payload("guest_booked", later, None))
+        instance.report_run_canceled(waiting)  # it started and ended: no longer waiting
+        (request,) = tick().run_requests or []
+        assert request.tags[EVENT_IDS_TAG] == "1-2"
