@@ -41,6 +41,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.process_cpu import CpuWindow  # noqa: E402
 from jicoo_connector.config import ConnectorConfig  # noqa: E402
+from jicoo_connector.extract import TABLES  # noqa: E402
 from jicoo_connector.storage import ParquetStore  # noqa: E402
 from jicoo_sandbox.server import SandboxProcess  # noqa: E402
 
@@ -134,7 +135,7 @@ def reschedule(client: httpx.Client, move: Move) -> None:
 
 def row_started_at(root: Path, day: dt.date, uid: str) -> str | None:
     """The booking's started_at in that day's Parquet file (ISO, UTC), or None if absent."""
-    path = Path(ParquetStore(root).partition_path("bookings", day))
+    path = Path(ParquetStore(root).partition_path(TABLES["bookings"].spec, day))
     if not path.exists():
         return None
     table = pq.read_table(path, columns=["uid", "started_at"], filters=[("uid", "==", uid)])
@@ -369,7 +370,7 @@ def wait_for(
     while len(seen) < expected and time.monotonic() < deadline:
         pending = dict(moves)
         for day in {move.new_day for move, _ in pending.values()}:
-            path = Path(ParquetStore(root).partition_path("bookings", day))
+            path = Path(ParquetStore(root).partition_path(TABLES["bookings"].spec, day))
             with contextlib.suppress(FileNotFoundError):
                 stat = path.stat()
                 if known.get(day) != (stat.st_ino, stat.st_mtime_ns):
@@ -439,8 +440,15 @@ def _make_changes(
     return seen, {"before": load_before[0], "during": load_during[0], "after": load_after[0]}
 
 
-def _percentile(values: Sequence[float], share: float) -> float | None:
-    return round(values[int(share * (len(values) - 1))], 1) if values else None
+def _freshness(seconds: list[float]) -> dict[str, float | None]:
+    """The median, 95th percentile and maximum of sorted ``seconds`` (None without any)."""
+    if not seconds:
+        return {"freshness_p50_s": None, "freshness_p95_s": None, "freshness_max_s": None}
+    return {
+        "freshness_p50_s": round(statistics.median(seconds), 1),
+        "freshness_p95_s": round(seconds[int(0.95 * (len(seconds) - 1))], 1),
+        "freshness_max_s": round(seconds[-1], 1),
+    }
 
 
 def run(
@@ -472,7 +480,6 @@ def run(
         cpu_busy = busy.stop(time.monotonic())
         connector_requests = stack.connector_requests()
         polling = polling_refresh_requests(stack, days)
-    freshness = sorted(seen.values())
     return {
         "changes": changes,
         "visible": len(seen),
@@ -482,9 +489,7 @@ def run(
             if instance.resolve().is_relative_to(ROOT)
             else instance
         ),
-        "freshness_p50_s": round(statistics.median(freshness), 1) if freshness else None,
-        "freshness_p95_s": _percentile(freshness, 0.95),
-        "freshness_max_s": round(freshness[-1], 1) if freshness else None,
+        **_freshness(sorted(seen.values())),
         "dagster_runs": runs,
         "webhook_requests": connector_requests,
         "webhook_requests_per_change": round(connector_requests / changes, 1),
