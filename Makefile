@@ -94,7 +94,7 @@ bench-quick: setup ## Smoke benchmark run (under 2 minutes)
 bench-warehouse: setup ## Only the warehouse load: 500,000 bookings into PostgreSQL vs pandas to_sql
 	$(PY) benchmarks/run.py --only warehouse --out benchmarks/results/$$(date -u +%F)-warehouse.json
 
-bench-webhooks: setup ## Webhook freshness alone: 100 changes at 1/s, daemon running (~5 minutes)
+bench-webhooks: setup ## Webhook freshness alone: 60 changes at 1/s, daemon running, its CPU idle and busy (~6 minutes)
 	$(PY) benchmarks/webhook_freshness.py
 
 example-changeset: setup ## Regenerate data/changesets/example.csv (today's free slots of the seed-7 sandbox)

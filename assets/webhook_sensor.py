@@ -27,6 +27,7 @@ from assets.partitions import daily_partitions
 from assets.resources import WarehouseResource
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.webhooks import (
+    RefreshPlan,
     RefreshRange,
     StoredEvent,
     event_store_exists,
@@ -103,6 +104,27 @@ def run_request(refresh: RefreshRange) -> dg.RunRequest:
     )
 
 
+def _plan(
+    events: Sequence[StoredEvent],
+    config: ConnectorConfig,
+    partitions: dg.DailyPartitionsDefinition,
+    warehouse: WarehouseResource,
+) -> RefreshPlan:
+    known_uids = {s.event.booking_uid for s in events if s.event.known}
+    first = partitions.get_first_partition_key()
+    last = partitions.get_last_partition_key()
+    if first is None or last is None:
+        raise dg.Failure("the daily partitions definition has no partitions")
+    return plan_refresh(
+        events,
+        zone=config.timezone,
+        previous=warehouse_days(warehouse.store(), known_uids),
+        first_day=dt.date.fromisoformat(first),
+        last_day=dt.date.fromisoformat(last),
+        join_gap_days=JOIN_GAP_DAYS,
+    )
+
+
 def refresh_waiting(context: dg.SensorEvaluationContext) -> str | None:
     """The id of a refresh this sensor requested that has not begun its work, if any (None
     too when the context has no instance, as in a test's own evaluation)."""
@@ -150,23 +172,10 @@ def build_booking_events_sensor(config: ConnectorConfig) -> dg.SensorDefinition:
             page = store.read(context.cursor or "", MAX_EVENTS_PER_TICK)
         finally:
             store.close()
-        events = page.events
-        if not events:
+        if not page.events:
             yield dg.SkipReason(f"no webhook events after #{context.cursor or 0}")
             return
-        known_uids = {s.event.booking_uid for s in events if s.event.known}
-        first = partitions.get_first_partition_key()
-        last = partitions.get_last_partition_key()
-        if first is None or last is None:
-            raise dg.Failure("the daily partitions definition has no partitions")
-        plan = plan_refresh(
-            events,
-            zone=config.timezone,
-            previous=warehouse_days(warehouse.store(), known_uids),
-            first_day=dt.date.fromisoformat(first),
-            last_day=dt.date.fromisoformat(last),
-            join_gap_days=JOIN_GAP_DAYS,
-        )
+        plan = _plan(page.events, config, partitions, warehouse)
         if plan.ignored:
             names = sorted({s.event.event for s in plan.ignored})
             context.log.info(f"{len(plan.ignored)} events of unknown types ignored: {names}")

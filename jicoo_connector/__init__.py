@@ -31,6 +31,7 @@ from jicoo_connector.errors import (
     WebhookError,
     WebhookPayloadError,
     WebhookSignatureError,
+    WebhookStoreError,
 )
 from jicoo_connector.settings import ApiKey, Settings
 
@@ -67,5 +68,6 @@ __all__ = [
     "WebhookError",
     "WebhookPayloadError",
     "WebhookSignatureError",
+    "WebhookStoreError",
 ]
 __version__ = "0.1.0"

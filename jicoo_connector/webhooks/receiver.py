@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
@@ -64,6 +64,24 @@ async def _read_capped(request: Request, cap: int) -> bytes:
             raise _TooLargeError
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _health_endpoint(
+    store: EventStore, writer: ThreadPoolExecutor
+) -> Callable[[Request], Awaitable[JSONResponse]]:
+    """GET /healthz: 200 once the store answers on its own thread (so healthy means a delivery
+    now would be recorded in time), 503 when it fails or takes over ``HEALTH_TIMEOUT_S``."""
+
+    async def health(request: Request) -> JSONResponse:
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.run_in_executor(writer, store.check), HEALTH_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - any failure of the store is "unavailable"
+            logger.warning("health check failed: %s", type(exc).__name__)
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    return health
 
 
 def create_app(
@@ -125,22 +143,8 @@ def create_app(
         )
         return JSONResponse({"recorded": new, "duplicate": not new, "known": event.known})
 
-    async def health(request: Request) -> JSONResponse:
-        # On the store's own thread: healthy means a delivery now would be recorded in time.
-        loop = asyncio.get_running_loop()
-        try:
-            await asyncio.wait_for(loop.run_in_executor(writer, store.check), HEALTH_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - any failure of the store is "unavailable"
-            logger.warning("health check failed: %s", type(exc).__name__)
-            return JSONResponse({"status": "unavailable"}, status_code=503)
-        return JSONResponse({"status": "ok"})
-
-    app = Starlette(
-        routes=[
-            Route(HEALTH_PATH, health, methods=["GET"]),
-            Route("/{path:path}", receive, methods=["POST"]),
-        ]
-    )
+    health = Route(HEALTH_PATH, _health_endpoint(store, writer), methods=["GET"])
+    app = Starlette(routes=[health, Route("/{path:path}", receive, methods=["POST"])])
     app.state.store = store
     return app
 

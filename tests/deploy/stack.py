@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 from assets.automation import daily_tables_job
 from assets.writeback import APPLY_LOG_OP, apply_changeset_job
 from jicoo_connector.changes.changeset import parse_changeset
+from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.config import SandboxConfig
 from jicoo_sandbox.server import SandboxServer
@@ -169,7 +170,7 @@ def expected_uids(sandbox: SandboxServer, day: dt.date) -> set[str]:
 
 def check_day(sandbox: SandboxServer, data: Path, day: dt.date) -> str:
     """The day's bookings in Parquet are the sandbox's, written by the image's user."""
-    path = Path(ParquetStore(data / "warehouse").partition_path("bookings", day))
+    path = Path(ParquetStore(data / "warehouse").partition_path(TABLES["bookings"].spec, day))
     if not path.is_file():
         raise DeployTestError(f"the daily run succeeded but wrote no {path}")
     uids = set(pq.read_table(path, columns=["uid"])["uid"].to_pylist())
@@ -183,7 +184,8 @@ def check_day(sandbox: SandboxServer, data: Path, day: dt.date) -> str:
 
 
 def connector_env(sandbox: SandboxServer, instance_url: str, ledger_url: str) -> dict[str, str]:
-    """The code server's (and so each run's) settings, paths as the container sees them."""
+    """The code server's (and so each run's) settings, paths as the container sees them; the
+    ledger and the webhook events (which booking_events_sensor reads) in PostgreSQL."""
     return {
         "DAGSTER_POSTGRES_URL": dagster_url(instance_url),
         "JICOO_API_KEY": sandbox.api_key,
@@ -194,7 +196,7 @@ def connector_env(sandbox: SandboxServer, instance_url: str, ledger_url: str) ->
         "JICOO_LEDGER_URL": ledger_url,
         "JICOO_APPLY_LOG_ROOT": f"{DATA}/apply_log",
         "JICOO_CHANGESET_INBOX": f"{DATA}/inbox",
-        "JICOO_WEBHOOK_DB": f"{DATA}/webhook_events.sqlite",
+        "JICOO_WEBHOOK_DB_URL": ledger_url,
     }
 
 

@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import dagster as dg
@@ -71,39 +72,57 @@ class CursorReader:
         self._thread.join(DRAIN_S)
 
 
+def _flood_with_kills(url: str, tmp_path: Path, balancer: Balancer, children: list[Any],
+                      ports: list[int]) -> list[dict[str, Any]]:  # fmt: skip
+    """The churn's events through the balancer, the kills of ``KILLS`` on the way (each killed
+    receiver restarted on its port); the sandbox's journal once every delivery is answered."""
+    env = dict(os.environ)
+    options = WebhookOptions(
+        url=balancer.url, secret=WEBHOOK_SECRET, duplicate=0.1, reorder_ms=300,
+        backoff_s=0.05, max_backoff_s=1.0, max_attempts=200, seed=11, concurrency=IN_FLIGHT,
+    )  # fmt: skip
+    with SandboxServer(SandboxConfig(seed=7, bookings=2000, webhooks=options)) as sandbox:
+        assert sandbox.webhooks is not None
+        churn = ChurnRunner(sandbox.store, sandbox.webhooks, CHURN_RATE, limit=EVENTS, seed=5)
+        try:
+            for round_, (at, killed) in enumerate(KILLS, start=1):
+                _wait_events(sandbox, at)
+                for n in killed:
+                    children[n].kill()
+                time.sleep(DOWN_S)  # deliveries fail meanwhile and are retried
+                for n in killed:
+                    log = tmp_path / f"r{n}-{round_}.log"
+                    children[n], _ = receiver_process(url, env, log, ports[n])
+            _wait_events(sandbox, EVENTS)
+            assert sandbox.webhooks.drain(DRAIN_S)
+        finally:
+            churn.close()
+        return sandbox.store.journal()
+
+
+def _recorded(url: str) -> list[StoredEvent]:
+    recorded: list[StoredEvent] = []
+    with PostgresEventStore(url, create=False) as store:
+        cursor = ""
+        while (page := store.read(cursor, EVENTS)).events:
+            recorded += page.events
+            cursor = page.cursor
+    return recorded
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_receivers_on_postgres_record_a_flood_once_through_kills(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    env = dict(os.environ)
-    receivers = [receiver_process(postgres_url, env, tmp_path / f"r{n}-0.log") for n in (0, 1)]
+    receivers = [receiver_process(postgres_url, dict(os.environ), tmp_path / f"r{n}-0.log")
+                 for n in (0, 1)]  # fmt: skip
     ports = [urlsplit(url).port or 0 for _, url in receivers]
     children = [child for child, _ in receivers]
     balancer = Balancer(ports)
     reader = CursorReader(postgres_url)
-    options = WebhookOptions(
-        url=balancer.url, secret=WEBHOOK_SECRET, duplicate=0.1, reorder_ms=300,
-        backoff_s=0.05, max_backoff_s=1.0, max_attempts=200, seed=11, concurrency=IN_FLIGHT,
-    )  # fmt: skip
     try:
-        with SandboxServer(SandboxConfig(seed=7, bookings=2000, webhooks=options)) as sandbox:
-            assert sandbox.webhooks is not None
-            churn = ChurnRunner(sandbox.store, sandbox.webhooks, CHURN_RATE, limit=EVENTS, seed=5)
-            try:
-                for round_, (at, killed) in enumerate(KILLS, start=1):
-                    _wait_events(sandbox, at)
-                    for n in killed:
-                        children[n].kill()
-                    time.sleep(DOWN_S)  # deliveries fail meanwhile and are retried
-                    for n in killed:
-                        log = tmp_path / f"r{n}-{round_}.log"
-                        children[n], _ = receiver_process(postgres_url, env, log, ports[n])
-                _wait_events(sandbox, EVENTS)
-                assert sandbox.webhooks.drain(DRAIN_S)
-            finally:
-                churn.close()
-            journal = sandbox.store.journal()
+        journal = _flood_with_kills(postgres_url, tmp_path, balancer, children, ports)
     finally:
         reader.finish()
         balancer.close()
@@ -113,12 +132,7 @@ def test_two_receivers_on_postgres_record_a_flood_once_through_kills(
     events = [e for e in journal if e["method"] == "EVENT"]
     sent = [(e["path"], e["booking_uid"], e["body"]["createdAt"]) for e in events]
     assert len(sent) == len(set(sent)) == EVENTS
-    recorded: list[StoredEvent] = []
-    with PostgresEventStore(postgres_url, create=False) as store:
-        cursor = ""
-        while (page := store.read(cursor, EVENTS)).events:
-            recorded += page.events
-            cursor = page.cursor
+    recorded = _recorded(postgres_url)
     keys = [(r.event.event, r.event.booking_uid, r.event.created_at) for r in recorded]
     assert Counter(keys) == Counter(sent)  # every event, exactly once
     # The reader that followed the cursor during the flood read each one exactly once.
