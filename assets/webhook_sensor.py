@@ -43,6 +43,9 @@ MAX_EVENTS_PER_TICK = 5000
 # costs a process start.
 JOIN_GAP_DAYS = 2
 # A refresh in these states has not begun its work: new events can wait and join the next one.
+# One that has been waiting longer than HOLD_AT_MOST (a queue stopped, a launch lost without a
+# status) holds nothing back: the sensor goes on requesting.
+HOLD_AT_MOST = dt.timedelta(minutes=5)
 NOT_YET_WORKING = [
     dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.QUEUED,
@@ -126,14 +129,18 @@ def _plan(
 
 
 def refresh_waiting(context: dg.SensorEvaluationContext) -> str | None:
-    """The id of a refresh this sensor requested that has not begun its work, if any (None
-    too when the context has no instance, as in a test's own evaluation)."""
+    """The id of a refresh this sensor requested within ``HOLD_AT_MOST`` that has not begun its
+    work, if any (None too when the context has no instance, as in a test's own evaluation)."""
     try:
         instance = context.instance
     except dg.DagsterInvariantViolationError:  # built without one
         return None
+    recent = dt.datetime.now(dt.UTC) - HOLD_AT_MOST
     waiting = instance.get_run_ids(
-        dg.RunsFilter(job_name=webhook_refresh_job.name, statuses=NOT_YET_WORKING), limit=1
+        dg.RunsFilter(
+            job_name=webhook_refresh_job.name, statuses=NOT_YET_WORKING, created_after=recent
+        ),
+        limit=1,
     )
     return waiting[0] if waiting else None
 
