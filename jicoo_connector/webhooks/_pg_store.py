@@ -19,7 +19,7 @@ server (any database) holds the events back, never loses them.
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
@@ -30,7 +30,7 @@ from jicoo_connector.changes.ledger_backends import (
 )
 from jicoo_connector.errors import WebhookStoreError
 from jicoo_connector.webhooks._events import WebhookEvent
-from jicoo_connector.webhooks._store import EventPage, StoredEvent
+from jicoo_connector.webhooks._store import EventPage, stored_event
 
 if TYPE_CHECKING:
     import psycopg
@@ -167,7 +167,7 @@ class PostgresEventStore:
             rows = conn.execute(_READ, (tx, after, limit)).fetchall()
         if not rows:
             return EventPage([], cursor)
-        return EventPage([_stored(row) for row in rows], f"pg:{rows[-1][0]}:{rows[-1][1]}")
+        return EventPage([stored_event(row[1:]) for row in rows], f"pg:{rows[-1][0]}:{rows[-1][1]}")
 
     def check(self) -> None:
         with self._translated("check"):
@@ -179,16 +179,3 @@ class PostgresEventStore:
     def _has_table(conn: "psycopg.Connection[Any]") -> bool:
         found = conn.execute("SELECT to_regclass(%s)", (f"{SCHEMA}.events",)).fetchone()
         return found is not None and found[0] is not None
-
-
-def _stored(row: Sequence[Any]) -> StoredEvent:
-    return StoredEvent(
-        id=int(row[1]),
-        event=WebhookEvent(
-            event=row[2],
-            booking_uid=row[3],
-            created_at=row[4],
-            started_at=None if row[5] is None else dt.datetime.fromisoformat(row[5]),
-        ),
-        received_at=row[6],
-    )

@@ -12,9 +12,10 @@ import datetime as dt
 import logging
 import os
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from jicoo_connector.webhooks._events import WebhookEvent
 
@@ -23,6 +24,7 @@ __all__ = [
     "EventStore",
     "SQLiteEventStore",
     "StoredEvent",
+    "stored_event",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,20 @@ class StoredEvent:
     id: int
     event: WebhookEvent
     received_at: str
+
+
+def stored_event(row: Sequence[Any]) -> StoredEvent:
+    """A store's row (id, event, booking_uid, created_at, started_at, received_at)."""
+    return StoredEvent(
+        id=int(row[0]),
+        event=WebhookEvent(
+            event=row[1],
+            booking_uid=row[2],
+            created_at=row[3],
+            started_at=None if row[4] is None else dt.datetime.fromisoformat(row[4]),
+        ),
+        received_at=row[5],
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,16 +168,4 @@ class SQLiteEventStore:
             " FROM webhook_events WHERE id > ? ORDER BY id LIMIT ?",
             (cursor, limit),
         ).fetchall()
-        return [
-            StoredEvent(
-                id=row[0],
-                event=WebhookEvent(
-                    event=row[1],
-                    booking_uid=row[2],
-                    created_at=row[3],
-                    started_at=None if row[4] is None else dt.datetime.fromisoformat(row[4]),
-                ),
-                received_at=row[5],
-            )
-            for row in rows
-        ]
+        return [stored_event(row) for row in rows]
