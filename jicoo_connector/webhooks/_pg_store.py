@@ -12,8 +12,9 @@ transaction is older than the oldest transaction still running on the server
 (``pg_snapshot_xmin(pg_current_snapshot())``): every such transaction has ended, committed or
 not, so no row can later appear at or before that horizon. The cursor is the last
 ``(tx, id)`` read; rows are read in that order. The price: an event is read once every
-transaction that began before its own has ended, so a transaction left open on the same
-server (any database) holds the events back, never loses them.
+transaction that took its id before its own has ended (only writing transactions take one),
+so a writing transaction left open on the same server (any database) holds the events back,
+never loses them.
 """
 
 import datetime as dt
