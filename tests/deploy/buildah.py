@@ -124,9 +124,13 @@ def build(
     secrets: Mapping[str, Path],
     build_args: Mapping[str, str],
     timeout_s: float,
+    from_cache: bool,
 ) -> str:
-    """``buildah build`` (layers cached between runs); its output, echoed as it comes."""
+    """``buildah build``; its output, echoed as it comes. Its layers are kept; ``from_cache``
+    reuses the kept layers of earlier builds, else every step runs again."""
     args = ["buildah", "build", "--layers", *ISOLATION, "-f", str(dockerfile), "-t", tag]
+    if not from_cache:
+        args.append("--no-cache")
     if base_override is not None:
         args += ["--from", base_override]
     for name, path in secrets.items():
