@@ -2,7 +2,9 @@
 
 Every step runs buildah with chroot isolation: on these machines crun cannot set the rlimits an
 OCI runtime asks for (``podman run`` fails), while ``--isolation chroot`` works; a container
-shares the host's network, so its servers listen on loopback beside the test's own.
+shares the host's network, so its servers listen on loopback beside the test's own. buildah
+keeps this test's images and layers in a storage of its own under ~/.cache/jicoo-connector/
+(``buildah(...)``), never among the machine's other images: what the test removes is its own.
 """
 
 import contextlib
@@ -23,19 +25,34 @@ __all__ = [
     "Container",
     "DeployTestError",
     "build",
+    "buildah",
+    "cache_dir",
     "command",
     "image_config",
     "image_exists",
     "mounted_image",
+    "remove_images",
     "require_tools",
     "try_pull",
 ]
 
 ISOLATION = ("--isolation", "chroot")
+RUN_ROOT = Path("/run/jicoo-connector/buildah")
 # Tool -> the Debian package that has it.
 TOOLS = {"buildah": "buildah", "debootstrap": "debootstrap", "chroot": "coreutils", "tar": "tar"}
 APT_TIMEOUT_S = 600
 STOP_TIMEOUT_S = 30
+
+
+def cache_dir() -> Path:
+    """~/.cache/jicoo-connector/deploy (``$XDG_CACHE_HOME`` if set)."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "jicoo-connector" / "deploy"
+
+
+def buildah(*args: str) -> list[str]:
+    """A buildah command line on the test's own storage."""
+    return ["buildah", "--root", str(cache_dir() / "storage"), "--runroot", str(RUN_ROOT), *args]
 
 
 class DeployTestError(RuntimeError):
@@ -89,7 +106,7 @@ def require_tools() -> None:
 
 def image_exists(ref: str) -> bool:
     done = subprocess.run(  # noqa: S603 - fixed arguments
-        ["buildah", "inspect", "--type", "image", ref],  # noqa: S607 - buildah from PATH
+        buildah("inspect", "--type", "image", ref),
         capture_output=True,
         check=False,
     )
@@ -98,7 +115,7 @@ def image_exists(ref: str) -> bool:
 
 def image_config(ref: str) -> dict[str, object]:
     """The image's OCI config (``Cmd``, ``User``, ``Env``, ...)."""
-    data = json.loads(command(["buildah", "inspect", "--type", "image", ref],
+    data = json.loads(command(buildah("inspect", "--type", "image", ref),
                               what=f"buildah inspect {ref}", timeout_s=60))  # fmt: skip
     config: dict[str, object] = data["OCIv1"]["config"]
     return config
@@ -107,7 +124,7 @@ def image_config(ref: str) -> dict[str, object]:
 def try_pull(ref: str, timeout_s: float) -> str | None:
     """Pull ``ref`` from its registry; None when it came, else why not (one line)."""
     try:
-        command(["buildah", "pull", "--quiet", ref], what=f"buildah pull {ref}",
+        command(buildah("pull", "--quiet", ref), what=f"buildah pull {ref}",
                 timeout_s=timeout_s)  # fmt: skip
     except DeployTestError as exc:
         lines = [line for line in str(exc).splitlines() if line.strip()]
@@ -124,13 +141,9 @@ def build(
     secrets: Mapping[str, Path],
     build_args: Mapping[str, str],
     timeout_s: float,
-    from_cache: bool,
 ) -> str:
-    """``buildah build``; its output, echoed as it comes. Its layers are kept; ``from_cache``
-    reuses the kept layers of earlier builds, else every step runs again."""
-    args = ["buildah", "build", "--layers", *ISOLATION, "-f", str(dockerfile), "-t", tag]
-    if not from_cache:
-        args.append("--no-cache")
+    """``buildah build``, its layers kept for the next build; its output, echoed as it comes."""
+    args = buildah("build", "--layers", *ISOLATION, "-f", str(dockerfile), "-t", tag)
     if base_override is not None:
         args += ["--from", base_override]
     for name, path in secrets.items():
@@ -161,13 +174,21 @@ def build(
 @contextlib.contextmanager
 def mounted_image(ref: str) -> Iterator[Path]:
     """The image's root filesystem, mounted read-write in a throwaway container."""
-    name = command(["buildah", "from", "--quiet", ref], what=f"buildah from {ref}",
+    name = command(buildah("from", "--quiet", ref), what=f"buildah from {ref}",
                    timeout_s=120).strip()  # fmt: skip
     try:
-        root = command(["buildah", "mount", name], what="buildah mount", timeout_s=60).strip()
+        root = command(buildah("mount", name), what="buildah mount", timeout_s=60).strip()
         yield Path(root)
     finally:
-        command(["buildah", "rm", name], what="buildah rm", timeout_s=60)
+        command(buildah("rm", name), what="buildah rm", timeout_s=60)
+
+
+def remove_images(*tags: str) -> None:
+    """Remove ``tags`` (those there) and every layer no image needs any more, from the test's
+    own storage: the next build starts from the base alone."""
+    for tag in tags:
+        subprocess.run(buildah("rmi", "--force", tag), capture_output=True, check=False)  # noqa: S603 - our own arguments
+    subprocess.run(buildah("rmi", "--prune"), capture_output=True, check=False)  # noqa: S603 - our own arguments
 
 
 class Container:
@@ -193,9 +214,9 @@ class Container:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Self:
-        command(["buildah", "from", "--name", self.name, self.image],
+        command(buildah("from", "--name", self.name, self.image),
                 what=f"buildah from {self.image}", timeout_s=120)  # fmt: skip
-        run = ["buildah", "run", *ISOLATION]
+        run = buildah("run", *ISOLATION)
         for host, inside in self.volumes.items():
             run += ["-v", f"{host}:{inside}"]
         for name, value in self.env.items():
@@ -232,7 +253,7 @@ class Container:
             self._log.close()
             self._log = None
         subprocess.run(  # noqa: S603 - fixed arguments
-            ["buildah", "rm", self.name],  # noqa: S607 - buildah from PATH
+            buildah("rm", self.name),
             capture_output=True,
             check=False,
         )

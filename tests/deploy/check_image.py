@@ -16,7 +16,6 @@ Anything missing or failing stops it with a message and a non-zero exit; it neve
     .venv/bin/python -m tests.deploy.check_image
 """
 
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,13 @@ from typing import TypeVar
 
 import trustme
 
-from tests.deploy.buildah import DeployTestError, build, mounted_image, require_tools
+from tests.deploy.buildah import (
+    DeployTestError,
+    build,
+    mounted_image,
+    remove_images,
+    require_tools,
+)
 from tests.deploy.stack import run_deployment
 from tests.deploy.standin import choose_base
 
@@ -91,12 +96,10 @@ def files_holding(root: Path, needle: bytes) -> list[str]:
     return found
 
 
-def build_image(
-    base_override: str | None, secret: Path, tag: str, *, from_cache: bool, **args: str
-) -> str:
+def build_image(base_override: str | None, secret: Path, tag: str, **args: str) -> str:
     return build(
         DOCKERFILE, REPO, tag, base_override=base_override, secrets={SECRET_ID: secret},
-        build_args=args, timeout_s=BUILD_TIMEOUT_S, from_cache=from_cache,
+        build_args=args, timeout_s=BUILD_TIMEOUT_S,
     )  # fmt: skip
 
 
@@ -110,18 +113,14 @@ def check_ca(base_override: str | None, secret: Path, marker: trustme.CA, output
     if kept:
         raise DeployTestError(f"the image keeps the build's CA in {kept}")
     print(f"the CA reached {len(trusted)} install commands; no file of {IMAGE} holds it")
-    # Every step but the last from the build just made.
-    build_image(base_override, secret, IMAGE_WITH_CA, from_cache=True, INSTALL_COMPANY_CA="yes")
-    try:
-        with mounted_image(IMAGE_WITH_CA) as root:
-            bundle = root / "etc/ssl/certs/ca-certificates.crt"
-            if not bundle.is_file() or needle not in bundle.read_bytes():
-                raise DeployTestError(
-                    "built with INSTALL_COMPANY_CA=yes, the image's system bundle lacks the CA"
-                )
-    finally:
-        remove = ["buildah", "rmi", IMAGE_WITH_CA]
-        subprocess.run(remove, capture_output=True, check=False)  # noqa: S603 - fixed arguments
+    # Every step but the last from the layers of the build just made.
+    build_image(base_override, secret, IMAGE_WITH_CA, INSTALL_COMPANY_CA="yes")
+    with mounted_image(IMAGE_WITH_CA) as root:
+        bundle = root / "etc/ssl/certs/ca-certificates.crt"
+        if not bundle.is_file() or needle not in bundle.read_bytes():
+            raise DeployTestError(
+                "built with INSTALL_COMPANY_CA=yes, the image's system bundle lacks the CA"
+            )
     print(f"with INSTALL_COMPANY_CA=yes the CA is in {IMAGE_WITH_CA}'s system bundle")
 
 
@@ -141,15 +140,17 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="jicoo-deploy-") as tmp:
             work = Path(tmp)
             secret = write_secret(work, marker)
-            # Every step, every time: a step from the cache would not show that the build's
-            # pip and uv were given the CA (and CI builds from nothing anyway).
-            fresh = lambda: build_image(base.override, secret, IMAGE, from_cache=False)  # noqa: E731
-            output = timed(timings, "build", fresh)
+            # Every step, every time (only the base is kept between runs): a step from a cache
+            # would not show that the build's pip and uv were given the CA.
+            remove_images(IMAGE, IMAGE_WITH_CA)
+            output = timed(timings, "build", lambda: build_image(base.override, secret, IMAGE))
             timed(timings, "company CA", lambda: check_ca(base.override, secret, marker, output))
             summary = timed(timings, "deployment", lambda: run_deployment(IMAGE, work))
     except (DeployTestError, AssertionError) as exc:
+        remove_images(IMAGE, IMAGE_WITH_CA)
         print(f"make test-deploy: FAILED: {exc}", file=sys.stderr)
         return 1
+    remove_images(IMAGE, IMAGE_WITH_CA)  # about 1 GB each; the base stays
     total = time.monotonic() - started
     print(f"base image: {base.description}")
     print(summary)

@@ -7,13 +7,12 @@ Debian's python3 and venv, plus a virtual environment at /opt/python first on PA
 
 It is cached twice, both keyed by a hash of ``RECIPE`` (a change of suite, mirror, packages or
 steps makes a new one): the root filesystem as a tarball under ~/.cache/jicoo-connector/deploy/
-(``$XDG_CACHE_HOME`` if set), and the image in buildah's storage.
+(``$XDG_CACHE_HOME`` if set), and the image in the test's buildah storage there.
 """
 
 import dataclasses
 import hashlib
 import json
-import os
 import re
 import shutil
 import tempfile
@@ -21,9 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from tests.deploy.buildah import DeployTestError, command, image_exists, try_pull
+from tests.deploy.buildah import (
+    DeployTestError,
+    buildah,
+    cache_dir,
+    command,
+    image_exists,
+    try_pull,
+)
 
-__all__ = ["RECIPE", "Base", "Recipe", "cache_dir", "choose_base", "dockerfile_base", "recipe_key"]
+__all__ = ["RECIPE", "Base", "Recipe", "choose_base", "dockerfile_base", "recipe_key"]
 
 PULL_TIMEOUT_S: Final = 45
 DEBOOTSTRAP_TIMEOUT_S: Final = 900
@@ -63,11 +69,6 @@ class Base:
 
 def recipe_key(recipe: Recipe = RECIPE) -> str:
     return hashlib.sha256(json.dumps(dataclasses.asdict(recipe)).encode()).hexdigest()[:16]
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "jicoo-connector" / "deploy"
 
 
 def dockerfile_base(dockerfile: Path) -> str:
@@ -163,17 +164,17 @@ def _fill_rootfs(root: Path, tarball: Path) -> None:
 
 
 def _import(tarball: Path, tag: str) -> None:
-    name = command(["buildah", "from", "scratch"], what="buildah from scratch",
+    name = command(buildah("from", "scratch"), what="buildah from scratch",
                    timeout_s=60).strip()  # fmt: skip
     try:
-        root = command(["buildah", "mount", name], what="buildah mount", timeout_s=60).strip()
+        root = command(buildah("mount", name), what="buildah mount", timeout_s=60).strip()
         command(["tar", "-C", root, "-xf", str(tarball)], what="tar", timeout_s=600)
-        command(["buildah", "umount", name], what="buildah umount", timeout_s=60)
-        config = ["buildah", "config", "--cmd", "python3"]
+        command(buildah("umount", name), what="buildah umount", timeout_s=60)
+        config = buildah("config", "--cmd", "python3")
         for variable, value in RECIPE.env:
             config += ["--env", f"{variable}={value}"]
         command([*config, name], what="buildah config", timeout_s=60)
-        command(["buildah", "commit", "--quiet", name, tag], what="buildah commit",
+        command(buildah("commit", "--quiet", name, tag), what="buildah commit",
                 timeout_s=600)  # fmt: skip
     finally:
-        command(["buildah", "rm", name], what="buildah rm", timeout_s=60)
+        command(buildah("rm", name), what="buildah rm", timeout_s=60)
