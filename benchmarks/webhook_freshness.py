@@ -484,11 +484,7 @@ def run(
         "changes": changes,
         "visible": len(seen),
         "sensor_interval_s": interval_s,
-        "instance": str(
-            instance.resolve().relative_to(ROOT)
-            if instance.resolve().is_relative_to(ROOT)
-            else instance
-        ),
+        "instance": _instance_settings(instance),
         **_freshness(sorted(seen.values())),
         "dagster_runs": runs,
         "webhook_requests": connector_requests,
@@ -506,6 +502,14 @@ def run(
         # Other work shares the machine's cores: its load is part of the figure.
         "uptime": {"start": uptime_start, "end": _uptime()},
     }
+
+
+def _instance_settings(path: Path) -> dict[str, str]:
+    """Where the daemon's dagster.yaml came from, and its settings (comments left out)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    shown = path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
+    return {"file": str(shown), "settings": "\n".join(kept)}
 
 
 def _uptime() -> str:
