@@ -22,6 +22,7 @@ from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import extract_range
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.webhooks import SQLiteEventStore, parse_event
+from jicoo_sandbox.config import Clock
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import event_payload
 from tests.dagster.support import (
@@ -119,11 +120,11 @@ def test_without_an_event_store_the_sensor_skips(tmp_path: Path) -> None:
     assert not (tmp_path / "none.sqlite").exists()
 
 
-def _one_event(tmp_path: Path) -> tuple[Path, dict[str, object]]:
-    """An event store holding one booking's event, three days ahead (a partition: partitions
-    follow the system clock, as the sensor's do); the store and the booking."""
+def _one_event(tmp_path: Path, clock: Clock) -> tuple[Path, dict[str, object]]:
+    """An event store holding one booking's event, three days after the test day (a partition:
+    Dagster's partitions follow the test clock too); the store and the booking."""
     store_path = tmp_path / "events.sqlite"
-    soon = (dt.datetime.now(dt.UTC).date() + dt.timedelta(days=3)).isoformat()
+    soon = (clock().astimezone(dt.UTC).date() + dt.timedelta(days=3)).isoformat()
     booking: dict[str, object] = {"uid": "WAITING00001", "startedAt": f"{soon}T03:00:00.000Z",
                                   "updatedAt": "2026-11-30T00:00:00.000Z"}  # fmt: skip
     with SQLiteEventStore(store_path) as store:
@@ -132,9 +133,9 @@ def _one_event(tmp_path: Path) -> tuple[Path, dict[str, object]]:
 
 
 def test_no_new_refresh_while_the_last_one_has_not_started_then_one_for_all_events(
-    tmp_path: Path,
+    tmp_path: Path, clock: Clock
 ) -> None:
-    store_path, booking = _one_event(tmp_path)
+    store_path, booking = _one_event(tmp_path, clock)
     sensor = build_booking_events_sensor(ConnectorConfig(webhook_db=str(store_path)))
     warehouse = warehouse_resource(tmp_path)
     with dg.instance_for_test() as instance:
@@ -163,9 +164,9 @@ def test_no_new_refresh_while_the_last_one_has_not_started_then_one_for_all_even
 
 
 def test_a_refresh_waiting_longer_than_the_hold_holds_nothing_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock
 ) -> None:
-    store_path, _ = _one_event(tmp_path)
+    store_path, _ = _one_event(tmp_path, clock)
     sensor = build_booking_events_sensor(ConnectorConfig(webhook_db=str(store_path)))
     with dg.instance_for_test() as instance:
         # A launch lost without a status: STARTING for good.

@@ -30,7 +30,7 @@ from assets.writeback import APPLY_LOG_OP, apply_changeset_job
 from jicoo_connector.changes.changeset import parse_changeset
 from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import ParquetStore
-from jicoo_sandbox.config import SandboxConfig
+from jicoo_sandbox.config import SandboxConfig, system_clock
 from jicoo_sandbox.server import SandboxServer
 from tests.deploy.buildah import Container, DeployTestError, image_config
 from tests.postgres_server import PostgresServer
@@ -225,7 +225,8 @@ def run_deployment(image: str, work: Path) -> str:
     data.chmod(0o777)  # the container's user writes here
     (data / "changes").chmod(0o777)
     port = _free_port()
-    config = SandboxConfig(seed=7, bookings=2000)
+    # The runs date their partitions by the system clock inside the image: so does the sandbox.
+    config = SandboxConfig(seed=7, bookings=2000, clock=system_clock)
     with PostgresServer() as postgres, SandboxServer(config) as sandbox:
         instance_url = postgres.create_database("dagster")
         ledger_url = postgres.create_database("ledger")

@@ -18,7 +18,7 @@ from assets.webhook_sensor import build_booking_events_sensor
 from benchmarks.webhook_freshness import WEBHOOK_SECRET, receiver_process
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.webhooks import PostgresEventStore, StoredEvent
-from jicoo_sandbox.config import SandboxConfig
+from jicoo_sandbox.config import Clock, SandboxConfig
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import ChurnRunner, WebhookOptions
 from tests.dagster.support import warehouse_resource
@@ -73,7 +73,7 @@ class CursorReader:
 
 
 def _flood_with_kills(url: str, tmp_path: Path, balancer: Balancer, children: list[Any],
-                      ports: list[int]) -> list[dict[str, Any]]:  # fmt: skip
+                      ports: list[int], clock: Clock) -> list[dict[str, Any]]:  # fmt: skip
     """The churn's events through the balancer, the kills of ``KILLS`` on the way (each killed
     receiver restarted on its port); the sandbox's journal once every delivery is answered."""
     env = dict(os.environ)
@@ -81,7 +81,8 @@ def _flood_with_kills(url: str, tmp_path: Path, balancer: Balancer, children: li
         url=balancer.url, secret=WEBHOOK_SECRET, duplicate=0.1, reorder_ms=300,
         backoff_s=0.05, max_backoff_s=1.0, max_attempts=200, seed=11, concurrency=IN_FLIGHT,
     )  # fmt: skip
-    with SandboxServer(SandboxConfig(seed=7, bookings=2000, webhooks=options)) as sandbox:
+    config = SandboxConfig(seed=7, bookings=2000, webhooks=options, clock=clock)
+    with SandboxServer(config) as sandbox:
         assert sandbox.webhooks is not None
         churn = ChurnRunner(sandbox.store, sandbox.webhooks, CHURN_RATE, limit=EVENTS, seed=5)
         try:
@@ -113,7 +114,7 @@ def _recorded(url: str) -> list[StoredEvent]:
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_two_receivers_on_postgres_record_a_flood_once_through_kills(
-    postgres_url: str, tmp_path: Path
+    postgres_url: str, tmp_path: Path, clock: Clock
 ) -> None:
     receivers = [receiver_process(postgres_url, dict(os.environ), tmp_path / f"r{n}-0.log")
                  for n in (0, 1)]  # fmt: skip
@@ -122,7 +123,7 @@ def test_two_receivers_on_postgres_record_a_flood_once_through_kills(
     balancer = Balancer(ports)
     reader = CursorReader(postgres_url)
     try:
-        journal = _flood_with_kills(postgres_url, tmp_path, balancer, children, ports)
+        journal = _flood_with_kills(postgres_url, tmp_path, balancer, children, ports, clock)
     finally:
         reader.finish()
         balancer.close()
