@@ -33,8 +33,8 @@ from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.config import SandboxConfig, system_clock
 from jicoo_sandbox.server import SandboxServer
 from tests.deploy.buildah import Container, DeployTestError, image_config
-from tests.postgres_server import PostgresServer
-from tests.writeback_data import assert_server_matches, build_csv
+from tests.support.postgres_server import PostgresServer
+from tests.support.writeback_data import assert_server_matches, build_csv
 
 __all__ = ["run_deployment"]
 

@@ -18,9 +18,9 @@ from assets.webhook_sensor import build_booking_events_sensor
 from benchmarks.webhook_freshness import WEBHOOK_SECRET, receiver_process
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.webhooks import PostgresEventStore, StoredEvent
-from jicoo_sandbox.config import Clock, SandboxConfig
+from jicoo_sandbox.config import Clock, SandboxConfig, WebhookOptions
 from jicoo_sandbox.server import SandboxServer
-from jicoo_sandbox.webhooks import ChurnRunner, WebhookOptions
+from jicoo_sandbox.webhooks import ChurnRunner
 from tests.dagster.support import warehouse_resource
 from tests.webhooks.balancer import Balancer
 
