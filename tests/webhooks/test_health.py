@@ -8,7 +8,7 @@ import psycopg
 
 from jicoo_connector.webhooks import PostgresEventStore
 from jicoo_connector.webhooks.receiver import HEALTH_PATH
-from tests.webhooks.conftest import SECRET, Receiver
+from tests.support.webhook_receiver import SECRET, Receiver
 
 TIMEOUT_S = 10.0
 
