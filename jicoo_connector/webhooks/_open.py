@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from jicoo_connector.changes.ledger_backends import is_postgres_url, redact_location
+from jicoo_connector.changes import is_postgres_url, redact_location
 from jicoo_connector.webhooks._pg_store import PostgresEventStore
 from jicoo_connector.webhooks._store import EventStore, SQLiteEventStore
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
-from jicoo_connector.changes.ledger_backends import (
+from jicoo_connector.changes._ledger_backends import (
     CONNECT_TIMEOUT_S,
     SERVER_KEEPALIVE,
     redact_url,

@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from assets.automation import daily_tables_job
 from assets.writeback import APPLY_LOG_OP, apply_changeset_job
-from jicoo_connector.changes.changeset import parse_changeset
+from jicoo_connector.changes import parse_changeset
 from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.config import SandboxConfig, system_clock

@@ -6,8 +6,7 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from jicoo_connector.webhooks import PostgresEventStore
-from jicoo_connector.webhooks.receiver import HEALTH_PATH
+from jicoo_connector.webhooks import HEALTH_PATH, PostgresEventStore
 from tests.support.webhook_receiver import SECRET, Receiver
 
 TIMEOUT_S = 10.0
