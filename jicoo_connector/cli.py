@@ -397,7 +397,9 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     serve.add_argument(
         "--db",
         default=None,
-        help=_setting_help("webhook_db", "SQLite event store"),
+        help="event store: an SQLite file or a postgresql:// URL (default: "
+        f"${_SPECS['webhook_db_url'].env}, else ${_SPECS['webhook_db'].env}, "
+        f"else {DEFAULTS.webhook_db})",
     )
     for flag, name, what in _RECEIVER_FLAGS:
         # The setting's own parser: a flag is checked as its variable is.
@@ -408,7 +410,7 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
 def _serve_webhooks(args: argparse.Namespace) -> int:
     import logging
 
-    from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
+    from jicoo_connector.webhooks import WebhookSecrets, open_event_store
 
     try:
         from jicoo_connector.webhooks import READY_LINE_PREFIX, serve
@@ -422,7 +424,7 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
         ) from None
 
     flags = {name: getattr(args, flag[2:].replace("-", "_")) for flag, name, _ in _RECEIVER_FLAGS}
-    config = ConnectorConfig.from_env(webhook_db=args.db, **flags)
+    config = ConnectorConfig.from_env(**flags)
     try:
         secrets = WebhookSecrets.parse(config.webhook_secret or "")
     except ConfigError as exc:
@@ -430,11 +432,12 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
     if not _port_free(args.host, args.port):
         return _usage(f"port {args.port} on {args.host} is in use; pick another (--port 0: any)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    db = config.path("webhook_db")
-    with SQLiteEventStore(db) as store:
+    location = args.db or config.webhook_store()
+    store = open_event_store(location)
+    try:
 
         def announce(url: str) -> None:
-            print(f"{READY_LINE_PREFIX}{url} (events in {db})", flush=True)
+            print(f"{READY_LINE_PREFIX}{url} (events in {redact_location(location)})", flush=True)
 
         serve(
             store,
@@ -444,6 +447,8 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
             on_ready=announce,
             limits=config.receiver_limits(),
         )
+    finally:
+        store.close()
     return EXIT_OK
 
 

@@ -18,6 +18,8 @@ from jicoo_connector.webhooks._events import (
     parse_event,
 )
 from jicoo_connector.webhooks._limits import DEFAULT_MAX_BODY_BYTES, ReceiverLimits
+from jicoo_connector.webhooks._open import event_store_exists, open_event_store
+from jicoo_connector.webhooks._pg_store import PostgresEventStore
 from jicoo_connector.webhooks._refresh import (
     RefreshPlan,
     RefreshRange,
@@ -31,6 +33,7 @@ from jicoo_connector.webhooks._signature import (
     verify_signature,
 )
 from jicoo_connector.webhooks._store import (
+    EventPage,
     EventStore,
     SQLiteEventStore,
     StoredEvent,
@@ -38,6 +41,7 @@ from jicoo_connector.webhooks._store import (
 
 if TYPE_CHECKING:
     from jicoo_connector.webhooks._receiver import (
+        HEALTH_PATH,
         READY_LINE_PREFIX,
         create_app,
         serve,
@@ -45,17 +49,20 @@ if TYPE_CHECKING:
     )
 
 # The receiver's names, loaded on first use (they need the extra).
-_RECEIVER_NAMES = ("READY_LINE_PREFIX", "create_app", "serve", "server_config")
+_RECEIVER_NAMES = ("HEALTH_PATH", "READY_LINE_PREFIX", "create_app", "serve", "server_config")
 
 __all__ = [
     "CANCEL_EVENTS",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_TOLERANCE_S",
+    "HEALTH_PATH",
     "KNOWN_EVENTS",
     "READY_LINE_PREFIX",
     "RESCHEDULE_EVENTS",
     "SIGNATURE_HEADER",
+    "EventPage",
     "EventStore",
+    "PostgresEventStore",
     "ReceiverLimits",
     "RefreshPlan",
     "RefreshRange",
@@ -64,7 +71,9 @@ __all__ = [
     "WebhookEvent",
     "WebhookSecrets",
     "create_app",
+    "event_store_exists",
     "format_instant",
+    "open_event_store",
     "parse_event",
     "plan_refresh",
     "serve",

@@ -7,7 +7,8 @@ the cap, 431 for too many header fields, 408 for a body that does not arrive in 
 signed body that is not an event, 200 once the event is committed, replays and unknown event
 types included (stored, ignored downstream). 500 only when the store fails (Jicoo retries). Logs
 never hold the secret, the signature header or the body. ``serve`` adds the connection bounds of
-``ReceiverLimits`` (see ``_guard``).
+``ReceiverLimits`` (see ``_guard``). ``GET /healthz`` is for a load balancer: 200 when the store
+answers, 503 when it does not.
 """
 
 import asyncio
@@ -15,7 +16,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
@@ -37,7 +38,7 @@ from jicoo_connector.webhooks._signature import (
 )
 from jicoo_connector.webhooks._store import EventStore
 
-__all__ = ["READY_LINE_PREFIX", "create_app", "serve", "server_config"]
+__all__ = ["HEALTH_PATH", "READY_LINE_PREFIX", "create_app", "serve", "server_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,9 @@ CLIENT_CLOSED_REQUEST: Final = 499
 _DIGITS: Final = re.compile(r"[0-9]{1,18}")
 # Said with every refusal: the connection is not kept for another request.
 _CLOSE: Final = {"connection": "close"}
+HEALTH_PATH: Final = "/healthz"
+# A load balancer's probe waits this long for the store before it hears 503.
+HEALTH_TIMEOUT_S: Final = 5.0
 
 
 class _TooLargeError(Exception):
@@ -95,6 +99,24 @@ async def _body(request: Request, limits: ReceiverLimits) -> bytes | JSONRespons
         return _refusal(408, f"no whole body within {limits.body_timeout_s:g} s")
     except ClientDisconnect:
         return JSONResponse({}, status_code=CLIENT_CLOSED_REQUEST)
+
+
+def _health_endpoint(
+    store: EventStore, writer: ThreadPoolExecutor
+) -> Callable[[Request], Awaitable[JSONResponse]]:
+    """GET /healthz: 200 once the store answers on its own thread (so healthy means a delivery
+    now would be recorded in time), 503 when it fails or takes over ``HEALTH_TIMEOUT_S``."""
+
+    async def health(request: Request) -> JSONResponse:
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.run_in_executor(writer, store.check), HEALTH_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - any failure of the store is "unavailable"
+            logger.warning("health check failed: %s", type(exc).__name__)
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    return health
 
 
 def create_app(
@@ -155,7 +177,8 @@ def create_app(
         )
         return JSONResponse({"recorded": new, "duplicate": not new, "known": event.known})
 
-    app = Starlette(routes=[Route("/{path:path}", receive, methods=["POST"])])
+    health = Route(HEALTH_PATH, _health_endpoint(store, writer), methods=["GET"])
+    app = Starlette(routes=[health, Route("/{path:path}", receive, methods=["POST"])])
     app.state.store = store
     return app
 

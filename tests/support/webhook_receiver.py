@@ -12,6 +12,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from jicoo_connector.webhooks import (
+    EventStore,
     ReceiverLimits,
     SQLiteEventStore,
     WebhookSecrets,
@@ -31,7 +32,7 @@ START_TIMEOUT_S = 10.0
 class Receiver:
     def __init__(
         self,
-        db: Path,
+        db: Path | EventStore,
         secrets: str,
         clock: Callable[[], float] = lambda: NOW,
         port: int = 0,
@@ -39,7 +40,7 @@ class Receiver:
         route: str | None = None,
         limits: ReceiverLimits | None = None,
     ) -> None:
-        self.store = SQLiteEventStore(db)
+        self.store = SQLiteEventStore(db) if isinstance(db, Path) else db
         bounds = limits or ReceiverLimits()
         receiver = create_app(self.store, WebhookSecrets.parse(secrets), clock=clock, limits=bounds)
         # As the README shows it: the receiver as one route of the user's own app.
@@ -59,7 +60,8 @@ class Receiver:
                 raise RuntimeError("the receiver did not start")
             time.sleep(0.01)
         port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}{route or '/any/path'}"
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.url = f"{self.base_url}{route or '/any/path'}"
 
     def rows(self) -> list[tuple[str, str, str]]:
         return [(s.event.event, s.event.booking_uid, s.event.created_at)
