@@ -233,7 +233,7 @@ EXPECTED_IN_LOCATION: dict[str, object] = {
     "JICOO_REFRESH_PAST_DAYS": ("2026-06-13", "2026-06-29"),
     "JICOO_REFRESH_FUTURE_DAYS": ("2026-06-08", "2026-06-19"),
     "JICOO_SWEEP_PAST_DAYS": ("2026-05-13", "2026-07-15"),
-    "JICOO_WEBHOOK_DB_URL": "postgresql://hooks@127.0.0.1:9/jicoo",  # the password never shows
+    "JICOO_WEBHOOK_DB_URL": "postgresql://hooks:***@127.0.0.1:9/jicoo",  # the password never shows
 }
 
 
