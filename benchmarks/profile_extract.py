@@ -1,37 +1,41 @@
-"""Where an extract spends its CPU: one extract against the sandbox, sampled by py-spy.
+"""Where an extract spends its CPU: one extract against the sandbox, sampled thread by thread.
 
 The extract runs as its own process (`jicoo extract`, the CLI with its progress bar, or
-``extract_range`` through ``benchmarks/ours.py``); py-spy samples every thread of it from the
-outside, so the code runs at full speed. Each sample is charged to what the code was doing
-(its innermost frame that belongs to a known part: the HTTP client, the event loop, JSON
-decoding, conversion to Arrow, splitting into days, the quality checks, Parquet writing, the
-progress bar; imports win whenever one is on the stack), and the shares are applied to the
-process's own CPU (user + sys from ``wait4``).
+``extract_range`` through ``benchmarks/ours.py``) under a sampler that starts before anything
+is imported: every few milliseconds it reads each thread's CPU time from the kernel
+(``/proc/self/task/<tid>/schedstat``, nanoseconds) and charges what the thread used since the
+last look to the Python stack it is in now. So the figures are CPU actually used, whatever else
+runs on the machine, and threads without Python (Arrow's own) are counted too. Each stack is
+then charged to what the code was doing (its innermost frame that belongs to a known part: the
+HTTP client, the event loop, JSON decoding, conversion to Arrow, splitting into days, the
+quality checks, Parquet writing, the progress bar; imports win whenever one is on the stack).
+The total is the process's own CPU from ``wait4``; what the sampler missed (interpreter start
+before it, the exit after it) is shown apart.
 
     .venv/bin/python benchmarks/profile_extract.py                      # 50,000 bookings, CLI
     .venv/bin/python benchmarks/profile_extract.py --path library --bookings 1000000
     .venv/bin/python benchmarks/profile_extract.py --base-url http://127.0.0.1:8765  # a sandbox
     .venv/bin/python benchmarks/profile_extract.py --clock wall --lines 25
 
-``--clock cpu`` (the default) counts the samples of threads that were running; ``--clock wall``
-counts the main thread's samples, waiting included. py-spy comes from
-``benchmarks/requirements-profile.txt``, installed on first use into
-``benchmarks/.venv-profile`` (or pass ``--py-spy PATH``).
+``--clock cpu`` (the default) charges CPU time; ``--clock wall`` charges the main thread's
+elapsed time, waiting included.
 """
 
 import argparse
 import collections
 import datetime as dt
 import os
+import resource
+import runpy
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-from harness.envs import ensure_env
+from types import CodeType, FrameType
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
@@ -42,11 +46,16 @@ FUTURE_DAYS = 32
 OPEN_RATE_LIMIT = "10000"
 OPEN_BURST = "1000"
 PER_10K = 10_000
-SAMPLES_PER_S = 200
-ATTACH_TIMEOUT_S = 30.0
+SAMPLE_EVERY_S = 0.02
+_TASKS = "/proc/self/task"
+NS = 1_000_000_000
 # What the process does before the extract's own code: kept apart from the parts below.
 IMPORTS = "startup and imports"
 IDLE = "waiting (event loop idle)"
+STARTED = "interpreter start (before the sampler)"
+EXIT = "interpreter exit (after the sampler)"
+SAMPLER = "the sampler itself"
+UNSEEN = "threads too short to sample (Arrow's), rounding"
 OTHER = "other"
 
 # (part, substrings of a frame "function (file:line)"), tried from the innermost frame out;
@@ -97,13 +106,146 @@ def part_of(frames: Sequence[str], *, idle: bool) -> str:
     return OTHER
 
 
-def read_samples(raw: Path, *, main_only: bool) -> tuple[collections.Counter[str], int]:
-    """Samples by part from py-spy's raw output (``--threads``: the first frame is the thread)."""
-    parts: collections.Counter[str] = collections.Counter()
-    total = 0
+# ---------------------------------------------------------------------------------------------
+# The sampler, inside the profiled process
+
+
+Stack = tuple[tuple[CodeType, int], ...]
+
+
+def _stack(frame: FrameType | None) -> Stack:
+    """A stack innermost first, as (code, line) pairs: cheap to take, formatted once at the end."""
+    stack = []
+    while frame is not None:
+        stack.append((frame.f_code, frame.f_lineno))
+        frame = frame.f_back
+    return tuple(stack)
+
+
+def _format(stack: Stack) -> list[str]:
+    """Root first, each frame as "function (file:line)"."""
+    return [f"{code.co_name} ({code.co_filename}:{line})" for code, line in reversed(stack)]
+
+
+def _thread_cpu_ns() -> dict[int, int]:
+    """CPU time of every thread of this process, by native id (the kernel's schedstat)."""
+    found: dict[int, int] = {}
+    for task in os.listdir(_TASKS):  # noqa: PTH208 - a hot loop: no Path objects
+        try:
+            with open(f"{_TASKS}/{task}/schedstat", "rb") as stat:  # noqa: PTH123
+                found[int(task)] = int(stat.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # the thread ended meanwhile
+    return found
+
+
+class Sampler:
+    """Charges each thread's CPU (or the main thread's wall time) since the last look to the
+    stack the thread is in now."""
+
+    def __init__(self, clock: str) -> None:
+        self.clock = clock
+        self.charged: collections.Counter[tuple[str, Stack]] = collections.Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="profile-sampler", daemon=True)
+        self._me = 0
+        self.own_ns = 0
+        self.started_us = 0
+
+    def start(self) -> None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.started_us = int((usage.ru_utime + usage.ru_stime) * 1e6)
+        self._thread.start()
+
+    def stop(self, out: Path) -> None:
+        self._stop.set()
+        self._thread.join()
+        lines = [
+            f"{';'.join([thread, *_format(stack)])} {ns // 1000}"
+            for (thread, stack), ns in self.charged.items()
+            if ns >= 1000
+        ]
+        # Comments: the window the samples cover, and what the sampler itself used.
+        lines += [f"# {name} {value}" for name, value in self.totals().items()]
+        out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def totals(self) -> dict[str, int]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "process_cpu_us_at_start": self.started_us,
+            "process_cpu_us_at_stop": int((usage.ru_utime + usage.ru_stime) * 1e6),
+            "sampler_cpu_us": self.own_ns // 1000,
+        }
+
+    def _run(self) -> None:
+        self._me = threading.get_native_id()
+        last_cpu = _thread_cpu_ns()
+        last_wall = time.perf_counter_ns()
+        while not self._stop.wait(SAMPLE_EVERY_S):
+            if self.clock == "wall":
+                now = time.perf_counter_ns()
+                self._charge_wall(now - last_wall)
+                last_wall = now
+            else:
+                cpu = _thread_cpu_ns()
+                self._charge_cpu({tid: ns - last_cpu.get(tid, 0) for tid, ns in cpu.items()})
+                last_cpu = cpu
+        self.own_ns = _thread_cpu_ns().get(self._me, 0)
+
+    def _charge_cpu(self, used: dict[int, int]) -> None:
+        threads = {t.native_id: t for t in threading.enumerate()}
+        frames = sys._current_frames()
+        for tid, ns in used.items():
+            if ns <= 0 or tid == self._me:
+                continue
+            thread = threads.get(tid)
+            ident = thread.ident if thread is not None else None
+            name = thread.name if thread is not None else "native"
+            stack = _stack(frames.get(ident)) if ident is not None else ()
+            self.charged[(f"thread ({tid}): {name}", stack)] += ns
+
+    def _charge_wall(self, ns: int) -> None:
+        main = threading.main_thread()
+        stack = _stack(sys._current_frames().get(main.ident or 0))
+        self.charged[(f"thread ({main.native_id}): MainThread", stack)] += ns
+
+
+def child(clock: str, out: Path, mode: str, argv: list[str]) -> None:
+    """Run the target (a module or a script, with its arguments) under the sampler."""
+    sampler = Sampler(clock)
+    sampler.start()
+    sys.argv = argv
+    try:
+        if mode == "module":
+            runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(argv[0], run_name="__main__")
+    finally:
+        sampler.stop(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the samples
+
+
+def read_totals(raw: Path) -> dict[str, int]:
+    """The sampler's own figures (its comment lines)."""
+    totals = {}
     for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
+        if line.startswith("# "):
+            _, name, value = line.split()
+            totals[name] = int(value)
+    return totals
+
+
+def read_samples(raw: Path, *, main_only: bool) -> collections.Counter[str]:
+    """Microseconds charged, by part (the first frame of a stack names its thread)."""
+    parts: collections.Counter[str] = collections.Counter()
+    for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("# "):
+            continue
+        stack, _, amount = line.rpartition(" ")
+        if not stack or not amount.isdigit():
             continue
         thread, *frames = stack.split(";")
         if main_only and "MainThread" not in thread:
@@ -111,37 +253,31 @@ def read_samples(raw: Path, *, main_only: bool) -> tuple[collections.Counter[str
         part = part_of(frames, idle=main_only)
         if not frames and "MainThread" not in thread:
             part = NATIVE_THREADS
-        parts[part] += int(count)
-        total += int(count)
-    return parts, total
+        parts[part] += int(amount)
+    return parts
 
 
 def top_lines(raw: Path, count: int) -> list[tuple[int, str]]:
-    """The innermost frames that were sampled most."""
+    """The innermost frames charged most."""
     lines: collections.Counter[str] = collections.Counter()
     for line in raw.read_text(encoding="utf-8", errors="replace").splitlines():
-        stack, _, samples = line.rpartition(" ")
-        if stack and samples.isdigit():
-            lines[stack.rsplit(";", 1)[-1]] += int(samples)
+        stack, _, amount = line.rpartition(" ")
+        if stack and amount.isdigit() and not line.startswith("# "):
+            lines[_short(stack.rsplit(";", 1)[-1])] += int(amount)
     return [(n, frame) for frame, n in lines.most_common(count)]
 
 
+def _short(frame: str) -> str:
+    for marker in ("site-packages/", "/lib/python3", str(ROOT) + "/"):
+        head, found, tail = frame.partition(marker)
+        if found:
+            name = head.split(" (", 1)[0]
+            return f"{name} ({tail.split('/', 1)[-1] if marker == '/lib/python3' else tail}"
+    return frame
+
+
 # ---------------------------------------------------------------------------------------------
-# One sampled extract
-
-
-# The target waits for py-spy to attach before it imports anything, so imports are sampled.
-_WAIT_THEN_RUN = """
-import os, runpy, sys, time
-go, mode, *argv = sys.argv[1:]
-while not os.path.exists(go):
-    time.sleep(0.002)
-sys.argv = argv
-if mode == "module":
-    runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
-else:
-    runpy.run_path(argv[0], run_name="__main__")
-"""
+# One sampled extract, and the report
 
 
 def _target_argv(path: str, base_url: str, out: Path, window: Sequence[str]) -> list[str]:
@@ -154,10 +290,10 @@ def _target_argv(path: str, base_url: str, out: Path, window: Sequence[str]) -> 
 
 
 def sampled_extract(
-    py_spy: str, path: str, clock: str, base_url: str, work: Path, window: Sequence[str]
+    path: str, clock: str, base_url: str, work: Path, window: Sequence[str]
 ) -> tuple[float, float, Path]:
-    """(CPU s, wall s, py-spy raw file) of one extract run under py-spy."""
-    go, raw = work / "go", work / "samples.raw"
+    """(CPU s, wall s, samples file) of one extract run under the sampler."""
+    raw = work / "samples.txt"
     env = {
         **os.environ,
         "JICOO_BASE_URL": base_url,
@@ -165,75 +301,65 @@ def sampled_extract(
         "JICOO_RATE_LIMIT": OPEN_RATE_LIMIT,
         "JICOO_BURST": OPEN_BURST,
     }
-    argv = [sys.executable, "-c", _WAIT_THEN_RUN, str(go)]
+    argv = [sys.executable, str(Path(__file__)), "--child", str(raw), "--clock", clock, "--"]
     argv += _target_argv(path, base_url, work / "out", window)
+    started = time.perf_counter()
     with (work / "stderr.log").open("wb") as stderr:
         target = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
-    spy_argv = [py_spy, "record", "--pid", str(target.pid), "--format", "raw", "--threads"]
-    spy_argv += ["--rate", str(SAMPLES_PER_S), "--nonblocking", "--output", str(raw)]
-    if clock == "wall":
-        spy_argv.append("--idle")
-    spy = subprocess.Popen(spy_argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    _wait_attached(spy)
-    started = time.perf_counter()
-    go.touch()
-    _, status, usage = os.wait4(target.pid, 0)
+        _, status, usage = os.wait4(target.pid, 0)
     wall = time.perf_counter() - started
     target.returncode = os.waitstatus_to_exitcode(status)
-    spy.wait(ATTACH_TIMEOUT_S)
     if target.returncode:
         tail = (work / "stderr.log").read_text(encoding="utf-8", errors="replace")[-2000:]
         raise SystemExit(f"the extract failed (exit {target.returncode}):\n{tail}")
     return usage.ru_utime + usage.ru_stime, wall, raw
 
 
-def _wait_attached(spy: "subprocess.Popen[str]") -> None:
-    # py-spy says "Sampling process ..." once it is attached.
-    assert spy.stdout is not None
-    deadline = time.monotonic() + ATTACH_TIMEOUT_S
-    while time.monotonic() < deadline:
-        line = spy.stdout.readline()
-        if "Sampling process" in line:
-            return
-        if not line and spy.poll() is not None:
-            break
-    raise SystemExit("py-spy did not attach (ptrace not permitted here?)")
-
-
-def report(args: argparse.Namespace, py_spy: str, base_url: str, bookings: int) -> None:
+def report(args: argparse.Namespace, base_url: str, bookings: int) -> None:
     anchor = dt.date.fromisoformat(args.anchor)
     window = (
         (anchor - dt.timedelta(days=PAST_DAYS)).isoformat(),
         (anchor + dt.timedelta(days=FUTURE_DAYS)).isoformat(),
     )
     load = os.getloadavg()[0]
+    (BENCH / "work").mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="profile-", dir=BENCH / "work") as temp:
         work = Path(temp)
-        cpu, wall, raw = sampled_extract(py_spy, args.path, args.clock, base_url, work, window)
-        parts, total = read_samples(raw, main_only=args.clock == "wall")
+        cpu, wall, raw = sampled_extract(args.path, args.clock, base_url, work, window)
+        parts = read_samples(raw, main_only=args.clock == "wall")
         lines = top_lines(raw, args.lines)
         if args.raw is not None:
             shutil.copyfile(raw, args.raw)
-    seconds = cpu if args.clock == "cpu" else wall
+        totals = read_totals(raw)
+    seconds = {name: us / 1e6 for name, us in parts.items()}
     what = "CPU" if args.clock == "cpu" else "wall"
+    whole = cpu if args.clock == "cpu" else wall
+    if args.clock == "cpu":
+        before = totals["process_cpu_us_at_start"] / 1e6
+        sampled = totals["process_cpu_us_at_stop"] / 1e6 - before
+        seconds[STARTED] = before
+        seconds[SAMPLER] = totals["sampler_cpu_us"] / 1e6
+        # Threads that start and end between two looks (Arrow's JSON reader starts one per
+        # call) are seen by the process total only.
+        seconds[UNSEEN] = max(sampled - sum(seconds.values()) + before, 0.0)
+        seconds[EXIT] = max(cpu - before - sampled, 0.0)
+    else:
+        seconds[EXIT] = max(whole - sum(seconds.values()), 0.0)
     print(
-        f"\n{args.path} path, {bookings:,} bookings at 0 ms; {cpu:.2f} s CPU "
+        f"\n{args.path} path, {bookings:,} bookings at 0 ms: {cpu:.2f} s CPU "
         f"({cpu * PER_10K / bookings:.3f} s per 10,000 bookings), {wall:.2f} s wall; "
-        f"{total} samples ({'running threads' if args.clock == 'cpu' else 'main thread'}); "
-        f"load average {load:.2f} at the start\n"
+        f"load average {load:.2f} at the start, {os.getloadavg()[0]:.2f} at the end\n"
     )
     print(f"| where the {what} goes | {what} s | share | {what} s per 10,000 bookings |")
     print("|---|---:|---:|---:|")
-    for name, samples in parts.most_common():
-        share = samples / total if total else 0.0
+    for name, part_s in sorted(seconds.items(), key=lambda item: -item[1]):
         print(
-            f"| {name} | {share * seconds:.2f} | {share:.0%} | "
-            f"{share * seconds * PER_10K / bookings:.3f} |"
+            f"| {name} | {part_s:.2f} | {part_s / whole:.0%} | {part_s * PER_10K / bookings:.3f} |"
         )
     if lines:
-        print(f"\nthe {len(lines)} most sampled lines:")
-        for samples, frame in lines:
-            print(f"  {samples / total:6.1%}  {frame}")
+        print(f"\nthe {len(lines)} lines charged most:")
+        for us, frame in lines:
+            print(f"  {us / 1e6:6.3f} s  {frame}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -247,30 +373,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=dt.datetime.now(dt.UTC).date().isoformat(),
         help="the sandbox's anchor day (default today, as a sandbox started here uses)",
     )
-    parser.add_argument("--lines", type=int, default=0, help="also list the N most sampled lines")
-    parser.add_argument("--raw", type=Path, default=None, help="keep py-spy's samples here")
-    parser.add_argument("--py-spy", default=None, help="a py-spy binary (else installed)")
+    parser.add_argument("--lines", type=int, default=0, help="also list the N lines charged most")
+    parser.add_argument("--raw", type=Path, default=None, help="keep the samples here")
+    parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("target", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    py_spy = args.py_spy or _installed_py_spy()
-    (BENCH / "work").mkdir(exist_ok=True)
+    if args.child is not None:
+        child(args.clock, args.child, args.target[0], args.target[1:])
+        return 0
     if args.base_url is not None:
-        report(args, py_spy, args.base_url.rstrip("/"), _total(args.base_url))
+        report(args, args.base_url.rstrip("/"), _total(args.base_url))
         return 0
     from jicoo_sandbox import SandboxProcess
 
     with SandboxProcess(
         bookings=args.bookings, anchor_date=args.anchor, start_timeout_s=900
     ) as sandbox:
-        report(args, py_spy, sandbox.base_url.rstrip("/"), args.bookings)
+        report(args, sandbox.base_url.rstrip("/"), args.bookings)
     return 0
-
-
-def _installed_py_spy() -> str:
-    python = ensure_env("profile")
-    found = shutil.which("py-spy", path=str(python.parent))
-    if found is None:
-        raise SystemExit(f"py-spy is not in {python.parent}")
-    return found
 
 
 def _total(base_url: str) -> int:
