@@ -3,7 +3,7 @@ and the shared rate limiter. Imports nothing of tables, extract, storage, change
 """
 
 from jicoo_connector.client._api import AsyncJicooClient, JicooClient
-from jicoo_connector.client._paginate import ListingTooLargeError, PageDecoder
+from jicoo_connector.client._paginate import ListingTooLargeError, Page, PageDecoder, Prefix
 from jicoo_connector.client._ratelimit import RateLimiter, shared_limiter
 from jicoo_connector.client._report import FetchReport, Listing, PagedListing
 
@@ -13,8 +13,10 @@ __all__ = [
     "JicooClient",
     "Listing",
     "ListingTooLargeError",
+    "Page",
     "PageDecoder",
     "PagedListing",
+    "Prefix",
     "RateLimiter",
     "shared_limiter",
 ]
