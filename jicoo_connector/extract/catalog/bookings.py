@@ -27,13 +27,14 @@ from jicoo_connector.extract.sources import (
     FeedListing,
     Fetched,
 )
-from jicoo_connector.pages import PageBatches
+from jicoo_connector.pages import PageRecords
 from jicoo_connector.tables import (
     DAY_COLUMN,
     UTC_MS,
     TableSpec,
     column,
     constant_array,
+    parse_timestamps,
     struct_list_column,
 )
 
@@ -137,7 +138,7 @@ async def list_booking_days(
     """
     windows = [day_window(day, ctx.zone) for day in days]
     start, until = windows[0][0], windows[-1][1]
-    decoder = PageBatches(
+    decoder = PageRecords(
         BOOKINGS_SPEC, extracted_at=ctx.extracted_at, run_id=ctx.run_id, partition_value=days[0]
     )
     heads = _Heads.of(client, ctx, until)
@@ -165,7 +166,7 @@ async def list_booking_days(
         heads.used(start)
         # CPU work: off the event loop, so other listings keep paging meanwhile.
         split = await asyncio.to_thread(
-            _split_days, listing.pages, days, windows, ctx.max_booking_duration
+            _decoded_days, decoder, listing.pages, days, windows, ctx.max_booking_duration
         )
         held = sum(day.rows.num_rows for day in split)
         if held == listing.total_count - after.total_count:
@@ -192,7 +193,10 @@ async def _bookings(
 
 BOOKINGS = DaySource(BOOKINGS_SPEC, ("GET /v1/bookings",), BOOKINGS_FEED, _bookings)
 
-Head = tuple[Page[pa.RecordBatch], FetchReport]
+# A page as the feed holds it: the records as read (PageRecords.decode), or a batch of the
+# table's schema where the page took the exact path.
+Rows = pa.StructArray | pa.RecordBatch
+Head = tuple[Page[Rows], FetchReport]
 
 
 class _Heads:
@@ -223,7 +227,7 @@ class _Heads:
             ctx.shared[key] = heads
         return heads
 
-    async def read(self, at: dt.datetime, decoder: PageBatches, *, fresh: bool) -> Head:
+    async def read(self, at: dt.datetime, decoder: PageRecords, *, fresh: bool) -> Head:
         """Page 1 of the listing from ``at`` (read now if ``fresh``) and what it cost this
         caller (nothing if another chunk was charged)."""
         task = self._pages.get(at)
@@ -253,19 +257,38 @@ class _Heads:
             self._charged.discard(task)
 
 
-def _before(until: dt.datetime, after: int, per_page: int) -> Prefix[pa.RecordBatch]:
+def _before(until: dt.datetime, after: int, per_page: int) -> Prefix[Rows]:
     """The leading pages of a listing that hold its rows starting before ``until``, knowing
     ``after`` rows of it start at or after ``until``: up to the page of the first of those."""
     bound = constant_array(until, UTC_MS, 1)[0].value
 
-    def pages(first: Page[pa.RecordBatch]) -> int:
+    def pages(first: Page[Rows]) -> int:
         return -(-(first.total_count - after + 1) // per_page)
 
-    def reached(batch: pa.RecordBatch) -> bool:
+    def reached(rows: Rows) -> bool:
         # Sorted by start: the last row is the latest (_split_days checks the order).
-        return batch.num_rows == 0 or batch.column("started_at")[-1].value >= bound
+        if len(rows) == 0:
+            return True
+        if isinstance(rows, pa.RecordBatch):
+            return bool(rows.column("started_at")[-1].value >= bound)
+        try:
+            last = parse_timestamps(rows.field("startedAt").slice(len(rows) - 1))[0].value
+        except pa.ArrowException:
+            return True  # converting the pages names the bad value
+        return bool(last >= bound)
 
     return Prefix(pages, reached)
+
+
+def _decoded_days(
+    decoder: PageRecords,
+    pages: Sequence[Rows],
+    days: Sequence[dt.date],
+    windows: Sequence[tuple[dt.datetime, dt.datetime]],
+    max_booking_duration: dt.timedelta,
+) -> list[FeedDay]:
+    """The listing's pages converted to the table's schema at once, split into days."""
+    return _split_days(decoder.batches(pages), days, windows, max_booking_duration)
 
 
 def _split_days(
