@@ -68,7 +68,7 @@ def _extract_once(ctx: Context, spec: SandboxSpec, parquet: Path, work: Path) ->
 def run(ctx: Context) -> dict[str, object]:
     """Both loaders on the same data and server, interleaved; then incremental against full."""
     sys.path.insert(0, str(ROOT))
-    from tests.postgres_server import PostgresServer
+    from tests.support.postgres_server import PostgresServer
 
     work = ctx.work / "warehouse"
     shutil.rmtree(work, ignore_errors=True)
@@ -77,8 +77,8 @@ def run(ctx: Context) -> dict[str, object]:
     scenario: dict[str, object] = {
         "sandbox": spec.settings(),
         "tools": TOOLS,
-        "postgres": "tests/postgres_server.py: the machine's pg_ctl (else the pgserver wheel's), "
-        "fsync=off, one server for every run, a new database per run",
+        "postgres": "tests/support/postgres_server.py: the machine's pg_ctl (else the pgserver "
+        "wheel's), fsync=off, one server for every run, a new database per run",
     }
     expected = scenario["expected_rows"] = _extract_once(ctx, spec, parquet, work)
     per_tool: dict[str, list[ChildResult]] = {OURS_LOAD: [], PANDAS_TO_SQL: []}
