@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from jicoo_connector.client import FetchReport
 from jicoo_connector.client._paginate import (
     MAX_REWALKS,
-    ListingTooLargeError,
     Page,
     PagesResult,
     Prefix,
@@ -20,7 +19,7 @@ from jicoo_connector.client._paginate import (
     parse_page,
     walk_pages,
 )
-from jicoo_connector.errors import PaginationError, ProtocolError
+from jicoo_connector.errors import ListingTooLargeError, PaginationError, ProtocolError
 
 PER_PAGE = 10
 Body = dict[str, object]

@@ -10,14 +10,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jicoo_connector.client import (
-    AsyncJicooClient,
-    FetchReport,
-    ListingTooLargeError,
-    Page,
-    Prefix,
-)
-from jicoo_connector.errors import PaginationError, ProtocolError
+from jicoo_connector.client import AsyncJicooClient, FetchReport, Page, Prefix
+from jicoo_connector.errors import ListingTooLargeError, PaginationError, ProtocolError
 from jicoo_connector.extract._days import day_window
 from jicoo_connector.extract.sources import (
     DayFeed,
