@@ -339,8 +339,6 @@ def _apply(args: argparse.Namespace) -> int:
                 print(f"  row {item.row}: {item.verdict.value}: {item.reason}")
     if run.report is not None:
         print(run.report.summary())
-        from jicoo_connector.changes.ledger_backends import redact_location
-
         print(f"apply log: {run.apply_log}; ledger: {redact_location(location)}")
         if run.report.key_refused and not run.report.posts_sent:
             return _usage("apply: the API refused JICOO_API_KEY (HTTP 401); nothing was sent")
