@@ -395,7 +395,9 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     serve.add_argument(
         "--db",
         default=None,
-        help=_setting_help("webhook_db", "SQLite event store"),
+        help="event store: an SQLite file or a postgresql:// URL (default: "
+        f"${_SPECS['webhook_db_url'].env}, else ${_SPECS['webhook_db'].env}, "
+        f"else {DEFAULTS.webhook_db})",
     )
     serve.add_argument(
         "--max-body-bytes", type=int, default=None, help="larger bodies get 413 (256 KiB)"
@@ -405,7 +407,8 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
 def _serve_webhooks(args: argparse.Namespace) -> int:
     import logging
 
-    from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
+    from jicoo_connector.changes import redact_location
+    from jicoo_connector.webhooks import WebhookSecrets, open_event_store
 
     try:
         from jicoo_connector.webhooks import (
@@ -422,7 +425,7 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
             "pip install 'jicoo-connector[webhooks]'"
         ) from None
 
-    config = ConnectorConfig.from_env(webhook_db=args.db)
+    config = ConnectorConfig.from_env()
     try:
         secrets = WebhookSecrets.parse(config.webhook_secret or "")
     except ConfigError as exc:
@@ -430,11 +433,12 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
     if not _port_free(args.host, args.port):
         return _usage(f"port {args.port} on {args.host} is in use; pick another (--port 0: any)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    db = config.path("webhook_db")
-    with SQLiteEventStore(db) as store:
+    location = args.db or config.webhook_store()
+    store = open_event_store(location)
+    try:
 
         def announce(url: str) -> None:
-            print(f"{READY_LINE_PREFIX}{url} (events in {db})", flush=True)
+            print(f"{READY_LINE_PREFIX}{url} (events in {redact_location(location)})", flush=True)
 
         serve(
             store,
@@ -444,6 +448,8 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
             on_ready=announce,
             max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
         )
+    finally:
+        store.close()
     return EXIT_OK
 
 
