@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from jicoo_connector.errors import ConfigError
+from jicoo_connector.receiver_limits import ReceiverLimits
 from jicoo_connector.redaction import UNPARSEABLE_HINT, SecretURL
 from jicoo_connector.settings import (
     DEFAULT_BASE_URL,
@@ -33,12 +34,11 @@ from jicoo_connector.settings import (
     checked_proxy_url,
     checked_tls_trust,
 )
-from jicoo_connector.webhooks import ReceiverLimits
 
 __all__ = ["ConnectorConfig", "SettingSpec", "parse_date", "parse_zone"]
 
 T = TypeVar("T")
-# The receiver's defaults, held by the webhooks package (the receiver's home).
+# The webhook receiver's defaults, held where its limits are declared.
 RECEIVER = ReceiverLimits()
 
 

@@ -55,6 +55,7 @@ DELIBERATE = {
     "jicoo_connector.names",
     "jicoo_connector.pages",
     "jicoo_connector.quality",
+    "jicoo_connector.receiver_limits",
     "jicoo_connector.redaction",
     "jicoo_connector.settings",
     "jicoo_connector.storage",

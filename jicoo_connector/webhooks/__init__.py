@@ -9,6 +9,7 @@ them. Every module inside is private: import from here.
 import importlib
 from typing import TYPE_CHECKING
 
+from jicoo_connector.receiver_limits import DEFAULT_MAX_BODY_BYTES, ReceiverLimits
 from jicoo_connector.webhooks._events import (
     CANCEL_EVENTS,
     KNOWN_EVENTS,
@@ -17,7 +18,6 @@ from jicoo_connector.webhooks._events import (
     format_instant,
     parse_event,
 )
-from jicoo_connector.webhooks._limits import DEFAULT_MAX_BODY_BYTES, ReceiverLimits
 from jicoo_connector.webhooks._open import event_store_exists, open_event_store
 from jicoo_connector.webhooks._pg_store import PostgresEventStore
 from jicoo_connector.webhooks._refresh import (

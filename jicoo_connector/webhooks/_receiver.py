@@ -27,9 +27,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from jicoo_connector.errors import WebhookPayloadError, WebhookSignatureError
+from jicoo_connector.receiver_limits import ReceiverLimits
 from jicoo_connector.webhooks._events import parse_event
 from jicoo_connector.webhooks._guard import ConnectionGuard, guarded_protocol, usable_connections
-from jicoo_connector.webhooks._limits import ReceiverLimits
 from jicoo_connector.webhooks._signature import (
     DEFAULT_TOLERANCE_S,
     SIGNATURE_HEADER,

@@ -1,7 +1,8 @@
-"""The receiver's bounds, with their defaults: what one sender, or a thousand, may hold.
+"""The webhook receiver's bounds, with their defaults: what one sender, or a thousand, may hold.
 
-Apart from the receiver (which needs starlette and uvicorn) so ``config`` can take its
-``JICOO_WEBHOOK_*`` defaults from here and build a ``ReceiverLimits`` without the extra.
+A module of its own, importing nothing: ``config`` takes its ``JICOO_WEBHOOK_*`` defaults from
+here without loading the webhooks package (or the extra), and ``jicoo_connector.webhooks``
+exports ``ReceiverLimits`` for ``create_app`` and ``serve``.
 """
 
 from dataclasses import dataclass
