@@ -1,8 +1,9 @@
 """A warehouse URL (``JICOO_WAREHOUSE_URL``, read by ``ConnectorConfig.warehouse()``): which
 warehouse, parsed once, shown only with its password redacted."""
 
+import dataclasses
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -56,6 +57,9 @@ class WarehouseTarget:
     path: str = ""
     project: str = ""
     dataset: str = ""
+    # The password for a URL without one, given by the caller (a Dagster resource's EnvVar);
+    # None: JICOO_WAREHOUSE_PASSWORD. Never shown: repr and describe use the redacted URL.
+    given_password: str | None = field(default=None, compare=False)
 
     def __repr__(self) -> str:
         return f"WarehouseTarget({self.display!r})"
@@ -68,12 +72,23 @@ class WarehouseTarget:
 
     @property
     def password(self) -> str | None:
-        """The URL's password, else ``JICOO_WAREHOUSE_PASSWORD``, else None."""
+        """The URL's password, else the one given to ``parse``, else
+        ``JICOO_WAREHOUSE_PASSWORD``, else None."""
         secret = urlsplit(self.url).password if "://" in self.url else None
-        return unquote(secret) if secret else _configured_password()
+        return unquote(secret) if secret else self._fallback_password()
+
+    def _fallback_password(self) -> str | None:
+        return self.given_password or _configured_password()
 
     @classmethod
-    def parse(cls, url: str) -> "WarehouseTarget":
+    def parse(cls, url: str, *, password: str | None = None) -> "WarehouseTarget":
+        """``url`` parsed; ``password`` is used where the URL carries none (default:
+        ``JICOO_WAREHOUSE_PASSWORD``)."""
+        target = cls._parse(url)
+        return dataclasses.replace(target, given_password=password or None)
+
+    @classmethod
+    def _parse(cls, url: str) -> "WarehouseTarget":
         text = url.strip()
         if not text:
             raise WarehouseError("the warehouse URL is empty")
@@ -110,7 +125,7 @@ class WarehouseTarget:
         """The PostgreSQL URL for libpq, with ``JICOO_WAREHOUSE_PASSWORD`` when it has none."""
         parts = urlsplit(self.url)
         uri = "postgresql://" + self.url.split("://", 1)[1]
-        secret = _configured_password()
+        secret = self._fallback_password()
         if parts.password or not secret or not parts.username:
             return uri
         user = f"{parts.username}:{quote(secret, safe='')}@"
