@@ -9,13 +9,25 @@ import datetime as dt
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from jicoo_connector.atomic import atomic_path
 from jicoo_connector.changes.ledger_backends import redact_location
-from jicoo_connector.config import ConnectorConfig, parse_date, parse_zone
-from jicoo_connector.errors import ChangeSetError, ExtractError, JicooError
+from jicoo_connector.config import (
+    ConnectorConfig,
+    organization_variable,
+    parse_date,
+    parse_organization,
+    parse_zone,
+    read_organization_variable,
+)
+from jicoo_connector.errors import ChangeSetError, ConfigError, ExtractError, JicooError
+
+if TYPE_CHECKING:
+    from jicoo_connector.webhooks.receiver import WebhookEndpoint
 
 __all__ = ["main"]
 
@@ -369,7 +381,7 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         description=(
             "Verify, deduplicate and durably record Jicoo webhook deliveries (POST to any path). "
             f"Secrets: ${_SPECS['webhook_secret'].env} (comma-separated during a rotation), "
-            "never an argument."
+            "never an argument; with --organization, each organization's own variable."
         ),
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
@@ -380,14 +392,63 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help=_setting_help("webhook_db", "SQLite event store"),
     )
     serve.add_argument(
+        "--organization",
+        action="append",
+        metavar="NAME=DB",
+        default=None,
+        help="serve this organization at /NAME, its events in the SQLite file DB, its secrets "
+        "in $<NAME>_JICOO_WEBHOOK_SECRET (upper case); repeat for each organization. A POST to "
+        "another path goes to the organization whose secret signed it. Not with --db.",
+    )
+    serve.add_argument(
         "--max-body-bytes", type=int, default=None, help="larger bodies get 413 (256 KiB)"
     )
 
 
+def _organization_endpoint(spec: str, stack: ExitStack) -> tuple["WebhookEndpoint", Path]:
+    """``acme=data/jicoo/acme/webhook_events.sqlite`` -> acme's endpoint, its secrets from
+    ``ACME_JICOO_WEBHOOK_SECRET``."""
+    from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
+    from jicoo_connector.webhooks.receiver import WebhookEndpoint
+
+    name, sep, db = spec.partition("=")
+    if not sep or not db.strip():
+        raise ConfigError(
+            f"--organization {spec!r}: expected NAME=DB (acme=data/acme/events.sqlite)"
+        )
+    try:
+        name = parse_organization(name)
+    except ValueError as exc:
+        raise ConfigError(f"--organization {spec!r}: {exc}") from None
+    variable = organization_variable(name, _SPECS["webhook_secret"].env)
+    secret = read_organization_variable(name, _SPECS["webhook_secret"].env)
+    if secret is None:
+        raise ConfigError(f"{variable} is not set: the webhook secret of organization {name}")
+    path = Path(db.strip())
+    store = stack.enter_context(SQLiteEventStore(path))
+    return WebhookEndpoint(name, store, WebhookSecrets.parse(secret)), path
+
+
+def _webhook_endpoints(
+    args: argparse.Namespace, stack: ExitStack
+) -> list[tuple["WebhookEndpoint", Path]]:
+    """The endpoints to serve, each with its event store's file."""
+    from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
+    from jicoo_connector.webhooks.receiver import DEFAULT_ENDPOINT, WebhookEndpoint
+
+    if args.organization:
+        if args.db is not None:
+            raise ConfigError("--db is for one organization; with --organization give NAME=DB")
+        return [_organization_endpoint(spec, stack) for spec in args.organization]
+    config = ConnectorConfig.from_env(webhook_db=args.db)
+    secrets = WebhookSecrets.parse(config.webhook_secret or "")
+    path = config.path("webhook_db")
+    store = stack.enter_context(SQLiteEventStore(path))
+    return [(WebhookEndpoint(DEFAULT_ENDPOINT, store, secrets), path)]
+
+
 def _serve_webhooks(args: argparse.Namespace) -> int:
     import logging
-
-    from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
 
     try:
         from jicoo_connector.webhooks.receiver import (
@@ -404,20 +465,22 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
             "pip install 'jicoo-connector[webhooks]'"
         ) from None
 
-    config = ConnectorConfig.from_env(webhook_db=args.db)
-    secrets = WebhookSecrets.parse(config.webhook_secret or "")
     if not _port_free(args.host, args.port):
         return _usage(f"port {args.port} on {args.host} is in use; pick another (--port 0: any)")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    db = config.path("webhook_db")
-    with SQLiteEventStore(db) as store:
+    with ExitStack() as stack:
+        served = _webhook_endpoints(args, stack)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        where = (
+            str(served[0][1])
+            if not args.organization
+            else ", ".join(f"{endpoint.name} in {path}" for endpoint, path in served)
+        )
 
         def announce(url: str) -> None:
-            print(f"{READY_LINE_PREFIX}{url} (events in {db})", flush=True)
+            print(f"{READY_LINE_PREFIX}{url} (events in {where})", flush=True)
 
         serve(
-            store,
-            secrets,
+            [endpoint for endpoint, _ in served],
             host=args.host,
             port=args.port,
             on_ready=announce,
