@@ -24,6 +24,8 @@ PUBLIC_MODULES = [
     "jicoo_connector.changes",
     "jicoo_sandbox",
     "jicoo_connector.webhooks",
+    "jicoo_connector.webhooks.receiver",
+    "jicoo_connector.dagster",
 ]
 
 

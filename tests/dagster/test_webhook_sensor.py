@@ -7,28 +7,24 @@ import dagster as dg
 import httpx
 import orjson
 
-from assets.webhook_sensor import (
-    EVENT_COUNT_TAG,
-    EVENT_IDS_TAG,
-    EVENTS_TAG,
-    build_booking_events_sensor,
-    webhook_refresh_job,
-)
 from benchmarks.webhook_freshness import find_moves, reschedule, row_started_at
-from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import extract_range
-from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.webhooks import SQLiteEventStore, parse_event
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import event_payload
 from tests.dagster.support import (
-    TEST_RATE_LIMIT,
-    extract_assets,
-    jicoo_resource,
+    NAMES,
+    definitions,
+    sandbox_settings,
     tokyo_today,
-    warehouse_resource,
+    warehouse_of,
 )
 
+# The run tags the README documents.
+EVENT_IDS_TAG = "jicoo/webhook_event_ids"
+EVENTS_TAG = "jicoo/webhook_events"
+EVENT_COUNT_TAG = "jicoo/webhook_event_count"
+SENSOR = NAMES.sensor("booking_events")
 NEW_BOOKING = "NEWBOOKING01"
 FAR_DAYS = 20
 
@@ -47,16 +43,13 @@ def _days(request: dg.RunRequest) -> list[dt.date]:
 def test_events_become_one_run_per_range_of_days_and_the_runs_move_the_row(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    booking_events_sensor = build_booking_events_sensor(
-        ConnectorConfig(webhook_db=str(tmp_path / "events.sqlite"))
-    )
-    warehouse = warehouse_resource(tmp_path)
+    defs = definitions(sandbox, tmp_path, webhook_db=str(tmp_path / "events.sqlite"))
+    booking_events_sensor = defs.resolve_sensor_def(SENSOR)
+    warehouse = warehouse_of(defs)
     client = httpx.Client(base_url=sandbox.base_url, headers={"X-Jicoo-Api-Key": sandbox.api_key})
     with client:
         (move,) = find_moves(client, 1, tokyo_today(sandbox) + dt.timedelta(days=2), 10)
-        settings = Settings(
-            api_key=ApiKey(sandbox.api_key), base_url=sandbox.base_url, rate_limit=TEST_RATE_LIMIT
-        )
+        settings = sandbox_settings(sandbox)
         for day in (move.old_day, move.new_day):
             extract_range(settings, ["bookings", "booking_contacts"], day, day, warehouse.root)
         assert row_started_at(Path(warehouse.root), move.old_day, move.uid) is not None
@@ -72,8 +65,8 @@ def test_events_become_one_run_per_range_of_days_and_the_runs_move_the_row(
         new = {**booking, "uid": NEW_BOOKING, "startedAt": f"{far}T03:00:00.000Z"}
         _record(store, event_payload("guest_booked", new, None))
 
-    context = dg.build_sensor_context(resources={"warehouse": warehouse})
-    tick = booking_events_sensor.evaluate_tick(context)
+    with dg.build_sensor_context(resources=defs.resources) as context:
+        tick = booking_events_sensor.evaluate_tick(context)
     requests = list(tick.run_requests or [])
     requested = sorted(day for r in requests for day in _days(r))
     assert requested == sorted({move.old_day, move.new_day, far})
@@ -86,17 +79,13 @@ def test_events_become_one_run_per_range_of_days_and_the_runs_move_the_row(
     assert all("guest_reminded" not in r.tags[EVENTS_TAG] for r in requests)
     assert [r.tags[EVENT_COUNT_TAG] for r in requests] == ["1"] * len(requests)
 
-    again = booking_events_sensor.evaluate_tick(
-        dg.build_sensor_context(cursor=tick.cursor, resources={"warehouse": warehouse})
-    )
+    with dg.build_sensor_context(cursor=tick.cursor, resources=defs.resources) as context:
+        again = booking_events_sensor.evaluate_tick(context)
     assert not again.run_requests
     assert again.skip_message == "no webhook events after #3"
 
-    job = dg.Definitions(
-        assets=list(extract_assets().values()),
-        jobs=[webhook_refresh_job],
-        resources={"jicoo": jicoo_resource(sandbox), "warehouse": warehouse},
-    ).resolve_job_def(booking_events_sensor.job_name)
+    job = defs.resolve_job_def(booking_events_sensor.job_name)
+    assert job.name == NAMES.job("webhook_refresh")
     for request in requests:
         if far not in _days(request):
             assert job.execute_in_process(tags=request.tags).success
@@ -105,12 +94,10 @@ def test_events_become_one_run_per_range_of_days_and_the_runs_move_the_row(
     assert row_started_at(root, move.old_day, move.uid) is None
 
 
-def test_without_an_event_store_the_sensor_skips(tmp_path: Path) -> None:
-    booking_events_sensor = build_booking_events_sensor(
-        ConnectorConfig(webhook_db=str(tmp_path / "none.sqlite"))
-    )
-    context = dg.build_sensor_context(resources={"warehouse": warehouse_resource(tmp_path)})
-    tick = booking_events_sensor.evaluate_tick(context)
+def test_without_an_event_store_the_sensor_skips(sandbox: SandboxServer, tmp_path: Path) -> None:
+    defs = definitions(sandbox, tmp_path, webhook_db=str(tmp_path / "none.sqlite"))
+    with dg.build_sensor_context(resources=defs.resources) as context:
+        tick = defs.resolve_sensor_def(SENSOR).evaluate_tick(context)
     assert not tick.run_requests
     assert "does not exist" in (tick.skip_message or "")
     assert not (tmp_path / "none.sqlite").exists()

@@ -11,18 +11,15 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from assets.partitions import daily_partitions
-from assets.webhook_sensor import EVENT_IDS_TAG, build_booking_events_sensor
 from benchmarks.webhook_freshness import WEBHOOK_SECRET, receiver_process
-from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import extract_range
-from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.webhooks import SQLiteEventStore
 from jicoo_sandbox.config import SandboxConfig
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import ChurnRunner, WebhookOptions
-from tests.dagster.support import TEST_RATE_LIMIT, warehouse_resource
+from tests.dagster.support import NAMES, definitions, sandbox_settings, warehouse_of
 
+EVENT_IDS_TAG = "jicoo/webhook_event_ids"
 TOKYO = ZoneInfo("Asia/Tokyo")
 EVENTS = 1000
 CHURN_RATE = 250.0
@@ -54,14 +51,13 @@ def test_flood_with_duplicates_reordering_and_two_receiver_kills(
         url=url, secret=WEBHOOK_SECRET, duplicate=0.1, reorder_ms=300,
         backoff_s=0.05, max_backoff_s=1.0, max_attempts=200, seed=11,
     )  # fmt: skip
-    warehouse = warehouse_resource(tmp_path)
     config = SandboxConfig(seed=7, bookings=2000, webhooks=options)
     with SandboxServer(config) as sandbox:
+        defs = definitions(sandbox, tmp_path, webhook_db=str(db))
+        warehouse = warehouse_of(defs)
         store = sandbox.store
         # The warehouse a daily refresh left: every seeded day, before any change.
-        settings = Settings(
-            api_key=ApiKey(sandbox.api_key), base_url=sandbox.base_url, rate_limit=TEST_RATE_LIMIT
-        )
+        settings = sandbox_settings(sandbox)
         before = {b["uid"]: _day(b["startedAt"]) for b in store.all_bookings()}
         extract_range(settings, ["bookings"], min(before.values()), max(before.values()),
                       warehouse.root)  # fmt: skip
@@ -93,10 +89,8 @@ def test_flood_with_duplicates_reordering_and_two_receiver_kills(
     assert len(duplicates) >= EVENTS // 20
     assert any(d["status"] is None for d in deliveries)  # the kills cut deliveries off
 
-    config = ConnectorConfig(webhook_db=str(db))
-    tick = build_booking_events_sensor(config).evaluate_tick(
-        dg.build_sensor_context(resources={"warehouse": warehouse})
-    )
+    with dg.build_sensor_context(resources=defs.resources) as context:
+        tick = defs.resolve_sensor_def(NAMES.sensor("booking_events")).evaluate_tick(context)
     assert tick.cursor == str(recorded[-1].id)
     requested: set[dt.date] = set()
     tagged: set[int] = set()
@@ -107,7 +101,8 @@ def test_flood_with_duplicates_reordering_and_two_receiver_kills(
         for span in request.tags[EVENT_IDS_TAG].split(","):
             low, _, high = span.partition("-")
             tagged |= set(range(int(low), int(high or low) + 1))
-    partitions = daily_partitions(config)
+    partitions = defs.resolve_assets_def(NAMES.asset_key("bookings")).partitions_def
+    assert isinstance(partitions, dg.DailyPartitionsDefinition)
     first = dt.date.fromisoformat(partitions.get_first_partition_key() or "")
     last = dt.date.fromisoformat(partitions.get_last_partition_key() or "")
 
