@@ -65,13 +65,13 @@ def _setting_help(name: str, what: str) -> str:
 
 
 class _TableNames:
-    """The registry's table names, read only when shown: importing the registry imports pyarrow
-    (~1 s), which commands that never touch a table should not pay for."""
+    """The registry's table names, read only when shown: importing the registry imports the
+    extractor and pyarrow, which commands that never touch a table should not pay for."""
 
     def __str__(self) -> str:
-        from jicoo_connector.extract import SOURCES
+        from jicoo_connector.extract import TABLES
 
-        return " ".join(SOURCES)
+        return " ".join(TABLES)
 
 
 def _add_tables(parser: argparse.ArgumentParser, verb: str) -> None:
@@ -133,13 +133,12 @@ def _add_extract(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
 def _extract(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from jicoo_connector.extract import SOURCES, ExtractResult, extract_range
-    from jicoo_connector.tables import TABLES
+    from jicoo_connector.extract import TABLES, ExtractResult, extract_range
 
-    tables = args.tables or sorted(SOURCES)
-    unknown = sorted(set(tables) - set(SOURCES))
+    tables = args.tables or sorted(TABLES)
+    unknown = sorted(set(tables) - set(TABLES))
     if unknown:
-        print(f"jicoo extract: unknown tables {unknown}; known: {sorted(SOURCES)}", file=sys.stderr)
+        print(f"jicoo extract: unknown tables {unknown}; known: {sorted(TABLES)}", file=sys.stderr)
         return EXIT_UNUSABLE
     config = ConnectorConfig.from_env(timezone=args.timezone, warehouse_root=args.out)
     settings = config.settings()
@@ -148,7 +147,7 @@ def _extract(args: argparse.Namespace) -> int:
     if end < start:
         return _usage(f"extract: --end {end} is before --start {start}")
     days = (end - start).days + 1
-    total = sum(days if TABLES[t].partitioning == "day" else 1 for t in tables)
+    total = sum(days if TABLES[t].spec.partitioning == "day" else 1 for t in tables)
     rows: dict[str, int] = {}
     with tqdm(total=total, unit="partition", disable=args.quiet, file=sys.stderr) as bar:
 

@@ -116,7 +116,7 @@ def _extract(defs: "dg.Definitions", names: "JicooNames", today: dt.date, wareho
 
 
 def _summary(config: ConnectorConfig) -> None:
-    from jicoo_connector.tables import TABLES
+    from jicoo_connector.extract import TABLES
     from jicoo_connector.warehouse import WarehouseTarget, query_warehouse
 
     warehouse = WarehouseTarget.parse(config.warehouse())

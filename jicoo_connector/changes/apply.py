@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jicoo_connector.atomic import atomic_path
-from jicoo_connector.changes.apply_log import APPLY_LOG_DESCRIPTIONS, APPLY_LOG_SCHEMA
+from jicoo_connector.changes._apply_log import APPLY_LOG
 from jicoo_connector.changes.changeset import Action, Change, ParsedChangeSet
 from jicoo_connector.changes.ledger import (
     DEFAULT_SYNCHRONOUS,
@@ -59,8 +59,7 @@ from jicoo_connector.errors import (
 from jicoo_connector.settings import Settings
 
 __all__ = [
-    "APPLY_LOG_DESCRIPTIONS",
-    "APPLY_LOG_SCHEMA",
+    "APPLY_LOG",
     "DEFAULT_APPLY_CONCURRENCY",
     "DEFAULT_MAX_RESENDS",
     "ApplyReport",
@@ -155,10 +154,10 @@ class ApplyReport:
         return [asdict(row) for row in self.rows]
 
     def to_table(self) -> pa.Table:
-        return pa.Table.from_pylist(self.to_rows(), schema=APPLY_LOG_SCHEMA)
+        return pa.Table.from_pylist(self.to_rows(), schema=APPLY_LOG.schema)
 
     def write_parquet(self, path: str | os.PathLike[str]) -> Path:
-        """Write the apply log (``APPLY_LOG_SCHEMA``) atomically."""
+        """Write the apply log (``APPLY_LOG``) atomically."""
         with atomic_path(path) as temp:
             pq.write_table(self.to_table(), temp)
         return Path(path)

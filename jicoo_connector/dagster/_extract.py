@@ -21,9 +21,9 @@ from jicoo_connector.dagster._metadata import (
 from jicoo_connector.dagster._names import NAMESPACE
 from jicoo_connector.dagster._resources import JicooResource, WarehouseResource, resource
 from jicoo_connector.dagster._setup import OrganizationSetup
-from jicoo_connector.extract import DaySource, ExtractResult, extract_range
+from jicoo_connector.extract import TABLES, ExtractResult, extract_range
+from jicoo_connector.extract.sources import DaySource
 from jicoo_connector.quality import assess
-from jicoo_connector.tables import TABLES
 
 KINDS = frozenset({NAMESPACE, "parquet"})
 # On every extract asset: "day" or "snapshot", its table's partitioning.
@@ -78,7 +78,7 @@ def _materialize(
             )
         context.log_event(dg.AssetObservation(asset_key=key, metadata=run))
     selected = context.selected_asset_check_keys
-    verdicts = assess(table, [quality(r) for r in results], _total_count(results))
+    verdicts = assess(TABLES[table].spec, [quality(r) for r in results], _total_count(results))
     yield dg.MaterializeResult(
         asset_key=key,
         metadata=metadata,
@@ -96,7 +96,7 @@ def _spec(
         setup.names.asset_key(table),
         group_name=setup.names.group,
         kinds=set(KINDS),
-        tags={PARTITIONING_TAG: TABLES[table].partitioning},
+        tags={PARTITIONING_TAG: TABLES[table].spec.partitioning},
         deps=deps,
         description=description,
         skippable=True,

@@ -9,7 +9,7 @@ import pyarrow as pa
 from dagster._core.definitions.metadata import RawMetadataValue
 
 from jicoo_connector.client import FetchReport
-from jicoo_connector.extract import ExtractResult
+from jicoo_connector.extract import TABLES, ExtractResult
 from jicoo_connector.quality import (
     PartitionQuality,
     QualityResult,
@@ -17,7 +17,7 @@ from jicoo_connector.quality import (
     check_description,
     check_names,
 )
-from jicoo_connector.tables import TABLES
+from jicoo_connector.tables import TableSpec
 
 PREVIEW_ROWS = 5
 # Metadata as Dagster takes it (RawMetadataValue has no public name).
@@ -38,16 +38,21 @@ def column_schema(schema: pa.Schema, descriptions: Mapping[str, str]) -> dg.Tabl
     )
 
 
-def table_schema(table: str) -> dg.TableSchema:
-    """The table's columns, types and descriptions, from the registry (tables.py)."""
-    spec = TABLES[table]
+def spec_schema(spec: TableSpec) -> dg.TableSchema:
+    """A table's columns, types and descriptions, from its spec."""
     return column_schema(spec.schema, spec.column_descriptions())
 
 
+def table_schema(table: str) -> dg.TableSchema:
+    """A registered table's column schema (``TABLES``)."""
+    return spec_schema(TABLES[table].spec)
+
+
 def check_specs(table: str, key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+    spec = TABLES[table].spec
     return [
-        dg.AssetCheckSpec(name, asset=key, description=check_description(table, name))
-        for name in check_names(table)
+        dg.AssetCheckSpec(name, asset=key, description=check_description(spec, name))
+        for name in check_names(spec)
     ]
 
 

@@ -12,7 +12,8 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.dagster._names import JicooNames
 from jicoo_connector.errors import ConfigError
-from jicoo_connector.extract import SOURCES, DaySource, TableSource
+from jicoo_connector.extract import TABLES
+from jicoo_connector.extract.sources import DaySource, TableSource
 
 # What dg.define_asset_job returns (Dagster gives the type no public name).
 AssetJob = UnresolvedAssetJobDefinition
@@ -35,15 +36,15 @@ class OrganizationSetup:
         )
 
     def source(self, table: str) -> TableSource:
-        return SOURCES[table]
+        return TABLES[table]
 
     @property
     def day_tables(self) -> tuple[str, ...]:
-        return tuple(t for t in self.tables if isinstance(SOURCES[t], DaySource))
+        return tuple(t for t in self.tables if isinstance(TABLES[t], DaySource))
 
     @property
     def snapshot_tables(self) -> tuple[str, ...]:
-        return tuple(t for t in self.tables if not isinstance(SOURCES[t], DaySource))
+        return tuple(t for t in self.tables if not isinstance(TABLES[t], DaySource))
 
     def keys(self, tables: Sequence[str]) -> list[dg.AssetKey]:
         return [self.names.asset_key(table) for table in tables]
@@ -52,14 +53,14 @@ class OrganizationSetup:
 def chosen_tables(tables: Sequence[str] | None) -> tuple[str, ...]:
     """``tables`` checked against the registry, in its order (default: every table,
     registered ones included); a day table comes with the table whose listing feeds it."""
-    known = tuple(SOURCES)
+    known = tuple(TABLES)
     if tables is None:
         return known
     unknown = sorted(set(tables) - set(known))
     if unknown:
         raise ConfigError(f"tables: unknown {unknown}; the tables are {', '.join(known)}")
     for table in tables:
-        source = SOURCES[table]
+        source = TABLES[table]
         if isinstance(source, DaySource) and source.feed.table not in tables:
             raise ConfigError(
                 f"tables: {table} is made from {source.feed.table}'s partitions; "

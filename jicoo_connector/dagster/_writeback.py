@@ -10,11 +10,10 @@ import dagster as dg
 from pydantic import Field
 
 from jicoo_connector.changes import ChangeState, Ledger, run_changeset
-from jicoo_connector.changes.apply import DEFAULT_APPLY_CONCURRENCY, ApplyReport
-from jicoo_connector.changes.apply_log import APPLY_LOG_DESCRIPTIONS, APPLY_LOG_SCHEMA
+from jicoo_connector.changes.apply import APPLY_LOG, DEFAULT_APPLY_CONCURRENCY, ApplyReport
 from jicoo_connector.changes.ledger_backends import redact_location
 from jicoo_connector.changes.run import ChangesetRun
-from jicoo_connector.dagster._metadata import MetadataDict, column_schema
+from jicoo_connector.dagster._metadata import MetadataDict, spec_schema
 from jicoo_connector.dagster._names import NAMESPACE, JicooNames
 from jicoo_connector.dagster._resources import (
     JicooResource,
@@ -24,7 +23,7 @@ from jicoo_connector.dagster._resources import (
 )
 from jicoo_connector.dagster._setup import AssetJob, OrganizationSetup
 
-APPLY_LOG = "apply_log"
+APPLY_LOG_TABLE = APPLY_LOG.name
 IN_FLIGHT_STATES = (ChangeState.INTENT.value, ChangeState.IN_DOUBT.value)
 NO_CHANGE_IN_FLIGHT = "no_change_in_flight"
 # What the asset writes next to a change set: never a new change set for the sensor.
@@ -70,7 +69,7 @@ def _apply_metadata(
     return {
         "dagster/row_count": len(report.rows),
         "dagster/uri": str(out),
-        "dagster/column_schema": column_schema(APPLY_LOG_SCHEMA, APPLY_LOG_DESCRIPTIONS),
+        "dagster/column_schema": spec_schema(APPLY_LOG),
         "jicoo/batch_id": batch_id,
         "jicoo/ledger": redact_location(location),
         "jicoo/ledger_backend": backend,
@@ -117,26 +116,26 @@ def _results(
 def _spec(setup: OrganizationSetup) -> dg.AssetSpec:
     names = setup.names
     return dg.AssetSpec(
-        names.asset_key(APPLY_LOG),
+        names.asset_key(APPLY_LOG_TABLE),
         group_name=names.group,
         # Its icons: ours, Parquet, and the backend of the ledger it writes through.
         kinds={NAMESPACE, "parquet", ledger_kind(setup.config.ledger_location())},
         skippable=True,
-        description=f"One row per change per write-back run of {names.organization}: before, "
-        "target, after, state, reason. A dry run records an observation with the plan's "
-        "counts instead.",
-        metadata={"dagster/column_schema": column_schema(APPLY_LOG_SCHEMA, APPLY_LOG_DESCRIPTIONS)},
+        description=f"{APPLY_LOG.description} Before, target, after, state and reason of "
+        f"each of {names.organization}'s changes. A dry run records an observation with the "
+        "plan's counts instead.",
+        metadata={"dagster/column_schema": spec_schema(APPLY_LOG)},
     )
 
 
 def build_apply_log_asset(setup: OrganizationSetup) -> dg.AssetsDefinition:
     names = setup.names
-    key = names.asset_key(APPLY_LOG)
+    key = names.asset_key(APPLY_LOG_TABLE)
 
     # A one-asset multi_asset: a dry run yields neither the asset nor its check, and only
     # can_subset makes the check output optional.
     @dg.multi_asset(
-        name=names.op(APPLY_LOG),
+        name=names.op(APPLY_LOG_TABLE),
         specs=[_spec(setup)],
         check_specs=[
             dg.AssetCheckSpec(
@@ -175,7 +174,7 @@ def build_apply_log_asset(setup: OrganizationSetup) -> dg.AssetsDefinition:
 def build_apply_job(names: JicooNames) -> AssetJob:
     return dg.define_asset_job(
         names.job("apply_changeset"),
-        selection=dg.AssetSelection.assets(names.asset_key(APPLY_LOG)),
+        selection=dg.AssetSelection.assets(names.asset_key(APPLY_LOG_TABLE)),
         description=f"Validate, plan (dry_run) or apply a change-set CSV through "
         f"{names.organization}'s ledger.",
     )
@@ -204,7 +203,7 @@ def inbox_run_request(names: JicooNames, path: Path) -> dg.RunRequest:
     # The same content never starts twice; an edited file is a new batch.
     return dg.RunRequest(
         run_key=f"{path.name}:{content_hash}",
-        run_config={"ops": {names.op(APPLY_LOG): {"config": config}}},
+        run_config={"ops": {names.op(APPLY_LOG_TABLE): {"config": config}}},
     )
 
 

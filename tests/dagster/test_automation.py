@@ -8,6 +8,7 @@ import dagster as dg
 
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.dagster import build_jicoo_definitions
+from jicoo_connector.extract import TABLES
 from jicoo_sandbox.server import SandboxServer
 from tests.conftest import LIMITED_KEY
 from tests.dagster.support import (
@@ -101,7 +102,7 @@ def test_refresh_schedule_requests_the_rolling_range_and_the_run_extracts_it(
             str(moment.date()),
             str(moment.date() + dt.timedelta(days=1)),
         ]
-    assert store_of(defs).list_partitions("bookings") == [
+    assert store_of(defs).list_partitions(TABLES["bookings"].spec) == [
         moment.date(),
         moment.date() + dt.timedelta(days=1),
     ]

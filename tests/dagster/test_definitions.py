@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from jicoo_connector.changes.apply_log import APPLY_LOG_DESCRIPTIONS, APPLY_LOG_SCHEMA
+from jicoo_connector.changes.apply import APPLY_LOG
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.dagster import JicooNames
 
@@ -127,11 +127,12 @@ def test_definitions_object_resolves_every_asset_and_job(monkeypatch: pytest.Mon
 def test_columns_and_checks_are_described_from_the_table_registry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from jicoo_connector.extract import TABLES
     from jicoo_connector.quality import check_description
-    from jicoo_connector.tables import TABLES
 
     graph = _location(monkeypatch).get_repository_def().asset_graph
-    for table, spec in TABLES.items():
+    for table, source in TABLES.items():
+        spec = source.spec
         key = NAMES.asset_key(table)
         schema = graph.get(key).metadata["dagster/column_schema"]
         assert isinstance(schema, dg.TableSchema)
@@ -140,7 +141,7 @@ def test_columns_and_checks_are_described_from_the_table_registry(
         assert checks, table
         for check in checks:
             description = graph.get_check_spec(check).description
-            assert description == check_description(table, check.name)
+            assert description == check_description(spec, check.name)
 
 
 def test_every_asset_and_column_is_described_grouped_and_kinded(
@@ -167,5 +168,5 @@ def test_every_asset_and_column_is_described_grouped_and_kinded(
             assert all((c.description or "").strip() for c in schema.columns), key
     apply_log = graph.get(NAMES.asset_key("apply_log")).metadata["dagster/column_schema"]
     assert isinstance(apply_log, dg.TableSchema)
-    assert [c.name for c in apply_log.columns] == APPLY_LOG_SCHEMA.names
-    assert {c.name: c.description for c in apply_log.columns} == APPLY_LOG_DESCRIPTIONS
+    assert [c.name for c in apply_log.columns] == APPLY_LOG.schema.names
+    assert {c.name: c.description for c in apply_log.columns} == APPLY_LOG.column_descriptions()

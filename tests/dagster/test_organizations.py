@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from jicoo_connector.dagster import JicooNames, build_jicoo_definitions
-from jicoo_connector.extract import day_window
+from jicoo_connector.extract import TABLES, day_window
 from jicoo_connector.webhooks import SIGNATURE_HEADER, SQLiteEventStore
 from jicoo_connector.webhooks.receiver import READY_LINE_PREFIX
 from jicoo_sandbox.config import SandboxConfig, system_clock
@@ -205,7 +205,7 @@ def _pool_runs(defs: dg.Definitions, day: dt.date, home: Path) -> PoolRuns:
         globex = defs.resolve_job_def(GLOBEX.job("daily_tables")).execute_in_process(
             instance=instance, tags=tags
         )
-        written = store_of(defs, ACME).has_partition("bookings", day)
+        written = store_of(defs, ACME).has_partition(TABLES["bookings"].spec, day)
         storage.free_concurrency_slots_for_run(HOLDER_RUN)
         thread.join(BLOCKED_WAIT_S * 2)
         acme = results["acme"]
@@ -248,7 +248,7 @@ def test_each_organization_runs_under_its_own_pool_and_gets_its_own_bookings(
     assert globex_uids
     assert acme_uids != globex_uids
     for names, expected in ((ACME, acme_uids), (GLOBEX, globex_uids)):
-        table = store_of(defs, names).read_partition("bookings", day)
+        table = store_of(defs, names).read_partition(TABLES["bookings"].spec, day)
         assert set(map(str, table.column("uid").to_pylist())) == expected, names.organization
     for result, names in ((runs.acme, ACME), (runs.globex, GLOBEX)):
         (event,) = materializations(result, names.asset_key("bookings"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from jicoo_connector.tables import TABLES
+from jicoo_connector.extract import TABLES
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
     NAMES,
@@ -44,11 +44,11 @@ def test_the_warehouse_asset_loads_postgres_incrementally_with_metadata(
     today = tokyo_today(sandbox)
     extracted = materialize(defs, ["bookings", "booking_contacts"], tags=range_tags(today, today))
     assert extracted.success
-    snapshot_tables = [t for t in TABLES if TABLES[t].partitioning == "snapshot"]
+    snapshot_tables = [t for t in TABLES if TABLES[t].spec.partitioning == "snapshot"]
     first = materialize(defs, [*snapshot_tables, "warehouse"])
     assert first.success
     store = store_of(defs)
-    partitions = sum(len(store.list_partitions(table)) for table in TABLES)
+    partitions = sum(len(store.list_partitions(TABLES[table].spec)) for table in TABLES)
     for table in TABLES:
         assert postgres_checksum(postgres_url, table) == parquet_checksum(store, table), table
 

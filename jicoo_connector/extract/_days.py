@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from jicoo_connector.errors import (
     ConfigError,
 )
-from jicoo_connector.extract.defaults import DEFAULT_ZONE
+from jicoo_connector.extract._defaults import DEFAULT_ZONE
 
 logger = logging.getLogger(__name__)
 

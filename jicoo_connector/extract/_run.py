@@ -9,19 +9,15 @@ from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from jicoo_connector.client import (
-    AsyncJicooClient,
-    FetchReport,
-    ListingTooLargeError,
-)
+from jicoo_connector.client import AsyncJicooClient, FetchReport, ListingTooLargeError
 from jicoo_connector.errors import (
     ConfigError,
     ExtractError,
     MissingPartitionError,
     PermissionDeniedError,
 )
-from jicoo_connector.extract.days import days_between, zone_of
-from jicoo_connector.extract.defaults import (
+from jicoo_connector.extract._days import days_between, zone_of
+from jicoo_connector.extract._defaults import (
     DEFAULT_CHUNK_DAYS,
     DEFAULT_DAY_CONCURRENCY,
     DEFAULT_FANOUT_CONCURRENCY,
@@ -32,11 +28,11 @@ from jicoo_connector.extract.defaults import (
     STOPS_THE_RUN,
     WORKER_THREADS,
 )
-from jicoo_connector.extract.fanout import merged
-from jicoo_connector.extract.results import ExtractResult, skipped, write_fetched
-from jicoo_connector.extract.scheduler import ChunkSizer
+from jicoo_connector.extract._fanout import merged
+from jicoo_connector.extract._registry import TABLES
+from jicoo_connector.extract._results import ExtractResult, skipped, write_fetched
+from jicoo_connector.extract._scheduler import ChunkSizer
 from jicoo_connector.extract.sources import (
-    SOURCES,
     DayFeed,
     DaySource,
     ExtractContext,
@@ -102,14 +98,11 @@ def extract_range(
     ``progress`` gets each result. Tables that carry unchanged rows over (booking_contacts)
     re-read them all with ``full``.
     """
-    unknown = sorted(set(tables) - set(SOURCES))
-    if unknown:
-        raise ConfigError(f"unknown tables {unknown}; known: {sorted(SOURCES)}")
+    selected = _selected(tables)
     if min(day_concurrency, chunk_days, rows_in_flight, horizon_days) < 1:
         raise ConfigError(
             "day_concurrency, chunk_days, rows_in_flight and horizon_days must be >= 1"
         )
-    selected = [source for name, source in SOURCES.items() if name in tables]
     tz = zone_of(zone)
     ctx = ExtractContext(
         tz,
@@ -124,19 +117,32 @@ def extract_range(
     )
     groups = _feed_groups(selected, feed_from_store)
     days = days_between(start, end) if groups else []
-    for group in groups:
-        if not group.stored:
-            continue
-        missing = [d for d in days if not ctx.store.has_partition(group.feed.table, d)]
-        if missing:
-            raise MissingPartitionError(
-                group.feed.table,
-                missing,
-                f"extract {group.feed.table} for these days first (jicoo/{group.feed.table})",
-            )
+    _check_stored_feeds(ctx.store, groups, days)
     snapshots = [source for source in selected if isinstance(source, SnapshotSource)]
     loop = _Loop(ctx, groups, days, snapshots, progress, day_concurrency)
     return asyncio.run(loop.run(settings, chunk_days, rows_in_flight))
+
+
+def _selected(tables: Collection[str]) -> list[TableSource]:
+    """The registry's declarations of ``tables``, in registration order."""
+    unknown = sorted(set(tables) - set(TABLES))
+    if unknown:
+        raise ConfigError(f"unknown tables {unknown}; known: {sorted(TABLES)}")
+    return [source for name, source in TABLES.items() if name in tables]
+
+
+def _check_stored_feeds(store: ParquetStore, groups: list[_FeedGroup], days: list[dt.date]) -> None:
+    """Raise MissingPartitionError, before any request, if a feed read from the store lacks a
+    day's partition."""
+    for group in groups:
+        if not group.stored:
+            continue
+        table = group.feed.table
+        missing = [d for d in days if not store.has_partition(TABLES[table].spec, d)]
+        if missing:
+            raise MissingPartitionError(
+                table, missing, f"extract {table} for these days first (jicoo/{table})"
+            )
 
 
 def _feed_groups(selected: Sequence[TableSource], feed_from_store: bool) -> list[_FeedGroup]:
@@ -300,7 +306,7 @@ async def _extract_days(
             if unreported is not None:
                 one = dataclasses.replace(one, report=merged(unreported, one.report))
                 unreported = None
-            emit(await asyncio.to_thread(write_fetched, source.table, feed_day.day, one, ctx))
+            emit(await asyncio.to_thread(write_fetched, source.spec, feed_day.day, one, ctx))
     return listing.listed
 
 
@@ -313,9 +319,9 @@ async def _feed_days(
 ) -> FeedListing:
     if not group.stored:
         return await group.feed.list_days(client, ctx, chunk, max_rows)
-    table = group.feed.table
+    spec = TABLES[group.feed.table].spec
     days = [
-        FeedDay(day, await asyncio.to_thread(ctx.store.read_partition, table, day)) for day in chunk
+        FeedDay(day, await asyncio.to_thread(ctx.store.read_partition, spec, day)) for day in chunk
     ]
     return FeedListing(days, FetchReport(), sum(day.rows.num_rows for day in days))
 
@@ -330,7 +336,7 @@ async def _extract_snapshot(
     except PermissionDeniedError as denied:
         return skipped(source.table, ctx.snapshot_date, denied)
     # Conversion and file I/O block: off the event loop, so other partitions keep going.
-    return await asyncio.to_thread(write_fetched, source.table, ctx.snapshot_date, fetched, ctx)
+    return await asyncio.to_thread(write_fetched, source.spec, ctx.snapshot_date, fetched, ctx)
 
 
 async def extract_partition(
@@ -358,9 +364,9 @@ async def extract_partition(
     ...     await extract_partition(client, "bookings", day=dt.date(2024, 3, 1), store=store,
     ...                             run_id=None)
     """
-    source = SOURCES.get(table)
+    source = TABLES.get(table)
     if source is None:
-        raise ConfigError(f"unknown table {table!r}; known: {sorted(SOURCES)}")
+        raise ConfigError(f"unknown table {table!r}; known: {sorted(TABLES)}")
     if horizon_days < 1 or fanout < 1:
         raise ConfigError("horizon_days and fanout must be >= 1")
     tz = zone_of(zone)
