@@ -18,9 +18,9 @@ from jicoo_connector.atomic import atomic_path
 from jicoo_connector.changes.ledger_backends import redact_location
 from jicoo_connector.config import (
     ConnectorConfig,
+    organization_name,
     organization_variable,
     parse_date,
-    parse_organization,
     parse_zone,
     read_organization_variable,
 )
@@ -415,10 +415,7 @@ def _organization_endpoint(spec: str, stack: ExitStack) -> tuple["WebhookEndpoin
         raise ConfigError(
             f"--organization {spec!r}: expected NAME=DB (acme=data/acme/events.sqlite)"
         )
-    try:
-        name = parse_organization(name)
-    except ValueError as exc:
-        raise ConfigError(f"--organization {spec!r}: {exc}") from None
+    name = organization_name(name, f"--organization {spec!r}")
     variable = organization_variable(name, _SPECS["webhook_secret"].env)
     secret = read_organization_variable(name, _SPECS["webhook_secret"].env)
     if secret is None:

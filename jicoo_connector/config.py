@@ -37,6 +37,7 @@ __all__ = [
     "ORGANIZATION_PATTERN",
     "ConnectorConfig",
     "SettingSpec",
+    "organization_name",
     "organization_variable",
     "parse_date",
     "parse_organization",
@@ -93,6 +94,15 @@ def parse_organization(text: str) -> str:
             "starting with a letter (for example acme or acme_prod)"
         )
     return name
+
+
+def organization_name(text: str, where: str) -> str:
+    """``parse_organization`` for a name given in code or on a command line: a ``ConfigError``
+    that says ``where`` it came from."""
+    try:
+        return parse_organization(text)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def organization_variable(organization: str, variable: str) -> str:

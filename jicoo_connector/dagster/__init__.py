@@ -2,7 +2,7 @@
 
 ``build_jicoo_definitions(organization=..., api_key=dg.EnvVar(...))`` makes one organization's
 assets, jobs, schedules, sensors and resources; ``JicooComponent`` is the same as a ``dg``
-Component (``dg scaffold defs jicoo_connector.dagster.JicooComponent defs/acme``), discovered
+Component (``dg scaffold defs jicoo_connector.dagster.JicooComponent acme``), discovered
 through the ``dagster_dg_cli.registry_modules`` entry point. ``JicooNames`` spells every name
 an organization's definitions carry.
 """

@@ -1,5 +1,5 @@
 """``JicooComponent``: one Jicoo organization in a Dagster project, declared in a defs.yaml
-(``dg scaffold defs jicoo_connector.dagster.JicooComponent defs/acme``). It calls
+(``dg scaffold defs jicoo_connector.dagster.JicooComponent acme``). It calls
 ``build_jicoo_definitions``; its attributes are that factory's arguments."""
 
 import re
@@ -10,13 +10,12 @@ from typing import Annotated, cast
 import dagster as dg
 from pydantic import BaseModel, Field
 
-from jicoo_connector.config import parse_organization
+from jicoo_connector.config import organization_name
 from jicoo_connector.dagster._factory import (
     JicooSettings,
     build_jicoo_definitions,
     default_data_root,
 )
-from jicoo_connector.errors import ConfigError
 
 # "{{ env.ACME_JICOO_API_KEY }}" or "{{ env('ACME_JICOO_API_KEY') }}": Dagster's own template
 # syntax for a variable. Read here as the variable's *name*, so Dagster reads the value at run
@@ -89,12 +88,10 @@ class JicooScaffolder(dg.Scaffolder[JicooScaffoldParams]):
 
     def scaffold(self, request: dg.ScaffoldRequest[JicooScaffoldParams]) -> None:
         folder = re.sub(r"[^a-z0-9_]", "_", request.target_path.name.lower())
-        try:
-            organization = parse_organization(request.params.organization or folder)
-        except ValueError as exc:
-            raise ConfigError(
-                f"{exc}; name it with --json-params '{{\"organization\": ...}}'"
-            ) from None
+        # The folder's name unless --json-params '{"organization": ...}' gives one.
+        organization = organization_name(
+            request.params.organization or folder, f"scaffolding {request.target_path}"
+        )
         if request.scaffold_format != "yaml":
             from dagster.components.component_scaffolding import scaffold_component
 
@@ -112,7 +109,7 @@ class JicooComponent(dg.Component, dg.Resolvable):
     write-back of reschedules and cancellations from CSV change sets, exactly once, and the
     jobs, schedules and sensors that keep them fresh.
 
-    Start with ``dg scaffold defs jicoo_connector.dagster.JicooComponent defs/acme``, set
+    Start with ``dg scaffold defs jicoo_connector.dagster.JicooComponent acme``, set
     ``ACME_JICOO_API_KEY`` where Dagster runs, and check with ``dg check defs``. Everything the
     organization makes carries its name: assets ``jicoo/acme/<table>`` in the group
     ``jicoo_acme``, jobs ``jicoo_acme_daily_tables``..., the concurrency pool

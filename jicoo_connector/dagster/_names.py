@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from jicoo_connector.config import parse_organization
-from jicoo_connector.errors import ConfigError
+from jicoo_connector.config import organization_name
 
 # The first part of every asset key, and the kind (UI icon label) of every asset we make.
 NAMESPACE = "jicoo"
@@ -27,10 +26,7 @@ class JicooNames:
     organization: str
 
     def __post_init__(self) -> None:
-        try:
-            parse_organization(self.organization)
-        except ValueError as exc:
-            raise ConfigError(f"organization: {exc}") from None
+        organization_name(self.organization, "organization")
 
     @property
     def prefix(self) -> str:

@@ -27,7 +27,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from jicoo_connector.config import parse_organization
+from jicoo_connector.config import organization_name
 from jicoo_connector.errors import ConfigError, WebhookPayloadError, WebhookSignatureError
 from jicoo_connector.webhooks._events import parse_event
 from jicoo_connector.webhooks._signature import (
@@ -72,10 +72,7 @@ class WebhookEndpoint:
     secrets: WebhookSecrets
 
     def __post_init__(self) -> None:
-        try:
-            parse_organization(self.name)
-        except ValueError as exc:
-            raise ConfigError(f"webhook endpoint: {exc}") from None
+        organization_name(self.name, "webhook endpoint")
 
 
 class _TooLargeError(Exception):

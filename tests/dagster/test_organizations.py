@@ -52,18 +52,26 @@ RATE = 20.0
 HEADER = "action,booking_uid,new_started_at,time_zone,cancel_reason\n"
 
 
-@pytest.fixture(scope="module")
-def globex_sandbox() -> Iterator[SandboxServer]:
-    """The second organization's Jicoo: another seed, another key, the system clock (the jobs
-    read it, like the session's system_sandbox)."""
+def _sandbox(
+    seed: int, key: str, bookings: int, webhooks: WebhookOptions | None = None
+) -> SandboxServer:
+    """An organization's own Jicoo on the system clock (the jobs read it, like the session's
+    system_sandbox), answering only ``key``."""
     config = SandboxConfig(
-        seed=GLOBEX_SEED,
-        bookings=GLOBEX_BOOKINGS,
+        seed=seed,
+        bookings=bookings,
         anchor_date=None,
         clock=system_clock,
-        api_keys=(GLOBEX_KEY,),
+        api_keys=(key,),
+        webhooks=webhooks,
     )
-    with SandboxServer(config) as server:
+    return SandboxServer(config)
+
+
+@pytest.fixture(scope="module")
+def globex_sandbox() -> Iterator[SandboxServer]:
+    """The second organization's Jicoo: another seed, another key."""
+    with _sandbox(GLOBEX_SEED, GLOBEX_KEY, GLOBEX_BOOKINGS) as server:
         yield server
 
 
@@ -330,15 +338,7 @@ def _receiver(tmp_path: Path, dbs: dict[str, Path]) -> Iterator[str]:
 
 
 def _webhook_sandbox(seed: int, key: str, url: str, secret: str) -> SandboxServer:
-    config = SandboxConfig(
-        seed=seed,
-        bookings=WEBHOOK_BOOKINGS,
-        anchor_date=None,
-        clock=system_clock,
-        api_keys=(key,),
-        webhooks=WebhookOptions(url=url, secret=secret),
-    )
-    return SandboxServer(config)
+    return _sandbox(seed, key, WEBHOOK_BOOKINGS, WebhookOptions(url=url, secret=secret))
 
 
 def _cancel_one(sandbox: SandboxServer) -> dict[str, object]:
