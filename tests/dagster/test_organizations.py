@@ -231,6 +231,8 @@ def _pool_runs(defs: dg.Definitions, day: dt.date, home: Path) -> PoolRuns:
         )
 
 
+# Three runs in one test (one of them waiting on its pool), on a possibly loaded machine.
+@pytest.mark.timeout(300)
 def test_each_organization_runs_under_its_own_pool_and_gets_its_own_bookings(
     system_sandbox: SandboxServer, globex_sandbox: SandboxServer, tmp_path: Path
 ) -> None:

@@ -230,6 +230,8 @@ def _dg(project: Path, *args: str) -> str:
     return output
 
 
+# Two runs of dg, each loading Dagster in a process of its own: slow on a loaded machine.
+@pytest.mark.timeout(2 * DG_TIMEOUT_S)
 def test_dg_lists_the_component_and_checks_two_readme_organizations(project: Path) -> None:
     assert TYPE in _dg(project, "list", "components", "--json")
     # The keys' variables are not set: they are read when a run starts, never at load.
