@@ -88,7 +88,7 @@ class JicooScaffolder(dg.Scaffolder[JicooScaffoldParams]):
 
     def scaffold(self, request: dg.ScaffoldRequest[JicooScaffoldParams]) -> None:
         folder = re.sub(r"[^a-z0-9_]", "_", request.target_path.name.lower())
-        # The folder's name unless --json-params '{"organization": ...}' gives one.
+        # The folder's name unless `--organization NAME` gives one.
         organization = organization_name(
             request.params.organization or folder, f"scaffolding {request.target_path}"
         )
