@@ -6,6 +6,7 @@ each organization its own events (by path or by secret).
 """
 
 import contextlib
+import contextvars
 import datetime as dt
 import json
 import os
@@ -26,7 +27,7 @@ from jicoo_connector.dagster import JicooNames, build_jicoo_definitions
 from jicoo_connector.extract import TABLES, day_window
 from jicoo_connector.webhooks import SIGNATURE_HEADER, SQLiteEventStore
 from jicoo_connector.webhooks.receiver import READY_LINE_PREFIX
-from jicoo_sandbox.config import SandboxConfig, system_clock
+from jicoo_sandbox.config import Clock, SandboxConfig
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import WebhookOptions, event_payload, sign
 from tests.dagster.support import (
@@ -53,15 +54,15 @@ HEADER = "action,booking_uid,new_started_at,time_zone,cancel_reason\n"
 
 
 def _sandbox(
-    seed: int, key: str, bookings: int, webhooks: WebhookOptions | None = None
+    seed: int, key: str, bookings: int, clock: Clock, webhooks: WebhookOptions | None = None
 ) -> SandboxServer:
-    """An organization's own Jicoo on the system clock (the jobs read it, like the session's
-    system_sandbox), answering only ``key``."""
+    """An organization's own Jicoo on the test's clock (its data around the test day, as the
+    shared sandbox's), answering only ``key``."""
     config = SandboxConfig(
         seed=seed,
         bookings=bookings,
         anchor_date=None,
-        clock=system_clock,
+        clock=clock,
         api_keys=(key,),
         webhooks=webhooks,
     )
@@ -69,9 +70,9 @@ def _sandbox(
 
 
 @pytest.fixture(scope="module")
-def globex_sandbox() -> Iterator[SandboxServer]:
+def globex_sandbox(clock: Clock) -> Iterator[SandboxServer]:
     """The second organization's Jicoo: another seed, another key."""
-    with _sandbox(GLOBEX_SEED, GLOBEX_KEY, GLOBEX_BOOKINGS) as server:
+    with _sandbox(GLOBEX_SEED, GLOBEX_KEY, GLOBEX_BOOKINGS, clock) as server:
         yield server
 
 
@@ -203,7 +204,8 @@ def _pool_runs(defs: dg.Definitions, day: dt.date, home: Path) -> PoolRuns:
             except BaseException as exc:  # noqa: BLE001 - the test reports it, not the thread
                 results["acme"] = exc
 
-        thread = threading.Thread(target=run_acme)
+        # In the test's context: Dagster's partitions on the test day, as in this thread.
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(run_acme,))
         thread.start()
         deadline = time.monotonic() + BLOCKED_WAIT_S
         while ACME.pool not in _blocked_on(instance, acme_run):
@@ -234,15 +236,15 @@ def _pool_runs(defs: dg.Definitions, day: dt.date, home: Path) -> PoolRuns:
 # Three runs in one test (one of them waiting on its pool), on a possibly loaded machine.
 @pytest.mark.timeout(300)
 def test_each_organization_runs_under_its_own_pool_and_gets_its_own_bookings(
-    system_sandbox: SandboxServer, globex_sandbox: SandboxServer, tmp_path: Path
+    sandbox: SandboxServer, globex_sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    # Partitions end FUTURE_DAYS after the system clock's today: sandboxes on that clock.
-    for sandbox in (system_sandbox, globex_sandbox):
+    acme_sandbox = sandbox
+    for sandbox in (acme_sandbox, globex_sandbox):
         sandbox.set_faults({"rate_limit": {"rps": RATE, "burst": int(RATE)}})
         sandbox.clear_requests()
-    day = _busy_day(system_sandbox, tokyo_today(system_sandbox))
+    day = _busy_day(acme_sandbox, tokyo_today(acme_sandbox))
     day = max(day, _busy_day(globex_sandbox, day))
-    defs = _both(system_sandbox, globex_sandbox, tmp_path)
+    defs = _both(acme_sandbox, globex_sandbox, tmp_path)
     runs = _pool_runs(defs, day, tmp_path / "dagster")
 
     assert runs.globex.success
@@ -253,7 +255,7 @@ def test_each_organization_runs_under_its_own_pool_and_gets_its_own_bookings(
     for names, pools in ((ACME, runs.pools["acme"]), (GLOBEX, runs.pools["globex"])):
         assert pools == {names.op("bookings"): names.pool, names.op("booking_contacts"): names.pool}
     # Each organization's Parquet holds exactly its own sandbox's bookings of the day.
-    acme_uids, globex_uids = _uids(system_sandbox, day), _uids(globex_sandbox, day)
+    acme_uids, globex_uids = _uids(acme_sandbox, day), _uids(globex_sandbox, day)
     assert acme_uids
     assert globex_uids
     assert acme_uids != globex_uids
@@ -264,7 +266,7 @@ def test_each_organization_runs_under_its_own_pool_and_gets_its_own_bookings(
         (event,) = materializations(result, names.asset_key("bookings"))
         assert event.partition == day.isoformat()
     # Each inside its own rate: neither sandbox refused a request.
-    for sandbox in (system_sandbox, globex_sandbox):
+    for sandbox in (acme_sandbox, globex_sandbox):
         statuses = [e["status"] for e in sandbox.requests() if str(e["path"]).startswith("/v1/")]
         assert statuses
         assert 429 not in statuses
@@ -277,13 +279,13 @@ def _evaluate(defs: dg.Definitions, sensor: str) -> list[dg.RunRequest]:
 
 
 def test_a_change_set_touches_only_its_own_organizations_ledger_and_bookings(
-    system_sandbox: SandboxServer, globex_sandbox: SandboxServer, tmp_path: Path
+    sandbox: SandboxServer, globex_sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    # The write-back job reads the system clock ("in the past"): sandboxes on it.
-    defs = _both(system_sandbox, globex_sandbox, tmp_path)
+    # Cancels only: the write-back job asks nothing of the system clock for them.
+    defs = _both(sandbox, globex_sandbox, tmp_path)
     acme_writeback = (defs.resources or {})[ACME.writeback_resource]
     globex_writeback = (defs.resources or {})[GLOBEX.writeback_resource]
-    uid = str(future_open_bookings(system_sandbox)[0]["uid"])
+    uid = str(future_open_bookings(sandbox)[0]["uid"])
     inbox = Path(acme_writeback.inbox)
     inbox.mkdir(parents=True)
     (inbox / "closures.csv").write_text(f"{HEADER}cancel,{uid},,,room closed\n", encoding="utf-8")
@@ -300,7 +302,7 @@ def test_a_change_set_touches_only_its_own_organizations_ledger_and_bookings(
     )
     assert result.success
 
-    (post,) = [e for e in system_sandbox.store.journal() if e["method"] == "POST"]
+    (post,) = [e for e in sandbox.store.journal() if e["method"] == "POST"]
     assert (post["booking_uid"], post["changed"]) == (uid, True)
     assert globex_sandbox.store.journal()[globex_seen:] == []
     assert Path(acme_writeback.ledger_path).is_file()
@@ -339,8 +341,8 @@ def _receiver(tmp_path: Path, dbs: dict[str, Path]) -> Iterator[str]:
             child.stdout.close()
 
 
-def _webhook_sandbox(seed: int, key: str, url: str, secret: str) -> SandboxServer:
-    return _sandbox(seed, key, WEBHOOK_BOOKINGS, WebhookOptions(url=url, secret=secret))
+def _webhook_sandbox(seed: int, key: str, url: str, secret: str, clock: Clock) -> SandboxServer:
+    return _sandbox(seed, key, WEBHOOK_BOOKINGS, clock, WebhookOptions(url=url, secret=secret))
 
 
 def _cancel_one(sandbox: SandboxServer) -> dict[str, object]:
@@ -360,14 +362,16 @@ def _recorded(db: Path) -> list[str]:
         return [s.event.booking_uid for s in store.events_after(0, 100)]
 
 
-def test_one_receiver_gives_each_organization_its_own_events(tmp_path: Path) -> None:
+def test_one_receiver_gives_each_organization_its_own_events(tmp_path: Path, clock: Clock) -> None:
     dbs = {name: tmp_path / name / "webhook_events.sqlite" for name in WEBHOOK_SECRETS}
     with _receiver(tmp_path, dbs) as url:
         # acme's endpoint is its own path; globex's is the root: routed by its secret.
         acme_sandbox = _webhook_sandbox(
-            7, "sk_test_sandbox", f"{url}/acme", WEBHOOK_SECRETS["acme"]
+            7, "sk_test_sandbox", f"{url}/acme", WEBHOOK_SECRETS["acme"], clock
         )
-        globex_sandbox = _webhook_sandbox(GLOBEX_SEED, GLOBEX_KEY, url, WEBHOOK_SECRETS["globex"])
+        globex_sandbox = _webhook_sandbox(
+            GLOBEX_SEED, GLOBEX_KEY, url, WEBHOOK_SECRETS["globex"], clock
+        )
         with acme_sandbox, globex_sandbox:
             cancelled = {"acme": _cancel_one(acme_sandbox), "globex": _cancel_one(globex_sandbox)}
             for sandbox in (acme_sandbox, globex_sandbox):

@@ -14,7 +14,7 @@ import pytest
 from benchmarks.webhook_freshness import WEBHOOK_SECRET, receiver_process
 from jicoo_connector.extract import extract_range
 from jicoo_connector.webhooks import SQLiteEventStore
-from jicoo_sandbox.config import SandboxConfig
+from jicoo_sandbox.config import Clock, SandboxConfig
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import ChurnRunner, WebhookOptions
 from tests.dagster.support import NAMES, definitions, sandbox_settings, warehouse_of
@@ -41,7 +41,7 @@ def _wait_events(sandbox: SandboxServer, count: int) -> None:
 
 @pytest.mark.slow
 def test_flood_with_duplicates_reordering_and_two_receiver_kills(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock
 ) -> None:
     db = tmp_path / "events.sqlite"
     env = dict(os.environ)
@@ -51,7 +51,7 @@ def test_flood_with_duplicates_reordering_and_two_receiver_kills(
         url=url, secret=WEBHOOK_SECRET, duplicate=0.1, reorder_ms=300,
         backoff_s=0.05, max_backoff_s=1.0, max_attempts=200, seed=11,
     )  # fmt: skip
-    config = SandboxConfig(seed=7, bookings=2000, webhooks=options)
+    config = SandboxConfig(seed=7, bookings=2000, webhooks=options, clock=clock)
     with SandboxServer(config) as sandbox:
         defs = definitions(sandbox, tmp_path, webhook_db=str(db))
         warehouse = warehouse_of(defs)
