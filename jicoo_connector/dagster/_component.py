@@ -97,8 +97,12 @@ class JicooScaffolder(dg.Scaffolder[JicooScaffoldParams]):
 
             scaffold_component(request, {"organization": organization})
             return
-        target = request.target_path / "defs.yaml"
-        target.write_text(_scaffold_yaml(request.type_name, organization), encoding="utf-8")
+        text = _scaffold_yaml(request.type_name, organization)
+        if request.append:  # another document in an existing defs.yaml (the target itself)
+            with request.target_path.open("a", encoding="utf-8") as existing:
+                existing.write(f"---\n{text}")
+            return
+        (request.target_path / "defs.yaml").write_text(text, encoding="utf-8")
 
 
 @dg.scaffold_with(JicooScaffolder)
