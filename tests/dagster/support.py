@@ -7,7 +7,6 @@ import itertools
 import os
 from collections.abc import Collection, Iterable
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 from dagster._core.storage.tags import (
@@ -22,14 +21,10 @@ from jicoo_connector.dagster import (
     WriteBackResource,
     build_jicoo_definitions,
 )
-from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
+from tests.support.sandbox import TEST_BURST, TEST_RATE_LIMIT
 
-TOKYO = ZoneInfo("Asia/Tokyo")
-# The sandbox has no rate limit of its own: let the client go fast so runs stay short.
-TEST_RATE_LIMIT = 500.0
-TEST_BURST = 200
 # The organization of the tests' definitions, and so every Dagster name they use.
 NAMES = JicooNames("test")
 
@@ -103,21 +98,6 @@ def jicoo_of(defs: dg.Definitions, names: JicooNames = NAMES) -> JicooResource:
 
 def store_of(defs: dg.Definitions, names: JicooNames = NAMES) -> ParquetStore:
     return warehouse_of(defs, names).store()
-
-
-def sandbox_settings(sandbox: SandboxServer) -> Settings:
-    """The client's settings for ``sandbox``, fast (no Dagster involved)."""
-    return Settings(
-        api_key=ApiKey(sandbox.api_key),
-        base_url=sandbox.base_url,
-        rate_limit=TEST_RATE_LIMIT,
-        burst=TEST_BURST,
-    )
-
-
-def tokyo_today(sandbox: SandboxServer) -> dt.date:
-    """The sandbox clock's day in Tokyo: the day its data is spread around."""
-    return sandbox.config.clock().astimezone(TOKYO).date()
 
 
 def range_tags(start: dt.date, end: dt.date) -> dict[str, str]:

@@ -10,18 +10,16 @@ from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.dagster import build_jicoo_definitions
 from jicoo_connector.extract import TABLES
 from jicoo_sandbox.server import SandboxServer
-from tests.conftest import LIMITED_KEY
 from tests.dagster.support import (
     NAMES,
-    TOKYO,
     api_key,
     definitions,
     materializations,
     materialize,
     range_tags,
     store_of,
-    tokyo_today,
 )
+from tests.support.sandbox import LIMITED_KEY, TOKYO, tokyo_today
 
 INBOX_SENSOR = NAMES.sensor("changeset_inbox")
 APPLY_LOG_OP = NAMES.op("apply_log")

@@ -20,14 +20,13 @@ from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
     NAMES,
-    TOKYO,
     definitions,
     materialize,
     observations,
     range_tags,
     store_of,
-    tokyo_today,
 )
+from tests.support.sandbox import TOKYO, tokyo_today
 
 CONTACTS_OP = NAMES.op("booking_contacts")
 DAILY = ("bookings", "booking_contacts")

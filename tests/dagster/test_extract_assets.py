@@ -21,7 +21,6 @@ from jicoo_connector.tables import EXTRACTED_AT_COLUMN, RUN_ID_COLUMN
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
     NAMES,
-    TOKYO,
     check_evaluations,
     definitions,
     materializations,
@@ -29,9 +28,9 @@ from tests.dagster.support import (
     observations,
     range_tags,
     store_of,
-    tokyo_today,
     warehouse_of,
 )
+from tests.support.sandbox import TOKYO, tokyo_today
 
 # Every test reads the one scenario, run on a sandbox on the system clock.
 pytestmark = pytest.mark.system_clock(

@@ -27,18 +27,12 @@ from jicoo_connector.dagster import JicooNames, build_jicoo_definitions
 from jicoo_connector.extract import TABLES, day_window
 from jicoo_connector.webhooks import SIGNATURE_HEADER, SQLiteEventStore
 from jicoo_connector.webhooks.receiver import READY_LINE_PREFIX
-from jicoo_sandbox.config import Clock, SandboxConfig
+from jicoo_sandbox.config import Clock, SandboxConfig, WebhookOptions
 from jicoo_sandbox.server import SandboxServer
-from jicoo_sandbox.webhooks import WebhookOptions, event_payload, sign
-from tests.dagster.support import (
-    TOKYO,
-    api_key,
-    materializations,
-    range_tags,
-    store_of,
-    tokyo_today,
-)
-from tests.writeback_data import future_open_bookings
+from jicoo_sandbox.webhooks import event_payload, sign
+from tests.dagster.support import api_key, materializations, range_tags, store_of
+from tests.support.sandbox import TOKYO, tokyo_today
+from tests.support.writeback_data import future_open_bookings
 
 ACME, GLOBEX = JicooNames("acme"), JicooNames("globex")
 GLOBEX_SEED = 11

@@ -18,8 +18,8 @@ from tests.dagster.support import (
     materialize,
     range_tags,
     store_of,
-    tokyo_today,
 )
+from tests.support.sandbox import tokyo_today
 from tests.warehouse.support import parquet_checksum, postgres_checksum
 
 KEY = NAMES.asset_key("warehouse")

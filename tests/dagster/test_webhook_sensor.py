@@ -15,10 +15,9 @@ from jicoo_sandbox.webhooks import event_payload
 from tests.dagster.support import (
     NAMES,
     definitions,
-    sandbox_settings,
-    tokyo_today,
     warehouse_of,
 )
+from tests.support.sandbox import sandbox_settings, tokyo_today
 
 # The run tags the README documents.
 EVENT_IDS_TAG = "jicoo/webhook_event_ids"

@@ -19,9 +19,9 @@ from tests.dagster.support import (
     check_evaluations,
     definitions,
     materializations,
-    sandbox_settings,
 )
-from tests.writeback_data import booking, future_open_bookings
+from tests.support.sandbox import sandbox_settings
+from tests.support.writeback_data import booking, future_open_bookings
 
 APPLY_LOG_KEY = NAMES.asset_key("apply_log")
 APPLY_LOG_OP = NAMES.op("apply_log")

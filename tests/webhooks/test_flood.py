@@ -14,10 +14,11 @@ import pytest
 from benchmarks.webhook_freshness import WEBHOOK_SECRET, receiver_process
 from jicoo_connector.extract import extract_range
 from jicoo_connector.webhooks import SQLiteEventStore
-from jicoo_sandbox.config import Clock, SandboxConfig
+from jicoo_sandbox.config import Clock, SandboxConfig, WebhookOptions
 from jicoo_sandbox.server import SandboxServer
-from jicoo_sandbox.webhooks import ChurnRunner, WebhookOptions
-from tests.dagster.support import NAMES, definitions, sandbox_settings, warehouse_of
+from jicoo_sandbox.webhooks import ChurnRunner
+from tests.dagster.support import NAMES, definitions, warehouse_of
+from tests.support.sandbox import sandbox_settings
 
 EVENT_IDS_TAG = "jicoo/webhook_event_ids"
 TOKYO = ZoneInfo("Asia/Tokyo")

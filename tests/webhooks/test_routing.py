@@ -17,7 +17,7 @@ from jicoo_connector.errors import ConfigError
 from jicoo_connector.webhooks import SIGNATURE_HEADER, SQLiteEventStore, WebhookSecrets
 from jicoo_connector.webhooks.receiver import WebhookEndpoint, create_router
 from jicoo_sandbox.webhooks import sign
-from tests.webhooks.conftest import NOW, START_TIMEOUT_S
+from tests.support.webhook_receiver import NOW, START_TIMEOUT_S
 
 SECRETS = {"acme": "whsec_acme", "globex": "whsec_globex_new, whsec_globex_old"}
 TIMEOUT_S = 10.0
