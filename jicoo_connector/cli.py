@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from jicoo_connector.atomic import atomic_path
-from jicoo_connector.changes.ledger_backends import redact_location
 from jicoo_connector.config import (
     ConnectorConfig,
     organization_name,
@@ -24,10 +23,19 @@ from jicoo_connector.config import (
     parse_zone,
     read_organization_variable,
 )
-from jicoo_connector.errors import ChangeSetError, ConfigError, ExtractError, JicooError
+from jicoo_connector.errors import (
+    ApplyIncompleteError,
+    BatchMismatchError,
+    ChangeSetError,
+    ConfigError,
+    ExtractError,
+    JicooError,
+    LedgerBusyError,
+    PlanError,
+)
 
 if TYPE_CHECKING:
-    from jicoo_connector.webhooks.receiver import WebhookEndpoint
+    from jicoo_connector.webhooks import WebhookEndpoint
 
 __all__ = ["main"]
 
@@ -210,10 +218,11 @@ def _load(args: argparse.Namespace) -> int:
     import uuid
 
     from jicoo_connector.storage import ParquetStore
-    from jicoo_connector.warehouse import TableLoad, load_warehouse
+    from jicoo_connector.warehouse import TableLoad, WarehouseTarget, load_warehouse
 
     config = ConnectorConfig.from_env(warehouse_url=args.warehouse_url, warehouse_root=args.root)
-    url, root = config.warehouse(), config.warehouse_root
+    target = WarehouseTarget.parse(config.warehouse(), password=config.warehouse_password)
+    root = config.warehouse_root
 
     def progress(table: TableLoad) -> None:
         added = f", columns added: {', '.join(table.columns_added)}" if table.columns_added else ""
@@ -224,7 +233,7 @@ def _load(args: argparse.Namespace) -> int:
         )
 
     report = load_warehouse(
-        url,
+        target,
         ParquetStore(root),
         tables=args.tables,
         full=args.full,
@@ -258,7 +267,9 @@ def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         description=(
             "Validate a change-set CSV, then plan it (--dry-run) or apply it through the ledger. "
             "Exit 0: every row applied or already in target; 1: some rows rejected or failed "
-            "(the report says which); 2: the file is unusable (nothing applied)."
+            "(the report says which), or the ledger, the disk or the apply log failed after "
+            "changes were sent (the message gives the counts); 2: the file is unusable "
+            "(nothing applied)."
         ),
     )
     apply.add_argument("file", type=Path, help="the change-set CSV")
@@ -289,12 +300,7 @@ def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from jicoo_connector.changes import (
-        BatchMismatchError,
-        LedgerBusyError,
-        PlanError,
-        run_changeset,
-    )
+    from jicoo_connector.changes import redact_location, run_changeset
 
     config = ConnectorConfig.from_env(apply_log_root=args.apply_log)
     location = _ledger_location(args.ledger)
@@ -303,7 +309,7 @@ def _apply(args: argparse.Namespace) -> int:
         run = run_changeset(
             config.settings(),
             path,
-            ledger_location=location,
+            ledger=location,
             apply_log_root=config.apply_log_root,
             batch_id=args.batch_id,
             dry_run=args.dry_run,
@@ -317,6 +323,10 @@ def _apply(args: argparse.Namespace) -> int:
     except (PlanError, BatchMismatchError, LedgerBusyError) as exc:
         # All three are found before the first request of the batch leaves.
         return _usage(f"apply: {exc} (nothing was sent)")
+    except ApplyIncompleteError as exc:
+        # POSTs left before the ledger, the disk or the apply log failed: partly done.
+        print(f"jicoo: apply: {path}: {exc}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     if run.parsed.rejected:
         print(f"{len(run.parsed.rejected)} rows rejected by validation:")
         for row in run.parsed.rejected:
@@ -325,10 +335,7 @@ def _apply(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{k} {n}" for k, n in run.plan.counts().items())
         print(f"plan {run.plan_path}: {counts} (nothing was sent)")
         for item in run.plan.items:
-            if item.key is not None and item.verdict.value not in (
-                "will_apply",
-                "already_in_target",
-            ):
+            if item.key is not None and item.refused:
                 print(f"  row {item.row}: {item.verdict.value}: {item.reason}")
     if run.report is not None:
         print(run.report.summary())
@@ -407,8 +414,7 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
 def _organization_endpoint(spec: str, stack: ExitStack) -> tuple["WebhookEndpoint", Path]:
     """``acme=data/jicoo/acme/webhook_events.sqlite`` -> acme's endpoint, its secrets from
     ``ACME_JICOO_WEBHOOK_SECRET``."""
-    from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
-    from jicoo_connector.webhooks.receiver import WebhookEndpoint
+    from jicoo_connector.webhooks import SQLiteEventStore, WebhookEndpoint, WebhookSecrets
 
     name, sep, db = spec.partition("=")
     if not sep or not db.strip():
@@ -429,15 +435,22 @@ def _webhook_endpoints(
     args: argparse.Namespace, stack: ExitStack
 ) -> list[tuple["WebhookEndpoint", Path]]:
     """The endpoints to serve, each with its event store's file."""
-    from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
-    from jicoo_connector.webhooks.receiver import DEFAULT_ENDPOINT, WebhookEndpoint
+    from jicoo_connector.webhooks import (
+        DEFAULT_ENDPOINT,
+        SQLiteEventStore,
+        WebhookEndpoint,
+        WebhookSecrets,
+    )
 
     if args.organization:
         if args.db is not None:
             raise ConfigError("--db is for one organization; with --organization give NAME=DB")
         return [_organization_endpoint(spec, stack) for spec in args.organization]
     config = ConnectorConfig.from_env(webhook_db=args.db)
-    secrets = WebhookSecrets.parse(config.webhook_secret or "")
+    try:
+        secrets = WebhookSecrets.parse(config.webhook_secret or "")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}: set {_SPECS['webhook_secret'].env}") from None
     path = config.path("webhook_db")
     store = stack.enter_context(SQLiteEventStore(path))
     return [(WebhookEndpoint(DEFAULT_ENDPOINT, store, secrets), path)]
@@ -447,7 +460,7 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
     import logging
 
     try:
-        from jicoo_connector.webhooks.receiver import (
+        from jicoo_connector.webhooks import (
             DEFAULT_MAX_BODY_BYTES,
             READY_LINE_PREFIX,
             serve,

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import dagster as dg
 from pydantic import Field
 
-from jicoo_connector.changes.ledger_backends import is_postgres_url
+from jicoo_connector.changes import is_postgres_url
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.settings import DEFAULT_PAGE_CONCURRENCY, ApiKey, Settings
 from jicoo_connector.storage import ParquetStore

@@ -9,10 +9,16 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from jicoo_connector.changes import ChangeState, Ledger, run_changeset
-from jicoo_connector.changes.apply import APPLY_LOG, DEFAULT_APPLY_CONCURRENCY, ApplyReport
-from jicoo_connector.changes.ledger_backends import redact_location
-from jicoo_connector.changes.run import ChangesetRun
+from jicoo_connector.changes import (
+    APPLY_LOG,
+    DEFAULT_APPLY_CONCURRENCY,
+    IN_FLIGHT_STATES,
+    ApplyReport,
+    ChangesetRun,
+    Ledger,
+    redact_location,
+    run_changeset,
+)
 from jicoo_connector.dagster._metadata import MetadataDict, spec_schema
 from jicoo_connector.dagster._names import NAMESPACE, JicooNames
 from jicoo_connector.dagster._resources import (
@@ -24,7 +30,6 @@ from jicoo_connector.dagster._resources import (
 from jicoo_connector.dagster._setup import AssetJob, OrganizationSetup
 
 APPLY_LOG_TABLE = APPLY_LOG.name
-IN_FLIGHT_STATES = (ChangeState.INTENT.value, ChangeState.IN_DOUBT.value)
 NO_CHANGE_IN_FLIGHT = "no_change_in_flight"
 # What the asset writes next to a change set: never a new change set for the sensor.
 OUTPUT_SUFFIXES = (".rejected.csv",)
@@ -158,7 +163,7 @@ def build_apply_log_asset(setup: OrganizationSetup) -> dg.AssetsDefinition:
         run = run_changeset(
             resource(context, names.api_resource, JicooResource).settings(),
             config.path,
-            ledger_location=location,
+            ledger=location,
             apply_log_root=writeback.apply_log_root,
             batch_id=config.batch_id,
             dry_run=config.dry_run,

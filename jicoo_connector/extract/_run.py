@@ -9,10 +9,11 @@ from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from jicoo_connector.client import AsyncJicooClient, FetchReport, ListingTooLargeError
+from jicoo_connector.client import AsyncJicooClient, FetchReport
 from jicoo_connector.errors import (
     ConfigError,
     ExtractError,
+    ListingTooLargeError,
     MissingPartitionError,
     PermissionDeniedError,
 )

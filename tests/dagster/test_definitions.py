@@ -10,7 +10,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from jicoo_connector.changes.apply import APPLY_LOG
+from jicoo_connector.changes import APPLY_LOG
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.dagster import JicooNames
 

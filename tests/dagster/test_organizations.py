@@ -25,8 +25,7 @@ import pytest
 
 from jicoo_connector.dagster import JicooNames, build_jicoo_definitions
 from jicoo_connector.extract import TABLES, day_window
-from jicoo_connector.webhooks import SIGNATURE_HEADER, SQLiteEventStore
-from jicoo_connector.webhooks.receiver import READY_LINE_PREFIX
+from jicoo_connector.webhooks import READY_LINE_PREFIX, SIGNATURE_HEADER, SQLiteEventStore
 from jicoo_sandbox.config import Clock, SandboxConfig, WebhookOptions
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import event_payload, sign

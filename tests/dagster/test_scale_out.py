@@ -33,7 +33,7 @@ from dagster._core.events import DagsterEventType
 from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.storage.dagster_run import DagsterRunStatus
 
-from jicoo_connector.changes.changeset import parse_changeset
+from jicoo_connector.changes import parse_changeset
 from jicoo_connector.dagster import JicooNames
 from jicoo_connector.settings import DEFAULT_BURST, DEFAULT_RATE_LIMIT
 from jicoo_sandbox.server import SandboxServer

@@ -7,12 +7,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from jicoo_connector.changes.ledger_backends import (
-    LEDGER_URL_ENV,
-    is_postgres_url,
-    redact_location,
-)
+from jicoo_connector.changes import is_postgres_url, redact_location
 from jicoo_connector.client import JicooClient
+from jicoo_connector.config import ConnectorConfig
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
     NAMES,
@@ -27,6 +24,7 @@ APPLY_LOG_KEY = NAMES.asset_key("apply_log")
 APPLY_LOG_OP = NAMES.op("apply_log")
 APPLY_JOB = NAMES.job("apply_changeset")
 INBOX_SENSOR = NAMES.sensor("changeset_inbox")
+LEDGER_URL_ENV = ConnectorConfig.specs()["ledger_url"].env
 CANCELS = 3
 FIELDS = ["action", "booking_uid", "new_started_at", "time_zone", "cancel_reason"]
 
@@ -77,6 +75,17 @@ def _writeback_job(sandbox: SandboxServer, tmp_path: Path) -> dg.JobDefinition:
     return definitions(sandbox, tmp_path).resolve_job_def(APPLY_JOB)
 
 
+def _definitions_at(
+    sandbox: SandboxServer, ledger_location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dg.Definitions:
+    """The test organization with its ledger at ``ledger_location``; a PostgreSQL URL only
+    through EnvVar (it may hold a password), as a user passes it."""
+    if not is_postgres_url(ledger_location):
+        return definitions(sandbox, tmp_path, ledger_path=ledger_location)
+    monkeypatch.setenv(LEDGER_URL_ENV, ledger_location.replace("postgres@", "postgres:s3cret@"))
+    return definitions(sandbox, tmp_path, ledger_url=dg.EnvVar(LEDGER_URL_ENV))
+
+
 @pytest.mark.system_clock(
     "the write-back job refuses reschedule targets in the past by the system clock"
 )
@@ -90,12 +99,7 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     path = tmp_path / "changes.csv"
     changes = _changeset(sandbox, path)
     postgres = is_postgres_url(ledger_location)
-    if postgres:
-        # The URL only through EnvVar (it may hold a password), as a user passes it.
-        monkeypatch.setenv(LEDGER_URL_ENV, ledger_location.replace("postgres@", "postgres:s3cret@"))
-        defs = definitions(sandbox, tmp_path, ledger_url=dg.EnvVar(LEDGER_URL_ENV))
-    else:
-        defs = definitions(sandbox, tmp_path, ledger_path=ledger_location)
+    defs = _definitions_at(sandbox, ledger_location, tmp_path, monkeypatch)
     # The way scripts/demo.py launches it: the Definitions' job, run_config keyed by the op.
     job = defs.resolve_job_def(APPLY_JOB)
     (spec,) = defs.resolve_assets_def(APPLY_LOG_KEY).specs

@@ -14,8 +14,13 @@ import uvicorn
 
 from jicoo_connector.cli import EXIT_UNUSABLE, main
 from jicoo_connector.errors import ConfigError
-from jicoo_connector.webhooks import SIGNATURE_HEADER, SQLiteEventStore, WebhookSecrets
-from jicoo_connector.webhooks.receiver import WebhookEndpoint, create_router
+from jicoo_connector.webhooks import (
+    SIGNATURE_HEADER,
+    SQLiteEventStore,
+    WebhookEndpoint,
+    WebhookSecrets,
+    create_router,
+)
 from jicoo_sandbox.webhooks import sign
 from tests.support.webhook_receiver import NOW, START_TIMEOUT_S
 
