@@ -19,8 +19,8 @@ from tests.dagster.support import (
     range_tags,
     store_of,
 )
+from tests.support.checksums import parquet_checksum, postgres_checksum
 from tests.support.sandbox import tokyo_today
-from tests.warehouse.support import parquet_checksum, postgres_checksum
 
 KEY = NAMES.asset_key("warehouse")
 SECRET = "dagster-pw-never-shown"
