@@ -81,9 +81,10 @@ TARGET_WAREHOUSE_SPEEDUP = 10.0
 TARGET_WAREHOUSE_RSS_RATIO = 1.0
 # The "3-day change" of the incremental warehouse reload.
 WAREHOUSE_CHANGED_DAYS = 3
-# Issue 18: a webhook'd change readable in Parquet within a minute (p95, daemon running).
-TARGET_WEBHOOK_P95_S = 60.0
-WEBHOOK_CHANGES_FULL = 100
+# Issue 28: a webhook'd change readable in Parquet within 15 s (p95, daemon running; was a
+# minute, issue 18).
+TARGET_WEBHOOK_P95_S = 15.0
+WEBHOOK_CHANGES_FULL = 60
 WEBHOOK_CHANGES_QUICK = 20
 
 OURS_LIB = "ours_lib"
@@ -1183,7 +1184,7 @@ def targets(results: Mapping[str, Mapping[str, object]]) -> list[Target]:
             (
                 "change -> row in Parquet, p95 s (1 change/s, daemon)",
                 "freshness_p95_s",
-                "<",
+                "<=",
                 TARGET_WEBHOOK_P95_S,
             ),
         )
@@ -1207,7 +1208,7 @@ def webhook_scenario(ctx: "Context") -> dict[str, object]:
     from webhook_freshness import run as run_freshness
 
     changes = WEBHOOK_CHANGES_QUICK if ctx.quick else WEBHOOK_CHANGES_FULL
-    result = run_freshness(changes, interval_s=30)
+    result = run_freshness(changes)  # the sensor at its default interval
     print(json.dumps(result, indent=2))
     return result
 

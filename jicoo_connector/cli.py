@@ -35,7 +35,7 @@ from jicoo_connector.errors import (
 )
 
 if TYPE_CHECKING:
-    from jicoo_connector.webhooks import WebhookEndpoint
+    from jicoo_connector.webhooks import EventStore, WebhookEndpoint
 
 __all__ = ["main"]
 
@@ -395,7 +395,9 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     serve.add_argument(
         "--db",
         default=None,
-        help=_setting_help("webhook_db", "SQLite event store"),
+        help="event store: an SQLite file or a postgresql:// URL (default: "
+        f"${_SPECS['webhook_db_url'].env}, else ${_SPECS['webhook_db'].env}, "
+        f"else {DEFAULTS.webhook_db})",
     )
     serve.add_argument(
         "--organization",
@@ -411,10 +413,20 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     )
 
 
-def _organization_endpoint(spec: str, stack: ExitStack) -> tuple["WebhookEndpoint", Path]:
-    """``acme=data/jicoo/acme/webhook_events.sqlite`` -> acme's endpoint, its secrets from
-    ``ACME_JICOO_WEBHOOK_SECRET``."""
-    from jicoo_connector.webhooks import SQLiteEventStore, WebhookEndpoint, WebhookSecrets
+def _opened(location: str, stack: ExitStack) -> "EventStore":
+    """The event store at ``location`` (an SQLite file or a postgresql:// URL), closed with
+    ``stack``."""
+    from jicoo_connector.webhooks import open_event_store
+
+    store = open_event_store(location)
+    stack.callback(store.close)
+    return store
+
+
+def _organization_endpoint(spec: str, stack: ExitStack) -> tuple["WebhookEndpoint", str]:
+    """``acme=data/jicoo/acme/webhook_events.sqlite`` (or a postgresql:// URL) -> acme's
+    endpoint, its secrets from ``ACME_JICOO_WEBHOOK_SECRET``."""
+    from jicoo_connector.webhooks import WebhookEndpoint, WebhookSecrets
 
     name, sep, db = spec.partition("=")
     if not sep or not db.strip():
@@ -426,38 +438,33 @@ def _organization_endpoint(spec: str, stack: ExitStack) -> tuple["WebhookEndpoin
     secret = read_organization_variable(name, _SPECS["webhook_secret"].env)
     if secret is None:
         raise ConfigError(f"{variable} is not set: the webhook secret of organization {name}")
-    path = Path(db.strip())
-    store = stack.enter_context(SQLiteEventStore(path))
-    return WebhookEndpoint(name, store, WebhookSecrets.parse(secret)), path
+    location = db.strip()
+    return WebhookEndpoint(name, _opened(location, stack), WebhookSecrets.parse(secret)), location
 
 
 def _webhook_endpoints(
     args: argparse.Namespace, stack: ExitStack
-) -> list[tuple["WebhookEndpoint", Path]]:
-    """The endpoints to serve, each with its event store's file."""
-    from jicoo_connector.webhooks import (
-        DEFAULT_ENDPOINT,
-        SQLiteEventStore,
-        WebhookEndpoint,
-        WebhookSecrets,
-    )
+) -> list[tuple["WebhookEndpoint", str]]:
+    """The endpoints to serve, each with its event store's location."""
+    from jicoo_connector.webhooks import DEFAULT_ENDPOINT, WebhookEndpoint, WebhookSecrets
 
     if args.organization:
         if args.db is not None:
             raise ConfigError("--db is for one organization; with --organization give NAME=DB")
         return [_organization_endpoint(spec, stack) for spec in args.organization]
-    config = ConnectorConfig.from_env(webhook_db=args.db)
+    config = ConnectorConfig.from_env()
     try:
         secrets = WebhookSecrets.parse(config.webhook_secret or "")
     except ConfigError as exc:
-        raise ConfigError(f"{exc}: set {_SPECS['webhook_secret'].env}") from None
-    path = config.path("webhook_db")
-    store = stack.enter_context(SQLiteEventStore(path))
-    return [(WebhookEndpoint(DEFAULT_ENDPOINT, store, secrets), path)]
+        raise ConfigError(f"webhook serve: {exc}: set {_SPECS['webhook_secret'].env}") from None
+    location = args.db or config.webhook_store()
+    return [(WebhookEndpoint(DEFAULT_ENDPOINT, _opened(location, stack), secrets), location)]
 
 
 def _serve_webhooks(args: argparse.Namespace) -> int:
     import logging
+
+    from jicoo_connector.changes import redact_location
 
     try:
         from jicoo_connector.webhooks import (
@@ -480,9 +487,9 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
         served = _webhook_endpoints(args, stack)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         where = (
-            str(served[0][1])
+            redact_location(served[0][1])
             if not args.organization
-            else ", ".join(f"{endpoint.name} in {path}" for endpoint, path in served)
+            else ", ".join(f"{e.name} in {redact_location(at)}" for e, at in served)
         )
 
         def announce(url: str) -> None:

@@ -251,9 +251,16 @@ class JicooComponent(dg.Component, dg.Resolvable):
         str | None,
         _described("The webhook event store the receiver writes and the sensor reads (SQLite)."),
     ] = None
+    webhook_db_url: Annotated[
+        str | None,
+        _secret(
+            "A PostgreSQL webhook event store shared by several receivers, "
+            '"{{ env.NAME }}" (it holds a password); wins over webhook_db.'
+        ),
+    ] = None
     webhook_interval_s: Annotated[
         int | None,
-        _described("Seconds between the booking-events sensor's ticks (default 30)."),
+        _described("Seconds between the booking-events sensor's ticks (default 5)."),
     ] = None
 
     def _settings(self, project_root: Path) -> JicooSettings:

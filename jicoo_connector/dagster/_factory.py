@@ -29,7 +29,9 @@ from jicoo_connector.dagster._writeback import (
 from jicoo_connector.errors import ConfigError
 
 # Settings that may hold a password: given as dg.EnvVar, so that the UI shows a variable's name.
-SECRET_SETTINGS = frozenset({"proxy_url", "warehouse_url", "warehouse_password", "ledger_url"})
+SECRET_SETTINGS = frozenset(
+    {"proxy_url", "warehouse_url", "warehouse_password", "ledger_url", "webhook_db_url"}
+)
 # ConnectorConfig fields that are not settings of an organization's definitions: the name and
 # key are arguments of their own, and the webhook secret is the receiver's (Dagster never sees
 # a delivery; `jicoo webhook serve` reads it).
@@ -39,8 +41,9 @@ NOT_SETTINGS = frozenset({"organization", "api_key", "webhook_secret"})
 class JicooSettings(TypedDict, total=False):
     """The settings ``build_jicoo_definitions`` takes by keyword, each optional (absent or
     None: the README's settings table). ``JicooComponent``'s attributes of the same names
-    say what each sets. ``proxy_url``, ``warehouse_url``, ``warehouse_password`` and
-    ``ledger_url`` take a ``dg.EnvVar`` (a literal is refused if it holds a password)."""
+    say what each sets. ``proxy_url``, ``warehouse_url``, ``warehouse_password``,
+    ``ledger_url`` and ``webhook_db_url`` take a ``dg.EnvVar`` (a literal is refused if it
+    holds a password)."""
 
     base_url: str | None
     rate_limit: float | None
@@ -64,6 +67,7 @@ class JicooSettings(TypedDict, total=False):
     apply_log_root: str | None
     changeset_inbox: str | None
     webhook_db: str | None
+    webhook_db_url: str | None
     webhook_interval_s: int | None
 
 
@@ -209,6 +213,8 @@ def build_jicoo_definitions(
     """
     names = JicooNames(organization)
     _require_env_var(organization, api_key)
+    for name in SECRET_SETTINGS:
+        _secret(name, settings.get(name))  # type: ignore[arg-type]
     resolved = organization_config(organization, settings, data_root=data_root, config=config)
     setup = OrganizationSetup(names, resolved, chosen_tables(tables))
     apply_job = build_apply_job(names)

@@ -18,6 +18,8 @@ from jicoo_connector.webhooks._events import (
     format_instant,
     parse_event,
 )
+from jicoo_connector.webhooks._open import event_store_exists, open_event_store
+from jicoo_connector.webhooks._pg_store import PostgresEventStore
 from jicoo_connector.webhooks._refresh import (
     RefreshPlan,
     RefreshRange,
@@ -31,6 +33,7 @@ from jicoo_connector.webhooks._signature import (
     verify_signature,
 )
 from jicoo_connector.webhooks._store import (
+    EventPage,
     EventStore,
     SQLiteEventStore,
     StoredEvent,
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     from jicoo_connector.webhooks._receiver import (
         DEFAULT_ENDPOINT,
         DEFAULT_MAX_BODY_BYTES,
+        HEALTH_PATH,
         READY_LINE_PREFIX,
         WebhookEndpoint,
         create_app,
@@ -52,11 +56,14 @@ __all__ = [
     "DEFAULT_ENDPOINT",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_TOLERANCE_S",
+    "HEALTH_PATH",
     "KNOWN_EVENTS",
     "READY_LINE_PREFIX",
     "RESCHEDULE_EVENTS",
     "SIGNATURE_HEADER",
+    "EventPage",
     "EventStore",
+    "PostgresEventStore",
     "RefreshPlan",
     "RefreshRange",
     "SQLiteEventStore",
@@ -66,7 +73,9 @@ __all__ = [
     "WebhookSecrets",
     "create_app",
     "create_router",
+    "event_store_exists",
     "format_instant",
+    "open_event_store",
     "parse_event",
     "plan_refresh",
     "serve",

@@ -10,13 +10,14 @@ One receiver serves one organization or several (``create_router``): each ``Webh
 has its own secrets and its own event store. A delivery to ``/<name>`` is checked against that
 organization's secrets only; to any other path, against every organization's, and the one
 whose secret signed it gets it (secrets are per endpoint in Jicoo's dashboard, so they differ).
+``GET /healthz`` is for a load balancer: 200 when every store answers, 503 when one does not.
 """
 
 import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
@@ -41,6 +42,7 @@ from jicoo_connector.webhooks._store import EventStore
 __all__ = [
     "DEFAULT_ENDPOINT",
     "DEFAULT_MAX_BODY_BYTES",
+    "HEALTH_PATH",
     "READY_LINE_PREFIX",
     "WebhookEndpoint",
     "create_app",
@@ -57,6 +59,10 @@ READY_LINE_PREFIX: Final = "Jicoo webhook receiver listening on "
 READY_POLL_S: Final = 0.01
 STOP_TIMEOUT_S: Final = 10.0
 CLIENT_CLOSED_REQUEST: Final = 499
+HEALTH_PATH: Final = "/healthz"
+# A load balancer's probe waits this long for the store before it hears 503.
+HEALTH_TIMEOUT_S: Final = 5.0
+
 # The name of a receiver's only endpoint (create_app): its events go to its store whatever
 # the path.
 DEFAULT_ENDPOINT: Final = "default"
@@ -91,6 +97,27 @@ async def _read_capped(request: Request, cap: int) -> bytes:
             raise _TooLargeError
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _health_endpoint(
+    endpoints: Sequence["WebhookEndpoint"], writers: dict[str, ThreadPoolExecutor]
+) -> Callable[[Request], Awaitable[JSONResponse]]:
+    """GET /healthz: 200 once every endpoint's store answers on its own thread (so healthy
+    means a delivery now would be recorded in time), 503 when one fails or takes over
+    ``HEALTH_TIMEOUT_S``."""
+
+    async def health(request: Request) -> JSONResponse:
+        loop = asyncio.get_running_loop()
+        for endpoint in endpoints:
+            check = loop.run_in_executor(writers[endpoint.name], endpoint.store.check)
+            try:
+                await asyncio.wait_for(check, HEALTH_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - any failure of a store is "unavailable"
+                logger.warning("health check of %s failed: %s", endpoint.name, type(exc).__name__)
+                return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    return health
 
 
 def _check_apart(endpoints: Sequence[WebhookEndpoint]) -> None:
@@ -175,7 +202,8 @@ def create_router(
             return JSONResponse({"error": "invalid signature"}, status_code=401)
         return await _record(endpoint, writers[endpoint.name], body)
 
-    app = Starlette(routes=[Route("/{path:path}", receive, methods=["POST"])])
+    health = Route(HEALTH_PATH, _health_endpoint(endpoints, writers), methods=["GET"])
+    app = Starlette(routes=[health, Route("/{path:path}", receive, methods=["POST"])])
     app.state.endpoints = by_name
     return app
 

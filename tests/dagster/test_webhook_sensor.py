@@ -6,10 +6,14 @@ from pathlib import Path
 import dagster as dg
 import httpx
 import orjson
+import pytest
+from dagster._core.definitions.sensor_definition import SensorExecutionData
 
 from benchmarks.webhook_freshness import find_moves, reschedule, row_started_at
+from jicoo_connector.dagster import _webhooks
 from jicoo_connector.extract import extract_range
 from jicoo_connector.webhooks import SQLiteEventStore, parse_event
+from jicoo_sandbox.config import Clock
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import event_payload
 from tests.dagster.support import (
@@ -24,6 +28,7 @@ EVENT_IDS_TAG = "jicoo/webhook_event_ids"
 EVENTS_TAG = "jicoo/webhook_events"
 EVENT_COUNT_TAG = "jicoo/webhook_event_count"
 SENSOR = NAMES.sensor("booking_events")
+REFRESH_JOB = NAMES.job("webhook_refresh")
 NEW_BOOKING = "NEWBOOKING01"
 FAR_DAYS = 20
 
@@ -100,3 +105,63 @@ def test_without_an_event_store_the_sensor_skips(sandbox: SandboxServer, tmp_pat
     assert not tick.run_requests
     assert "does not exist" in (tick.skip_message or "")
     assert not (tmp_path / "none.sqlite").exists()
+
+
+def _one_event(tmp_path: Path, clock: Clock) -> tuple[Path, dict[str, object]]:
+    """An event store holding one booking's event, three days after the test day (a partition:
+    Dagster's partitions follow the test clock too); the store and the booking."""
+    store_path = tmp_path / "events.sqlite"
+    soon = (clock().astimezone(dt.UTC).date() + dt.timedelta(days=3)).isoformat()
+    booking: dict[str, object] = {"uid": "WAITING00001", "startedAt": f"{soon}T03:00:00.000Z",
+                                  "updatedAt": "2026-11-30T00:00:00.000Z"}  # fmt: skip
+    with SQLiteEventStore(store_path) as store:
+        _record(store, event_payload("guest_booked", booking, None))
+    return store_path, booking
+
+
+def test_no_new_refresh_while_the_last_one_has_not_started_then_one_for_all_events(
+    sandbox: SandboxServer, tmp_path: Path, clock: Clock
+) -> None:
+    store_path, booking = _one_event(tmp_path, clock)
+    defs = definitions(sandbox, tmp_path, webhook_db=str(store_path))
+    sensor = defs.resolve_sensor_def(SENSOR)
+    with dg.instance_for_test() as instance:
+        waiting = instance.add_run(
+            dg.DagsterRun(job_name=REFRESH_JOB, status=dg.DagsterRunStatus.STARTING)
+        )
+
+        def tick(cursor: str | None = None) -> SensorExecutionData:
+            with dg.build_sensor_context(
+                instance=instance, cursor=cursor, resources=defs.resources
+            ) as context:
+                return sensor.evaluate_tick(context)
+
+        held = tick()
+        assert not held.run_requests
+        assert held.skip_message == (
+            f"refresh {waiting.run_id} has not started yet: new events join the next"
+        )
+        assert held.cursor is None  # the event stays for the next tick
+        with SQLiteEventStore(store_path) as store:
+            later = {**booking, "uid": "WAITING00002", "updatedAt": "2026-11-30T00:00:01.000Z"}
+            _record(store, event_payload("guest_booked", later, None))
+        instance.report_run_canceled(waiting)  # it started and ended: no longer waiting
+        (request,) = tick().run_requests or []
+        assert request.tags[EVENT_IDS_TAG] == "1-2"
+
+
+def test_a_refresh_waiting_longer_than_the_hold_holds_nothing_back(
+    sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock
+) -> None:
+    store_path, _ = _one_event(tmp_path, clock)
+    defs = definitions(sandbox, tmp_path, webhook_db=str(store_path))
+    sensor = defs.resolve_sensor_def(SENSOR)
+    with dg.instance_for_test() as instance:
+        # A launch lost without a status: STARTING for good.
+        stuck = dg.DagsterRun(job_name=REFRESH_JOB, status=dg.DagsterRunStatus.STARTING)
+        instance.add_run(stuck)
+        with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+            assert stuck.run_id in (sensor.evaluate_tick(context).skip_message or "")
+            # Once it has waited longer than the hold (here: any wait), the events go on.
+            monkeypatch.setattr(_webhooks, "HOLD_AT_MOST", dt.timedelta(0))
+            assert sensor.evaluate_tick(context).run_requests
