@@ -89,7 +89,7 @@ test-deploy: setup ## Build deploy/Dockerfile with buildah and run it: code serv
 bench: setup ## Full benchmarks (minutes); results in benchmarks/results/
 	$(PY) benchmarks/run.py
 
-bench-quick: setup ## Smoke benchmark run (under 2 minutes)
+bench-quick: setup ## Smoke benchmark run: small sizes, 1 run, no extract_1m or webhooks (about 15 minutes)
 	$(PY) benchmarks/run.py --quick
 
 bench-warehouse: setup ## Only the warehouse load: 500,000 bookings into PostgreSQL vs pandas to_sql

@@ -4,6 +4,7 @@ The only module that prints.
 """
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
 import socket
@@ -11,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from jicoo_connector.atomic import atomic_path
@@ -138,9 +139,16 @@ def _add_extract(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     )
 
 
-def _extract(args: argparse.Namespace) -> int:
+def _progress_bar(total: int, *, quiet: bool) -> contextlib.AbstractContextManager[Any]:
+    """The extract's progress bar on stderr; with --quiet none (and no import of tqdm)."""
+    if quiet:
+        return contextlib.nullcontext()
     from tqdm import tqdm
 
+    return tqdm(total=total, unit="partition", file=sys.stderr)
+
+
+def _extract(args: argparse.Namespace) -> int:
     from jicoo_connector.extract import TABLES, ExtractResult, extract_range
 
     tables = args.tables or sorted(TABLES)
@@ -157,14 +165,17 @@ def _extract(args: argparse.Namespace) -> int:
     days = (end - start).days + 1
     total = sum(days if TABLES[t].spec.partitioning == "day" else 1 for t in tables)
     rows: dict[str, int] = {}
-    with tqdm(total=total, unit="partition", disable=args.quiet, file=sys.stderr) as bar:
+    with _progress_bar(total, quiet=args.quiet) as bar:
 
         def progress(result: ExtractResult) -> None:
             rows[result.table] = rows.get(result.table, 0) + result.rows
             if result.skipped_reason:
-                bar.write(f"skipped {result.table}: {result.skipped_reason}")
-            bar.set_postfix_str(f"{result.table} {result.partition_value}: {result.rows} rows")
-            bar.update()
+                (print if bar is None else bar.write)(
+                    f"skipped {result.table}: {result.skipped_reason}"
+                )
+            if bar is not None:
+                bar.set_postfix_str(f"{result.table} {result.partition_value}: {result.rows} rows")
+                bar.update()
 
         extract_range(
             settings,
