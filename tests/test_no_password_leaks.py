@@ -18,15 +18,11 @@ from urllib.parse import quote, quote_plus, urlsplit
 import dagster as dg
 import pytest
 
-from assets.resources import WarehouseResource
-from assets.warehouse import build_warehouse_asset
-from assets.writeback import APPLY_LOG_OP, WriteBackResource, apply_log_for
 from jicoo_connector.cli import main
-from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import extract_range
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_sandbox.server import SandboxServer
-from tests.dagster.support import jicoo_resource
+from tests.dagster.support import NAMES, definitions, materialize
 from tests.support.sandbox import TEST_RATE_LIMIT, tokyo_today
 
 PASSWORDS = 200
@@ -109,20 +105,15 @@ def test_no_password_of_200_shows_after_load_apply_and_a_dagster_run(
     monkeypatch.setenv("JICOO_BASE_URL", sandbox.base_url)
     monkeypatch.setenv("JICOO_RATE_LIMIT", "500")
     monkeypatch.setenv("JICOO_WAREHOUSE_ROOT", str(root))
-    warehouse = build_warehouse_asset(ConnectorConfig())
-    resources = {
-        "jicoo": jicoo_resource(sandbox),
-        "warehouse": WarehouseResource(root=str(root), url=dg.EnvVar("JICOO_WAREHOUSE_URL")),
-        "writeback": WriteBackResource(
-            ledger_url=dg.EnvVar("JICOO_LEDGER_URL"), apply_log_root=str(work / "apply_log")
-        ),
-    }
-    run_config = {"ops": {APPLY_LOG_OP: {"config": {"path": str(changes)}}}}
-    job = dg.Definitions(
-        assets=[warehouse, apply_log_for(postgres_url)],
-        jobs=[dg.define_asset_job("load_and_apply")],
-        resources=resources,
-    ).resolve_job_def("load_and_apply")
+    defs = definitions(
+        sandbox,
+        work / "organization",
+        warehouse_root=str(root),
+        warehouse_url=dg.EnvVar("JICOO_WAREHOUSE_URL"),
+        ledger_url=dg.EnvVar("JICOO_LEDGER_URL"),
+        apply_log_root=str(work / "apply_log"),
+    )
+    run_config = {"ops": {NAMES.op("apply_log"): {"config": {"path": str(changes)}}}}
     caplog.set_level("DEBUG")
     seen: list[str] = []
     codes: set[tuple[str, int, int, bool]] = set()
@@ -135,8 +126,12 @@ def test_no_password_of_200_shows_after_load_apply_and_a_dagster_run(
             monkeypatch.setenv("JICOO_LEDGER_URL", url)
             loaded = main(["load", "--tables", "users"])
             applied = main(["apply", str(changes), "--apply-log", str(work / "apply_log")])
-            run = job.execute_in_process(
-                run_config=run_config, instance=instance, raise_on_error=False
+            run = materialize(
+                defs,
+                ["warehouse", "apply_log"],
+                run_config=run_config,
+                instance=instance,
+                raise_on_error=False,
             )
             codes.add((spelling, loaded, applied, run.success))
             out, err = capfd.readouterr()

@@ -15,17 +15,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.writeback import (
-    APPLY_LOG_OP,
-    WriteBackResource,
-    apply_changeset_job,
-    apply_log_for,
-    changeset_inbox_sensor,
-)
 from jicoo_sandbox.server import SandboxServer
-from tests.dagster.support import jicoo_resource
+from tests.dagster.support import NAMES, definitions
 from tests.support.writeback_data import HEADER, future_open_bookings
 
+APPLY_LOG_OP = NAMES.op("apply_log")
+APPLY_JOB = NAMES.job("apply_changeset")
+INBOX_SENSOR = NAMES.sensor("changeset_inbox")
 TICK_TIMEOUT_S = 30.0
 # A change set a user keeps outside the inbox, readable by the Dagster daemon's account only.
 PRIVATE_MODE = 0o600
@@ -102,18 +98,25 @@ class _Records(logging.Handler):
         self.seen.append(record)
 
 
-def _tick(instance: dg.DagsterInstance, inbox: Path) -> tuple[list[dg.RunRequest], list[str]]:
+def _defs(sandbox: SandboxServer, inbox: Path) -> dg.Definitions:
+    """The test organization with its change-set inbox at ``inbox``, its other files (ledger,
+    apply log) in ``state`` beside it."""
+    return definitions(sandbox, inbox.parent / "state", changeset_inbox=str(inbox))
+
+
+def _tick(
+    instance: dg.DagsterInstance, defs: dg.Definitions
+) -> tuple[list[dg.RunRequest], list[str]]:
     """One tick in a thread: a tick that blocks fails the test instead of hanging it."""
     outcome: list[list[dg.RunRequest] | Exception] = []
     records = _Records()
 
     def evaluate() -> None:
-        resources = {"writeback": WriteBackResource(inbox=str(inbox))}
         try:
-            with dg.build_sensor_context(instance=instance, resources=resources) as context:
+            with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
                 # The tick's own logger (what the UI shows for the tick), not a global one.
                 context.log.addHandler(records)
-                tick = changeset_inbox_sensor.evaluate_tick(context)
+                tick = defs.resolve_sensor_def(INBOX_SENSOR).evaluate_tick(context)
             outcome.append(list(tick.run_requests or []))
         except Exception as exc:  # noqa: BLE001 - reported below as the test's failure
             outcome.append(exc)
@@ -138,36 +141,22 @@ def _good(inbox: Path) -> None:
 
 
 def _run(
-    sandbox: SandboxServer,
-    instance: dg.DagsterInstance,
-    request: dg.RunRequest,
-    inbox: Path,
-    state: Path,
+    defs: dg.Definitions, instance: dg.DagsterInstance, request: dg.RunRequest
 ) -> dg.ExecuteInProcessResult:
-    """The run the sensor asked for, its ledger and apply log under ``state``."""
-    writeback = WriteBackResource(
-        ledger_path=str(state / "ledger.sqlite"),
-        apply_log_root=str(state / "apply_log"),
-        inbox=str(inbox),
-    )
-    defs = dg.Definitions(
-        assets=[apply_log_for(writeback.ledger_path)],
-        jobs=[apply_changeset_job],
-        resources={"jicoo": jicoo_resource(sandbox), "writeback": writeback},
-    )
-    return defs.resolve_job_def("apply_changeset").execute_in_process(
+    """The run the sensor asked for, its ledger and apply log in the organization's state."""
+    return defs.resolve_job_def(APPLY_JOB).execute_in_process(
         run_config=request.run_config, instance=instance, raise_on_error=False
     )
 
 
 @pytest.mark.parametrize("case", list(HOSTILE))
 def test_a_hostile_entry_is_skipped_with_one_warning_and_blocks_nothing(
-    case: str, instance: dg.DagsterInstance, tmp_path: Path
+    case: str, sandbox: SandboxServer, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
     inbox, outside = tmp_path / "inbox", tmp_path / "elsewhere"
     _good(inbox)
     name = HOSTILE[case](inbox, outside)
-    requests, warnings = _tick(instance, inbox)
+    requests, warnings = _tick(instance, _defs(sandbox, inbox))
     assert _names(requests) == ["good.csv"]
     assert [w for w in warnings if name in w] == [w for w in warnings if "inbox" in w]
     (warning,) = [w for w in warnings if name in w]
@@ -175,22 +164,24 @@ def test_a_hostile_entry_is_skipped_with_one_warning_and_blocks_nothing(
     assert not list(outside.glob("*.rejected.csv")) if outside.exists() else True
 
 
-def test_a_socket_is_skipped_too(instance: dg.DagsterInstance, tmp_path: Path) -> None:
+def test_a_socket_is_skipped_too(
+    sandbox: SandboxServer, instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
     inbox = tmp_path / "i"
     _good(inbox)
     for name in _socket(inbox, tmp_path):
-        requests, warnings = _tick(instance, inbox)
+        requests, warnings = _tick(instance, _defs(sandbox, inbox))
         assert _names(requests) == ["good.csv"]
         assert warnings == [f"change-set inbox: skipped {name}: it is a socket"]
 
 
 def test_every_hostile_entry_at_once_still_lets_the_good_file_through(
-    instance: dg.DagsterInstance, tmp_path: Path
+    sandbox: SandboxServer, instance: dg.DagsterInstance, tmp_path: Path
 ) -> None:
     inbox, outside = tmp_path / "inbox", tmp_path / "elsewhere"
     _good(inbox)
     names = [make(inbox, outside / str(n)) for n, make in enumerate(HOSTILE.values())]
-    requests, warnings = _tick(instance, inbox)
+    requests, warnings = _tick(instance, _defs(sandbox, inbox))
     assert _names(requests) == ["good.csv"]
     assert sorted(w.split(":")[1].split()[-1] for w in warnings) == sorted(names)
 
@@ -202,13 +193,14 @@ def test_a_file_swapped_for_a_link_after_the_tick_is_refused_by_the_run(
 ) -> None:
     inbox, outside = tmp_path / "inbox", tmp_path / "elsewhere"
     _good(inbox)
-    (request,) = _tick(instance, inbox)[0]
+    defs = _defs(sandbox, inbox)
+    (request,) = _tick(instance, defs)[0]
     # The private file names a real booking: applied, it would be cancelled.
     uid = str(future_open_bookings(sandbox)[0]["uid"])
     private = _private_change_set(outside, uid)
     (inbox / "good.csv").unlink()
     (inbox / "good.csv").symlink_to(private)
-    result = _run(sandbox, instance, request, inbox, tmp_path / "state")
+    result = _run(defs, instance, request)
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert "good.csv is a symbolic link" in str(failure.event_specific_data)
@@ -224,7 +216,8 @@ def test_what_a_run_writes_stays_in_the_inbox(
 ) -> None:
     inbox = tmp_path / "inbox"
     _good(inbox)  # its booking does not exist: the row comes back rejected
-    (request,) = _tick(instance, inbox)[0]
-    assert _run(sandbox, instance, request, inbox, tmp_path / "state").success
+    defs = _defs(sandbox, inbox)
+    (request,) = _tick(instance, defs)[0]
+    assert _run(defs, instance, request).success
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inbox", "state"]
     assert sorted(p.name for p in inbox.iterdir()) == ["good.csv", "good.rejected.csv"]
