@@ -128,13 +128,10 @@ def run_changeset(
     by the plan, conflict, failed, not sent) is written to ``FILE.rejected.csv`` in the
     input's shape plus its reason. A file-level problem raises ``ChangeSetError`` before any
     request; nothing is applied then. A failure after POSTs left (the ledger, the apply log,
-    that file) raises ``ApplyIncompleteError`` with what was done. ``content``, when given, is
-    the file's bytes already read (the inbox reads them its own safe way).
-    """
+    that file) raises ``ApplyIncompleteError`` with what was done. ``content``: bytes read."""
     source = Path(path)
-    parsed = parse_changeset(
-        source if content is None else content, encoding=encoding, strict=strict
-    )
+    read: Path | bytes = source if content is None else content  # the inbox reads its own way
+    parsed = parse_changeset(read, encoding=encoding, strict=strict)
     batch = batch_id or default_batch_id(source)
     if dry_run:
         plan, written_plan, not_done = _planned(settings, source, parsed, concurrency)

@@ -52,18 +52,6 @@ if TYPE_CHECKING:
         server_config,
     )
 
-# The receiver's names, loaded on first use (they need the extra).
-_RECEIVER_NAMES = (
-    "DEFAULT_ENDPOINT",
-    "HEALTH_PATH",
-    "READY_LINE_PREFIX",
-    "WebhookEndpoint",
-    "create_app",
-    "create_router",
-    "serve",
-    "server_config",
-)
-
 __all__ = [
     "CANCEL_EVENTS",
     "DEFAULT_ENDPOINT",
@@ -100,6 +88,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    if name in _RECEIVER_NAMES:
+    # The receiver's names: the only ones __all__ holds that are not imported above.
+    if name in __all__:
         return getattr(importlib.import_module("jicoo_connector.webhooks._receiver"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
