@@ -87,7 +87,9 @@ def test_a_password_in_the_warehouse_url_query_never_reaches_dagster(
     """`dagster/uri` showed `?password=...`: the query's secret values are masked too."""
     monkeypatch.setenv(URL_VARIABLE, f"{postgres_url}?password={SECRET}&sslmode=disable")
     defs = definitions(sandbox, tmp_path, warehouse_url=dg.EnvVar(URL_VARIABLE))
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+    home = tmp_path / "dagster"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
         result = materialize(defs, ["warehouse"], instance=instance)
         assert result.success
         assert _metadata(result)["dagster/uri"] == f"{postgres_url}?password=***&sslmode=disable"
