@@ -268,7 +268,7 @@ class SandboxSpec:
     rate_limit: float | None = None
     burst: int | None = None
     seed: int = SANDBOX_SEED
-    anchor: dt.date = field(default_factory=lambda: dt.datetime.now(dt.UTC).date())
+    anchor: dt.date = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).date())
     journal: Path | None = None
 
     def settings(self) -> dict[str, object]:
@@ -1053,7 +1053,7 @@ def count_lines(path: Path) -> int:
 
 def open_booking_uids(sandbox: Sandbox, wanted: int, anchor: dt.date) -> list[str]:
     """Open bookings to cancel: future ones first (safest to change), then any open one."""
-    tomorrow = dt.datetime.combine(anchor + dt.timedelta(days=1), dt.time(), dt.UTC)
+    tomorrow = dt.datetime.combine(anchor + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
     future = {"startedAt": tomorrow.strftime("%Y-%m-%dT%H:%M:%S.000Z")}
     uids: list[str] = []
     with sandbox.client() as client:
@@ -1566,7 +1566,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
     )
     mode = "quick" if args.quick else "full"
-    anchor = dt.datetime.now(dt.UTC).date()
+    anchor = dt.datetime.now(dt.timezone.utc).date()
 
     dlt_note: str | None = None
     if args.no_dlt:
@@ -1592,7 +1592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = Context(sizes, args.quick, anchor, status, {}, WORK / mode)
     shutil.rmtree(ctx.work, ignore_errors=True)
     machine = machine_info()
-    started = dt.datetime.now(dt.UTC)
+    started = dt.datetime.now(dt.timezone.utc)
     runners: dict[str, Callable[[], dict[str, object]]] = {
         "extract_0ms": lambda: extract_scenario(ctx, 0.0),
         "extract_50ms": lambda: extract_scenario(ctx, SLOW_LATENCY_MS),

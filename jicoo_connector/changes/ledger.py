@@ -15,8 +15,8 @@ import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import StrEnum
 
+from jicoo_connector._compat import StrEnum
 from jicoo_connector.changes.changeset import Action, Change
 from jicoo_connector.changes.ledger_backends import (
     LEDGER_URL_ENV,
@@ -133,7 +133,7 @@ def _holder() -> str:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 def booking_snapshot(booking: Mapping[str, object] | None) -> dict[str, object] | None:

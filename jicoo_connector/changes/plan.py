@@ -10,9 +10,9 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from enum import StrEnum
 from pathlib import Path
 
+from jicoo_connector._compat import StrEnum, parse_datetime
 from jicoo_connector.atomic import write_text_atomic
 from jicoo_connector.changes.changeset import Action, Change, ParsedChangeSet, format_instant
 from jicoo_connector.client import AsyncJicooClient
@@ -55,10 +55,10 @@ def parse_instant(value: object) -> dt.datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        parsed = dt.datetime.fromisoformat(value)
+        parsed = parse_datetime(value)
     except ValueError:
         return None
-    return parsed.astimezone(dt.UTC) if parsed.tzinfo is not None else None
+    return parsed.astimezone(dt.timezone.utc) if parsed.tzinfo is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,7 +309,7 @@ async def plan_changeset(
     Rejected rows appear as ``invalid``; a target at or before ``now`` (default: the system
     clock) is ``invalid`` too. Read-only: sends no POST.
     """
-    moment = now or dt.datetime.now(dt.UTC)
+    moment = now or dt.datetime.now(dt.timezone.utc)
     gate = asyncio.Semaphore(max(1, concurrency))
     planned = _clashing_moves(
         list(await asyncio.gather(*(_plan_one(client, c, gate, moment) for c in parsed.changes)))

@@ -7,9 +7,9 @@ records what the decision says, or sends once more. Tested like ``client._retry.
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TypeAlias
 
+from jicoo_connector._compat import StrEnum
 from jicoo_connector.changes.changeset import Action, Change
 from jicoo_connector.changes.plan import parse_instant
 

@@ -123,7 +123,7 @@ def run_changeset(
             concurrency=concurrency,
             on_point=on_point,
         )
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         log = report.write_parquet(Path(apply_log_root) / f"batch={batch}" / f"run-{stamp}.parquet")
         not_done = _back_to_user(
             parsed,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
+from jicoo_connector._compat import parse_datetime
 from jicoo_connector.webhooks._events import WebhookEvent
 
 __all__ = [
@@ -102,7 +103,7 @@ class SQLiteEventStore:
                 event.booking_uid,
                 event.created_at,
                 None if event.started_at is None else event.started_at.isoformat(),
-                dt.datetime.now(dt.UTC).isoformat(),
+                dt.datetime.now(dt.timezone.utc).isoformat(),
                 body,
             ),
         )
@@ -121,7 +122,7 @@ class SQLiteEventStore:
                     event=row[1],
                     booking_uid=row[2],
                     created_at=row[3],
-                    started_at=None if row[4] is None else dt.datetime.fromisoformat(row[4]),
+                    started_at=None if row[4] is None else parse_datetime(row[4]),
                 ),
                 received_at=row[5],
             )

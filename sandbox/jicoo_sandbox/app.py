@@ -17,6 +17,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from jicoo_sandbox._compat import parse_datetime
 from jicoo_sandbox.config import SandboxConfig
 from jicoo_sandbox.fault_control import FaultControl
 from jicoo_sandbox.fault_middleware import FAULT_EXTENSION
@@ -71,7 +72,7 @@ def parse_instant(value: str) -> int | None:
     if "T" not in value and "t" not in value:
         return None
     try:
-        parsed = dt.datetime.fromisoformat(value)
+        parsed = parse_datetime(value)
     except ValueError:
         return None
     if parsed.tzinfo is None:

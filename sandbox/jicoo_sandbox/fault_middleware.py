@@ -8,7 +8,6 @@ It imports no client code.
 """
 
 import asyncio
-import contextlib
 import datetime as dt
 import email.utils
 import functools
@@ -26,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jicoo_sandbox.fault_profile import (
@@ -150,7 +150,7 @@ def _retry_after_header(rule: FaultRule) -> list[tuple[bytes, bytes]]:
     if rule.retry_after_format == "none":
         return []
     if rule.retry_after_format == "http_date":
-        when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+        when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)
         return [(b"retry-after", email.utils.format_datetime(when, usegmt=True).encode())]
     return [(b"retry-after", str(max(MIN_RETRY_AFTER_S, math.ceil(seconds))).encode())]
 
@@ -234,9 +234,8 @@ async def _disconnected(receive: Receive) -> None:
 
 async def _wait_disconnect(receive: Receive) -> None:
     """Wait until uvicorn has seen the connection go, so it does not log a half-sent response."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(DISCONNECT_WAIT_S):
-            await _disconnected(receive)
+    with anyio.move_on_after(DISCONNECT_WAIT_S):
+        await _disconnected(receive)
 
 
 class _LoggedRequest:

@@ -180,7 +180,7 @@ def valid_zone(name: str) -> bool:
     return True
 
 
-EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 ONE_MS: Final = dt.timedelta(milliseconds=1)
 
 

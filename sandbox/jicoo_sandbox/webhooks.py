@@ -12,7 +12,6 @@ connector, and the receiver's verifier must be tested against an independent sig
 """
 
 import contextlib
-import datetime as dt
 import hashlib
 import heapq
 import hmac
@@ -28,6 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
+from jicoo_sandbox._compat import parse_datetime
 from jicoo_sandbox.store import BookingQuery
 
 if TYPE_CHECKING:
@@ -308,4 +308,4 @@ class ChurnRunner:
 
 
 def _ms(instant: str) -> int:
-    return int(dt.datetime.fromisoformat(instant).timestamp() * 1000)
+    return int(parse_datetime(instant).timestamp() * 1000)
