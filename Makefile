@@ -75,8 +75,8 @@ SMOKE_TESTS ?= \
 	tests/client/test_client.py::test_listing_returns_exactly_the_stores_bookings \
 	tests/client/test_client.py::test_5xx_and_429_bursts_still_yield_exactly_the_bookings \
 	tests/client/test_client.py::test_trickle_hits_the_total_deadline_quickly \
-	tests/test_extract.py::test_bookings_of_a_jst_day_are_exactly_those_starting_that_day \
-	tests/test_extract.py::test_an_unreachable_api_stops_the_range_after_the_first_failure \
+	tests/extract/test_extract.py::test_bookings_of_a_jst_day_are_exactly_those_starting_that_day \
+	tests/extract/test_extract.py::test_an_unreachable_api_stops_the_range_after_the_first_failure \
 	tests/changes/test_apply.py::test_dry_run_sends_nothing_and_writes_no_ledger \
 	tests/dagster/test_definitions.py::test_definitions_object_resolves_every_asset_and_job
 

@@ -27,6 +27,10 @@ else:
         def __str__(self) -> str:
             return str.__str__(self)
 
+        @staticmethod
+        def _generate_next_value_(name: str, start: int, count: int, last: list[object]) -> str:
+            return name.lower()  # auto() is the member's name in lower case, as in 3.11
+
     def parse_datetime(text: str) -> dt.datetime:
         """``datetime.fromisoformat`` as Python 3.11 reads it (``...Z``, any fraction digits)."""
         parsed: dt.datetime = datetime_fromisoformat(text)

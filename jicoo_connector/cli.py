@@ -13,9 +13,17 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from jicoo_connector.atomic import atomic_path
-from jicoo_connector.changes.ledger_backends import redact_location
 from jicoo_connector.config import ConnectorConfig, parse_date, parse_zone
-from jicoo_connector.errors import ChangeSetError, ExtractError, JicooError
+from jicoo_connector.errors import (
+    ApplyIncompleteError,
+    BatchMismatchError,
+    ChangeSetError,
+    ConfigError,
+    ExtractError,
+    JicooError,
+    LedgerBusyError,
+    PlanError,
+)
 
 __all__ = ["main"]
 
@@ -198,10 +206,11 @@ def _load(args: argparse.Namespace) -> int:
     import uuid
 
     from jicoo_connector.storage import ParquetStore
-    from jicoo_connector.warehouse import TableLoad, load_warehouse
+    from jicoo_connector.warehouse import TableLoad, WarehouseTarget, load_warehouse
 
     config = ConnectorConfig.from_env(warehouse_url=args.warehouse_url, warehouse_root=args.root)
-    url, root = config.warehouse(), config.warehouse_root
+    target = WarehouseTarget.parse(config.warehouse(), password=config.warehouse_password)
+    root = config.warehouse_root
 
     def progress(table: TableLoad) -> None:
         added = f", columns added: {', '.join(table.columns_added)}" if table.columns_added else ""
@@ -212,7 +221,7 @@ def _load(args: argparse.Namespace) -> int:
         )
 
     report = load_warehouse(
-        url,
+        target,
         ParquetStore(root),
         tables=args.tables,
         full=args.full,
@@ -246,7 +255,9 @@ def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         description=(
             "Validate a change-set CSV, then plan it (--dry-run) or apply it through the ledger. "
             "Exit 0: every row applied or already in target; 1: some rows rejected or failed "
-            "(the report says which); 2: the file is unusable (nothing applied)."
+            "(the report says which), or the ledger, the disk or the apply log failed after "
+            "changes were sent (the message gives the counts); 2: the file is unusable "
+            "(nothing applied)."
         ),
     )
     apply.add_argument("file", type=Path, help="the change-set CSV")
@@ -277,12 +288,7 @@ def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from jicoo_connector.changes import (
-        BatchMismatchError,
-        LedgerBusyError,
-        PlanError,
-        run_changeset,
-    )
+    from jicoo_connector.changes import redact_location, run_changeset
 
     config = ConnectorConfig.from_env(apply_log_root=args.apply_log)
     location = _ledger_location(args.ledger)
@@ -291,7 +297,7 @@ def _apply(args: argparse.Namespace) -> int:
         run = run_changeset(
             config.settings(),
             path,
-            ledger_location=location,
+            ledger=location,
             apply_log_root=config.apply_log_root,
             batch_id=args.batch_id,
             dry_run=args.dry_run,
@@ -305,6 +311,10 @@ def _apply(args: argparse.Namespace) -> int:
     except (PlanError, BatchMismatchError, LedgerBusyError) as exc:
         # All three are found before the first request of the batch leaves.
         return _usage(f"apply: {exc} (nothing was sent)")
+    except ApplyIncompleteError as exc:
+        # POSTs left before the ledger, the disk or the apply log failed: partly done.
+        print(f"jicoo: apply: {path}: {exc}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     if run.parsed.rejected:
         print(f"{len(run.parsed.rejected)} rows rejected by validation:")
         for row in run.parsed.rejected:
@@ -313,10 +323,7 @@ def _apply(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{k} {n}" for k, n in run.plan.counts().items())
         print(f"plan {run.plan_path}: {counts} (nothing was sent)")
         for item in run.plan.items:
-            if item.key is not None and item.verdict.value not in (
-                "will_apply",
-                "already_in_target",
-            ):
+            if item.key is not None and item.refused:
                 print(f"  row {item.row}: {item.verdict.value}: {item.reason}")
     if run.report is not None:
         print(run.report.summary())
@@ -389,7 +396,7 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
     from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
 
     try:
-        from jicoo_connector.webhooks.receiver import (
+        from jicoo_connector.webhooks import (
             DEFAULT_MAX_BODY_BYTES,
             READY_LINE_PREFIX,
             serve,
@@ -404,7 +411,10 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
         ) from None
 
     config = ConnectorConfig.from_env(webhook_db=args.db)
-    secrets = WebhookSecrets.parse(config.webhook_secret or "")
+    try:
+        secrets = WebhookSecrets.parse(config.webhook_secret or "")
+    except ConfigError as exc:
+        return _usage(f"webhook serve: {exc}: set {_SPECS['webhook_secret'].env}")
     if not _port_free(args.host, args.port):
         return _usage(f"port {args.port} on {args.host} is in use; pick another (--port 0: any)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

@@ -19,7 +19,7 @@ from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import STALE_TEMP_SECONDS, ParquetStore, file_schema
 from jicoo_connector.tables import to_record_batch
 from jicoo_connector.warehouse import load_warehouse
-from tests.s3_server import moto_s3
+from tests.support.s3_server import moto_s3
 
 DAY = dt.date(2024, 3, 1)
 NEXT_DAY = dt.date(2024, 3, 2)
@@ -251,7 +251,7 @@ def test_the_layers_below_the_extractor_load_none_of_it() -> None:
     script = (
         "import sys\n"
         "import jicoo_connector.pages, jicoo_connector.quality, jicoo_connector.storage\n"
-        "import jicoo_connector.changes.apply\n"
+        "import jicoo_connector.changes\n"
         "print(sorted(m for m in sys.modules if m.startswith('jicoo_connector.extract')))\n"
     )
     done = subprocess.run(  # noqa: S603 - our own interpreter and script

@@ -10,10 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from jicoo_connector._compat import add_note
-from jicoo_connector.client import AsyncJicooClient, FetchReport, ListingTooLargeError
+from jicoo_connector.client import AsyncJicooClient, FetchReport
 from jicoo_connector.errors import (
     ConfigError,
     ExtractError,
+    ListingTooLargeError,
     MissingPartitionError,
     PermissionDeniedError,
 )
