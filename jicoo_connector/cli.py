@@ -4,12 +4,14 @@ The only module that prints.
 """
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
 import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from jicoo_connector.atomic import atomic_path
@@ -126,9 +128,16 @@ def _add_extract(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     )
 
 
-def _extract(args: argparse.Namespace) -> int:
+def _progress_bar(total: int, *, quiet: bool) -> contextlib.AbstractContextManager[Any]:
+    """The extract's progress bar on stderr; with --quiet none (and no import of tqdm)."""
+    if quiet:
+        return contextlib.nullcontext()
     from tqdm import tqdm
 
+    return tqdm(total=total, unit="partition", file=sys.stderr)
+
+
+def _extract(args: argparse.Namespace) -> int:
     from jicoo_connector.extract import TABLES, ExtractResult, extract_range
 
     tables = args.tables or sorted(TABLES)
@@ -145,14 +154,17 @@ def _extract(args: argparse.Namespace) -> int:
     days = (end - start).days + 1
     total = sum(days if TABLES[t].spec.partitioning == "day" else 1 for t in tables)
     rows: dict[str, int] = {}
-    with tqdm(total=total, unit="partition", disable=args.quiet, file=sys.stderr) as bar:
+    with _progress_bar(total, quiet=args.quiet) as bar:
 
         def progress(result: ExtractResult) -> None:
             rows[result.table] = rows.get(result.table, 0) + result.rows
             if result.skipped_reason:
-                bar.write(f"skipped {result.table}: {result.skipped_reason}")
-            bar.set_postfix_str(f"{result.table} {result.partition_value}: {result.rows} rows")
-            bar.update()
+                (print if bar is None else bar.write)(
+                    f"skipped {result.table}: {result.skipped_reason}"
+                )
+            if bar is not None:
+                bar.set_postfix_str(f"{result.table} {result.partition_value}: {result.rows} rows")
+                bar.update()
 
         extract_range(
             settings,
@@ -383,7 +395,9 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     serve.add_argument(
         "--db",
         default=None,
-        help=_setting_help("webhook_db", "SQLite event store"),
+        help="event store: an SQLite file or a postgresql:// URL (default: "
+        f"${_SPECS['webhook_db_url'].env}, else ${_SPECS['webhook_db'].env}, "
+        f"else {DEFAULTS.webhook_db})",
     )
     serve.add_argument(
         "--max-body-bytes", type=int, default=None, help="larger bodies get 413 (256 KiB)"
@@ -393,7 +407,8 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
 def _serve_webhooks(args: argparse.Namespace) -> int:
     import logging
 
-    from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
+    from jicoo_connector.changes import redact_location
+    from jicoo_connector.webhooks import WebhookSecrets, open_event_store
 
     try:
         from jicoo_connector.webhooks import (
@@ -410,7 +425,7 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
             "pip install 'jicoo-connector[webhooks]'"
         ) from None
 
-    config = ConnectorConfig.from_env(webhook_db=args.db)
+    config = ConnectorConfig.from_env()
     try:
         secrets = WebhookSecrets.parse(config.webhook_secret or "")
     except ConfigError as exc:
@@ -418,11 +433,12 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
     if not _port_free(args.host, args.port):
         return _usage(f"port {args.port} on {args.host} is in use; pick another (--port 0: any)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    db = config.path("webhook_db")
-    with SQLiteEventStore(db) as store:
+    location = args.db or config.webhook_store()
+    store = open_event_store(location)
+    try:
 
         def announce(url: str) -> None:
-            print(f"{READY_LINE_PREFIX}{url} (events in {db})", flush=True)
+            print(f"{READY_LINE_PREFIX}{url} (events in {redact_location(location)})", flush=True)
 
         serve(
             store,
@@ -432,6 +448,8 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
             on_ready=announce,
             max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
         )
+    finally:
+        store.close()
     return EXIT_OK
 
 

@@ -27,6 +27,7 @@ SERVE_OPTIONS = (
     "--webhook-secret",
     "--webhook-duplicate",
     "--webhook-reorder-ms",
+    "--webhook-concurrency",
     "--churn",
     "--churn-limit",
 )
