@@ -10,12 +10,20 @@ import datetime as dt
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from jicoo_connector.atomic import atomic_path
-from jicoo_connector.config import ConnectorConfig, parse_date, parse_zone
+from jicoo_connector.config import (
+    ConnectorConfig,
+    organization_name,
+    organization_variable,
+    parse_date,
+    parse_zone,
+    read_organization_variable,
+)
 from jicoo_connector.errors import (
     ApplyIncompleteError,
     BatchMismatchError,
@@ -26,6 +34,9 @@ from jicoo_connector.errors import (
     LedgerBusyError,
     PlanError,
 )
+
+if TYPE_CHECKING:
+    from jicoo_connector.webhooks import EventStore, WebhookEndpoint
 
 __all__ = ["main"]
 
@@ -387,7 +398,7 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         description=(
             "Verify, deduplicate and durably record Jicoo webhook deliveries (POST to any path). "
             f"Secrets: ${_SPECS['webhook_secret'].env} (comma-separated during a rotation), "
-            "never an argument."
+            "never an argument; with --organization, each organization's own variable."
         ),
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
@@ -400,15 +411,71 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         f"else {DEFAULTS.webhook_db})",
     )
     serve.add_argument(
+        "--organization",
+        action="append",
+        metavar="NAME=DB",
+        default=None,
+        help="serve this organization at /NAME, its events in the SQLite file DB, its secrets "
+        "in $<NAME>_JICOO_WEBHOOK_SECRET (upper case); repeat for each organization. A POST to "
+        "another path goes to the organization whose secret signed it. Not with --db.",
+    )
+    serve.add_argument(
         "--max-body-bytes", type=int, default=None, help="larger bodies get 413 (256 KiB)"
     )
+
+
+def _opened(location: str, stack: ExitStack) -> "EventStore":
+    """The event store at ``location`` (an SQLite file or a postgresql:// URL), closed with
+    ``stack``."""
+    from jicoo_connector.webhooks import open_event_store
+
+    store = open_event_store(location)
+    stack.callback(store.close)
+    return store
+
+
+def _organization_endpoint(spec: str, stack: ExitStack) -> tuple["WebhookEndpoint", str]:
+    """``acme=data/jicoo/acme/webhook_events.sqlite`` (or a postgresql:// URL) -> acme's
+    endpoint, its secrets from ``ACME_JICOO_WEBHOOK_SECRET``."""
+    from jicoo_connector.webhooks import WebhookEndpoint, WebhookSecrets
+
+    name, sep, db = spec.partition("=")
+    if not sep or not db.strip():
+        raise ConfigError(
+            f"--organization {spec!r}: expected NAME=DB (acme=data/acme/events.sqlite)"
+        )
+    name = organization_name(name, f"--organization {spec!r}")
+    variable = organization_variable(name, _SPECS["webhook_secret"].env)
+    secret = read_organization_variable(name, _SPECS["webhook_secret"].env)
+    if secret is None:
+        raise ConfigError(f"{variable} is not set: the webhook secret of organization {name}")
+    location = db.strip()
+    return WebhookEndpoint(name, _opened(location, stack), WebhookSecrets.parse(secret)), location
+
+
+def _webhook_endpoints(
+    args: argparse.Namespace, stack: ExitStack
+) -> list[tuple["WebhookEndpoint", str]]:
+    """The endpoints to serve, each with its event store's location."""
+    from jicoo_connector.webhooks import DEFAULT_ENDPOINT, WebhookEndpoint, WebhookSecrets
+
+    if args.organization:
+        if args.db is not None:
+            raise ConfigError("--db is for one organization; with --organization give NAME=DB")
+        return [_organization_endpoint(spec, stack) for spec in args.organization]
+    config = ConnectorConfig.from_env()
+    try:
+        secrets = WebhookSecrets.parse(config.webhook_secret or "")
+    except ConfigError as exc:
+        raise ConfigError(f"webhook serve: {exc}: set {_SPECS['webhook_secret'].env}") from None
+    location = args.db or config.webhook_store()
+    return [(WebhookEndpoint(DEFAULT_ENDPOINT, _opened(location, stack), secrets), location)]
 
 
 def _serve_webhooks(args: argparse.Namespace) -> int:
     import logging
 
     from jicoo_connector.changes import redact_location
-    from jicoo_connector.webhooks import WebhookSecrets, open_event_store
 
     try:
         from jicoo_connector.webhooks import (
@@ -425,31 +492,27 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
             "pip install 'jicoo-connector[webhooks]'"
         ) from None
 
-    config = ConnectorConfig.from_env()
-    try:
-        secrets = WebhookSecrets.parse(config.webhook_secret or "")
-    except ConfigError as exc:
-        return _usage(f"webhook serve: {exc}: set {_SPECS['webhook_secret'].env}")
     if not _port_free(args.host, args.port):
         return _usage(f"port {args.port} on {args.host} is in use; pick another (--port 0: any)")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    location = args.db or config.webhook_store()
-    store = open_event_store(location)
-    try:
+    with ExitStack() as stack:
+        served = _webhook_endpoints(args, stack)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        where = (
+            redact_location(served[0][1])
+            if not args.organization
+            else ", ".join(f"{e.name} in {redact_location(at)}" for e, at in served)
+        )
 
         def announce(url: str) -> None:
-            print(f"{READY_LINE_PREFIX}{url} (events in {redact_location(location)})", flush=True)
+            print(f"{READY_LINE_PREFIX}{url} (events in {where})", flush=True)
 
         serve(
-            store,
-            secrets,
+            [endpoint for endpoint, _ in served],
             host=args.host,
             port=args.port,
             on_ready=announce,
             max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
         )
-    finally:
-        store.close()
     return EXIT_OK
 
 
