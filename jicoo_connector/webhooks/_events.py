@@ -10,6 +10,7 @@ from typing import Final
 
 import orjson
 
+from jicoo_connector._compat import parse_datetime
 from jicoo_connector.errors import WebhookPayloadError
 
 __all__ = [
@@ -38,19 +39,19 @@ def _instant(value: object, field: str) -> dt.datetime:
     if not isinstance(value, str):
         raise WebhookPayloadError(f"{field} must be an ISO 8601 date-time string")
     try:
-        parsed = dt.datetime.fromisoformat(value)
+        parsed = parse_datetime(value)
     except ValueError:
         raise WebhookPayloadError(f"{field} is not an ISO 8601 date-time") from None
     if parsed.tzinfo is None:
         raise WebhookPayloadError(f"{field} has no time zone")
     if not EARLIEST_YEAR <= parsed.year <= LATEST_YEAR:
         raise WebhookPayloadError(f"{field} is outside {EARLIEST_YEAR}-{LATEST_YEAR}")
-    return parsed.astimezone(dt.UTC)
+    return parsed.astimezone(dt.timezone.utc)
 
 
 def format_instant(value: dt.datetime) -> str:
     """The API's canonical form: UTC with milliseconds and ``Z``."""
-    utc = value.astimezone(dt.UTC)
+    utc = value.astimezone(dt.timezone.utc)
     return (
         f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:"
         f"{utc.second:02d}.{utc.microsecond // 1000:03d}Z"

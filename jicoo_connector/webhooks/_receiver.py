@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
 
+import anyio
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -122,7 +123,8 @@ async def _body(request: Request, limits: ReceiverLimits) -> bytes | JSONRespons
         logger.warning("webhook refused (431): head over %d bytes", limits.max_header_bytes)
         return _refusal(431, f"request head over {limits.max_header_bytes} bytes")
     try:
-        async with asyncio.timeout(limits.body_timeout_s):
+        # anyio's deadline: asyncio.timeout is Python 3.11's, and the library runs on 3.10 too.
+        with anyio.fail_after(limits.body_timeout_s):
             return await _read_capped(request, limits.max_body_bytes)
     except _TooLargeError:
         logger.warning("webhook refused (413): body over %d bytes", limits.max_body_bytes)
