@@ -9,6 +9,7 @@ from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from jicoo_connector._compat import add_note
 from jicoo_connector.client import AsyncJicooClient, FetchReport
 from jicoo_connector.errors import (
     ConfigError,
@@ -111,8 +112,8 @@ def extract_range(
     days = days_between(start, end) if groups else []
     ctx = ExtractContext(
         tz,
-        snapshot_date=(now or dt.datetime.now(dt.UTC)).astimezone(tz).date(),
-        extracted_at=dt.datetime.now(dt.UTC),
+        snapshot_date=(now or dt.datetime.now(dt.timezone.utc)).astimezone(tz).date(),
+        extracted_at=dt.datetime.now(dt.timezone.utc),
         run_id=run_id,
         store=ParquetStore(out_root),
         horizon_days=horizon_days,
@@ -197,7 +198,7 @@ class _Loop:
 
     def _failed(self, exc: Exception, what: str) -> None:
         logger.error("extracting %s failed: %s", what, exc)
-        exc.add_note(f"while extracting {what}")
+        add_note(exc, f"while extracting {what}")
         self._errors.append(exc)
         if isinstance(exc, STOPS_THE_RUN) and self._stopped_by is None:
             self._stopped_by = exc
@@ -276,7 +277,7 @@ async def _extract_days(
     The listing's report goes to the first table's first day; the calls of a table's fetcher
     to its first day: reports summed over results count every request once.
     """
-    ctx = dataclasses.replace(ctx, extracted_at=dt.datetime.now(dt.UTC))
+    ctx = dataclasses.replace(ctx, extracted_at=dt.datetime.now(dt.timezone.utc))
     try:
         listing = await _feed_days(
             client, ctx, group, chunk, chunk_rows if len(chunk) > 1 else None
@@ -334,7 +335,7 @@ async def _extract_snapshot(
     client: AsyncJicooClient, ctx: ExtractContext, source: SnapshotSource
 ) -> ExtractResult:
     """Today's partition of a snapshot table (skipped on a 403)."""
-    ctx = dataclasses.replace(ctx, extracted_at=dt.datetime.now(dt.UTC))
+    ctx = dataclasses.replace(ctx, extracted_at=dt.datetime.now(dt.timezone.utc))
     try:
         fetched = await source.fetch(client, ctx)
     except PermissionDeniedError as denied:
@@ -377,7 +378,7 @@ async def extract_partition(
     ctx = ExtractContext(
         tz,
         snapshot_date=snapshot_date or dt.datetime.now(tz).date(),
-        extracted_at=dt.datetime.now(dt.UTC),
+        extracted_at=dt.datetime.now(dt.timezone.utc),
         run_id=run_id,
         store=store,
         horizon_days=horizon_days,
