@@ -30,6 +30,14 @@ from jicoo_connector.dagster._writeback import (
 from jicoo_connector.errors import ConfigError
 
 # Settings that may hold a password: given as dg.EnvVar, so that the UI shows a variable's name.
+# Steps in their own processes (the multiprocess executor), forked from one server process that
+# imported Dagster and the code location once per run: a spawned process imports both again for
+# every step, and an API step holds its pool's one slot while it does (tens of seconds on a
+# loaded 2-core machine, which kept the other runs' steps waiting).
+STEP_EXECUTOR = dg.multiprocess_executor.configured(
+    {"start_method": {"forkserver": {}}}, name="multiprocess_forkserver"
+)
+
 SECRET_SETTINGS = frozenset(
     {"proxy_url", "warehouse_url", "warehouse_password", "ledger_url", "webhook_db_url"}
 )
@@ -236,4 +244,5 @@ def build_jicoo_definitions(
         schedules=build_schedules(setup) if schedules else [],
         sensors=sensors,
         resources=_resources(names, api_key, resolved, settings),
+        executor=STEP_EXECUTOR,
     )
