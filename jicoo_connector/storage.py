@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DATA_FILE_NAME",
+    "ZONE_KEY",
     "ParquetStore",
     "PartitionWriteResult",
 ]
@@ -35,6 +36,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DATA_FILE_NAME = "data.parquet"
+# Footer key of the IANA zone a partition's days (and snapshot dates) were cut in: a folder
+# cut in Tokyo days and one cut in UTC days hold the same booking on different days.
+ZONE_KEY = "jicoo.time_zone"
 PARQUET_COMPRESSION: Final = "zstd"
 # Row groups large enough for good compression, small enough to keep reader memory modest.
 ROW_GROUP_ROWS = 64 * 1024
@@ -187,6 +191,14 @@ class ParquetStore:
             for key, value in stored.items()
             if not key.startswith(b"ARROW:")  # pyarrow's own schema copy
         }
+
+    def time_zone(self, table: str) -> str | None:
+        """The zone the latest partition of ``table`` was cut in (``ZONE_KEY`` in its footer),
+        or None when there is no partition or it was written before zones were recorded."""
+        values = self.list_partitions(table)
+        if not values:
+            return None
+        return (self.partition_metadata(table, values[-1]) or {}).get(ZONE_KEY)
 
     def dataset(self, table: str) -> "ds.FileSystemDataset":
         """Every partition of ``table`` as one pyarrow dataset, partition column typed."""

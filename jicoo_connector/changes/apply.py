@@ -164,7 +164,7 @@ class ApplyReport:
     rows: list[ApplyRow]
     posts_sent: int = 0
     counts: dict[str, int] = field(default_factory=dict)
-    # The API answered 401 to our reads: the key is wrong, and the rest were not tried.
+    # The API answered 401 or 403 to our reads: the key is wrong; the rest were not tried.
     key_refused: bool = False
 
     def __post_init__(self) -> None:
@@ -190,7 +190,7 @@ class ApplyReport:
         sent = f"POSTs sent: {self.posts_sent}" if self.posts_sent else "nothing was sent"
         lines = [f"batch {self.batch_id} ({mode}): {counts}; {sent}"]
         if self.key_refused:
-            lines.append("  the API refused the key (HTTP 401): check JICOO_API_KEY")
+            lines.append("  the API refused the key (HTTP 401/403): check JICOO_API_KEY")
         attention = {
             ChangeState.FAILED.value,
             ChangeState.CONFLICT.value,

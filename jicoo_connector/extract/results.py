@@ -17,6 +17,7 @@ from jicoo_connector.errors import (
 from jicoo_connector.extract.defaults import BATCH_ROWS
 from jicoo_connector.extract.sources import ExtractContext, Fetched
 from jicoo_connector.quality import PartitionQuality, QualityRecorder
+from jicoo_connector.storage import ZONE_KEY
 from jicoo_connector.tables import to_record_batch
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ def write_fetched(
         table,
         value,
         (recorder.observe(batch) for batch in _batches(table, value, fetched, ctx)),
-        metadata=fetched.footer or None,
+        metadata={**fetched.footer, ZONE_KEY: ctx.zone.key},
     )
     return ExtractResult(
         table,

@@ -2,6 +2,7 @@
 and snapshot partitions, and extract_partition() for a single partition."""
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -20,7 +21,7 @@ from jicoo_connector.errors import (
     MissingPartitionError,
     PermissionDeniedError,
 )
-from jicoo_connector.extract.days import days_between, zone_of
+from jicoo_connector.extract.days import check_zone, days_between, zone_of
 from jicoo_connector.extract.defaults import (
     DEFAULT_CHUNK_DAYS,
     DEFAULT_DAY_CONCURRENCY,
@@ -29,8 +30,9 @@ from jicoo_connector.extract.defaults import (
     DEFAULT_ROWS_IN_FLIGHT,
     DEFAULT_SLOT_HORIZON_DAYS,
     DEFAULT_ZONE,
-    STOPS_THE_RUN,
     WORKER_THREADS,
+    failure_message,
+    stops_the_run,
 )
 from jicoo_connector.extract.fanout import merged
 from jicoo_connector.extract.results import ExtractResult, skipped, write_fetched
@@ -42,6 +44,7 @@ from jicoo_connector.extract.sources import (
     ExtractContext,
     FeedDay,
     FeedListing,
+    Fetched,
     SnapshotSource,
     TableSource,
 )
@@ -125,6 +128,8 @@ def extract_range(
     groups = _feed_groups(selected, feed_from_store)
     days = days_between(start, end) if groups else []
     for group in groups:
+        for table in {group.feed.table, *(source.table for source in group.sources)}:
+            check_zone(ctx.store, table, zone)
         if not group.stored:
             continue
         missing = [d for d in days if not ctx.store.has_partition(group.feed.table, d)]
@@ -189,7 +194,7 @@ class _Loop:
         logger.error("extracting %s failed: %s", what, exc)
         exc.add_note(f"while extracting {what}")
         self._errors.append(exc)
-        if isinstance(exc, STOPS_THE_RUN) and self._stopped_by is None:
+        if stops_the_run(exc) and self._stopped_by is None:
             self._stopped_by = exc
             logger.error("no further partition is started: every one would fail the same way")
 
@@ -217,11 +222,11 @@ class _Loop:
             )
         if self._errors:
             # Every partition either has a result (written or skipped on a 403) or failed.
-            total = self._partitions
-            message = f"{total - len(self._results)} of {total} partitions failed"
-            if self._stopped_by is not None:
-                message += f"; stopped starting new ones after: {self._stopped_by}"
-            raise ExtractError(message, self._errors)
+            written = sum(1 for result in self._results if result.path is not None)
+            raise ExtractError(
+                failure_message(self._stopped_by or self._errors[0], written, self._partitions),
+                self._errors,
+            )
         return sorted(self._results, key=lambda r: (r.table, r.partition_value))
 
     async def _chunks(self, client: AsyncJicooClient, group: _FeedGroup, sizer: ChunkSizer) -> None:
@@ -244,11 +249,9 @@ class _Loop:
             if self._stopped_by is not None:
                 return
             try:
-                result = await _extract_snapshot(client, self._ctx, source)
+                await _extract_snapshot(client, self._ctx, source, self._emit)
             except Exception as exc:  # noqa: BLE001 - one partition must not stop the others
                 self._failed(exc, f"{source.table} {self._ctx.snapshot_date}")
-                return
-        self._emit(result)
 
 
 async def _extract_days(
@@ -279,6 +282,7 @@ async def _extract_days(
             listed += await _extract_days(client, ctx, group, narrower, emit, chunk_rows) or 0
         return listed
     except PermissionDeniedError as denied:
+        await client.check_key()  # a refused key raises here: no table escapes it
         for source in group.sources:
             for day in chunk:
                 emit(skipped(source.table, day, denied))
@@ -288,6 +292,7 @@ async def _extract_days(
         try:
             fetched = await source.fetch(client, ctx, listing.days)
         except PermissionDeniedError as denied:
+            await client.check_key()
             for day in chunk:
                 emit(skipped(source.table, day, denied))
             continue
@@ -300,8 +305,24 @@ async def _extract_days(
             if unreported is not None:
                 one = dataclasses.replace(one, report=merged(unreported, one.report))
                 unreported = None
-            emit(await asyncio.to_thread(write_fetched, source.table, feed_day.day, one, ctx))
+            await _write(emit, source.table, feed_day.day, one, ctx)
     return listing.listed
+
+
+async def _write(
+    emit: Emit, table: str, value: dt.date, fetched: Fetched, ctx: ExtractContext
+) -> None:
+    """Write one partition in a worker thread and emit its result, also when the run is
+    cancelled meanwhile (Ctrl-C, SIGTERM): the thread finishes the file anyway, and what an
+    interrupted run says it wrote must count it."""
+    job = asyncio.ensure_future(asyncio.to_thread(write_fetched, table, value, fetched, ctx))
+    try:
+        result = await asyncio.shield(job)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):  # a write that failed wrote nothing to count
+            emit(await job)
+        raise
+    emit(result)
 
 
 async def _feed_days(
@@ -321,16 +342,18 @@ async def _feed_days(
 
 
 async def _extract_snapshot(
-    client: AsyncJicooClient, ctx: ExtractContext, source: SnapshotSource
-) -> ExtractResult:
-    """Today's partition of a snapshot table (skipped on a 403)."""
+    client: AsyncJicooClient, ctx: ExtractContext, source: SnapshotSource, emit: Emit
+) -> None:
+    """Today's partition of a snapshot table (skipped on a 403 if the key reads bookings)."""
     ctx = dataclasses.replace(ctx, extracted_at=dt.datetime.now(dt.UTC))
     try:
         fetched = await source.fetch(client, ctx)
     except PermissionDeniedError as denied:
-        return skipped(source.table, ctx.snapshot_date, denied)
+        await client.check_key()
+        emit(skipped(source.table, ctx.snapshot_date, denied))
+        return
     # Conversion and file I/O block: off the event loop, so other partitions keep going.
-    return await asyncio.to_thread(write_fetched, source.table, ctx.snapshot_date, fetched, ctx)
+    await _write(emit, source.table, ctx.snapshot_date, fetched, ctx)
 
 
 async def extract_partition(
@@ -352,7 +375,8 @@ async def extract_partition(
 
     Day tables take ``day`` (the start day in ``zone``; their feed is listed for it); snapshot
     tables take ``snapshot_date``. A 403 returns a result with ``skipped_reason`` and writes
-    nothing; every other error propagates.
+    nothing when the key reads bookings (else the 403 is the key's and is raised, as every
+    other error is). A folder cut in another zone raises ``ConfigError`` before any request.
 
     >>> async with AsyncJicooClient(settings) as client:  # doctest: +SKIP
     ...     await extract_partition(client, "bookings", day=dt.date(2024, 3, 1), store=store,
@@ -375,14 +399,16 @@ async def extract_partition(
         fanout=fanout,
         full=full,
     )
+    results: list[ExtractResult] = []
     if isinstance(source, SnapshotSource):
         if snapshot_date is None or day is not None:
             raise ConfigError(f"{table} is a daily snapshot: pass snapshot_date=, not day=")
-        return await _extract_snapshot(client, ctx, source)
-    if day is None or snapshot_date is not None:
-        raise ConfigError(f"{table} is partitioned by day: pass day=, not snapshot_date=")
-    results: list[ExtractResult] = []
-    group = _FeedGroup(source.feed, [source], stored=False)
-    await _extract_days(client, ctx, group, [day], results.append, None)
+        await _extract_snapshot(client, ctx, source, results.append)
+    else:
+        if day is None or snapshot_date is not None:
+            raise ConfigError(f"{table} is partitioned by day: pass day=, not snapshot_date=")
+        check_zone(store, table, zone)
+        group = _FeedGroup(source.feed, [source], stored=False)
+        await _extract_days(client, ctx, group, [day], results.append, None)
     (result,) = results
     return result

@@ -198,12 +198,18 @@ class _Api:
         self.sender = sender
         self.keys = config.valid_keys()
         self.denied = config.denied
+        self.auth_failure_status = config.auth_failure_status
 
     def _guard(self, request: Request, operation: str) -> None:
         key = request.headers.get(API_KEY_HEADER)
         if key is None or key not in self.keys:
-            # Bearer auth is not documented by the portal: refused like a missing key.
-            raise SandboxError(401, "unauthorized", "a valid X-Jicoo-Api-Key header is required")
+            # Bearer auth is not documented by the portal: refused like a missing key, with 403
+            # as the real API did (or 401, SandboxConfig.auth_failure_status).
+            raise SandboxError(
+                self.auth_failure_status,
+                "unauthorized",
+                "a valid X-Jicoo-Api-Key header is required",
+            )
         if operation in self.denied.get(key, frozenset()):
             raise SandboxError(403, "forbidden", f"this API key may not call {operation}")
 

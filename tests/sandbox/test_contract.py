@@ -193,7 +193,7 @@ def test_error_bodies_match_the_documented_statuses(
     )
     with anonymous, limited:
         cases = [
-            ("/v1/bookings", anonymous.get("/v1/bookings"), 401),
+            ("/v1/bookings", anonymous.get("/v1/bookings"), 403),
             ("/v1/bookings", client.get("/v1/bookings", params={"perPage": 101}), 422),
             ("/v1/bookings/{uid}", client.get("/v1/bookings/nope"), 404),
             ("/v1/bookings/{uid}", client.patch("/v1/bookings/nope", json={}), 404),
@@ -209,7 +209,7 @@ def test_error_bodies_match_the_documented_statuses(
                 422,
             ),
             ("/v1/bookings/{uid}/cancel", client.post("/v1/bookings/nope/cancel"), 404),
-            ("/v1/bookings/{uid}/cancel", anonymous.post("/v1/bookings/nope/cancel"), 401),
+            ("/v1/bookings/{uid}/cancel", anonymous.post("/v1/bookings/nope/cancel"), 403),
             (
                 "/v1/bookings/{uid}/reschedule",
                 client.post(f"/v1/bookings/{cancelled['uid']}/reschedule", json={}),
@@ -220,7 +220,7 @@ def test_error_bodies_match_the_documented_statuses(
                 client.post("/v1/bookings/nope/reschedule", json={}),
                 404,
             ),
-            ("/v1/schedules", anonymous.get("/v1/schedules"), 401),
+            ("/v1/schedules", anonymous.get("/v1/schedules"), 403),
             ("/v1/user_availability_calendars", client.get("/v1/user_availability_calendars"), 400),
             (
                 "/v1/user_availability_calendars/{uid}",
