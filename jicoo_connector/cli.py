@@ -4,78 +4,51 @@ The only module that prints.
 """
 
 import argparse
+import contextlib
 import csv
 import datetime as dt
+import errno
+import logging
+import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 from zoneinfo import ZoneInfo
 
 from jicoo_connector.atomic import atomic_path
 from jicoo_connector.changes.ledger_backends import redact_location
-from jicoo_connector.config import ConnectorConfig, parse_date, parse_zone
+from jicoo_connector.cli_parser import build_parser
+from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.errors import ChangeSetError, ExtractError, JicooError
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
-EXIT_OK = 0
-EXIT_SOME_FAILED = 1
-EXIT_UNUSABLE = 2
+# The exit codes (the README's table). 1 and 2 tell "done in part" from "nothing done": what
+# a scheduler needs to know before it re-runs or pages someone.
+EXIT_OK = 0  # done
+EXIT_SOME_FAILED = 1  # done in part: some partitions, tables or rows did not go through
+EXIT_UNUSABLE = 2  # nothing done: usage, configuration, refused before any side effect
+EXIT_SIGINT = 128 + signal.SIGINT  # 130: interrupted (Ctrl-C)
+EXIT_SIGTERM = 128 + signal.SIGTERM  # 143: interrupted (SIGTERM: kill, a scheduler's stop)
 # The receiver's server, an optional extra: a user who only extracts never installs it.
 WEBHOOKS_EXTRA_MODULES = frozenset({"starlette", "uvicorn"})
-
-
-DEFAULTS = ConnectorConfig()
-_SPECS = ConnectorConfig.specs()
-
-
-def _argument(parse: Callable[[str], object]) -> Callable[[str], object]:
-    """A config parser as an argparse type: a bad flag is a usage error (exit 2), no stack."""
-
-    def convert(text: str) -> object:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return convert
-
-
-_date = _argument(parse_date)
-_zone = _argument(parse_zone)
-
-
-def _setting_help(name: str, what: str) -> str:
-    """``what`` plus where the default comes from: the variable, else the built-in value."""
-    env = _SPECS[name].env
-    return f"{what} (default: ${env}, else {getattr(DEFAULTS, name)})"
-
-
-class _TableNames:
-    """The registry's table names, read only when shown: importing the registry imports pyarrow
-    (~1 s), which commands that never touch a table should not pay for."""
-
-    def __str__(self) -> str:
-        from jicoo_connector.extract import SOURCES
-
-        return " ".join(SOURCES)
-
-
-def _add_tables(parser: argparse.ArgumentParser, verb: str) -> None:
-    action = parser.add_argument(
-        "--tables",
-        nargs="+",
-        metavar="TABLE",
-        help=f"tables to {verb} (default: all): %(known)s",
-    )
-    # argparse fills %(known)s from the action's attributes when it formats the help.
-    action.known = _TableNames()  # type: ignore[attr-defined]
 
 
 def _usage(message: str) -> int:
     print(f"jicoo: {message}", file=sys.stderr)
     return EXIT_UNUSABLE
+
+
+class _Done:
+    """What a command has done so far: the line an interrupt or a failure ends with says it,
+    and whether anything was done decides between exit 1 and 2."""
+
+    def __init__(self) -> None:
+        self.anything = False
+        self.what: Callable[[], str] = lambda: "nothing was written"
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -89,36 +62,7 @@ def _port_free(host: str, port: int) -> bool:
         return False
 
 
-def _add_extract(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    extract = commands.add_parser(
-        "extract",
-        help="extract tables to Parquet (no Dagster needed)",
-        description=(
-            "Extract Jicoo tables into hive-partitioned Parquet: day tables for every day in "
-            "[--start, --end] (calendar days in --timezone), snapshot tables once for today."
-        ),
-    )
-    _add_tables(extract, "extract")
-    extract.add_argument("--start", type=_date, default=None, help="first day (default today)")
-    extract.add_argument("--end", type=_date, default=None, help="last day (default --start)")
-    extract.add_argument(
-        "--out", default=None, help=_setting_help("warehouse_root", "Parquet root: a path or URI")
-    )
-    extract.add_argument(
-        "--timezone",
-        type=_zone,
-        default=None,
-        help=_setting_help("timezone", "IANA zone of the days"),
-    )
-    extract.add_argument("--quiet", action="store_true", help="no progress bar")
-    extract.add_argument(
-        "--full",
-        action="store_true",
-        help="read every booking's contacts (default: only new or changed bookings')",
-    )
-
-
-def _extract(args: argparse.Namespace) -> int:
+def _extract(args: argparse.Namespace, done: _Done) -> int:
     from tqdm import tqdm
 
     from jicoo_connector.extract import SOURCES, ExtractResult, extract_range
@@ -138,12 +82,21 @@ def _extract(args: argparse.Namespace) -> int:
     days = (end - start).days + 1
     total = sum(days if TABLES[t].partitioning == "day" else 1 for t in tables)
     rows: dict[str, int] = {}
+    skipped: dict[str, str] = {}
+    written = 0
+    done.what = lambda: (
+        f"{written} of {total} partitions written; the others keep their previous data"
+    )
     with tqdm(total=total, unit="partition", disable=args.quiet, file=sys.stderr) as bar:
 
         def progress(result: ExtractResult) -> None:
+            nonlocal written
             rows[result.table] = rows.get(result.table, 0) + result.rows
             if result.skipped_reason:
-                bar.write(f"skipped {result.table}: {result.skipped_reason}")
+                skipped[result.table] = result.skipped_reason
+            else:
+                written += 1
+                done.anything = True
             bar.set_postfix_str(f"{result.table} {result.partition_value}: {result.rows} rows")
             bar.update()
 
@@ -158,53 +111,47 @@ def _extract(args: argparse.Namespace) -> int:
             full=args.full,
         )
     for table in tables:
-        print(f"{table:<24} {rows.get(table, 0):>9} rows  {config.warehouse_root}/{table}/")
+        if table in skipped:
+            print(f"{table:<24} {'skipped':>9}       {skipped[table]}; earlier partitions kept")
+        else:
+            print(f"{table:<24} {rows.get(table, 0):>9} rows  {config.warehouse_root}/{table}/")
+    if skipped:
+        # The key reads bookings but not these: the rest is written, so this is done in part.
+        print(
+            f"jicoo extract: {len(skipped)} of {len(tables)} tables skipped: the API key may "
+            "not read them (leave them out with --tables)",
+            file=sys.stderr,
+        )
+        return EXIT_SOME_FAILED
     return EXIT_OK
 
 
-def _add_load(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    load = commands.add_parser(
-        "load",
-        help="load the extracted Parquet tables into the warehouse (incremental)",
-        description=(
-            "Load the Parquet partitions written since their last load into the warehouse: "
-            "a DuckDB file (default), postgresql://, snowflake:// or bigquery://PROJECT/DATASET. "
-            "Each table is staged, then merged in one transaction; the load state lives in the "
-            "warehouse's _jicoo_loads table. Exit 0 when every table loaded, 2 when the URL, "
-            "driver or a column's type stops the load (tables before it stay loaded)."
-        ),
-        epilog=(
-            "Credentials: in the URL, or JICOO_WAREHOUSE_PASSWORD (libpq's PGPASSWORD and "
-            "~/.pgpass work too; BigQuery uses Google's application default credentials). "
-            "The password is never printed."
-        ),
-    )
-    _add_tables(load, "load")
-    load.add_argument("--full", action="store_true", help="reload every partition, changed or not")
-    load.add_argument(
-        "--warehouse-url",
-        default=None,
-        metavar="URL",
-        help=f"warehouse (default: $JICOO_WAREHOUSE_URL, else $JICOO_DUCKDB_PATH, else "
-        f"{DEFAULTS.duckdb_path})",
-    )
-    load.add_argument(
-        "--root",
-        default=None,
-        help=_setting_help("warehouse_root", "Parquet root: a path or URI"),
-    )
-
-
-def _load(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace, done: _Done) -> int:
     import uuid
 
     from jicoo_connector.storage import ParquetStore
+    from jicoo_connector.tables import TABLES
     from jicoo_connector.warehouse import TableLoad, load_warehouse
 
     config = ConnectorConfig.from_env(warehouse_url=args.warehouse_url, warehouse_root=args.root)
     url, root = config.warehouse(), config.warehouse_root
+    store = ParquetStore(root)
+    if store.is_local and not Path(store.base).is_dir():
+        # Said before the warehouse is opened: a DuckDB file would be created for nothing.
+        return _usage(
+            f"load: no Parquet folder at {root} (--root or JICOO_WAREHOUSE_ROOT): nothing was "
+            "loaded; extract first (jicoo extract --out DIR)"
+        )
+    total = len(args.tables or TABLES)
+    loaded: list[str] = []
+    done.what = lambda: (
+        f"{len(loaded)} of {total} tables loaded; the others keep their previous rows "
+        "(re-run to finish)"
+    )
 
     def progress(table: TableLoad) -> None:
+        loaded.append(table.table)
+        done.anything = True
         added = f", columns added: {', '.join(table.columns_added)}" if table.columns_added else ""
         print(
             f"{table.table:<24} {len(table.loaded):>4} partitions loaded ({table.rows} rows), "
@@ -214,7 +161,7 @@ def _load(args: argparse.Namespace) -> int:
 
     report = load_warehouse(
         url,
-        ParquetStore(root),
+        store,
         tables=args.tables,
         full=args.full,
         run_id=f"cli-{uuid.uuid4().hex[:12]}",
@@ -222,17 +169,8 @@ def _load(args: argparse.Namespace) -> int:
     )
     print(report.summary())
     if not report.loaded and not report.skipped:
-        print(
-            f"jicoo load: no Parquet partitions under {root} (run jicoo extract first?)",
-            file=sys.stderr,
-        )
+        return _usage(f"load: no Parquet partitions under {root} (run jicoo extract first?)")
     return EXIT_OK
-
-
-LEDGER_HELP = (
-    f"ledger: an SQLite file or a postgresql:// URL (default: ${_SPECS['ledger_url'].env}, "
-    f"else ${_SPECS['ledger_path'].env}, else {DEFAULTS.ledger_path})"
-)
 
 
 def _ledger_location(flag: str | None) -> str:
@@ -240,61 +178,49 @@ def _ledger_location(flag: str | None) -> str:
     return flag or ConnectorConfig.from_env().ledger_location()
 
 
-def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    apply = commands.add_parser(
-        "apply",
-        help="apply reschedules/cancellations from a CSV change set, exactly once",
-        description=(
-            "Validate a change-set CSV, then plan it (--dry-run) or apply it through the ledger. "
-            "Exit 0: every row applied or already in target; 1: some rows rejected or failed "
-            "(the report says which); 2: the file is unusable (nothing applied)."
-        ),
-    )
-    apply.add_argument("file", type=Path, help="the change-set CSV")
-    apply.add_argument("--dry-run", action="store_true", help="plan only; writes FILE.plan.json")
-    apply.add_argument("--plan", type=Path, help="apply only if this plan still holds")
-    apply.add_argument("--ledger", help=LEDGER_HELP)
-    apply.add_argument("--concurrency", type=int, default=4, help="changes in flight at once")
-    apply.add_argument("--batch-id", help="ledger batch id (default: the file name)")
-    apply.add_argument("--encoding", help="file encoding, e.g. cp932 (default UTF-8)")
-    apply.add_argument("--strict", action="store_true", help="refuse the file if any row is bad")
-    apply.add_argument(
-        "--apply-log",
-        default=None,
-        help=_setting_help("apply_log_root", "apply_log Parquet table root"),
-    )
+def _applied_so_far(location: str, batch: str, dry_run: bool) -> str:
+    """What an interrupted apply did, as its ledger records it (read only, as `jicoo ledger
+    status`): the batch's changes applied, and those sent without an answer."""
+    from jicoo_connector.changes import ChangeState, Ledger
 
-    ledger = commands.add_parser("ledger", help="inspect the write-back ledger")
-    ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
-    undo = ledger_commands.add_parser(
-        "undo", help="write the inverse change set of a batch's applied reschedules"
-    )
-    undo.add_argument("batch", help="the batch id")
-    undo.add_argument("--ledger", help=LEDGER_HELP)
-    undo.add_argument("--out", type=Path, help="output CSV (default BATCH.undo.csv)")
-    status = ledger_commands.add_parser("status", help="counts per state of a batch")
-    status.add_argument("batch", help="the batch id")
-    status.add_argument("--ledger", help=LEDGER_HELP)
+    if dry_run:
+        return "a dry run sends nothing; no plan was written"
+    try:
+        with Ledger(location, read_only=True) as ledger:
+            counts = ledger.counts(batch) if ledger.batch_holder(batch) else {}
+    except JicooError as exc:
+        return f"the ledger cannot be read ({exc}); re-run the same command to finish"
+    if not counts:
+        return "nothing was sent"
+    applied = counts.get(ChangeState.APPLIED, 0) + counts.get(ChangeState.ALREADY_APPLIED, 0)
+    line = f"{applied} of {sum(counts.values())} changes applied and recorded"
+    in_flight = counts.get(ChangeState.INTENT, 0) + counts.get(ChangeState.IN_DOUBT, 0)
+    if in_flight:
+        line += f", {in_flight} sent without an answer (the re-run reads them back first)"
+    return f"{line}; re-run the same command to finish"
 
 
-def _apply(args: argparse.Namespace) -> int:
+def _apply(args: argparse.Namespace, done: _Done) -> int:
     from jicoo_connector.changes import (
         BatchMismatchError,
         LedgerBusyError,
         PlanError,
         run_changeset,
     )
+    from jicoo_connector.changes.run import default_batch_id
 
     config = ConnectorConfig.from_env(apply_log_root=args.apply_log)
     location = _ledger_location(args.ledger)
     path: Path = args.file
+    batch = args.batch_id or default_batch_id(path)
+    done.what = lambda: _applied_so_far(location, batch, args.dry_run)
     try:
         run = run_changeset(
             config.settings(),
             path,
             ledger_location=location,
             apply_log_root=config.apply_log_root,
-            batch_id=args.batch_id,
+            batch_id=batch,
             dry_run=args.dry_run,
             plan_path=args.plan,
             concurrency=args.concurrency,
@@ -323,13 +249,13 @@ def _apply(args: argparse.Namespace) -> int:
         print(run.report.summary())
         print(f"apply log: {run.apply_log}; ledger: {redact_location(location)}")
         if run.report.key_refused and not run.report.posts_sent:
-            return _usage("apply: the API refused JICOO_API_KEY (HTTP 401); nothing was sent")
+            return _usage("apply: the API refused JICOO_API_KEY (HTTP 401/403); nothing was sent")
     if run.rejected_path is not None:
         print(f"{len(run.not_done)} rows did not go through; fix and resubmit {run.rejected_path}")
     return EXIT_OK if run.ok else EXIT_SOME_FAILED
 
 
-def _ledger(args: argparse.Namespace) -> int:
+def _ledger(args: argparse.Namespace, done: _Done) -> int:
     from jicoo_connector.changes import Ledger
 
     location = _ledger_location(args.ledger)
@@ -360,31 +286,7 @@ def _ledger(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    webhook = commands.add_parser("webhook", help="receive Jicoo booking webhooks")
-    webhook_commands = webhook.add_subparsers(dest="webhook_command", required=True)
-    serve = webhook_commands.add_parser(
-        "serve",
-        help="serve the webhook receiver until interrupted; prints its URL first",
-        description=(
-            "Verify, deduplicate and durably record Jicoo webhook deliveries (POST to any path). "
-            f"Secrets: ${_SPECS['webhook_secret'].env} (comma-separated during a rotation), "
-            "never an argument."
-        ),
-    )
-    serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8787, help="port; 0 picks a free one")
-    serve.add_argument(
-        "--db",
-        default=None,
-        help=_setting_help("webhook_db", "SQLite event store"),
-    )
-    serve.add_argument(
-        "--max-body-bytes", type=int, default=None, help="larger bodies get 413 (256 KiB)"
-    )
-
-
-def _serve_webhooks(args: argparse.Namespace) -> int:
+def _serve_webhooks(args: argparse.Namespace, done: _Done) -> int:
     import logging
 
     from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
@@ -411,6 +313,7 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     db = config.path("webhook_db")
     with SQLiteEventStore(db) as store:
+        done.what = lambda: f"the receiver stopped; every delivery answered 200 is in {db}"
 
         def announce(url: str) -> None:
             print(f"{READY_LINE_PREFIX}{url} (events in {db})", flush=True)
@@ -426,58 +329,78 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jicoo",
-        description=(
-            "Jicoo connector: extract to Parquet, load the warehouse, apply change sets, "
-            "receive webhooks."
-        ),
-        epilog=(
-            "Settings come from JICOO_* environment variables (the README's Settings table "
-            "lists them); a flag beats its variable. The API key is read from JICOO_API_KEY "
-            "only. Network: HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY as curl reads them, or "
-            "JICOO_PROXY_URL to override; TLS trusts certifi's bundle, JICOO_CA_BUNDLE (a PEM "
-            "file) or, with JICOO_TLS_TRUST=system, the operating system's store; "
-            "JICOO_REQUEST_DEADLINE bounds each request (seconds, default 60)."
-        ),
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    _add_extract(commands)
-    _add_load(commands)
-    _add_apply(commands)
-    _add_webhook(commands)
-    return parser
+_COMMANDS: dict[str, Callable[[argparse.Namespace, _Done], int]] = {
+    "extract": _extract,
+    "load": _load,
+    "apply": _apply,
+    "ledger": _ledger,
+    "webhook": _serve_webhooks,
+}
+
+
+@contextlib.contextmanager
+def _sigterm_as_sigint() -> Iterator[list[int]]:
+    """SIGTERM stops a command the way Ctrl-C does (the same clean-up, one line saying what was
+    done); the list it yields holds SIGTERM once received, for the exit code."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # signals reach the main thread only
+        return
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        # Whoever handles Ctrl-C now does the same: Python's default raises KeyboardInterrupt,
+        # asyncio.run's cancels its main task first (the run unwinds, then it raises).
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _fail(exc: BaseException, done: _Done, received: Sequence[int]) -> int:
+    """The one way every command ends on an error or an interrupt: one line on stderr, no
+    traceback, and the exit code of the README's table. Anything else is a bug: raised."""
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"jicoo: interrupted: {done.what()}", file=sys.stderr)
+        return EXIT_SIGTERM if signal.SIGTERM in received else EXIT_SIGINT
+    if isinstance(exc, ExtractError):
+        # extract_range attempts every partition and raises the failures together; its
+        # message says why and how many partitions were written.
+        message = exc.message
+    elif isinstance(exc, JicooError):  # ConfigError among them
+        message = str(exc)
+    elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        where = f" writing {exc.filename}" if exc.filename else ""
+        message = f"no space left on the device{where}: free some space or write elsewhere"
+    elif isinstance(exc, OSError):
+        # A path the user gave that cannot be read or written: say which.
+        message = f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}"
+    else:
+        raise exc
+    if done.anything and not isinstance(exc, ExtractError):
+        message += f"; {done.what()}"
+    print(f"jicoo: {message}", file=sys.stderr)
+    return EXIT_SOME_FAILED if done.anything else EXIT_UNUSABLE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "extract":
-            return _extract(args)
-        if args.command == "load":
-            return _load(args)
-        if args.command == "apply":
-            return _apply(args)
-        if args.command == "ledger":
-            return _ledger(args)
-        if args.command == "webhook":
-            return _serve_webhooks(args)
-    except KeyboardInterrupt:
-        return EXIT_OK
-    except ExtractError as group:
-        # extract_range attempts every partition and raises the failures together.
-        for failure in group.exceptions:
-            notes = "; ".join(getattr(failure, "__notes__", []))
-            print(f"jicoo: {type(failure).__name__}: {failure} ({notes})", file=sys.stderr)
-        return EXIT_SOME_FAILED
-    except JicooError as exc:  # ConfigError among them
-        return _usage(str(exc))
-    except OSError as exc:
-        # A path the user gave that cannot be read or written: say which, no stack.
-        where = f": {exc.filename}" if exc.filename else ""
-        return _usage(f"{exc.strerror or exc}{where}")
-    raise AssertionError(f"unhandled command {args.command}")
+    # The library logs what it does; the command prints its own lines (no log line doubles one).
+    library = logging.getLogger("jicoo_connector")
+    if not any(isinstance(h, logging.NullHandler) for h in library.handlers):
+        library.addHandler(logging.NullHandler())
+    done = _Done()
+    with _sigterm_as_sigint() as received:
+        try:
+            return _COMMANDS[args.command](args, done)
+        except (KeyboardInterrupt, JicooError, OSError) as exc:
+            return _fail(exc, done, received)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from jicoo_connector.errors import ConfigError
 from jicoo_connector.settings import (
@@ -29,6 +28,7 @@ from jicoo_connector.settings import (
     TLS_TRUST_CHOICES,
     ApiKey,
     Settings,
+    proxy_url_problem,
 )
 
 __all__ = ["ConnectorConfig", "SettingSpec", "parse_date", "parse_zone"]
@@ -97,9 +97,8 @@ def _text(text: str) -> str:
 
 def _proxy_url(text: str) -> str:
     # Never quoted back: a proxy URL may carry a password.
-    parts = urlsplit(text.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("is not http://[user:password@]host:port (or https://)")
+    if problem := proxy_url_problem(text.strip()):
+        raise ValueError(problem)
     return text.strip()
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "TLS_TRUST_CHOICES",
     "ApiKey",
     "Settings",
+    "proxy_url_problem",
 ]
 
 DEFAULT_BASE_URL = "https://api.jicoo.com"
@@ -52,6 +53,9 @@ class ApiKey:
     def __init__(self, secret: str) -> None:
         if not secret or secret != secret.strip() or any(ord(c) < 0x21 for c in secret):
             raise ConfigError("the API key is empty or contains whitespace/control characters")
+        if not secret.isascii():
+            # HTTP header values are ASCII; a typographic quote or dash pasted with the key.
+            raise ConfigError("the API key contains non-ASCII characters: copy it again")
         self._secret = secret
 
     def reveal(self) -> str:
@@ -70,6 +74,18 @@ class ApiKey:
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("ApiKey is not picklable: secrets do not travel")
+
+
+def proxy_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a proxy URL, or None. Never quotes the URL: it may hold a password."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "the proxy URL must be http://[user:password@]host:port (or https://)"
+    try:
+        parts.port  # noqa: B018 - urllib checks the port only when it is read
+    except ValueError:
+        return "the proxy URL's port is not a number from 1 to 65535"
+    return None
 
 
 def _is_loopback(host: str) -> bool:
@@ -118,6 +134,12 @@ class Settings:
         if parts.username or parts.password or parts.query or parts.fragment:
             raise ConfigError("base URL must not carry credentials, a query or a fragment")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        if parts.path.rstrip("/").endswith("/v1"):
+            # Every path already starts with /v1: /v1/v1/bookings answers a bare 404.
+            raise ConfigError(
+                f"base URL {self.base_url!r} ends in /v1: give the origin alone "
+                f"({DEFAULT_BASE_URL}); the client adds /v1 to every path"
+            )
         if self.rate_limit <= 0 or self.burst < 1:
             raise ConfigError("rate_limit must be > 0 and burst >= 1")
         if not 1 <= self.per_page <= 100:
@@ -132,13 +154,8 @@ class Settings:
             )
         if self.ca_bundle is not None and self.tls_trust != "certifi":
             raise ConfigError("set either a CA bundle or tls_trust='system', not both")
-        if self.proxy_url is not None:
-            proxy = urlsplit(self.proxy_url)
-            if proxy.scheme not in ("http", "https") or not proxy.hostname:
-                # The URL itself is not quoted: it may carry a password.
-                raise ConfigError(
-                    "the proxy URL must be http://[user:password@]host:port (or https://)"
-                )
+        if self.proxy_url is not None and (problem := proxy_url_problem(self.proxy_url)):
+            raise ConfigError(problem)
 
     @classmethod
     def from_env(cls, **overrides: object) -> "Settings":

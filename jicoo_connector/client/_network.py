@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import certifi
 
 from jicoo_connector.errors import ConfigError
-from jicoo_connector.settings import Settings
+from jicoo_connector.settings import Settings, proxy_url_problem
 
 __all__ = ["proxy_for", "redacted", "tls_context"]
 
@@ -56,6 +56,8 @@ def proxy_for(settings: Settings) -> str | None:
             f"proxy {redacted(proxy)} from the environment: only http:// and https:// proxies "
             "are supported; set JICOO_PROXY_URL or NO_PROXY"
         )
+    if problem := proxy_url_problem(proxy):
+        raise ConfigError(f"{problem} (from HTTPS_PROXY/HTTP_PROXY/ALL_PROXY)")
     return proxy
 
 
