@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from jicoo_connector.atomic import atomic_path
@@ -25,6 +26,8 @@ from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.errors import ChangeSetError, ExtractError, JicooError
 
 __all__ = ["build_parser", "main"]
+
+_T = TypeVar("_T")
 
 # The exit codes (the README's table). 1 and 2 tell "done in part" from "nothing done": what
 # a scheduler needs to know before it re-runs or pages someone.
@@ -49,6 +52,8 @@ class _Done:
     def __init__(self) -> None:
         self.anything = False
         self.what: Callable[[], str] = lambda: "nothing was written"
+        # The signals received (SIGINT, SIGTERM): the exit code of an interrupt.
+        self.signals: list[int] = []
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -131,7 +136,7 @@ def _load(args: argparse.Namespace, done: _Done) -> int:
 
     from jicoo_connector.storage import ParquetStore
     from jicoo_connector.tables import TABLES
-    from jicoo_connector.warehouse import TableLoad, load_warehouse
+    from jicoo_connector.warehouse import LoadReport, TableLoad, load_warehouse
 
     config = ConnectorConfig.from_env(warehouse_url=args.warehouse_url, warehouse_root=args.root)
     url, root = config.warehouse(), config.warehouse_root
@@ -159,14 +164,21 @@ def _load(args: argparse.Namespace, done: _Done) -> int:
             flush=True,
         )
 
-    report = load_warehouse(
-        url,
-        store,
-        tables=args.tables,
-        full=args.full,
-        run_id=f"cli-{uuid.uuid4().hex[:12]}",
-        progress=progress,
-    )
+    def load(between_tables: Callable[[], None]) -> LoadReport:
+        def reported(table: TableLoad) -> None:
+            progress(table)
+            between_tables()  # what is loaded is known exactly here
+
+        return load_warehouse(
+            url,
+            store,
+            tables=args.tables,
+            full=args.full,
+            run_id=f"cli-{uuid.uuid4().hex[:12]}",
+            progress=reported,
+        )
+
+    report = _in_steps(done, load)
     print(report.summary())
     if not report.loaded and not report.skipped:
         return _usage(f"load: no Parquet partitions under {root} (run jicoo extract first?)")
@@ -339,18 +351,17 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, _Done], int]] = {
 
 
 @contextlib.contextmanager
-def _sigterm_as_sigint() -> Iterator[list[int]]:
-    """SIGTERM stops a command the way Ctrl-C does (the same clean-up, one line saying what was
-    done); the list it yields holds SIGTERM once received, for the exit code."""
-    received: list[int] = []
+def _sigterm_as_sigint(done: _Done) -> Iterator[None]:
+    """SIGTERM stops a command the way Ctrl-C does: the same clean-up, one line saying what was
+    done. Both are noted in ``done.signals`` for the exit code."""
     if threading.current_thread() is not threading.main_thread():
-        yield received  # signals reach the main thread only
+        yield  # signals reach the main thread only
         return
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        received.append(signum)
+        done.signals.append(signum)
         # Whoever handles Ctrl-C now does the same: Python's default raises KeyboardInterrupt,
-        # asyncio.run's cancels its main task first (the run unwinds, then it raises).
+        # asyncio.run cancels its main task first (the run unwinds, then it raises).
         handler = signal.getsignal(signal.SIGINT)
         if not callable(handler):
             raise KeyboardInterrupt
@@ -358,17 +369,55 @@ def _sigterm_as_sigint() -> Iterator[list[int]]:
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        yield received
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _fail(exc: BaseException, done: _Done, received: Sequence[int]) -> int:
+def _in_steps(done: _Done, work: Callable[[Callable[[], None]], _T]) -> _T:
+    """``work(check)`` in a thread of its own, where Ctrl-C or SIGTERM take effect at the next
+    ``check()`` it makes between two steps (two tables' transactions): the line then says
+    exactly what is done. A second signal stops at once. In that thread no database driver
+    takes the signal over either (ADBC cancels the running statement on SIGINT)."""
+    outcome: list[_T] = []
+    failure: list[BaseException] = []
+
+    def check() -> None:
+        if done.signals:
+            raise KeyboardInterrupt
+
+    def run() -> None:
+        try:
+            outcome.append(work(check))
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread as is
+            failure.append(exc)
+
+    def defer(signum: int, frame: FrameType | None) -> None:
+        done.signals.append(signum)
+        if len(done.signals) > 1:
+            raise KeyboardInterrupt
+
+    # A daemon: after a second signal the process ends without waiting for the step in hand
+    # (its server rolls the open transaction back).
+    worker = threading.Thread(target=run, name="jicoo-steps", daemon=True)
+    previous = {sig: signal.signal(sig, defer) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker.start()
+        worker.join()  # interruptible: the handlers run while the main thread waits
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+def _fail(exc: BaseException, done: _Done) -> int:
     """The one way every command ends on an error or an interrupt: one line on stderr, no
     traceback, and the exit code of the README's table. Anything else is a bug: raised."""
     if isinstance(exc, KeyboardInterrupt):
         print(f"jicoo: interrupted: {done.what()}", file=sys.stderr)
-        return EXIT_SIGTERM if signal.SIGTERM in received else EXIT_SIGINT
+        return EXIT_SIGTERM if signal.SIGTERM in done.signals else EXIT_SIGINT
     if isinstance(exc, ExtractError):
         # extract_range attempts every partition and raises the failures together; its
         # message says why and how many partitions were written.
@@ -396,11 +445,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not any(isinstance(h, logging.NullHandler) for h in library.handlers):
         library.addHandler(logging.NullHandler())
     done = _Done()
-    with _sigterm_as_sigint() as received:
+    with _sigterm_as_sigint(done):
         try:
             return _COMMANDS[args.command](args, done)
         except (KeyboardInterrupt, JicooError, OSError) as exc:
-            return _fail(exc, done, received)
+            return _fail(exc, done)
 
 
 if __name__ == "__main__":
