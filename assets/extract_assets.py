@@ -1,5 +1,6 @@
 """One asset per Jicoo table (key jicoo/<table>): each calls the library and adds metadata."""
 
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -12,6 +13,7 @@ from pydantic import Field
 
 from assets.resources import API_POOL, JicooResource, WarehouseResource
 from jicoo_connector.client import FetchReport
+from jicoo_connector.errors import ExtractError
 from jicoo_connector.extract import (
     SOURCES,
     DaySource,
@@ -158,9 +160,20 @@ def _materialize(
     """The asset's result: metadata and checks from what was gathered while writing."""
     skipped = [r for r in results if r.skipped_reason]
     if skipped:
-        # A 403 on this endpoint: the key may not read it. Skip the asset (and its checks),
-        # keep the run green. Dagster skips the steps downstream of it (the warehouse reload).
-        context.log.warning(f"jicoo/{table} skipped: {skipped[0].skipped_reason}")
+        # A 403 on this endpoint while the key reads bookings: it may not read this table.
+        # Skip the asset (and its checks), keep the run green, and say so on the asset; its
+        # earlier partitions stay. Dagster skips the steps downstream (the warehouse reload).
+        reason = skipped[0].skipped_reason
+        context.log.warning(f"jicoo/{table} skipped: {reason}")
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=asset_key(table),
+                metadata={
+                    "jicoo/skipped": f"{reason}; earlier partitions kept",
+                    "jicoo/partitions_skipped": len(skipped),
+                },
+            )
+        )
         return
     results.sort(key=lambda r: r.partition_value)
     metadata = _metadata(table, results, time.monotonic() - started)
@@ -187,6 +200,18 @@ def _materialize(
             if dg.AssetCheckKey(asset_key(table), q.name) in selected
         ],
     )
+
+
+@contextlib.contextmanager
+def _refused_key_fails_plainly() -> Iterator[None]:
+    """A key the API refuses fails the step with the library's one line (it names
+    JICOO_API_KEY) and is never retried: no retry mends a configuration error."""
+    try:
+        yield
+    except ExtractError as exc:
+        if not exc.key_refused:
+            raise
+        raise dg.Failure(description=exc.message, allow_retries=False) from None
 
 
 def partitioning_selection(partitioning: str) -> dg.AssetSelection:
@@ -252,17 +277,18 @@ def _daily_asset(
     ) -> Iterator[dg.MaterializeResult[None]]:
         started = time.monotonic()
         days = [dt.date.fromisoformat(key) for key in context.partition_keys]
-        results = extract_range(
-            jicoo.settings(),
-            [table],
-            min(days),
-            max(days),
-            warehouse.root,
-            zone=zone,
-            run_id=context.run.run_id,
-            full=config.full,
-            feed_from_store=True,
-        )
+        with _refused_key_fails_plainly():
+            results = extract_range(
+                jicoo.settings(),
+                [table],
+                min(days),
+                max(days),
+                warehouse.root,
+                zone=zone,
+                run_id=context.run.run_id,
+                full=config.full,
+                feed_from_store=True,
+            )
         yield from _materialize(context, table, results, started)
 
     return _asset
@@ -284,15 +310,16 @@ def _snapshot_asset(source: SnapshotSource, zone: str) -> dg.AssetsDefinition:
     ) -> Iterator[dg.MaterializeResult[None]]:
         started = time.monotonic()
         today = dt.datetime.now(ZoneInfo(zone)).date()
-        results = extract_range(
-            jicoo.settings(),
-            [table],
-            today,
-            today,
-            warehouse.root,
-            zone=zone,
-            run_id=context.run.run_id,
-        )
+        with _refused_key_fails_plainly():
+            results = extract_range(
+                jicoo.settings(),
+                [table],
+                today,
+                today,
+                warehouse.root,
+                zone=zone,
+                run_id=context.run.run_id,
+            )
         yield from _materialize(context, table, results, started)
 
     return _asset

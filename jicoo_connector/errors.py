@@ -242,7 +242,14 @@ class ListingTooLargeError(JicooError):
 class ExtractError(ExceptionGroup[Exception], JicooError):
     """Partitions of an extract failed; the others were written. ``exceptions`` holds each
     failure (its note names the partitions), so ``except JicooError`` catches the whole and
-    ``except* TransportError`` a kind of failure."""
+    ``except* TransportError`` a kind of failure. ``message`` is one line: why, and how many
+    partitions were written."""
+
+    @property
+    def key_refused(self) -> bool:
+        """The API refused the key (401, or 403 where it reads no bookings either): a
+        configuration error, which no retry mends."""
+        return any(isinstance(exc, AuthenticationError) for exc in self.exceptions)
 
 
 class MissingPartitionError(JicooError):

@@ -1,0 +1,98 @@
+"""The same signals through Dagster: a key that reads nothing fails the run's steps with one
+line naming JICOO_API_KEY (never retried); a table the key may not read is skipped, and the
+asset says so in its metadata."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from assets.extract_assets import partitioning_selection
+from jicoo_sandbox.server import SandboxServer
+from tests.conftest import LIMITED_KEY
+from tests.dagster.support import (
+    extract_assets,
+    jicoo_resource,
+    materializations,
+    range_tags,
+    tokyo_today,
+    warehouse_resource,
+)
+
+WRONG_KEY = "sk_live_not_this_one"
+
+
+def _failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    """step key -> what the step failure says (a dg.Failure's description)."""
+    failed: dict[str, str] = {}
+    for event in result.get_step_failure_events():
+        data = event.step_failure_data
+        user = data.user_failure_data
+        failed[str(event.step_key)] = (
+            user.description if user and user.description else data.error.message  # type: ignore[union-attr]
+        )
+    return failed
+
+
+@pytest.mark.parametrize("partitioning", ["day", "snapshot"])
+def test_a_key_that_reads_nothing_fails_the_job_with_one_line(
+    partitioning: str, sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    # jicoo_daily_tables, and jicoo_snapshots without its warehouse reload.
+    job = dg.define_asset_job("extract", selection=partitioning_selection(partitioning))
+    warehouse = warehouse_resource(tmp_path)
+    day = tokyo_today(sandbox)
+    resolved = dg.Definitions(
+        assets=list(extract_assets().values()),
+        jobs=[job],
+        resources={"jicoo": jicoo_resource(sandbox, api_key=WRONG_KEY), "warehouse": warehouse},
+    ).resolve_job_def(job.name)
+    sandbox.clear_requests()
+    result = resolved.execute_in_process(tags=range_tags(day, day), raise_on_error=False)
+
+    assert not result.success
+    failed = _failures(result)
+    assert failed  # the first step of each job (bookings; every snapshot table)
+    for step, message in failed.items():
+        assert "\n" not in message, step
+        assert message.startswith("the API refused the key (GET /v1/"), message
+        assert "check the API key (JICOO_API_KEY); 0 of 1 partitions written" in message
+        assert WRONG_KEY not in message
+    assert not list(Path(warehouse.root).rglob("*.parquet"))
+    # Never retried: each failed step sent its first request and one key check, no more.
+    assert [r["status"] for r in sandbox.requests()] == [403] * 2 * len(failed)
+
+
+def test_a_table_the_key_may_not_read_is_skipped_and_says_so_in_its_metadata(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    by_table = extract_assets()
+    selection = [by_table["event_types"], by_table["users"]]
+    warehouse = warehouse_resource(tmp_path)
+    first = dg.materialize(
+        selection, resources={"jicoo": jicoo_resource(sandbox), "warehouse": warehouse}
+    )
+    assert first.success
+    (earlier,) = list(Path(warehouse.root, "event_types").rglob("data.parquet"))
+    kept = earlier.read_bytes()
+
+    result = dg.materialize(
+        selection,
+        resources={"jicoo": jicoo_resource(sandbox, api_key=LIMITED_KEY), "warehouse": warehouse},
+    )
+
+    assert result.success  # the key reads the rest: skipping one table is not a failure
+    event_types = dg.AssetKey(["jicoo", "event_types"])
+    assert materializations(result, event_types) == []
+    (observed,) = [
+        event.asset_observation_data.asset_observation
+        for event in result.all_events
+        if event.is_asset_observation
+        and event.asset_observation_data.asset_observation.asset_key == event_types
+    ]
+    skipped = observed.metadata["jicoo/skipped"].value
+    assert isinstance(skipped, str)
+    assert skipped.startswith("403 on /v1/event_types")
+    assert skipped.endswith("earlier partitions kept")
+    assert earlier.read_bytes() == kept
+    assert len(materializations(result, dg.AssetKey(["jicoo", "users"]))) == 1
