@@ -128,7 +128,7 @@ def extract_range(
     groups = _feed_groups(selected, feed_from_store)
     days = days_between(start, end) if groups else []
     for group in groups:
-        for table in {group.feed.table, *(source.table for source in group.sources)}:
+        for table in dict.fromkeys([group.feed.table, *(s.table for s in group.sources)]):
             check_zone(ctx.store, table, zone)
         if not group.stored:
             continue
