@@ -2,7 +2,7 @@
 
 import codecs
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +13,7 @@ from assets.resources import API_POOL, DEFAULTS, JicooResource
 from jicoo_connector.changes import ChangeState, Ledger, run_changeset
 from jicoo_connector.changes.apply import APPLY_LOG_SCHEMA, DEFAULT_APPLY_CONCURRENCY
 from jicoo_connector.changes.ledger_backends import is_postgres_url, redact_location
+from jicoo_connector.changes.run import DONE_STATES
 
 APPLY_LOG_KEY = dg.AssetKey(["jicoo", "apply_log"])
 # The op behind the asset: the key in run_config["ops"] for ApplyChangesetConfig.
@@ -69,6 +70,8 @@ class ApplyChangesetConfig(dg.Config):
 
 
 NO_CHANGE_IN_FLIGHT = dg.AssetCheckKey(APPLY_LOG_KEY, "no_change_in_flight")
+# WARN: rows that did not go through are the user's to fix; the run itself did its job.
+EVERY_ROW_WENT_THROUGH = dg.AssetCheckKey(APPLY_LOG_KEY, "every_row_went_through")
 
 
 # A one-asset multi_asset: a dry run yields neither the asset nor its check, and only
@@ -86,7 +89,16 @@ NO_CHANGE_IN_FLIGHT = dg.AssetCheckKey(APPLY_LOG_KEY, "no_change_in_flight")
             "reason. A dry run records an observation with the plan's counts instead.",
         )
     ],
-    check_specs=[dg.AssetCheckSpec(NO_CHANGE_IN_FLIGHT.name, asset=APPLY_LOG_KEY)],
+    check_specs=[
+        dg.AssetCheckSpec(NO_CHANGE_IN_FLIGHT.name, asset=APPLY_LOG_KEY),
+        dg.AssetCheckSpec(
+            EVERY_ROW_WENT_THROUGH.name,
+            asset=APPLY_LOG_KEY,
+            description="Every row of the change set ended applied or already in target. "
+            "Fails (WARN) when rows were rejected, refused or failed: they are in the "
+            "metadata's jicoo/rejected_path, to fix in place and resubmit as is.",
+        ),
+    ],
     can_subset=True,
     # Write-back spends the same account's requests as the extracts.
     pool=API_POOL,
@@ -135,15 +147,16 @@ def apply_log(
         ledger_counts = ledger.counts(batch_id)
         ledger_backend = ledger.backend
     in_flight = sum(ledger_counts.get(state, 0) for state in IN_FLIGHT_STATES)
-    checks = [
-        dg.AssetCheckResult(
+    checks = {
+        NO_CHANGE_IN_FLIGHT: dg.AssetCheckResult(
             check_name=NO_CHANGE_IN_FLIGHT.name,
             asset_key=APPLY_LOG_KEY,
             passed=in_flight == 0,
             description=f"{in_flight} changes of batch {batch_id} left in intent/in doubt",
             metadata={"in_flight": in_flight},
-        )
-    ]
+        ),
+        EVERY_ROW_WENT_THROUGH: rows_check(len(report.rows), report.counts, run.rejected_path),
+    }
     yield dg.MaterializeResult(
         asset_key=APPLY_LOG_KEY,
         metadata={
@@ -158,8 +171,30 @@ def apply_log(
             **{f"jicoo/state/{state}": n for state, n in report.counts.items()},
         },
         check_results=[
-            c for c in checks if NO_CHANGE_IN_FLIGHT in context.selected_asset_check_keys
+            result for key, result in checks.items() if key in context.selected_asset_check_keys
         ],
+    )
+
+
+def rows_check(rows: int, counts: Mapping[str, int], rejected: Path | None) -> dg.AssetCheckResult:
+    """WARN when rows did not go through: how many, in which states, and the file to fix."""
+    not_done = {state: n for state, n in counts.items() if state not in DONE_STATES}
+    left = sum(not_done.values())
+    metadata: dict[str, dg.RawMetadataValue] = {
+        "jicoo/rows": rows,
+        "jicoo/rows_not_done": left,
+        **{f"jicoo/state/{state}": n for state, n in not_done.items()},
+    }
+    if rejected is not None:
+        metadata["jicoo/rejected_path"] = dg.MetadataValue.path(str(rejected))
+    return dg.AssetCheckResult(
+        check_name=EVERY_ROW_WENT_THROUGH.name,
+        asset_key=APPLY_LOG_KEY,
+        passed=left == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{left} of {rows} rows did not go through"
+        + (f"; fix them in {rejected} and resubmit it as is" if rejected else ""),
+        metadata=metadata,
     )
 
 

@@ -198,8 +198,9 @@ def _read_source(source: str | os.PathLike[str] | bytes, max_bytes: int) -> byte
 def _parse_header(first: list[str]) -> list[str]:
     header = [name.strip().lower() for name in first]
     # Unknown columns are refused, not ignored: a typo such as "cancel_reson" would otherwise
-    # drop data silently, and a write-back must do exactly what the file says.
-    unknown = [name for name in header if name not in ALL_COLUMNS]
+    # drop data silently, and a write-back must do exactly what the file says. The error_*
+    # columns of a *.rejected.csv are ignored: fixed in place, it is resubmitted as is.
+    unknown = [name for name in header if name not in (*ALL_COLUMNS, *ERROR_COLUMNS)]
     if unknown:
         raise ChangeSetError(
             f"unknown column {unknown[0]!r}; expected columns: {', '.join(ALL_COLUMNS)}",
@@ -442,7 +443,11 @@ def parse_changeset(
     if rejected:
         logger.warning("change set: %d valid, %d rejected rows", len(changes), len(rejected))
     return ParsedChangeSet(
-        changes=changes, rejected=rejected, content_hash=content_hash, header=header
+        changes=changes,
+        rejected=rejected,
+        content_hash=content_hash,
+        # The columns given back in *.rejected.csv: a resubmitted one's old reasons are not.
+        header=[name for name in header if name not in ERROR_COLUMNS],
     )
 
 

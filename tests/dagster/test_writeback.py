@@ -145,7 +145,10 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     assert all(p["changed"] and p["status"] == 200 for p in posts)
     assert sorted(str(p["booking_uid"]) for p in posts) == sorted(changes)
     assert {str(p["booking_uid"]): str(p["path"]).rsplit("/", 1)[-1] for p in posts} == changes
-    assert check_evaluations(applied) == {"jicoo/apply_log/no_change_in_flight": True}
+    assert check_evaluations(applied) == {
+        "jicoo/apply_log/no_change_in_flight": True,
+        "jicoo/apply_log/every_row_went_through": True,
+    }
     (event,) = materializations(applied, APPLY_LOG_KEY)
     assert event.metadata["dagster/row_count"] == dg.IntMetadataValue(len(changes))
     assert event.metadata["jicoo/posts_sent"] == dg.IntMetadataValue(len(changes))
@@ -167,7 +170,10 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     assert _posts(sandbox, since=seen) == []
     (event,) = materializations(again, APPLY_LOG_KEY)
     assert event.metadata["jicoo/posts_sent"] == dg.IntMetadataValue(0)
-    assert check_evaluations(again) == {"jicoo/apply_log/no_change_in_flight": True}
+    assert check_evaluations(again) == {
+        "jicoo/apply_log/no_change_in_flight": True,
+        "jicoo/apply_log/every_row_went_through": True,
+    }
 
 
 def test_the_inbox_sensor_runs_by_default_and_says_so() -> None:
