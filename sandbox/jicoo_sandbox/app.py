@@ -95,6 +95,12 @@ def _data(payload: object) -> Response:
     return _json(200, {"data": payload, "errors": {}})
 
 
+def _data_only(payload: object) -> Response:
+    """The portal's Reschedule (and Update Event Type Host) 200 example: ``{data}`` without
+    ``errors``, which the contract therefore makes optional on success bodies."""
+    return _json(200, {"data": payload})
+
+
 def _raw_data(raw: bytes) -> Response:
     return Response(b'{"data":' + raw + b"," + EMPTY_ERRORS + b"}", media_type=JSON)
 
@@ -336,7 +342,7 @@ class _Api:
         fields.raise_if_any()
         if start is None or not isinstance(zone, str):
             raise AssertionError("validated above")
-        return _data(self.store.reschedule(uid, start, zone)), True
+        return _data_only(self.store.reschedule(uid, start, zone)), True
 
     def update(self, request: Request, body: object) -> tuple[Response, bool]:
         uid = request.path_params["uid"]
