@@ -92,8 +92,9 @@ def _add_load(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -
             "Load the Parquet partitions written since their last load into the warehouse: "
             "a DuckDB file (default), postgresql://, snowflake:// or bigquery://PROJECT/DATASET. "
             "Each table is staged, then merged in one transaction; the load state lives in the "
-            "warehouse's _jicoo_loads table. Exit 0 when every table loaded, 2 when the URL, "
-            "driver or a column's type stops the load (tables before it stay loaded)."
+            "warehouse's _jicoo_loads table. Exit 0 when every table loaded; 1 when the URL, "
+            "driver, a column's type or another zone's days stop it after some tables loaded "
+            "(they stay loaded); 2 when nothing was loaded. Ctrl-C takes effect between tables."
         ),
         epilog=(
             "Credentials: in the URL, or JICOO_WAREHOUSE_PASSWORD (libpq's PGPASSWORD and "
@@ -130,7 +131,8 @@ def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         description=(
             "Validate a change-set CSV, then plan it (--dry-run) or apply it through the ledger. "
             "Exit 0: every row applied or already in target; 1: some rows rejected or failed "
-            "(the report says which); 2: the file is unusable (nothing applied)."
+            "(listed, and in FILE.rejected.csv, which can be fixed in place and applied as it "
+            "is); 2: nothing was sent (an unusable file, a refused key, a busy batch)."
         ),
     )
     apply.add_argument("file", type=Path, help="the change-set CSV")
@@ -197,7 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
             "only. Network: HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY as curl reads them, or "
             "JICOO_PROXY_URL to override; TLS trusts certifi's bundle, JICOO_CA_BUNDLE (a PEM "
             "file) or, with JICOO_TLS_TRUST=system, the operating system's store; "
-            "JICOO_REQUEST_DEADLINE bounds each request (seconds, default 60)."
+            "JICOO_REQUEST_DEADLINE bounds each request (seconds, default 60). Exit codes: 0 "
+            "done; 1 done in part; 2 nothing done (usage, configuration, refused before any "
+            "side effect); 130/143 interrupted by SIGINT/SIGTERM, with one line saying what "
+            "was done."
         ),
     )
     commands = parser.add_subparsers(dest="command", required=True)
