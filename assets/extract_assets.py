@@ -14,13 +14,8 @@ from pydantic import Field
 from assets.resources import API_POOL, JicooResource, WarehouseResource
 from jicoo_connector.client import FetchReport
 from jicoo_connector.errors import ExtractError
-from jicoo_connector.extract import (
-    SOURCES,
-    DaySource,
-    ExtractResult,
-    SnapshotSource,
-    extract_range,
-)
+from jicoo_connector.extract import TABLES, ExtractResult, extract_range
+from jicoo_connector.extract.sources import DaySource, SnapshotSource
 from jicoo_connector.quality import (
     PartitionQuality,
     QualityResult,
@@ -29,7 +24,6 @@ from jicoo_connector.quality import (
     check_description,
     check_names,
 )
-from jicoo_connector.tables import TABLES
 
 GROUP = "jicoo"
 KINDS = {"jicoo", "parquet"}
@@ -37,13 +31,13 @@ PREVIEW_ROWS = 5
 
 
 def daily_tables() -> tuple[str, ...]:
-    """The registry's day-partitioned tables (jicoo_connector.extract.SOURCES)."""
-    return tuple(t for t, source in SOURCES.items() if isinstance(source, DaySource))
+    """The registry's day-partitioned tables (jicoo_connector.extract.TABLES)."""
+    return tuple(t for t, source in TABLES.items() if isinstance(source, DaySource))
 
 
 def snapshot_tables() -> tuple[str, ...]:
     """The registry's daily-snapshot tables, built-in and registered (register_table)."""
-    return tuple(t for t, source in SOURCES.items() if not isinstance(source, DaySource))
+    return tuple(t for t, source in TABLES.items() if not isinstance(source, DaySource))
 
 
 # On every extract asset: "day" or "snapshot", its table's partitioning (the jobs select by it).
@@ -76,15 +70,16 @@ def column_schema(
 
 
 def table_schema(table: str) -> dg.TableSchema:
-    """The table's columns, types and descriptions, from the registry (tables.py)."""
-    spec = TABLES[table]
+    """The table's columns, types and descriptions, from its spec in the registry."""
+    spec = TABLES[table].spec
     return column_schema(spec.schema, spec.column_descriptions())
 
 
 def check_specs(table: str) -> list[dg.AssetCheckSpec]:
+    spec = TABLES[table].spec
     return [
-        dg.AssetCheckSpec(name, asset=asset_key(table), description=check_description(table, name))
-        for name in check_names(table)
+        dg.AssetCheckSpec(name, asset=asset_key(table), description=check_description(spec, name))
+        for name in check_names(spec)
     ]
 
 
@@ -190,7 +185,7 @@ def _materialize(
                 partition_key=result.partition_value.isoformat(),
             )
     selected = context.selected_asset_check_keys
-    verdicts = assess(table, [_quality(r) for r in results], _total_count(results))
+    verdicts = assess(TABLES[table].spec, [_quality(r) for r in results], _total_count(results))
     yield dg.MaterializeResult(
         asset_key=asset_key(table),
         metadata=metadata,
@@ -226,7 +221,7 @@ def _spec(table: str, description: str, deps: Sequence[dg.AssetKey] = ()) -> dg.
         asset_key(table),
         group_name=GROUP,
         kinds=KINDS,
-        tags={PARTITIONING_TAG: TABLES[table].partitioning},
+        tags={PARTITIONING_TAG: TABLES[table].spec.partitioning},
         deps=deps,
         description=description,
         skippable=True,
@@ -332,5 +327,5 @@ def build_extract_assets(partitions: dg.DailyPartitionsDefinition) -> list[dg.As
         _daily_asset(source, partitions)
         if isinstance(source, DaySource)
         else _snapshot_asset(source, partitions.timezone)
-        for source in SOURCES.values()
+        for source in TABLES.values()
     ]

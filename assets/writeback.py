@@ -10,8 +10,8 @@ from pydantic import Field
 
 from assets.extract_assets import column_schema
 from assets.resources import API_POOL, DEFAULTS, JicooResource
-from jicoo_connector.changes import ChangeState, Ledger, run_changeset
-from jicoo_connector.changes.apply import APPLY_LOG_SCHEMA, DEFAULT_APPLY_CONCURRENCY
+from jicoo_connector.changes import ChangeState, Ledger, Plan, run_changeset
+from jicoo_connector.changes.apply import APPLY_LOG, DEFAULT_APPLY_CONCURRENCY
 from jicoo_connector.changes.ledger_backends import is_postgres_url, redact_location
 from jicoo_connector.changes.run import DONE_STATES
 
@@ -76,6 +76,22 @@ EVERY_ROW_WENT_THROUGH = dg.AssetCheckKey(APPLY_LOG_KEY, "every_row_went_through
 
 # A one-asset multi_asset: a dry run yields neither the asset nor its check, and only
 # can_subset makes the check output optional.
+def _observe_dry_run(context: dg.AssetExecutionContext, plan: Plan, plan_path: Path) -> None:
+    counts = plan.counts()
+    context.log.info(f"plan written to {plan_path}: {counts}")
+    # A dry run changes nothing, so it is an observation, not a new apply_log.
+    context.log_event(
+        dg.AssetObservation(
+            asset_key=APPLY_LOG_KEY,
+            metadata={
+                "jicoo/dry_run": True,
+                "jicoo/plan_path": dg.MetadataValue.path(str(plan_path)),
+                **{f"jicoo/plan/{verdict}": n for verdict, n in counts.items()},
+            },
+        )
+    )
+
+
 @dg.multi_asset(
     name=APPLY_LOG_OP,
     specs=[
@@ -125,19 +141,7 @@ def apply_log(
             f"{len(run.not_done)} rows did not go through; their reasons are in {run.rejected_path}"
         )
     if run.plan is not None and run.plan_path is not None:
-        counts = run.plan.counts()
-        context.log.info(f"plan written to {run.plan_path}: {counts}")
-        # A dry run changes nothing, so it is an observation, not a new apply_log.
-        context.log_event(
-            dg.AssetObservation(
-                asset_key=APPLY_LOG_KEY,
-                metadata={
-                    "jicoo/dry_run": True,
-                    "jicoo/plan_path": dg.MetadataValue.path(str(run.plan_path)),
-                    **{f"jicoo/plan/{verdict}": n for verdict, n in counts.items()},
-                },
-            )
-        )
+        _observe_dry_run(context, run.plan, run.plan_path)
         return
     report, out, batch_id = run.report, run.apply_log, run.batch_id
     if report is None or out is None:  # only a dry run has neither
@@ -162,7 +166,9 @@ def apply_log(
         metadata={
             "dagster/row_count": len(report.rows),
             "dagster/uri": str(out),
-            "dagster/column_schema": column_schema(APPLY_LOG_SCHEMA),
+            "dagster/column_schema": column_schema(
+                APPLY_LOG.schema, APPLY_LOG.column_descriptions()
+            ),
             "jicoo/batch_id": batch_id,
             "jicoo/ledger": redact_location(writeback.ledger_location()),
             "jicoo/ledger_backend": ledger_backend,

@@ -1387,16 +1387,18 @@ def _incremental_vs_full(
     """On a loaded database: 3 day partitions re-written (as a re-extract does), then `jicoo
     load` (incremental) and `jicoo load --full`, each measured."""
     sys.path.insert(0, str(ROOT))
+    from jicoo_connector.extract import TABLES
     from jicoo_connector.storage import ParquetStore
 
+    bookings = TABLES["bookings"].spec
     url = server.create_database("incremental")
     first = run_child("initial_load", 0, _load_argv(url, parquet), child_env(), work / "logs")
     store = ParquetStore(parquet)
     days = [ctx.anchor + dt.timedelta(days=n) for n in range(WAREHOUSE_CHANGED_DAYS)]
     changed = 0
     for day in days:
-        data = store.read_partition("bookings", day)
-        store.write_partition("bookings", day, data.to_batches())
+        data = store.read_partition(bookings, day)
+        store.write_partition(bookings, day, data.to_batches())
         changed += data.num_rows
     out: dict[str, object] = {
         "changed_days": [d.isoformat() for d in days],
@@ -1407,8 +1409,8 @@ def _incremental_vs_full(
         for run in range(1, ctx.sizes.runs + 1):
             if name == "incremental" and run > 1:  # the same 3-day change again
                 for day in days:
-                    data = store.read_partition("bookings", day)
-                    store.write_partition("bookings", day, data.to_batches())
+                    data = store.read_partition(bookings, day)
+                    store.write_partition(bookings, day, data.to_batches())
             result = run_child(
                 f"reload_{name}", run, _load_argv(url, parquet, *extra), child_env(), work / "logs"
             )

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from jicoo_connector.extract import TABLES  # noqa: E402
 from jicoo_connector.storage import ParquetStore  # noqa: E402
 from jicoo_sandbox.server import SandboxProcess  # noqa: E402
 
@@ -125,7 +126,7 @@ def reschedule(client: httpx.Client, move: Move) -> None:
 
 def row_started_at(root: Path, day: dt.date, uid: str) -> str | None:
     """The booking's started_at in that day's Parquet file (ISO, UTC), or None if absent."""
-    path = Path(ParquetStore(root).partition_path("bookings", day))
+    path = Path(ParquetStore(root).partition_path(TABLES["bookings"].spec, day))
     if not path.exists():
         return None
     table = pq.read_table(path, columns=["uid", "started_at"], filters=[("uid", "==", uid)])
@@ -352,7 +353,7 @@ def wait_for(
     while len(seen) < expected and time.monotonic() < deadline:
         pending = dict(moves)
         for day in {move.new_day for move, _ in pending.values()}:
-            path = Path(ParquetStore(root).partition_path("bookings", day))
+            path = Path(ParquetStore(root).partition_path(TABLES["bookings"].spec, day))
             with contextlib.suppress(FileNotFoundError):
                 stat = path.stat()
                 if known.get(day) != (stat.st_ino, stat.st_mtime_ns):
@@ -380,6 +381,17 @@ def _workdir(keep: Path | None) -> Iterator[Path]:
         return
     with tempfile.TemporaryDirectory(prefix="jicoo-webhook-bench-") as tmp:
         yield Path(tmp)
+
+
+def _freshness(seconds: list[float]) -> dict[str, float | None]:
+    """The median, 95th percentile and maximum of sorted ``seconds`` (None without any)."""
+    if not seconds:
+        return {"freshness_p50_s": None, "freshness_p95_s": None, "freshness_max_s": None}
+    return {
+        "freshness_p50_s": round(statistics.median(seconds), 1),
+        "freshness_p95_s": round(seconds[int(0.95 * (len(seconds) - 1))], 1),
+        "freshness_max_s": round(seconds[-1], 1),
+    }
 
 
 def run(changes: int, interval_s: int, keep: Path | None = None) -> dict[str, object]:
@@ -420,16 +432,11 @@ def run(changes: int, interval_s: int, keep: Path | None = None) -> dict[str, ob
         runs = stack.wait_runs_done(timeout_s=interval_s * 4 + 300)
         connector_requests = stack.connector_requests()
         polling = polling_refresh_requests(stack, days)
-    freshness = sorted(seen.values())
     result: dict[str, object] = {
         "changes": changes,
         "visible": len(seen),
         "sensor_interval_s": interval_s,
-        "freshness_p50_s": round(statistics.median(freshness), 1) if freshness else None,
-        "freshness_p95_s": round(freshness[int(0.95 * (len(freshness) - 1))], 1)
-        if freshness
-        else None,
-        "freshness_max_s": round(freshness[-1], 1) if freshness else None,
+        **_freshness(sorted(seen.values())),
         "dagster_runs": runs,
         "webhook_requests": connector_requests,
         "webhook_requests_per_change": round(connector_requests / changes, 1),

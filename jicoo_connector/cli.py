@@ -70,13 +70,12 @@ def _port_free(host: str, port: int) -> bool:
 def _extract(args: argparse.Namespace, done: _Done) -> int:
     from tqdm import tqdm
 
-    from jicoo_connector.extract import SOURCES, ExtractResult, extract_range
-    from jicoo_connector.tables import TABLES
+    from jicoo_connector.extract import TABLES, ExtractResult, extract_range
 
-    tables = args.tables or sorted(SOURCES)
-    unknown = sorted(set(tables) - set(SOURCES))
+    tables = args.tables or sorted(TABLES)
+    unknown = sorted(set(tables) - set(TABLES))
     if unknown:
-        print(f"jicoo extract: unknown tables {unknown}; known: {sorted(SOURCES)}", file=sys.stderr)
+        print(f"jicoo extract: unknown tables {unknown}; known: {sorted(TABLES)}", file=sys.stderr)
         return EXIT_UNUSABLE
     config = ConnectorConfig.from_env(timezone=args.timezone, warehouse_root=args.out)
     settings = config.settings()
@@ -85,7 +84,7 @@ def _extract(args: argparse.Namespace, done: _Done) -> int:
     if end < start:
         return _usage(f"extract: --end {end} is before --start {start}")
     days = (end - start).days + 1
-    total = sum(days if TABLES[t].partitioning == "day" else 1 for t in tables)
+    total = sum(days if TABLES[t].spec.partitioning == "day" else 1 for t in tables)
     rows: dict[str, int] = {}
     skipped: dict[str, str] = {}
     written = 0
@@ -134,8 +133,8 @@ def _extract(args: argparse.Namespace, done: _Done) -> int:
 def _load(args: argparse.Namespace, done: _Done) -> int:
     import uuid
 
+    from jicoo_connector.extract import TABLES
     from jicoo_connector.storage import ParquetStore
-    from jicoo_connector.tables import TABLES
     from jicoo_connector.warehouse import LoadReport, TableLoad, load_warehouse
 
     config = ConnectorConfig.from_env(warehouse_url=args.warehouse_url, warehouse_root=args.root)

@@ -35,13 +35,13 @@ def _setting_help(name: str, what: str) -> str:
 
 
 class _TableNames:
-    """The registry's table names, read only when shown: importing the registry imports pyarrow
-    (~1 s), which commands that never touch a table should not pay for."""
+    """The registry's table names, read only when shown: importing the registry imports the
+    extractor and pyarrow, which commands that never touch a table should not pay for."""
 
     def __str__(self) -> str:
-        from jicoo_connector.extract import SOURCES
+        from jicoo_connector.extract import TABLES
 
-        return " ".join(SOURCES)
+        return " ".join(TABLES)
 
 
 def _add_tables(parser: argparse.ArgumentParser, verb: str) -> None:

@@ -1,5 +1,8 @@
 """Data-quality rules over extracted Arrow tables; the Dagster asset checks call these.
 
+Each function is handed the table's ``TableSpec`` (its key and the checks it names): nothing
+here looks a table up by name.
+
 The rules read a table. An extract does not read what it wrote back: a ``QualityRecorder``
 watches each partition's batches as they are written and keeps only what the rules need (the
 key columns, the rows that break a rule, a preview), and ``assess`` runs the rules over what
@@ -15,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jicoo_connector.errors import ConfigError
-from jicoo_connector.tables import EXTRA_COLUMN, TABLES
+from jicoo_connector.tables import EXTRA_COLUMN, TableSpec
 
 __all__ = [
     "RULES",
@@ -163,9 +166,8 @@ def rows_match_total(rows: int, total_count: int | None) -> QualityResult:
     )
 
 
-def check_description(table: str, name: str) -> str:
-    """What rule ``name`` asserts about ``table``, in the registry's words (its key columns)."""
-    spec = TABLES[table]
+def check_description(spec: TableSpec, name: str) -> str:
+    """What rule ``name`` asserts about the table ``spec``, in its words (its key columns)."""
     rules = {
         "key_unique_not_null": f"{' + '.join(spec.key_columns)} is present in every row and "
         "never repeats across the materialized partitions.",
@@ -190,10 +192,10 @@ RULES = (
 )
 
 
-def check_names(table: str) -> tuple[str, ...]:
-    """The rules that apply to ``table`` (the names of its Dagster asset checks): those every
-    table gets, then the ones its declaration names (``TableSpec.checks``)."""
-    return ("key_unique_not_null", "extra_empty", *TABLES[table].checks)
+def check_names(spec: TableSpec) -> tuple[str, ...]:
+    """The rules that apply to the table ``spec`` (the names of its Dagster asset checks): those
+    every table gets, then the ones its declaration names (``TableSpec.checks``)."""
+    return ("key_unique_not_null", "extra_empty", *spec.checks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,12 +220,12 @@ class QualityRecorder:
 
     def __init__(
         self,
-        table: str,
+        spec: TableSpec,
         booking_uids: "pa.ChunkedArray[Any] | None" = None,
         preview_rows: int = 5,
     ) -> None:
-        self._spec = TABLES[table]
-        self._names = check_names(table)
+        self._spec = spec
+        self._names = check_names(spec)
         self._booking_uids = booking_uids
         self._preview_rows = preview_rows
         self._rows = 0
@@ -284,12 +286,12 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
 
 
 def assess(
-    table: str, partitions: Sequence[PartitionQuality], total_count: int | None
+    spec: TableSpec, partitions: Sequence[PartitionQuality], total_count: int | None
 ) -> list[QualityResult]:
-    """Every rule of ``table`` over the written ``partitions`` together (key uniqueness across
-    them too). ``total_count`` is what the API's totals said the partitions hold, if known."""
-    spec = TABLES[table]
-    names = check_names(table)
+    """Every rule of the table ``spec`` over the written ``partitions`` together (key uniqueness
+    across them too). ``total_count`` is what the API's totals said the partitions hold, if
+    known."""
+    names = check_names(spec)
     keys = [p.keys for p in partitions]
     found = [
         key_unique_not_null(

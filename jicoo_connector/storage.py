@@ -1,6 +1,8 @@
 """Atomic Parquet partitions (local or any pyarrow filesystem URI).
 
-Knows tables' schemas, nothing of the client or dagster. Warehouse loads live in ``warehouse/``.
+Every method is handed the table's ``TableSpec`` (its schema and partitioning): the store looks
+no table up by name and knows nothing of the registry, the client or dagster. Warehouse loads
+live in ``warehouse/``.
 """
 
 import datetime as dt
@@ -19,11 +21,10 @@ import pyarrow.parquet as pq
 
 from jicoo_connector.atomic import TEMP_MARKER, atomic_path, temp_glob
 from jicoo_connector.errors import ConfigError
-from jicoo_connector.tables import TABLES, TableSpec
+from jicoo_connector.tables import TableSpec
 
 if TYPE_CHECKING:
-    # Imported where used: pyarrow.dataset pulls in pandas (about 1 s of start-up), which an
-    # extraction does not need.
+    # Imported where used: pyarrow.dataset imports pandas, which an extraction does not need.
     import pyarrow.dataset as ds
 
 __all__ = [
@@ -59,13 +60,6 @@ class PartitionWriteResult:
     bytes: int
 
 
-def _spec(table: str) -> TableSpec:
-    spec = TABLES.get(table)
-    if spec is None:
-        raise ConfigError(f"unknown table {table!r}; known: {sorted(TABLES)}")
-    return spec
-
-
 class ParquetStore:
     """A hive-laid-out Parquet dataset: ``<root>/<table>/<key>=<value>/data.parquet``.
 
@@ -73,7 +67,7 @@ class ParquetStore:
     ``filesystem`` to override how it is reached (an S3 endpoint, credentials).
 
     >>> store = ParquetStore("data/warehouse")  # doctest: +SKIP
-    >>> store.write_partition("users", dt.date(2024, 3, 1), batches)  # doctest: +SKIP
+    >>> store.write_partition(TABLES["users"].spec, dt.date(2024, 3, 1), batches)  # doctest: +SKIP
     """
 
     def __init__(self, root: str | Path, *, filesystem: pafs.FileSystem | None = None) -> None:
@@ -93,17 +87,15 @@ class ParquetStore:
     def __repr__(self) -> str:
         return f"ParquetStore({self.root!r})"
 
-    def partition_dir(self, table: str, partition_value: dt.date) -> str:
-        spec = _spec(table)
-        return f"{self.base}/{table}/{spec.partition_column}={partition_value.isoformat()}"
+    def partition_dir(self, spec: TableSpec, partition_value: dt.date) -> str:
+        return f"{self.base}/{spec.name}/{spec.partition_column}={partition_value.isoformat()}"
 
-    def partition_path(self, table: str, partition_value: dt.date) -> str:
-        return f"{self.partition_dir(table, partition_value)}/{DATA_FILE_NAME}"
+    def partition_path(self, spec: TableSpec, partition_value: dt.date) -> str:
+        return f"{self.partition_dir(spec, partition_value)}/{DATA_FILE_NAME}"
 
-    def table_uri(self, table: str) -> str:
-        """Where all partitions of ``table`` live (for metadata such as ``dagster/uri``)."""
-        _spec(table)
-        return self.location(f"{self.base}/{table}")
+    def table_uri(self, spec: TableSpec) -> str:
+        """Where all partitions of the table live (for metadata such as ``dagster/uri``)."""
+        return self.location(f"{self.base}/{spec.name}")
 
     def location(self, path: str) -> str:
         """A path of this store as users spell it: a local path, or ``<scheme>://bucket/key``."""
@@ -114,7 +106,7 @@ class ParquetStore:
 
     def write_partition(
         self,
-        table: str,
+        spec: TableSpec,
         partition_value: dt.date,
         batches: Iterable[pa.RecordBatch],
         *,
@@ -127,8 +119,7 @@ class ParquetStore:
         goes into the file's footer (key-value metadata): it is replaced with the data, never
         apart from it; read it with ``partition_metadata``.
         """
-        spec = _spec(table)
-        final = self.partition_path(table, partition_value)
+        final = self.partition_path(spec, partition_value)
         schema = file_schema(spec).with_metadata(dict(metadata or {}))
         if self.is_local:
             rows = self._write_local(spec, schema, final, batches)
@@ -168,19 +159,21 @@ class ParquetStore:
         return rows
 
     def read_partition(
-        self, table: str, partition_value: dt.date, columns: Sequence[str] | None = None
+        self, spec: TableSpec, partition_value: dt.date, columns: Sequence[str] | None = None
     ) -> pa.Table:
         """One partition with the full table schema (the partition column comes from the path),
         or only ``columns`` of it."""
-        dataset = self._dataset(table, [self.partition_path(table, partition_value)])
+        dataset = self._dataset(spec, [self.partition_path(spec, partition_value)])
         return dataset.to_table(columns=None if columns is None else list(columns))
 
-    def partition_metadata(self, table: str, partition_value: dt.date) -> dict[str, str] | None:
+    def partition_metadata(
+        self, spec: TableSpec, partition_value: dt.date
+    ) -> dict[str, str] | None:
         """The footer metadata ``write_partition`` stored, or None if the partition has no file.
 
         Only the footer is read, not the data.
         """
-        path = self.partition_path(table, partition_value)
+        path = self.partition_path(spec, partition_value)
         try:
             with self.filesystem.open_input_file(path) as source:
                 stored = pq.read_schema(source).metadata or {}
@@ -192,24 +185,23 @@ class ParquetStore:
             if not key.startswith(b"ARROW:")  # pyarrow's own schema copy
         }
 
-    def time_zone(self, table: str) -> str | None:
-        """The zone the latest partition of ``table`` was cut in (``ZONE_KEY`` in its footer),
+    def time_zone(self, spec: TableSpec) -> str | None:
+        """The zone the latest partition of the table was cut in (``ZONE_KEY`` in its footer),
         or None when there is no partition or it was written before zones were recorded."""
-        values = self.list_partitions(table)
+        values = self.list_partitions(spec)
         if not values:
             return None
-        return (self.partition_metadata(table, values[-1]) or {}).get(ZONE_KEY)
+        return (self.partition_metadata(spec, values[-1]) or {}).get(ZONE_KEY)
 
-    def dataset(self, table: str) -> "ds.FileSystemDataset":
-        """Every partition of ``table`` as one pyarrow dataset, partition column typed."""
+    def dataset(self, spec: TableSpec) -> "ds.FileSystemDataset":
+        """Every partition of the table as one pyarrow dataset, partition column typed."""
         # Listed files only: temp files of a running or crashed writer are not the table.
-        paths = [self.partition_path(table, value) for value in self.list_partitions(table)]
-        return self._dataset(table, paths)
+        paths = [self.partition_path(spec, value) for value in self.list_partitions(spec)]
+        return self._dataset(spec, paths)
 
-    def _dataset(self, table: str, paths: list[str]) -> "ds.FileSystemDataset":
+    def _dataset(self, spec: TableSpec, paths: list[str]) -> "ds.FileSystemDataset":
         import pyarrow.dataset as ds  # lazy: see the imports above
 
-        spec = _spec(table)
         partitioning = ds.partitioning(
             pa.schema([spec.schema.field(spec.partition_column)]), flavor="hive"
         )
@@ -219,18 +211,19 @@ class ParquetStore:
             format="parquet",
             filesystem=self.filesystem,
             partitioning=partitioning,
-            partition_base_dir=f"{self.base}/{table}",
+            partition_base_dir=f"{self.base}/{spec.name}",
         )
 
-    def has_partition(self, table: str, partition_value: dt.date) -> bool:
-        info = self.filesystem.get_file_info(self.partition_path(table, partition_value))
+    def has_partition(self, spec: TableSpec, partition_value: dt.date) -> bool:
+        info = self.filesystem.get_file_info(self.partition_path(spec, partition_value))
         return info.type == pafs.FileType.File
 
-    def list_partitions(self, table: str) -> list[dt.date]:
-        """Partition values of ``table`` that have a data file, sorted."""
-        spec = _spec(table)
+    def list_partitions(self, spec: TableSpec) -> list[dt.date]:
+        """Partition values of the table that have a data file, sorted."""
         prefix = f"{spec.partition_column}="
-        selector = pafs.FileSelector(f"{self.base}/{table}", recursive=True, allow_not_found=True)
+        selector = pafs.FileSelector(
+            f"{self.base}/{spec.name}", recursive=True, allow_not_found=True
+        )
         values: list[dt.date] = []
         for info in self.filesystem.get_file_info(selector):
             parent, _, name = info.path.rpartition("/")
@@ -252,6 +245,8 @@ def file_schema(spec: TableSpec) -> pa.Schema:
     expects: ``pd.read_parquet(dir)``, ``duckdb.read_parquet(..., hive_partitioning=true)``,
     Spark. A copy inside the files would clash with the path's type in untyped discovery.
     """
+    if not spec.extracted:
+        raise ConfigError(f"{spec.name} is written by write-back, not stored in date partitions")
     return spec.schema.remove(spec.schema.get_field_index(spec.partition_column))
 
 

@@ -1,21 +1,22 @@
-"""One explicit Arrow schema per table and the records -> RecordBatch conversion.
+"""The schema machinery: how a table is declared (``TableSpec``, its columns and their Arrow
+types) and how API records become a RecordBatch of its schema.
 
-The only place where the API's camelCase becomes snake_case. Of the client it imports only the
-Arrow reader of list envelopes (client.arrow_envelope); no storage or dagster.
+The only place where the API's camelCase becomes snake_case. It knows no table by name: the
+tables themselves are declared where they are made (``extract/catalog/``, a user's
+``register_table``, write-back's apply log) and kept in the registry (``jicoo_connector.extract``).
+Imports nothing of the connector but its errors.
 """
 
 import array
 import datetime as dt
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pajson
 
-from jicoo_connector.client.arrow_envelope import envelope_parse_options, read_envelope
 from jicoo_connector.errors import ConfigError, RecordConversionError
 
 __all__ = [
@@ -23,22 +24,21 @@ __all__ = [
     "EXTRACTED_AT_COLUMN",
     "EXTRA_COLUMN",
     "RUN_ID_COLUMN",
-    "TABLES",
+    "SNAPSHOT_COLUMN",
     "UTC_MS",
-    "PageBatches",
     "Partitioning",
     "RecordConversionError",
-    "Registry",
     "TableSpec",
+    "check_batchable",
     "column",
     "constant_array",
     "int_bool_column",
     "json_column",
-    "load_built_in_tables",
-    "register_spec",
+    "parse_timestamps",
+    "rename_struct_list",
     "struct_list_column",
     "to_record_batch",
-    "unregister_spec",
+    "with_lineage",
 ]
 
 UTC_MS = pa.timestamp("ms", tz="UTC")
@@ -53,7 +53,16 @@ SNAPSHOT_COLUMN = "snapshot_date"
 # Error messages show at most this much of a bad (non-personal) value.
 _MAX_SHOWN_CHARS = 64
 
-Partitioning = Literal["day", "snapshot"]
+# "day" and "snapshot": an extracted table, one partition per date, the date being a column too
+# (typed date32, also the hive folder's key) beside the extract's lineage columns. "batch": a
+# table written by write-back (the apply log), one file per batch and run under ``batch=<id>/``;
+# its rows carry their batch id and times themselves, so its schema is its columns alone.
+Partitioning = Literal["day", "snapshot", "batch"]
+_FOLDER_KEYS: dict[Partitioning, str] = {
+    "day": DAY_COLUMN,
+    "snapshot": SNAPSHOT_COLUMN,
+    "batch": "batch",
+}
 # pyarrow-stubs make Array generic over its scalar type; columns here are heterogeneous.
 _Arr: TypeAlias = "pa.Array[Any]"
 _Kind = Literal["string", "int", "bool", "int_bool", "timestamp", "json", "list"]
@@ -127,10 +136,11 @@ def _identity(records: Iterable[Mapping[str, object]]) -> Iterable[Mapping[str, 
 
 @dataclass(frozen=True, slots=True)
 class TableSpec:
-    """A table: its Arrow schema, key columns and how it is partitioned.
+    """A table: its Arrow schema, key columns and how it is partitioned (``Partitioning``).
 
-    ``partition_column`` is stored in every file as well as in the hive path: a file read alone
-    (or loaded into DuckDB by explicit path) still knows its partition, with its exact type.
+    ``partition_column`` is the key of the table's hive folders (``day=2026-11-25/``). For an
+    extracted table it is a column of ``schema`` too, typed: a file read on its own lacks it
+    (``storage.file_schema``), a dataset read through the store has it.
     """
 
     name: str
@@ -151,10 +161,22 @@ class TableSpec:
 
     @property
     def partition_column(self) -> str:
-        return DAY_COLUMN if self.partitioning == "day" else SNAPSHOT_COLUMN
+        return _FOLDER_KEYS[self.partitioning]
+
+    @property
+    def extracted(self) -> bool:
+        """Read from the API (partitioned by a date, with lineage), not written by write-back."""
+        return self.partitioning != "batch"
+
+    @property
+    def reshapes(self) -> bool:
+        """Its rows are made from the API's records by ``rows``, not the records themselves."""
+        return self.rows is not _identity
 
     def column_descriptions(self) -> dict[str, str]:
         """Every column of ``schema`` -> what it holds (the API's fields, then ours)."""
+        if not self.extracted:
+            return {c.name: c.doc for c in self.columns}
         partition = (
             "The partition: the calendar day the booking starts on, in the extract's zone "
             "(JICOO_TIMEZONE)"
@@ -172,6 +194,8 @@ class TableSpec:
 
 def _schema_of(spec: TableSpec) -> pa.Schema:
     fields = [pa.field(c.name, c.type, nullable=c.nullable) for c in spec.columns]
+    if not spec.extracted:
+        return pa.schema(fields)
     fields += [
         pa.field(spec.partition_column, pa.date32(), nullable=False),
         pa.field(EXTRA_COLUMN, pa.string()),
@@ -181,67 +205,15 @@ def _schema_of(spec: TableSpec) -> pa.Schema:
     return pa.schema(fields)
 
 
-_REGISTERED: dict[str, TableSpec] = {}
-_V = TypeVar("_V")
-
-
-class Registry(Mapping[str, _V]):
-    """Table name -> declaration, in registration order and live: a table registered later
-    is seen everywhere. The built-in tables are loaded on the first lookup, not at import:
-    each declaration joins a schema to the fetcher that fills it, so they live with the
-    extractor (``extract/catalog/``), which imports this module."""
-
-    def __init__(self, entries: dict[str, _V]) -> None:
-        self._entries = entries
-
-    def __getitem__(self, name: str) -> _V:
-        load_built_in_tables()
-        return self._entries[name]
-
-    def __iter__(self) -> Iterator[str]:
-        load_built_in_tables()
-        return iter(self._entries)
-
-    def __len__(self) -> int:
-        load_built_in_tables()
-        return len(self._entries)
-
-    def __repr__(self) -> str:
-        return f"Registry({list(self)})"
-
-
-def load_built_in_tables() -> None:
-    """Register the built-in tables (once; a no-op afterwards and while they register)."""
-    import jicoo_connector.extract.catalog  # noqa: F401 - see Registry
-
-
-# Every table's schema by name (the extractor's SOURCES holds their whole declarations).
-TABLES: Mapping[str, TableSpec] = Registry(_REGISTERED)
-
-
-def register_spec(spec: TableSpec) -> None:
-    """Add a table's schema to TABLES; the extract registry (extract.register_table) calls
-    this with the table's whole declaration. Re-registering the same spec is a no-op."""
-    known = _REGISTERED.get(spec.name)
-    if known is not None and known is not spec:
-        raise ConfigError(f"a table named {spec.name!r} is already registered")
-    _REGISTERED[spec.name] = spec
-
-
-def unregister_spec(name: str) -> None:
-    """Remove a table registered with ``register_spec`` (tests, plugins unloading)."""
-    _REGISTERED.pop(name, None)
-
-
 class _BadValueError(Exception):
     """Internal: a column could not be built; the caller locates the record."""
 
 
 def _build_timestamps(values: list[Any]) -> _Arr:
-    return _parse_timestamps(pa.array(values, pa.string()))
+    return parse_timestamps(pa.array(values, pa.string()))
 
 
-def _parse_timestamps(strings: _Arr) -> _Arr:
+def parse_timestamps(strings: _Arr) -> _Arr:
     try:
         return strings.cast(UTC_MS)
     except pa.ArrowInvalid:
@@ -278,7 +250,7 @@ def _build_json(values: list[Any]) -> _Arr:
     )
 
 
-def _rename_struct_list(built: _Arr, target: pa.DataType) -> _Arr:
+def rename_struct_list(built: _Arr, target: pa.DataType) -> _Arr:
     # Arrow casts structs by field name, so a camelCase -> snake_case rename is a rebuild that
     # reuses the child buffers (no copy of the data).
     if not (isinstance(built, pa.ListArray) and isinstance(target, pa.ListType)):
@@ -312,7 +284,7 @@ def _build(column: _Column, values: list[Any]) -> _Arr:
                 # Arrow would read a string as a list of its characters.
                 raise _BadValueError("expected a list")
             case "list" if column.api_type is not None:
-                return _rename_struct_list(pa.array(values, column.api_type), column.type)
+                return rename_struct_list(pa.array(values, column.api_type), column.type)
             case _:
                 return pa.array(values, column.type)
     except (pa.ArrowException, OverflowError, TypeError, ValueError, orjson.JSONEncodeError) as exc:
@@ -393,20 +365,22 @@ def _extras(spec: TableSpec, rows: Sequence[Mapping[str, object]]) -> _Arr:
 
 
 def to_record_batch(
-    table: str,
+    spec: TableSpec,
     records: Iterable[Mapping[str, object]],
     *,
     extracted_at: dt.datetime,
     run_id: str | None,
     partition_value: dt.date,
 ) -> pa.RecordBatch:
-    """Convert API records of ``table`` into one batch of its schema, column by column.
+    """Convert API records of the table ``spec`` into one batch of its schema, column by column.
 
-    >>> to_record_batch("users", [{"uid": "u1", "name": "A"}], extracted_at=dt.datetime.now(dt.UTC),
-    ...                 run_id=None, partition_value=dt.date(2024, 3, 1)).num_rows
-    1
+    >>> users = TableSpec("users", (column("uid", "uid", pa.string(), doc="id"),), ("uid",),
+    ...                   "snapshot")
+    >>> to_record_batch(users, [{"uid": "u1", "name": "A"}], extracted_at=dt.datetime.now(dt.UTC),
+    ...                 run_id=None, partition_value=dt.date(2024, 3, 1)).column("_extra")[0]
+    <pyarrow.StringScalar: '{"name":"A"}'>
     """
-    spec = _spec_for_batches(table, extracted_at)
+    check_batchable(spec, extracted_at)
     rows = list(spec.rows(records))
     arrays: list[_Arr] = []
     for column in spec.columns:
@@ -421,7 +395,7 @@ def to_record_batch(
                 spec.name, column.name, _record_key(spec, rows[first_null]), "missing value"
             )
         arrays.append(array)
-    return _with_lineage(
+    return with_lineage(
         spec,
         arrays,
         _extras(spec, rows),
@@ -431,16 +405,16 @@ def to_record_batch(
     )
 
 
-def _spec_for_batches(table: str, extracted_at: dt.datetime) -> TableSpec:
-    spec = TABLES.get(table)
-    if spec is None:
-        raise ConfigError(f"unknown table {table!r}; known: {sorted(TABLES)}")
+def check_batchable(spec: TableSpec, extracted_at: dt.datetime) -> None:
+    """Raise ConfigError unless batches of an extract of ``spec`` at ``extracted_at`` can be
+    built: an extracted table (not the apply log) and a timezone-aware time."""
+    if not spec.extracted:
+        raise ConfigError(f"{spec.name} is written by write-back, not extracted from the API")
     if extracted_at.tzinfo is None:
         raise ConfigError("extracted_at must be timezone-aware")
-    return spec
 
 
-def _with_lineage(
+def with_lineage(
     spec: TableSpec,
     columns: list[_Arr],
     extras: _Arr,
@@ -462,17 +436,14 @@ def _with_lineage(
     return pa.RecordBatch.from_arrays(arrays, schema=spec.schema)
 
 
-# -- list answers straight to Arrow ---------------------------------------------------------
-
-_FAST_KINDS = frozenset({"string", "int", "timestamp", "list"})
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def constant_array(value: dt.date | dt.datetime | str | None, type_: pa.DataType, n: int) -> _Arr:
     """``n`` copies of ``value`` (a date32, UTC_MS or string column), built from raw buffers.
 
-    pyarrow imports pandas (~0.35 s) on its first conversion of a Python object (``pa.array``,
-    ``pa.scalar``); extraction of conforming pages never converts one, so it never pays that.
+    pyarrow imports pandas on its first conversion of a Python object (``pa.array``,
+    ``pa.scalar``); extraction of conforming pages never converts one, so it never imports it.
     """
     if value is None:
         nulls: _Arr = pa.nulls(n, type_)  # type: ignore[call-overload]  # stubs: concrete types
@@ -492,101 +463,3 @@ def constant_array(value: dt.date | dt.datetime | str | None, type_: pa.DataType
             type_, n, [None, pa.py_buffer(offsets), pa.py_buffer(encoded * n)]
         )
     raise TypeError(f"no constant column of {type_} from {type(value).__name__}")
-
-
-def _has_timestamp(type_: pa.DataType | None) -> bool:
-    # Arrow's JSON reader would read a zone-less time as UTC where to_record_batch refuses it;
-    # top-level timestamps are read as text and cast, nested ones would not be.
-    if type_ is None:
-        return False
-    if pa.types.is_timestamp(type_):
-        return True
-    return any(_has_timestamp(type_.field(i).type) for i in range(type_.num_fields))
-
-
-class PageBatches:
-    """Decodes list answers of a table straight into batches of its schema, in C++.
-
-    ``decode`` reads a whole answer with Arrow's JSON reader against the table's API field
-    names; it returns None (and the caller parses the JSON and calls ``from_records``, the
-    exact path) for anything that is not plainly conforming: an unknown field anywhere (it
-    belongs in ``_extra``), a value of another type, a missing required value, invalid
-    UTF-8. Timestamps are read as text and parsed by the same cast as ``to_record_batch``,
-    so both paths agree value for value. Only tables whose rows are the API records unchanged
-    and whose columns are text, integers, timestamps or lists qualify; others always return
-    None.
-
-    It is not cheaper in CPU (a 100-row bookings page: 1.37 ms against 1.12 ms for JSON ->
-    dicts -> Arrow, best of 5 x 200 here), but it runs with the GIL released, so beside the
-    event loop, holds no Python object per row, and never makes pyarrow import pandas.
-    """
-
-    def __init__(
-        self,
-        table: str,
-        *,
-        extracted_at: dt.datetime,
-        run_id: str | None,
-        partition_value: dt.date,
-    ) -> None:
-        spec = _spec_for_batches(table, extracted_at)
-        self._spec = spec
-        self._extracted_at = extracted_at
-        self._run_id = run_id
-        self._partition_value = partition_value
-        fast = spec.rows is _identity and all(
-            c.kind in _FAST_KINDS and not _has_timestamp(c.api_type) for c in spec.columns
-        )
-        self._options: pajson.ParseOptions | None = None
-        if fast:
-            fields = [
-                pa.field(c.source, pa.string() if c.kind == "timestamp" else c.api_type or c.type)
-                for c in spec.columns
-            ]
-            self._options = envelope_parse_options(fields)
-
-    def decode(self, raw: bytes) -> tuple[dict[str, object], pa.RecordBatch, list[object]] | None:
-        """(envelope members, the page's batch, each row's ``uid``), or None: use the JSON path."""
-        if self._options is None:
-            return None
-        read = read_envelope(raw, self._options)
-        if read is None:
-            return None
-        envelope, records = read
-        try:
-            batch = self._batch(records)
-        except (pa.ArrowException, _BadValueError):
-            return None
-        keys: list[object] = batch.column("uid").to_pylist() if "uid" in batch.schema.names else []
-        return envelope, batch, keys
-
-    def from_records(self, records: list[dict[str, object]]) -> pa.RecordBatch:
-        """The exact path: ``to_record_batch`` of records parsed as JSON."""
-        return to_record_batch(
-            self._spec.name,
-            records,
-            extracted_at=self._extracted_at,
-            run_id=self._run_id,
-            partition_value=self._partition_value,
-        )
-
-    def _batch(self, records: pa.StructArray) -> pa.RecordBatch:
-        arrays: list[_Arr] = []
-        for column in self._spec.columns:
-            child = records.field(column.source)
-            if column.kind == "timestamp":
-                child = _parse_timestamps(child)
-            elif column.api_type is not None:
-                child = _rename_struct_list(child, column.type)
-            if not column.nullable and child.null_count:
-                raise _BadValueError("missing value")  # the JSON path names the record
-            arrays.append(child)
-        # No unknown fields (or decode gave up): _extra is null throughout.
-        return _with_lineage(
-            self._spec,
-            arrays,
-            constant_array(None, pa.string(), len(records)),
-            partition_value=self._partition_value,
-            extracted_at=self._extracted_at,
-            run_id=self._run_id,
-        )

@@ -117,7 +117,7 @@ def _extract(defs: "dg.Definitions", today: dt.date, warehouse: str) -> None:
 
 
 def _summary(config: ConnectorConfig) -> None:
-    from jicoo_connector.tables import TABLES
+    from jicoo_connector.extract import TABLES
     from jicoo_connector.warehouse import WarehouseTarget, query_warehouse
 
     warehouse = WarehouseTarget.parse(config.warehouse())

@@ -13,7 +13,7 @@ from jicoo_connector.changes.apply import DEFAULT_APPLY_CONCURRENCY
 from jicoo_connector.changes.ledger import LEDGER_URL_ENV, SCHEMA_VERSION, is_postgres_url
 from jicoo_connector.changes.ledger_backends import POSTGRES_SCHEMA
 from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE, main
-from jicoo_connector.extract import SOURCES
+from jicoo_connector.extract import TABLES
 from jicoo_sandbox.server import SandboxServer
 from tests.writeback_data import HEADER, booking, build_csv, future_open_bookings
 
@@ -231,7 +231,7 @@ def test_extract_without_tables_extracts_every_table(
     out = tmp_path / "wh"
     assert main(["extract", "--out", str(out), "--quiet"]) == EXIT_OK
     printed = capsys.readouterr().out
-    for table in SOURCES:
+    for table in TABLES:
         assert list((out / table).rglob("*.parquet")), table
         assert table in printed
 

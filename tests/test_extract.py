@@ -19,27 +19,23 @@ from jicoo_connector.client import AsyncJicooClient
 from jicoo_connector.errors import ConfigError, ExtractError, JicooError, TransportError
 from jicoo_connector.extract import (
     DEFAULT_SLOT_HORIZON_DAYS,
-    SOURCES,
-    ExtractContext,
+    TABLES,
     ExtractResult,
     day_window,
     extract_partition,
     extract_range,
 )
+from jicoo_connector.extract._run import _extract_days, _FeedGroup
 from jicoo_connector.extract.catalog.bookings import BOOKINGS, BOOKINGS_FEED, _split_days
-from jicoo_connector.extract.run import _extract_days, _FeedGroup
+from jicoo_connector.extract.sources import ExtractContext
+from jicoo_connector.pages import PageBatches
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.storage import ParquetStore
-from jicoo_connector.tables import TABLES, PageBatches
 from jicoo_sandbox.server import SandboxServer
 
 ZONES = sorted(
     z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/"))
 )
-
-
-def test_every_table_has_a_source() -> None:
-    assert set(SOURCES) == set(TABLES)
 
 
 def test_tokyo_day_starts_at_15_utc_the_day_before() -> None:
@@ -153,7 +149,7 @@ def test_bookings_of_a_jst_day_are_exactly_those_starting_that_day(
     assert result.rows == len(expected) > 0
     assert result.total_count == result.rows
     assert result.report.requests >= 1
-    table = store.read_partition("bookings", day)
+    table = store.read_partition(BOOKINGS.spec, day)
     assert sorted(str(uid) for uid in table.column("uid").to_pylist()) == sorted(expected)
     assert set(table.column("day").to_pylist()) == {day}
     assert set(table.column("_run_id").to_pylist()) == {"run-42"}
@@ -194,8 +190,8 @@ def test_a_booking_at_half_past_midnight_jst_lands_on_that_jst_day(
     store = ParquetStore(tmp_path)
     asyncio.run(_extract(sandbox, store, "bookings", day=day))
     asyncio.run(_extract(sandbox, store, "bookings", day=day - dt.timedelta(days=1)))
-    on_day = store.read_partition("bookings", day).column("uid").to_pylist()
-    day_before = store.read_partition("bookings", day - dt.timedelta(days=1))
+    on_day = store.read_partition(BOOKINGS.spec, day).column("uid").to_pylist()
+    day_before = store.read_partition(BOOKINGS.spec, day - dt.timedelta(days=1))
     assert moved in on_day
     assert moved not in day_before.column("uid").to_pylist()
     # The UTC calendar would have filed it on the day before.
@@ -210,7 +206,9 @@ def test_contacts_of_a_day_match_each_bookings_contacts(
     store = ParquetStore(tmp_path)
     asyncio.run(_extract(sandbox, store, "bookings", day=day))
     result = asyncio.run(_extract(sandbox, store, "booking_contacts", day=day))
-    booking_uids = [str(u) for u in store.read_partition("bookings", day).column("uid").to_pylist()]
+    booking_uids = [
+        str(u) for u in store.read_partition(BOOKINGS.spec, day).column("uid").to_pylist()
+    ]
 
     async def expected_rows() -> list[tuple[str, int, object, object]]:
         async with AsyncJicooClient(_settings(sandbox)) as client:
@@ -221,7 +219,7 @@ def test_contacts_of_a_day_match_each_bookings_contacts(
             return rows
 
     expected = asyncio.run(expected_rows())
-    contacts = store.read_partition("booking_contacts", day)
+    contacts = store.read_partition(TABLES["booking_contacts"].spec, day)
     got = [
         (r["booking_uid"], r["contact_index"], r["email"], r["name"]) for r in contacts.to_pylist()
     ]
@@ -255,7 +253,7 @@ def test_fan_out_reports_count_every_request_and_retry(
     today = sandbox.config.clock().astimezone(JST).date()
     slots = asyncio.run(_extract(sandbox, store, "available_slots", snapshot_date=today))
     event_types = asyncio.run(_extract(sandbox, store, "event_types", snapshot_date=today))
-    enabled = store.read_partition("event_types", today).to_pylist()
+    enabled = store.read_partition(TABLES["event_types"].spec, today).to_pylist()
     windows = -(-DEFAULT_SLOT_HORIZON_DAYS // 7)  # the API answers at most 7 days per call
     asked = sum(1 for r in enabled if r["status"] != "disable") * windows
     assert slots.report.requests == slots.report.pages == asked + 1  # + the event types listing
@@ -304,16 +302,18 @@ def test_snapshot_tables_are_extracted(sandbox: SandboxServer, tmp_path: Path) -
     }
     for table, result in results.items():
         assert result.skipped_reason is None, table
-        assert store.read_partition(table, today).num_rows == result.rows, table
+        assert store.read_partition(TABLES[table].spec, today).num_rows == result.rows, table
     for table in ("users", "schedules", "event_types"):
         assert results[table].total_count == results[table].rows, table
         assert results[table].rows > 0, table
-    users = store.read_partition("users", today).column("uid").to_pylist()
-    calendars = store.read_partition("availability_calendars", today)
+    users = store.read_partition(TABLES["users"].spec, today).column("uid").to_pylist()
+    calendars = store.read_partition(TABLES["availability_calendars"].spec, today)
     assert set(calendars.column("user_id").to_pylist()) <= set(users)
     assert calendars.num_rows > 0
-    slots = store.read_partition("available_slots", today)
-    event_types = set(store.read_partition("event_types", today).column("uid").to_pylist())
+    slots = store.read_partition(TABLES["available_slots"].spec, today)
+    event_types = set(
+        store.read_partition(TABLES["event_types"].spec, today).column("uid").to_pylist()
+    )
     assert set(slots.column("event_type_uid").to_pylist()) <= event_types
     start, _ = day_window(today, JST)
     end, _ = day_window(today + dt.timedelta(days=DEFAULT_SLOT_HORIZON_DAYS), JST)
@@ -332,7 +332,7 @@ def test_a_403_skips_the_table_and_writes_nothing(sandbox: SandboxServer, tmp_pa
         assert "403" in result.skipped_reason
         assert result.path is None
         assert result.rows == 0
-        assert store.list_partitions(table) == []
+        assert store.list_partitions(TABLES[table].spec) == []
     # The same key may still read what it is allowed to.
     users = asyncio.run(_extract(sandbox, store, "users", snapshot_date=today, key=LIMITED_KEY))
     assert users.skipped_reason is None
@@ -379,7 +379,7 @@ def test_extract_range_runs_days_and_snapshots(sandbox: SandboxServer, tmp_path:
     assert results[3].partition_value in {before, after}
     assert sorted(seen, key=lambda r: (r.table, r.partition_value)) == results
     store = ParquetStore(tmp_path)
-    assert store.list_partitions("bookings") == [first, first + dt.timedelta(days=1), last]
+    assert store.list_partitions(BOOKINGS.spec) == [first, first + dt.timedelta(days=1), last]
     expected = sum(
         1 for b in everything if first <= _instant(b["startedAt"]).astimezone(JST).date() <= last
     )
@@ -408,16 +408,16 @@ def test_chunked_range_matches_day_by_day_with_fewer_requests(
     daily = [asyncio.run(_extract(sandbox, day_store, "bookings", day=day)) for day in days]
     chunk_store = ParquetStore(tmp_path / "chunked")
     for day in days:
-        got = chunk_store.read_partition("bookings", day)
-        want = day_store.read_partition("bookings", day)
+        got = chunk_store.read_partition(BOOKINGS.spec, day)
+        want = day_store.read_partition(BOOKINGS.spec, day)
         assert sorted(map(str, got.column("uid").to_pylist())) == sorted(
             map(str, want.column("uid").to_pylist())
         )
         assert set(got.column("day").to_pylist()) <= {day}
         # Pages are held as zero-copy pieces; the file still gets one row group, not one per page.
-        path = chunk_store.partition_path("bookings", day)
+        path = chunk_store.partition_path(BOOKINGS.spec, day)
         assert pq.ParquetFile(path).metadata.num_row_groups == (1 if got.num_rows else 0)
-        contacts = chunk_store.read_partition("booking_contacts", day)
+        contacts = chunk_store.read_partition(TABLES["booking_contacts"].spec, day)
         assert set(contacts.column("booking_uid").to_pylist()) <= set(got.column("uid").to_pylist())
         assert set(contacts.column("day").to_pylist()) <= {day}
     chunked_bookings = [r for r in chunked if r.table == "bookings"]
@@ -496,7 +496,7 @@ def test_a_booking_near_the_margin_warns_once_per_listing(
     short = {"uid": "s", "startedAt": start.isoformat(), "endedAt": start.isoformat()}
     pages = [
         PageBatches(
-            "bookings", extracted_at=dt.datetime.now(dt.UTC), run_id=None, partition_value=day
+            BOOKINGS.spec, extracted_at=dt.datetime.now(dt.UTC), run_id=None, partition_value=day
         ).from_records([{**record, "uid": f"{record['uid']}{i}"}])
         for i, record in enumerate([long_booking, short, long_booking])
     ]
@@ -522,4 +522,4 @@ def test_contacts_of_a_day_without_bookings_are_rewritten_empty_again(
         )
         assert result.rows == 0
         assert result.counters == {"contacts_fetched": 0, "contacts_reused": 0}
-    assert ParquetStore(out).read_partition("booking_contacts", day).num_rows == 0
+    assert ParquetStore(out).read_partition(TABLES["booking_contacts"].spec, day).num_rows == 0

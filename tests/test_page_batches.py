@@ -1,4 +1,4 @@
-"""List answers straight to Arrow (tables.PageBatches) and through the client's decoded listing:
+"""List answers straight to Arrow (pages.PageBatches) and through the client's decoded listing:
 the fast reader either agrees with to_record_batch value for value or steps aside."""
 
 import asyncio
@@ -16,12 +16,15 @@ from hypothesis import strategies as st
 
 from jicoo_connector.client import AsyncJicooClient
 from jicoo_connector.errors import ProtocolError, RecordConversionError
+from jicoo_connector.extract import TABLES
+from jicoo_connector.pages import PageBatches
 from jicoo_connector.settings import ApiKey, Settings
-from jicoo_connector.tables import UTC_MS, PageBatches, constant_array, to_record_batch
+from jicoo_connector.tables import UTC_MS, constant_array, to_record_batch
 from jicoo_sandbox.server import SandboxServer
 
 EXTRACTED_AT = dt.datetime(2026, 11, 25, 3, 4, 5, 678000, tzinfo=dt.UTC)
 DAY = dt.date(2026, 11, 25)
+BOOKINGS = TABLES["bookings"].spec
 
 BOOKING: dict[str, object] = {
     "uid": "mzgdPJVBb7RE",
@@ -41,7 +44,7 @@ BOOKING: dict[str, object] = {
 
 
 def decoder(run_id: str | None = "run-1") -> PageBatches:
-    return PageBatches("bookings", extracted_at=EXTRACTED_AT, run_id=run_id, partition_value=DAY)
+    return PageBatches(BOOKINGS, extracted_at=EXTRACTED_AT, run_id=run_id, partition_value=DAY)
 
 
 def answer(records: Sequence[Mapping[str, object]]) -> bytes:
@@ -127,7 +130,7 @@ def test_a_pretty_printed_answer_reads_the_same() -> None:
 
 def test_tables_whose_rows_are_not_the_records_never_read_fast() -> None:
     contacts = PageBatches(
-        "booking_contacts", extracted_at=EXTRACTED_AT, run_id=None, partition_value=DAY
+        TABLES["booking_contacts"].spec, extracted_at=EXTRACTED_AT, run_id=None, partition_value=DAY
     )
     assert contacts.decode(answer([{"name": "x"}])) is None
 
@@ -221,7 +224,7 @@ def test_decoded_listing_equals_the_records_listing(sandbox: SandboxServer) -> N
         async with AsyncJicooClient(client_settings(sandbox)) as client:
             fast = await client.list_bookings_pages(decoder())
             slow = await client.list_bookings_pages(
-                JsonOnly("bookings", extracted_at=EXTRACTED_AT, run_id="run-1", partition_value=DAY)
+                JsonOnly(BOOKINGS, extracted_at=EXTRACTED_AT, run_id="run-1", partition_value=DAY)
             )
             records = await client.list_bookings()
             assert fast.total_count == slow.total_count == records.total_count
@@ -230,7 +233,7 @@ def test_decoded_listing_equals_the_records_listing(sandbox: SandboxServer) -> N
     fast, slow, records = asyncio.run(run())
     assert len(fast) > 1  # several pages
     expected = to_record_batch(
-        "bookings", records, extracted_at=EXTRACTED_AT, run_id="run-1", partition_value=DAY
+        BOOKINGS, records, extracted_at=EXTRACTED_AT, run_id="run-1", partition_value=DAY
     )
     assert pa.concat_batches(fast).equals(expected)  # type: ignore[attr-defined]
     assert pa.concat_batches(slow).equals(expected)  # type: ignore[attr-defined]
@@ -250,8 +253,8 @@ def test_decoded_listing_refuses_hostile_json(sandbox: SandboxServer, variant: s
 
 @pytest.mark.dates
 def test_extracting_bookings_never_imports_pandas(sandbox: SandboxServer, tmp_path: object) -> None:
-    # pandas costs ~0.35 s of CPU per process; pyarrow pulls it in on its first conversion of a
-    # Python object, so this guards that the bookings path converts none.
+    # pandas costs CPU in every process that imports it; pyarrow pulls it in on its first
+    # conversion of a Python object, so this guards that the bookings path converts none.
     script = (
         "import datetime as dt, sys\n"
         "from jicoo_connector.extract import extract_range\n"

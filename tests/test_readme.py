@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from jicoo_connector.changes import parse_changeset
+from jicoo_connector.changes.apply import APPLY_LOG
+from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.warehouse import load_warehouse
 from jicoo_sandbox.server import SandboxServer
@@ -75,7 +77,7 @@ def test_the_readme_snippets_run_as_copied(system_sandbox: SandboxServer, checko
     (real_api,) = _blocks("bash", "jicoo extract --start")
     _run(["/bin/bash", "-c", _as_user(real_api, sandbox)], checkout)
     store = ParquetStore(str(checkout / "data" / "warehouse"))
-    assert store.list_partitions("bookings")
+    assert store.list_partitions(TABLES["bookings"].spec)
 
     # What the jicoo/warehouse asset does, so the DuckDB line of the Python snippet has a file.
     load_warehouse(str(checkout / "data" / "warehouse.duckdb"), store, tables=["bookings"])
@@ -85,7 +87,9 @@ def test_the_readme_snippets_run_as_copied(system_sandbox: SandboxServer, checko
     (backfill,) = _blocks("bash", "dg launch")
     output = _run(["/bin/bash", "-c", _as_user(backfill, sandbox)], checkout)
     assert "RUN_SUCCESS" in output
-    backfilled = ParquetStore(str(checkout / "data" / "warehouse")).list_partitions("bookings")
+    backfilled = ParquetStore(str(checkout / "data" / "warehouse")).list_partitions(
+        TABLES["bookings"].spec
+    )
     assert dt.date(2026, 10, 1) in backfilled
     assert dt.date(2026, 10, 31) in backfilled
 
@@ -96,3 +100,21 @@ def test_the_readme_change_set_has_the_documented_shape() -> None:
     parsed = parse_changeset(example.encode(), now=dt.datetime(2026, 11, 25, tzinfo=dt.UTC))
     assert parsed.rejected == []
     assert [c.action.value for c in parsed.changes] == ["reschedule", "cancel"]
+
+
+def _readme_tables() -> dict[str, list[str]]:
+    """The README's table list ("## Tables"): each table's name -> the key columns it names."""
+    section = README.split("\n## Tables\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    found: dict[str, list[str]] = {}
+    for row in rows:
+        table, key = row.split("|")[1:3]
+        found[re.findall(r"`(\w+)`", table)[0]] = re.findall(r"`(\w+)`", key)
+    return found
+
+
+def test_the_readme_lists_every_table_with_its_key() -> None:
+    # The registry (the built-in tables: the tests register theirs only for a while) and
+    # write-back's apply log.
+    specs = [*(source.spec for source in TABLES.values()), APPLY_LOG]
+    assert _readme_tables() == {spec.name: list(spec.key_columns) for spec in specs}

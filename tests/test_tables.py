@@ -12,12 +12,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from jicoo_connector.changes.apply import APPLY_LOG
 from jicoo_connector.errors import JicooError
+from jicoo_connector.extract import TABLES
+from jicoo_connector.extract.catalog import BUILT_IN
 from jicoo_connector.extract.catalog.available_slots import slot_rows
 from jicoo_connector.extract.catalog.booking_contacts import contact_rows
 from jicoo_connector.extract.catalog.event_types import event_type_rows
 from jicoo_connector.tables import (
-    TABLES,
     UTC_MS,
     RecordConversionError,
     to_record_batch,
@@ -26,6 +28,8 @@ from jicoo_connector.tables import (
 EXTRACTED_AT = dt.datetime(2024, 3, 2, 3, 4, 5, 678000, tzinfo=dt.UTC)
 DAY = dt.date(2024, 3, 1)
 SNAKE = re.compile(r"^_?[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+BOOKINGS = TABLES["bookings"].spec
+BOOKING_CONTACTS = TABLES["booking_contacts"].spec
 
 BOOKING: dict[str, object] = {
     "uid": "mzgdPJVBb7RE",
@@ -74,7 +78,7 @@ def _batch(
     table: str, records: Sequence[Mapping[str, object]], run_id: str | None = "run-1"
 ) -> pa.RecordBatch:
     return to_record_batch(
-        table, records, extracted_at=EXTRACTED_AT, run_id=run_id, partition_value=DAY
+        TABLES[table].spec, records, extracted_at=EXTRACTED_AT, run_id=run_id, partition_value=DAY
     )
 
 
@@ -87,7 +91,7 @@ def _roundtrip(batch: pa.RecordBatch) -> pa.Table:
 
 @pytest.mark.parametrize("name", sorted(TABLES))
 def test_every_schema_is_snake_case_with_lineage_partition_and_keys(name: str) -> None:
-    spec = TABLES[name]
+    spec = TABLES[name].spec
     schema = spec.schema
     assert all(SNAKE.match(field.name) for field in schema), schema.names
     assert schema.field("_extra").type == pa.string()
@@ -107,18 +111,25 @@ def test_every_schema_is_snake_case_with_lineage_partition_and_keys(name: str) -
     assert _batch(name, []).schema == schema
 
 
-def test_registry_names_the_seven_tables() -> None:
-    assert set(TABLES) == {
-        "bookings",
-        "booking_contacts",
-        "schedules",
-        "availability_calendars",
-        "available_slots",
-        "event_types",
-        "users",
-    }
-    assert TABLES["bookings"].key_columns == ("uid",)
-    assert TABLES["booking_contacts"].key_columns == ("booking_uid", "contact_index")
+def test_the_registry_holds_the_catalog_first_each_table_once_under_its_own_name() -> None:
+    assert list(TABLES)[: len(BUILT_IN)] == [source.table for source in BUILT_IN]
+    for source in BUILT_IN:
+        assert TABLES[source.table] is source
+    for name, source in TABLES.items():
+        assert source.spec.name == source.table == name
+    assert BOOKINGS.key_columns == ("uid",)
+    assert BOOKING_CONTACTS.key_columns == ("booking_uid", "contact_index")
+
+
+def test_the_apply_log_is_declared_as_a_table_without_the_extracts_lineage() -> None:
+    assert APPLY_LOG.partitioning == "batch"
+    assert not APPLY_LOG.extracted
+    assert APPLY_LOG.schema.names == [column.name for column in APPLY_LOG.columns]
+    assert all(SNAKE.match(name) for name in APPLY_LOG.schema.names)
+    assert set(APPLY_LOG.key_columns) <= set(APPLY_LOG.schema.names)
+    assert APPLY_LOG.name not in TABLES  # written by write-back, never extracted
+    with pytest.raises(ValueError, match="write-back"):
+        to_record_batch(APPLY_LOG, [], extracted_at=EXTRACTED_AT, run_id=None, partition_value=DAY)
 
 
 def test_booking_fields_map_camel_case_to_snake_case() -> None:
@@ -173,7 +184,7 @@ def test_unknown_field_inside_a_nested_item_keeps_the_whole_list_in_extra() -> N
 def test_nested_lists_survive_a_parquet_round_trip() -> None:
     contacts = list(contact_rows("b1", [CONTACT, {**CONTACT, "ccEmails": [], "answers": None}]))
     table = _roundtrip(_batch("booking_contacts", contacts))
-    assert table.schema == TABLES["booking_contacts"].schema
+    assert table.schema == BOOKING_CONTACTS.schema
     assert table.column("cc_emails").to_pylist() == [["a@example.com", "b@example.com"], []]
     assert table.column("answers").to_pylist() == [
         [{"question": "Why?", "content": ["x", "y"]}, {"question": "Q2", "content": []}],
@@ -196,44 +207,47 @@ def test_contacts_carry_booking_uid_and_a_stable_index() -> None:
     assert batch.column("_extra").to_pylist() == [None] * 3  # synthetic keys are not "unknown"
 
 
+CALENDAR_TEMPLATE: dict[str, object] = {
+    "uid": "cal1",
+    "teamId": 39,
+    "userId": "u1",
+    "name": "Weekdays",
+    "isDefault": 1,
+    "timezone": "Asia/Tokyo",
+    "createdAt": "2024-01-01T00:00:00.000Z",
+    "updatedAt": "2024-01-02T00:00:00.000Z",
+    "calendars": [
+        {
+            "wday": 1,
+            "startHour": 9,
+            "startMinute": 0,
+            "endHour": 17,
+            "endMinute": 30,
+            "startedAt": "2024-01-01T00:00:00.000Z",
+            "endedAt": None,
+            "frequencyType": 2,
+            "frequencyInterval": 1,
+            "exceptions": [{"date": "2024-01-08"}],
+        },
+        {
+            "wday": 2,
+            "startHour": 10,
+            "startMinute": 15,
+            "endHour": 24,
+            "endMinute": 0,
+            "startedAt": "2024-01-01T00:00:00Z",
+            "endedAt": "2024-06-01T00:00:00Z",
+            "frequencyType": 2,
+            "frequencyInterval": 1,
+            "exceptions": None,
+            "color": "red",
+        },
+    ],
+}
+
+
 def test_availability_is_one_row_per_rule_with_template_fields() -> None:
-    template = {
-        "uid": "cal1",
-        "teamId": 39,
-        "userId": "u1",
-        "name": "Weekdays",
-        "isDefault": 1,
-        "timezone": "Asia/Tokyo",
-        "createdAt": "2024-01-01T00:00:00.000Z",
-        "updatedAt": "2024-01-02T00:00:00.000Z",
-        "calendars": [
-            {
-                "wday": 1,
-                "startHour": 9,
-                "startMinute": 0,
-                "endHour": 17,
-                "endMinute": 30,
-                "startedAt": "2024-01-01T00:00:00.000Z",
-                "endedAt": None,
-                "frequencyType": 2,
-                "frequencyInterval": 1,
-                "exceptions": [{"date": "2024-01-08"}],
-            },
-            {
-                "wday": 2,
-                "startHour": 10,
-                "startMinute": 15,
-                "endHour": 24,
-                "endMinute": 0,
-                "startedAt": "2024-01-01T00:00:00Z",
-                "endedAt": "2024-06-01T00:00:00Z",
-                "frequencyType": 2,
-                "frequencyInterval": 1,
-                "exceptions": None,
-                "color": "red",
-            },
-        ],
-    }
+    template = CALENDAR_TEMPLATE
     empty = {**template, "uid": "cal2", "isDefault": 0, "calendars": []}
     rows = _batch("availability_calendars", [template, empty]).to_pylist()
     assert [(r["calendar_uid"], r["rule_index"]) for r in rows] == [
@@ -375,12 +389,10 @@ def test_a_missing_key_or_start_is_refused() -> None:
         _batch("bookings", [BOOKING, {**BOOKING, "uid": "z", "startedAt": None}])
 
 
-def test_unknown_table_and_naive_extracted_at_are_refused() -> None:
-    with pytest.raises(ValueError, match="unknown table"):
-        to_record_batch("nope", [], extracted_at=EXTRACTED_AT, run_id=None, partition_value=DAY)
+def test_naive_extracted_at_is_refused() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         to_record_batch(
-            "users",
+            TABLES["users"].spec,
             [],
             extracted_at=dt.datetime(2024, 1, 1),  # noqa: DTZ001 - naive on purpose
             run_id=None,
@@ -396,7 +408,7 @@ def test_run_id_is_nullable_and_lineage_is_constant() -> None:
 
 
 def test_every_column_of_every_table_is_described() -> None:
-    for spec in TABLES.values():
+    for spec in [*(source.spec for source in TABLES.values()), APPLY_LOG]:
         described = spec.column_descriptions()
         assert list(described) == spec.schema.names, spec.name
         assert all(text.strip() for text in described.values()), spec.name

@@ -12,12 +12,12 @@ from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from jicoo_connector.atomic import atomic_path
+from jicoo_connector.changes._apply_log import APPLY_LOG
 from jicoo_connector.changes.changeset import Action, Change, ParsedChangeSet
 from jicoo_connector.changes.ledger import (
     DEFAULT_SYNCHRONOUS,
@@ -59,7 +59,7 @@ from jicoo_connector.errors import (
 from jicoo_connector.settings import Settings
 
 __all__ = [
-    "APPLY_LOG_SCHEMA",
+    "APPLY_LOG",
     "DEFAULT_APPLY_CONCURRENCY",
     "DEFAULT_MAX_RESENDS",
     "ApplyReport",
@@ -80,27 +80,6 @@ REJECTED_STATE = "rejected"
 # Called with "after_intent", "after_post" or "after_outcome" each time a change passes there
 # (the crash tests kill the process at a chosen one); the library itself passes nothing.
 PointHook = Callable[[str], None]
-
-
-_APPLY_LOG_FIELDS: list["pa.Field[Any]"] = [
-    pa.field("batch_id", pa.string(), nullable=False),
-    pa.field("row", pa.int32(), nullable=False),
-    pa.field("key", pa.string()),
-    pa.field("action", pa.string()),
-    pa.field("booking_uid", pa.string()),
-    pa.field("before_started_at", pa.timestamp("ms", tz="UTC")),
-    pa.field("before_status", pa.string()),
-    pa.field("target_started_at", pa.timestamp("ms", tz="UTC")),
-    pa.field("after_started_at", pa.timestamp("ms", tz="UTC")),
-    pa.field("after_status", pa.string()),
-    pa.field("state", pa.string(), nullable=False),
-    pa.field("http_status", pa.int16()),
-    pa.field("reason", pa.string()),
-    pa.field("attempts", pa.int16(), nullable=False),
-    pa.field("started_at", pa.timestamp("us", tz="UTC")),
-    pa.field("finished_at", pa.timestamp("us", tz="UTC")),
-]
-APPLY_LOG_SCHEMA = pa.schema(_APPLY_LOG_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,10 +154,10 @@ class ApplyReport:
         return [asdict(row) for row in self.rows]
 
     def to_table(self) -> pa.Table:
-        return pa.Table.from_pylist(self.to_rows(), schema=APPLY_LOG_SCHEMA)
+        return pa.Table.from_pylist(self.to_rows(), schema=APPLY_LOG.schema)
 
     def write_parquet(self, path: str | os.PathLike[str]) -> Path:
-        """Write the apply log (``APPLY_LOG_SCHEMA``) atomically."""
+        """Write the apply log (``APPLY_LOG``) atomically."""
         with atomic_path(path) as temp:
             pq.write_table(self.to_table(), temp)
         return Path(path)

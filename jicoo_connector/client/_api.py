@@ -317,7 +317,7 @@ class AsyncJicooClient:
         max_rows: int | None = None,
     ) -> PagedListing[_R]:
         """``list_bookings`` with each page's rows made by ``decoder`` from the raw answer
-        (e.g. ``tables.PageBatches``: Arrow batches without a Python object per row)."""
+        (e.g. ``pages.PageBatches``: Arrow batches without a Python object per row)."""
         params = _booking_params(started_at, ended_at, status, order, sort)
         return await self._list_decoded("/v1/bookings", params, decoder, max_rows=max_rows)
 

@@ -1,14 +1,14 @@
-"""API -> Parquet: the table registry and the run loop that extracts partitions of it.
+"""API -> Parquet: the table registry and the run loop that extracts partitions of its tables.
 
-Modules: ``sources`` (the registry: what a table's declaration holds, register_table),
-``catalog`` (the built-in tables, one module each), ``run`` (extract_range and
-extract_partition: the one path of every table), ``scheduler`` (the adaptive chunk sizer),
-``results`` (ExtractResult and the partition writer), ``days``, ``fanout`` and ``defaults``.
-Imports the client, tables and storage; never dagster.
+The flow: ``extract_range`` (every day of a range and today's snapshots: the entry point of the
+CLI and the Dagster assets) and ``extract_partition`` (one partition), giving ``ExtractResult``s.
+The registry: ``TABLES`` and ``register_table``. How a table is declared is the public module
+``extract.sources``; the built-in declarations are ``extract.catalog``. The other modules are
+private. Imports the client, tables, pages, storage and quality; never dagster.
 """
 
-from jicoo_connector.extract.days import day_window
-from jicoo_connector.extract.defaults import (
+from jicoo_connector.extract._days import day_window
+from jicoo_connector.extract._defaults import (
     DEFAULT_CHUNK_DAYS,
     DEFAULT_DAY_CONCURRENCY,
     DEFAULT_FANOUT_CONCURRENCY,
@@ -17,22 +17,9 @@ from jicoo_connector.extract.defaults import (
     DEFAULT_SLOT_HORIZON_DAYS,
     DEFAULT_ZONE,
 )
-from jicoo_connector.extract.results import ExtractResult
-from jicoo_connector.extract.run import extract_partition, extract_range
-from jicoo_connector.extract.sources import (
-    SOURCES,
-    DayFeed,
-    DaySource,
-    ExtractContext,
-    FeedDay,
-    FeedListing,
-    Fetched,
-    SnapshotSource,
-    TableSource,
-    listing,
-    register_table,
-    unregister_table,
-)
+from jicoo_connector.extract._registry import TABLES, register_table, unregister_table
+from jicoo_connector.extract._results import ExtractResult
+from jicoo_connector.extract._run import extract_partition, extract_range
 
 __all__ = [
     "DEFAULT_CHUNK_DAYS",
@@ -42,20 +29,11 @@ __all__ = [
     "DEFAULT_ROWS_IN_FLIGHT",
     "DEFAULT_SLOT_HORIZON_DAYS",
     "DEFAULT_ZONE",
-    "SOURCES",
-    "DayFeed",
-    "DaySource",
-    "ExtractContext",
+    "TABLES",
     "ExtractResult",
-    "FeedDay",
-    "FeedListing",
-    "Fetched",
-    "SnapshotSource",
-    "TableSource",
     "day_window",
     "extract_partition",
     "extract_range",
-    "listing",
     "register_table",
     "unregister_table",
 ]

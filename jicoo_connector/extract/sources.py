@@ -1,14 +1,15 @@
-"""The table registry: what a table's declaration holds (``SnapshotSource``, ``DaySource``),
-what its fetcher is given and returns, and ``register_table()`` to add one.
+"""How a table is declared: what its declaration holds (``SnapshotSource``, ``DaySource``: its
+spec, endpoints and fetcher), what its fetcher is given (``ExtractContext``, ``FeedDay``) and
+returns (``Fetched``), and the feeds of day tables (``DayFeed``).
 
-Every table, built in (``extract/catalog/``) or registered by a user, goes through the same run
-loop (``extract/run.py``): a snapshot table's fetcher is called once per snapshot; a day table's
+Every table, built in (``extract/catalog/``) or registered by a user (``register_table``), goes
+through the same run loop: a snapshot table's fetcher is called once per snapshot; a day table's
 fetcher is called with the days of its feed (one listing over consecutive days, split into
-days) and returns one partition per day. Tables sharing a feed share its listing.
+days) and returns one partition per day. Tables sharing a feed share its listing. This module
+knows no table: the registry (``extract/_registry.py``) holds them.
 """
 
 import datetime as dt
-import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -16,17 +17,25 @@ from zoneinfo import ZoneInfo
 
 import pyarrow as pa
 
-from jicoo_connector.client import (
-    AsyncJicooClient,
-    FetchReport,
-    Listing,
-)
-from jicoo_connector.errors import ConfigError
-from jicoo_connector.quality import RULES
+from jicoo_connector.client import AsyncJicooClient, FetchReport, Listing
 from jicoo_connector.storage import ParquetStore
-from jicoo_connector.tables import Registry, TableSpec, register_spec, unregister_spec
+from jicoo_connector.tables import TableSpec
 
-logger = logging.getLogger(__name__)
+__all__ = [
+    "DayFeed",
+    "DayFetcher",
+    "DaySource",
+    "ExtractContext",
+    "FeedDay",
+    "FeedListing",
+    "Fetched",
+    "ListDays",
+    "Records",
+    "SnapshotFetcher",
+    "SnapshotSource",
+    "TableSource",
+    "listing",
+]
 
 Records = list[Mapping[str, object]]
 
@@ -158,45 +167,3 @@ def listing(call: Callable[[AsyncJicooClient], Awaitable[Listing]]) -> SnapshotF
         return Fetched(listed.report, listed.total_count, rows=list(listed.records))
 
     return fetch
-
-
-_REGISTERED: dict[str, TableSource] = {}
-# The table registry, in registration order (the built-in tables first).
-SOURCES: Mapping[str, TableSource] = Registry(_REGISTERED)
-_BUILT_IN: set[str] = set()
-
-
-def register_table(source: TableSource) -> None:
-    """Add a table: after this, extract_range, the CLI's ``--tables``, the Dagster assets (with
-    one check per quality rule of its spec) and the warehouse load know it."""
-    spec = source.spec
-    if source.table in SOURCES:
-        raise ConfigError(f"a table named {source.table!r} is already registered")
-    expected = "day" if isinstance(source, DaySource) else "snapshot"
-    if spec.partitioning != expected:
-        raise ConfigError(
-            f"{source.table}: a {type(source).__name__} is partitioned by {expected}, "
-            f"its spec by {spec.partitioning}"
-        )
-    if isinstance(source, DaySource) and source.feed.table not in (source.table, *SOURCES):
-        raise ConfigError(f"{source.table}: its feed's table {source.feed.table!r} is unknown")
-    unknown = sorted(set(spec.checks) - set(RULES))
-    if unknown:
-        raise ConfigError(f"{source.table}: unknown checks {unknown}; known: {sorted(RULES)}")
-    register_spec(spec)
-    _REGISTERED[source.table] = source
-
-
-def register_built_in(sources: Sequence[TableSource]) -> None:
-    """The catalog's registration: these tables cannot be unregistered."""
-    for source in sources:
-        register_table(source)
-        _BUILT_IN.add(source.table)
-
-
-def unregister_table(name: str) -> None:
-    """Remove a table added with register_table (the built-in tables stay)."""
-    if name in _BUILT_IN:
-        raise ConfigError(f"{name} is built in")
-    _REGISTERED.pop(name, None)
-    unregister_spec(name)

@@ -19,8 +19,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from jicoo_connector.errors import SchemaChangeError, WarehouseError
+from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import ZONE_KEY, ParquetStore
-from jicoo_connector.tables import TABLES, TableSpec
+from jicoo_connector.tables import TableSpec
 from jicoo_connector.warehouse._session import Session, open_session
 from jicoo_connector.warehouse._sql import (
     LOADS_SCHEMA,
@@ -89,11 +90,11 @@ class LoadReport:
         )
 
 
-def partition_files(store: ParquetStore, table: str) -> list[PartitionFile]:
+def partition_files(store: ParquetStore, spec: TableSpec) -> list[PartitionFile]:
     """The table's partitions with fingerprints, taken before any read: if a file is replaced
     while it is loaded, the older fingerprint is recorded and the next load reloads it."""
-    values = store.list_partitions(table)
-    paths = [store.partition_path(table, value) for value in values]
+    values = store.list_partitions(spec)
+    paths = [store.partition_path(spec, value) for value in values]
     found: list[PartitionFile] = []
     for value, path, info in zip(values, paths, store.filesystem.get_file_info(paths), strict=True):
         if info.type != pafs.FileType.File:
@@ -129,7 +130,7 @@ def load_warehouse(
     with open_session(warehouse) as session:
         _ensure_loads_table(session)
         for name in names:
-            result = _load_table(session, TABLES[name], store, full=full, run_id=run_id)
+            result = _load_table(session, TABLES[name].spec, store, full=full, run_id=run_id)
             report.tables[name] = result
             logger.info(
                 "%s: %d partitions loaded (%d rows), %d skipped",
@@ -156,9 +157,9 @@ def _ensure_loads_table(session: Session) -> None:
         session.commit()
 
 
-def _zone_of(store: ParquetStore, table: str, value: dt.date) -> str | None:
+def _zone_of(store: ParquetStore, spec: TableSpec, value: dt.date) -> str | None:
     try:
-        return (store.partition_metadata(table, value) or {}).get(ZONE_KEY)
+        return (store.partition_metadata(spec, value) or {}).get(ZONE_KEY)
     except (pa.ArrowException, OSError):
         return None  # unreadable: the staging read says so, naming the file
 
@@ -172,7 +173,7 @@ def _zones(
 ) -> dict[dt.date, str | None]:
     """The zone each partition to load was cut in; refuses a mix, within the files or with the
     days the warehouse already holds (one booking would then sit on two days)."""
-    zones = {f.value: _zone_of(store, spec.name, f.value) for f in stale}
+    zones = {f.value: _zone_of(store, spec, f.value) for f in stale}
     held = {str(zone) for (zone,) in session.query(session.dialect.zones_query(spec.name))}
     session.commit()
     cut = {zone for zone in zones.values() if zone is not None}
@@ -190,7 +191,7 @@ def _load_table(
 ) -> TableLoad:
     started = time.monotonic()
     result = TableLoad(spec.name)
-    files = partition_files(store, spec.name)
+    files = partition_files(store, spec)
     state = dict(session.query(session.dialect.loads_query(spec.name)))
     stale = [f for f in files if full or state.get(f.value) != f.fingerprint]
     result.skipped = [f.value for f in files if f not in stale]
@@ -301,7 +302,7 @@ def _staged(
         try:
             for file in files:
                 try:
-                    data = store.read_partition(spec.name, file.value)
+                    data = store.read_partition(spec, file.value)
                 except (pa.ArrowException, OSError) as exc:
                     where = f"{spec.name} {spec.partition_column}={file.value}"
                     unreadable.append(f"{where}: cannot read {file.path}: {exc}")
@@ -317,8 +318,8 @@ def _staged(
 
 
 class _JsonEncoder:
-    """Nested Arrow columns to JSON text, in DuckDB's vectorized ``to_json``: 0.11 s for 500,000
-    two-host lists here, against 4.1 s through Python objects and orjson."""
+    """Nested Arrow columns to JSON text, in DuckDB's vectorized ``to_json``: no Python object
+    per value, as converting through Python objects and orjson would make."""
 
     def __init__(self) -> None:
         import duckdb  # lazy: see storage.py

@@ -11,13 +11,12 @@ from zoneinfo import ZoneInfo
 
 import pyarrow.compute as pc
 
+from jicoo_connector.extract.catalog.bookings import BOOKINGS
 from jicoo_connector.storage import ParquetStore
-from jicoo_connector.tables import TABLES
 from jicoo_connector.webhooks._store import StoredEvent
 
 __all__ = ["RefreshPlan", "RefreshRange", "plan_refresh", "warehouse_days"]
 
-BOOKINGS = "bookings"
 ONE_DAY = dt.timedelta(days=1)
 
 
@@ -54,8 +53,8 @@ def warehouse_days(store: ParquetStore, uids: Collection[str]) -> dict[str, dt.d
     """The day partition each booking is on in the bookings Parquet (reads two columns)."""
     if not uids:
         return {}
-    day_column = TABLES[BOOKINGS].partition_column
-    table = store.dataset(BOOKINGS).to_table(
+    day_column = BOOKINGS.spec.partition_column
+    table = store.dataset(BOOKINGS.spec).to_table(
         columns=["uid", day_column], filter=pc.field("uid").isin(sorted(uids))
     )
     found: dict[str, dt.date] = {}

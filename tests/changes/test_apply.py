@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jicoo_connector.changes.apply import (
-    APPLY_LOG_SCHEMA,
+    APPLY_LOG,
     DEFAULT_MAX_RESENDS,
     ApplyReport,
     apply_changeset,
@@ -72,7 +72,7 @@ def test_a_batch_applies_exactly_once_and_a_rerun_sends_nothing(
 
     out = report.write_parquet(tmp_path / "apply_log.parquet")
     table = pq.read_table(out)
-    assert table.schema == APPLY_LOG_SCHEMA
+    assert table.schema == APPLY_LOG.schema
     assert table.num_rows == 6
     assert set(table.column("state").to_pylist()) == {"applied"}
 

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import gzip
 import itertools
+import logging
 import socket
 import socketserver
 import ssl
@@ -549,24 +550,31 @@ def free_port() -> int:
 
 
 def test_a_refused_post_is_resent_once_the_server_is_up(
-    serve: Callable[..., WireServer],
+    serve: Callable[..., WireServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Connection refused: provably not sent, so even a cancel is resent (never in doubt)."""
     port = free_port()
     started: list[WireServer] = []
-    timer = threading.Timer(
-        0.2, lambda: started.append(serve(always(response(CANCELLED)), port=port))
-    )
+    done = threading.Event()
+    caplog.set_level(logging.DEBUG, logger="jicoo_connector.client")
+
+    def serve_after_the_first_retry() -> None:
+        # Not after a fixed time: on a loaded machine the first attempt came after a 0.2 s timer.
+        while not done.is_set() and not any("retry" in r.getMessage() for r in caplog.records):
+            time.sleep(POLL_S)
+        started.append(serve(always(response(CANCELLED)), port=port))
 
     async def cancel(client: AsyncJicooClient) -> tuple[object, int]:
         cancelled = await client.cancel_booking("b1")
         return cancelled["status"], client.report.retries
 
-    timer.start()
+    starter = threading.Thread(target=serve_after_the_first_retry)
+    starter.start()
     try:
         status, retries = run(f"http://127.0.0.1:{port}", cancel, max_retries=10)
     finally:
-        timer.join()
+        done.set()
+        starter.join()
     assert status == "cancel"
     assert retries >= 1
     assert len(started[0].heads) == 1

@@ -1,10 +1,16 @@
 """Adding a table is one declaration (CONTRIBUTING.md, "Adding a table"): registered, it is in
 the CLI's --tables, in the Dagster asset graph with its checks, and extracted by the shared run
-loop, with no other file touched. Both kinds: a daily snapshot (user_roles) and a day table made
-from the bookings feed (booking_hosts)."""
+loop, with no other file touched; pasted into the catalog, it is a built-in table. Both kinds: a
+daily snapshot (user_roles) and a day table made from the bookings feed (booking_hosts)."""
 
 import datetime as dt
+import json
+import os
 import re
+import shutil
+import subprocess
+import sys
+import textwrap
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,19 +23,12 @@ import pytest
 from assets.definitions import build_definitions
 from jicoo_connector.cli import EXIT_OK, main
 from jicoo_connector.config import ConnectorConfig
-from jicoo_connector.extract import (
-    SOURCES,
-    DaySource,
-    SnapshotSource,
-    TableSource,
-    extract_range,
-    register_table,
-    unregister_table,
-)
+from jicoo_connector.extract import TABLES, extract_range, register_table, unregister_table
+from jicoo_connector.extract.catalog import BUILT_IN
+from jicoo_connector.extract.sources import DaySource, SnapshotSource, TableSource
 from jicoo_connector.quality import check_names
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.storage import ParquetStore
-from jicoo_connector.tables import TABLES
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
     TEST_BURST,
@@ -44,16 +43,27 @@ from tests.dagster.support import (
 
 TABLE = "user_roles"
 HOSTS_TABLE = "booking_hosts"
-CONTRIBUTING = Path(__file__).parents[2] / "CONTRIBUTING.md"
+ROOT = Path(__file__).parents[2]
+CONTRIBUTING = ROOT / "CONTRIBUTING.md"
+
+
+def _guide_block(containing: str) -> str:
+    """The one Python block of CONTRIBUTING.md holding ``containing``, as a reader copies it."""
+    text = CONTRIBUTING.read_text(encoding="utf-8")
+    blocks = [textwrap.dedent(b) for b in re.findall(r"```python\n(.*?)```", text, re.S)]
+    (block,) = [block for block in blocks if containing in block]
+    return block
+
+
+def _run_guide(snippet: str, namespace: dict[str, object]) -> None:
+    exec(compile(snippet, str(CONTRIBUTING), "exec"), namespace)  # noqa: S102 - our own guide
 
 
 def _declare(name: str) -> TableSource:
-    """Run CONTRIBUTING.md's snippet that declares and registers ``name``, as a reader would
-    copy it: the tests use the guide's declarations, so the guide cannot drift from them."""
-    blocks = re.findall(r"```python\n(.*?)```", CONTRIBUTING.read_text(encoding="utf-8"), re.S)
-    (snippet,) = [block for block in blocks if f"register_table({name})" in block]
+    """Run CONTRIBUTING.md's block that declares ``name``: the tests use the guide's
+    declarations, so the guide cannot drift from them."""
     namespace: dict[str, object] = {}
-    exec(compile(snippet, str(CONTRIBUTING), "exec"), namespace)  # noqa: S102 - our own guide
+    _run_guide(_guide_block(f"\n{name} = "), namespace)
     source = namespace[name]
     assert isinstance(source, SnapshotSource | DaySource)
     return source
@@ -61,12 +71,19 @@ def _declare(name: str) -> TableSource:
 
 @contextmanager
 def _registered(name: str) -> Iterator[TableSource]:
+    """``name`` declared, then registered by the guide's own lines: its registration block's
+    imports and the ``register_table`` call naming it."""
     source = _declare(name)
+    call = f"register_table({name})"
+    lines = _guide_block(call).splitlines()
+    _run_guide(
+        "\n".join([*(line for line in lines if line.startswith("from ")), call]), {name: source}
+    )
+    assert TABLES[source.table] is source
     try:
         yield source
     finally:
         unregister_table(source.table)
-    assert source.table not in SOURCES
     assert source.table not in TABLES
 
 
@@ -114,7 +131,7 @@ def test_a_registered_table_is_extracted_by_the_run_loop(
     assert result.rows == len(expected) > 0
     assert result.path is not None
     assert _rows(Path(result.path)) == expected
-    assert ParquetStore(tmp_path).has_partition(TABLE, result.partition_value)
+    assert ParquetStore(tmp_path).has_partition(user_roles.spec, result.partition_value)
 
 
 def test_a_registered_table_is_in_the_cli_tables(
@@ -140,8 +157,8 @@ def test_a_registered_table_is_an_asset_with_its_checks(
     assets = extract_assets(ConnectorConfig())
     asset = assets[TABLE]
     key = dg.AssetKey(["jicoo", TABLE])
-    assert {check.name for check in asset.check_specs} == set(check_names(TABLE))
-    assert check_names(TABLE) == ("key_unique_not_null", "extra_empty")
+    assert {check.name for check in asset.check_specs} == set(check_names(user_roles.spec))
+    assert check_names(user_roles.spec) == ("key_unique_not_null", "extra_empty")
     result = dg.materialize(
         [asset],
         resources={"jicoo": jicoo_resource(sandbox), "warehouse": warehouse_resource(tmp_path)},
@@ -261,3 +278,94 @@ def test_a_registered_day_table_is_an_asset_fed_by_the_bookings_partition(
     sandbox.clear_requests()
     extract_range(_settings(sandbox), ["bookings"], day, day, str(tmp_path / "alone"))
     assert sandbox_pages == _listings(sandbox)
+
+
+# -- the same blocks pasted into the catalog: built-in tables ---------------------------------
+
+_BUILT_IN_SCRIPT = """
+import datetime as dt, json, sys
+import jicoo_connector
+from jicoo_connector.errors import ConfigError
+from jicoo_connector.extract import TABLES, extract_range, unregister_table
+from jicoo_connector.settings import ApiKey, Settings
+
+key, url, root, day = sys.argv[1:5]
+refused = []
+for name in ("user_roles", "booking_hosts"):
+    try:
+        unregister_table(name)
+    except ConfigError:
+        refused.append(name)
+settings = Settings(api_key=ApiKey(key), base_url=url, rate_limit=1000, burst=100)
+day = dt.date.fromisoformat(day)
+results = extract_range(
+    settings, ["user_roles", "booking_hosts"], day, day, root, zone="Asia/Tokyo"
+)
+print(json.dumps({
+    "package": jicoo_connector.__file__,
+    "tables": list(TABLES),
+    "refused": refused,
+    "rows": {r.table: r.rows for r in results},
+}))
+"""
+
+
+def _paste_into_catalog(package: Path, module: str, name: str) -> None:
+    """What the guide says to do for a built-in table: the declaration's block, as it is, as a
+    catalog module; its table imported in the catalog's __init__.py and added to BUILT_IN."""
+    catalog = package / "extract" / "catalog"
+    (catalog / f"{module}.py").write_text(_guide_block(f"\n{name} = "), encoding="utf-8")
+    init = catalog / "__init__.py"
+    text = init.read_text(encoding="utf-8")
+    anchor = "from jicoo_connector.extract.sources import"
+    assert anchor in text
+    text = text.replace(
+        anchor, f"from jicoo_connector.extract.catalog.{module} import {name}\n{anchor}"
+    )
+    # BUILT_IN closes the module: the new table goes last.
+    head, closing, tail = text.rpartition(",\n)\n")
+    assert closing
+    assert not tail
+    init.write_text(f"{head},\n    {name},\n)\n", encoding="utf-8")
+
+
+def test_the_guides_tables_pasted_into_the_catalog_are_built_in_tables(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    checkout = tmp_path / "checkout"
+    shutil.copytree(
+        ROOT / "jicoo_connector",
+        checkout / "jicoo_connector",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    _paste_into_catalog(checkout / "jicoo_connector", "user_roles", "USER_ROLES")
+    _paste_into_catalog(checkout / "jicoo_connector", "booking_hosts", "BOOKING_HOSTS")
+    day, hosts = _busiest_day(sandbox)
+    done = subprocess.run(  # noqa: S603 - our own interpreter and script
+        [
+            sys.executable,
+            "-c",
+            _BUILT_IN_SCRIPT,
+            sandbox.api_key,
+            sandbox.base_url,
+            str(tmp_path / "out"),
+            day.isoformat(),
+        ],
+        cwd=checkout,
+        env={**os.environ, "PYTHONPATH": str(checkout)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert Path(found["package"]).is_relative_to(checkout)
+    # After the catalog's own tables, in BUILT_IN's order; built in, so they stay registered.
+    assert found["tables"] == [*(source.table for source in BUILT_IN), TABLE, HOSTS_TABLE]
+    assert found["refused"] == [TABLE, HOSTS_TABLE]
+    assert found["rows"] == {
+        TABLE: len(_roles_in_sandbox(sandbox)),
+        HOSTS_TABLE: sum(hosts.values()),
+    }
+    assert min(found["rows"].values()) > 0

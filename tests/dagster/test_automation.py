@@ -15,6 +15,7 @@ from assets.writeback import (
     changeset_inbox_sensor,
 )
 from jicoo_connector.config import ConnectorConfig
+from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
 from tests.conftest import LIMITED_KEY
@@ -100,7 +101,7 @@ def test_refresh_schedule_requests_the_rolling_range_and_the_run_extracts_it(
             str(moment.date()),
             str(moment.date() + dt.timedelta(days=1)),
         ]
-    assert ParquetStore(warehouse.root).list_partitions("bookings") == [
+    assert ParquetStore(warehouse.root).list_partitions(TABLES["bookings"].spec) == [
         moment.date(),
         moment.date() + dt.timedelta(days=1),
     ]

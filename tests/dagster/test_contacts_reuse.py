@@ -18,7 +18,7 @@ from assets.automation import build_schedules
 from assets.extract_assets import daily_tables, op_name
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.errors import MissingPartitionError
-from jicoo_connector.extract import DEFAULT_MAX_BOOKING_DURATION, day_window
+from jicoo_connector.extract import DEFAULT_MAX_BOOKING_DURATION, TABLES, day_window
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
@@ -92,7 +92,25 @@ def _uids_of(sandbox: SandboxServer, days: list[dt.date]) -> list[str]:
 
 
 def _contacts(store: ParquetStore, days: list[dt.date]) -> pa.Table:
-    return pa.concat_tables([store.read_partition("booking_contacts", day) for day in days])
+    return pa.concat_tables(
+        [store.read_partition(TABLES["booking_contacts"].spec, day) for day in days]
+    )
+
+
+def _assert_each_day_listed_once(run: Run, days: list[dt.date]) -> None:
+    # One listing walk for the range: every page asked for once, no second walk for contacts.
+    pages = Counter(
+        (q["startedAt"][0], q["endedAt"][0], q.get("page", ["1"])[0]) for q in run.listings()
+    )
+    assert pages
+    assert set(pages.values()) == {1}, pages
+    # Each listing covers [startedAt, endedAt - margin) (the margin catches late bookings'
+    # ends): every day lies in exactly one.
+    windows = {(_instant(started), _instant(ended)) for started, ended, _ in pages}
+    for day in days:
+        day_start = day_window(day, TOKYO)[0]
+        covering = [w for w in windows if w[0] <= day_start < w[1] - DEFAULT_MAX_BOOKING_DURATION]
+        assert len(covering) == 1, (day, windows)
 
 
 def test_a_run_lists_each_day_once_and_a_rerun_reads_only_changed_contacts(
@@ -105,19 +123,7 @@ def test_a_run_lists_each_day_once_and_a_rerun_reads_only_changed_contacts(
     assert uids
 
     first = _run(sandbox, tmp_path, days)
-    # One listing walk for the range: every page asked for once, no second walk for contacts.
-    pages = Counter(
-        (q["startedAt"][0], q["endedAt"][0], q.get("page", ["1"])[0]) for q in first.listings()
-    )
-    assert pages
-    assert set(pages.values()) == {1}, pages
-    # Each listing covers [startedAt, endedAt - margin) (the margin catches late bookings'
-    # ends): every day lies in exactly one.
-    windows = {(_instant(started), _instant(ended)) for started, ended, _ in pages}
-    for day in days:
-        day_start = day_window(day, TOKYO)[0]
-        covering = [w for w in windows if w[0] <= day_start < w[1] - DEFAULT_MAX_BOOKING_DURATION]
-        assert len(covering) == 1, (day, windows)
+    _assert_each_day_listed_once(first, days)
     assert sorted(first.contacts_calls()) == sorted(uids)
     assert (first.metadata("jicoo/contacts_fetched"), first.metadata("jicoo/contacts_reused")) == (
         len(uids),

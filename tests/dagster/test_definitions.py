@@ -100,11 +100,12 @@ def test_columns_and_checks_are_described_from_the_table_registry(
 ) -> None:
     monkeypatch.setenv("JICOO_API_KEY", "placeholder-key")
     from assets.definitions import defs
+    from jicoo_connector.extract import TABLES
     from jicoo_connector.quality import check_description
-    from jicoo_connector.tables import TABLES
 
     graph = defs().get_repository_def().asset_graph
-    for table, spec in TABLES.items():
+    for table, source in TABLES.items():
+        spec = source.spec
         key = dg.AssetKey(["jicoo", table])
         schema = graph.get(key).metadata["dagster/column_schema"]
         assert isinstance(schema, dg.TableSchema)
@@ -113,4 +114,4 @@ def test_columns_and_checks_are_described_from_the_table_registry(
         assert checks, table
         for check in checks:
             description = graph.get_check_spec(check).description
-            assert description == check_description(table, check.name)
+            assert description == check_description(spec, check.name)

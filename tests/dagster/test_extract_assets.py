@@ -17,9 +17,9 @@ import pytest
 
 from assets.extract_assets import op_name
 from assets.warehouse import warehouse_tables
-from jicoo_connector.extract import day_window
+from jicoo_connector.extract import TABLES, day_window
 from jicoo_connector.storage import ParquetStore
-from jicoo_connector.tables import EXTRACTED_AT_COLUMN, RUN_ID_COLUMN, TABLES
+from jicoo_connector.tables import EXTRACTED_AT_COLUMN, RUN_ID_COLUMN
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
     TOKYO,
@@ -125,7 +125,7 @@ def _rule_rows(calendar: Mapping[str, object]) -> int:
 
 
 def _read(store: ParquetStore, table: str, days: list[dt.date]) -> pa.Table:
-    return pa.concat_tables([store.read_partition(table, day) for day in days])
+    return pa.concat_tables([store.read_partition(TABLES[table].spec, day) for day in days])
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +190,7 @@ def scenario(system_sandbox: SandboxServer, tmp_path_factory: pytest.TempPathFac
 def test_bookings_equal_the_sandbox_per_tokyo_day(scenario: Scenario) -> None:
     by_uid = {str(b["uid"]): b for b in scenario.oracle}
     for day in scenario.days:
-        table = scenario.store.read_partition("bookings", day)
+        table = scenario.store.read_partition(TABLES["bookings"].spec, day)
         assert sorted(map(str, table.column("uid").to_pylist())) == scenario.expected_uids(day)
         assert set(table.column("day").to_pylist()) == {day}
         for row in table.to_pylist():
@@ -213,18 +213,20 @@ def test_bookings_equal_the_sandbox_per_tokyo_day(scenario: Scenario) -> None:
 
 def test_a_booking_at_half_past_midnight_tokyo_lands_in_that_day(scenario: Scenario) -> None:
     day_before = scenario.moved_day - dt.timedelta(days=1)
-    moved_day_uids = scenario.store.read_partition("bookings", scenario.moved_day)
+    moved_day_uids = scenario.store.read_partition(TABLES["bookings"].spec, scenario.moved_day)
     assert scenario.moved_uid in moved_day_uids.column("uid").to_pylist()
     # 00:30 JST is 15:30 UTC of the day before: a UTC-day split would put it there.
     assert (
         scenario.moved_uid
-        not in scenario.store.read_partition("bookings", day_before).column("uid").to_pylist()
+        not in scenario.store.read_partition(TABLES["bookings"].spec, day_before)
+        .column("uid")
+        .to_pylist()
     )
 
 
 def test_contacts_equal_the_sandbox_contacts_of_those_bookings(scenario: Scenario) -> None:
     for day in scenario.days:
-        table = scenario.store.read_partition("booking_contacts", day)
+        table = scenario.store.read_partition(TABLES["booking_contacts"].spec, day)
         expected = sorted(
             (uid, index, contact["email"], contact["name"])
             for uid in scenario.expected_uids(day)
@@ -247,7 +249,7 @@ def test_snapshot_tables_hold_every_sandbox_row(scenario: Scenario) -> None:
 
 
 def _expected_schema(table: str) -> dg.TableSchema:
-    described = TABLES[table].column_descriptions()
+    described = TABLES[table].spec.column_descriptions()
     return dg.TableSchema(
         columns=[
             dg.TableColumn(
@@ -256,7 +258,7 @@ def _expected_schema(table: str) -> dg.TableSchema:
                 description=described[f.name],
                 constraints=dg.TableColumnConstraints(nullable=f.nullable),
             )
-            for f in TABLES[table].schema
+            for f in TABLES[table].spec.schema
         ]
     )
 
@@ -265,14 +267,17 @@ def test_materialization_metadata_is_exact(scenario: Scenario) -> None:
     for table in DAILY:
         events = materializations(scenario.clean, dg.AssetKey(["jicoo", table]))
         assert sorted(str(e.partition) for e in events) == [str(d) for d in scenario.days]
-        per_day = {str(d): scenario.store.read_partition(table, d).num_rows for d in scenario.days}
+        per_day = {
+            str(d): scenario.store.read_partition(TABLES[table].spec, d).num_rows
+            for d in scenario.days
+        }
         for event in events:
             metadata = event.metadata
             # Each partition's page shows its own row count and file, the run's figures beside.
             day = str(event.partition)
             assert metadata["dagster/row_count"] == dg.IntMetadataValue(per_day[day])
             assert metadata["dagster/uri"] == dg.TextMetadataValue(
-                scenario.store.partition_path(table, dt.date.fromisoformat(day))
+                scenario.store.partition_path(TABLES[table].spec, dt.date.fromisoformat(day))
             )
             assert metadata["dagster/column_schema"] == dg.TableSchemaMetadataValue(
                 _expected_schema(table)
@@ -346,8 +351,8 @@ def test_the_warehouse_after_two_loads_has_each_row_once(scenario: Scenario) -> 
     with duckdb.connect(scenario.duckdb_path, read_only=True) as con:
         for table in (*DAILY, *SNAPSHOTS):
             parquet_rows = sum(
-                scenario.store.read_partition(table, day).num_rows
-                for day in scenario.store.list_partitions(table)
+                scenario.store.read_partition(TABLES[table].spec, day).num_rows
+                for day in scenario.store.list_partitions(TABLES[table].spec)
             )
             row = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()  # noqa: S608
             assert row == (parquet_rows,), table

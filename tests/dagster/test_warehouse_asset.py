@@ -11,8 +11,8 @@ import dagster as dg
 from assets.extract_assets import snapshot_tables
 from assets.resources import WarehouseResource
 from assets.warehouse import warehouse_tables
+from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import ParquetStore
-from jicoo_connector.tables import TABLES
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
     extract_assets,
@@ -51,7 +51,7 @@ def test_the_warehouse_asset_loads_postgres_incrementally_with_metadata(
     first = dg.materialize([*SNAPSHOT_ASSETS, warehouse_tables], resources=resources)
     assert first.success
     store = ParquetStore(warehouse.root)
-    partitions = sum(len(store.list_partitions(table)) for table in TABLES)
+    partitions = sum(len(store.list_partitions(TABLES[table].spec)) for table in TABLES)
     for table in TABLES:
         assert postgres_checksum(postgres_url, table) == parquet_checksum(store, table), table
 

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import psycopg
 
-from jicoo_connector.extract import extract_range
+from jicoo_connector.extract import TABLES, extract_range
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.storage import ParquetStore
-from jicoo_connector.tables import TABLES
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import TEST_BURST, TEST_RATE_LIMIT, tokyo_today
 
@@ -66,13 +65,13 @@ def checksum(rows: Iterable[Mapping[str, object]]) -> tuple[int, str]:
 
 def parquet_checksum(store: ParquetStore, table: str) -> tuple[int, str]:
     rows: list[Mapping[str, object]] = []
-    for value in store.list_partitions(table):
-        rows.extend(store.read_partition(table, value).to_pylist())
+    for value in store.list_partitions(TABLES[table].spec):
+        rows.extend(store.read_partition(TABLES[table].spec, value).to_pylist())
     return checksum(rows)
 
 
 def postgres_checksum(url: str, table: str) -> tuple[int, str]:
-    columns = TABLES[table].schema.names
+    columns = TABLES[table].spec.schema.names
     names = ", ".join(f'"{c}"' for c in columns)
     with psycopg.connect(url) as conn:
         fetched = conn.execute(f'SELECT {names} FROM "{table}"').fetchall()  # noqa: S608

@@ -20,8 +20,8 @@ import psycopg
 import pytest
 
 from jicoo_connector.errors import SchemaChangeError, WarehouseError
+from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import ParquetStore
-from jicoo_connector.tables import TABLES
 from jicoo_connector.warehouse import LOADS_TABLE, load_warehouse, partition_files
 from jicoo_sandbox.server import SandboxServer
 from tests.warehouse.support import (
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 WAIT_S = 60.0
 POLL_S = 0.02
 SECRET = "pw-never-shown-4711"
+
+BOOKINGS = TABLES["bookings"].spec
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def store_root(extracted: Path, tmp_path: Path) -> Path:
 
 def _days(store: ParquetStore) -> list[dt.date]:
     """The extracted days (seven, around the sandbox's day)."""
-    return store.list_partitions("bookings")
+    return store.list_partitions(BOOKINGS)
 
 
 def _assert_equal_to_parquet(url: str, store: ParquetStore, tables: list[str]) -> None:
@@ -84,7 +86,7 @@ def test_a_load_equals_the_parquet_files_and_a_second_load_skips_everything(
     store = ParquetStore(store_root)
     first = load_warehouse(postgres_url, store, run_id="run-1")
     assert first.skipped == 0
-    assert first.loaded == sum(len(store.list_partitions(t)) for t in TABLES)
+    assert first.loaded == sum(len(store.list_partitions(TABLES[t].spec)) for t in TABLES)
     _assert_equal_to_parquet(postgres_url, store, list(TABLES))
     with psycopg.connect(postgres_url) as conn:
         types = dict(
@@ -98,7 +100,9 @@ def test_a_load_equals_the_parquet_files_and_a_second_load_skips_everything(
     assert types["day"] == "date"
     assert types["capacity"] == "integer"
     expected = {
-        (table, f.value): f.fingerprint for table in TABLES for f in partition_files(store, table)
+        (table, f.value): f.fingerprint
+        for table in TABLES
+        for f in partition_files(store, TABLES[table].spec)
     }
     assert _loads(postgres_url) == expected
 
@@ -118,10 +122,10 @@ def test_three_reextracted_days_replace_only_their_partitions(
     # Three consecutive days whose first has bookings (weekends may have none): a booking of
     # the first moves to the last; after the load it must be there once, gone from its old day.
     start = next(
-        i for i in range(len(days) - 2) if store.read_partition("bookings", days[i]).num_rows
+        i for i in range(len(days) - 2) if store.read_partition(BOOKINGS, days[i]).num_rows
     )
     changed = days[start : start + 3]
-    booking = store.read_partition("bookings", changed[0]).to_pylist()[0]
+    booking = store.read_partition(BOOKINGS, changed[0]).to_pylist()[0]
     length = booking["ended_at"] - booking["started_at"]
     new_start = booking["started_at"] + dt.timedelta(days=2)
     response = httpx.patch(
@@ -157,8 +161,13 @@ def test_three_reextracted_days_replace_only_their_partitions(
 def _rewrite(store: ParquetStore, table: str, days: list[dt.date], keep: int) -> None:
     """Re-write partitions with their first ``keep`` rows: new files, new content."""
     for day in days:
-        data = store.read_partition(table, day)
-        store.write_partition(table, day, data.slice(0, keep).to_batches())
+        data = store.read_partition(TABLES[table].spec, day)
+        store.write_partition(TABLES[table].spec, day, data.slice(0, keep).to_batches())
+
+
+def _priorities_set(store: ParquetStore, day: dt.date) -> int:
+    priority = store.read_partition(BOOKINGS, day, ["priority"]).column("priority")
+    return len(priority) - priority.null_count
 
 
 def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
@@ -244,7 +253,7 @@ def test_two_loaders_at_once_load_each_row_once(postgres_url: str, store_root: P
     assert [child.returncode for child in children] == [0, 0], outcomes
     assert postgres_checksum(postgres_url, "bookings") == parquet_checksum(store, "bookings")
     assert scalar(postgres_url, f"SELECT count(*) FROM {LOADS_TABLE}") == len(  # noqa: S608
-        store.list_partitions("bookings")
+        store.list_partitions(BOOKINGS)
     )
 
 
@@ -262,17 +271,25 @@ def test_a_column_missing_in_the_warehouse_is_added_and_filled_by_the_next_loads
 ) -> None:
     # A warehouse table created by a version whose schema had no `priority` column.
     store = _loaded_then(postgres_url, store_root, "ALTER TABLE bookings DROP COLUMN priority")
-    day = _days(store)[0]
+    # The seed leaves some priorities null, and which bookings fall on a day moves with the
+    # date: the day with the most priorities set is re-written, and its Parquet is the oracle.
+    day = max(_days(store), key=lambda d: _priorities_set(store, d))
+    assert _priorities_set(store, day) > 0, "no extracted booking has a priority"
     _rewrite(store, "bookings", [day], keep=10_000)
 
     report = load_warehouse(postgres_url, store, tables=["bookings"])
     assert report.tables["bookings"].columns_added == ["priority"]
     assert report.tables["bookings"].loaded == [day]
-    filled = f"SELECT count(priority) FROM bookings WHERE day = DATE '{day}'"  # noqa: S608
-    priorities = store.read_partition("bookings", day).column("priority")
-    assert scalar(postgres_url, filled) == len(priorities) - priorities.null_count
+    filled = f"SELECT uid, priority FROM bookings WHERE day = DATE '{day}'"  # noqa: S608
+    expected = store.read_partition(BOOKINGS, day, ["uid", "priority"]).to_pylist()
+    assert sorted(_rows(postgres_url, filled)) == sorted(
+        (row["uid"], row["priority"]) for row in expected
+    )
     # The other partitions keep their rows (priority unknown) until a full reload.
-    assert scalar(postgres_url, "SELECT count(*) - count(priority) FROM bookings") > 0
+    unknown = sum(store.read_partition(BOOKINGS, d).num_rows for d in _days(store) if d != day)
+    assert unknown > 0
+    nulls = unknown + len(expected) - _priorities_set(store, day)
+    assert scalar(postgres_url, "SELECT count(*) - count(priority) FROM bookings") == nulls
     full = load_warehouse(postgres_url, store, tables=["bookings"], full=True)
     assert full.tables["bookings"].columns_added == []
     _assert_equal_to_parquet(postgres_url, store, ["bookings"])
@@ -300,14 +317,14 @@ def test_an_unreadable_partition_fails_the_table_and_changes_nothing(
     before = postgres_checksum(postgres_url, "bookings"), _loads(postgres_url)
     first, second = _days(store)[3:5]
     _rewrite(store, "bookings", [first, second], keep=1)
-    good = Path(store.partition_path("bookings", second)).read_bytes()
-    Path(store.partition_path("bookings", second)).write_bytes(b"PAR1 not really parquet")
-    bad = f"bookings day={second}: cannot read {store.partition_path('bookings', second)}: "
+    good = Path(store.partition_path(BOOKINGS, second)).read_bytes()
+    Path(store.partition_path(BOOKINGS, second)).write_bytes(b"PAR1 not really parquet")
+    bad = f"bookings day={second}: cannot read {store.partition_path(BOOKINGS, second)}: "
     with pytest.raises(WarehouseError, match="^" + re.escape(bad) + ".*Parquet magic bytes"):
         load_warehouse(postgres_url, store, tables=["bookings"])
     assert (postgres_checksum(postgres_url, "bookings"), _loads(postgres_url)) == before
 
-    Path(store.partition_path("bookings", second)).write_bytes(good)
+    Path(store.partition_path(BOOKINGS, second)).write_bytes(good)
     report = load_warehouse(postgres_url, store, tables=["bookings"])
     assert report.tables["bookings"].loaded == [first, second]
     _assert_equal_to_parquet(postgres_url, store, ["bookings"])

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 
 from jicoo_connector.errors import SchemaChangeError, WarehouseError
+from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import ParquetStore
-from jicoo_connector.tables import TABLES
 from jicoo_connector.warehouse import (
     TYPE_TABLE,
     Dialect,
@@ -34,7 +34,7 @@ RECORDS = [
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_every_column_of_every_table_has_an_explicit_type(backend: str) -> None:
-    for spec in TABLES.values():
+    for spec in (source.spec for source in TABLES.values()):
         for field in spec.schema:
             assert sql_type(field, backend).ddl, (spec.name, field.name)  # type: ignore[arg-type]
 
@@ -54,7 +54,7 @@ def test_every_column_of_every_table_has_an_explicit_type(backend: str) -> None:
         ),
         (pa.list_(pa.string()), ("VARCHAR[]", "jsonb", "VARIANT", "JSON")),
         (
-            TABLES["bookings"].schema.field("hosts").type,
+            TABLES["bookings"].spec.schema.field("hosts").type,
             ('STRUCT("user_id" VARCHAR, "role" VARCHAR)[]', "jsonb", "VARIANT", "JSON"),
         ),
     ],
@@ -78,7 +78,7 @@ def test_snowflake_reports_every_integer_as_number_and_text_as_text() -> None:
 
 
 def test_snowflake_merge_is_one_explicit_transaction() -> None:
-    spec = TABLES["bookings"]
+    spec = TABLES["bookings"].spec
     sql = Dialect("snowflake").merge(
         "bookings", "_jicoo_stage_bookings_x", spec.schema, "day", RECORDS, "run-1"
     )
@@ -104,7 +104,7 @@ def test_snowflake_merge_is_one_explicit_transaction() -> None:
 
 
 def test_bigquery_merge_is_one_script_with_a_transaction_and_qualified_names() -> None:
-    spec = TABLES["users"]
+    spec = TABLES["users"].spec
     dialect = Dialect("bigquery", "acme-prod.jicoo")
     (script,) = dialect.merge(
         "users", "_jicoo_stage_users_x", spec.schema, "snapshot_date", RECORDS[:1], None
@@ -140,7 +140,7 @@ def test_create_and_alter_per_backend() -> None:
         'CREATE TABLE IF NOT EXISTS "t" ("uid" text, "day" date)',
         'CREATE INDEX IF NOT EXISTS "t_day_idx" ON "t" ("day")',
     ]
-    hosts = TABLES["bookings"].schema.field("hosts")
+    hosts = TABLES["bookings"].spec.schema.field("hosts")
     assert Dialect("snowflake").add_column("bookings", hosts) == (
         'ALTER TABLE "bookings" ADD COLUMN IF NOT EXISTS "hosts" VARIANT'
     )

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping
 import pyarrow as pa
 
 from jicoo_connector.client import AsyncJicooClient
-from jicoo_connector.extract.fanout import bounded, merged
+from jicoo_connector.extract._fanout import bounded, merged
 from jicoo_connector.extract.sources import ExtractContext, Fetched, Records, SnapshotSource
 from jicoo_connector.tables import (
     UTC_MS,

@@ -8,8 +8,8 @@ from collections.abc import Iterable, Iterator, Mapping
 import pyarrow as pa
 
 from jicoo_connector.client import AsyncJicooClient, FetchReport
-from jicoo_connector.extract.days import day_window
-from jicoo_connector.extract.fanout import bounded, merged, wall_clocked
+from jicoo_connector.extract._days import day_window
+from jicoo_connector.extract._fanout import bounded, merged, wall_clocked
 from jicoo_connector.extract.sources import ExtractContext, Fetched, SnapshotSource
 from jicoo_connector.tables import UTC_MS, TableSpec, column
 

@@ -14,9 +14,9 @@ import pyarrow.compute as pc
 
 from jicoo_connector.client import AsyncJicooClient, FetchReport
 from jicoo_connector.errors import NotFoundError
+from jicoo_connector.extract._defaults import BATCH_ROWS
+from jicoo_connector.extract._fanout import bounded, wall_clocked
 from jicoo_connector.extract.catalog.bookings import BOOKINGS_FEED
-from jicoo_connector.extract.defaults import BATCH_ROWS
-from jicoo_connector.extract.fanout import bounded, wall_clocked
 from jicoo_connector.extract.sources import (
     DaySource,
     ExtractContext,
@@ -213,7 +213,7 @@ def _plan_contacts(
     store: ParquetStore, day: dt.date, versions: pa.Table, *, full: bool
 ) -> _ContactsPlan:
     now = _version_map(versions)
-    footer = None if full else store.partition_metadata(BOOKING_CONTACTS_SPEC.name, day)
+    footer = None if full else store.partition_metadata(BOOKING_CONTACTS_SPEC, day)
     raw = (footer or {}).get(CONTACTS_STATE_KEY)
     if raw is None:
         # First extract of the day, a full one, or a file from before versions were recorded.
@@ -223,7 +223,7 @@ def _plan_contacts(
     unchanged = pa.array(
         [uid for uid, version in now.items() if before.get(uid) == version], pa.string()
     )
-    previous = store.read_partition(BOOKING_CONTACTS_SPEC.name, day)
+    previous = store.read_partition(BOOKING_CONTACTS_SPEC, day)
     kept = previous.filter(pc.is_in(previous.column("booking_uid"), value_set=unchanged))
     return _ContactsPlan(day, versions, fetch, kept)
 
@@ -233,7 +233,7 @@ def _contacts_of_day(plan: _ContactsPlan, rows: Records, ctx: ExtractContext) ->
     them). Kept rows keep their lineage: ``_extracted_at`` says when the API was read."""
     fetched = [
         to_record_batch(
-            BOOKING_CONTACTS_SPEC.name,
+            BOOKING_CONTACTS_SPEC,
             rows[offset : offset + BATCH_ROWS],
             extracted_at=ctx.extracted_at,
             run_id=ctx.run_id,

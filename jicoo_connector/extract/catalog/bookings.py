@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from jicoo_connector.client import AsyncJicooClient, FetchReport
-from jicoo_connector.extract.days import day_window
+from jicoo_connector.extract._days import day_window
 from jicoo_connector.extract.sources import (
     DayFeed,
     DaySource,
@@ -19,10 +19,10 @@ from jicoo_connector.extract.sources import (
     FeedListing,
     Fetched,
 )
+from jicoo_connector.pages import PageBatches
 from jicoo_connector.tables import (
     DAY_COLUMN,
     UTC_MS,
-    PageBatches,
     TableSpec,
     column,
     constant_array,
@@ -124,7 +124,10 @@ async def list_booking_days(
     windows = [day_window(day, ctx.zone) for day in days]
     decoder = _StartedWithin(
         PageBatches(
-            "bookings", extracted_at=ctx.extracted_at, run_id=ctx.run_id, partition_value=days[0]
+            BOOKINGS_SPEC,
+            extracted_at=ctx.extracted_at,
+            run_id=ctx.run_id,
+            partition_value=days[0],
         ),
         windows[0][0],
         windows[-1][1],

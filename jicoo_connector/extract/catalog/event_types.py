@@ -7,7 +7,7 @@ import pyarrow as pa
 
 from jicoo_connector.client import AsyncJicooClient, Listing
 from jicoo_connector.errors import PermissionDeniedError
-from jicoo_connector.extract.fanout import bounded, merged
+from jicoo_connector.extract._fanout import bounded, merged
 from jicoo_connector.extract.sources import ExtractContext, Fetched, Records, SnapshotSource
 from jicoo_connector.tables import UTC_MS, TableSpec, column, struct_list_column
 

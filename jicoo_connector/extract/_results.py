@@ -8,17 +8,13 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from jicoo_connector.client import (
-    FetchReport,
-)
-from jicoo_connector.errors import (
-    PermissionDeniedError,
-)
-from jicoo_connector.extract.defaults import BATCH_ROWS
+from jicoo_connector.client import FetchReport
+from jicoo_connector.errors import PermissionDeniedError
+from jicoo_connector.extract._defaults import BATCH_ROWS
 from jicoo_connector.extract.sources import ExtractContext, Fetched
 from jicoo_connector.quality import PartitionQuality, QualityRecorder
 from jicoo_connector.storage import ZONE_KEY
-from jicoo_connector.tables import to_record_batch
+from jicoo_connector.tables import TableSpec, to_record_batch
 
 logger = logging.getLogger(__name__)
 
@@ -52,19 +48,20 @@ def skipped(table: str, value: dt.date, denied: PermissionDeniedError) -> Extrac
 
 
 def write_fetched(
-    table: str, value: dt.date, fetched: Fetched, ctx: ExtractContext
+    spec: TableSpec, value: dt.date, fetched: Fetched, ctx: ExtractContext
 ) -> ExtractResult:
-    """Replace one partition with what was fetched, gathering its quality figures from the
-    same batches on the way: nothing is read back. Blocking (run it in a thread)."""
-    recorder = QualityRecorder(table, fetched.booking_uids)
+    """Replace one partition of the table ``spec`` with what was fetched, gathering its quality
+    figures from the same batches on the way: nothing is read back. Blocking (run it in a
+    thread)."""
+    recorder = QualityRecorder(spec, fetched.booking_uids)
     written = ctx.store.write_partition(
-        table,
+        spec,
         value,
-        (recorder.observe(batch) for batch in _batches(table, value, fetched, ctx)),
+        (recorder.observe(batch) for batch in _batches(spec, value, fetched, ctx)),
         metadata={**fetched.footer, ZONE_KEY: ctx.zone.key},
     )
     return ExtractResult(
-        table,
+        spec.name,
         value,
         written.rows,
         written.path,
@@ -76,7 +73,7 @@ def write_fetched(
 
 
 def _batches(
-    table: str, value: dt.date, fetched: Fetched, ctx: ExtractContext
+    spec: TableSpec, value: dt.date, fetched: Fetched, ctx: ExtractContext
 ) -> Iterator[pa.RecordBatch]:
     """The partition in batches of at most BATCH_ROWS rows, built as the writer asks for them:
     one batch of Arrow memory at a time beside the rows."""
@@ -86,7 +83,7 @@ def _batches(
         return
     for offset in range(0, len(fetched.rows), BATCH_ROWS):
         yield to_record_batch(
-            table,
+            spec,
             fetched.rows[offset : offset + BATCH_ROWS],
             extracted_at=ctx.extracted_at,
             run_id=ctx.run_id,

@@ -10,19 +10,15 @@ from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from jicoo_connector.client import (
-    AsyncJicooClient,
-    FetchReport,
-    ListingTooLargeError,
-)
+from jicoo_connector.client import AsyncJicooClient, FetchReport, ListingTooLargeError
 from jicoo_connector.errors import (
     ConfigError,
     ExtractError,
     MissingPartitionError,
     PermissionDeniedError,
 )
-from jicoo_connector.extract.days import check_zone, days_between, zone_of
-from jicoo_connector.extract.defaults import (
+from jicoo_connector.extract._days import check_zone, days_between, zone_of
+from jicoo_connector.extract._defaults import (
     DEFAULT_CHUNK_DAYS,
     DEFAULT_DAY_CONCURRENCY,
     DEFAULT_FANOUT_CONCURRENCY,
@@ -34,11 +30,11 @@ from jicoo_connector.extract.defaults import (
     failure_message,
     stops_the_run,
 )
-from jicoo_connector.extract.fanout import merged
-from jicoo_connector.extract.results import ExtractResult, skipped, write_fetched
-from jicoo_connector.extract.scheduler import ChunkSizer
+from jicoo_connector.extract._fanout import merged
+from jicoo_connector.extract._registry import TABLES
+from jicoo_connector.extract._results import ExtractResult, skipped, write_fetched
+from jicoo_connector.extract._scheduler import ChunkSizer
 from jicoo_connector.extract.sources import (
-    SOURCES,
     DayFeed,
     DaySource,
     ExtractContext,
@@ -50,6 +46,7 @@ from jicoo_connector.extract.sources import (
 )
 from jicoo_connector.settings import Settings
 from jicoo_connector.storage import ParquetStore
+from jicoo_connector.tables import TableSpec
 
 logger = logging.getLogger(__name__)
 
@@ -105,14 +102,11 @@ def extract_range(
     ``progress`` gets each result. Tables that carry unchanged rows over (booking_contacts)
     re-read them all with ``full``.
     """
-    unknown = sorted(set(tables) - set(SOURCES))
-    if unknown:
-        raise ConfigError(f"unknown tables {unknown}; known: {sorted(SOURCES)}")
+    selected = _selected(tables)
     if min(day_concurrency, chunk_days, rows_in_flight, horizon_days) < 1:
         raise ConfigError(
             "day_concurrency, chunk_days, rows_in_flight and horizon_days must be >= 1"
         )
-    selected = [source for name, source in SOURCES.items() if name in tables]
     tz = zone_of(zone)
     ctx = ExtractContext(
         tz,
@@ -129,19 +123,33 @@ def extract_range(
     days = days_between(start, end) if groups else []
     for group in groups:
         for table in dict.fromkeys([group.feed.table, *(s.table for s in group.sources)]):
-            check_zone(ctx.store, table, zone)
-        if not group.stored:
-            continue
-        missing = [d for d in days if not ctx.store.has_partition(group.feed.table, d)]
-        if missing:
-            raise MissingPartitionError(
-                group.feed.table,
-                missing,
-                f"extract {group.feed.table} for these days first (jicoo/{group.feed.table})",
-            )
+            check_zone(ctx.store, TABLES[table].spec, zone)
+    _check_stored_feeds(ctx.store, groups, days)
     snapshots = [source for source in selected if isinstance(source, SnapshotSource)]
     loop = _Loop(ctx, groups, days, snapshots, progress, day_concurrency)
     return asyncio.run(loop.run(settings, chunk_days, rows_in_flight))
+
+
+def _selected(tables: Collection[str]) -> list[TableSource]:
+    """The registry's declarations of ``tables``, in registration order."""
+    unknown = sorted(set(tables) - set(TABLES))
+    if unknown:
+        raise ConfigError(f"unknown tables {unknown}; known: {sorted(TABLES)}")
+    return [source for name, source in TABLES.items() if name in tables]
+
+
+def _check_stored_feeds(store: ParquetStore, groups: list[_FeedGroup], days: list[dt.date]) -> None:
+    """Raise MissingPartitionError, before any request, if a feed read from the store lacks a
+    day's partition."""
+    for group in groups:
+        if not group.stored:
+            continue
+        table = group.feed.table
+        missing = [d for d in days if not store.has_partition(TABLES[table].spec, d)]
+        if missing:
+            raise MissingPartitionError(
+                table, missing, f"extract {table} for these days first (jicoo/{table})"
+            )
 
 
 def _feed_groups(selected: Sequence[TableSource], feed_from_store: bool) -> list[_FeedGroup]:
@@ -305,17 +313,17 @@ async def _extract_days(
             if unreported is not None:
                 one = dataclasses.replace(one, report=merged(unreported, one.report))
                 unreported = None
-            await _write(emit, source.table, feed_day.day, one, ctx)
+            await _write(emit, source.spec, feed_day.day, one, ctx)
     return listing.listed
 
 
 async def _write(
-    emit: Emit, table: str, value: dt.date, fetched: Fetched, ctx: ExtractContext
+    emit: Emit, spec: TableSpec, value: dt.date, fetched: Fetched, ctx: ExtractContext
 ) -> None:
     """Write one partition in a worker thread and emit its result, also when the run is
     cancelled meanwhile (Ctrl-C, SIGTERM): the thread finishes the file anyway, and what an
     interrupted run says it wrote must count it."""
-    job = asyncio.ensure_future(asyncio.to_thread(write_fetched, table, value, fetched, ctx))
+    job = asyncio.ensure_future(asyncio.to_thread(write_fetched, spec, value, fetched, ctx))
     try:
         result = await asyncio.shield(job)
     except asyncio.CancelledError:
@@ -334,9 +342,9 @@ async def _feed_days(
 ) -> FeedListing:
     if not group.stored:
         return await group.feed.list_days(client, ctx, chunk, max_rows)
-    table = group.feed.table
+    spec = TABLES[group.feed.table].spec
     days = [
-        FeedDay(day, await asyncio.to_thread(ctx.store.read_partition, table, day)) for day in chunk
+        FeedDay(day, await asyncio.to_thread(ctx.store.read_partition, spec, day)) for day in chunk
     ]
     return FeedListing(days, FetchReport(), sum(day.rows.num_rows for day in days))
 
@@ -353,7 +361,7 @@ async def _extract_snapshot(
         emit(skipped(source.table, ctx.snapshot_date, denied))
         return
     # Conversion and file I/O block: off the event loop, so other partitions keep going.
-    await _write(emit, source.table, ctx.snapshot_date, fetched, ctx)
+    await _write(emit, source.spec, ctx.snapshot_date, fetched, ctx)
 
 
 async def extract_partition(
@@ -382,9 +390,9 @@ async def extract_partition(
     ...     await extract_partition(client, "bookings", day=dt.date(2024, 3, 1), store=store,
     ...                             run_id=None)
     """
-    source = SOURCES.get(table)
+    source = TABLES.get(table)
     if source is None:
-        raise ConfigError(f"unknown table {table!r}; known: {sorted(SOURCES)}")
+        raise ConfigError(f"unknown table {table!r}; known: {sorted(TABLES)}")
     if horizon_days < 1 or fanout < 1:
         raise ConfigError("horizon_days and fanout must be >= 1")
     tz = zone_of(zone)
@@ -407,7 +415,7 @@ async def extract_partition(
     else:
         if day is None or snapshot_date is not None:
             raise ConfigError(f"{table} is partitioned by day: pass day=, not snapshot_date=")
-        check_zone(store, table, zone)
+        check_zone(store, source.spec, zone)
         group = _FeedGroup(source.feed, [source], stored=False)
         await _extract_days(client, ctx, group, [day], results.append, None)
     (result,) = results

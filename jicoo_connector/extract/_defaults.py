@@ -25,8 +25,8 @@ DEFAULT_FANOUT_CONCURRENCY = 8
 # day partitions: the end-filter margin is then fetched once per chunk instead of once per day
 # (a 1-day margin on 1-day listings fetched every booking twice).
 DEFAULT_CHUNK_DAYS = 7
-# Listings (chunks of days, or snapshot partitions) extract_range runs at once. Four keep the
-# pipe full at 50 ms latency (measured: 2 and 6 are slower).
+# Listings (chunks of days, or snapshot partitions) extract_range runs at once: several, so that
+# one listing's wait on the API overlaps another's.
 DEFAULT_DAY_CONCURRENCY = 4
 # Booking rows listed but not yet written, across all chunks in flight: memory follows this, not
 # the density of the data. Chunks shrink (down to one day) and fewer run at once when days are
@@ -35,8 +35,7 @@ DEFAULT_ROWS_IN_FLIGHT = 24_000
 BATCH_ROWS = 10_000
 # Arrow work (decoding pages, splitting days, writing Parquet) runs on this many threads beside
 # the event loop. One already overlaps the loop on two cores; each extra thread keeps its own
-# heap in Arrow's allocator (mimalloc): measured on a 500k-booking extract, peak RSS 126-127 MB
-# with one worker, 136-137 MB with two, ~160 MB with asyncio's default of six.
+# heap in Arrow's allocator (mimalloc), so peak memory grows with every thread added.
 WORKER_THREADS = 1
 # Failures no other partition can escape, raised once retries are spent: the API unreachable
 # (connect, reset, timeouts), the key refused (401, or 403 where it reads no bookings either)
