@@ -150,15 +150,8 @@ def apply_log(
     with Ledger(writeback.ledger_location()) as ledger:
         ledger_counts = ledger.counts(batch_id)
         ledger_backend = ledger.backend
-    in_flight = sum(ledger_counts.get(state, 0) for state in IN_FLIGHT_STATES)
     checks = {
-        NO_CHANGE_IN_FLIGHT: dg.AssetCheckResult(
-            check_name=NO_CHANGE_IN_FLIGHT.name,
-            asset_key=APPLY_LOG_KEY,
-            passed=in_flight == 0,
-            description=f"{in_flight} changes of batch {batch_id} left in intent/in doubt",
-            metadata={"in_flight": in_flight},
-        ),
+        NO_CHANGE_IN_FLIGHT: in_flight_check(batch_id, ledger_counts),
         EVERY_ROW_WENT_THROUGH: rows_check(len(report.rows), report.counts, run.rejected_path),
     }
     yield dg.MaterializeResult(
@@ -179,6 +172,19 @@ def apply_log(
         check_results=[
             result for key, result in checks.items() if key in context.selected_asset_check_keys
         ],
+    )
+
+
+def in_flight_check(batch_id: str, ledger_counts: Mapping[str, int]) -> dg.AssetCheckResult:
+    """ERROR when changes of the batch are left sent without an answer (the next run reads
+    them back before anything is resent)."""
+    in_flight = sum(ledger_counts.get(state, 0) for state in IN_FLIGHT_STATES)
+    return dg.AssetCheckResult(
+        check_name=NO_CHANGE_IN_FLIGHT.name,
+        asset_key=APPLY_LOG_KEY,
+        passed=in_flight == 0,
+        description=f"{in_flight} changes of batch {batch_id} left in intent/in doubt",
+        metadata={"in_flight": in_flight},
     )
 
 

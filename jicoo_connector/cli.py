@@ -114,20 +114,26 @@ def _extract(args: argparse.Namespace, done: _Done) -> int:
             zone=config.timezone,
             full=args.full,
         )
+    return _extract_summary(tables, rows, skipped, config.warehouse_root)
+
+
+def _extract_summary(
+    tables: Sequence[str], rows: dict[str, int], skipped: dict[str, str], root: str
+) -> int:
     for table in tables:
         if table in skipped:
             print(f"{table:<24} {'skipped':>9}       {skipped[table]}; earlier partitions kept")
         else:
-            print(f"{table:<24} {rows.get(table, 0):>9} rows  {config.warehouse_root}/{table}/")
-    if skipped:
-        # The key reads bookings but not these: the rest is written, so this is done in part.
-        print(
-            f"jicoo extract: {len(skipped)} of {len(tables)} tables skipped: the API key may "
-            "not read them (leave them out with --tables)",
-            file=sys.stderr,
-        )
-        return EXIT_SOME_FAILED
-    return EXIT_OK
+            print(f"{table:<24} {rows.get(table, 0):>9} rows  {root}/{table}/")
+    if not skipped:
+        return EXIT_OK
+    # The key reads bookings but not these: the rest is written, so this is done in part.
+    print(
+        f"jicoo extract: {len(skipped)} of {len(tables)} tables skipped: the API key may "
+        "not read them (leave them out with --tables)",
+        file=sys.stderr,
+    )
+    return EXIT_SOME_FAILED
 
 
 def _load(args: argparse.Namespace, done: _Done) -> int:

@@ -443,11 +443,7 @@ def parse_changeset(
     if rejected:
         logger.warning("change set: %d valid, %d rejected rows", len(changes), len(rejected))
     return ParsedChangeSet(
-        changes=changes,
-        rejected=rejected,
-        content_hash=content_hash,
-        # The columns given back in *.rejected.csv: a resubmitted one's old reasons are not.
-        header=[name for name in header if name not in ERROR_COLUMNS],
+        changes=changes, rejected=rejected, content_hash=content_hash, header=header
     )
 
 
@@ -511,13 +507,15 @@ def write_rejected_csv(
     UTF-8 with a BOM so Excel opens it correctly; written atomically. Returns the row count.
     """
     rows = sorted([*parsed.rejected, *extra], key=lambda rejected: rejected.row)
-    columns = [*parsed.header, *ERROR_COLUMNS]
+    # A resubmitted *.rejected.csv's own error_* columns give way to the new reasons.
+    kept = [name for name in parsed.header if name not in ERROR_COLUMNS]
+    columns = [*kept, *ERROR_COLUMNS]
     with atomic_path(path) as temp, temp.open("w", encoding="utf-8-sig", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for rejected in rows:
             values: Iterable[str] = (
-                *(rejected.cells.get(name, "") for name in parsed.header),
+                *(rejected.cells.get(name, "") for name in kept),
                 str(rejected.row),
                 rejected.column or "",
                 rejected.reason,

@@ -121,10 +121,7 @@ def extract_range(
     )
     groups = _feed_groups(selected, feed_from_store)
     days = days_between(start, end) if groups else []
-    for group in groups:
-        for table in dict.fromkeys([group.feed.table, *(s.table for s in group.sources)]):
-            check_zone(ctx.store, TABLES[table].spec, zone)
-    _check_stored_feeds(ctx.store, groups, days)
+    _check_folder(ctx.store, groups, days, zone)
     snapshots = [source for source in selected if isinstance(source, SnapshotSource)]
     loop = _Loop(ctx, groups, days, snapshots, progress, day_concurrency)
     return asyncio.run(loop.run(settings, chunk_days, rows_in_flight))
@@ -138,10 +135,14 @@ def _selected(tables: Collection[str]) -> list[TableSource]:
     return [source for name, source in TABLES.items() if name in tables]
 
 
-def _check_stored_feeds(store: ParquetStore, groups: list[_FeedGroup], days: list[dt.date]) -> None:
-    """Raise MissingPartitionError, before any request, if a feed read from the store lacks a
-    day's partition."""
+def _check_folder(
+    store: ParquetStore, groups: list[_FeedGroup], days: list[dt.date], zone: str
+) -> None:
+    """Before any request: refuse a folder whose day tables were cut in another zone, and
+    raise MissingPartitionError if a feed read from the store lacks a day's partition."""
     for group in groups:
+        for table in dict.fromkeys([group.feed.table, *(s.table for s in group.sources)]):
+            check_zone(store, TABLES[table].spec, zone)
         if not group.stored:
             continue
         table = group.feed.table

@@ -26,6 +26,10 @@ from tests.dagster.support import check_evaluations, jicoo_resource, materializa
 from tests.writeback_data import booking, future_open_bookings
 
 CANCELS = 3
+ALL_CHECKS_PASSED = {
+    "jicoo/apply_log/no_change_in_flight": True,
+    "jicoo/apply_log/every_row_went_through": True,
+}
 FIELDS = ["action", "booking_uid", "new_started_at", "time_zone", "cancel_reason"]
 
 
@@ -145,10 +149,7 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     assert all(p["changed"] and p["status"] == 200 for p in posts)
     assert sorted(str(p["booking_uid"]) for p in posts) == sorted(changes)
     assert {str(p["booking_uid"]): str(p["path"]).rsplit("/", 1)[-1] for p in posts} == changes
-    assert check_evaluations(applied) == {
-        "jicoo/apply_log/no_change_in_flight": True,
-        "jicoo/apply_log/every_row_went_through": True,
-    }
+    assert check_evaluations(applied) == ALL_CHECKS_PASSED
     (event,) = materializations(applied, APPLY_LOG_KEY)
     assert event.metadata["dagster/row_count"] == dg.IntMetadataValue(len(changes))
     assert event.metadata["jicoo/posts_sent"] == dg.IntMetadataValue(len(changes))
@@ -170,10 +171,7 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     assert _posts(sandbox, since=seen) == []
     (event,) = materializations(again, APPLY_LOG_KEY)
     assert event.metadata["jicoo/posts_sent"] == dg.IntMetadataValue(0)
-    assert check_evaluations(again) == {
-        "jicoo/apply_log/no_change_in_flight": True,
-        "jicoo/apply_log/every_row_went_through": True,
-    }
+    assert check_evaluations(again) == ALL_CHECKS_PASSED
 
 
 def test_the_inbox_sensor_runs_by_default_and_says_so() -> None:
