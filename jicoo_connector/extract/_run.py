@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 from jicoo_connector.client import AsyncJicooClient, FetchReport, ListingTooLargeError
 from jicoo_connector.errors import (
@@ -226,9 +227,13 @@ class _Loop:
                     rows_in_flight=rows_in_flight,
                 )
                 workers += [self._chunks(client, group, sizer) for _ in range(self._concurrency)]
-            await asyncio.gather(
-                *workers, *(self._snapshot(client, source) for source in self._snapshots)
-            )
+            # A task group, not gather: cancelled (Ctrl-C), it waits for every task to end, so a
+            # partition being written is finished and counted before the run stops. (gather
+            # gives up at the first task that ends cancelled; asyncio.run then cancels the rest
+            # a second time, and a partition its thread still wrote went uncounted.)
+            async with asyncio.TaskGroup() as tasks:
+                for job in [*workers, *map(partial(self._snapshot, client), self._snapshots)]:
+                    tasks.create_task(job)
         if self._errors:
             # Every partition either has a result (written or skipped on a 403) or failed.
             written = sum(1 for result in self._results if result.path is not None)
