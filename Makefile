@@ -65,17 +65,18 @@ test-slow: setup ## Heavy tests: crash-and-resume loops, large data
 	@$(MAKE) --no-print-directory dagster-home
 	$(VENV)/bin/pytest -m slow -q -n $(TEST_WORKERS)
 
-# Days the clock-dependent tests run on again (JICOO_TEST_TODAY, read by tests/conftest.py):
-# month ends, a leap day, the end of US daylight saving time, and a year end late in the UTC
-# evening (already the next year in Tokyo).
-TEST_DATES ?= 2026-02-28 2026-11-01 2026-12-31T23:30:00Z 2027-01-31 2028-02-29
+# Days the whole fast tier runs on again (JICOO_TEST_TODAY, read by tests/conftest.py): a month
+# end on a Sunday, a leap day, a year end late in the UTC evening (already the next year in
+# Tokyo), and the Sunday on which US daylight saving time ends.
+TEST_DATES ?= 2027-01-31 2028-02-29 2026-12-31T23:30:00Z 2026-11-01
+# Days at once: one pytest session per day (the clock is read at start-up), one process each.
+TEST_DAYS_AT_ONCE ?= $(words $(TEST_DATES))
 
-# One pytest session per day (the clock is read at start-up), TEST_WORKERS sessions at once,
-# each printed whole when it ends; any failed day fails the target.
-test-dates: setup ## The date-sensitive tests (marker dates) again on each of TEST_DATES
+# Each day printed whole when it ends; any failed day fails the target.
+test-dates: setup ## The whole fast tier again on each of TEST_DATES (the clock moved to that day)
 	@$(MAKE) --no-print-directory dagster-home
-	@printf '%s\n' $(TEST_DATES) | xargs -P $(if $(filter 0,$(TEST_WORKERS)),1,$(TEST_WORKERS)) -I{} \
-		sh -c 'out=$$(JICOO_TEST_TODAY={} $(VENV)/bin/pytest -m "dates and not slow" -q 2>&1); \
+	@printf '%s\n' $(TEST_DATES) | xargs -P $(TEST_DAYS_AT_ONCE) -I{} \
+		sh -c 'out=$$(JICOO_TEST_TODAY={} $(VENV)/bin/pytest -m "not slow" -q -n 0 2>&1); \
 		rc=$$?; printf "== JICOO_TEST_TODAY=%s\n%s\n" {} "$$out"; exit $$rc'
 
 bench: setup ## Full benchmarks (minutes); results in benchmarks/results/

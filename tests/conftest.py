@@ -22,8 +22,11 @@ from jicoo_connector.client import _ratelimit
 from jicoo_sandbox.config import Clock, SandboxConfig, clock_from, system_clock
 from jicoo_sandbox.server import SandboxServer
 from tests.postgres_server import PostgresServer
+from tests.repo_data_guard import REPO_DATA, OpenGuard, session_paths
 
 TEST_TODAY_ENV = "JICOO_TEST_TODAY"
+# The mark of a test that cannot run on another day; its argument says why.
+SYSTEM_CLOCK_MARK = "system_clock"
 # 03:00 UTC is noon in Tokyo: the seeded working day is half past, half ahead.
 SHIFTED_TIME = dt.time(3, 0, tzinfo=dt.UTC)
 
@@ -74,7 +77,8 @@ def pytest_report_header() -> str:
     return f"sandbox clock: {TEST_CLOCK().isoformat(timespec='seconds')} ({TEST_TODAY_ENV})"
 
 
-REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+# One per process (audit hooks stay for the process's life); armed for the session below.
+DATA_GUARD = OpenGuard(REPO_DATA)
 
 
 def _tree(root: Path) -> dict[str, float]:
@@ -82,10 +86,16 @@ def _tree(root: Path) -> dict[str, float]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _repo_data_untouched() -> Iterator[None]:
-    """Tests write only under pytest's tmp paths: the repository's data/ ends as it began."""
+def _repo_data_untouched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test reads or writes the checkout's data/: every default path under it points at the
+    session's own folder (child processes inherit the variables), nothing under it is opened
+    by this process, and its tree ends as it began (writes by child processes included)."""
     before = _tree(REPO_DATA)
-    yield
+    with pytest.MonkeyPatch.context() as env, DATA_GUARD.watching() as touched:
+        for name, path in session_paths(tmp_path_factory.mktemp("user-data")).items():
+            env.setenv(name, path)
+        yield
+    assert touched == [], f"the suite opened paths under {REPO_DATA}: {touched[:10]}"
     after = _tree(REPO_DATA)
     assert after == before, f"the suite wrote into {REPO_DATA}: {sorted(set(after) ^ set(before))}"
 
@@ -113,16 +123,56 @@ def sandbox() -> Iterator[SandboxServer]:
     server.stop()
 
 
+def system_clock_reason(item: pytest.Item) -> str | None:
+    """Why a test runs on the system clock (its ``system_clock`` mark), if it says so."""
+    mark = item.get_closest_marker(SYSTEM_CLOCK_MARK)
+    reason = mark.args[0] if mark is not None and mark.args else None
+    if not isinstance(reason, str) or not reason.strip():
+        return None
+    return reason.strip()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test on the system clock says why, in its mark: it is the exception, listed in
+    CONTRIBUTING.md, and ``make test-dates`` cannot move its day."""
+    unexplained = [
+        item.nodeid
+        for item in items
+        if "system_sandbox" in item.fixturenames and system_clock_reason(item) is None
+    ]
+    if unexplained:
+        raise pytest.UsageError(
+            "these tests use system_sandbox without saying why in "
+            f"@pytest.mark.{SYSTEM_CLOCK_MARK}('the reason'): {', '.join(unexplained)}"
+        )
+
+
 @pytest.fixture(scope="session")
 def system_sandbox(request: pytest.FixtureRequest) -> Iterator[SandboxServer]:
     """A sandbox on the system clock, for tests of code that reads the system clock itself
-    (the CLI, the Dagster write-back job): the shared one unless ``JICOO_TEST_TODAY`` moved it."""
+    (the CLI's apply, the Dagster jobs and schedules): the shared one unless
+    ``JICOO_TEST_TODAY`` moved it. Such a test carries ``@pytest.mark.system_clock("why")``."""
     if TEST_CLOCK is system_clock:
         yield request.getfixturevalue("sandbox")
         return
     server = _started(replace(sandbox_config(), clock=system_clock))
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _dagster_on_the_test_day(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Dagster's daily partitions end JICOO_FUTURE_DAYS after its "now": on a shifted day its
+    partition loading takes the test clock too (Dagster's ``partition_loading_context``), so a
+    test materializes and senses partitions of the sandbox's days in process. A test on the
+    system clock keeps Dagster's own."""
+    if TEST_CLOCK is system_clock or system_clock_reason(request.node) is not None:
+        yield
+        return
+    import dagster as dg  # here: only a shifted session needs it before a test does
+
+    with dg.partition_loading_context(effective_dt=TEST_CLOCK()):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -18,15 +18,31 @@ from jicoo_sandbox.server import SandboxServer
 from tests.writeback_data import HEADER, booking, build_csv, future_open_bookings
 
 
-@pytest.fixture
-def api_env(system_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> SandboxServer:
-    """The CLI decides "in the past" by the system clock: a sandbox on it."""
-    sandbox = system_sandbox
+def _cli_on(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> SandboxServer:
     monkeypatch.setenv("JICOO_API_KEY", sandbox.api_key)
     monkeypatch.setenv("JICOO_BASE_URL", sandbox.base_url)
     monkeypatch.setenv("JICOO_RATE_LIMIT", "200")
     monkeypatch.setenv("JICOO_BURST", "200")
     return sandbox
+
+
+@pytest.fixture
+def api_env(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> SandboxServer:
+    """The CLI on the session's sandbox, on the test day (``JICOO_TEST_TODAY``)."""
+    return _cli_on(sandbox, monkeypatch)
+
+
+@pytest.fixture
+def system_api_env(system_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> SandboxServer:
+    """For reschedules: the CLI refuses a target in the past by the system clock, so the slots
+    a test picks must be ahead of it too: a sandbox on the system clock."""
+    return _cli_on(system_sandbox, monkeypatch)
+
+
+# The mark of each test that reschedules through the CLI.
+RESCHEDULES = pytest.mark.system_clock(
+    "the CLI refuses reschedule targets in the past by the system clock"
+)
 
 
 def _paths(tmp_path: Path) -> list[str]:
@@ -50,9 +66,11 @@ def test_unusable_file_exits_2_and_sends_nothing(
     assert not (tmp_path / "ledger.sqlite").exists()
 
 
+@RESCHEDULES
 def test_apply_exit_codes_rejected_rows_and_rerun(
-    api_env: SandboxServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    system_api_env: SandboxServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    api_env = system_api_env
     text, uids = build_csv(api_env, reschedules=1, cancels=2)
     changes = tmp_path / "batch.csv"
     changes.write_text(text + ",cancel,,,,no uid here\n", encoding="utf-8")
@@ -80,13 +98,15 @@ def test_apply_exit_codes_rejected_rows_and_rerun(
     assert len(_posts(api_env)) == before  # ...and the re-run sends nothing
 
 
+@RESCHEDULES
 def test_clean_batch_exits_0_and_undo_restores(
-    api_env: SandboxServer,
+    system_api_env: SandboxServer,
     tmp_path: Path,
     ledger_location: str,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
+    api_env = system_api_env
     ledger: list[str] = []
     log = ["--apply-log", str(tmp_path / "log")]
     if is_postgres_url(ledger_location):
@@ -229,7 +249,9 @@ def test_extract_without_tables_extracts_every_table(
     api_env: SandboxServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "wh"
-    assert main(["extract", "--out", str(out), "--quiet"]) == EXIT_OK
+    # The sandbox's day, not the CLI's default (the system clock's today).
+    day = str(api_env.store.anchor)
+    assert main(["extract", "--start", day, "--out", str(out), "--quiet"]) == EXIT_OK
     printed = capsys.readouterr().out
     for table in TABLES:
         assert list((out / table).rglob("*.parquet")), table
@@ -345,9 +367,11 @@ def test_a_port_in_use_is_one_line_and_exit_2(
     )
 
 
+@RESCHEDULES
 def test_every_row_that_did_not_go_through_is_in_rejected_csv(
-    api_env: SandboxServer, tmp_path: Path
+    system_api_env: SandboxServer, tmp_path: Path
 ) -> None:
+    api_env = system_api_env
     text, uids = build_csv(api_env, reschedules=1, cancels=1)
     changes = tmp_path / "mixed.csv"
     changes.write_text(
@@ -365,9 +389,11 @@ def test_every_row_that_did_not_go_through_is_in_rejected_csv(
     assert sorted(e["booking_uid"] for e in _posts(api_env)) == sorted(uids)
 
 
+@RESCHEDULES
 def test_an_offset_needs_no_time_zone_and_keeps_the_bookings_zone(
-    api_env: SandboxServer, tmp_path: Path
+    system_api_env: SandboxServer, tmp_path: Path
 ) -> None:
+    api_env = system_api_env
     text, (uid,) = build_csv(api_env, reschedules=1, cancels=0)
     zone = booking(api_env, uid)["timeZone"]
     changes = tmp_path / "offset.csv"

@@ -1,8 +1,6 @@
-"""`make demo`: its change set plans and applies on the sandbox's day, and the demo never
-touches a user's state (it writes only to its own folder).
-
-Marker dates: ``make test-dates`` builds and applies the change set again on other days (month
-and year ends, a leap day), so ``make demo`` is not green only on some days.
+"""`make demo`: its change set plans and applies on the sandbox's day (``make test-dates``
+runs it on other days too), and the demo never touches a user's state (it writes only to its
+own folder).
 """
 
 import os
@@ -127,7 +125,6 @@ def test_the_demo_leaves_the_default_and_configured_paths_untouched(
         assert postgres_checksum(demo_warehouse, table) == (rows, digest), table
 
 
-@pytest.mark.dates
 def test_the_demo_changeset_plans_and_applies_without_failures(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:

@@ -229,7 +229,6 @@ def test_contacts_of_a_day_match_each_bookings_contacts(
     assert result.report.requests >= len(booking_uids) + 1
 
 
-@pytest.mark.dates
 def test_fan_out_reports_count_every_request_and_retry(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
@@ -286,7 +285,6 @@ def test_an_unreachable_api_stops_the_range_after_the_first_failure(tmp_path: Pa
     assert not list(tmp_path.rglob("*.parquet"))
 
 
-@pytest.mark.dates
 def test_snapshot_tables_are_extracted(sandbox: SandboxServer, tmp_path: Path) -> None:
     store = ParquetStore(tmp_path)
     today = sandbox.config.clock().astimezone(JST).date()
@@ -322,7 +320,6 @@ def test_snapshot_tables_are_extracted(sandbox: SandboxServer, tmp_path: Path) -
     assert pc.max(slots.column("started_at")).as_py() < end
 
 
-@pytest.mark.dates
 def test_a_403_skips_the_table_and_writes_nothing(sandbox: SandboxServer, tmp_path: Path) -> None:
     store = ParquetStore(tmp_path)
     today = sandbox.config.clock().astimezone(JST).date()
@@ -364,19 +361,17 @@ def test_extract_range_runs_days_and_snapshots(sandbox: SandboxServer, tmp_path:
     last = _busiest_jst_day(everything)
     first = last - dt.timedelta(days=2)
     seen: list[ExtractResult] = []
-    # Snapshots are dated by the system clock's day in Tokyo, read during the run.
-    before = dt.datetime.now(JST).date()
+    now = sandbox.config.clock()  # snapshots are dated by its day in the zone (Tokyo)
     results = extract_range(
-        _settings(sandbox), ["bookings", "users"], first, last, str(tmp_path), seen.append
+        _settings(sandbox), ["bookings", "users"], first, last, str(tmp_path), seen.append, now=now
     )
-    after = dt.datetime.now(JST).date()
     assert [(r.table, r.partition_value) for r in results[:3]] == [
         ("bookings", first),
         ("bookings", first + dt.timedelta(days=1)),
         ("bookings", last),
     ]
     assert [r.table for r in results[3:]] == ["users"]
-    assert results[3].partition_value in {before, after}
+    assert results[3].partition_value == now.astimezone(JST).date()
     assert sorted(seen, key=lambda r: (r.table, r.partition_value)) == results
     store = ParquetStore(tmp_path)
     assert store.list_partitions(BOOKINGS.spec) == [first, first + dt.timedelta(days=1), last]

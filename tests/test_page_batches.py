@@ -251,7 +251,6 @@ def test_decoded_listing_refuses_hostile_json(sandbox: SandboxServer, variant: s
         asyncio.run(run())
 
 
-@pytest.mark.dates
 def test_extracting_bookings_never_imports_pandas(sandbox: SandboxServer, tmp_path: object) -> None:
     # pandas costs CPU in every process that imports it; pyarrow pulls it in on its first
     # conversion of a Python object, so this guards that the bookings path converts none.

@@ -72,8 +72,9 @@ def _run(command: list[str], cwd: Path) -> str:
 
 # Slow tier: a month of extraction, a Dagster run in its own process (about 30 s).
 @pytest.mark.slow
+@pytest.mark.system_clock("the README's CLI and Dagster snippets extract the system clock's today")
 def test_the_readme_snippets_run_as_copied(system_sandbox: SandboxServer, checkout: Path) -> None:
-    sandbox = system_sandbox  # the CLI and Dagster date snapshots by the system clock
+    sandbox = system_sandbox
     (real_api,) = _blocks("bash", "jicoo extract --start")
     _run(["/bin/bash", "-c", _as_user(real_api, sandbox)], checkout)
     store = ParquetStore(str(checkout / "data" / "warehouse"))

@@ -219,9 +219,14 @@ def test_every_variable_has_a_code_location_check() -> None:
 
 
 @pytest.mark.parametrize("env", sorted(LOCATION))
-def test_each_variable_changes_the_code_location(env: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_each_variable_changes_the_code_location(
+    env: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     for other in VARIABLES:
         monkeypatch.delenv(other, raising=False)
+    # The defaults are relative (data/...): checked as values, resolved under the test's folder,
+    # never opened in the checkout's data/ (a user's events file may sit there).
+    monkeypatch.chdir(tmp_path)
     value = _example(env)
     before = LOCATION[env](_load(monkeypatch, **ALONGSIDE.get(env, {})))
     after = LOCATION[env](_load(monkeypatch, **ALONGSIDE.get(env, {}), **{env: value}))
@@ -297,9 +302,9 @@ def test_help_shows_each_default_and_its_variable(capsys: pytest.CaptureFixture[
 
 @pytest.fixture
 def cli_env(
-    system_sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> SandboxServer:
-    sandbox = system_sandbox  # the CLI reads the system clock ("today", "in the past")
+    """The CLI on the session's sandbox with no JICOO_* variable but its key and URL."""
     for env in VARIABLES:
         monkeypatch.delenv(env, raising=False)
     monkeypatch.setenv("JICOO_API_KEY", sandbox.api_key)
@@ -380,9 +385,15 @@ def test_cli_network_settings(
     assert "not both" in capsys.readouterr().err
 
 
+@pytest.mark.system_clock("the CLI's default day is the system clock's today in JICOO_TIMEZONE")
 def test_cli_timezone_and_warehouse_root(
-    cli_env: SandboxServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    cli_env: SandboxServer,
+    system_sandbox: SandboxServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
+    monkeypatch.setenv("JICOO_API_KEY", system_sandbox.api_key)
+    monkeypatch.setenv("JICOO_BASE_URL", system_sandbox.base_url)
     # UTC+14: its calendar day is never UTC's, so the partition proves which zone was used.
     zone = ZoneInfo("Pacific/Kiritimati")
     monkeypatch.setenv("JICOO_TIMEZONE", str(zone))

@@ -85,6 +85,7 @@ def extract_range(
     rows_in_flight: int = DEFAULT_ROWS_IN_FLIGHT,
     full: bool = False,
     feed_from_store: bool = False,
+    now: dt.datetime | None = None,
 ) -> list[ExtractResult]:
     """Extract day tables for every day in ``[start, end]`` (inclusive) and snapshot tables once.
 
@@ -94,14 +95,15 @@ def extract_range(
     ``rows_in_flight`` listed rows are held. With ``feed_from_store``, a day table whose feed is
     another table that is not extracted here (booking_contacts without bookings) reads that
     table's partitions in ``out_root`` instead of listing it again; a missing one raises
-    ``MissingPartitionError`` before any request. Snapshot tables are dated today in ``zone``:
-    the API only knows the present, so a snapshot labelled with a past date would be a lie. At
-    most ``day_concurrency`` chunks or snapshots are in flight. Every partition is attempted,
-    failures are raised together afterwards as one ``ExtractError`` (an ExceptionGroup; written
-    partitions stay written), except that after a failure no other partition could escape (the
-    API unreachable once retries are spent, or the key refused) no new partition starts.
-    ``progress`` gets each result. Tables that carry unchanged rows over (booking_contacts)
-    re-read them all with ``full``.
+    ``MissingPartitionError`` before any request. Snapshot tables are dated today in ``zone``
+    (the day of ``now``, default the system clock's): the API only knows the present, so a
+    snapshot labelled with a past date would be a lie. At most ``day_concurrency`` chunks or
+    snapshots are in flight. Every partition is attempted, failures are raised together
+    afterwards as one ``ExtractError`` (an ExceptionGroup; written partitions stay written),
+    except that after a failure no other partition could escape (the API unreachable once
+    retries are spent, or the key refused) no new partition starts. ``progress`` gets each
+    result. Tables that carry unchanged rows over (booking_contacts) re-read them all with
+    ``full``.
     """
     selected = _selected(tables)
     if min(day_concurrency, chunk_days, rows_in_flight, horizon_days) < 1:
@@ -111,7 +113,7 @@ def extract_range(
     tz = zone_of(zone)
     ctx = ExtractContext(
         tz,
-        snapshot_date=dt.datetime.now(tz).date(),
+        snapshot_date=(now or dt.datetime.now(dt.UTC)).astimezone(tz).date(),
         extracted_at=dt.datetime.now(dt.UTC),
         run_id=run_id,
         store=ParquetStore(out_root),

@@ -39,8 +39,6 @@ from tests.writeback_data import (
     settings_for,
 )
 
-pytestmark = pytest.mark.dates
-
 # An off-grid minute no event type offers as a slot: the server answers 422 (slot_off_grid).
 OFF_GRID = dt.timedelta(minutes=7)
 CHILD = Path(__file__).with_name("apply_child.py")

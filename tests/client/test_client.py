@@ -168,15 +168,16 @@ def test_redirect_is_refused_and_the_key_stays_home(
 
 def test_trickle_hits_the_total_deadline_quickly(sandbox: SandboxServer) -> None:
     uid = str(sandbox.store.all_bookings()[0]["uid"])
-    # ~1 s to trickle one booking: every read is fast, only the total deadline can stop it.
-    # (A small body: the sandbox keeps trickling to a closed socket, delaying its shutdown.)
-    sandbox.set_faults({"rules": [{"kind": "trickle", "chunk_bytes": 64, "interval_ms": 100}]})
+    # ~3 s to trickle one booking (about 700 bytes): every read is fast, only the total
+    # deadline can stop it. (A small body: the sandbox keeps trickling to a closed socket.)
+    sandbox.set_faults({"rules": [{"kind": "trickle", "chunk_bytes": 64, "interval_ms": 300}]})
     started = time.monotonic()
     with pytest.raises(TransportError, match="deadline") as caught:
         run(sandbox, lambda client: client.get_booking(uid), request_deadline=0.4, max_retries=1)
     elapsed = time.monotonic() - started
-    # Two attempts of 0.4 s plus at most one INITIAL_RETRY_DELAY of backoff, not minutes.
-    assert elapsed < 2.0
+    # Two attempts of 0.4 s and one INITIAL_RETRY_DELAY of backoff (1.3 s), stopped before one
+    # body could trickle through; the rest is room for a loaded machine (2.04 s at load 25).
+    assert elapsed < 3.0
     assert caught.value.endpoint == f"/v1/bookings/{uid}"
     assert len(api_requests(sandbox)) == 2
 
@@ -250,7 +251,6 @@ def test_404_is_not_found_and_ids_are_quoted(sandbox: SandboxServer) -> None:
     assert len(api_requests(sandbox)) == 1
 
 
-@pytest.mark.dates
 def test_422_keeps_the_server_message(sandbox: SandboxServer) -> None:
     uid = open_future_booking(sandbox)
     past = dt.datetime(2001, 1, 1, tzinfo=dt.UTC)
@@ -284,7 +284,6 @@ def _cancels(sandbox: SandboxServer, uid: str) -> list[dict[str, object]]:
     return [e for e in sandbox.store.journal() if e["booking_uid"] == uid and e["method"] == "POST"]
 
 
-@pytest.mark.dates
 def test_dropped_connection_after_apply_is_in_doubt_and_not_resent(sandbox: SandboxServer) -> None:
     uid = open_future_booking(sandbox)
     sandbox.set_faults({"rules": [{"kind": "drop_after_apply", "path": "/cancel$", "times": 1}]})
@@ -298,7 +297,6 @@ def test_dropped_connection_after_apply_is_in_doubt_and_not_resent(sandbox: Sand
     assert sandbox.store.get_booking(uid)["status"] == "cancel"  # type: ignore[index]
 
 
-@pytest.mark.dates
 def test_5xx_on_a_post_is_in_doubt_and_not_retried(sandbox: SandboxServer) -> None:
     uid = open_future_booking(sandbox)
     sandbox.set_faults({"rules": [{"kind": "status", "status": 503, "methods": ["POST"]}]})
@@ -308,7 +306,6 @@ def test_5xx_on_a_post_is_in_doubt_and_not_retried(sandbox: SandboxServer) -> No
     assert [e["changed"] for e in _cancels(sandbox, uid)] == [False]
 
 
-@pytest.mark.dates
 def test_429_on_a_post_is_retried_and_applied_once(sandbox: SandboxServer) -> None:
     uid = open_future_booking(sandbox)
     sandbox.set_faults(
@@ -360,7 +357,6 @@ def test_every_listing_endpoint_walks(sandbox: SandboxServer) -> None:
     assert min(counts.values()) >= 1
 
 
-@pytest.mark.dates
 def test_available_slots_split_into_week_windows_without_duplicates(sandbox: SandboxServer) -> None:
     event_type = str(sandbox.store.event_types()[0]["uid"])
     start = sandbox.config.clock().replace(hour=0, minute=0, second=0, microsecond=0)

@@ -12,7 +12,7 @@ import pytest
 from jicoo_connector.client import AsyncJicooClient, FetchReport, JicooClient, RateLimiter
 from jicoo_connector.errors import JicooError
 from jicoo_connector.settings import ApiKey, Settings
-from jicoo_sandbox.config import SandboxConfig
+from jicoo_sandbox.config import Clock, SandboxConfig
 from jicoo_sandbox.server import SandboxServer
 
 SENTINEL = "sk_test_SENTINEL_0f3a"
@@ -20,8 +20,8 @@ FRAGMENT = "SENTINEL_0f3a"
 
 
 @pytest.fixture(scope="module")
-def sentinel_sandbox() -> Iterator[SandboxServer]:
-    with SandboxServer(SandboxConfig(bookings=300, api_keys=(SENTINEL,))) as server:
+def sentinel_sandbox(clock: Clock) -> Iterator[SandboxServer]:
+    with SandboxServer(SandboxConfig(bookings=300, api_keys=(SENTINEL,), clock=clock)) as server:
         yield server
 
 

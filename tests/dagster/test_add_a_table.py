@@ -136,19 +136,19 @@ def test_a_registered_table_is_extracted_by_the_run_loop(
 
 def test_a_registered_table_is_in_the_cli_tables(
     user_roles: TableSource,
-    system_sandbox: SandboxServer,
+    sandbox: SandboxServer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert TABLE in _cli_tables(capsys)
-    monkeypatch.setenv("JICOO_API_KEY", system_sandbox.api_key)
-    monkeypatch.setenv("JICOO_BASE_URL", system_sandbox.base_url)
+    monkeypatch.setenv("JICOO_API_KEY", sandbox.api_key)
+    monkeypatch.setenv("JICOO_BASE_URL", sandbox.base_url)
     monkeypatch.setenv("JICOO_RATE_LIMIT", str(TEST_RATE_LIMIT))
     out = tmp_path / "wh"
     assert main(["extract", "--tables", TABLE, "--out", str(out), "--quiet"]) == EXIT_OK
     (written,) = (out / TABLE).rglob("*.parquet")
-    assert _rows(written) == _roles_in_sandbox(system_sandbox)
+    assert _rows(written) == _roles_in_sandbox(sandbox)
 
 
 def test_a_registered_table_is_an_asset_with_its_checks(

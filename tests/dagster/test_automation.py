@@ -68,10 +68,9 @@ def test_inbox_sensor_requests_one_run_per_content(tmp_path: Path) -> None:
 
 
 def test_refresh_schedule_requests_the_rolling_range_and_the_run_extracts_it(
-    system_sandbox: SandboxServer, tmp_path: Path
+    sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    # Dagster's partitions end FUTURE_DAYS after the system clock's today: a sandbox on it.
-    sandbox = system_sandbox
+    # Evaluated at the sandbox's day; Dagster's partitions follow the test clock (conftest).
     config = ConnectorConfig()
     jicoo_refresh_schedule = build_schedules(config)[0]
     moment = dt.datetime.combine(tokyo_today(sandbox), dt.time(3, 30), tzinfo=TOKYO)

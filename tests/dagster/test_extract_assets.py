@@ -32,6 +32,10 @@ from tests.dagster.support import (
     warehouse_resource,
 )
 
+# Every test reads the one scenario, run on a sandbox on the system clock.
+pytestmark = pytest.mark.system_clock(
+    "the snapshot assets take their day, and the available slots' window, from the system clock"
+)
 CONTACTS_OP = op_name("booking_contacts")
 
 LINEAGE = (EXTRACTED_AT_COLUMN, RUN_ID_COLUMN)

@@ -190,6 +190,9 @@ def _wait_for_runs(instance: dg.DagsterInstance, daemon: subprocess.Popen[bytes]
 @pytest.mark.timeout(420)
 # Dagster's own backfill code calls its deprecated AssetSelection.sources (1.13).
 @pytest.mark.filterwarnings("ignore:Function `AssetSelection.sources`:DeprecationWarning")
+@pytest.mark.system_clock(
+    "the Dagster runs take today and the past from the system clock (partitions, reschedules)"
+)
 def test_the_deploy_configuration_runs_backfill_and_write_back_across_processes(
     system_sandbox: SandboxServer,
     postgres: PostgresServer,
@@ -197,7 +200,6 @@ def test_the_deploy_configuration_runs_backfill_and_write_back_across_processes(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The runs decide "in the past" and "today" by the system clock: a sandbox on it.
     sandbox = system_sandbox
     instance_url = postgres.create_database("dagster")
     ledger_url = postgres.create_database("ledger")

@@ -102,13 +102,15 @@ def _writeback_job(sandbox: SandboxServer, tmp_path: Path) -> dg.JobDefinition:
     return _writeback_defs(sandbox, tmp_path).resolve_job_def("apply_changeset")
 
 
+@pytest.mark.system_clock(
+    "the write-back job refuses reschedule targets in the past by the system clock"
+)
 def test_dry_run_then_apply_then_rerun_through_the_job(
     system_sandbox: SandboxServer,
     tmp_path: Path,
     ledger_location: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The job decides "in the past" by the system clock: a sandbox on it.
     sandbox = system_sandbox
     path = tmp_path / "changes.csv"
     changes = _changeset(sandbox, path)
@@ -182,9 +184,10 @@ def test_the_inbox_sensor_runs_by_default_and_says_so() -> None:
 
 
 def test_a_cp932_file_in_the_inbox_is_applied_by_its_name(
-    system_sandbox: SandboxServer, tmp_path: Path
+    sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    sandbox = system_sandbox  # the job reads the system clock
+    # Cancels only: the job compares no time with its (system) clock; the sandbox refuses a
+    # cancel of a booking in its own past.
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     uid = str(future_open_bookings(sandbox)[0]["uid"])
@@ -211,10 +214,13 @@ def test_a_cp932_file_in_the_inbox_is_applied_by_its_name(
     assert booking(sandbox, uid)["cancelReason"] == reason
 
 
+@pytest.mark.system_clock(
+    "the write-back job refuses reschedule targets in the past by the system clock"
+)
 def test_the_job_writes_every_row_that_did_not_go_through_to_rejected_csv(
     system_sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    sandbox = system_sandbox  # the job reads the system clock
+    sandbox = system_sandbox
     path = tmp_path / "changes.csv"
     changes = _changeset(sandbox, path)
     with path.open("a", encoding="utf-8", newline="") as out:

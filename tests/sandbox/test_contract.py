@@ -17,8 +17,6 @@ from referencing.jsonschema import DRAFT202012
 from jicoo_sandbox.server import SandboxServer
 from tests.conftest import LIMITED_KEY
 
-pytestmark = pytest.mark.dates
-
 # Parsed JSON bodies: the tests index into them freely.
 Json = dict[str, Any]
 

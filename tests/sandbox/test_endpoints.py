@@ -275,7 +275,6 @@ def test_required_query_parameters(client: httpx.Client) -> None:
     assert list(missing_type.json()["errors"]["fields"]) == ["eventTypeId"]
 
 
-@pytest.mark.dates
 def test_available_schedules_window_rules(sandbox: SandboxServer, client: httpx.Client) -> None:
     uid = client.get("/v1/event_types").json()["data"][0]["uid"]
     path = f"/v1/event_types/{uid}/available_schedules"

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from jicoo_sandbox.config import SandboxConfig
+from jicoo_sandbox.config import Clock, SandboxConfig
 from jicoo_sandbox.fault_middleware import DEEP_NESTING_DEPTH
 from jicoo_sandbox.fault_profile import FAULT_KINDS, FaultProfile, FaultProfileError
 from jicoo_sandbox.server import SandboxServer
@@ -117,7 +117,6 @@ def test_status_answers_with_the_error_envelope(
     assert body["errors"]["fields"] == {}
 
 
-@pytest.mark.dates
 def test_injected_failure_on_a_post_is_journaled_as_not_applied(
     sandbox: SandboxServer, client: httpx.Client
 ) -> None:
@@ -231,10 +230,11 @@ def test_trickle_beats_a_read_timeout_but_not_a_deadline(
     assert elapsed >= 5 * interval_ms / 1000
 
 
-def test_a_hung_up_trickle_stops_and_lets_the_server_stop_promptly() -> None:
+def test_a_hung_up_trickle_stops_and_lets_the_server_stop_promptly(clock: Clock) -> None:
     # ~60 s to trickle a page: only a trickle that notices the hang-up lets stop() finish fast.
     rule = {"kind": "trickle", "chunk_bytes": 16, "interval_ms": 100}
-    server = SandboxServer(SandboxConfig(bookings=HUNG_UP_BOOKINGS, faults={"rules": [rule]}))
+    config = SandboxConfig(bookings=HUNG_UP_BOOKINGS, faults={"rules": [rule]}, clock=clock)
+    server = SandboxServer(config)
     server.start()
     try:
         host, port = server.base_url.removeprefix("http://").rsplit(":", 1)
@@ -338,7 +338,6 @@ def test_hostile_huge_body_gzip_is_a_decompression_bomb(
     assert len(gzip.decompress(wire)) > size
 
 
-@pytest.mark.dates
 def test_drop_after_apply_applies_but_never_answers(
     sandbox: SandboxServer, client: httpx.Client
 ) -> None:

@@ -9,8 +9,6 @@ import pytest
 
 from jicoo_sandbox.server import SandboxServer
 
-pytestmark = pytest.mark.dates
-
 # Parsed JSON bodies: the tests index into them freely.
 Json = dict[str, Any]
 

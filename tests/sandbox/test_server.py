@@ -13,6 +13,7 @@ import pytest
 
 import jicoo_sandbox as sandbox_package
 from jicoo_sandbox import SandboxConfig, SandboxProcess, SandboxServer
+from jicoo_sandbox.config import Clock
 from jicoo_sandbox.fault_profile import FaultProfileError
 from jicoo_sandbox.server import TransportHttpToolsProtocol
 
@@ -48,10 +49,12 @@ def test_session_sandbox_listens_on_a_real_port(sandbox: SandboxServer) -> None:
     assert len(first_uids(sandbox.base_url, sandbox.api_key)) == 5
 
 
-def test_two_servers_side_by_side_then_stop_cleanly() -> None:
+def test_two_servers_side_by_side_then_stop_cleanly(clock: Clock) -> None:
     before = len(sandbox_threads())
-    one = SandboxServer(SandboxConfig(seed=1, bookings=SMALL))
-    two = SandboxServer(SandboxConfig(seed=2, bookings=SMALL, api_keys=("sk_test_two",)))
+    one = SandboxServer(SandboxConfig(seed=1, bookings=SMALL, clock=clock))
+    two = SandboxServer(
+        SandboxConfig(seed=2, bookings=SMALL, api_keys=("sk_test_two",), clock=clock)
+    )
     with one, two:
         assert one.base_url != two.base_url
         assert first_uids(one.base_url, one.api_key) != first_uids(two.base_url, two.api_key)
@@ -77,13 +80,15 @@ def test_reset_restores_data_faults_and_log(sandbox: SandboxServer) -> None:
         assert client.get("/v1/bookings").json()["totalCount"] == total
 
 
-def test_a_bad_fault_profile_stops_the_start() -> None:
+def test_a_bad_fault_profile_stops_the_start(clock: Clock) -> None:
+    faults = {"rules": [{"kind": "explode"}]}
     with pytest.raises(FaultProfileError, match=r"rules\[0\]\.kind"):
-        SandboxServer(SandboxConfig(bookings=SMALL, faults={"rules": [{"kind": "explode"}]}))
+        SandboxServer(SandboxConfig(bookings=SMALL, faults=faults, clock=clock))
 
 
-def test_start_profile_from_config_is_active(sandbox: SandboxServer) -> None:
-    config = SandboxConfig(bookings=SMALL, faults={"rules": [{"kind": "status", "status": 504}]})
+def test_start_profile_from_config_is_active(clock: Clock) -> None:
+    faults = {"rules": [{"kind": "status", "status": 504}]}
+    config = SandboxConfig(bookings=SMALL, faults=faults, clock=clock)
     with SandboxServer(config) as server:
         assert first_status(server) == 504
         server.reset()  # back to the start profile, not to none
@@ -102,7 +107,7 @@ def first_status(server: SandboxServer) -> int:
 def test_a_taken_port_fails_loudly(sandbox: SandboxServer) -> None:
     port = int(sandbox.base_url.rsplit(":", 1)[1])
     with pytest.raises(RuntimeError, match="could not start"):
-        SandboxServer(SandboxConfig(bookings=SMALL), port=port).start()
+        SandboxServer(SandboxConfig(bookings=SMALL, clock=sandbox.config.clock), port=port).start()
 
 
 def test_protocol_class_is_uvicorns_httptools() -> None:

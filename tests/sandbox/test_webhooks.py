@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.webhook_freshness import TOKYO, find_moves, reschedule
-from jicoo_sandbox.config import SandboxConfig
+from jicoo_sandbox.config import Clock, SandboxConfig
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import WebhookOptions
 from tests.webhooks.conftest import SECRET, Receiver
@@ -17,14 +17,17 @@ DRAIN_S = 30.0
 RETRIES_SEEN_S = 10.0
 
 
-def _config(url: str) -> SandboxConfig:
-    return SandboxConfig(seed=7, bookings=500, webhooks=WebhookOptions(url=url, secret=SECRET))
+def _config(url: str, clock: Clock) -> SandboxConfig:
+    options = WebhookOptions(url=url, secret=SECRET)
+    return SandboxConfig(seed=7, bookings=500, webhooks=options, clock=clock)
 
 
-def test_api_changes_send_signed_host_events_and_other_patches_send_none(tmp_path: Path) -> None:
+def test_api_changes_send_signed_host_events_and_other_patches_send_none(
+    tmp_path: Path, clock: Clock
+) -> None:
     receiver = Receiver(tmp_path / "events.sqlite", SECRET, clock=time.time)
     try:
-        with SandboxServer(_config(receiver.url)) as sandbox:
+        with SandboxServer(_config(receiver.url, clock)) as sandbox:
             headers = {"X-Jicoo-Api-Key": sandbox.api_key}
             with httpx.Client(base_url=sandbox.base_url, headers=headers) as client:
                 today = sandbox.config.clock().astimezone(TOKYO).date()
@@ -49,11 +52,11 @@ def test_api_changes_send_signed_host_events_and_other_patches_send_none(tmp_pat
     assert [(d["status"], d["body"]["attempt"]) for d in deliveries] == [(200, 1), (200, 1)]
 
 
-def test_deliveries_are_retried_until_the_receiver_answers(tmp_path: Path) -> None:
+def test_deliveries_are_retried_until_the_receiver_answers(tmp_path: Path, clock: Clock) -> None:
     with socket.socket() as probe:  # a port nobody listens on, yet
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with SandboxServer(_config(f"http://127.0.0.1:{port}/hooks")) as sandbox:
+    with SandboxServer(_config(f"http://127.0.0.1:{port}/hooks", clock)) as sandbox:
         headers = {"X-Jicoo-Api-Key": sandbox.api_key}
         with httpx.Client(base_url=sandbox.base_url, headers=headers) as client:
             today = sandbox.config.clock().astimezone(TOKYO).date()

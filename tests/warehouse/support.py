@@ -22,14 +22,23 @@ CHILD_TIMEOUT_S = 90
 
 
 def extract_days(sandbox: SandboxServer, root: Path, days: Sequence[dt.date]) -> None:
-    """Every table of the sandbox into ``root``: day tables for ``days``, snapshots for today."""
+    """Every table of the sandbox into ``root``: day tables for ``days``, snapshots for the
+    sandbox clock's today (its slots lie ahead of it)."""
     settings = Settings(
         api_key=ApiKey(sandbox.api_key),
         base_url=sandbox.base_url,
         rate_limit=TEST_RATE_LIMIT,
         burst=TEST_BURST,
     )
-    extract_range(settings, list(TABLES), min(days), max(days), str(root), zone="Asia/Tokyo")
+    extract_range(
+        settings,
+        list(TABLES),
+        min(days),
+        max(days),
+        str(root),
+        zone="Asia/Tokyo",
+        now=sandbox.config.clock(),
+    )
 
 
 def around_today(sandbox: SandboxServer, before: int, after: int) -> list[dt.date]:

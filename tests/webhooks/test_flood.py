@@ -18,7 +18,7 @@ from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import extract_range
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.webhooks import SQLiteEventStore
-from jicoo_sandbox.config import SandboxConfig
+from jicoo_sandbox.config import Clock, SandboxConfig
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import ChurnRunner, WebhookOptions
 from tests.dagster.support import TEST_RATE_LIMIT, warehouse_resource
@@ -44,7 +44,7 @@ def _wait_events(sandbox: SandboxServer, count: int) -> None:
 
 @pytest.mark.slow
 def test_flood_with_duplicates_reordering_and_two_receiver_kills(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock
 ) -> None:
     db = tmp_path / "events.sqlite"
     env = dict(os.environ)
@@ -55,7 +55,7 @@ def test_flood_with_duplicates_reordering_and_two_receiver_kills(
         backoff_s=0.05, max_backoff_s=1.0, max_attempts=200, seed=11,
     )  # fmt: skip
     warehouse = warehouse_resource(tmp_path)
-    config = SandboxConfig(seed=7, bookings=2000, webhooks=options)
+    config = SandboxConfig(seed=7, bookings=2000, webhooks=options, clock=clock)
     with SandboxServer(config) as sandbox:
         store = sandbox.store
         # The warehouse a daily refresh left: every seeded day, before any change.
