@@ -145,6 +145,10 @@ def test_the_demo_changeset_plans_and_applies_without_failures(
     assert_server_matches(sandbox, parsed, ledger, batch_id="demo")
 
 
+@pytest.mark.system_clock(
+    "make sandbox writes today's free slots and the CLI refuses targets in the past, both by "
+    "the system clock"
+)
 def test_make_sandbox_writes_an_example_changeset_that_plans_cleanly_against_it(
     system_sandbox: SandboxServer, tmp_path: Path
 ) -> None:

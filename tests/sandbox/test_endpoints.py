@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from jicoo_sandbox.config import DEFAULT_SANDBOX_KEY, SandboxConfig
+from jicoo_sandbox.config import DEFAULT_SANDBOX_KEY, Clock, SandboxConfig
 from jicoo_sandbox.server import SandboxServer
 from tests.conftest import LIMITED_KEY
 
@@ -202,12 +202,14 @@ def test_missing_or_wrong_key_is_403_as_the_real_api_answered(sandbox: SandboxSe
     assert upper.status_code == 200
 
 
-def test_the_refusal_can_be_401_instead() -> None:
-    config = SandboxConfig(bookings=20, api_keys=(DEFAULT_SANDBOX_KEY,), auth_failure_status=401)
+def test_the_refusal_can_be_401_instead(clock: Clock) -> None:
+    config = SandboxConfig(
+        bookings=20, api_keys=(DEFAULT_SANDBOX_KEY,), auth_failure_status=401, clock=clock
+    )
     with SandboxServer(config) as server:
         assert _refusals(server.base_url) == [(401, "unauthorized")] * 3
     with pytest.raises(ValueError, match="auth_failure_status"):
-        SandboxConfig(auth_failure_status=400)
+        SandboxConfig(auth_failure_status=400, clock=clock)
 
 
 def test_denied_operation_is_403_only_for_that_key_and_operation(sandbox: SandboxServer) -> None:

@@ -47,9 +47,8 @@ def _written_since(root: Path, before: dict[Path, int]) -> list[Path]:
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 def test_an_interrupted_extract_says_what_it_wrote_and_the_rest_keeps_its_data(
-    sig: signal.Signals, system_sandbox: SandboxServer, tmp_path: Path
+    sig: signal.Signals, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    sandbox = system_sandbox
     out = tmp_path / "wh"
     first_day = sandbox.store.anchor - dt.timedelta(days=EXTRACT_DAYS // 2)
     last_day = first_day + dt.timedelta(days=EXTRACT_DAYS - 1)
@@ -83,6 +82,7 @@ def test_an_interrupted_extract_says_what_it_wrote_and_the_rest_keeps_its_data(
 
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+@pytest.mark.system_clock("the CLI refuses reschedule targets in the past by the system clock")
 def test_an_interrupted_apply_says_how_many_changes_are_applied_and_the_rerun_finishes(
     sig: signal.Signals, system_sandbox: SandboxServer, tmp_path: Path, ledger_location: str
 ) -> None:
@@ -124,11 +124,11 @@ def _lock_waiters(url: str) -> int:
 
 
 def test_an_interrupted_load_ends_after_the_table_in_hand(
-    system_sandbox: SandboxServer, tmp_path: Path, postgres_url: str
+    sandbox: SandboxServer, tmp_path: Path, postgres_url: str
 ) -> None:
-    env = environment(system_sandbox, tmp_path)
+    env = environment(sandbox, tmp_path)
     root = tmp_path / "wh"
-    day = str(system_sandbox.store.anchor)
+    day = str(sandbox.store.anchor)
     extract = ["extract", "--tables", "bookings", "users", "--start", day, "--out", str(root)]
     assert run(*extract, "--quiet", env=env, cwd=tmp_path).returncode == 0
     load = ["load", "--warehouse-url", postgres_url, "--root", str(root)]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from jicoo_sandbox.config import system_clock
 from jicoo_sandbox.server import SandboxServer
 from tests.conftest import LIMITED_KEY, sandbox_config
 from tests.signals.support import environment, one_line, run
@@ -27,11 +26,10 @@ REFUSED = re.compile(
 @pytest.fixture(scope="module")
 def sandbox_401() -> Iterator[SandboxServer]:
     """A sandbox answering a wrong key with 401 (the shared one answers 403, as the real API
-    did), and refusing one key the bookings listing only. On the system clock: the CLI's."""
+    did), and refusing one key the bookings listing only."""
     config = replace(
         sandbox_config(),
         bookings=200,
-        clock=system_clock,
         auth_failure_status=401,
         denied={NO_BOOKINGS_KEY: frozenset({"listBookings"})},
     )
@@ -42,13 +40,13 @@ def sandbox_401() -> Iterator[SandboxServer]:
 @pytest.mark.parametrize("status", [403, 401])
 def test_a_key_that_reads_nothing_fails_the_extract_with_one_line_and_writes_nothing(
     status: int,
-    system_sandbox: SandboxServer,
+    sandbox: SandboxServer,
     sandbox_401: SandboxServer,
     tmp_path: Path,
 ) -> None:
-    sandbox = system_sandbox if status == 403 else sandbox_401
-    sandbox.clear_requests()
-    env = environment(sandbox, tmp_path, JICOO_API_KEY=WRONG_KEY)
+    server = sandbox if status == 403 else sandbox_401
+    server.clear_requests()
+    env = environment(server, tmp_path, JICOO_API_KEY=WRONG_KEY)
     done = run("extract", "--out", str(tmp_path / "wh"), "--quiet", env=env, cwd=tmp_path)
 
     assert done.returncode == 2
@@ -58,10 +56,10 @@ def test_a_key_that_reads_nothing_fails_the_extract_with_one_line_and_writes_not
     assert WRONG_KEY not in done.stdout + done.stderr
     assert not (tmp_path / "wh").exists() or not list((tmp_path / "wh").rglob("*.parquet"))
     # Never retried: no request went out twice.
-    asked = [(r["method"], r["path"], r["query"]) for r in sandbox.requests()]
+    asked = [(r["method"], r["path"], r["query"]) for r in server.requests()]
     assert asked
     assert len(asked) == len(set(asked))
-    assert {r["status"] for r in sandbox.requests()} == {status}
+    assert {r["status"] for r in server.requests()} == {status}
 
 
 def test_a_403_on_bookings_fails_the_extract_of_the_day_tables(
@@ -81,16 +79,16 @@ def test_a_403_on_bookings_fails_the_extract_of_the_day_tables(
 
 
 def test_a_key_that_may_not_read_one_table_skips_it_and_keeps_its_earlier_partitions(
-    system_sandbox: SandboxServer, tmp_path: Path
+    sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     out = tmp_path / "wh"
     args = ["extract", "--tables", "users", "event_types", "--out", str(out), "--quiet"]
-    full = run(*args, env=environment(system_sandbox, tmp_path), cwd=tmp_path)
+    full = run(*args, env=environment(sandbox, tmp_path), cwd=tmp_path)
     assert full.returncode == 0, full.stderr
     (earlier,) = list((out / "event_types").rglob("data.parquet"))
     kept = (earlier.read_bytes(), earlier.stat().st_mtime_ns)
 
-    limited = environment(system_sandbox, tmp_path, JICOO_API_KEY=LIMITED_KEY)
+    limited = environment(sandbox, tmp_path, JICOO_API_KEY=LIMITED_KEY)
     done = run(*args, env=limited, cwd=tmp_path)
 
     assert done.returncode == 1
@@ -103,18 +101,19 @@ def test_a_key_that_may_not_read_one_table_skips_it_and_keeps_its_earlier_partit
     assert "403 on /v1/event_types" in summary["event_types"]
     assert "earlier partitions kept" in summary["event_types"]
     assert (earlier.read_bytes(), earlier.stat().st_mtime_ns) == kept  # not emptied
-    assert int(summary["users"].split()[1]) == len(system_sandbox.store.users())
+    assert int(summary["users"].split()[1]) == len(sandbox.store.users())
 
 
 @pytest.mark.parametrize("status", [403, 401])
 def test_apply_with_a_key_the_api_refuses_sends_nothing_and_exits_2(
-    status: int, system_sandbox: SandboxServer, sandbox_401: SandboxServer, tmp_path: Path
+    status: int, sandbox: SandboxServer, sandbox_401: SandboxServer, tmp_path: Path
 ) -> None:
-    sandbox = system_sandbox if status == 403 else sandbox_401
-    uids = [b["uid"] for b in future_open_bookings(sandbox)[:3]]
+    # Nothing is planned with a refused key, so the day of either sandbox's clock is no matter.
+    server = sandbox if status == 403 else sandbox_401
+    uids = [b["uid"] for b in future_open_bookings(server)[:3]]
     changes = tmp_path / "refused.csv"
     changes.write_text(HEADER + "\n" + "".join(f",cancel,{u},,,x\n" for u in uids), "utf-8")
-    env = environment(sandbox, tmp_path, JICOO_API_KEY=WRONG_KEY)
+    env = environment(server, tmp_path, JICOO_API_KEY=WRONG_KEY)
     args = ["apply", str(changes), "--ledger", str(tmp_path / "ledger.sqlite")]
     done = run(*args, "--apply-log", str(tmp_path / "log"), env=env, cwd=tmp_path)
 
@@ -123,4 +122,4 @@ def test_apply_with_a_key_the_api_refuses_sends_nothing_and_exits_2(
         "jicoo: apply: the API refused JICOO_API_KEY (HTTP 401/403); nothing was sent"
     )
     assert "nothing was sent" in done.stdout
-    assert all_posts(sandbox) == 0
+    assert all_posts(server) == 0

@@ -68,27 +68,25 @@ def test_load_from_a_folder_without_partitions(tmp_path: Path) -> None:
     ids=["base-url-v1", "non-ascii-key", "proxy-port", "env-proxy-port"],
 )
 def test_a_setting_that_cannot_work_stops_the_extract_before_any_request(
-    variables: dict[str, str], line: str, system_sandbox: SandboxServer, tmp_path: Path
+    variables: dict[str, str], line: str, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    base = system_sandbox.base_url
-    env = environment(
-        system_sandbox, tmp_path, **{k: v.format(base=base) for k, v in variables.items()}
-    )
-    system_sandbox.clear_requests()
+    base = sandbox.base_url
+    env = environment(sandbox, tmp_path, **{k: v.format(base=base) for k, v in variables.items()})
+    sandbox.clear_requests()
     done = run(*USERS, "--out", str(tmp_path / "wh"), env=env, cwd=tmp_path)
 
     assert done.returncode == 2
     assert one_line(done.stderr) == line.format(base=base)
     assert "pw" not in done.stderr
-    assert system_sandbox.requests() == []
+    assert sandbox.requests() == []
     assert not (tmp_path / "wh").exists()
 
 
 def test_an_api_error_in_extract_is_one_line_naming_the_request(
-    system_sandbox: SandboxServer, tmp_path: Path
+    sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     # A base URL under a path the API does not serve: every request is a 404, never retried.
-    env = environment(system_sandbox, tmp_path, JICOO_BASE_URL=f"{system_sandbox.base_url}/api")
+    env = environment(sandbox, tmp_path, JICOO_BASE_URL=f"{sandbox.base_url}/api")
     done = run(*USERS, "--out", str(tmp_path / "wh"), env=env, cwd=tmp_path)
 
     assert done.returncode == 2
@@ -126,15 +124,15 @@ CAPPED = (
 
 
 def test_a_write_the_disk_refuses_is_said_once_and_leaves_no_temp_file(
-    system_sandbox: SandboxServer, tmp_path: Path
+    sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     out = tmp_path / "wh"
-    day = str(system_sandbox.store.anchor)
+    day = str(sandbox.store.anchor)
     args = ["extract", "--tables", "bookings", "users", "--start", day, "--out", str(out)]
     done = subprocess.run(  # noqa: S603 - our own CLI, under a file size cap
         [sys.executable, "-c", CAPPED, *args, "--quiet"],
         cwd=tmp_path,
-        env=environment(system_sandbox, tmp_path),
+        env=environment(sandbox, tmp_path),
         capture_output=True,
         text=True,
         timeout=CHILD_TIMEOUT_S,

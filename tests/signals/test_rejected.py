@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from assets.writeback import (
     APPLY_LOG_KEY,
@@ -40,6 +41,7 @@ def _fix_in_place(path: Path) -> None:
     path.write_text(text.replace(f",{TYPO},", ",Asia/Tokyo,"), encoding="utf-8-sig")
 
 
+@pytest.mark.system_clock("the CLI refuses reschedule targets in the past by the system clock")
 def test_a_rejected_csv_fixed_in_place_is_resubmitted_as_is(
     system_sandbox: SandboxServer, tmp_path: Path
 ) -> None:
@@ -68,6 +70,9 @@ def test_a_rejected_csv_fixed_in_place_is_resubmitted_as_is(
     assert not (tmp_path / "orders.rejected.rejected.csv").exists()
 
 
+@pytest.mark.system_clock(
+    "the write-back job refuses reschedule targets in the past by the system clock"
+)
 def test_in_dagster_rows_that_did_not_go_through_fail_a_warn_check_with_the_file_to_fix(
     system_sandbox: SandboxServer, tmp_path: Path
 ) -> None:

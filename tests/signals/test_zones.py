@@ -26,16 +26,16 @@ def _files(root: Path) -> dict[Path, tuple[bytes, int]]:
 
 
 def test_an_extract_in_another_zone_into_the_same_folder_is_refused_before_any_request(
-    system_sandbox: SandboxServer, tmp_path: Path
+    sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     out = tmp_path / "wh"
-    assert _extract(system_sandbox, tmp_path, out, "Asia/Tokyo") == (0, "")
+    assert _extract(sandbox, tmp_path, out, "Asia/Tokyo") == (0, "")
     (written,) = list(out.rglob("data.parquet"))
     assert pq.read_schema(written).metadata[ZONE_KEY.encode()] == b"Asia/Tokyo"
     before = _files(out)
-    system_sandbox.clear_requests()
+    sandbox.clear_requests()
 
-    code, err = _extract(system_sandbox, tmp_path, out, "UTC")
+    code, err = _extract(sandbox, tmp_path, out, "UTC")
 
     assert code == 2
     assert one_line(err) == (
@@ -43,18 +43,18 @@ def test_an_extract_in_another_zone_into_the_same_folder_is_refused_before_any_r
         "zone (--timezone Asia/Tokyo), or into a new folder (--out NEW --full)"
     )
     assert _files(out) == before
-    assert system_sandbox.requests() == []
+    assert sandbox.requests() == []
     # What the line says to do works.
-    assert _extract(system_sandbox, tmp_path, tmp_path / "utc", "UTC") == (0, "")
+    assert _extract(sandbox, tmp_path, tmp_path / "utc", "UTC") == (0, "")
 
 
 def test_the_warehouse_records_each_partitions_zone_and_refuses_another_zones_days(
-    system_sandbox: SandboxServer, tmp_path: Path
+    sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     warehouse = tmp_path / "warehouse.duckdb"
-    env = environment(system_sandbox, tmp_path)
+    env = environment(sandbox, tmp_path)
     for zone, root in (("Asia/Tokyo", tmp_path / "tokyo"), ("UTC", tmp_path / "utc")):
-        assert _extract(system_sandbox, tmp_path, root, zone) == (0, "")
+        assert _extract(sandbox, tmp_path, root, zone) == (0, "")
     load = ["load", "--tables", "bookings", "--warehouse-url", str(warehouse), "--root"]
     assert run(*load, str(tmp_path / "tokyo"), env=env, cwd=tmp_path).returncode == 0
     query = "SELECT time_zone, count(*) FROM _jicoo_loads WHERE table_name = 'bookings' GROUP BY 1"
