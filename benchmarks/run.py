@@ -1321,7 +1321,7 @@ def warehouse_scenario(ctx: Context) -> dict[str, object]:
     load --full` against pandas.DataFrame.to_sql on the same data and server, interleaved; then
     an incremental reload after a 3-day change against a full reload."""
     sys.path.insert(0, str(ROOT))
-    from tests.postgres_server import PostgresServer
+    from tests.support.postgres_server import PostgresServer
 
     work = ctx.work / "warehouse"
     shutil.rmtree(work, ignore_errors=True)
@@ -1336,8 +1336,8 @@ def warehouse_scenario(ctx: Context) -> dict[str, object]:
             PANDAS_TO_SQL: "benchmarks/pandas_to_sql.py: read_parquet, hosts to JSON text, "
             "to_sql(method='multi', chunksize=65535 // columns), SQLAlchemy + psycopg",
         },
-        "postgres": "tests/postgres_server.py: the machine's pg_ctl (else the pgserver wheel's), "
-        "fsync=off, one server for every run, a new database per run",
+        "postgres": "tests/support/postgres_server.py: the machine's pg_ctl (else the pgserver "
+        "wheel's), fsync=off, one server for every run, a new database per run",
     }
     with Sandbox(spec) as sandbox:
         expected = sandbox.total_bookings()

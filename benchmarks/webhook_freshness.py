@@ -295,7 +295,7 @@ class WebhookStack:
 
     def connector_requests(self) -> int:
         """API requests the connector's key made (the sandbox's request log)."""
-        from jicoo_sandbox.fault_middleware import key_hash
+        from jicoo_sandbox.faults import key_hash
 
         wanted = key_hash(CONNECTOR_KEY.encode())
         log = httpx.get(f"{self.base_url}/_sandbox/requests", timeout=HTTP_TIMEOUT_S).json()["data"]

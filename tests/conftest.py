@@ -10,19 +10,20 @@ days. Tests that need byte-identical data start their own store/server with a fi
 
 import datetime as dt
 import os
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from jicoo_connector.client import _ratelimit
+from jicoo_connector.client import reset_shared_limiters
 from jicoo_sandbox.config import Clock, SandboxConfig, clock_from, system_clock
 from jicoo_sandbox.server import SandboxServer
-from tests.postgres_server import PostgresServer
-from tests.repo_data_guard import REPO_DATA, OpenGuard, session_paths
+from tests.support.capture_server import CaptureServer
+from tests.support.postgres_server import PostgresServer
+from tests.support.repo_data_guard import REPO_DATA, OpenGuard, session_paths
+from tests.support.sandbox import LIMITED_KEY, SANDBOX_BOOKINGS, SANDBOX_KEY, SANDBOX_SEED
+from tests.support.webhook_receiver import OLD_SECRET, SECRET, Receiver
 
 TEST_TODAY_ENV = "JICOO_TEST_TODAY"
 # The mark of a test that cannot run on another day; its argument says why.
@@ -51,15 +52,6 @@ def _test_clock() -> Clock:
 
 
 TEST_CLOCK: Clock = _test_clock()
-
-SANDBOX_SEED = 7
-SANDBOX_BOOKINGS = 2000
-SANDBOX_KEY = "sk_test_sandbox"
-# A valid key that gets 403 on listEventTypes (plan/role gating seen in public code).
-LIMITED_KEY = "sk_test_limited"
-CAPTURE_STATUS = 200
-POLL_S = 0.02  # how fast the capture server notices shutdown()
-CAPTURE_BODY = b'{"data": null, "errors": {}}'
 
 
 def sandbox_config() -> SandboxConfig:
@@ -214,8 +206,7 @@ def _no_account_limiter_left_over() -> Iterator[None]:
     ran the CLI at the default 10 requests/s slowed every later test on the same sandbox
     (which tests came first depended on the order, and under pytest-xdist on the worker)."""
     yield
-    with _ratelimit._shared_lock:
-        _ratelimit._shared.clear()
+    reset_shared_limiters()
 
 
 @pytest.fixture(autouse=True)
@@ -232,48 +223,16 @@ def _reset_sandbox(request: pytest.FixtureRequest) -> Iterator[None]:
         server.reset()
 
 
-class CaptureServer:
-    """A plain HTTP server that records the headers of every request (the redirect-leak oracle)."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, str]] = []
-        self.paths: list[str] = []
-        captured = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _capture(self) -> None:
-                captured.requests.append({k.lower(): v for k, v in self.headers.items()})
-                captured.paths.append(self.path)
-                length = int(self.headers.get("content-length") or 0)
-                if length:
-                    self.rfile.read(length)
-                self.send_response(CAPTURE_STATUS)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(CAPTURE_BODY)))
-                self.end_headers()
-                self.wfile.write(CAPTURE_BODY)
-
-            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _capture  # noqa: N815
-
-            def log_message(self, format: str, *args: object) -> None:
-                """Quiet: the test reads ``requests`` instead."""
-
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, args=(POLL_S,), daemon=True
-        )
-        self._thread.start()
-
-    def close(self) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
-
-
 @pytest.fixture
 def capture_server() -> Iterator[CaptureServer]:
     server = CaptureServer()
     yield server
     server.close()
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Receiver]:
+    """A webhook receiver on a loopback port, pinned clock, current and previous secret."""
+    running = Receiver(tmp_path / "events.sqlite", f"{SECRET}, {OLD_SECRET}")
+    yield running
+    running.close()

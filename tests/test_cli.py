@@ -15,7 +15,7 @@ from jicoo_connector.changes.ledger_backends import POSTGRES_SCHEMA
 from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE, main
 from jicoo_connector.extract import TABLES
 from jicoo_sandbox.server import SandboxServer
-from tests.writeback_data import HEADER, booking, build_csv, future_open_bookings
+from tests.support.writeback_data import HEADER, booking, build_csv, future_open_bookings
 
 
 def _cli_on(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> SandboxServer:

@@ -21,9 +21,10 @@ from jicoo_connector.changes import apply_changeset, build_plan, parse_changeset
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
 from scripts.example_changeset import CANCELS, RESCHEDULES, write_changeset
-from tests.postgres_server import PostgresServer
+from tests.support.postgres_server import PostgresServer
+from tests.support.sandbox import sandbox_settings
+from tests.support.writeback_data import assert_server_matches
 from tests.warehouse.support import parquet_checksum, postgres_checksum, scalar
-from tests.writeback_data import assert_server_matches, settings_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "scripts" / "demo.py"
@@ -135,7 +136,7 @@ def test_the_demo_changeset_plans_and_applies_without_failures(
     assert parsed.rejected == []
     actions = Counter(change.action.value for change in parsed.changes)
     assert actions == {"reschedule": RESCHEDULES, "cancel": CANCELS}
-    settings = settings_for(sandbox)
+    settings = sandbox_settings(sandbox)
     rows = RESCHEDULES + CANCELS
     plan = build_plan(settings, parsed, now=now)
     assert plan.counts() == {"will_apply": rows}, [i.reason for i in plan.items]

@@ -2,7 +2,7 @@
 
 import psycopg
 
-from tests.postgres_server import PostgresServer, postgres_server, wheel_bin_dir
+from tests.support.postgres_server import PostgresServer, postgres_server, wheel_bin_dir
 
 
 def test_each_test_gets_its_own_empty_database(postgres: PostgresServer) -> None:

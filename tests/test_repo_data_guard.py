@@ -1,5 +1,6 @@
-"""The guard that keeps the suite out of the checkout's data/ (tests/repo_data_guard.py) works:
-it sees reads as well as writes, and no default path of a test process or its children is there.
+"""The guard that keeps the suite out of the checkout's data/ (tests/support/repo_data_guard.py)
+works: it guards the checkout's own data/, sees reads as well as writes, and no default path of a
+test process or its children is there.
 """
 
 import json
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from jicoo_connector.config import ConnectorConfig
-from tests.repo_data_guard import REPO_DATA, OpenGuard, data_defaults
+from tests.support.repo_data_guard import REPO_DATA, OpenGuard, data_defaults
 
 ROOT = REPO_DATA.parent
 # The defaults the issue names; any other default under data/ is covered the same way.
@@ -34,6 +35,12 @@ PRINT_PATHS = (
 def _under(path: str, root: Path) -> bool:
     resolved = Path(path).resolve()
     return resolved == root or root in resolved.parents
+
+
+def test_the_guarded_folder_is_the_checkouts_data() -> None:
+    checkout = Path(__file__).resolve().parents[1]
+    assert (checkout / "pyproject.toml").is_file()
+    assert checkout / "data" == REPO_DATA
 
 
 def test_the_guard_records_reads_listings_and_sqlite_opens_under_its_root(tmp_path: Path) -> None:

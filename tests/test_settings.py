@@ -28,7 +28,7 @@ from jicoo_connector.webhooks.receiver import READY_LINE_PREFIX
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import sign
 from tests.client.proxy import connect_proxy
-from tests.webhooks.test_receiver import event_body
+from tests.support.webhook_receiver import event_body
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIABLES = {spec.env: name for name, spec in ConnectorConfig.specs().items()}

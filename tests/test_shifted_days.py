@@ -123,3 +123,36 @@ def test_the_shared_sandbox_and_dagster_run_on_the_test_clock(
     ahead = dt.timedelta(days=config.future_days - 1)
     assert last in {before + ahead, after + ahead}
     assert isinstance(partitions, dg.DailyPartitionsDefinition)
+
+
+def _moment(raw: str) -> dt.datetime:
+    """A TEST_DATES entry as the instant it starts the clock at (a bare date: during its day)."""
+    if "T" in raw:
+        return dt.datetime.fromisoformat(raw)
+    return dt.datetime.combine(dt.date.fromisoformat(raw), dt.time(3), dt.UTC)
+
+
+def _changes_clocks(day: dt.date, zone: ZoneInfo) -> bool:
+    start = dt.datetime.combine(day, dt.time(0), zone)
+    return start.utcoffset() != (start + dt.timedelta(days=1)).utcoffset()
+
+
+def test_make_test_dates_runs_the_whole_fast_tier_on_each_kind_of_day() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    found = re.search(r"^TEST_DATES \?= (.+)$", makefile, re.M)
+    assert found is not None
+    moments = [_moment(raw) for raw in found[1].split()]
+    recipe = makefile.split("\ntest-dates:", 1)[1].split("\n\n", 1)[0]
+    assert '-m "not slow"' in recipe
+    assert "dates" not in recipe.replace("TEST_DATES", "").replace("test-dates", "")
+    tokyo = ZoneInfo("Asia/Tokyo")
+    days = [m.astimezone(dt.UTC).date() for m in moments]
+    assert any((day + dt.timedelta(days=1)).day == 1 for day in days), "a month end"
+    assert any((day.month, day.day) == (2, 29) for day in days), "a leap day"
+    assert any(m.astimezone(dt.UTC).year < m.astimezone(tokyo).year for m in moments), (
+        "a year end late in the UTC evening, already the next year in Tokyo"
+    )
+    zones = (ZoneInfo("America/New_York"), ZoneInfo("Europe/Berlin"))
+    assert any(
+        day.weekday() == 6 and any(_changes_clocks(day, zone) for zone in zones) for day in days
+    ), "a Sunday with a daylight saving change"

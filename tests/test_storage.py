@@ -19,7 +19,7 @@ from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import STALE_TEMP_SECONDS, ParquetStore, file_schema
 from jicoo_connector.tables import to_record_batch
 from jicoo_connector.warehouse import load_warehouse
-from tests.s3_server import moto_s3
+from tests.support.s3_server import moto_s3
 
 DAY = dt.date(2024, 3, 1)
 NEXT_DAY = dt.date(2024, 3, 2)

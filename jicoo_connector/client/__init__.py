@@ -4,7 +4,7 @@ and the shared rate limiter. Imports nothing of tables, extract, storage, change
 
 from jicoo_connector.client._api import AsyncJicooClient, JicooClient
 from jicoo_connector.client._paginate import ListingTooLargeError, PageDecoder
-from jicoo_connector.client._ratelimit import RateLimiter, shared_limiter
+from jicoo_connector.client._ratelimit import RateLimiter, reset_shared_limiters, shared_limiter
 from jicoo_connector.client._report import FetchReport, Listing, PagedListing
 
 __all__ = [
@@ -16,5 +16,6 @@ __all__ = [
     "PageDecoder",
     "PagedListing",
     "RateLimiter",
+    "reset_shared_limiters",
     "shared_limiter",
 ]

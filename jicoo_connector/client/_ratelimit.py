@@ -20,6 +20,7 @@ __all__ = [
     "PENALTY_RATE_SCALE",
     "RECOVERY_S",
     "RateLimiter",
+    "reset_shared_limiters",
     "shared_limiter",
 ]
 
@@ -141,3 +142,11 @@ def shared_limiter(settings: Settings) -> RateLimiter:
             )
             _shared[key] = limiter
         return limiter
+
+
+def reset_shared_limiters() -> None:
+    """Forget every process-wide limiter, so the next ``shared_limiter`` call starts afresh
+    with its caller's rate. For tests, which run many accounts and rates in one process;
+    a client that holds a limiter keeps using it."""
+    with _shared_lock:
+        _shared.clear()

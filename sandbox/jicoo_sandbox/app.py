@@ -1,7 +1,7 @@
 """The sandbox's HTTP face: Starlette routes per openapi.yaml, auth, validation, envelopes.
 
-State and business rules live in store.py; faults in fault_profile.py, fault_middleware.py and
-fault_control.py. Imports no client code.
+State and business rules live in store.py; faults in faults/ (profile, injector, control
+endpoints). Imports no client code.
 """
 
 import datetime as dt
@@ -18,18 +18,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from jicoo_sandbox.config import SandboxConfig
-from jicoo_sandbox.fault_control import FaultControl
-from jicoo_sandbox.fault_middleware import FAULT_EXTENSION
-from jicoo_sandbox.store import (
-    EPOCH,
-    ONE_MS,
-    BookingPatch,
-    BookingQuery,
-    SandboxError,
-    SandboxStore,
-    page_count,
-    valid_zone,
-)
+from jicoo_sandbox.faults import FAULT_EXTENSION, FaultControl
+from jicoo_sandbox.index import BookingQuery, page_count
+from jicoo_sandbox.instants import EPOCH, ONE_MS
+from jicoo_sandbox.store import BookingPatch, SandboxError, SandboxStore, valid_zone
 from jicoo_sandbox.webhooks import API_EVENTS, ChurnRunner, WebhookSender
 
 __all__ = ["API_KEY_HEADER", "DEFAULT_PER_PAGE", "MAX_PER_PAGE", "create_app", "parse_instant"]
@@ -509,9 +501,25 @@ def create_app(config: SandboxConfig) -> Starlette:
     its ``WebhookSender`` (or None) and ``app.state.churn`` its ``ChurnRunner`` (or None)."""
     store = SandboxStore(config)
     sender = None if config.webhooks is None else WebhookSender(config.webhooks, store)
-    api = _Api(store, config, sender)
+    app = Starlette(
+        routes=_routes(_Api(store, config, sender)),
+        middleware=[Middleware(FaultControl, store=store, config=config)],
+        exception_handlers={HTTPException: _http_error},
+    )
+    app.state.store = store
+    app.state.webhooks = sender
+    app.state.churn = (
+        ChurnRunner(store, sender, config.churn_rate, limit=config.churn_limit, seed=config.seed)
+        if config.churn_rate > 0
+        else None
+    )
+    return app
+
+
+def _routes(api: _Api) -> list[Route]:
+    """The API's paths with their operationIds (openapi.yaml), then the control endpoints."""
     read, write = api.read, api.write
-    routes = [
+    return [
         Route("/v1/bookings", read("listBookings", api.list_bookings), methods=["GET"]),
         Route("/v1/bookings/{uid}", read("getBooking", api.get_booking), methods=["GET"]),
         Route("/v1/bookings/{uid}", write("updateBooking", api.update), methods=["PATCH"]),
@@ -558,16 +566,3 @@ def create_app(config: SandboxConfig) -> Starlette:
         Route("/_sandbox/reset", api.reset, methods=["POST"]),
         Route("/_sandbox/journal", api.journal, methods=["GET"]),
     ]
-    app = Starlette(
-        routes=routes,
-        middleware=[Middleware(FaultControl, store=store, config=config)],
-        exception_handlers={HTTPException: _http_error},
-    )
-    app.state.store = store
-    app.state.webhooks = sender
-    app.state.churn = (
-        ChurnRunner(store, sender, config.churn_rate, limit=config.churn_limit, seed=config.seed)
-        if config.churn_rate > 0
-        else None
-    )
-    return app

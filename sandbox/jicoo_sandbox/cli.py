@@ -12,9 +12,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jicoo_sandbox.config import AUTH_FAILURE_STATUSES, DEFAULT_SANDBOX_KEY, SandboxConfig
+from jicoo_sandbox.config import (
+    AUTH_FAILURE_STATUSES,
+    DEFAULT_SANDBOX_KEY,
+    SandboxConfig,
+    WebhookOptions,
+)
 from jicoo_sandbox.server import READY_LINE_PREFIX, serve
-from jicoo_sandbox.webhooks import WebhookOptions
 
 __all__ = ["build_parser", "main"]
 

@@ -5,16 +5,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from jicoo_sandbox.webhooks import WebhookOptions
+from urllib.parse import urlsplit
 
 __all__ = [
     "AUTH_FAILURE_STATUSES",
     "DEFAULT_SANDBOX_KEY",
     "Clock",
     "SandboxConfig",
+    "WebhookOptions",
     "clock_from",
     "system_clock",
 ]
@@ -49,13 +47,35 @@ AUTH_FAILURE_STATUSES = (403, 401)
 
 
 @dataclass(frozen=True)
+class WebhookOptions:
+    """Where and how the sandbox delivers its events (``webhooks.WebhookSender`` sends them)."""
+
+    url: str
+    secret: str = field(repr=False)
+    duplicate: float = 0.0
+    reorder_ms: float = 0.0
+    max_attempts: int = 30
+    backoff_s: float = 0.05
+    max_backoff_s: float = 2.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if urlsplit(self.url).scheme not in ("http", "https"):
+            raise ValueError(f"webhook URL {self.url!r} is not http(s)")
+        if not self.secret:
+            raise ValueError("a webhook URL needs a secret")
+        if not 0 <= self.duplicate <= 1 or self.reorder_ms < 0 or self.max_attempts < 1:
+            raise ValueError("duplicate must be in [0, 1], reorder_ms >= 0, max_attempts >= 1")
+
+
+@dataclass(frozen=True)
 class SandboxConfig:
     """Start-up settings of the fake Jicoo server.
 
     ``denied`` maps an API key to the OpenAPI operationIds it gets 403 for
     (e.g. ``{"sk_test_limited": frozenset({"listEventTypes"})}``); every key in
     ``api_keys`` or ``denied`` is valid. ``faults`` is the JSON fault profile
-    (see ``fault_profile.py``), also settable at run time through ``POST /_sandbox/faults``.
+    (see ``faults/profile.py``), also settable at run time through ``POST /_sandbox/faults``.
     ``anchor_date`` is the day the seeded data is spread around (default: the clock's day,
     UTC); fix it for byte-identical data across days. ``clock`` is the sandbox's "now": what
     "in the past" means for reschedules and slots, and the time stamped on changes.
@@ -77,7 +97,7 @@ class SandboxConfig:
     faults: Mapping[str, object] = field(default_factory=dict)
     journal_path: Path | None = None
     clock: Clock = system_clock
-    webhooks: "WebhookOptions | None" = None
+    webhooks: WebhookOptions | None = None
     churn_rate: float = 0.0
     churn_limit: int = 0
 

@@ -8,39 +8,20 @@ import base64
 import datetime as dt
 import math
 import random
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Final
 from zoneinfo import ZoneInfo
 
+from jicoo_sandbox.instants import MS_PER_DAY, MS_PER_MINUTE, MS_PER_S, format_ms
+from jicoo_sandbox.model import SLOT_STEP_MS, Booking, EventType, Rule, SeedData, User
+
 __all__ = [
-    "MS_PER_MINUTE",
-    "TEAM_ID",
-    "Booking",
-    "EventType",
-    "Rule",
-    "SeedData",
-    "User",
     "booking_contacts",
     "build_seed",
-    "fits_rules",
-    "format_ms",
-    "json_instant",
     "schedule_count",
     "schedule_record",
     "short_uid",
 ]
 
-MS_PER_S = 1000
-SECONDS_PER_MINUTE = 60
-MS_PER_MINUTE = SECONDS_PER_MINUTE * MS_PER_S
-MS_PER_DAY = 24 * 60 * MS_PER_MINUTE
-MINUTES_PER_HOUR = 60
-MINUTES_PER_DAY = 24 * MINUTES_PER_HOUR
-# Bookings start on a 15-minute grid, like the slots Jicoo offers on booking pages.
-SLOT_STEP_MS = 15 * MS_PER_MINUTE
 # One host per ~250 bookings keeps hosts about a third busy over the default 91-day range,
 # so random placement finds free slots quickly and open bookings never overlap.
 BOOKINGS_PER_HOST = 250
@@ -48,7 +29,6 @@ MIN_USERS = 8
 EVENT_TYPES_PER_USER = 2
 TEAM_EVENT_TYPE_EVERY_USERS = 4
 DURATIONS_MIN = (15, 30, 45, 60, 90)
-TEAM_ID = 39  # the integer teamId the portal example shows in availability templates
 DEFAULT_ZONE = "Asia/Tokyo"
 OTHER_ZONES = ("America/New_York", "Europe/London", "Asia/Singapore", "Australia/Sydney")
 OTHER_ZONE_EVERY = 6  # about one user in six works outside Japan
@@ -69,15 +49,6 @@ TEMPLATE_AGE_DAYS = 400
 
 # Weekdays use 0=Sunday..6=Saturday, as assumed by the spec's AvailabilityCalendarRule.wday.
 WEEKDAYS = (1, 2, 3, 4, 5)
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """One weekly availability window in the template's local time, in minutes of the day."""
-
-    wday: int
-    start_min: int
-    end_min: int
 
 
 def _rules(days: Sequence[int], *windows: tuple[int, int]) -> tuple[Rule, ...]:
@@ -148,135 +119,6 @@ PHONE_SHARE = 0.4
 ALL_DAY_SHARE = 0.05
 OPEN_SCHEDULE_SHARE = 0.9
 SCHEDULE_NAMES = ("社内MTG", "移動", "ランチ", "Focus time", "定例会議", "研修")
-
-
-@dataclass(slots=True)
-class User:
-    """An organization member with one default availability template."""
-
-    uid: str
-    name: str
-    email: str
-    role: str
-    profile_image: str | None
-    timezone: str
-    template_uid: str
-    template_name: str
-    rules: tuple[Rule, ...]
-    created: int
-    updated: int
-
-
-@dataclass(slots=True)
-class EventType:
-    """A booking page; ``hosts`` are user indexes (all must attend), ``notify`` are notify-only."""
-
-    uid: str
-    name: str
-    description: str | None
-    duration: int
-    hosts: tuple[int, ...]
-    notify: tuple[int, ...]
-    priorities: tuple[int, ...]
-    created: int
-    updated: int
-
-
-@dataclass(slots=True)
-class Booking:
-    """Mutable booking state; instants are epoch milliseconds (UTC)."""
-
-    uid: str
-    event_type: int | None
-    name: str
-    description: str | None
-    status: str
-    start: int
-    end: int
-    location_id: str | None
-    url: str | None
-    phone_number: str | None
-    address: str | None
-    custom_location: str | None
-    access: str | None
-    time_zone: str
-    priority: str | None
-    cancel_reason: str | None
-    cancelled_at: int | None
-    cancelled_by: str | None
-    hosts: tuple[tuple[str, str], ...]
-    created: int
-    updated: int
-
-
-@dataclass(slots=True)
-class SeedData:
-    """Everything generated up front; ``range_start``/``range_end`` bound the booking days (ms)."""
-
-    users: list[User]
-    event_types: list[EventType]
-    bookings: list[Booking]
-    range_start: int
-    range_end: int
-    anchor_ms: int
-    windows: list[list[tuple[int, int]]] = field(default_factory=list)
-
-
-@lru_cache(maxsize=4096)
-def _day_prefix(day: int) -> str:
-    return time.strftime("%Y-%m-%dT", time.gmtime(day * MS_PER_DAY // MS_PER_S))
-
-
-def format_ms(ms: int) -> str:
-    """``2024-03-01T20:00:00.000Z``; integer arithmetic plus a per-day cache (hot path)."""
-    day, rest = divmod(ms, MS_PER_DAY)
-    minutes, millis = divmod(rest, MS_PER_MINUTE)
-    hour, minute = divmod(minutes, MINUTES_PER_HOUR)
-    second, milli = divmod(millis, MS_PER_S)
-    return f"{_day_prefix(day)}{hour:02d}:{minute:02d}:{second:02d}.{milli:03d}Z"
-
-
-# json_instant's lookup tables: "HH:MM:" per minute of the day, "SS." per second, "mmmZ"" per ms.
-_JSON_HOUR_MINUTE: Final = tuple(
-    f"{hour:02d}:{minute:02d}:".encode() for hour in range(24) for minute in range(MINUTES_PER_HOUR)
-)
-_JSON_SECOND: Final = tuple(f"{second:02d}.".encode() for second in range(SECONDS_PER_MINUTE))
-_JSON_MILLI: Final = tuple(f'{milli:03d}Z"'.encode() for milli in range(MS_PER_S))
-_json_day_prefixes: dict[int, bytes] = {}
-
-
-def json_instant(ms: int) -> bytes:
-    """``orjson.dumps(format_ms(ms))`` (``b'"2024-03-01T20:00:00.000Z"'``) by table lookups.
-
-    Serialising a booking formats four or five instants: this is the hottest code of a cold page.
-    """
-    day, rest = divmod(ms, MS_PER_DAY)
-    seconds, milli = divmod(rest, MS_PER_S)
-    minutes, second = divmod(seconds, SECONDS_PER_MINUTE)
-    prefix = _json_day_prefixes.get(day)
-    if prefix is None:
-        prefix = _json_day_prefixes[day] = b'"' + _day_prefix(day).encode()
-    return prefix + _JSON_HOUR_MINUTE[minutes] + _JSON_SECOND[second] + _JSON_MILLI[milli]
-
-
-def fits_rules(rules: Sequence[Rule], zone: ZoneInfo, start_ms: int, end_ms: int) -> bool:
-    """Does [start, end) lie inside one rule window, read in the template's time zone?"""
-    if end_ms <= start_ms:
-        return False
-    local_start = dt.datetime.fromtimestamp(start_ms / MS_PER_S, zone)
-    local_end = dt.datetime.fromtimestamp(end_ms / MS_PER_S, zone)
-    start_min = local_start.hour * 60 + local_start.minute + local_start.second / 60
-    end_min = local_end.hour * 60 + local_end.minute + local_end.second / 60
-    if local_end.date() != local_start.date():
-        # Only a window ending at 24:00 can hold a meeting that ends exactly at midnight.
-        if local_end.date() - local_start.date() != dt.timedelta(days=1) or end_min != 0:
-            return False
-        end_min = MINUTES_PER_DAY
-    wday = (local_start.weekday() + 1) % 7
-    return any(
-        rule.wday == wday and rule.start_min <= start_min and end_min <= rule.end_min
-        for rule in rules
-    )
 
 
 def _firebase_uid(rng: random.Random) -> str:

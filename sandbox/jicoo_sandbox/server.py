@@ -22,8 +22,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from jicoo_sandbox.app import create_app
 from jicoo_sandbox.config import DEFAULT_SANDBOX_KEY, SandboxConfig
-from jicoo_sandbox.fault_middleware import TRANSPORT_EXTENSION
-from jicoo_sandbox.fault_profile import FaultProfile
+from jicoo_sandbox.faults import TRANSPORT_EXTENSION, FaultProfile
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
@@ -183,7 +182,7 @@ class SandboxServer:
             raise ValueError(f"POST {path} refused: {response.text}")
 
     def set_faults(self, profile: Mapping[str, object]) -> None:
-        """Replace the fault profile (see ``fault_profile.py``); ValueError if it is invalid."""
+        """Replace the fault profile (see ``faults/profile.py``); ValueError if it is invalid."""
         self._post("/_sandbox/faults", profile)
 
     def clear_faults(self) -> None:

@@ -28,12 +28,15 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 
-from jicoo_sandbox.store import BookingQuery
+from jicoo_sandbox.config import WebhookOptions
+from jicoo_sandbox.drift import drift_insert
+from jicoo_sandbox.index import BookingQuery
+from jicoo_sandbox.instants import MS_PER_DAY
 
 if TYPE_CHECKING:
     from jicoo_sandbox.store import SandboxStore
 
-__all__ = ["ChurnRunner", "WebhookOptions", "WebhookSender", "event_payload", "sign"]
+__all__ = ["ChurnRunner", "WebhookSender", "event_payload", "sign"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +58,6 @@ CHURN_TRIES: Final = 10
 # Shares of churn changes: new bookings, cancellations; the rest are reschedules.
 CHURN_CREATE_SHARE: Final = 0.2
 CHURN_CANCEL_SHARE: Final = 0.2
-MS_PER_DAY: Final = 86_400_000
 TRACKING_KEYS: Final = ("utm_campaign", "utm_source", "utm_medium", "utm_content", "utm_term")
 HTTP_OK_MIN: Final = 200
 HTTP_OK_MAX: Final = 299
@@ -65,28 +67,6 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
     """The ``Jicoo-Webhook-Signature`` value: ``t=<unix s>,v1=<hex HMAC-SHA256 of "t." + body>``."""
     digest = hmac.new(secret.encode(), b"%d." % timestamp + body, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"
-
-
-@dataclass(frozen=True)
-class WebhookOptions:
-    """Where and how the sandbox delivers its events."""
-
-    url: str
-    secret: str = field(repr=False)
-    duplicate: float = 0.0
-    reorder_ms: float = 0.0
-    max_attempts: int = 30
-    backoff_s: float = 0.05
-    max_backoff_s: float = 2.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if urlsplit(self.url).scheme not in ("http", "https"):
-            raise ValueError(f"webhook URL {self.url!r} is not http(s)")
-        if not self.secret:
-            raise ValueError("a webhook URL needs a secret")
-        if not 0 <= self.duplicate <= 1 or self.reorder_ms < 0 or self.max_attempts < 1:
-            raise ValueError("duplicate must be in [0, 1], reorder_ms >= 0, max_attempts >= 1")
 
 
 def event_payload(
@@ -268,7 +248,7 @@ class ChurnRunner:
     def _change(self) -> bool:
         roll = self._rng.random()
         if roll < CHURN_CREATE_SHARE:
-            uids = self.store.drift_insert(1, self._rng)
+            uids = drift_insert(self.store, 1, self._rng)
             return self._done("create", uids[0], "guest_booked")
         now = self.store.now_ms()  # the sandbox clock: churn works on any injected day
         query = BookingQuery("open", now + CHURN_LEAD_MS, now + CHURN_HORIZON_MS)

@@ -26,7 +26,8 @@ from jicoo_connector.changes.plan import Plan, PlanError, parse_instant, plan_ch
 from jicoo_connector.client import AsyncJicooClient
 from jicoo_sandbox.server import SandboxServer
 from tests.changes.apply_child import KILL_ENV
-from tests.writeback_data import (
+from tests.support.sandbox import sandbox_settings
+from tests.support.writeback_data import (
     HEADER,
     all_posts,
     assert_server_matches,
@@ -36,7 +37,6 @@ from tests.writeback_data import (
     future_open_bookings,
     host_ids,
     ledger_bytes,
-    settings_for,
 )
 
 # An off-grid minute no event type offers as a slot: the server answers 422 (slot_off_grid).
@@ -54,7 +54,7 @@ def test_a_batch_applies_exactly_once_and_a_rerun_sends_nothing(
     parsed = parse_changeset(text.encode(), now=sandbox.config.clock())
     ledger = ledger_location
     report = apply_changeset(
-        settings_for(sandbox), parsed, ledger_location=ledger, batch_id="batch"
+        sandbox_settings(sandbox), parsed, ledger_location=ledger, batch_id="batch"
     )
     assert report.counts == {"applied": 6}
     assert report.posts_sent == 6
@@ -62,7 +62,9 @@ def test_a_batch_applies_exactly_once_and_a_rerun_sends_nothing(
     assert_server_matches(sandbox, parsed, ledger)
     posts_before = all_posts(sandbox)
 
-    again = apply_changeset(settings_for(sandbox), parsed, ledger_location=ledger, batch_id="batch")
+    again = apply_changeset(
+        sandbox_settings(sandbox), parsed, ledger_location=ledger, batch_id="batch"
+    )
     assert again.posts_sent == 0
     assert all_posts(sandbox) == posts_before
     assert again.counts == {"applied": 6}
@@ -81,7 +83,7 @@ def test_a_changed_file_under_the_same_batch_is_refused(
     text, _ = build_csv(sandbox, reschedules=0, cancels=1)
     ledger = ledger_location
     apply_changeset(
-        settings_for(sandbox),
+        sandbox_settings(sandbox),
         parse_changeset(text.encode(), now=sandbox.config.clock()),
         ledger_location=ledger,
         batch_id="b",
@@ -91,7 +93,7 @@ def test_a_changed_file_under_the_same_batch_is_refused(
         text.replace("maintenance", "works").encode(), now=sandbox.config.clock()
     )
     with pytest.raises(Exception, match="different change-set file"):
-        apply_changeset(settings_for(sandbox), edited, ledger_location=ledger, batch_id="b")
+        apply_changeset(sandbox_settings(sandbox), edited, ledger_location=ledger, batch_id="b")
     assert all_posts(sandbox) == posts
 
 
@@ -107,7 +109,7 @@ def test_dropped_answers_are_resolved_by_read_back_without_duplicates(
     )
     ledger = ledger_location
     report = apply_changeset(
-        settings_for(sandbox), parsed, ledger_location=ledger, batch_id="batch"
+        sandbox_settings(sandbox), parsed, ledger_location=ledger, batch_id="batch"
     )
     sandbox.clear_faults()
     assert report.counts == {"applied": len(uids)}
@@ -129,7 +131,7 @@ def test_a_change_every_read_back_shows_untouched_stays_pending_until_a_run_send
     sandbox.set_faults({"rules": [{"kind": "reset", "methods": ["POST"]}]})
     for run in range(1, UNTOUCHED_RUNS + 1):
         report = apply_changeset(
-            settings_for(sandbox), parsed, ledger_location=ledger_location, batch_id="batch"
+            sandbox_settings(sandbox), parsed, ledger_location=ledger_location, batch_id="batch"
         )
         assert report.counts == {"pending": len(uids)}, run
         sends = run * SENDS_PER_RUN
@@ -140,7 +142,7 @@ def test_a_change_every_read_back_shows_untouched_stays_pending_until_a_run_send
     assert effective_posts(sandbox) == Counter()
     sandbox.clear_faults()
     calm = apply_changeset(
-        settings_for(sandbox), parsed, ledger_location=ledger_location, batch_id="batch"
+        sandbox_settings(sandbox), parsed, ledger_location=ledger_location, batch_id="batch"
     )
     assert calm.counts == {"applied": len(uids)}
     assert calm.posts_sent == len(uids)
@@ -165,7 +167,7 @@ def test_422_is_a_row_failure_with_the_servers_reason(
     parsed = parse_changeset(text.encode(), now=sandbox.config.clock())
     ledger = ledger_location
     report = apply_changeset(
-        settings_for(sandbox), parsed, ledger_location=ledger, batch_id="batch"
+        sandbox_settings(sandbox), parsed, ledger_location=ledger, batch_id="batch"
     )
     states = {row.booking_uid: row for row in report.rows}
     failed = states[str(bk["uid"])]
@@ -193,7 +195,7 @@ def test_plan_classifies_and_apply_honours_preconditions(
     parsed = parse_changeset(text.encode(), now=sandbox.config.clock())
 
     async def make_plan() -> Plan:
-        async with AsyncJicooClient(settings_for(sandbox)) as client:
+        async with AsyncJicooClient(sandbox_settings(sandbox)) as client:
             return await plan_changeset(client, parsed, now=sandbox.config.clock())
 
     plan = asyncio.run(make_plan())
@@ -218,8 +220,9 @@ def test_plan_classifies_and_apply_honours_preconditions(
         headers={"X-Jicoo-Api-Key": sandbox.api_key},
         timeout=30,
     ).raise_for_status()
+    settings = sandbox_settings(sandbox)
     report = apply_changeset(
-        settings_for(sandbox), parsed, plan=loaded, ledger_location=ledger_location, batch_id="b"
+        settings, parsed, plan=loaded, ledger_location=ledger_location, batch_id="b"
     )
     states = {row.booking_uid: row.state for row in report.rows}
     assert states[moved] == "conflict"
@@ -229,9 +232,7 @@ def test_plan_classifies_and_apply_honours_preconditions(
 
     other = parse_changeset((text + ",cancel,extra1,,,\n").encode(), now=sandbox.config.clock())
     with pytest.raises(PlanError, match="another change-set file"):
-        apply_changeset(
-            settings_for(sandbox), other, plan=loaded, ledger_location=ledger_location, batch_id="c"
-        )
+        apply_changeset(settings, other, plan=loaded, ledger_location=ledger_location, batch_id="c")
 
 
 def test_dry_run_sends_nothing_and_writes_no_ledger(sandbox: SandboxServer, tmp_path: Path) -> None:
@@ -239,7 +240,7 @@ def test_dry_run_sends_nothing_and_writes_no_ledger(sandbox: SandboxServer, tmp_
     parsed = parse_changeset(text.encode(), now=sandbox.config.clock())
     ledger = tmp_path / "ledger.sqlite"
     report = apply_changeset(
-        settings_for(sandbox),
+        sandbox_settings(sandbox),
         parsed,
         ledger_location=ledger,
         batch_id="b",
@@ -263,7 +264,7 @@ def test_the_api_key_reaches_no_log_report_ledger_or_plan(
     )
 
     async def run() -> tuple[ApplyReport, Plan]:
-        async with AsyncJicooClient(settings_for(sandbox)) as client:
+        async with AsyncJicooClient(sandbox_settings(sandbox)) as client:
             plan = await plan_changeset(client, parsed, now=sandbox.config.clock())
             report = await apply_changeset_async(
                 client, parsed, ledger_location=ledger_location, batch_id="b"
@@ -338,7 +339,7 @@ def test_two_rows_moving_one_hosts_bookings_into_one_slot_plan_the_later_as_not_
     parsed = parse_changeset(text.encode(), now=sandbox.config.clock())
 
     async def make_plan() -> Plan:
-        async with AsyncJicooClient(settings_for(sandbox)) as client:
+        async with AsyncJicooClient(sandbox_settings(sandbox)) as client:
             return await plan_changeset(client, parsed, now=sandbox.config.clock())
 
     plan = asyncio.run(make_plan())
@@ -347,7 +348,7 @@ def test_two_rows_moving_one_hosts_bookings_into_one_slot_plan_the_later_as_not_
     # Applying by the plan sends only the first move (the second fails unsent; the server
     # would have answered 422).
     report = apply_changeset(
-        settings_for(sandbox),
+        sandbox_settings(sandbox),
         parsed,
         ledger_location=ledger_location,
         batch_id="pair",

@@ -22,7 +22,7 @@ import pytest
 from jicoo_connector.changes.changeset import parse_changeset
 from jicoo_sandbox.server import SandboxServer
 from tests.changes.apply_child import KILL_ENV
-from tests.writeback_data import assert_server_matches, build_csv, effective_posts
+from tests.support.writeback_data import assert_server_matches, build_csv, effective_posts
 
 CHILD = Path(__file__).with_name("apply_child.py")
 BATCH_ROWS = 1000

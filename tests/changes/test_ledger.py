@@ -31,7 +31,7 @@ from jicoo_connector.changes.ledger import (
     StaleLeaseError,
 )
 from jicoo_connector.changes.ledger_backends import is_postgres_url, open_backend
-from tests.writeback_data import ledger_bytes
+from tests.support.writeback_data import ledger_bytes
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 WORKERS = 4

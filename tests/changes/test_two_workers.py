@@ -33,7 +33,7 @@ from jicoo_connector.changes.changeset import parse_changeset
 from jicoo_connector.changes.ledger import FINAL_STATES, Ledger
 from jicoo_sandbox.server import SandboxServer
 from tests.changes.apply_child import RESULT_FILE, worker
-from tests.writeback_data import assert_server_matches, build_csv
+from tests.support.writeback_data import assert_server_matches, build_csv
 
 ROUNDS = 20
 SEED = 20261201

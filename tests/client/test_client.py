@@ -25,7 +25,8 @@ from jicoo_connector.errors import (
 )
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_sandbox.server import SandboxServer
-from tests.conftest import LIMITED_KEY, CaptureServer
+from tests.support.capture_server import CaptureServer
+from tests.support.sandbox import LIMITED_KEY, sandbox_settings
 
 T = TypeVar("T")
 # A limiter far above anything the tests send, so no test waits on another test's 429 penalty.
@@ -35,14 +36,8 @@ CLOCK_SLACK_S = 0.05
 
 
 def make_settings(sandbox: SandboxServer, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "api_key": ApiKey(sandbox.api_key),
-        "base_url": sandbox.base_url,
-        "per_page": 100,
-        "request_deadline": 5.0,
-    }
-    values.update(overrides)
-    return Settings(**values)  # type: ignore[arg-type]
+    """The client tests bring their own limiter: these settings' rate goes unused."""
+    return sandbox_settings(sandbox, **{"per_page": 100, "request_deadline": 5.0, **overrides})
 
 
 def run(
@@ -232,7 +227,7 @@ def test_huge_body_hits_the_byte_cap(sandbox: SandboxServer, gzip: bool) -> None
 
 
 def test_403_names_the_endpoint(sandbox: SandboxServer) -> None:
-    settings = make_settings(sandbox, api_key=ApiKey(LIMITED_KEY))
+    settings = make_settings(sandbox, api_key=LIMITED_KEY)
 
     async def main() -> None:
         async with AsyncJicooClient(settings, limiter=RateLimiter(UNTHROTTLED, 100)) as client:

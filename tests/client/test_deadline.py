@@ -9,7 +9,7 @@ import pytest
 
 from jicoo_connector.cli import main as cli_main
 from jicoo_sandbox.server import SandboxServer
-from tests.conftest import SANDBOX_KEY
+from tests.support.sandbox import SANDBOX_KEY
 
 DEADLINE_S = 1.5
 TRICKLE = {"kind": "trickle", "chunk_bytes": 1, "interval_ms": 500}

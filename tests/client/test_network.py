@@ -25,7 +25,7 @@ from jicoo_sandbox.app import create_app
 from jicoo_sandbox.config import SandboxConfig
 from jicoo_sandbox.server import SandboxServer
 from tests.client.proxy import ConnectProxy, connect_proxy
-from tests.conftest import SANDBOX_KEY
+from tests.support.sandbox import SANDBOX_KEY
 
 KEY = "sk_test_network"
 ANCHOR = dt.date(2026, 3, 2)

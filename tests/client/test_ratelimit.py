@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from jicoo_connector.client import RateLimiter, shared_limiter
+from jicoo_connector.client import RateLimiter, reset_shared_limiters, shared_limiter
 from jicoo_connector.client._ratelimit import (
     ACCOUNT_BURST_SHARE,
     ACCOUNT_PACING,
@@ -85,8 +85,10 @@ def test_penalty_pauses_everyone_then_ramps_back() -> None:
 
 def test_penalty_voids_slots_promised_before_it() -> None:
     async def scenario() -> float:
-        limiter = RateLimiter(100.0, 1)
-        limiter.reserve()  # the bucket is now empty: the next caller waits 10 ms
+        # The limiter's clock stands still: a loaded machine cannot refill the bucket between
+        # the two reservations (the waiter would then take a free slot and never wait).
+        limiter = RateLimiter(100.0, 1, clock=FakeClock())
+        limiter.reserve()  # the bucket is now empty: the next caller is promised a slot in 10 ms
         started = time.monotonic()
         waiter = asyncio.create_task(limiter.acquire())
         await asyncio.sleep(0)
@@ -138,3 +140,15 @@ def test_shared_limiter_is_one_per_account() -> None:
 def test_nonsense_limits_are_refused(rate: float, burst: int) -> None:
     with pytest.raises(ValueError, match="rate"):
         RateLimiter(rate, burst)
+
+
+def test_reset_shared_limiters_lets_the_next_caller_set_the_rate() -> None:
+    slow = Settings(api_key=ApiKey("sk_test_reset"), base_url="http://127.0.0.1:4", rate_limit=1)
+    fast = Settings(api_key=ApiKey("sk_test_reset"), base_url="http://127.0.0.1:4", rate_limit=50)
+    first = shared_limiter(slow)
+    assert shared_limiter(fast) is first  # the first caller's rate wins...
+    reset_shared_limiters()
+    again = shared_limiter(fast)
+    assert again is not first  # ...until the limiters are reset
+    assert again.rate == fast.rate_limit
+    assert first.rate == slow.rate_limit

@@ -4,7 +4,6 @@ import datetime as dt
 import itertools
 from collections.abc import Collection
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 from dagster._core.storage.tags import (
@@ -17,11 +16,7 @@ from assets.partitions import daily_partitions
 from assets.resources import JicooResource, WarehouseResource
 from jicoo_connector.config import ConnectorConfig
 from jicoo_sandbox.server import SandboxServer
-
-TOKYO = ZoneInfo("Asia/Tokyo")
-# The sandbox has no rate limit of its own: let the client go fast so runs stay short.
-TEST_RATE_LIMIT = 500.0
-TEST_BURST = 200
+from tests.support.sandbox import TEST_BURST, TEST_RATE_LIMIT
 
 
 def extract_assets(config: ConnectorConfig | None = None) -> dict[str, dg.AssetsDefinition]:
@@ -41,11 +36,6 @@ def jicoo_resource(sandbox: SandboxServer, api_key: str | None = None) -> JicooR
 
 def warehouse_resource(root: Path) -> WarehouseResource:
     return WarehouseResource(root=str(root / "wh"), duckdb_path=str(root / "wh.duckdb"))
-
-
-def tokyo_today(sandbox: SandboxServer) -> dt.date:
-    """The sandbox clock's day in Tokyo: the day its data is spread around."""
-    return sandbox.config.clock().astimezone(TOKYO).date()
 
 
 def range_tags(start: dt.date, end: dt.date) -> dict[str, str]:

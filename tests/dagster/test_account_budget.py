@@ -20,7 +20,8 @@ import pytest
 from assets.resources import API_POOL
 from assets.webhook_sensor import webhook_refresh_job
 from jicoo_sandbox.server import SandboxServer
-from tests.dagster.support import assert_one_at_a_time, range_tags, step_spans, tokyo_today
+from tests.dagster.support import assert_one_at_a_time, range_tags, step_spans
+from tests.support.sandbox import tokyo_today
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 10

@@ -27,19 +27,16 @@ from jicoo_connector.extract import TABLES, extract_range, register_table, unreg
 from jicoo_connector.extract.catalog import BUILT_IN
 from jicoo_connector.extract.sources import DaySource, SnapshotSource, TableSource
 from jicoo_connector.quality import check_names
-from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
-    TEST_BURST,
-    TEST_RATE_LIMIT,
-    TOKYO,
     check_evaluations,
     extract_assets,
     jicoo_resource,
     materializations,
     warehouse_resource,
 )
+from tests.support.sandbox import TEST_RATE_LIMIT, TOKYO, sandbox_settings
 
 TABLE = "user_roles"
 HOSTS_TABLE = "booking_hosts"
@@ -106,15 +103,6 @@ def _cli_tables(capsys: pytest.CaptureFixture[str]) -> list[str]:
     return capsys.readouterr().out.split()
 
 
-def _settings(sandbox: SandboxServer) -> Settings:
-    return Settings(
-        api_key=ApiKey(sandbox.api_key),
-        base_url=sandbox.base_url,
-        rate_limit=TEST_RATE_LIMIT,
-        burst=TEST_BURST,
-    )
-
-
 def _rows(path: Path) -> dict[str, object]:
     read = pq.read_table(path)
     uids, roles = read.column("uid").to_pylist(), read.column("role").to_pylist()
@@ -125,7 +113,7 @@ def test_a_registered_table_is_extracted_by_the_run_loop(
     user_roles: TableSource, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     day = dt.date(2026, 1, 5)  # day tables only: a snapshot is dated today
-    (result,) = extract_range(_settings(sandbox), [TABLE], day, day, str(tmp_path))
+    (result,) = extract_range(sandbox_settings(sandbox), [TABLE], day, day, str(tmp_path))
     expected = _roles_in_sandbox(sandbox)
     assert result.table == TABLE
     assert result.rows == len(expected) > 0
@@ -228,12 +216,17 @@ def test_a_registered_day_table_shares_the_bookings_listing(
     booking_hosts: TableSource, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
     day, hosts = _busiest_day(sandbox)
-    alone = extract_range(_settings(sandbox), ["bookings"], day, day, str(tmp_path / "a"))
+    alone = extract_range(sandbox_settings(sandbox), ["bookings"], day, day, str(tmp_path / "a"))
     pages = _listings(sandbox)
     assert pages > 0
     sandbox.clear_requests()
     both = extract_range(
-        _settings(sandbox), ["bookings", HOSTS_TABLE], day, day, str(tmp_path / "b"), zone=TOKYO.key
+        sandbox_settings(sandbox),
+        ["bookings", HOSTS_TABLE],
+        day,
+        day,
+        str(tmp_path / "b"),
+        zone=TOKYO.key,
     )
     # The same listing serves both tables: not one bookings request more.
     assert _listings(sandbox) == pages
@@ -276,7 +269,7 @@ def test_a_registered_day_table_is_an_asset_fed_by_the_bookings_partition(
     # Its step read the bookings partition the bookings step wrote: one listing in the run.
     sandbox_pages = _listings(sandbox)
     sandbox.clear_requests()
-    extract_range(_settings(sandbox), ["bookings"], day, day, str(tmp_path / "alone"))
+    extract_range(sandbox_settings(sandbox), ["bookings"], day, day, str(tmp_path / "alone"))
     assert sandbox_pages == _listings(sandbox)
 
 

@@ -18,16 +18,14 @@ from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
-from tests.conftest import LIMITED_KEY
 from tests.dagster.support import (
-    TOKYO,
     extract_assets,
     jicoo_resource,
     materializations,
     range_tags,
-    tokyo_today,
     warehouse_resource,
 )
+from tests.support.sandbox import LIMITED_KEY, TOKYO, tokyo_today
 
 CHANGESET = "action,booking_uid,new_started_at,time_zone,cancel_reason\ncancel,{uid},,,gone\n"
 

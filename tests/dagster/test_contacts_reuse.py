@@ -22,14 +22,13 @@ from jicoo_connector.extract import DEFAULT_MAX_BOOKING_DURATION, TABLES, day_wi
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
-    TOKYO,
     extract_assets,
     jicoo_resource,
     materializations,
     range_tags,
-    tokyo_today,
     warehouse_resource,
 )
+from tests.support.sandbox import TOKYO, tokyo_today
 
 CONTACTS_OP = op_name("booking_contacts")
 

@@ -22,15 +22,14 @@ from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import EXTRACTED_AT_COLUMN, RUN_ID_COLUMN
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
-    TOKYO,
     check_evaluations,
     extract_assets,
     jicoo_resource,
     materializations,
     range_tags,
-    tokyo_today,
     warehouse_resource,
 )
+from tests.support.sandbox import TOKYO, tokyo_today
 
 # Every test reads the one scenario, run on a sandbox on the system clock.
 pytestmark = pytest.mark.system_clock(

@@ -41,9 +41,9 @@ from jicoo_connector.settings import DEFAULT_BURST, DEFAULT_RATE_LIMIT
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import assert_one_at_a_time, step_spans
 from tests.dagster.test_deploy_config import dagster_url
-from tests.postgres_server import PostgresServer
-from tests.s3_server import moto_s3
-from tests.writeback_data import assert_server_matches, build_csv, effective_posts
+from tests.support.postgres_server import PostgresServer
+from tests.support.s3_server import moto_s3
+from tests.support.writeback_data import assert_server_matches, build_csv, effective_posts
 
 CONTACTS_OP = op_name("booking_contacts")
 

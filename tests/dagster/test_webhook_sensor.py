@@ -17,17 +17,11 @@ from assets.webhook_sensor import (
 from benchmarks.webhook_freshness import find_moves, reschedule, row_started_at
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import extract_range
-from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.webhooks import SQLiteEventStore, parse_event
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import event_payload
-from tests.dagster.support import (
-    TEST_RATE_LIMIT,
-    extract_assets,
-    jicoo_resource,
-    tokyo_today,
-    warehouse_resource,
-)
+from tests.dagster.support import extract_assets, jicoo_resource, warehouse_resource
+from tests.support.sandbox import sandbox_settings, tokyo_today
 
 NEW_BOOKING = "NEWBOOKING01"
 FAR_DAYS = 20
@@ -54,9 +48,7 @@ def test_events_become_one_run_per_range_of_days_and_the_runs_move_the_row(
     client = httpx.Client(base_url=sandbox.base_url, headers={"X-Jicoo-Api-Key": sandbox.api_key})
     with client:
         (move,) = find_moves(client, 1, tokyo_today(sandbox) + dt.timedelta(days=2), 10)
-        settings = Settings(
-            api_key=ApiKey(sandbox.api_key), base_url=sandbox.base_url, rate_limit=TEST_RATE_LIMIT
-        )
+        settings = sandbox_settings(sandbox)
         for day in (move.old_day, move.new_day):
             extract_range(settings, ["bookings", "booking_contacts"], day, day, warehouse.root)
         assert row_started_at(Path(warehouse.root), move.old_day, move.uid) is not None

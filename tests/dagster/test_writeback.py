@@ -23,7 +23,7 @@ from jicoo_connector.changes.ledger_backends import (
 from jicoo_connector.client import JicooClient
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import check_evaluations, jicoo_resource, materializations
-from tests.writeback_data import booking, future_open_bookings
+from tests.support.writeback_data import booking, future_open_bookings
 
 CANCELS = 3
 ALL_CHECKS_PASSED = {

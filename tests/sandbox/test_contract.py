@@ -15,7 +15,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from jicoo_sandbox.server import SandboxServer
-from tests.conftest import LIMITED_KEY
+from tests.support.sandbox import LIMITED_KEY
 
 # Parsed JSON bodies: the tests index into them freely.
 Json = dict[str, Any]
@@ -182,70 +182,53 @@ def test_write_endpoints_match_their_success_schemas(
     check(spec, registry, cancelled, "/v1/bookings/{uid}/cancel", 200)
 
 
+def error_cases(
+    sandbox: SandboxServer,
+    client: httpx.Client,
+    anonymous: httpx.Client,
+    limited: httpx.Client,
+) -> list[tuple[str, httpx.Response, int]]:
+    """(path template, answer, documented status) for every error an operation documents."""
+    cancelled = next(b for b in sandbox.store.all_bookings() if b["status"] == "cancel")
+    done = f"/v1/bookings/{cancelled['uid']}"
+    event_type = sandbox.store.event_types()[0]
+    slots = f"/v1/event_types/{event_type['uid']}/available_schedules"
+    booking, cancel = "/v1/bookings/{uid}", "/v1/bookings/{uid}/cancel"
+    reschedule, calendar = "/v1/bookings/{uid}/reschedule", "/v1/user_availability_calendars/{uid}"
+    open_slots, no_slots = "/v1/event_types/{uid}/available_schedules", "/v1/event_types/nope"
+    return [
+        ("/v1/bookings", anonymous.get("/v1/bookings"), 403),
+        ("/v1/bookings", client.get("/v1/bookings", params={"perPage": 101}), 422),
+        (booking, client.get("/v1/bookings/nope"), 404),
+        (booking, client.patch("/v1/bookings/nope", json={}), 404),
+        (booking, client.patch(done, json={"name": 1}), 422),
+        ("/v1/bookings/{uid}/contacts", client.get("/v1/bookings/nope/contacts"), 404),
+        (cancel, client.post(f"{done}/cancel"), 422),
+        (cancel, client.post("/v1/bookings/nope/cancel"), 404),
+        (cancel, anonymous.post("/v1/bookings/nope/cancel"), 403),
+        (reschedule, client.post(f"{done}/reschedule", json={}), 422),
+        (reschedule, client.post("/v1/bookings/nope/reschedule", json={}), 404),
+        ("/v1/schedules", anonymous.get("/v1/schedules"), 403),
+        ("/v1/user_availability_calendars", client.get("/v1/user_availability_calendars"), 400),
+        (calendar, client.get("/v1/user_availability_calendars/nope"), 404),
+        ("/v1/organization_users/{userId}", client.get("/v1/organization_users/nope"), 404),
+        ("/v1/event_types", limited.get("/v1/event_types"), 403),
+        ("/v1/event_types/{uid}", client.get("/v1/event_types/nope"), 404),
+        (open_slots, client.get(slots, params=window(sandbox, 8)), 422),
+        (open_slots, client.get(f"{no_slots}/available_schedules", params=window(sandbox, 1)), 404),
+        ("/v1/event_type_hosts", client.get("/v1/event_type_hosts"), 422),
+    ]
+
+
 def test_error_bodies_match_the_documented_statuses(
     spec: Json, registry: Registry[Any], sandbox: SandboxServer, client: httpx.Client
 ) -> None:
-    cancelled = next(b for b in sandbox.store.all_bookings() if b["status"] == "cancel")
-    event_type = sandbox.store.event_types()[0]
     anonymous = httpx.Client(base_url=sandbox.base_url, timeout=TIMEOUT_S)
     limited = httpx.Client(
         base_url=sandbox.base_url, headers={"X-Jicoo-Api-Key": LIMITED_KEY}, timeout=TIMEOUT_S
     )
     with anonymous, limited:
-        cases = [
-            ("/v1/bookings", anonymous.get("/v1/bookings"), 403),
-            ("/v1/bookings", client.get("/v1/bookings", params={"perPage": 101}), 422),
-            ("/v1/bookings/{uid}", client.get("/v1/bookings/nope"), 404),
-            ("/v1/bookings/{uid}", client.patch("/v1/bookings/nope", json={}), 404),
-            (
-                "/v1/bookings/{uid}",
-                client.patch(f"/v1/bookings/{cancelled['uid']}", json={"name": 1}),
-                422,
-            ),
-            ("/v1/bookings/{uid}/contacts", client.get("/v1/bookings/nope/contacts"), 404),
-            (
-                "/v1/bookings/{uid}/cancel",
-                client.post(f"/v1/bookings/{cancelled['uid']}/cancel"),
-                422,
-            ),
-            ("/v1/bookings/{uid}/cancel", client.post("/v1/bookings/nope/cancel"), 404),
-            ("/v1/bookings/{uid}/cancel", anonymous.post("/v1/bookings/nope/cancel"), 403),
-            (
-                "/v1/bookings/{uid}/reschedule",
-                client.post(f"/v1/bookings/{cancelled['uid']}/reschedule", json={}),
-                422,
-            ),
-            (
-                "/v1/bookings/{uid}/reschedule",
-                client.post("/v1/bookings/nope/reschedule", json={}),
-                404,
-            ),
-            ("/v1/schedules", anonymous.get("/v1/schedules"), 403),
-            ("/v1/user_availability_calendars", client.get("/v1/user_availability_calendars"), 400),
-            (
-                "/v1/user_availability_calendars/{uid}",
-                client.get("/v1/user_availability_calendars/nope"),
-                404,
-            ),
-            ("/v1/organization_users/{userId}", client.get("/v1/organization_users/nope"), 404),
-            ("/v1/event_types", limited.get("/v1/event_types"), 403),
-            ("/v1/event_types/{uid}", client.get("/v1/event_types/nope"), 404),
-            (
-                "/v1/event_types/{uid}/available_schedules",
-                client.get(
-                    f"/v1/event_types/{event_type['uid']}/available_schedules",
-                    params=window(sandbox, 8),
-                ),
-                422,
-            ),
-            (
-                "/v1/event_types/{uid}/available_schedules",
-                client.get("/v1/event_types/nope/available_schedules", params=window(sandbox, 1)),
-                404,
-            ),
-            ("/v1/event_type_hosts", client.get("/v1/event_type_hosts"), 422),
-        ]
-        for template, response, status in cases:
+        for template, response, status in error_cases(sandbox, client, anonymous, limited):
             check(spec, registry, response, template, status)
             assert set(response.json()["errors"]) == {"code", "message", "fields"}
 

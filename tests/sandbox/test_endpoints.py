@@ -9,7 +9,7 @@ import pytest
 
 from jicoo_sandbox.config import DEFAULT_SANDBOX_KEY, Clock, SandboxConfig
 from jicoo_sandbox.server import SandboxServer
-from tests.conftest import LIMITED_KEY
+from tests.support.sandbox import LIMITED_KEY
 
 # Parsed JSON bodies: the tests index into them freely.
 Json = dict[str, Any]

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from jicoo_sandbox.config import SandboxConfig
+from jicoo_sandbox.drift import drift_delete, drift_insert, drift_move
 from jicoo_sandbox.store import SandboxStore
 
 ANCHOR = dt.date(2024, 6, 12)
@@ -137,10 +138,10 @@ def test_drift_primitives_shift_the_data_and_journal_themselves() -> None:
     store = SandboxStore(SandboxConfig(seed=3, bookings=400, anchor_date=ANCHOR))
     before = [b["uid"] for b in store.all_bookings()]
     rng = random.Random(1)
-    inserted = store.drift_insert(5, rng)
-    deleted = store.drift_delete(3, rng)
+    inserted = drift_insert(store, 5, rng)
+    deleted = drift_delete(store, 3, rng)
     moved_before = {uid: store.get_booking(str(uid)) for uid in before if uid not in deleted}
-    moved = store.drift_move(4, rng)
+    moved = drift_move(store, 4, rng)
     assert len(inserted) == 5
     assert len(deleted) == 3
     assert len(moved) == 4

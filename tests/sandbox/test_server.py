@@ -14,7 +14,7 @@ import pytest
 import jicoo_sandbox as sandbox_package
 from jicoo_sandbox import SandboxConfig, SandboxProcess, SandboxServer
 from jicoo_sandbox.config import Clock
-from jicoo_sandbox.fault_profile import FaultProfileError
+from jicoo_sandbox.faults import FaultProfileError
 from jicoo_sandbox.server import TransportHttpToolsProtocol
 
 SMALL = 50

@@ -7,8 +7,11 @@ import pytest
 
 import jicoo_sandbox.store as store_module
 from jicoo_sandbox.config import SandboxConfig
-from jicoo_sandbox.seed import Booking, SeedData, build_seed, format_ms, json_instant
-from jicoo_sandbox.store import BookingPatch, BookingQuery, SandboxStore
+from jicoo_sandbox.index import BookingQuery
+from jicoo_sandbox.instants import format_ms, json_instant
+from jicoo_sandbox.model import Booking, SeedData
+from jicoo_sandbox.seed import build_seed
+from jicoo_sandbox.store import BookingPatch, SandboxStore
 
 ANCHOR = dt.date(2024, 6, 12)
 SEED = 3

@@ -8,10 +8,9 @@ from pathlib import Path
 import httpx
 
 from benchmarks.webhook_freshness import TOKYO, find_moves, reschedule
-from jicoo_sandbox.config import Clock, SandboxConfig
+from jicoo_sandbox.config import Clock, SandboxConfig, WebhookOptions
 from jicoo_sandbox.server import SandboxServer
-from jicoo_sandbox.webhooks import WebhookOptions
-from tests.webhooks.conftest import SECRET, Receiver
+from tests.support.webhook_receiver import SECRET, Receiver
 
 DRAIN_S = 30.0
 RETRIES_SEEN_S = 10.0

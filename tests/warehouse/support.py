@@ -12,10 +12,9 @@ from pathlib import Path
 import psycopg
 
 from jicoo_connector.extract import TABLES, extract_range
-from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
-from tests.dagster.support import TEST_BURST, TEST_RATE_LIMIT, tokyo_today
+from tests.support.sandbox import sandbox_settings, tokyo_today
 
 ROOT = Path(__file__).resolve().parents[2]
 CHILD_TIMEOUT_S = 90
@@ -24,12 +23,7 @@ CHILD_TIMEOUT_S = 90
 def extract_days(sandbox: SandboxServer, root: Path, days: Sequence[dt.date]) -> None:
     """Every table of the sandbox into ``root``: day tables for ``days``, snapshots for the
     sandbox clock's today (its slots lie ahead of it)."""
-    settings = Settings(
-        api_key=ApiKey(sandbox.api_key),
-        base_url=sandbox.base_url,
-        rate_limit=TEST_RATE_LIMIT,
-        burst=TEST_BURST,
-    )
+    settings = sandbox_settings(sandbox)
     extract_range(
         settings,
         list(TABLES),

@@ -16,12 +16,12 @@ from assets.webhook_sensor import EVENT_IDS_TAG, build_booking_events_sensor
 from benchmarks.webhook_freshness import WEBHOOK_SECRET, receiver_process
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import extract_range
-from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.webhooks import SQLiteEventStore
-from jicoo_sandbox.config import Clock, SandboxConfig
+from jicoo_sandbox.config import Clock, SandboxConfig, WebhookOptions
 from jicoo_sandbox.server import SandboxServer
-from jicoo_sandbox.webhooks import ChurnRunner, WebhookOptions
-from tests.dagster.support import TEST_RATE_LIMIT, warehouse_resource
+from jicoo_sandbox.webhooks import ChurnRunner
+from tests.dagster.support import warehouse_resource
+from tests.support.sandbox import sandbox_settings
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 EVENTS = 1000
@@ -59,9 +59,7 @@ def test_flood_with_duplicates_reordering_and_two_receiver_kills(
     with SandboxServer(config) as sandbox:
         store = sandbox.store
         # The warehouse a daily refresh left: every seeded day, before any change.
-        settings = Settings(
-            api_key=ApiKey(sandbox.api_key), base_url=sandbox.base_url, rate_limit=TEST_RATE_LIMIT
-        )
+        settings = sandbox_settings(sandbox)
         before = {b["uid"]: _day(b["startedAt"]) for b in store.all_bookings()}
         extract_range(settings, ["bookings"], min(before.values()), max(before.values()),
                       warehouse.root)  # fmt: skip

@@ -1,6 +1,5 @@
 """The receiver over real HTTP: signatures (made by the sandbox's own signer), caps, answers."""
 
-import json
 import logging
 from pathlib import Path
 
@@ -10,20 +9,10 @@ import pytest
 from jicoo_connector.errors import WebhookSignatureError
 from jicoo_connector.webhooks import WebhookSecrets, verify_signature
 from jicoo_sandbox.webhooks import sign
-from tests.webhooks.conftest import NOW, OLD_SECRET, SECRET, Receiver
+from tests.support.webhook_receiver import NOW, OLD_SECRET, SECRET, Receiver, event_body
 
 TIMEOUT_S = 10.0
 HEADER = "Jicoo-Webhook-Signature"
-
-
-def event_body(event: str = "guest_booked", uid: str = "mzgdPJVBb7RE") -> bytes:
-    return json.dumps(
-        {
-            "createdAt": "2026-11-30T01:02:03.456Z",
-            "event": event,
-            "object": {"uid": uid, "status": "open", "startedAt": "2026-12-02T01:00:00.000Z"},
-        }
-    ).encode()
 
 
 def post(receiver: Receiver, body: bytes, signature: str | None) -> httpx.Response:

@@ -1,17 +1,20 @@
-"""A webhook receiver on a loopback port (uvicorn in a thread) with a pinned clock."""
+"""A webhook receiver on a loopback port (uvicorn in a thread) with a pinned clock, and an
+event body of the shape Jicoo sends."""
 
+import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
 from jicoo_connector.webhooks.receiver import create_app
+
+__all__ = ["NOW", "OLD_SECRET", "SECRET", "Receiver", "event_body"]
 
 SECRET = "whsec_current"
 OLD_SECRET = "whsec_previous"
@@ -61,8 +64,11 @@ class Receiver:
         self.store.close()
 
 
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[Receiver]:
-    running = Receiver(tmp_path / "events.sqlite", f"{SECRET}, {OLD_SECRET}")
-    yield running
-    running.close()
+def event_body(event: str = "guest_booked", uid: str = "mzgdPJVBb7RE") -> bytes:
+    return json.dumps(
+        {
+            "createdAt": "2026-11-30T01:02:03.456Z",
+            "event": event,
+            "object": {"uid": uid, "status": "open", "startedAt": "2026-12-02T01:00:00.000Z"},
+        }
+    ).encode()

@@ -1,7 +1,7 @@
 """The fault profile: everything the sandbox does wrong on purpose, parsed from JSON and checked.
 
-Applied by ``fault_middleware.FaultInjector``; read and replaced at run time through the control
-endpoints (``fault_control.FaultControl``: ``GET|POST /_sandbox/faults``). A profile, as JSON::
+Applied by ``injector.FaultInjector``; read and replaced at run time through the control
+endpoints (``control.FaultControl``: ``GET|POST /_sandbox/faults``). A profile, as JSON::
 
     {"latency_ms": 20, "latency_jitter_ms": 10, "seed": 3,
      "rate_limit": {"rps": 10, "burst": 20},
@@ -28,7 +28,7 @@ limited. ``{}`` clears everything, the rate limit included.
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -200,119 +200,14 @@ class FaultRule:
     def from_mapping(cls, obj: object, where: str) -> "FaultRule":
         data = _mapping(where, obj)
         if "kind" not in data:
-            raise FaultRule._error(where, "kind", f"required, one of {', '.join(FAULT_KINDS)}")
+            raise _key_error(where, "kind", f"required, one of {', '.join(FAULT_KINDS)}")
         kind = _choice(f"{where}.kind", data["kind"], FAULT_KINDS)
         _no_unknown_keys(where, data, _COMMON_RULE_KEYS | _KIND_KEYS[kind])
         fields: dict[str, object] = {"kind": kind}
-
-        methods = data.get("methods")
-        if methods is not None:
-            if not isinstance(methods, list) or not methods:
-                raise FaultRule._error(where, "methods", "expected a non-empty list of methods")
-            upper = frozenset(str(m).upper() for m in methods)
-            if not upper <= HTTP_METHODS:
-                bad = ", ".join(sorted(upper - HTTP_METHODS))
-                raise FaultRule._error(where, "methods", f"unknown method(s) {bad}")
-            fields["methods"] = upper
-        elif kind == "drop_after_apply":
-            fields["methods"] = frozenset({"POST", "PATCH"})
-        elif kind == "drift":
-            fields["methods"] = frozenset({"GET"})
-        if kind == "drop_after_apply" and not fields["methods"] <= MUTATING_METHODS:  # type: ignore[operator]
-            raise FaultRule._error(where, "methods", "drop_after_apply needs mutating methods")
-
-        path = data.get("path", DEFAULT_DRIFT_PATH if kind == "drift" else None)
-        if path is not None:
-            if not isinstance(path, str):
-                raise FaultRule._error(where, "path", f"expected a regex string, got {path!r}")
-            try:
-                fields["_pattern"] = re.compile(path)
-            except re.error as exc:
-                raise FaultRule._error(where, "path", f"bad regex {path!r}: {exc}") from exc
-            fields["path"] = path
-
-        triggers = [name for name in ("probability", "every", "burst") if name in data]
-        if len(triggers) > 1:
-            raise FaultProfileError(f"{where}: use one of probability, every, burst (got both)")
-        if "probability" in data:
-            probability = _number(f"{where}.probability", data["probability"])
-            if probability > 1:
-                raise FaultRule._error(where, "probability", f"must be in 0..1, got {probability}")
-            fields["probability"] = probability
-        for name, minimum in (("every", 1), ("burst", 1), ("after", 0), ("times", 0)):
-            if name in data:
-                fields[name] = _integer(f"{where}.{name}", data[name], minimum=minimum)
-
-        if kind == "status":
-            status = _integer(f"{where}.status", data.get("status", DEFAULT_STATUS), minimum=0)
-            if status not in INJECTABLE_STATUSES:
-                allowed = ", ".join(map(str, INJECTABLE_STATUSES))
-                raise FaultRule._error(where, "status", f"must be one of {allowed}; got {status}")
-            fields["status"] = status
-        elif kind == "rate_limited":
-            fields["retry_after"] = _number(
-                f"{where}.retry_after", data.get("retry_after", DEFAULT_RETRY_AFTER_S)
-            )
-            fields["retry_after_format"] = _choice(
-                f"{where}.retry_after_format",
-                data.get("retry_after_format", "seconds"),
-                RETRY_AFTER_FORMATS,
-            )
-        elif kind == "trickle":
-            fields["chunk_bytes"] = _integer(
-                f"{where}.chunk_bytes",
-                data.get("chunk_bytes", DEFAULT_TRICKLE_CHUNK_BYTES),
-                minimum=1,
-            )
-            fields["interval_ms"] = _number(
-                f"{where}.interval_ms", data.get("interval_ms", DEFAULT_TRICKLE_INTERVAL_MS)
-            )
-        elif kind == "redirect":
-            location = data.get("location")
-            if not isinstance(location, str) or not re.fullmatch(r"https?://[^/?#\s]+/?", location):
-                raise FaultRule._error(
-                    where,
-                    "location",
-                    f"required origin like http://127.0.0.1:9999, got {location!r}",
-                )
-            fields["location"] = location.rstrip("/")
-            status = _integer(
-                f"{where}.status", data.get("status", DEFAULT_REDIRECT_STATUS), minimum=0
-            )
-            if status not in REDIRECT_STATUSES:
-                allowed = ", ".join(map(str, REDIRECT_STATUSES))
-                raise FaultRule._error(where, "status", f"must be one of {allowed}; got {status}")
-            fields["status"] = status
-        elif kind == "hostile_json":
-            if "variant" not in data:
-                raise FaultRule._error(where, "variant", f"required: {', '.join(HOSTILE_VARIANTS)}")
-            variant = _choice(f"{where}.variant", data["variant"], HOSTILE_VARIANTS)
-            fields["variant"] = variant
-            if variant != "huge_body" and ({"size_bytes", "gzip"} & set(data)):
-                raise FaultProfileError(f"{where}: size_bytes and gzip only apply to huge_body")
-            if variant == "huge_body":
-                size = _integer(
-                    f"{where}.size_bytes",
-                    data.get("size_bytes", DEFAULT_HUGE_BODY_BYTES),
-                    minimum=1,
-                )
-                if size > MAX_HUGE_BODY_BYTES:
-                    raise FaultRule._error(where, "size_bytes", f"at most {MAX_HUGE_BODY_BYTES}")
-                gzip = data.get("gzip", False)
-                if not isinstance(gzip, bool):
-                    raise FaultRule._error(where, "gzip", f"expected true or false, got {gzip!r}")
-                fields["size_bytes"] = size
-                fields["gzip"] = gzip
-        elif kind == "drift":
-            for name in ("insert", "delete", "move"):
-                fields[name] = _integer(f"{where}.{name}", data.get(name, 0), minimum=0)
-            if not (fields["insert"] or fields["delete"] or fields["move"]):
-                raise FaultProfileError(f"{where}: drift needs insert, delete or move > 0")
+        fields.update(_match_fields(where, data, kind))
+        fields.update(_trigger_fields(where, data))
+        fields.update(_KIND_FIELDS.get(kind, _no_fields)(where, data))
         return cls(**fields)  # type: ignore[arg-type]
-
-    @staticmethod
-    def _error(where: str, key: str, message: str) -> FaultProfileError:
-        return FaultProfileError(f"{where}.{key}: {message}")
 
     def to_mapping(self) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -322,6 +217,155 @@ class FaultRule:
                 continue
             out[name] = sorted(value) if isinstance(value, frozenset) else value
         return out
+
+
+def _key_error(where: str, key: str, message: str) -> FaultProfileError:
+    return FaultProfileError(f"{where}.{key}: {message}")
+
+
+Fields = dict[str, object]
+
+
+def _match_fields(where: str, data: Mapping[str, object], kind: str) -> Fields:
+    """``methods`` and ``path``, with the defaults of drop_after_apply and drift."""
+    fields: Fields = {}
+    methods = data.get("methods")
+    if methods is not None:
+        if not isinstance(methods, list) or not methods:
+            raise _key_error(where, "methods", "expected a non-empty list of methods")
+        upper = frozenset(str(m).upper() for m in methods)
+        if not upper <= HTTP_METHODS:
+            bad = ", ".join(sorted(upper - HTTP_METHODS))
+            raise _key_error(where, "methods", f"unknown method(s) {bad}")
+        fields["methods"] = upper
+    elif kind == "drop_after_apply":
+        fields["methods"] = frozenset({"POST", "PATCH"})
+    elif kind == "drift":
+        fields["methods"] = frozenset({"GET"})
+    if kind == "drop_after_apply" and not fields["methods"] <= MUTATING_METHODS:  # type: ignore[operator]
+        raise _key_error(where, "methods", "drop_after_apply needs mutating methods")
+    path = data.get("path", DEFAULT_DRIFT_PATH if kind == "drift" else None)
+    if path is not None:
+        if not isinstance(path, str):
+            raise _key_error(where, "path", f"expected a regex string, got {path!r}")
+        try:
+            fields["_pattern"] = re.compile(path)
+        except re.error as exc:
+            raise _key_error(where, "path", f"bad regex {path!r}: {exc}") from exc
+        fields["path"] = path
+    return fields
+
+
+def _trigger_fields(where: str, data: Mapping[str, object]) -> Fields:
+    """When the rule fires: one of probability | every | burst, and after, times."""
+    fields: Fields = {}
+    triggers = [name for name in ("probability", "every", "burst") if name in data]
+    if len(triggers) > 1:
+        raise FaultProfileError(f"{where}: use one of probability, every, burst (got both)")
+    if "probability" in data:
+        probability = _number(f"{where}.probability", data["probability"])
+        if probability > 1:
+            raise _key_error(where, "probability", f"must be in 0..1, got {probability}")
+        fields["probability"] = probability
+    for name, minimum in (("every", 1), ("burst", 1), ("after", 0), ("times", 0)):
+        if name in data:
+            fields[name] = _integer(f"{where}.{name}", data[name], minimum=minimum)
+    return fields
+
+
+def _no_fields(where: str, data: Mapping[str, object]) -> Fields:
+    return {}
+
+
+def _status_fields(where: str, data: Mapping[str, object]) -> Fields:
+    status = _integer(f"{where}.status", data.get("status", DEFAULT_STATUS), minimum=0)
+    if status not in INJECTABLE_STATUSES:
+        allowed = ", ".join(map(str, INJECTABLE_STATUSES))
+        raise _key_error(where, "status", f"must be one of {allowed}; got {status}")
+    return {"status": status}
+
+
+def _rate_limited_fields(where: str, data: Mapping[str, object]) -> Fields:
+    return {
+        "retry_after": _number(
+            f"{where}.retry_after", data.get("retry_after", DEFAULT_RETRY_AFTER_S)
+        ),
+        "retry_after_format": _choice(
+            f"{where}.retry_after_format",
+            data.get("retry_after_format", "seconds"),
+            RETRY_AFTER_FORMATS,
+        ),
+    }
+
+
+def _trickle_fields(where: str, data: Mapping[str, object]) -> Fields:
+    return {
+        "chunk_bytes": _integer(
+            f"{where}.chunk_bytes",
+            data.get("chunk_bytes", DEFAULT_TRICKLE_CHUNK_BYTES),
+            minimum=1,
+        ),
+        "interval_ms": _number(
+            f"{where}.interval_ms", data.get("interval_ms", DEFAULT_TRICKLE_INTERVAL_MS)
+        ),
+    }
+
+
+def _redirect_fields(where: str, data: Mapping[str, object]) -> Fields:
+    location = data.get("location")
+    if not isinstance(location, str) or not re.fullmatch(r"https?://[^/?#\s]+/?", location):
+        raise _key_error(
+            where,
+            "location",
+            f"required origin like http://127.0.0.1:9999, got {location!r}",
+        )
+    status = _integer(f"{where}.status", data.get("status", DEFAULT_REDIRECT_STATUS), minimum=0)
+    if status not in REDIRECT_STATUSES:
+        allowed = ", ".join(map(str, REDIRECT_STATUSES))
+        raise _key_error(where, "status", f"must be one of {allowed}; got {status}")
+    return {"location": location.rstrip("/"), "status": status}
+
+
+def _hostile_json_fields(where: str, data: Mapping[str, object]) -> Fields:
+    if "variant" not in data:
+        raise _key_error(where, "variant", f"required: {', '.join(HOSTILE_VARIANTS)}")
+    variant = _choice(f"{where}.variant", data["variant"], HOSTILE_VARIANTS)
+    if variant != "huge_body":
+        if {"size_bytes", "gzip"} & set(data):
+            raise FaultProfileError(f"{where}: size_bytes and gzip only apply to huge_body")
+        return {"variant": variant}
+    size = _integer(
+        f"{where}.size_bytes",
+        data.get("size_bytes", DEFAULT_HUGE_BODY_BYTES),
+        minimum=1,
+    )
+    if size > MAX_HUGE_BODY_BYTES:
+        raise _key_error(where, "size_bytes", f"at most {MAX_HUGE_BODY_BYTES}")
+    gzip = data.get("gzip", False)
+    if not isinstance(gzip, bool):
+        raise _key_error(where, "gzip", f"expected true or false, got {gzip!r}")
+    return {"variant": variant, "size_bytes": size, "gzip": gzip}
+
+
+def _drift_fields(where: str, data: Mapping[str, object]) -> Fields:
+    fields: Fields = {
+        name: _integer(f"{where}.{name}", data.get(name, 0), minimum=0)
+        for name in ("insert", "delete", "move")
+    }
+    if not any(fields.values()):
+        raise FaultProfileError(f"{where}: drift needs insert, delete or move > 0")
+    return fields
+
+
+# What each kind adds to the common keys; kinds not listed take nothing more.
+_KIND_FIELDS: Final[Mapping[str, Callable[[str, Mapping[str, object]], Fields]]] = {
+    "status": _status_fields,
+    "rate_limited": _rate_limited_fields,
+    "trickle": _trickle_fields,
+    "redirect": _redirect_fields,
+    "hostile_json": _hostile_json_fields,
+    "drift": _drift_fields,
+}
 
 
 @dataclass(frozen=True)

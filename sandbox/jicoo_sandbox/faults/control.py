@@ -1,10 +1,10 @@
 """The fault control endpoints: read and replace the fault profile, read and clear the request log.
 
 ``FaultControl`` is the outermost raw ASGI middleware of the sandbox app. It wraps the
-``FaultInjector`` (fault_middleware.py) and answers, without a key:
+``FaultInjector`` (injector.py) and answers, without a key:
 
 - ``GET /_sandbox/faults``: the active profile and its counters;
-- ``POST /_sandbox/faults``: replace the profile (JSON, see fault_profile.py; ``{}`` clears it),
+- ``POST /_sandbox/faults``: replace the profile (JSON, see profile.py; ``{}`` clears it),
   400 ``invalid_fault_profile`` naming the offending key;
 - ``GET /_sandbox/requests``: the injector's log of API requests (no key values);
 - ``POST /_sandbox/requests/clear``: empty that log.
@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from jicoo_sandbox.fault_middleware import FaultInjector, error_body, json_response, read_body
-from jicoo_sandbox.fault_profile import FaultProfile, FaultProfileError
+from jicoo_sandbox.faults.injector import FaultInjector
+from jicoo_sandbox.faults.profile import FaultProfile, FaultProfileError
+from jicoo_sandbox.faults.responses import error_body, json_response, read_body
 
 if TYPE_CHECKING:
     from jicoo_sandbox.config import SandboxConfig

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from jicoo_connector.config import ConnectorConfig
 
-REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+REPO_DATA = Path(__file__).resolve().parents[2] / "data"
 DEFAULTS_FOLDER = "data/"
 # Audit events whose arguments name a path (https://docs.python.org/3/library/audit_events.html),
 # with the index of their ``dir_fd`` argument: a relative path with a dir_fd (shutil.rmtree

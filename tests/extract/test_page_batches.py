@@ -18,9 +18,9 @@ from jicoo_connector.client import AsyncJicooClient
 from jicoo_connector.errors import ProtocolError, RecordConversionError
 from jicoo_connector.extract import TABLES
 from jicoo_connector.pages import PageBatches
-from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.tables import UTC_MS, constant_array, to_record_batch
 from jicoo_sandbox.server import SandboxServer
+from tests.support.sandbox import sandbox_settings
 
 EXTRACTED_AT = dt.datetime(2026, 11, 25, 3, 4, 5, 678000, tzinfo=dt.UTC)
 DAY = dt.date(2026, 11, 25)
@@ -213,15 +213,9 @@ class JsonOnly(PageBatches):
         return None
 
 
-def client_settings(sandbox: SandboxServer) -> Settings:
-    return Settings(
-        api_key=ApiKey(sandbox.api_key), base_url=sandbox.base_url, rate_limit=10_000, burst=1000
-    )
-
-
 def test_decoded_listing_equals_the_records_listing(sandbox: SandboxServer) -> None:
     async def run() -> tuple[list[pa.RecordBatch], list[pa.RecordBatch], list[dict[str, object]]]:
-        async with AsyncJicooClient(client_settings(sandbox)) as client:
+        async with AsyncJicooClient(sandbox_settings(sandbox)) as client:
             fast = await client.list_bookings_pages(decoder())
             slow = await client.list_bookings_pages(
                 JsonOnly(BOOKINGS, extracted_at=EXTRACTED_AT, run_id="run-1", partition_value=DAY)
@@ -244,7 +238,7 @@ def test_decoded_listing_refuses_hostile_json(sandbox: SandboxServer, variant: s
     sandbox.set_faults({"rules": [{"kind": "hostile_json", "variant": variant}]})
 
     async def run() -> None:
-        async with AsyncJicooClient(client_settings(sandbox)) as client:
+        async with AsyncJicooClient(sandbox_settings(sandbox)) as client:
             await client.list_bookings_pages(decoder())
 
     with pytest.raises(ProtocolError):

@@ -13,17 +13,10 @@ from jicoo_connector.changes.changeset import ParsedChangeSet
 from jicoo_connector.changes.ledger import ChangeState, Ledger
 from jicoo_connector.changes.ledger_backends import is_postgres_url
 from jicoo_connector.changes.plan import parse_instant
-from jicoo_connector.settings import ApiKey, Settings
 from jicoo_sandbox.server import SandboxServer
 
 HEADER = "change_id,action,booking_uid,new_started_at,time_zone,cancel_reason"
 SLOT_SEARCH_DAYS = 7
-
-
-def settings_for(sandbox: SandboxServer) -> Settings:
-    return Settings(
-        api_key=ApiKey(sandbox.api_key), base_url=sandbox.base_url, rate_limit=200, burst=200
-    )
 
 
 def api_client(sandbox: SandboxServer) -> httpx.Client:

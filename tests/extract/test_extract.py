@@ -32,6 +32,7 @@ from jicoo_connector.pages import PageBatches
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
+from tests.support.sandbox import sandbox_settings
 
 ZONES = sorted(
     z for z in available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/"))
@@ -88,21 +89,12 @@ JST = ZoneInfo("Asia/Tokyo")
 LIMITED_KEY = "sk_test_limited"
 
 
-def _settings(sandbox: SandboxServer, key: str | None = None) -> Settings:
-    return Settings(
-        api_key=ApiKey(key or sandbox.api_key),
-        base_url=sandbox.base_url,
-        rate_limit=1000,
-        burst=1000,
-    )
-
-
 def _instant(text: object) -> dt.datetime:
     return dt.datetime.fromisoformat(str(text))
 
 
 async def _all_bookings(sandbox: SandboxServer) -> list[dict[str, object]]:
-    async with AsyncJicooClient(_settings(sandbox)) as client:
+    async with AsyncJicooClient(sandbox_settings(sandbox)) as client:
         return (await client.list_bookings()).records
 
 
@@ -120,7 +112,7 @@ async def _extract(
     snapshot_date: dt.date | None = None,
     key: str | None = None,
 ) -> ExtractResult:
-    async with AsyncJicooClient(_settings(sandbox, key)) as client:
+    async with AsyncJicooClient(sandbox_settings(sandbox, api_key=key)) as client:
         return await extract_partition(
             client,
             table,
@@ -211,7 +203,7 @@ def test_contacts_of_a_day_match_each_bookings_contacts(
     ]
 
     async def expected_rows() -> list[tuple[str, int, object, object]]:
-        async with AsyncJicooClient(_settings(sandbox)) as client:
+        async with AsyncJicooClient(sandbox_settings(sandbox)) as client:
             rows = []
             for uid in booking_uids:
                 for index, contact in enumerate(await client.list_booking_contacts(uid)):
@@ -363,7 +355,13 @@ def test_extract_range_runs_days_and_snapshots(sandbox: SandboxServer, tmp_path:
     seen: list[ExtractResult] = []
     now = sandbox.config.clock()  # snapshots are dated by its day in the zone (Tokyo)
     results = extract_range(
-        _settings(sandbox), ["bookings", "users"], first, last, str(tmp_path), seen.append, now=now
+        sandbox_settings(sandbox),
+        ["bookings", "users"],
+        first,
+        last,
+        str(tmp_path),
+        seen.append,
+        now=now,
     )
     assert [(r.table, r.partition_value) for r in results[:3]] == [
         ("bookings", first),
@@ -389,7 +387,7 @@ def test_chunked_range_matches_day_by_day_with_fewer_requests(
     first = last - dt.timedelta(days=4)
     days = [first + dt.timedelta(days=i) for i in range(5)]
     chunked = extract_range(
-        _settings(sandbox),
+        sandbox_settings(sandbox),
         ["bookings", "booking_contacts"],
         first,
         last,
@@ -431,10 +429,12 @@ def test_a_small_row_budget_narrows_chunks_without_changing_rows(
     everything = asyncio.run(_all_bookings(sandbox))
     last = _busiest_jst_day(everything)
     first = last - dt.timedelta(days=5)
-    wide = extract_range(_settings(sandbox), ["bookings"], first, last, str(tmp_path / "wide"))
+    wide = extract_range(
+        sandbox_settings(sandbox), ["bookings"], first, last, str(tmp_path / "wide")
+    )
     # A budget of one row per worker: chunks shrink to single days (more listings, same rows).
     narrow = extract_range(
-        _settings(sandbox),
+        sandbox_settings(sandbox),
         ["bookings"],
         first,
         last,
@@ -468,7 +468,7 @@ def test_a_listing_over_the_chunk_budget_is_halved(sandbox: SandboxServer, tmp_p
     results: list[ExtractResult] = []
 
     async def run() -> int | None:
-        async with AsyncJicooClient(_settings(sandbox)) as client:
+        async with AsyncJicooClient(sandbox_settings(sandbox)) as client:
             # A budget of one row: the 3-day listing is refused, then its halves, down to days.
             return await _extract_days(client, ctx, group, days, results.append, 1)
 
@@ -508,7 +508,7 @@ def test_contacts_of_a_day_without_bookings_are_rewritten_empty_again(
 ) -> None:
     # The sandbox has no bookings this far past its clock's today: the versions are empty, twice.
     day = sandbox.config.clock().astimezone(JST).date() + dt.timedelta(days=60)
-    settings = _settings(sandbox)
+    settings = sandbox_settings(sandbox)
     out = str(tmp_path)
     extract_range(settings, ["bookings"], day, day, out, zone=JST.key)
     for _ in range(2):
