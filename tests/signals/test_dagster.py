@@ -9,7 +9,6 @@ import pytest
 
 from assets.extract_assets import partitioning_selection
 from jicoo_sandbox.server import SandboxServer
-from tests.conftest import LIMITED_KEY
 from tests.dagster.support import (
     extract_assets,
     jicoo_resource,
@@ -18,6 +17,7 @@ from tests.dagster.support import (
     tokyo_today,
     warehouse_resource,
 )
+from tests.support.sandbox import LIMITED_KEY
 
 WRONG_KEY = "sk_live_not_this_one"
 

@@ -4,15 +4,15 @@ table skips that table, says so, exits 1 and keeps the table's earlier partition
 
 import re
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from jicoo_sandbox.config import Clock, SandboxConfig
 from jicoo_sandbox.server import SandboxServer
-from tests.conftest import LIMITED_KEY, sandbox_config
 from tests.signals.support import environment, one_line, run
-from tests.writeback_data import HEADER, all_posts, future_open_bookings
+from tests.support.sandbox import LIMITED_KEY, SANDBOX_KEY, SANDBOX_SEED
+from tests.support.writeback_data import HEADER, all_posts, future_open_bookings
 
 WRONG_KEY = "sk_live_not_this_one"
 NO_BOOKINGS_KEY = "sk_test_no_bookings"
@@ -24,12 +24,14 @@ REFUSED = re.compile(
 
 
 @pytest.fixture(scope="module")
-def sandbox_401() -> Iterator[SandboxServer]:
+def sandbox_401(clock: Clock) -> Iterator[SandboxServer]:
     """A sandbox answering a wrong key with 401 (the shared one answers 403, as the real API
     did), and refusing one key the bookings listing only."""
-    config = replace(
-        sandbox_config(),
+    config = SandboxConfig(
+        seed=SANDBOX_SEED,
         bookings=200,
+        clock=clock,
+        api_keys=(SANDBOX_KEY,),
         auth_failure_status=401,
         denied={NO_BOOKINGS_KEY: frozenset({"listBookings"})},
     )

@@ -19,7 +19,7 @@ from assets.writeback import (
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import jicoo_resource
 from tests.signals.support import environment, run
-from tests.writeback_data import booking, build_csv, effective_posts
+from tests.support.writeback_data import booking, build_csv, effective_posts
 
 TYPO = "Asia/Tokio"
 
