@@ -50,6 +50,9 @@ def build_definitions(config: ConnectorConfig) -> dg.Definitions:
                 duckdb_path=config.duckdb_path,
                 # Through EnvVar: the URL may hold a password, which the UI must never show.
                 url=dg.EnvVar("JICOO_WAREHOUSE_URL") if config.warehouse_url else "",
+                password=(
+                    dg.EnvVar("JICOO_WAREHOUSE_PASSWORD") if config.warehouse_password else None
+                ),
             ),
             "writeback": WriteBackResource(
                 ledger_path=config.ledger_path,

@@ -88,10 +88,16 @@ class WarehouseResource(dg.ConfigurableResource["WarehouseResource"]):
         "holds a password, so that the UI never shows it.",
     )
 
+    password: str | None = Field(
+        default=None,
+        description="The warehouse password when the URL carries none. Pass "
+        "dg.EnvVar('JICOO_WAREHOUSE_PASSWORD'), so that the UI never shows it.",
+    )
+
     def store(self) -> ParquetStore:
         """The Parquet dataset at ``root``."""
         return ParquetStore(self.root)
 
     def warehouse(self) -> WarehouseTarget:
         """The warehouse the tables are loaded into (``url``, else ``duckdb_path``)."""
-        return WarehouseTarget.parse(self.url or self.duckdb_path)
+        return WarehouseTarget.parse(self.url or self.duckdb_path, password=self.password)

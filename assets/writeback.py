@@ -10,15 +10,21 @@ from pydantic import Field
 
 from assets.extract_assets import column_schema
 from assets.resources import API_POOL, DEFAULTS, JicooResource
-from jicoo_connector.changes import ChangeState, Ledger, Plan, run_changeset
-from jicoo_connector.changes.apply import APPLY_LOG, DEFAULT_APPLY_CONCURRENCY
-from jicoo_connector.changes.ledger_backends import is_postgres_url, redact_location
-from jicoo_connector.changes.run import DONE_STATES
+from jicoo_connector.changes import (
+    APPLY_LOG,
+    DEFAULT_APPLY_CONCURRENCY,
+    DONE_STATES,
+    IN_FLIGHT_STATES,
+    Ledger,
+    Plan,
+    is_postgres_url,
+    redact_location,
+    run_changeset,
+)
 
 APPLY_LOG_KEY = dg.AssetKey(["jicoo", "apply_log"])
 # The op behind the asset: the key in run_config["ops"] for ApplyChangesetConfig.
 APPLY_LOG_OP = "jicoo__apply_log"
-IN_FLIGHT_STATES = (ChangeState.INTENT.value, ChangeState.IN_DOUBT.value)
 # The asset's kinds (its icons in the UI) beside the ledger's backend, added by ledger_kind.
 APPLY_LOG_KINDS = frozenset({"jicoo", "parquet"})
 
@@ -128,7 +134,7 @@ def apply_log(
     run = run_changeset(
         jicoo.settings(),
         config.path,
-        ledger_location=writeback.ledger_location(),
+        ledger=writeback.ledger_location(),
         apply_log_root=writeback.apply_log_root,
         batch_id=config.batch_id,
         dry_run=config.dry_run,

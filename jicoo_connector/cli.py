@@ -19,11 +19,19 @@ from types import FrameType
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
+from jicoo_connector._cli_parser import build_parser
 from jicoo_connector.atomic import atomic_path
-from jicoo_connector.changes.ledger_backends import redact_location
-from jicoo_connector.cli_parser import build_parser
 from jicoo_connector.config import ConnectorConfig
-from jicoo_connector.errors import ChangeSetError, ExtractError, JicooError
+from jicoo_connector.errors import (
+    ApplyIncompleteError,
+    BatchMismatchError,
+    ChangeSetError,
+    ConfigError,
+    ExtractError,
+    JicooError,
+    LedgerBusyError,
+    PlanError,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -141,10 +149,11 @@ def _load(args: argparse.Namespace, done: _Done) -> int:
 
     from jicoo_connector.extract import TABLES
     from jicoo_connector.storage import ParquetStore
-    from jicoo_connector.warehouse import LoadReport, TableLoad, load_warehouse
+    from jicoo_connector.warehouse import LoadReport, TableLoad, WarehouseTarget, load_warehouse
 
     config = ConnectorConfig.from_env(warehouse_url=args.warehouse_url, warehouse_root=args.root)
-    url, root = config.warehouse(), config.warehouse_root
+    target = WarehouseTarget.parse(config.warehouse(), password=config.warehouse_password)
+    root = config.warehouse_root
     store = ParquetStore(root)
     if store.is_local and not Path(store.base).is_dir():
         # Said before the warehouse is opened: a DuckDB file would be created for nothing.
@@ -175,7 +184,7 @@ def _load(args: argparse.Namespace, done: _Done) -> int:
             between_tables()  # what is loaded is known exactly here
 
         return load_warehouse(
-            url,
+            target,
             store,
             tables=args.tables,
             full=args.full,
@@ -198,7 +207,7 @@ def _ledger_location(flag: str | None) -> str:
 def _applied_so_far(location: str, batch: str, dry_run: bool) -> str:
     """What an interrupted apply did, as its ledger records it (read only, as `jicoo ledger
     status`): the batch's changes applied, and those sent without an answer."""
-    from jicoo_connector.changes import ChangeState, Ledger
+    from jicoo_connector.changes import Ledger, State
 
     if dry_run:
         return "a dry run sends nothing; no plan was written"
@@ -209,22 +218,16 @@ def _applied_so_far(location: str, batch: str, dry_run: bool) -> str:
         return f"the ledger cannot be read ({exc}); re-run the same command to finish"
     if not counts:
         return "nothing was sent"
-    applied = counts.get(ChangeState.APPLIED, 0) + counts.get(ChangeState.ALREADY_APPLIED, 0)
+    applied = counts.get(State.APPLIED, 0) + counts.get(State.ALREADY_APPLIED, 0)
     line = f"{applied} of {sum(counts.values())} changes applied and recorded"
-    in_flight = counts.get(ChangeState.INTENT, 0) + counts.get(ChangeState.IN_DOUBT, 0)
+    in_flight = counts.get(State.INTENT, 0) + counts.get(State.IN_DOUBT, 0)
     if in_flight:
         line += f", {in_flight} sent without an answer (the re-run reads them back first)"
     return f"{line}; re-run the same command to finish"
 
 
 def _apply(args: argparse.Namespace, done: _Done) -> int:
-    from jicoo_connector.changes import (
-        BatchMismatchError,
-        LedgerBusyError,
-        PlanError,
-        run_changeset,
-    )
-    from jicoo_connector.changes.run import default_batch_id
+    from jicoo_connector.changes import default_batch_id, redact_location, run_changeset
 
     config = ConnectorConfig.from_env(apply_log_root=args.apply_log)
     location = _ledger_location(args.ledger)
@@ -235,7 +238,7 @@ def _apply(args: argparse.Namespace, done: _Done) -> int:
         run = run_changeset(
             config.settings(),
             path,
-            ledger_location=location,
+            ledger=location,
             apply_log_root=config.apply_log_root,
             batch_id=batch,
             dry_run=args.dry_run,
@@ -257,10 +260,7 @@ def _apply(args: argparse.Namespace, done: _Done) -> int:
         counts = ", ".join(f"{k} {n}" for k, n in run.plan.counts().items())
         print(f"plan {run.plan_path}: {counts} (nothing was sent)")
         for item in run.plan.items:
-            if item.key is not None and item.verdict.value not in (
-                "will_apply",
-                "already_in_target",
-            ):
+            if item.key is not None and item.refused:
                 print(f"  row {item.row}: {item.verdict.value}: {item.reason}")
     if run.report is not None:
         print(run.report.summary())
@@ -309,7 +309,7 @@ def _serve_webhooks(args: argparse.Namespace, done: _Done) -> int:
     from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
 
     try:
-        from jicoo_connector.webhooks.receiver import (
+        from jicoo_connector.webhooks import (
             DEFAULT_MAX_BODY_BYTES,
             READY_LINE_PREFIX,
             serve,
@@ -324,7 +324,11 @@ def _serve_webhooks(args: argparse.Namespace, done: _Done) -> int:
         ) from None
 
     config = ConnectorConfig.from_env(webhook_db=args.db)
-    secrets = WebhookSecrets.parse(config.webhook_secret or "")
+    try:
+        secrets = WebhookSecrets.parse(config.webhook_secret or "")
+    except ConfigError as exc:
+        env = ConnectorConfig.specs()["webhook_secret"].env
+        return _usage(f"webhook serve: {exc}: set {env}")
     if not _port_free(args.host, args.port):
         return _usage(f"port {args.port} on {args.host} is in use; pick another (--port 0: any)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -423,6 +427,11 @@ def _fail(exc: BaseException, done: _Done) -> int:
     if isinstance(exc, KeyboardInterrupt):
         print(f"jicoo: interrupted: {done.what()}", file=sys.stderr)
         return EXIT_SIGTERM if signal.SIGTERM in done.signals else EXIT_SIGINT
+    if isinstance(exc, ApplyIncompleteError):
+        # POSTs left before the ledger, the disk or the apply log failed: done in part. The
+        # message has the counts and says whether a re-run is safe.
+        print(f"jicoo: apply: {exc}", file=sys.stderr)
+        return EXIT_SOME_FAILED
     if isinstance(exc, ExtractError):
         # extract_range attempts every partition and raises the failures together; its
         # message says why and how many partitions were written.

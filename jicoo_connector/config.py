@@ -1,7 +1,9 @@
 """The one configuration front door: every ``JICOO_*`` variable, its default and its parser.
 
-``ConnectorConfig.from_env()`` reads the environment when called (never at import), so the CLI,
-the Dagster code location and the demo all see the same values. Precedence: an explicit
+The only module of the library that reads the environment. ``ConnectorConfig.from_env()``
+reads it when called (never at import), so the CLI, the Dagster code location and the demo
+all see the same values; the client's ``Settings``, the warehouse's password, the ledger's URL
+and the webhook secrets go on from here as arguments. Precedence: an explicit
 override (a CLI flag) beats the environment, which beats the default spelled here.
 
 Adding a setting is one field below (``setting(...)``) plus a row in the README's settings
@@ -25,10 +27,10 @@ from jicoo_connector.settings import (
     DEFAULT_REQUEST_DEADLINE,
     DEFAULT_TIMEZONE,
     DEFAULT_TLS_TRUST,
-    TLS_TRUST_CHOICES,
     ApiKey,
     Settings,
-    proxy_url_problem,
+    checked_proxy_url,
+    checked_tls_trust,
 )
 
 __all__ = ["ConnectorConfig", "SettingSpec", "parse_date", "parse_zone"]
@@ -95,19 +97,6 @@ def _text(text: str) -> str:
     return text.strip()
 
 
-def _proxy_url(text: str) -> str:
-    # Never quoted back: a proxy URL may carry a password.
-    if problem := proxy_url_problem(text.strip()):
-        raise ValueError(problem)
-    return text.strip()
-
-
-def _tls_trust(text: str) -> str:
-    if text.strip() not in TLS_TRUST_CHOICES:
-        raise ValueError(f"is not one of {', '.join(TLS_TRUST_CHOICES)}")
-    return text.strip()
-
-
 _positive_float = _number(float, 1e-9, "a number above 0")
 _positive_int = _number(int, 1, "a whole number of at least 1")
 _days = _number(int, 0, "a whole number of days (0 or more)")
@@ -134,10 +123,16 @@ class ConnectorConfig:
     )
     # A proxy URL may carry a password: secret, and Dagster gets it by EnvVar.
     proxy_url: str | None = setting(
-        "JICOO_PROXY_URL", None, _proxy_url, "proxy, overriding HTTPS_PROXY etc.", secret=True
+        "JICOO_PROXY_URL",
+        None,
+        checked_proxy_url,
+        "proxy, overriding HTTPS_PROXY etc.",
+        secret=True,
     )
     ca_bundle: str | None = setting("JICOO_CA_BUNDLE", None, _text, "PEM file of CAs to trust")
-    tls_trust: str = setting("JICOO_TLS_TRUST", DEFAULT_TLS_TRUST, _tls_trust, "certifi or system")
+    tls_trust: str = setting(
+        "JICOO_TLS_TRUST", DEFAULT_TLS_TRUST, checked_tls_trust, "certifi or system"
+    )
     timezone: str = setting(
         "JICOO_TIMEZONE", DEFAULT_TIMEZONE, parse_zone, "IANA zone of the calendar days"
     )

@@ -21,6 +21,7 @@ JicooError
 ├── InDoubtError                a write left us and may or may not have taken effect
 ├── ChangeSetError              a change-set row or file we refuse (row, column, reason)
 ├── PlanError                   a plan file we cannot use (unreadable, another change set)
+├── ApplyIncompleteError        an apply stopped after POSTs left: what was done, what was not
 ├── LedgerError                 the write-back ledger refuses an operation
 │   ├── LedgerBusyError         another applier holds the batch
 │   ├── BatchMismatchError      the batch id was used with a different change-set file
@@ -38,6 +39,7 @@ from collections.abc import Mapping, Sequence
 
 __all__ = [
     "APIStatusError",
+    "ApplyIncompleteError",
     "AuthenticationError",
     "BadRequestError",
     "BatchMismatchError",
@@ -267,8 +269,34 @@ class PlanError(JicooError):
     """A plan file we cannot use (unreadable, wrong format, another change set)."""
 
 
+class ApplyIncompleteError(JicooError):
+    """An apply stopped mid-batch after POSTs left (the ledger, the disk or the apply log
+    failed): some changes were applied, the rest were not. Carries this run's counts; the
+    message says what failed and whether a re-run is safe."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        applied: int,
+        recorded: int,
+        unrecorded: int,
+        not_attempted: int,
+        posts_sent: int,
+        rerun_safe: bool,
+    ) -> None:
+        super().__init__(message)
+        self.applied = applied
+        self.recorded = recorded
+        self.unrecorded = unrecorded
+        self.not_attempted = not_attempted
+        self.posts_sent = posts_sent
+        self.rerun_safe = rerun_safe
+
+
 class LedgerError(JicooError):
-    """The ledger refuses an operation (busy batch, changed file, stale lease)."""
+    """The ledger refuses an operation (busy batch, changed file, stale lease, a move the
+    write-back state machine does not allow)."""
 
 
 class LedgerBusyError(LedgerError):

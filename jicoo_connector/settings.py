@@ -1,4 +1,9 @@
-"""Frozen connector settings and the redacted API key. Imports nothing else of the package."""
+"""The client's frozen settings and the redacted API key. Imports nothing else of the package.
+
+Nothing here reads the environment: ``jicoo_connector.config`` does, and builds ``Settings``
+from it (``ConnectorConfig.from_env().settings()``). The checks of a value both accept
+(``proxy_url``, ``tls_trust``) are written once, here.
+"""
 
 import ipaddress
 from dataclasses import dataclass, field
@@ -22,7 +27,8 @@ __all__ = [
     "TLS_TRUST_CHOICES",
     "ApiKey",
     "Settings",
-    "proxy_url_problem",
+    "checked_proxy_url",
+    "checked_tls_trust",
 ]
 
 DEFAULT_BASE_URL = "https://api.jicoo.com"
@@ -76,16 +82,24 @@ class ApiKey:
         raise TypeError("ApiKey is not picklable: secrets do not travel")
 
 
-def proxy_url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be a proxy URL, or None. Never quotes the URL: it may hold a password."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "the proxy URL must be http://[user:password@]host:port (or https://)"
+def checked_proxy_url(url: str) -> str:
+    """``url`` stripped, or ``ConfigError`` when it is not an http(s) proxy URL (never quoted
+    back: a proxy URL may carry a password)."""
+    proxy = urlsplit(url.strip())
+    if proxy.scheme not in ("http", "https") or not proxy.hostname:
+        raise ConfigError("the proxy URL must be http://[user:password@]host:port (or https://)")
     try:
-        parts.port  # noqa: B018 - urllib checks the port only when it is read
+        proxy.port  # noqa: B018 - urllib checks the port only when it is read
     except ValueError:
-        return "the proxy URL's port is not a number from 1 to 65535"
-    return None
+        raise ConfigError("the proxy URL's port is not a number from 1 to 65535") from None
+    return url.strip()
+
+
+def checked_tls_trust(value: str) -> str:
+    """``value`` stripped, or ``ConfigError`` when it is not one of ``TLS_TRUST_CHOICES``."""
+    if value.strip() not in TLS_TRUST_CHOICES:
+        raise ConfigError(f"tls_trust must be one of {TLS_TRUST_CHOICES}, not {value!r}")
+    return value.strip()
 
 
 def _is_loopback(host: str) -> bool:
@@ -99,7 +113,8 @@ def _is_loopback(host: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything the client needs; build with ``Settings(...)`` or ``Settings.from_env()``.
+    """Everything the client needs; build with ``Settings(...)``, or from the environment with
+    ``ConnectorConfig.from_env().settings()``.
 
     >>> Settings(api_key=ApiKey("sk_test"), base_url="http://127.0.0.1:8765").base_url
     'http://127.0.0.1:8765'
@@ -148,19 +163,8 @@ class Settings:
             raise ConfigError("page_concurrency must be >= 1 and max_retries >= 0")
         if min(self.connect_timeout, self.read_timeout, self.request_deadline) <= 0:
             raise ConfigError("timeouts and the request deadline must be > 0")
-        if self.tls_trust not in TLS_TRUST_CHOICES:
-            raise ConfigError(
-                f"tls_trust must be one of {TLS_TRUST_CHOICES}, not {self.tls_trust!r}"
-            )
+        checked_tls_trust(self.tls_trust)
         if self.ca_bundle is not None and self.tls_trust != "certifi":
             raise ConfigError("set either a CA bundle or tls_trust='system', not both")
-        if self.proxy_url is not None and (problem := proxy_url_problem(self.proxy_url)):
-            raise ConfigError(problem)
-
-    @classmethod
-    def from_env(cls, **overrides: object) -> "Settings":
-        """The client part of ``ConnectorConfig.from_env()`` (every ``JICOO_*`` variable is
-        read there); keyword overrides win."""
-        from jicoo_connector.config import ConnectorConfig  # config builds on this module
-
-        return ConnectorConfig.from_env().settings(**overrides)
+        if self.proxy_url is not None:
+            checked_proxy_url(self.proxy_url)

@@ -27,7 +27,6 @@ __all__ = [
     "SNAPSHOT_COLUMN",
     "UTC_MS",
     "Partitioning",
-    "RecordConversionError",
     "TableSpec",
     "check_batchable",
     "column",

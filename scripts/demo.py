@@ -120,7 +120,7 @@ def _summary(config: ConnectorConfig) -> None:
     from jicoo_connector.extract import TABLES
     from jicoo_connector.warehouse import WarehouseTarget, query_warehouse
 
-    warehouse = WarehouseTarget.parse(config.warehouse())
+    warehouse = WarehouseTarget.parse(config.warehouse(), password=config.warehouse_password)
     root = config.warehouse_root
     print(SEPARATOR)
     print(f"Parquet tables under {root}/, warehouse {warehouse.describe()}")

@@ -49,7 +49,7 @@ def write_changeset(base_url: str, api_key: str, path: Path, now: dt.datetime) -
     ``now`` (the sandbox's clock): clear of every host's bookings and of the slots the change
     set itself takes (the API refuses a move onto a host's other booking, including one moved
     there by an earlier row). tests/test_demo.py runs it on other days."""
-    from jicoo_connector.changes.plan import host_ids
+    from jicoo_connector.changes._plan import host_ids
     from jicoo_connector.client import JicooClient
     from jicoo_connector.settings import ApiKey, Settings
 

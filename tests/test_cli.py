@@ -9,13 +9,16 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from jicoo_connector.changes.apply import DEFAULT_APPLY_CONCURRENCY
-from jicoo_connector.changes.ledger import LEDGER_URL_ENV, SCHEMA_VERSION, is_postgres_url
-from jicoo_connector.changes.ledger_backends import POSTGRES_SCHEMA
+from jicoo_connector.changes import DEFAULT_APPLY_CONCURRENCY, is_postgres_url
+from jicoo_connector.changes._ledger import SCHEMA_VERSION
+from jicoo_connector.changes._ledger_backends import POSTGRES_SCHEMA
 from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE, main
+from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import TABLES
 from jicoo_sandbox.server import SandboxServer
 from tests.support.writeback_data import HEADER, booking, build_csv, future_open_bookings
+
+LEDGER_URL_ENV = ConnectorConfig.specs()["ledger_url"].env
 
 
 def _cli_on(sandbox: SandboxServer, monkeypatch: pytest.MonkeyPatch) -> SandboxServer:
@@ -224,7 +227,7 @@ def test_webhook_serve_without_the_extra_names_it_in_one_line(
     # already loaded (the sandbox fixture's, say) fail to import.
     for name in [missing, *(n for n in sys.modules if n.startswith(f"{missing}."))]:
         monkeypatch.setitem(sys.modules, name, None)
-    monkeypatch.delitem(sys.modules, "jicoo_connector.webhooks.receiver", raising=False)
+    monkeypatch.delitem(sys.modules, "jicoo_connector.webhooks._receiver", raising=False)
     monkeypatch.setenv("JICOO_WEBHOOK_SECRET", "whsec_test")
     with pytest.raises(SystemExit) as exit_info:
         main(["webhook", "serve", "--port", "0", "--db", str(tmp_path / "events.sqlite")])

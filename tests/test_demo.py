@@ -17,7 +17,7 @@ import httpx
 import pytest
 from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
 
-from jicoo_connector.changes import apply_changeset, build_plan, parse_changeset
+from jicoo_connector.changes import apply_changeset, parse_changeset, plan_changeset
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
 from scripts.example_changeset import CANCELS, RESCHEDULES, write_changeset
@@ -138,10 +138,10 @@ def test_the_demo_changeset_plans_and_applies_without_failures(
     assert actions == {"reschedule": RESCHEDULES, "cancel": CANCELS}
     settings = sandbox_settings(sandbox)
     rows = RESCHEDULES + CANCELS
-    plan = build_plan(settings, parsed, now=now)
+    plan = plan_changeset(settings, parsed, now=now)
     assert plan.counts() == {"will_apply": rows}, [i.reason for i in plan.items]
     ledger = tmp_path / "ledger.sqlite"
-    report = apply_changeset(settings, parsed, ledger_location=ledger, batch_id="demo", plan=plan)
+    report = apply_changeset(settings, parsed, ledger=ledger, batch_id="demo", plan=plan)
     assert report.counts == {"applied": rows}, report.summary()
     assert_server_matches(sandbox, parsed, ledger, batch_id="demo")
 

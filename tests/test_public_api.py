@@ -4,6 +4,7 @@ import datetime as dt
 import importlib
 import inspect
 import pkgutil
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,36 +12,59 @@ import pytest
 
 import jicoo_connector
 from jicoo_connector import errors
-from jicoo_connector.changes.apply import APPLY_LOG
+from jicoo_connector.changes import APPLY_LOG
 from jicoo_connector.client import RateLimiter
 from jicoo_connector.extract import TABLES, day_window, extract_range, register_table
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import to_record_batch
 
-# The extractor's public modules: the flow and the registry (its top), how a table is declared,
-# and the built-in catalog; the rest of extract/ is private. catalog/<table>.py holds one
-# table's declaration (no __all__: a guide's block pasted there as it is is a built-in table).
-EXTRACT_MODULES = [
+LIBRARY = Path(jicoo_connector.__file__).parent
+# catalog/<table>.py holds one table's declaration (no __all__: a guide's block pasted there as
+# it is is a built-in table).
+CATALOG_TABLE = "jicoo_connector.extract.catalog."
+
+
+def _public_modules() -> set[str]:
+    """Every module of the library whose dotted name has no ``_`` part, but the catalog's
+    table declarations."""
+    found = {
+        info.name
+        for info in pkgutil.walk_packages(jicoo_connector.__path__, "jicoo_connector.")
+        if not any(part.startswith("_") for part in info.name.split("."))
+        and not info.name.startswith(CATALOG_TABLE)
+    }
+    return {"jicoo_connector", *found}
+
+
+# The deliberate surface: a package's top, plus a module apart where importing it costs what the
+# package's users should not pay (pyarrow for the client's arrow_envelope) or where a table is
+# declared (extract.sources, the built-in extract.catalog).
+DELIBERATE = {
+    "jicoo_connector",
+    "jicoo_connector.atomic",
+    "jicoo_connector.changes",
+    "jicoo_connector.cli",
+    "jicoo_connector.client",
+    "jicoo_connector.client.arrow_envelope",
+    "jicoo_connector.config",
+    "jicoo_connector.errors",
     "jicoo_connector.extract",
     "jicoo_connector.extract.catalog",
     "jicoo_connector.extract.sources",
-]
-
-PUBLIC_MODULES = [
-    "jicoo_connector",
-    "jicoo_connector.errors",
-    "jicoo_connector.settings",
-    "jicoo_connector.client",
-    "jicoo_connector.changes",
-    "jicoo_sandbox",
-    "jicoo_connector.webhooks",
-    *EXTRACT_MODULES,
-    "jicoo_connector.tables",
     "jicoo_connector.pages",
-    "jicoo_connector.storage",
     "jicoo_connector.quality",
-]
+    "jicoo_connector.settings",
+    "jicoo_connector.storage",
+    "jicoo_connector.tables",
+    "jicoo_connector.warehouse",
+    "jicoo_connector.webhooks",
+}
+PUBLIC_MODULES = sorted(_public_modules() | {"jicoo_sandbox"})
+
+
+def test_the_public_modules_are_the_deliberate_ones() -> None:
+    assert _public_modules() == DELIBERATE
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
@@ -53,18 +77,7 @@ def test_all_is_sorted_and_resolves(name: str) -> None:
         assert getattr(module, attribute) is not None
 
 
-def test_the_extractors_public_modules_are_the_listed_ones() -> None:
-    package = importlib.import_module("jicoo_connector.extract")
-    public = {
-        info.name
-        for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}.")
-        if not any(part.startswith("_") for part in info.name.split("."))
-        and not info.name.startswith("jicoo_connector.extract.catalog.")
-    }
-    assert {package.__name__, *public} == set(EXTRACT_MODULES)
-
-
-def test_every_error_class_is_in_the_tree_and_exported() -> None:
+def test_every_error_class_is_in_the_tree_and_has_one_import_path() -> None:
     classes = [
         obj
         for _, obj in inspect.getmembers(errors, inspect.isclass)
@@ -72,15 +85,58 @@ def test_every_error_class_is_in_the_tree_and_exported() -> None:
     ]
     assert all(issubclass(cls, errors.JicooError) for cls in classes)
     assert {cls.__name__ for cls in classes} == set(errors.__all__)
-    assert set(errors.__all__) <= set(jicoo_connector.__all__)
     for cls in classes:
         assert cls.__name__ in (errors.__doc__ or ""), f"{cls.__name__} missing from the drawing"
+    # jicoo_connector.errors is each error's one path: no other public module exports one.
+    for name in PUBLIC_MODULES:
+        module = importlib.import_module(name)
+        if name != errors.__name__:
+            assert not set(module.__all__) & set(errors.__all__), name
+
+
+# The flows' entry points, each at the top of its package.
+ENTRY_POINTS = {
+    "jicoo_connector.extract": ["extract_range"],
+    "jicoo_connector.warehouse": ["load_warehouse"],
+    "jicoo_connector.changes": ["run_changeset", "plan_changeset", "apply_changeset"],
+    "jicoo_connector.webhooks": ["create_app", "serve"],
+}
+
+
+@pytest.mark.parametrize("package", sorted(ENTRY_POINTS))
+def test_each_flows_entry_point_is_exported_from_its_package(package: str) -> None:
+    module = importlib.import_module(package)
+    for name in ENTRY_POINTS[package]:
+        assert name in module.__all__
+        assert callable(getattr(module, name))
+
+
+def test_sync_and_async_names_follow_one_rule() -> None:
+    # A flow's coroutine is its synchronous function's name plus _async, and takes the same
+    # parsed input; the synchronous one opens its own client and event loop.
+    for name in ("jicoo_connector.changes", "jicoo_connector.warehouse", "jicoo_connector.webhooks",
+                 "jicoo_connector.client"):  # fmt: skip
+        module = importlib.import_module(name)
+        for attribute in module.__all__:
+            value = getattr(module, attribute)
+            if inspect.iscoroutinefunction(value):
+                assert attribute.endswith("_async"), f"{name}.{attribute}"
+                twin = getattr(module, attribute.removesuffix("_async"))
+                assert not inspect.iscoroutinefunction(twin), f"{name}.{attribute}"
+
+
+def test_only_the_config_module_reads_the_environment() -> None:
+    readers = {
+        str(path.relative_to(LIBRARY))
+        for path in LIBRARY.rglob("*.py")
+        if re.search(r"os\.environ|getenv\(|getproxies_environment", path.read_text())
+    }
+    # The client asks the standard library for the proxy variables curl and pip read
+    # (HTTPS_PROXY, NO_PROXY...) when no proxy is configured: they are not the connector's.
+    assert readers == {"config.py", "client/_network.py"}
 
 
 def test_a_listing_too_large_and_a_failed_extract_are_errors_of_the_tree() -> None:
-    from jicoo_connector.client import ListingTooLargeError
-
-    assert ListingTooLargeError is errors.ListingTooLargeError
     assert issubclass(errors.ListingTooLargeError, errors.JicooError)
     assert issubclass(errors.ExtractError, errors.JicooError)
     assert issubclass(errors.ExtractError, ExceptionGroup)

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from jicoo_connector.changes import parse_changeset
-from jicoo_connector.changes.apply import APPLY_LOG
+from jicoo_connector.changes import APPLY_LOG, parse_changeset
 from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.warehouse import load_warehouse

@@ -24,7 +24,7 @@ from assets.resources import JicooResource, WarehouseResource
 from assets.writeback import WriteBackResource
 from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE, build_parser, main
 from jicoo_connector.config import ConnectorConfig
-from jicoo_connector.webhooks.receiver import READY_LINE_PREFIX
+from jicoo_connector.webhooks import READY_LINE_PREFIX
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import sign
 from tests.client.proxy import connect_proxy
@@ -253,8 +253,8 @@ NOT_IN_CLI = {
     "JICOO_SWEEP_PAST_DAYS",
     "JICOO_CHANGESET_INBOX",
     "JICOO_WEBHOOK_INTERVAL_S",
-    # Read by the warehouse layer when it connects, for the CLI and Dagster alike (the code
-    # location test above, tests/warehouse/test_sql.py); no password server runs here.
+    # Passed to the warehouse by the CLI and by the code location (the test above;
+    # tests/warehouse/test_sql.py shows it reach libpq's URL); no password server runs here.
     "JICOO_WAREHOUSE_PASSWORD",
 }
 CLI_TESTED = {

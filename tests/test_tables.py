@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jicoo_connector.changes.apply import APPLY_LOG
+from jicoo_connector.changes import APPLY_LOG
 from jicoo_connector.errors import JicooError
 from jicoo_connector.extract import TABLES
 from jicoo_connector.extract.catalog import BUILT_IN

@@ -1,13 +1,18 @@
 """Write-back of reschedules and cancellations: change set -> plan -> ledger -> apply.
 
-``plan`` and ``apply`` (which need the HTTP client) load on first use, so parsing a change set
-or reading the ledger does not import the client.
+The flows' entry points: ``run_changeset`` (a file: validate, then plan or apply, and write the
+files beside it; the CLI and the Dagster asset use it), ``plan_changeset`` and
+``apply_changeset`` (a parsed change set; ``*_async`` are their coroutines). Every module
+inside is private: import from here. The errors are in ``jicoo_connector.errors``.
 """
 
-import importlib
-from typing import TYPE_CHECKING
-
-from jicoo_connector.changes.changeset import (
+from jicoo_connector.changes._apply import (
+    DEFAULT_APPLY_CONCURRENCY,
+    apply_changeset,
+    apply_changeset_async,
+)
+from jicoo_connector.changes._apply_log import APPLY_LOG
+from jicoo_connector.changes._changeset import (
     Action,
     Change,
     ParsedChangeSet,
@@ -15,81 +20,48 @@ from jicoo_connector.changes.changeset import (
     parse_changeset,
     write_rejected_csv,
 )
-from jicoo_connector.changes.ledger import (
-    BatchMismatchError,
-    ChangeState,
-    Ledger,
-    LedgerBusyError,
-    LedgerEntry,
-    LedgerError,
-    LedgerNotFoundError,
-    StaleLeaseError,
+from jicoo_connector.changes._ledger import Lease, Ledger, LedgerEntry
+from jicoo_connector.changes._ledger_backends import is_postgres_url, redact_location
+from jicoo_connector.changes._machine import (
+    DONE_STATES,
+    FINAL_STATES,
+    IN_FLIGHT_STATES,
+    State,
+    Verdict,
 )
-
-if TYPE_CHECKING:
-    from jicoo_connector.changes.apply import (
-        ApplyReport,
-        ApplyRow,
-        apply_changeset,
-        apply_changeset_async,
-    )
-    from jicoo_connector.changes.plan import (
-        Plan,
-        PlanError,
-        PlannedChange,
-        Verdict,
-        build_plan,
-        plan_changeset,
-    )
-    from jicoo_connector.changes.run import ChangesetRun, run_changeset
+from jicoo_connector.changes._plan import Plan, PlannedChange, plan_changeset, plan_changeset_async
+from jicoo_connector.changes._report import ApplyReport, ApplyRow, RunTally
+from jicoo_connector.changes._run import ChangesetRun, default_batch_id, run_changeset
 
 __all__ = [
+    "APPLY_LOG",
+    "DEFAULT_APPLY_CONCURRENCY",
+    "DONE_STATES",
+    "FINAL_STATES",
+    "IN_FLIGHT_STATES",
     "Action",
     "ApplyReport",
     "ApplyRow",
-    "BatchMismatchError",
     "Change",
-    "ChangeState",
     "ChangesetRun",
+    "Lease",
     "Ledger",
-    "LedgerBusyError",
     "LedgerEntry",
-    "LedgerError",
-    "LedgerNotFoundError",
     "ParsedChangeSet",
     "Plan",
-    "PlanError",
     "PlannedChange",
     "RejectedRow",
-    "StaleLeaseError",
+    "RunTally",
+    "State",
     "Verdict",
     "apply_changeset",
     "apply_changeset_async",
-    "build_plan",
+    "default_batch_id",
+    "is_postgres_url",
     "parse_changeset",
     "plan_changeset",
+    "plan_changeset_async",
+    "redact_location",
     "run_changeset",
     "write_rejected_csv",
 ]
-
-_LAZY = {
-    "ApplyReport": "apply",
-    "ApplyRow": "apply",
-    "apply_changeset": "apply",
-    "apply_changeset_async": "apply",
-    "Plan": "plan",
-    "PlanError": "plan",
-    "PlannedChange": "plan",
-    "Verdict": "plan",
-    "build_plan": "plan",
-    "plan_changeset": "plan",
-    "ChangesetRun": "run",
-    "run_changeset": "run",
-}
-
-
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"jicoo_connector.changes.{module}"), name)

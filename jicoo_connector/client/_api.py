@@ -424,7 +424,7 @@ class JicooClient:
     """The synchronous facade: the same methods, run on a private event loop in a thread, so
     it works from any thread, including one that has no loop (Dagster ops, scripts).
 
-    >>> with JicooClient(Settings.from_env()) as client:  # doctest: +SKIP
+    >>> with JicooClient(ConnectorConfig.from_env().settings()) as client:  # doctest: +SKIP
     ...     booking = client.get_booking("mzgdPJVBb7RE")
     """
 

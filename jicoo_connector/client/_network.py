@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import certifi
 
 from jicoo_connector.errors import ConfigError
-from jicoo_connector.settings import Settings, proxy_url_problem
+from jicoo_connector.settings import Settings, checked_proxy_url
 
 __all__ = ["proxy_for", "redacted", "tls_context"]
 
@@ -56,9 +56,10 @@ def proxy_for(settings: Settings) -> str | None:
             f"proxy {redacted(proxy)} from the environment: only http:// and https:// proxies "
             "are supported; set JICOO_PROXY_URL or NO_PROXY"
         )
-    if problem := proxy_url_problem(proxy):
-        raise ConfigError(f"{problem} (from HTTPS_PROXY/HTTP_PROXY/ALL_PROXY)")
-    return proxy
+    try:
+        return checked_proxy_url(proxy)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (from HTTPS_PROXY/HTTP_PROXY/ALL_PROXY)") from None
 
 
 def bypassed(host: str, port: int, no_proxy: str) -> bool:

@@ -17,7 +17,6 @@ from jicoo_connector.errors import ListingTooLargeError, PaginationError, Protoc
 __all__ = [
     "MAX_PAGES",
     "MAX_REWALKS",
-    "ListingTooLargeError",
     "Page",
     "PageDecoder",
     "PagesResult",

@@ -11,10 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
-from jicoo_connector.client import AsyncJicooClient, FetchReport, ListingTooLargeError
+from jicoo_connector.client import AsyncJicooClient, FetchReport
 from jicoo_connector.errors import (
     ConfigError,
     ExtractError,
+    ListingTooLargeError,
     MissingPartitionError,
     PermissionDeniedError,
 )

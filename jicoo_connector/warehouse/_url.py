@@ -1,13 +1,14 @@
-"""A warehouse URL (``JICOO_WAREHOUSE_URL``, read by ``ConnectorConfig.warehouse()``): which
-warehouse, parsed once, shown only with its password redacted."""
+"""A warehouse URL: which warehouse, parsed once, shown only with its password redacted.
+
+Reads no environment: the URL and a password given apart from it (``JICOO_WAREHOUSE_PASSWORD``
+in ``config``) arrive as arguments."""
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.errors import WarehouseError
 
 __all__ = [
@@ -29,12 +30,6 @@ _REDACTED = "***"
 _PASSWORD_IN_TEXT = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]*:)[^@\s]*(?P<at>@)")
 
 
-def _configured_password() -> str | None:
-    # JICOO_WAREHOUSE_PASSWORD, for a URL without one (libpq's PGPASSWORD and ~/.pgpass work
-    # for PostgreSQL too). Read when needed, through the one configuration front door.
-    return ConnectorConfig.from_env().warehouse_password
-
-
 def redact(text: str) -> str:
     """``text`` with the password of every ``scheme://user:password@`` in it replaced by ***."""
     return _PASSWORD_IN_TEXT.sub(rf"\g<head>{_REDACTED}\g<at>", text)
@@ -43,6 +38,7 @@ def redact(text: str) -> str:
 @dataclass(frozen=True, slots=True)
 class WarehouseTarget:
     """A parsed warehouse URL. ``url`` keeps the secret; show ``display`` (redacted) instead.
+    ``fallback_password`` is the password for a URL that carries none.
 
     >>> WarehouseTarget.parse("postgresql://loader:s3cret@db:5432/analytics").display
     'postgresql://loader:***@db:5432/analytics'
@@ -56,6 +52,7 @@ class WarehouseTarget:
     path: str = ""
     project: str = ""
     dataset: str = ""
+    fallback_password: str | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return f"WarehouseTarget({self.display!r})"
@@ -68,12 +65,18 @@ class WarehouseTarget:
 
     @property
     def password(self) -> str | None:
-        """The URL's password, else ``JICOO_WAREHOUSE_PASSWORD``, else None."""
+        """The URL's password, else ``fallback_password``, else None."""
         secret = urlsplit(self.url).password if "://" in self.url else None
-        return unquote(secret) if secret else _configured_password()
+        return unquote(secret) if secret else self.fallback_password
 
     @classmethod
-    def parse(cls, url: str) -> "WarehouseTarget":
+    def parse(cls, url: str, *, password: str | None = None) -> "WarehouseTarget":
+        """Parse ``url``; ``password`` is used when the URL carries none."""
+        parsed = cls._parse(url)
+        return replace(parsed, fallback_password=password) if password else parsed
+
+    @classmethod
+    def _parse(cls, url: str) -> "WarehouseTarget":
         text = url.strip()
         if not text:
             raise WarehouseError("the warehouse URL is empty")
@@ -107,10 +110,10 @@ class WarehouseTarget:
         return self.display
 
     def libpq_uri(self) -> str:
-        """The PostgreSQL URL for libpq, with ``JICOO_WAREHOUSE_PASSWORD`` when it has none."""
+        """The PostgreSQL URL for libpq, with ``fallback_password`` when it has none."""
         parts = urlsplit(self.url)
         uri = "postgresql://" + self.url.split("://", 1)[1]
-        secret = _configured_password()
+        secret = self.fallback_password
         if parts.password or not secret or not parts.username:
             return uri
         user = f"{parts.username}:{quote(secret, safe='')}@"

@@ -1,8 +1,13 @@
-"""Jicoo webhooks: signature check, event records, and what to refresh. No HTTP server here.
+"""Jicoo webhooks: signature check, event records, what to refresh, and the receiver.
 
-The ASGI receiver is ``jicoo_connector.webhooks.receiver`` (it needs the extra [webhooks]);
-this package imports neither, so the code location can read the store without them.
+The receive flow's entry points are ``create_app`` (the ASGI receiver, to mount in your own
+server) and ``serve`` (the same under uvicorn). They need the extra ``[webhooks]`` (starlette
+and uvicorn), so they load on first use: the code location reads the event store without
+them. Every module inside is private: import from here.
 """
+
+import importlib
+from typing import TYPE_CHECKING
 
 from jicoo_connector.webhooks._events import (
     CANCEL_EVENTS,
@@ -20,7 +25,6 @@ from jicoo_connector.webhooks._refresh import (
 )
 from jicoo_connector.webhooks._signature import (
     DEFAULT_TOLERANCE_S,
-    SECRET_ENV,
     SIGNATURE_HEADER,
     WebhookSecrets,
     verify_signature,
@@ -31,12 +35,21 @@ from jicoo_connector.webhooks._store import (
     StoredEvent,
 )
 
+if TYPE_CHECKING:
+    from jicoo_connector.webhooks._receiver import (
+        DEFAULT_MAX_BODY_BYTES,
+        READY_LINE_PREFIX,
+        create_app,
+        serve,
+    )
+
 __all__ = [
     "CANCEL_EVENTS",
+    "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_TOLERANCE_S",
     "KNOWN_EVENTS",
+    "READY_LINE_PREFIX",
     "RESCHEDULE_EVENTS",
-    "SECRET_ENV",
     "SIGNATURE_HEADER",
     "EventStore",
     "RefreshPlan",
@@ -45,9 +58,18 @@ __all__ = [
     "StoredEvent",
     "WebhookEvent",
     "WebhookSecrets",
+    "create_app",
     "format_instant",
     "parse_event",
     "plan_refresh",
+    "serve",
     "verify_signature",
     "warehouse_days",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The receiver's names: the only ones __all__ holds that are not imported above.
+    if name in __all__:
+        return getattr(importlib.import_module("jicoo_connector.webhooks._receiver"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

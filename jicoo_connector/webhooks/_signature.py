@@ -14,14 +14,12 @@ from jicoo_connector.errors import ConfigError, WebhookSignatureError
 
 __all__ = [
     "DEFAULT_TOLERANCE_S",
-    "SECRET_ENV",
     "SIGNATURE_HEADER",
     "WebhookSecrets",
     "verify_signature",
 ]
 
 SIGNATURE_HEADER = "Jicoo-Webhook-Signature"
-SECRET_ENV = "JICOO_WEBHOOK_SECRET"  # noqa: S105 - the variable's name, not a secret
 # Receivers commonly refuse timestamps more than 5 minutes away: a captured delivery cannot be
 # replayed later, and a sender whose clock is that far off is a misconfiguration worth seeing.
 DEFAULT_TOLERANCE_S = 300
@@ -42,7 +40,7 @@ class WebhookSecrets:
     def __init__(self, secrets: Sequence[str]) -> None:
         keys = tuple(s.strip() for s in secrets if s.strip())
         if not keys:
-            raise ConfigError(f"no webhook secret: set {SECRET_ENV} (comma-separated for rotation)")
+            raise ConfigError("no webhook secret given (comma-separated during a rotation)")
         self._keys = tuple(key.encode() for key in keys)
 
     @classmethod

@@ -3,8 +3,10 @@
 Usage: python apply_child.py <csv> <ledger> <batch_id> <now>; <ledger> is a file or a
 postgresql:// URL, ``now`` the sandbox clock's instant (ISO 8601) the change set is validated
 against. Reads JICOO_API_KEY / JICOO_BASE_URL, and ``KILL_ENV``: ``<point>[:<n>]`` makes it
-SIGKILL itself the n-th time (default 1st) the applier passes ``<point>`` (after_intent,
-after_post or after_outcome), through the library's ``on_point`` hook.
+SIGKILL itself the n-th time (default 1st) the applier passes ``<point>``, seen from the
+ledger it writes to (``KillingLedger``): ``after_intent`` (an intent committed, its POST not
+sent), ``after_post`` (an answer in hand, its outcome not yet recorded) or ``after_outcome``
+(an outcome committed).
 
 ``worker`` is the same applier as a multiprocessing target, for the two-worker test.
 """
@@ -15,12 +17,18 @@ import os
 import signal
 import sys
 import time
-from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from jicoo_connector.changes.apply import apply_changeset
-from jicoo_connector.changes.changeset import parse_changeset
+from jicoo_connector.changes import (
+    IN_FLIGHT_STATES,
+    Lease,
+    Ledger,
+    State,
+    apply_changeset,
+    parse_changeset,
+)
+from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.errors import LedgerBusyError
 from jicoo_connector.settings import ApiKey, Settings
 
@@ -44,7 +52,7 @@ def worker(
     time.sleep(max(0.0, start_at - time.time()))
     try:
         report = apply_changeset(
-            settings, parsed, ledger_location=ledger, batch_id=batch_id, concurrency=CONCURRENCY
+            settings, parsed, ledger=ledger, batch_id=batch_id, concurrency=CONCURRENCY
         )
     except LedgerBusyError as exc:
         result: dict[str, object] = {"busy": str(exc)}
@@ -53,32 +61,41 @@ def worker(
     Path(RESULT_FILE).write_text(json.dumps(result), encoding="utf-8")
 
 
-def kill_at(spec: str) -> Callable[[str], None]:
-    """The ``on_point`` hook for ``KILL_ENV``'s ``<point>[:<n>]``."""
-    wanted, _, nth = spec.partition(":")
-    hits: Counter[str] = Counter()
+class KillingLedger(Ledger):
+    """A ledger that SIGKILLs its own process the n-th time a change passes ``point``."""
 
-    def on_point(point: str) -> None:
-        if point != wanted:
-            return
-        hits[point] += 1
-        if hits[point] == (int(nth) if nth else 1):
-            os.kill(os.getpid(), signal.SIGKILL)
+    def __init__(self, location: str, point: str) -> None:
+        super().__init__(location)
+        self.point, _, nth = point.partition(":")
+        self.nth = int(nth) if nth else 1
+        self.passed = 0
 
-    return on_point
+    def _passing(self, point: str) -> None:
+        if point == self.point:
+            self.passed += 1
+            if self.passed == self.nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    def record(self, lease: Lease, key: str, state: State, **details: Any) -> int:
+        if state not in IN_FLIGHT_STATES:
+            self._passing("after_post")
+        attempts = super().record(lease, key, state, **details)
+        self._passing("after_intent" if state is State.INTENT else "after_outcome")
+        return attempts
 
 
 def main() -> None:
-    csv_path, ledger_location, batch_id, now = sys.argv[1:5]
+    csv_path, location, batch_id, now = sys.argv[1:5]
     parsed = parse_changeset(csv_path, now=dt.datetime.fromisoformat(now))
-    report = apply_changeset(
-        Settings.from_env(),
-        parsed,
-        ledger_location=ledger_location,
-        batch_id=batch_id,
-        concurrency=CONCURRENCY,
-        on_point=kill_at(spec) if (spec := os.environ.get(KILL_ENV)) else None,
-    )
+    spec = os.environ.get(KILL_ENV)
+    with KillingLedger(location, spec) if spec else Ledger(location) as ledger:
+        report = apply_changeset(
+            ConnectorConfig.from_env().settings(),
+            parsed,
+            ledger=ledger,
+            batch_id=batch_id,
+            concurrency=CONCURRENCY,
+        )
     sys.stdout.write(json.dumps({"counts": report.counts, "posts": report.posts_sent}) + "\n")
 
 

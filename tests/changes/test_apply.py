@@ -14,16 +14,19 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 
-from jicoo_connector.changes.apply import (
+from jicoo_connector.changes import (
     APPLY_LOG,
-    DEFAULT_MAX_RESENDS,
     ApplyReport,
+    Plan,
     apply_changeset,
     apply_changeset_async,
+    parse_changeset,
+    plan_changeset_async,
 )
-from jicoo_connector.changes.changeset import parse_changeset
-from jicoo_connector.changes.plan import Plan, PlanError, parse_instant, plan_changeset
+from jicoo_connector.changes._apply import DEFAULT_MAX_RESENDS
+from jicoo_connector.changes._changeset import parse_instant
 from jicoo_connector.client import AsyncJicooClient
+from jicoo_connector.errors import PlanError
 from jicoo_sandbox.server import SandboxServer
 from tests.changes.apply_child import KILL_ENV
 from tests.support.sandbox import sandbox_settings
@@ -53,18 +56,14 @@ def test_a_batch_applies_exactly_once_and_a_rerun_sends_nothing(
     text, uids = build_csv(sandbox, reschedules=3, cancels=3)
     parsed = parse_changeset(text.encode(), now=sandbox.config.clock())
     ledger = ledger_location
-    report = apply_changeset(
-        sandbox_settings(sandbox), parsed, ledger_location=ledger, batch_id="batch"
-    )
+    report = apply_changeset(sandbox_settings(sandbox), parsed, ledger=ledger, batch_id="batch")
     assert report.counts == {"applied": 6}
     assert report.posts_sent == 6
     assert effective_posts(sandbox) == Counter(dict.fromkeys(uids, 1))
     assert_server_matches(sandbox, parsed, ledger)
     posts_before = all_posts(sandbox)
 
-    again = apply_changeset(
-        sandbox_settings(sandbox), parsed, ledger_location=ledger, batch_id="batch"
-    )
+    again = apply_changeset(sandbox_settings(sandbox), parsed, ledger=ledger, batch_id="batch")
     assert again.posts_sent == 0
     assert all_posts(sandbox) == posts_before
     assert again.counts == {"applied": 6}
@@ -85,7 +84,7 @@ def test_a_changed_file_under_the_same_batch_is_refused(
     apply_changeset(
         sandbox_settings(sandbox),
         parse_changeset(text.encode(), now=sandbox.config.clock()),
-        ledger_location=ledger,
+        ledger=ledger,
         batch_id="b",
     )
     posts = all_posts(sandbox)
@@ -93,7 +92,7 @@ def test_a_changed_file_under_the_same_batch_is_refused(
         text.replace("maintenance", "works").encode(), now=sandbox.config.clock()
     )
     with pytest.raises(Exception, match="different change-set file"):
-        apply_changeset(sandbox_settings(sandbox), edited, ledger_location=ledger, batch_id="b")
+        apply_changeset(sandbox_settings(sandbox), edited, ledger=ledger, batch_id="b")
     assert all_posts(sandbox) == posts
 
 
@@ -108,9 +107,7 @@ def test_dropped_answers_are_resolved_by_read_back_without_duplicates(
         {"rules": [{"kind": "drop_after_apply", "methods": ["POST"], "probability": 0.5}]}
     )
     ledger = ledger_location
-    report = apply_changeset(
-        sandbox_settings(sandbox), parsed, ledger_location=ledger, batch_id="batch"
-    )
+    report = apply_changeset(sandbox_settings(sandbox), parsed, ledger=ledger, batch_id="batch")
     sandbox.clear_faults()
     assert report.counts == {"applied": len(uids)}
     assert effective_posts(sandbox) == Counter(dict.fromkeys(uids, 1))
@@ -131,7 +128,7 @@ def test_a_change_every_read_back_shows_untouched_stays_pending_until_a_run_send
     sandbox.set_faults({"rules": [{"kind": "reset", "methods": ["POST"]}]})
     for run in range(1, UNTOUCHED_RUNS + 1):
         report = apply_changeset(
-            sandbox_settings(sandbox), parsed, ledger_location=ledger_location, batch_id="batch"
+            sandbox_settings(sandbox), parsed, ledger=ledger_location, batch_id="batch"
         )
         assert report.counts == {"pending": len(uids)}, run
         sends = run * SENDS_PER_RUN
@@ -142,7 +139,7 @@ def test_a_change_every_read_back_shows_untouched_stays_pending_until_a_run_send
     assert effective_posts(sandbox) == Counter()
     sandbox.clear_faults()
     calm = apply_changeset(
-        sandbox_settings(sandbox), parsed, ledger_location=ledger_location, batch_id="batch"
+        sandbox_settings(sandbox), parsed, ledger=ledger_location, batch_id="batch"
     )
     assert calm.counts == {"applied": len(uids)}
     assert calm.posts_sent == len(uids)
@@ -166,9 +163,7 @@ def test_422_is_a_row_failure_with_the_servers_reason(
     )
     parsed = parse_changeset(text.encode(), now=sandbox.config.clock())
     ledger = ledger_location
-    report = apply_changeset(
-        sandbox_settings(sandbox), parsed, ledger_location=ledger, batch_id="batch"
-    )
+    report = apply_changeset(sandbox_settings(sandbox), parsed, ledger=ledger, batch_id="batch")
     states = {row.booking_uid: row for row in report.rows}
     failed = states[str(bk["uid"])]
     assert (failed.state, failed.http_status) == ("failed", 422)
@@ -196,7 +191,7 @@ def test_plan_classifies_and_apply_honours_preconditions(
 
     async def make_plan() -> Plan:
         async with AsyncJicooClient(sandbox_settings(sandbox)) as client:
-            return await plan_changeset(client, parsed, now=sandbox.config.clock())
+            return await plan_changeset_async(client, parsed, now=sandbox.config.clock())
 
     plan = asyncio.run(make_plan())
     assert all_posts(sandbox) == 0
@@ -221,9 +216,7 @@ def test_plan_classifies_and_apply_honours_preconditions(
         timeout=30,
     ).raise_for_status()
     settings = sandbox_settings(sandbox)
-    report = apply_changeset(
-        settings, parsed, plan=loaded, ledger_location=ledger_location, batch_id="b"
-    )
+    report = apply_changeset(settings, parsed, plan=loaded, ledger=ledger_location, batch_id="b")
     states = {row.booking_uid: row.state for row in report.rows}
     assert states[moved] == "conflict"
     assert [states[uid] for uid in uids[:-1]] == ["applied"] * (len(uids) - 1)
@@ -232,7 +225,7 @@ def test_plan_classifies_and_apply_honours_preconditions(
 
     other = parse_changeset((text + ",cancel,extra1,,,\n").encode(), now=sandbox.config.clock())
     with pytest.raises(PlanError, match="another change-set file"):
-        apply_changeset(settings, other, plan=loaded, ledger_location=ledger_location, batch_id="c")
+        apply_changeset(settings, other, plan=loaded, ledger=ledger_location, batch_id="c")
 
 
 def test_dry_run_sends_nothing_and_writes_no_ledger(sandbox: SandboxServer, tmp_path: Path) -> None:
@@ -242,7 +235,7 @@ def test_dry_run_sends_nothing_and_writes_no_ledger(sandbox: SandboxServer, tmp_
     report = apply_changeset(
         sandbox_settings(sandbox),
         parsed,
-        ledger_location=ledger,
+        ledger=ledger,
         batch_id="b",
         dry_run=True,
         now=sandbox.config.clock(),
@@ -265,9 +258,9 @@ def test_the_api_key_reaches_no_log_report_ledger_or_plan(
 
     async def run() -> tuple[ApplyReport, Plan]:
         async with AsyncJicooClient(sandbox_settings(sandbox)) as client:
-            plan = await plan_changeset(client, parsed, now=sandbox.config.clock())
+            plan = await plan_changeset_async(client, parsed, now=sandbox.config.clock())
             report = await apply_changeset_async(
-                client, parsed, ledger_location=ledger_location, batch_id="b"
+                client, parsed, ledger=ledger_location, batch_id="b"
             )
             return report, plan
 
@@ -340,7 +333,7 @@ def test_two_rows_moving_one_hosts_bookings_into_one_slot_plan_the_later_as_not_
 
     async def make_plan() -> Plan:
         async with AsyncJicooClient(sandbox_settings(sandbox)) as client:
-            return await plan_changeset(client, parsed, now=sandbox.config.clock())
+            return await plan_changeset_async(client, parsed, now=sandbox.config.clock())
 
     plan = asyncio.run(make_plan())
     assert [item.verdict.value for item in plan.items] == ["will_apply", "slot_not_bookable"]
@@ -350,7 +343,7 @@ def test_two_rows_moving_one_hosts_bookings_into_one_slot_plan_the_later_as_not_
     report = apply_changeset(
         sandbox_settings(sandbox),
         parsed,
-        ledger_location=ledger_location,
+        ledger=ledger_location,
         batch_id="pair",
         plan=plan,
     )

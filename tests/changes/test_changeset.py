@@ -9,14 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jicoo_connector.changes.changeset import (
-    ALL_COLUMNS,
-    Action,
-    ParsedChangeSet,
-    escape_cell,
-    parse_changeset,
-    write_rejected_csv,
-)
+from jicoo_connector.changes import Action, ParsedChangeSet, parse_changeset, write_rejected_csv
+from jicoo_connector.changes._changeset import ALL_COLUMNS, escape_cell, parse_instant
 from jicoo_connector.errors import ChangeSetError
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -373,3 +367,11 @@ def test_an_offset_makes_time_zone_optional() -> None:
     (change,) = parse(csv_of(",reschedule,bk1,2026-11-26T10:00+09:00,,")).changes
     assert change.new_started_at == dt.datetime(2026, 11, 26, 1, tzinfo=dt.UTC)
     assert change.time_zone is None  # the apply keeps the booking's own zone
+
+
+def test_parse_instant_is_lenient_but_wants_an_offset() -> None:
+    assert parse_instant("2026-11-26T01:00:00.000Z") == dt.datetime(2026, 11, 26, 1, tzinfo=dt.UTC)
+    assert parse_instant("2026-11-26T10:00:00+09:00") == dt.datetime(2026, 11, 26, 1, tzinfo=dt.UTC)
+    assert parse_instant("2026-11-26T01:00:00") is None
+    assert parse_instant(None) is None
+    assert parse_instant("soon") is None

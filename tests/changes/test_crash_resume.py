@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from jicoo_connector.changes.changeset import parse_changeset
+from jicoo_connector.changes import parse_changeset
 from jicoo_sandbox.server import SandboxServer
 from tests.changes.apply_child import KILL_ENV
 from tests.support.writeback_data import assert_server_matches, build_csv, effective_posts

@@ -2,6 +2,7 @@
 versioned schema. Every test that takes ``ledger`` runs on SQLite and on PostgreSQL."""
 
 import datetime as dt
+import itertools
 import multiprocessing
 import os
 import signal
@@ -16,21 +17,25 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from jicoo_connector.changes.changeset import ParsedChangeSet, parse_changeset
-from jicoo_connector.changes.ledger import (
+from jicoo_connector.changes import (
     FINAL_STATES,
-    MIGRATIONS,
-    SCHEMA_VERSION,
-    BatchMismatchError,
-    ChangeState,
     Lease,
     Ledger,
+    ParsedChangeSet,
+    State,
+    is_postgres_url,
+    parse_changeset,
+)
+from jicoo_connector.changes._ledger import MIGRATIONS, SCHEMA_VERSION
+from jicoo_connector.changes._ledger_backends import open_backend
+from jicoo_connector.changes._machine import allowed
+from jicoo_connector.errors import (
+    BatchMismatchError,
     LedgerBusyError,
     LedgerError,
     LedgerNotFoundError,
     StaleLeaseError,
 )
-from jicoo_connector.changes.ledger_backends import is_postgres_url, open_backend
 from tests.support.writeback_data import ledger_bytes
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -79,22 +84,20 @@ def test_intent_then_outcome_is_durable(
 ) -> None:
     assert ledger.open_batch("b1", parsed.content_hash, parsed.changes) == 2
     with ledger.lease("b1") as lease:
-        assert ledger.record_intent(lease, "r1", BOOKING) == 1
+        assert ledger.record(lease, "r1", State.INTENT, booking_before=BOOKING) == 1
         # A second connection (another process after a crash) sees the intent already.
         with Ledger(ledger_location) as other:
             seen = other.entry("b1", "r1")
             assert seen is not None
-            assert seen.state is ChangeState.INTENT
+            assert seen.state is State.INTENT
             assert seen.intent_at is not None
             assert seen.booking_before is not None
             assert seen.booking_before["startedAt"] == BOOKING["startedAt"]
         after = {**BOOKING, "startedAt": "2026-11-26T01:00:00.000Z"}
-        ledger.record_outcome(
-            lease, "r1", ChangeState.APPLIED, http_status=200, booking_after=after
-        )
+        ledger.record(lease, "r1", State.APPLIED, http_status=200, booking_after=after)
     entry = ledger.entry("b1", "r1")
     assert entry is not None
-    assert (entry.state, entry.http_status, entry.attempts) == (ChangeState.APPLIED, 200, 1)
+    assert (entry.state, entry.http_status, entry.attempts) == (State.APPLIED, 200, 1)
     assert entry.booking_after is not None
     assert entry.booking_after["startedAt"] == "2026-11-26T01:00:00.000Z"
     assert entry.outcome_at is not None
@@ -106,7 +109,7 @@ def test_personal_data_stays_out_of_the_ledger(
 ) -> None:
     ledger.open_batch("b1", parsed.content_hash, parsed.changes)
     with ledger.lease("b1") as lease:
-        ledger.record_intent(lease, "r1", BOOKING)
+        ledger.record(lease, "r1", State.INTENT, booking_before=BOOKING)
     raw = ledger_bytes(ledger_location)
     assert b"Taro Yamada" not in raw
     assert b"+81-90" not in raw
@@ -116,11 +119,60 @@ def test_personal_data_stays_out_of_the_ledger(
 def test_reopening_the_same_batch_adds_nothing(ledger: Ledger, parsed: ParsedChangeSet) -> None:
     ledger.open_batch("b1", parsed.content_hash, parsed.changes)
     with ledger.lease("b1") as lease:
-        ledger.record_outcome(lease, "c1", ChangeState.APPLIED, http_status=200)
+        ledger.record(lease, "c1", State.ALREADY_APPLIED, reason="already cancelled")
     assert ledger.open_batch("b1", parsed.content_hash, parsed.changes) == 0
     entry = ledger.entry("b1", "c1")
     assert entry is not None
     assert entry.state in FINAL_STATES
+
+
+MOVES = list(itertools.product(State, State))
+
+
+def _moves_csv() -> str:
+    """One cancel per (state, state) pair of ``MOVES``: change ``m<i>`` for pair ``i``."""
+    rows = [f"m{i},cancel,bk{i},,," for i in range(len(MOVES))]
+    return "change_id,action,booking_uid,new_started_at,time_zone,cancel_reason\n" + "\n".join(rows)
+
+
+def _path_to(state: State) -> list[State]:
+    """The moves a run makes from pending to ``state``: through an intent where it must."""
+    if state is State.PENDING:
+        return []
+    return [state] if allowed(State.PENDING, state) else [State.INTENT, state]
+
+
+def test_the_ledger_refuses_every_move_the_state_machine_does_not_allow(ledger: Ledger) -> None:
+    moves = parse_changeset(_moves_csv().encode(), now=NOW)
+    ledger.open_batch("moves", moves.content_hash, moves.changes)
+    refused = 0
+    with ledger.lease("moves") as lease:
+        for i, (old, new) in enumerate(MOVES):
+            key = f"m{i}"
+            for step in _path_to(old):
+                ledger.record(lease, key, step, booking_before=BOOKING)
+            entry = ledger.entry("moves", key)
+            assert entry is not None
+            assert entry.state is old
+            if allowed(old, new):
+                ledger.record(lease, key, new, reason="moved")
+                expected = new
+            else:
+                refused += 1
+                with pytest.raises(LedgerError, match=f"is {old.value}: .* never moves it to"):
+                    ledger.record(lease, key, new, reason="moved")
+                expected = old
+            entry = ledger.entry("moves", key)
+            assert entry is not None
+            assert entry.state is expected, key
+    # Finals go nowhere (4 x 7), and pending reaches neither applied nor in_doubt unsent.
+    assert refused == len(FINAL_STATES) * len(State) + 2
+
+
+def test_a_change_outside_the_batch_is_refused(ledger: Ledger, parsed: ParsedChangeSet) -> None:
+    ledger.open_batch("b1", parsed.content_hash, parsed.changes)
+    with ledger.lease("b1") as lease, pytest.raises(LedgerError, match="not in batch"):
+        ledger.record(lease, "nope", State.INTENT, booking_before=BOOKING)
 
 
 def test_a_changed_file_under_the_same_batch_id_is_refused(
@@ -207,14 +259,14 @@ def test_a_stale_applier_cannot_write(
     with Ledger(ledger_location) as newer:
         fresh = newer.acquire("b1")
         with pytest.raises(StaleLeaseError):
-            ledger.record_intent(stale, "r1", BOOKING)
+            ledger.record(stale, "r1", State.INTENT, booking_before=BOOKING)
         with pytest.raises(StaleLeaseError):
-            ledger.record_outcome(stale, "r1", ChangeState.APPLIED, http_status=200)
-        newer.record_outcome(fresh, "r1", ChangeState.FAILED, http_status=422, reason="slot")
+            ledger.record(stale, "r1", State.APPLIED, http_status=200)
+        newer.record(fresh, "r1", State.FAILED, http_status=422, reason="slot")
         newer.release(fresh)
     entry = ledger.entry("b1", "r1")
     assert entry is not None
-    assert (entry.state, entry.attempts, entry.reason) == (ChangeState.FAILED, 0, "slot")
+    assert (entry.state, entry.attempts, entry.reason) == (State.FAILED, 0, "slot")
 
 
 def test_export_inverse_moves_applied_reschedules_back(
@@ -222,10 +274,10 @@ def test_export_inverse_moves_applied_reschedules_back(
 ) -> None:
     ledger.open_batch("b1", parsed.content_hash, parsed.changes)
     with ledger.lease("b1") as lease:
-        ledger.record_intent(lease, "r1", BOOKING)
-        ledger.record_outcome(lease, "r1", ChangeState.APPLIED, http_status=200)
-        ledger.record_intent(lease, "c1", {**BOOKING, "uid": "bk2"})
-        ledger.record_outcome(lease, "c1", ChangeState.APPLIED, http_status=200)
+        ledger.record(lease, "r1", State.INTENT, booking_before=BOOKING)
+        ledger.record(lease, "r1", State.APPLIED, http_status=200)
+        ledger.record(lease, "c1", State.INTENT, booking_before={**BOOKING, "uid": "bk2"})
+        ledger.record(lease, "c1", State.APPLIED, http_status=200)
     rows = ledger.export_inverse("b1")
     assert len(rows) == 1
     (undo,) = rows
@@ -244,8 +296,8 @@ def test_export_inverse_moves_applied_reschedules_back(
 def test_failed_reschedules_are_not_inverted(ledger: Ledger, parsed: ParsedChangeSet) -> None:
     ledger.open_batch("b1", parsed.content_hash, parsed.changes)
     with ledger.lease("b1") as lease:
-        ledger.record_intent(lease, "r1", BOOKING)
-        ledger.record_outcome(lease, "r1", ChangeState.FAILED, http_status=422)
+        ledger.record(lease, "r1", State.INTENT, booking_before=BOOKING)
+        ledger.record(lease, "r1", State.FAILED, http_status=422)
     assert ledger.export_inverse("b1") == []
 
 
@@ -397,7 +449,8 @@ def test_a_postgres_ledger_without_psycopg_says_what_to_install(postgres_url: st
     # What a user without the [postgres] extra sees: a blocked import, as when it is absent.
     script = (
         "import sys; sys.modules['psycopg'] = None\n"
-        "from jicoo_connector.changes.ledger import Ledger, LedgerError\n"
+        "from jicoo_connector.changes import Ledger\n"
+        "from jicoo_connector.errors import LedgerError\n"
         "try:\n"
         f"    Ledger({postgres_url.replace('postgres@', 'postgres:s3cret@')!r})\n"
         "except LedgerError as exc:\n"
@@ -407,7 +460,7 @@ def test_a_postgres_ledger_without_psycopg_says_what_to_install(postgres_url: st
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert "pip install 'jicoo-connector[postgres]'" in done.stdout
-    assert "JICOO_LEDGER_URL points at PostgreSQL (postgresql://postgres@127.0.0.1:" in done.stdout
+    assert "the ledger at postgresql://postgres@127.0.0.1:" in done.stdout
     assert "s3cret" not in done.stdout
 
 
@@ -425,12 +478,12 @@ def test_a_postgres_applier_whose_session_ends_loses_the_batch_and_cannot_write(
             fresh = _acquire_once_free(second, "b1")
             assert fresh.epoch == stale.epoch + 1
             with pytest.raises(LedgerError):
-                first.record_intent(stale, "r1", BOOKING)
+                first.record(stale, "r1", State.INTENT, booking_before=BOOKING)
             # Woken up on a new connection with its old lease, it is still refused.
             with Ledger(postgres_url) as revived, pytest.raises(StaleLeaseError):
-                revived.record_outcome(stale, "r1", ChangeState.APPLIED, http_status=200)
-            second.record_outcome(fresh, "r1", ChangeState.FAILED, http_status=422)
+                revived.record(stale, "r1", State.APPLIED, http_status=200)
+            second.record(fresh, "r1", State.FAILED, http_status=422)
     with Ledger(postgres_url) as check:
         entry = check.entry("b1", "r1")
         assert entry is not None
-        assert (entry.state, entry.attempts) == (ChangeState.FAILED, 0)
+        assert (entry.state, entry.attempts) == (State.FAILED, 0)

@@ -1,27 +1,14 @@
-"""Plan verdicts and the plan file, without a server (the sandbox tests are in test_apply)."""
+"""The plan's preconditions and the plan file, without a server (its verdicts are the state
+machine's: test_machine; against the sandbox: test_apply)."""
 
-import datetime as dt
 from pathlib import Path
 
 import pytest
 
-from jicoo_connector.changes.changeset import parse_changeset
-from jicoo_connector.changes.plan import (
-    Plan,
-    PlanError,
-    PlannedChange,
-    Precondition,
-    Verdict,
-    classify,
-    parse_instant,
-)
+from jicoo_connector.changes import Plan, PlannedChange, Verdict
+from jicoo_connector.changes._machine import Booking, Precondition
+from jicoo_connector.errors import PlanError
 
-NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
-CSV = (
-    b"action,booking_uid,new_started_at,time_zone\n"
-    b"reschedule,bk1,2026-11-26T10:00+09:00,Asia/Tokyo\n"
-    b"cancel,bk2,,\n"
-)
 OPEN = {
     "uid": "bk1",
     "status": "open",
@@ -30,24 +17,17 @@ OPEN = {
 }
 
 
-def test_classify_covers_every_state() -> None:
-    resched, cancel = parse_changeset(CSV, now=NOW).changes
-    assert classify(resched, None)[0] is Verdict.CONFLICT
-    assert classify(resched, OPEN)[0] is Verdict.WILL_APPLY
-    assert classify(resched, {**OPEN, "status": "cancel"})[0] is Verdict.CONFLICT
-    at_target = {**OPEN, "startedAt": "2026-11-26T01:00:00Z"}  # no millis: parsed, not compared
-    assert classify(resched, at_target)[0] is Verdict.ALREADY_IN_TARGET
-    assert classify(cancel, OPEN)[0] is Verdict.WILL_APPLY
-    assert classify(cancel, {**OPEN, "status": "cancel"})[0] is Verdict.ALREADY_IN_TARGET
-
-
 def test_precondition_detects_any_change() -> None:
     pre = Precondition.of(OPEN)
-    assert pre.holds_for(dict(OPEN))
-    assert pre.holds_for({**OPEN, "startedAt": "2026-11-20T10:00:00+09:00"})
-    assert not pre.holds_for({**OPEN, "updatedAt": "2026-10-02T00:00:00.000Z"})
-    assert not pre.holds_for({**OPEN, "status": "cancel"})
-    assert not pre.holds_for({**OPEN, "startedAt": "2026-11-21T01:00:00.000Z"})
+
+    def holds(**changed: str) -> bool:
+        return pre.holds_for(Booking.of({**OPEN, **changed}))
+
+    assert holds()
+    assert holds(startedAt="2026-11-20T10:00:00+09:00")  # the same instant, another offset
+    assert not holds(updatedAt="2026-10-02T00:00:00.000Z")
+    assert not holds(status="cancel")
+    assert not holds(startedAt="2026-11-21T01:00:00.000Z")
 
 
 def test_plan_file_round_trips_and_refuses_garbage(tmp_path: Path) -> None:
@@ -88,11 +68,3 @@ def test_plan_file_round_trips_and_refuses_garbage(tmp_path: Path) -> None:
         Plan.read(tmp_path / "broken.json")
     with pytest.raises(PlanError, match="cannot read"):
         Plan.read(tmp_path / "missing.json")
-
-
-def test_parse_instant_is_lenient_but_wants_an_offset() -> None:
-    assert parse_instant("2026-11-26T01:00:00.000Z") == dt.datetime(2026, 11, 26, 1, tzinfo=dt.UTC)
-    assert parse_instant("2026-11-26T10:00:00+09:00") == dt.datetime(2026, 11, 26, 1, tzinfo=dt.UTC)
-    assert parse_instant("2026-11-26T01:00:00") is None
-    assert parse_instant(None) is None
-    assert parse_instant("soon") is None

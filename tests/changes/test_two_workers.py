@@ -29,8 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from jicoo_connector.changes.changeset import parse_changeset
-from jicoo_connector.changes.ledger import FINAL_STATES, Ledger
+from jicoo_connector.changes import FINAL_STATES, Ledger, parse_changeset
 from jicoo_sandbox.server import SandboxServer
 from tests.changes.apply_child import RESULT_FILE, worker
 from tests.support.writeback_data import assert_server_matches, build_csv

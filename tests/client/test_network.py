@@ -19,6 +19,7 @@ from jicoo_connector.cli import build_parser
 from jicoo_connector.cli import main as cli_main
 from jicoo_connector.client import AsyncJicooClient, RateLimiter
 from jicoo_connector.client._network import bypassed, proxy_for
+from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.errors import ConfigError, JicooError, TransportError
 from jicoo_connector.settings import ApiKey, Settings
 from jicoo_sandbox.app import create_app
@@ -134,7 +135,7 @@ def event_types(settings: Settings) -> int:
 
 
 def test_a_private_ca_is_refused_by_default_with_a_hint(tls_sandbox: TlsSandbox) -> None:
-    settings = Settings.from_env(base_url=tls_sandbox.base_url, max_retries=0)
+    settings = ConnectorConfig.from_env().settings(base_url=tls_sandbox.base_url, max_retries=0)
     with pytest.raises(TransportError, match=r"certificate not trusted.*JICOO_CA_BUNDLE"):
         event_types(settings)
     assert tls_sandbox.requests() == []
@@ -145,7 +146,7 @@ def test_jicoo_ca_bundle_makes_the_private_ca_trusted(
 ) -> None:
     monkeypatch.setenv("JICOO_BASE_URL", tls_sandbox.base_url)
     monkeypatch.setenv("JICOO_CA_BUNDLE", str(tls_sandbox.ca_file))
-    assert event_types(Settings.from_env()) > 0
+    assert event_types(ConnectorConfig.from_env().settings()) > 0
     assert all(entry["had_key"] for entry in tls_sandbox.requests())
 
 
@@ -154,7 +155,9 @@ def test_a_certificate_for_another_host_name_is_refused(
 ) -> None:
     monkeypatch.setenv("JICOO_CA_BUNDLE", str(tls_sandbox.ca_file))
     # The certificate names localhost; 127.0.0.1 is the same server under another name.
-    settings = Settings.from_env(base_url=f"https://127.0.0.1:{tls_sandbox.port}", max_retries=0)
+    settings = ConnectorConfig.from_env().settings(
+        base_url=f"https://127.0.0.1:{tls_sandbox.port}", max_retries=0
+    )
     with pytest.raises(TransportError, match=r"certificate not trusted.*(mismatch|not valid)"):
         event_types(settings)
     assert tls_sandbox.requests() == []
@@ -168,9 +171,9 @@ def test_ssl_cert_file_changes_the_trust_only_with_the_system_store(
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_sandbox.ca_file))
     monkeypatch.setenv("JICOO_BASE_URL", tls_sandbox.base_url)
     with pytest.raises(TransportError, match="certificate not trusted"):
-        event_types(Settings.from_env(max_retries=0))
+        event_types(ConnectorConfig.from_env().settings(max_retries=0))
     monkeypatch.setenv("JICOO_TLS_TRUST", "system")
-    assert event_types(Settings.from_env()) > 0
+    assert event_types(ConnectorConfig.from_env().settings()) > 0
 
 
 def test_trust_settings_are_checked_up_front(tmp_path: Path) -> None:
@@ -217,12 +220,12 @@ def test_no_proxy_sends_the_host_direct(
     """Plain http to the loopback sandbox: through HTTP_PROXY unless NO_PROXY names it."""
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
     monkeypatch.setenv("JICOO_API_KEY", SANDBOX_KEY)
-    settings = Settings.from_env(base_url=sandbox.base_url, max_retries=0)
+    settings = ConnectorConfig.from_env().settings(base_url=sandbox.base_url, max_retries=0)
     with pytest.raises(JicooError):
         event_types(settings)  # the test proxy forwards only CONNECT: it answers 501
     assert proxy.heads == [f"GET {sandbox.base_url}/v1/event_types?page=1&perPage=100 HTTP/1.1"]
     monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
-    assert event_types(Settings.from_env(base_url=sandbox.base_url)) > 0
+    assert event_types(ConnectorConfig.from_env().settings(base_url=sandbox.base_url)) > 0
     assert len(proxy.heads) == 1
 
 
@@ -232,13 +235,13 @@ def test_all_proxy_is_the_fallback_and_jicoo_proxy_url_wins(
     monkeypatch.setenv("JICOO_BASE_URL", tls_sandbox.base_url)
     monkeypatch.setenv("JICOO_CA_BUNDLE", str(tls_sandbox.ca_file))
     monkeypatch.setenv("ALL_PROXY", proxy.url)
-    assert event_types(Settings.from_env()) > 0
+    assert event_types(ConnectorConfig.from_env().settings()) > 0
     through_all_proxy = len(proxy.heads)
     assert through_all_proxy >= 1
     with connect_proxy() as explicit:
         monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # nothing listens there
         monkeypatch.setenv("JICOO_PROXY_URL", explicit.url)
-        assert event_types(Settings.from_env()) > 0
+        assert event_types(ConnectorConfig.from_env().settings()) > 0
         assert explicit.heads == [f"CONNECT localhost:{tls_sandbox.port} HTTP/1.1"]
     assert len(proxy.heads) == through_all_proxy
 
@@ -250,10 +253,12 @@ def test_proxy_credentials_are_sent_and_never_shown(
     monkeypatch.setenv("JICOO_CA_BUNDLE", str(tls_sandbox.ca_file))
     with connect_proxy(("alice", password)) as proxy, caplog.at_level(logging.DEBUG):
         good = f"http://alice:{password}@127.0.0.1:{proxy.port}"
-        settings = Settings.from_env(base_url=tls_sandbox.base_url, proxy_url=good)
+        settings = ConnectorConfig.from_env().settings(
+            base_url=tls_sandbox.base_url, proxy_url=good
+        )
         assert event_types(settings) > 0
         assert proxy.authorizations[0] is not None
-        wrong = Settings.from_env(
+        wrong = ConnectorConfig.from_env().settings(
             base_url=tls_sandbox.base_url,
             proxy_url=f"http://alice:{password}x@127.0.0.1:{proxy.port}",
             max_retries=1,

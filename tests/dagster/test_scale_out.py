@@ -36,7 +36,7 @@ from dagster._core.storage.dagster_run import DagsterRunStatus
 from assets.extract_assets import op_name
 from assets.resources import API_POOL
 from assets.writeback import APPLY_LOG_OP
-from jicoo_connector.changes.changeset import parse_changeset
+from jicoo_connector.changes import parse_changeset
 from jicoo_connector.settings import DEFAULT_BURST, DEFAULT_RATE_LIMIT
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import assert_one_at_a_time, step_spans

@@ -15,16 +15,14 @@ from assets.writeback import (
     apply_log_for,
     changeset_inbox_sensor,
 )
-from jicoo_connector.changes.ledger_backends import (
-    LEDGER_URL_ENV,
-    is_postgres_url,
-    redact_location,
-)
+from jicoo_connector.changes import is_postgres_url, redact_location
 from jicoo_connector.client import JicooClient
+from jicoo_connector.config import ConnectorConfig
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import check_evaluations, jicoo_resource, materializations
 from tests.support.writeback_data import booking, future_open_bookings
 
+LEDGER_URL_ENV = ConnectorConfig.specs()["ledger_url"].env
 CANCELS = 3
 ALL_CHECKS_PASSED = {
     "jicoo/apply_log/no_change_in_flight": True,
@@ -102,6 +100,18 @@ def _writeback_job(sandbox: SandboxServer, tmp_path: Path) -> dg.JobDefinition:
     return _writeback_defs(sandbox, tmp_path).resolve_job_def("apply_changeset")
 
 
+def _writeback_at(
+    ledger_location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> WriteBackResource:
+    """The resource for the ledger at ``ledger_location``, a PostgreSQL URL wired as
+    assets/definitions.py wires it: only through EnvVar (it may hold a password)."""
+    apply_log_root = str(tmp_path / "apply_log")
+    if not is_postgres_url(ledger_location):
+        return WriteBackResource(ledger_path=ledger_location, apply_log_root=apply_log_root)
+    monkeypatch.setenv(LEDGER_URL_ENV, ledger_location.replace("postgres@", "postgres:s3cret@"))
+    return WriteBackResource(ledger_url=dg.EnvVar(LEDGER_URL_ENV), apply_log_root=apply_log_root)
+
+
 @pytest.mark.system_clock(
     "the write-back job refuses reschedule targets in the past by the system clock"
 )
@@ -115,16 +125,7 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     path = tmp_path / "changes.csv"
     changes = _changeset(sandbox, path)
     postgres = is_postgres_url(ledger_location)
-    if postgres:
-        # As assets/definitions.py wires it: the URL only through EnvVar (it may hold a password).
-        monkeypatch.setenv(LEDGER_URL_ENV, ledger_location.replace("postgres@", "postgres:s3cret@"))
-        writeback = WriteBackResource(
-            ledger_url=dg.EnvVar(LEDGER_URL_ENV), apply_log_root=str(tmp_path / "apply_log")
-        )
-    else:
-        writeback = WriteBackResource(
-            ledger_path=ledger_location, apply_log_root=str(tmp_path / "apply_log")
-        )
+    writeback = _writeback_at(ledger_location, tmp_path, monkeypatch)
     # The way scripts/demo.py launches it: the Definitions' job, run_config keyed by the op.
     defs = _writeback_defs(sandbox, tmp_path, writeback, ledger_location)
     job = defs.resolve_job_def("apply_changeset")

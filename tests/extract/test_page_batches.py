@@ -251,9 +251,10 @@ def test_extracting_bookings_never_imports_pandas(sandbox: SandboxServer, tmp_pa
     script = (
         "import datetime as dt, sys\n"
         "from jicoo_connector.extract import extract_range\n"
-        "from jicoo_connector.settings import Settings\n"
+        "from jicoo_connector.config import ConnectorConfig\n"
         "day = dt.date.fromisoformat(sys.argv[2])\n"
-        "results = extract_range(Settings.from_env(), ['bookings'], day - dt.timedelta(days=3), "
+        "settings = ConnectorConfig.from_env().settings()\n"
+        "results = extract_range(settings, ['bookings'], day - dt.timedelta(days=3), "
         "day + dt.timedelta(days=3), sys.argv[1])\n"
         "assert sum(r.rows for r in results) > 0, results\n"
         "print('pandas' in sys.modules)\n"

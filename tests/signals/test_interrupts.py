@@ -14,11 +14,10 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 
-from jicoo_connector.changes import ChangeState, Ledger
+from jicoo_connector.changes import Ledger, State
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.warehouse import LOADS_TABLE
-from jicoo_connector.webhooks import SQLiteEventStore
-from jicoo_connector.webhooks.receiver import READY_LINE_PREFIX
+from jicoo_connector.webhooks import READY_LINE_PREFIX, SQLiteEventStore
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import sign
 from tests.signals.support import (
@@ -101,8 +100,8 @@ def test_an_interrupted_apply_says_how_many_changes_are_applied_and_the_rerun_fi
     assert code == INTERRUPTED[sig], out + err
     with Ledger(ledger_location, read_only=True) as ledger:  # as `jicoo ledger status` reads it
         counts = ledger.counts("batch")
-    applied = counts.get(ChangeState.APPLIED, 0)
-    in_flight = counts.get(ChangeState.INTENT, 0) + counts.get(ChangeState.IN_DOUBT, 0)
+    applied = counts.get(State.APPLIED, 0)
+    in_flight = counts.get(State.INTENT, 0) + counts.get(State.IN_DOUBT, 0)
     unanswered = f", {in_flight} sent without an answer (the re-run reads them back first)"
     assert one_line(err) == (
         f"jicoo: interrupted: {applied} of {len(uids)} changes applied and recorded"

@@ -131,6 +131,11 @@ class PostgresServer:
             "initdb", "-D", str(self.data_dir), "-U", "postgres", "-A", "trust", "-E", "UTF8",
             "--no-sync",
         )  # fmt: skip
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the initdb'd cluster (again, after ``halt``), its databases as they were."""
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} "
             "-c fsync=off -c full_page_writes=off -c max_connections=200"
@@ -140,7 +145,12 @@ class PostgresServer:
             "-o", options, "-w", "-t", str(START_TIMEOUT_S), "start",
         )  # fmt: skip
         self._started = True
-        return self
+
+    def halt(self) -> None:
+        """Stop the server as an operator would (``-m fast``: every session is cut at once),
+        keeping its data; ``resume`` starts it again."""
+        self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+        self._started = False
 
     def create_database(self, prefix: str = "test") -> str:
         """A new, empty database; returns its URL."""

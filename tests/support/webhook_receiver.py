@@ -11,8 +11,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
-from jicoo_connector.webhooks.receiver import create_app
+from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets, create_app
 
 __all__ = ["NOW", "OLD_SECRET", "SECRET", "Receiver", "event_body"]
 

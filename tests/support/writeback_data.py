@@ -9,10 +9,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from jicoo_connector.changes.changeset import ParsedChangeSet
-from jicoo_connector.changes.ledger import ChangeState, Ledger
-from jicoo_connector.changes.ledger_backends import is_postgres_url
-from jicoo_connector.changes.plan import parse_instant
+from jicoo_connector.changes import DONE_STATES, Ledger, ParsedChangeSet, is_postgres_url
+from jicoo_connector.changes._changeset import parse_instant
 from jicoo_sandbox.server import SandboxServer
 
 HEADER = "change_id,action,booking_uid,new_started_at,time_zone,cancel_reason"
@@ -187,7 +185,7 @@ def assert_server_matches(
         now_by_uid = {c.booking_uid: booking(sandbox, c.booking_uid, http) for c in parsed.changes}
     for change in parsed.changes:
         now = now_by_uid[change.booking_uid]
-        assert entries[change.key].state in (ChangeState.APPLIED, ChangeState.ALREADY_APPLIED)
+        assert entries[change.key].state in DONE_STATES
         if change.target is None:
             assert now["status"] == "cancel"
         else:

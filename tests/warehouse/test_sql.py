@@ -10,19 +10,14 @@ import sys
 import pyarrow as pa
 import pytest
 
+from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.errors import SchemaChangeError, WarehouseError
 from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import ParquetStore
-from jicoo_connector.warehouse import (
-    TYPE_TABLE,
-    Dialect,
-    LoadRecord,
-    WarehouseTarget,
-    load_warehouse,
-    redact,
-    sql_type,
-)
+from jicoo_connector.warehouse import WarehouseTarget, load_warehouse, redact
 from jicoo_connector.warehouse._session import open_session
+from jicoo_connector.warehouse._sql import Dialect, LoadRecord
+from jicoo_connector.warehouse._types import TYPE_TABLE, sql_type
 
 BACKENDS = ("duckdb", "postgresql", "snowflake", "bigquery")
 DAY = dt.date(2026, 11, 30)
@@ -183,12 +178,28 @@ def test_url_details() -> None:
     )
 
 
-def test_password_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_password_from_the_environment_reaches_the_url_through_the_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("JICOO_WAREHOUSE_PASSWORD", "p@ss word")
-    target = WarehouseTarget.parse("postgresql://loader@db/analytics")
+    config = ConnectorConfig.from_env()
+    target = WarehouseTarget.parse(
+        "postgresql://loader@db/analytics", password=config.warehouse_password
+    )
     assert target.libpq_uri() == "postgresql://loader:p%40ss%20word@db/analytics"
     assert target.password == "p@ss word"
     assert "p@ss" not in target.describe()
+    assert "p@ss" not in repr(target)
+    # The warehouse reads no environment: without the argument there is no password.
+    alone = WarehouseTarget.parse("postgresql://loader@db/analytics")
+    assert alone.password is None
+    assert alone.libpq_uri() == "postgresql://loader@db/analytics"
+    # A password in the URL wins over the one given apart.
+    inline = WarehouseTarget.parse("postgresql://loader:inline@db/analytics", password="apart")
+    assert (inline.password, inline.libpq_uri()) == (
+        "inline",
+        "postgresql://loader:inline@db/analytics",
+    )
 
 
 @pytest.mark.parametrize(

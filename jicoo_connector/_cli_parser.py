@@ -132,7 +132,9 @@ def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
             "Validate a change-set CSV, then plan it (--dry-run) or apply it through the ledger. "
             "Exit 0: every row applied or already in target; 1: some rows rejected or failed "
             "(listed, and in FILE.rejected.csv, which can be fixed in place and applied as it "
-            "is); 2: nothing was sent (an unusable file, a refused key, a busy batch)."
+            "is), or the ledger, the disk or the apply log failed after changes were sent "
+            "(the message gives the counts); 2: nothing was sent (an unusable file, a refused "
+            "key, a busy batch); 130/143: interrupted (the line says how many were applied)."
         ),
     )
     apply.add_argument("file", type=Path, help="the change-set CSV")

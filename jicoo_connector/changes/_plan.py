@@ -10,11 +10,26 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from enum import StrEnum
 from pathlib import Path
 
 from jicoo_connector.atomic import write_text_atomic
-from jicoo_connector.changes.changeset import Action, Change, ParsedChangeSet, format_instant
+from jicoo_connector.changes._changeset import (
+    Action,
+    Change,
+    ParsedChangeSet,
+    format_instant,
+    parse_instant,
+)
+from jicoo_connector.changes._machine import (
+    PLAN_OK_VERDICTS,
+    Answer,
+    Planned,
+    Precondition,
+    Verdict,
+    advance,
+    begin,
+    verdict_of,
+)
 from jicoo_connector.client import AsyncJicooClient
 from jicoo_connector.errors import APIStatusError, NotFoundError, PlanError
 from jicoo_connector.settings import Settings
@@ -23,15 +38,10 @@ __all__ = [
     "DEFAULT_PLAN_CONCURRENCY",
     "PLAN_FORMAT",
     "Plan",
-    "PlanError",
     "PlannedChange",
-    "Precondition",
-    "Verdict",
-    "build_plan",
-    "classify",
     "host_ids",
-    "parse_instant",
     "plan_changeset",
+    "plan_changeset_async",
 ]
 
 logger = logging.getLogger(__name__)
@@ -40,50 +50,6 @@ DEFAULT_PLAN_CONCURRENCY = 8
 PLAN_FORMAT = "jicoo-changeset-plan/1"
 # Slots are looked up around the target; the API caps a window at 7 days.
 SLOT_WINDOW = dt.timedelta(hours=1)
-
-
-class Verdict(StrEnum):
-    WILL_APPLY = "will_apply"
-    ALREADY_IN_TARGET = "already_in_target"
-    CONFLICT = "conflict"
-    SLOT_NOT_BOOKABLE = "slot_not_bookable"
-    INVALID = "invalid"
-
-
-def parse_instant(value: object) -> dt.datetime | None:
-    """An API timestamp (``...Z`` or an offset, with or without millis) as an aware UTC value."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed.astimezone(dt.UTC) if parsed.tzinfo is not None else None
-
-
-@dataclass(frozen=True, slots=True)
-class Precondition:
-    """What the booking looked like when the plan was made; apply refuses if it moved."""
-
-    updated_at: str | None
-    started_at: str | None
-    status: str | None
-
-    @classmethod
-    def of(cls, booking: Mapping[str, object]) -> "Precondition":
-        def text(name: str) -> str | None:
-            value = booking.get(name)
-            return value if isinstance(value, str) else None
-
-        return cls(text("updatedAt"), text("startedAt"), text("status"))
-
-    def holds_for(self, booking: Mapping[str, object]) -> bool:
-        now = Precondition.of(booking)
-        return (
-            now.status == self.status
-            and parse_instant(now.started_at) == parse_instant(self.started_at)
-            and now.updated_at == self.updated_at
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +64,11 @@ class PlannedChange:
     verdict: Verdict
     reason: str
     precondition: Precondition | None
+
+    @property
+    def refused(self) -> bool:
+        """The plan does not let this row go through (a run by the plan records it unsent)."""
+        return self.verdict not in PLAN_OK_VERDICTS
 
     def to_json(self) -> dict[str, object]:
         out = asdict(self)
@@ -121,6 +92,14 @@ class Plan:
 
     def by_key(self) -> dict[str, PlannedChange]:
         return {item.key: item for item in self.items if item.key is not None}
+
+    def planned(self) -> dict[str, Planned]:
+        """What the plan says of each change, as a run by this plan checks it."""
+        return {
+            item.key: Planned(item.verdict, item.reason, item.precondition)
+            for item in self.items
+            if item.key is not None
+        }
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -176,22 +155,6 @@ def _overlaps_itself(booking: Mapping[str, object], target: dt.datetime) -> bool
     return start <= target < end or target <= start < target + (end - start)
 
 
-def classify(change: Change, booking: Mapping[str, object] | None) -> tuple[Verdict, str]:
-    """The verdict that needs no slot lookup (``booking`` None = not found)."""
-    if booking is None:
-        return Verdict.CONFLICT, "booking not found"
-    status = booking.get("status")
-    if change.action is Action.CANCEL:
-        if status == "cancel":
-            return Verdict.ALREADY_IN_TARGET, "already cancelled"
-        return Verdict.WILL_APPLY, f"cancel a {status} booking"
-    if status == "cancel":
-        return Verdict.CONFLICT, "booking was cancelled; it cannot be rescheduled"
-    if parse_instant(booking.get("startedAt")) == change.new_started_at:
-        return Verdict.ALREADY_IN_TARGET, "booking already starts at the target"
-    return Verdict.WILL_APPLY, f"move from {booking.get('startedAt')} to {change.target}"
-
-
 async def _slot_free(
     client: AsyncJicooClient, change: Change, booking: Mapping[str, object]
 ) -> tuple[bool, str]:
@@ -223,10 +186,13 @@ async def _plan_one(
 ) -> tuple[PlannedChange, Mapping[str, object] | None]:
     async with gate:
         try:
-            booking: Mapping[str, object] | None = await client.get_booking(change.booking_uid)
-        except NotFoundError:
-            booking = None
-        verdict, reason = classify(change, booking)
+            answer: Answer = await client.get_booking(change.booking_uid)
+        except NotFoundError as exc:
+            answer = exc
+        # The decision a run would take after its own read: plan and apply cannot disagree.
+        decided = advance(begin(change), answer)
+        verdict, reason = verdict_of(decided), decided.reason or ""
+        booking = answer if isinstance(answer, Mapping) else None
         if (
             verdict is Verdict.WILL_APPLY
             and change.new_started_at is not None
@@ -297,18 +263,22 @@ def _clashing_moves(
     return out
 
 
-async def plan_changeset(
-    client: AsyncJicooClient,
+async def plan_changeset_async(
+    client: AsyncJicooClient | Settings,
     parsed: ParsedChangeSet,
     *,
     concurrency: int = DEFAULT_PLAN_CONCURRENCY,
     now: dt.datetime | None = None,
 ) -> Plan:
-    """Read the current state of every booking in ``parsed`` and classify each change.
+    """Read the current state of every booking in ``parsed`` and classify each change, with
+    ``client`` (or a client of its own for ``Settings``).
 
     Rejected rows appear as ``invalid``; a target at or before ``now`` (default: the system
     clock) is ``invalid`` too. Read-only: sends no POST.
     """
+    if isinstance(client, Settings):
+        async with AsyncJicooClient(client) as opened:
+            return await plan_changeset_async(opened, parsed, concurrency=concurrency, now=now)
     moment = now or dt.datetime.now(dt.UTC)
     gate = asyncio.Semaphore(max(1, concurrency))
     planned = _clashing_moves(
@@ -333,17 +303,12 @@ async def plan_changeset(
     return plan
 
 
-def build_plan(
+def plan_changeset(
     settings: Settings,
     parsed: ParsedChangeSet,
     *,
     concurrency: int = DEFAULT_PLAN_CONCURRENCY,
     now: dt.datetime | None = None,
 ) -> Plan:
-    """Synchronous ``plan_changeset`` for callers without an event loop (the CLI)."""
-
-    async def run() -> Plan:
-        async with AsyncJicooClient(settings) as client:
-            return await plan_changeset(client, parsed, concurrency=concurrency, now=now)
-
-    return asyncio.run(run())
+    """Synchronous ``plan_changeset_async`` (opens its own client and event loop)."""
+    return asyncio.run(plan_changeset_async(settings, parsed, concurrency=concurrency, now=now))

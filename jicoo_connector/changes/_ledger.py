@@ -1,9 +1,10 @@
-"""The write-back ledger: durable intent/outcome per change, one applier per batch.
+"""The write-back ledger: each change's state, durably, and one applier per batch.
 
-The states, transitions, migrations and fencing live here, once; ``ledger_backends`` holds what
-differs between the SQLite file (embedded default) and PostgreSQL (shared by several workers):
-connections, transactions and the batch lock. Imports changeset and errors only; knows nothing
-of HTTP.
+The schema, its migrations and the fencing live here, once. The states and the moves between
+them are the state machine's (``machine``): ``record`` refuses every other move.
+``ledger_backends`` holds what differs between the SQLite file (embedded default) and
+PostgreSQL (shared by several workers): connections, transactions and the batch lock. Knows
+nothing of HTTP.
 """
 
 import datetime as dt
@@ -15,16 +16,15 @@ import socket
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import StrEnum
 
-from jicoo_connector.changes.changeset import Action, Change
-from jicoo_connector.changes.ledger_backends import (
-    LEDGER_URL_ENV,
+from jicoo_connector.changes._changeset import Action, Change
+from jicoo_connector.changes._ledger_backends import (
     Synchronous,
     Transaction,
     is_postgres_url,
     open_backend,
 )
+from jicoo_connector.changes._machine import DONE_STATES, State, sources
 from jicoo_connector.errors import (
     BatchMismatchError,
     LedgerBusyError,
@@ -36,18 +36,10 @@ from jicoo_connector.errors import (
 __all__ = [
     "BOOKING_SNAPSHOT_FIELDS",
     "DEFAULT_SYNCHRONOUS",
-    "FINAL_STATES",
-    "LEDGER_URL_ENV",
     "SCHEMA_VERSION",
-    "BatchMismatchError",
-    "ChangeState",
     "Lease",
     "Ledger",
-    "LedgerBusyError",
     "LedgerEntry",
-    "LedgerError",
-    "LedgerNotFoundError",
-    "StaleLeaseError",
     "Synchronous",
     "booking_snapshot",
     "is_postgres_url",
@@ -73,21 +65,6 @@ BOOKING_SNAPSHOT_FIELDS = (
     "hosts",
 )
 
-
-class ChangeState(StrEnum):
-    PENDING = "pending"
-    INTENT = "intent"
-    APPLIED = "applied"
-    ALREADY_APPLIED = "already_applied"
-    FAILED = "failed"
-    CONFLICT = "conflict"
-    IN_DOUBT = "in_doubt"
-
-
-# Final states are never revisited: a re-run of the batch sends nothing for them.
-FINAL_STATES = frozenset(
-    {ChangeState.APPLIED, ChangeState.ALREADY_APPLIED, ChangeState.FAILED, ChangeState.CONFLICT}
-)
 
 # Versioned schema, in the dialect both backends speak: MIGRATIONS[n - 1] takes a ledger from
 # version n - 1 to n, and `meta.schema_version` says which version a ledger holds. Append only.
@@ -132,6 +109,18 @@ def _holder() -> str:
     return f"{socket.gethostname()} pid {os.getpid()}"
 
 
+def _move_statement(intent: bool, sources: int) -> str:
+    """The UPDATE of one change, only from one of ``sources`` states (placeholders)."""
+    stamp = "attempts = attempts + 1, intent_at = ?" if intent else "outcome_at = ?"
+    marks = ", ".join("?" * sources)
+    # Built from constants and placeholders only, never from input.
+    return (
+        f"UPDATE changes SET state = ?, reason = ?, http_status = ?, {stamp}, "  # noqa: S608
+        "booking_before = COALESCE(booking_before, ?), booking_after = COALESCE(?, booking_after) "
+        f"WHERE batch_id = ? AND key = ? AND state IN ({marks}) RETURNING attempts"
+    )
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
@@ -167,7 +156,7 @@ class LedgerEntry:
     target_started_at: str | None
     time_zone: str | None
     cancel_reason: str | None
-    state: ChangeState
+    state: State
     http_status: int | None
     reason: str | None
     attempts: int
@@ -196,7 +185,7 @@ class Ledger:
     >>> with Ledger("data/ledger.sqlite") as ledger:  # doctest: +SKIP
     ...     ledger.open_batch("b1", parsed.content_hash, parsed.changes)
     ...     with ledger.lease("b1") as lease:
-    ...         ledger.record_intent(lease, key, booking)
+    ...         ledger.record(lease, key, State.INTENT, booking_before=booking)
     """
 
     def __init__(
@@ -325,7 +314,7 @@ class Ledger:
                         c.target,
                         c.time_zone,
                         c.cancel_reason,
-                        ChangeState.PENDING.value,
+                        State.PENDING.value,
                     )
                     for c in changes
                 ],
@@ -402,58 +391,61 @@ class Ledger:
                 f"(current {found[0][0] if found else None}); another applier took over"
             )
 
-    # -- intent and outcome -----------------------------------------------------------------
+    # -- recording ---------------------------------------------------------------------------
 
-    def record_intent(
-        self, lease: Lease, key: str, booking_before: Mapping[str, object] | None
-    ) -> int:
-        """Durably note that a POST for ``key`` is about to leave; returns the attempt number."""
-        with self._backend.transaction() as tx:
-            self._check_epoch(tx, lease)
-            found = tx.execute(
-                "UPDATE changes SET state = ?, attempts = attempts + 1, intent_at = ?, "
-                "booking_before = COALESCE(booking_before, ?) "
-                "WHERE batch_id = ? AND key = ? RETURNING attempts",
-                (ChangeState.INTENT.value, _now(), _dump(booking_before), lease.batch_id, key),
-            )
-        if not found:
-            raise LedgerError(f"change {key!r} is not in batch {lease.batch_id!r}")
-        return int(found[0][0])
-
-    def record_outcome(
+    def record(
         self,
         lease: Lease,
         key: str,
-        state: ChangeState,
+        state: State,
         *,
-        http_status: int | None = None,
         reason: str | None = None,
+        http_status: int | None = None,
         booking_before: Mapping[str, object] | None = None,
         booking_after: Mapping[str, object] | None = None,
-    ) -> None:
-        """Write what happened to ``key``; refused with ``StaleLeaseError`` for a stale lease."""
-        if state is ChangeState.INTENT:
-            raise LedgerError("use record_intent to record an intent")
+    ) -> int:
+        """Move ``key`` to ``state``, durably; returns the POSTs counted for it (an ``intent``
+        counts one, written before the POST leaves).
+
+        Refused with ``LedgerError`` when the state machine allows no move from the change's
+        state to ``state`` (a final state is never left; ``applied`` needs an intent first),
+        and with ``StaleLeaseError`` for a stale lease. The first ``booking_before`` is kept;
+        ``booking_after`` keeps the last one given.
+        """
+        intent = state is State.INTENT
+        # Only from a state the machine allows: the condition is the check, in one statement.
+        movable = sorted(source.value for source in sources(state))
         with self._backend.transaction() as tx:
             self._check_epoch(tx, lease)
             found = tx.execute(
-                "UPDATE changes SET state = ?, http_status = ?, reason = ?, outcome_at = ?, "
-                "booking_before = COALESCE(booking_before, ?), "
-                "booking_after = COALESCE(?, booking_after) WHERE batch_id = ? AND key = ? "
-                "RETURNING key",
+                _move_statement(intent, len(movable)),
                 (
                     state.value,
-                    http_status,
                     reason,
+                    http_status,
                     _now(),
                     _dump(booking_before),
                     _dump(booking_after),
                     lease.batch_id,
                     key,
+                    *movable,
                 ),
             )
-            if len(found) != 1:
-                raise LedgerError(f"change {key!r} is not in batch {lease.batch_id!r}")
+            if not found:
+                raise self._refused(tx, lease.batch_id, key, state)
+        return int(found[0][0])
+
+    @staticmethod
+    def _refused(tx: Transaction, batch_id: str, key: str, state: State) -> LedgerError:
+        found = tx.execute(
+            "SELECT state FROM changes WHERE batch_id = ? AND key = ?", (batch_id, key)
+        )
+        if not found:
+            return LedgerError(f"change {key!r} is not in batch {batch_id!r}")
+        return LedgerError(
+            f"change {key!r} of batch {batch_id!r} is {found[0][0]}: the write-back never "
+            f"moves it to {state} (refused)"
+        )
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -474,7 +466,7 @@ class Ledger:
                 target_started_at=r[5],
                 time_zone=r[6],
                 cancel_reason=r[7],
-                state=ChangeState(r[8]),
+                state=State(r[8]),
                 http_status=r[9],
                 reason=r[10],
                 attempts=r[11],
@@ -502,7 +494,7 @@ class Ledger:
         for entry in self.entries(batch_id):
             if entry.action is not Action.RESCHEDULE:
                 continue
-            if entry.state not in (ChangeState.APPLIED, ChangeState.ALREADY_APPLIED):
+            if entry.state not in DONE_STATES:
                 continue
             before = entry.booking_before or {}
             started, zone = before.get("startedAt"), before.get("timeZone")

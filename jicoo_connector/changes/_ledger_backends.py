@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     import psycopg
 
 __all__ = [
-    "LEDGER_URL_ENV",
     "POSTGRES_SCHEMA",
     "Backend",
     "PostgresBackend",
@@ -40,8 +39,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# The setting that puts the ledger on PostgreSQL, shared by every worker of a deployment.
-LEDGER_URL_ENV = "JICOO_LEDGER_URL"
 # The ledger's tables sit in their own schema, clear of anything else in the database.
 POSTGRES_SCHEMA = "jicoo_ledger"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -281,7 +278,7 @@ class PostgresBackend(_DriverErrors):
             import psycopg
         except ImportError as exc:
             raise LedgerError(
-                f"{LEDGER_URL_ENV} points at PostgreSQL ({self.where}), which needs psycopg 3: "
+                f"the ledger at {self.where} is a PostgreSQL database, which needs psycopg 3: "
                 "pip install 'jicoo-connector[postgres]'"
             ) from exc
         self._errors: type[Exception] = psycopg.Error

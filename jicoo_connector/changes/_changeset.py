@@ -35,6 +35,7 @@ __all__ = [
     "escape_cell",
     "format_instant",
     "parse_changeset",
+    "parse_instant",
     "write_rejected_csv",
 ]
 
@@ -76,6 +77,17 @@ def format_instant(instant: dt.datetime) -> str:
     """The API's canonical UTC form: ``2026-11-26T01:00:00.000Z``."""
     utc = instant.astimezone(dt.UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parse_instant(value: object) -> dt.datetime | None:
+    """An API timestamp (``...Z`` or an offset, with or without millis) as an aware UTC value."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.astimezone(dt.UTC) if parsed.tzinfo is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,27 +381,8 @@ def _flag_duplicates(
                 )
 
 
-def parse_changeset(
-    source: str | os.PathLike[str] | bytes,
-    *,
-    encoding: str | None = None,
-    strict: bool = False,
-    now: dt.datetime | None = None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    max_rows: int = DEFAULT_MAX_ROWS,
-) -> ParsedChangeSet:
-    """Read a change-set CSV (a path or its bytes) and give every data row a verdict.
-
-    File-level problems raise ``ChangeSetError`` (nothing may be applied); bad rows become
-    ``RejectedRow``s unless ``strict``, which turns the first one into a ``ChangeSetError``.
-
-    >>> csv_bytes = b"action,booking_uid,new_started_at,time_zone\\ncancel,abc,,\\n"
-    >>> parse_changeset(csv_bytes).changes[0].row
-    2
-    """
-    moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    data = _read_source(source, max_bytes)
-    content_hash = hashlib.sha256(data).hexdigest()
+def _text_of(data: bytes, encoding: str | None) -> str:
+    """The file's text, refused whole when it is empty, binary or holds control characters."""
     if not data.strip():
         raise ChangeSetError("the file is empty; expected a header row", row=HEADER_ROW)
     if b"\x00" in data:
@@ -405,6 +398,13 @@ def parse_changeset(
             f"the file contains control character {control.group()!r} (binary data?)",
             row=_line_of(text, control.start()),
         )
+    return text
+
+
+def _read_rows(
+    text: str, max_rows: int, moment: dt.datetime
+) -> tuple[list[str], dict[int, Change | RejectedRow], dict[int, dict[str, str]]]:
+    """The header, and each data row's verdict and cells by its line number."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         first = next(reader, None)
@@ -428,6 +428,31 @@ def parse_changeset(
         raise ChangeSetError(f"malformed CSV: {exc}", row=reader.line_num) from exc
     if not verdicts:
         raise ChangeSetError("the file has a header but no data rows", row=HEADER_ROW + 1)
+    return header, verdicts, cells_by_row
+
+
+def parse_changeset(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    encoding: str | None = None,
+    strict: bool = False,
+    now: dt.datetime | None = None,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_rows: int = DEFAULT_MAX_ROWS,
+) -> ParsedChangeSet:
+    """Read a change-set CSV (a path or its bytes) and give every data row a verdict.
+
+    File-level problems raise ``ChangeSetError`` (nothing may be applied); bad rows become
+    ``RejectedRow``s unless ``strict``, which turns the first one into a ``ChangeSetError``.
+
+    >>> csv_bytes = b"action,booking_uid,new_started_at,time_zone\\ncancel,abc,,\\n"
+    >>> parse_changeset(csv_bytes).changes[0].row
+    2
+    """
+    moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    data = _read_source(source, max_bytes)
+    content_hash = hashlib.sha256(data).hexdigest()
+    header, verdicts, cells_by_row = _read_rows(_text_of(data, encoding), max_rows, moment)
     _flag_duplicates(verdicts, cells_by_row, "booking_uid", "this booking")
     _flag_duplicates(verdicts, cells_by_row, "change_id", "this change_id")
     _flag_duplicate_keys(verdicts, cells_by_row)
