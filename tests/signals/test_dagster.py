@@ -14,10 +14,9 @@ from tests.dagster.support import (
     jicoo_resource,
     materializations,
     range_tags,
-    tokyo_today,
     warehouse_resource,
 )
-from tests.support.sandbox import LIMITED_KEY
+from tests.support.sandbox import LIMITED_KEY, tokyo_today
 
 WRONG_KEY = "sk_live_not_this_one"
 
