@@ -21,10 +21,10 @@ from jicoo_connector.changes import apply_changeset, parse_changeset, plan_chang
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
 from scripts.example_changeset import CANCELS, RESCHEDULES, write_changeset
+from tests.support.checksums import parquet_checksum, postgres_checksum, scalar
 from tests.support.postgres_server import PostgresServer
 from tests.support.sandbox import sandbox_settings
 from tests.support.writeback_data import assert_server_matches
-from tests.warehouse.support import parquet_checksum, postgres_checksum, scalar
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "scripts" / "demo.py"

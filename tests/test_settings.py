@@ -27,7 +27,7 @@ from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.webhooks import READY_LINE_PREFIX
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import sign
-from tests.client.proxy import connect_proxy
+from tests.support.proxy import connect_proxy
 from tests.support.webhook_receiver import event_body
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,5 +1,5 @@
 """Company networks on loopback: the sandbox served over TLS with a throwaway CA (trustme), a
-real CONNECT proxy (tests/client/proxy.py), and the environment variables that pick them."""
+real CONNECT proxy (tests/support/proxy.py), and the environment variables that pick them."""
 
 import asyncio
 import datetime as dt
@@ -25,7 +25,7 @@ from jicoo_connector.settings import ApiKey, Settings
 from jicoo_sandbox.app import create_app
 from jicoo_sandbox.config import SandboxConfig
 from jicoo_sandbox.server import SandboxServer
-from tests.client.proxy import ConnectProxy, connect_proxy
+from tests.support.proxy import ConnectProxy, connect_proxy
 from tests.support.sandbox import SANDBOX_KEY
 
 KEY = "sk_test_network"

@@ -15,8 +15,8 @@ from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import extract_assets, jicoo_resource, materializations, range_tags
+from tests.support.checksums import parquet_checksum, postgres_checksum
 from tests.support.sandbox import tokyo_today
-from tests.warehouse.support import parquet_checksum, postgres_checksum
 
 KEY = dg.AssetKey(["jicoo", "warehouse"])
 SECRET = "dagster-pw-never-shown"

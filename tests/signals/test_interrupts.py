@@ -31,8 +31,8 @@ from tests.signals.support import (
     temp_files,
     wait_until,
 )
+from tests.support.checksums import parquet_checksum, postgres_checksum, scalar
 from tests.support.writeback_data import all_posts, build_csv, effective_posts
-from tests.warehouse.support import parquet_checksum, postgres_checksum, scalar
 
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
 EXTRACT_DAYS = 14

@@ -1,18 +1,14 @@
-"""Helpers for the warehouse tests: sandbox extracts, canonical row checksums, load children."""
+"""Helpers for the warehouse tests: sandbox extracts and load children (row checksums are in
+tests/support/checksums.py, shared with the Dagster and demo tests)."""
 
 import datetime as dt
-import hashlib
-import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import psycopg
-
 from jicoo_connector.extract import TABLES, extract_range
-from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
 from tests.support.sandbox import sandbox_settings, tokyo_today
 
@@ -39,53 +35,6 @@ def around_today(sandbox: SandboxServer, before: int, after: int) -> list[dt.dat
     """Days around the sandbox clock's day in Tokyo (the day its data is spread around)."""
     today = tokyo_today(sandbox)
     return [today + dt.timedelta(days=n) for n in range(-before, after + 1)]
-
-
-def _canonical(value: object) -> object:
-    if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).isoformat()
-    if isinstance(value, dt.date):
-        return value.isoformat()
-    if isinstance(value, str) and value[:1] in "[{":
-        try:
-            return _canonical(json.loads(value))
-        except ValueError:
-            return value
-    if isinstance(value, Mapping):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_canonical(v) for v in value]
-    return value
-
-
-def checksum(rows: Iterable[Mapping[str, object]]) -> tuple[int, str]:
-    """(row count, SHA-256 of the sorted canonical rows): equal for equal multisets of rows,
-    whatever the engine's types for timestamps and JSON."""
-    lines = sorted(json.dumps(_canonical(dict(row)), sort_keys=True) for row in rows)
-    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
-    return len(lines), digest
-
-
-def parquet_checksum(store: ParquetStore, table: str) -> tuple[int, str]:
-    rows: list[Mapping[str, object]] = []
-    for value in store.list_partitions(TABLES[table].spec):
-        rows.extend(store.read_partition(TABLES[table].spec, value).to_pylist())
-    return checksum(rows)
-
-
-def postgres_checksum(url: str, table: str) -> tuple[int, str]:
-    columns = TABLES[table].spec.schema.names
-    names = ", ".join(f'"{c}"' for c in columns)
-    with psycopg.connect(url) as conn:
-        fetched = conn.execute(f'SELECT {names} FROM "{table}"').fetchall()  # noqa: S608
-    return checksum(dict(zip(columns, row, strict=True)) for row in fetched)
-
-
-def scalar(url: str, sql: str) -> object:
-    with psycopg.connect(url) as conn:
-        row = conn.execute(sql).fetchone()  # type: ignore[arg-type]
-    assert row is not None
-    return row[0]
 
 
 def load_command(url: str, root: Path, *extra: str) -> list[str]:

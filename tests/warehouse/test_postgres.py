@@ -24,15 +24,8 @@ from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.warehouse import LOADS_TABLE, load_warehouse, partition_files
 from jicoo_sandbox.server import SandboxServer
-from tests.warehouse.support import (
-    around_today,
-    extract_days,
-    parquet_checksum,
-    postgres_checksum,
-    run_load,
-    scalar,
-    start_load,
-)
+from tests.support.checksums import parquet_checksum, postgres_checksum, scalar
+from tests.warehouse.support import around_today, extract_days, run_load, start_load
 
 if TYPE_CHECKING:
     import subprocess
