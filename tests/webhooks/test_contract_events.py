@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from jicoo_sandbox.webhooks import sign
-from tests.webhooks.conftest import NOW, SECRET, Receiver
+from tests.support.webhook_receiver import NOW, SECRET, Receiver
 
 UTM_KEYS = ("utm_campaign", "utm_source", "utm_medium", "utm_content", "utm_term")
 
