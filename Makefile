@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # Dagster keeps its run storage here (ephemeral for demo/tests, never in the home folder).
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: dagster-home help setup demo dev test check lint typecheck test-unit test-slow test-dates bench bench-quick bench-warehouse bench-webhooks sandbox example-changeset clean clean-all
+.PHONY: dagster-home help setup demo dev test check lint typecheck test-unit test-slow test-dates test-deploy bench bench-quick bench-warehouse bench-webhooks sandbox example-changeset clean clean-all
 
 # The instance config (telemetry off, the `jicoo_api` pool's limit) from scripts/dagster.yaml;
 # an existing dagster.yaml is the user's and is left alone.
@@ -79,16 +79,23 @@ test-dates: setup ## The whole fast tier again on each of TEST_DATES (the clock 
 		sh -c 'out=$$(JICOO_TEST_TODAY={} $(VENV)/bin/pytest -m "not slow" -q -n 0 2>&1); \
 		rc=$$?; printf "== JICOO_TEST_TODAY=%s\n%s\n" {} "$$out"; exit $$rc'
 
+# The deployment image for real (tests/deploy/check_image.py): buildah (installed from Debian's
+# packages when missing; root, as in CI) builds deploy/Dockerfile on its own base image or on a
+# debootstrap stand-in cached in ~/.cache/jicoo-connector/deploy/, then its code server and a
+# daemon on PostgreSQL run a daily run and a change set against a sandbox.
+test-deploy: setup ## Build deploy/Dockerfile with buildah and run it: code server, daemon, two runs (root)
+	$(PY) -m tests.deploy.check_image
+
 bench: setup ## Full benchmarks (minutes); results in benchmarks/results/
 	$(PY) benchmarks/run.py
 
-bench-quick: setup ## Smoke benchmark run (under 2 minutes)
+bench-quick: setup ## Smoke benchmark run: small sizes, 1 run, no extract_1m or webhooks (about 15 minutes)
 	$(PY) benchmarks/run.py --quick
 
 bench-warehouse: setup ## Only the warehouse load: 500,000 bookings into PostgreSQL vs pandas to_sql
 	$(PY) benchmarks/run.py --only warehouse --out benchmarks/results/$$(date -u +%F)-warehouse.json
 
-bench-webhooks: setup ## Webhook freshness alone: 100 changes at 1/s, daemon running (~5 minutes)
+bench-webhooks: setup ## Webhook freshness alone: 60 changes at 1/s, daemon running, its CPU idle and busy (~6 minutes)
 	$(PY) benchmarks/webhook_freshness.py
 
 example-changeset: setup ## Write data/changesets/example.csv afresh (today's free slots of the seed-7 sandbox)

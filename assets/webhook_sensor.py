@@ -2,14 +2,19 @@
 
 Each tick reads the events after its cursor, asks the library which days they make stale (the
 new start day, and the day the warehouse still has the booking on) and requests one
-jicoo_webhook_refresh run per range of consecutive days. A burst between ticks is one run; the
-cursor (the last event id handled) makes each event trigger exactly once.
+jicoo_webhook_refresh run per range of days (stale days up to ``JOIN_GAP_DAYS`` apart share one).
+A burst between ticks is one run; the cursor (the store's position after the last event
+handled, safe with many receivers writing at once) makes each event trigger exactly once.
+
+While a refresh it requested has not started yet (queued, or its process still starting), a
+tick requests nothing and leaves the events for the next: they join one run instead of queueing
+one run each behind it. Under a stream of changes the runs thus grow with the wait instead of
+piling up, each costing a process start (the code location's imports, seconds of CPU).
 """
 
 import datetime as dt
 import json
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import dagster as dg
 from dagster._core.storage.tags import (
@@ -22,15 +27,30 @@ from assets.partitions import daily_partitions
 from assets.resources import WarehouseResource
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.webhooks import (
+    RefreshPlan,
     RefreshRange,
-    SQLiteEventStore,
     StoredEvent,
+    event_store_exists,
+    open_event_store,
     plan_refresh,
     warehouse_days,
 )
 
 # A backlog (the sensor was stopped for a day) is worked off in slices of this many events.
 MAX_EVENTS_PER_TICK = 5000
+# Stale days this many untouched days apart or fewer are refreshed in one run: each day between
+# costs a listing request (its unchanged bookings' contacts are not read again), a second run
+# costs a process start.
+JOIN_GAP_DAYS = 2
+# A refresh in these states has not begun its work: new events can wait and join the next one.
+# One that has been waiting longer than HOLD_AT_MOST (a queue stopped, a launch lost without a
+# status) holds nothing back: the sensor goes on requesting.
+HOLD_AT_MOST = dt.timedelta(minutes=5)
+NOT_YET_WORKING = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+]
 # Run tags stay readable in the UI: the first events by name, then the count.
 LISTED_EVENTS = 20
 TRIGGER_TAG = "jicoo/trigger"
@@ -87,15 +107,53 @@ def run_request(refresh: RefreshRange) -> dg.RunRequest:
     )
 
 
-def build_booking_events_sensor(config: ConnectorConfig) -> dg.SensorDefinition:
-    """The sensor over ``config.webhook_db``, ticking every ``config.webhook_interval_s``.
+def _plan(
+    events: Sequence[StoredEvent],
+    config: ConnectorConfig,
+    partitions: dg.DailyPartitionsDefinition,
+    warehouse: WarehouseResource,
+) -> RefreshPlan:
+    known_uids = {s.event.booking_uid for s in events if s.event.known}
+    first = partitions.get_first_partition_key()
+    last = partitions.get_last_partition_key()
+    if first is None or last is None:
+        raise dg.Failure("the daily partitions definition has no partitions")
+    return plan_refresh(
+        events,
+        zone=config.timezone,
+        previous=warehouse_days(warehouse.store(), known_uids),
+        first_day=dt.date.fromisoformat(first),
+        last_day=dt.date.fromisoformat(last),
+        join_gap_days=JOIN_GAP_DAYS,
+    )
 
-    Events are coalesced over that interval. Its default, 30 s, is Dagster's own sensor
-    default: with one run per interval, an event waits up to the interval for its run, and a
-    change must reach the tables within a minute (issue 18) with the run's own time on top.
+
+def refresh_waiting(context: dg.SensorEvaluationContext) -> str | None:
+    """The id of a refresh this sensor requested within ``HOLD_AT_MOST`` that has not begun its
+    work, if any (None too when the context has no instance, as in a test's own evaluation)."""
+    try:
+        instance = context.instance
+    except dg.DagsterInvariantViolationError:  # built without one
+        return None
+    recent = dt.datetime.now(dt.UTC) - HOLD_AT_MOST
+    waiting = instance.get_run_ids(
+        dg.RunsFilter(
+            job_name=webhook_refresh_job.name, statuses=NOT_YET_WORKING, created_after=recent
+        ),
+        limit=1,
+    )
+    return waiting[0] if waiting else None
+
+
+def build_booking_events_sensor(config: ConnectorConfig) -> dg.SensorDefinition:
+    """The sensor over ``config.webhook_store()``, ticking every ``config.webhook_interval_s``.
+
+    Its default, 5 s, is as often as Dagster's sensor daemon evaluates any sensor (it loops
+    every 5 s): an event waits at most that long for its tick. Events are coalesced over the
+    interval, and over the wait of a refresh that has not started yet (``refresh_waiting``).
     """
     partitions = daily_partitions(config)
-    path = Path(config.webhook_db)
+    location = config.webhook_store()
 
     @dg.sensor(
         job=webhook_refresh_job,
@@ -104,32 +162,27 @@ def build_booking_events_sensor(config: ConnectorConfig) -> dg.SensorDefinition:
         # which only happens once someone points Jicoo's dashboard at a receiver.
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Refreshes the day partitions of bookings and contacts that recorded "
-        "webhook events touch (events in $JICOO_WEBHOOK_DB; one run per range of days per tick).",
+        "webhook events touch (events in $JICOO_WEBHOOK_DB_URL or $JICOO_WEBHOOK_DB; one run per "
+        "range of days per tick, none while the last one has not started).",
     )
     def booking_events_sensor(
         context: dg.SensorEvaluationContext, warehouse: WarehouseResource
     ) -> Iterator[dg.RunRequest | dg.SkipReason]:
-        if not path.exists():
-            yield dg.SkipReason(f"no webhook events recorded yet ({path} does not exist)")
+        if not event_store_exists(location):
+            yield dg.SkipReason(f"no webhook events recorded yet ({location} does not exist)")
             return
-        cursor = int(context.cursor or 0)
-        with SQLiteEventStore(path) as store:
-            events = store.events_after(cursor, MAX_EVENTS_PER_TICK)
-        if not events:
-            yield dg.SkipReason(f"no webhook events after #{cursor}")
+        if (waiting := refresh_waiting(context)) is not None:
+            yield dg.SkipReason(f"refresh {waiting} has not started yet: new events join the next")
             return
-        known_uids = {s.event.booking_uid for s in events if s.event.known}
-        first = partitions.get_first_partition_key()
-        last = partitions.get_last_partition_key()
-        if first is None or last is None:
-            raise dg.Failure("the daily partitions definition has no partitions")
-        plan = plan_refresh(
-            events,
-            zone=config.timezone,
-            previous=warehouse_days(warehouse.store(), known_uids),
-            first_day=dt.date.fromisoformat(first),
-            last_day=dt.date.fromisoformat(last),
-        )
+        store = open_event_store(location, create=False)
+        try:
+            page = store.read(context.cursor or "", MAX_EVENTS_PER_TICK)
+        finally:
+            store.close()
+        if not page.events:
+            yield dg.SkipReason(f"no webhook events after #{context.cursor or 0}")
+            return
+        plan = _plan(page.events, config, partitions, warehouse)
         if plan.ignored:
             names = sorted({s.event.event for s in plan.ignored})
             context.log.info(f"{len(plan.ignored)} events of unknown types ignored: {names}")
@@ -137,6 +190,6 @@ def build_booking_events_sensor(config: ConnectorConfig) -> dg.SensorDefinition:
             context.log.info(f"day {day} has no partition; events {list(ids)} leave it alone")
         for refresh in plan.ranges:
             yield run_request(refresh)
-        context.update_cursor(str(events[-1].id))
+        context.update_cursor(page.cursor)
 
     return booking_events_sensor

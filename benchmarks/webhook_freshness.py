@@ -2,13 +2,15 @@
 
 The whole path runs as it would in production, each piece in its own process: the sandbox
 (sending signed webhooks), ``jicoo webhook serve`` (recording them), and ``dagster-daemon run``
-on the project's code location (booking_events_sensor at its default 30 s interval, the
-default queued run coordinator and run launcher). The driver reschedules one booking per
-second through the sandbox API into another day and polls that day's Parquet file until the
-booking shows its new start. The e2e test (tests/webhooks/test_end_to_end.py) uses the same
-stack.
+on the project's code location (booking_events_sensor at its default interval, the instance
+of scripts/dagster.yaml as ``make dev`` uses it: the `jicoo_api` pool of one slot, the queued
+run coordinator and the default run launcher). The driver reschedules one booking per second
+through the sandbox API into another day and polls that day's Parquet file until the booking
+shows its new start. The daemon's cost is its process tree's CPU (the daemon, its code server,
+the run workers): while idle, and from the first change until the last run ended. The e2e test
+(tests/webhooks/test_end_to_end.py) uses the same stack.
 
-    .venv/bin/python benchmarks/webhook_freshness.py [--changes 100] [--interval 30]
+    .venv/bin/python benchmarks/webhook_freshness.py [--changes 60] [--interval S] [--out FILE]
 """
 
 import argparse
@@ -37,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.process_cpu import CpuWindow  # noqa: E402
+from jicoo_connector.config import ConnectorConfig  # noqa: E402
 from jicoo_connector.extract import TABLES  # noqa: E402
 from jicoo_connector.storage import ParquetStore  # noqa: E402
 from jicoo_sandbox.server import SandboxProcess  # noqa: E402
@@ -55,6 +59,11 @@ QUIET_MARGIN_S = 5.0
 # Moves go from a booking's day to a free slot 1..6 days later (inside the partitions).
 MOVE_FIRST_DAY = 2
 MOVE_LAST_DAY = 12
+DEFAULT_CHANGES = 60
+# The instance `make dev` and the demo use (pool, run queue).
+INSTANCE_CONFIG = ROOT / "scripts" / "dagster.yaml"
+IDLE_S = 120.0
+SETTLE_S = 30.0
 
 
 def tokyo_day(instant: str) -> dt.date:
@@ -189,8 +198,11 @@ class _Child:
         self._close()
 
 
-def receiver_process(db: Path, env: dict[str, str], log: Path, port: int = 0) -> tuple[_Child, str]:
-    """``jicoo webhook serve`` as a child; returns it and its URL."""
+def receiver_process(
+    db: Path | str, env: dict[str, str], log: Path, port: int = 0
+) -> tuple[_Child, str]:
+    """``jicoo webhook serve`` as a child (``db``: a file or a postgresql:// URL); returns it and
+    its URL."""
     args = [sys.executable, "-m", "jicoo_connector.cli", "webhook", "serve",
             "--port", str(port), "--db", str(db)]  # fmt: skip
     child = _Child(args, {**env, "JICOO_WEBHOOK_SECRET": WEBHOOK_SECRET}, log)
@@ -205,16 +217,20 @@ class WebhookStack:
     """Sandbox -> receiver -> daemon, all children, in a temp directory (kept for post-mortems
     when ``keep`` is set)."""
 
-    def __init__(self, work: Path, *, interval_s: int, bookings: int = 2000) -> None:
+    def __init__(
+        self, work: Path, *, interval_s: int, bookings: int = 2000, instance: Path = INSTANCE_CONFIG
+    ) -> None:
         self.work = work
         self.warehouse = work / "warehouse"
         self.events_db = work / "events.sqlite"
         self.home = work / "dagster_home"
         self.interval_s = interval_s
         self.bookings = bookings
+        self.instance = instance
         self._children: list[_Child] = []
         self._sandbox: SandboxProcess | None = None
         self.base_url = ""
+        self.daemon_pid = 0
 
     def env(self) -> dict[str, str]:
         return {
@@ -232,7 +248,7 @@ class WebhookStack:
 
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+        (self.home / "dagster.yaml").write_bytes(self.instance.read_bytes())
         receiver, url = receiver_process(self.events_db, self.env(), self.work / "receiver.log")
         self._children.append(receiver)
         self._sandbox = SandboxProcess(
@@ -248,6 +264,7 @@ class WebhookStack:
             [daemon, "run", "-w", "workspace.yaml"], self.env(), self.work / "daemon.log"
         )
         self._children.append(child)
+        self.daemon_pid = child.process.pid
 
     def driver(self) -> httpx.Client:
         return httpx.Client(
@@ -383,6 +400,46 @@ def _workdir(keep: Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
+def _prepare(stack: WebhookStack, changes: int) -> tuple[list[Move], list[dt.date]]:
+    """The moves to make, and their days seeded in the warehouse."""
+    today = dt.datetime.now(TOKYO).date()
+    with stack.driver() as client:
+        moves = find_moves(client, changes, today + dt.timedelta(days=MOVE_FIRST_DAY),
+                           MOVE_LAST_DAY - MOVE_FIRST_DAY)  # fmt: skip
+    if len(moves) < changes:
+        raise RuntimeError(f"only {len(moves)} movable bookings found for {changes} changes")
+    days = sorted({m.old_day for m in moves} | {m.new_day for m in moves})
+    stack.seed_warehouse(days)
+    return moves, days
+
+
+def _make_changes(
+    stack: WebhookStack, moves: Sequence[Move], interval_s: int
+) -> tuple[dict[int, float], dict[str, float]]:
+    """One change a second; seconds until each shows in Parquet; the load average meanwhile."""
+    load_before = os.getloadavg()
+    started: dict[int, tuple[Move, float]] = {}
+    seen: dict[int, float] = {}
+    # Detection runs while the changes are made: the first change's clock starts at once.
+    poller = threading.Thread(
+        target=lambda: seen.update(
+            wait_for(started, len(moves), stack.warehouse, len(moves) + interval_s * 4 + 120)
+        ),
+        daemon=True,
+    )
+    poller.start()
+    begin = time.monotonic()
+    with stack.driver() as client:
+        for index, move in enumerate(moves):
+            time.sleep(max(0.0, begin + index - time.monotonic()))
+            reschedule(client, move)
+            started[index] = (move, time.monotonic())
+    load_during = os.getloadavg()
+    poller.join()
+    load_after = os.getloadavg()
+    return seen, {"before": load_before[0], "during": load_during[0], "after": load_after[0]}
+
+
 def _freshness(seconds: list[float]) -> dict[str, float | None]:
     """The median, 95th percentile and maximum of sorted ``seconds`` (None without any)."""
     if not seconds:
@@ -394,48 +451,40 @@ def _freshness(seconds: list[float]) -> dict[str, float | None]:
     }
 
 
-def run(changes: int, interval_s: int, keep: Path | None = None) -> dict[str, object]:
+def run(
+    changes: int,
+    interval_s: int | None = None,
+    keep: Path | None = None,
+    idle_s: float = IDLE_S,
+    instance: Path = INSTANCE_CONFIG,
+) -> dict[str, object]:
     """The freshness scenario; returns its figures (also printed)."""
-    today = dt.datetime.now(TOKYO).date()
+    interval_s = interval_s or ConnectorConfig().webhook_interval_s
     uptime_start = _uptime()
-    with _workdir(keep) as work, WebhookStack(work, interval_s=interval_s) as stack:
-        with stack.driver() as client:
-            moves = find_moves(client, changes, today + dt.timedelta(days=MOVE_FIRST_DAY),
-                               MOVE_LAST_DAY - MOVE_FIRST_DAY)  # fmt: skip
-        if len(moves) < changes:
-            raise RuntimeError(f"only {len(moves)} movable bookings found for {changes} changes")
-        days = sorted({m.old_day for m in moves} | {m.new_day for m in moves})
-        stack.seed_warehouse(days)
+    with (
+        _workdir(keep) as work,
+        WebhookStack(work, interval_s=interval_s, instance=instance) as stack,
+    ):
+        moves, days = _prepare(stack, changes)
         stack.start_daemon()
-        # The daemon and its code server take a while to start; let the first tick pass.
-        time.sleep(interval_s + 5)
-        load_before = os.getloadavg()
-        started: dict[int, tuple[Move, float]] = {}
-        seen: dict[int, float] = {}
-        # Detection runs while the changes are made: the first change's clock starts at once.
-        poller = threading.Thread(
-            target=lambda: seen.update(
-                wait_for(started, changes, stack.warehouse, changes + interval_s * 4 + 120)
-            ),
-            daemon=True,
-        )
-        poller.start()
-        begin = time.monotonic()
-        with stack.driver() as client:
-            for index, move in enumerate(moves):
-                time.sleep(max(0.0, begin + index - time.monotonic()))
-                reschedule(client, move)
-                started[index] = (move, time.monotonic())
-        load_during = os.getloadavg()
-        poller.join()
-        load_after = os.getloadavg()
+        # The daemon and its code server take a while to start; let them, and a first tick.
+        time.sleep(interval_s + SETTLE_S)
+        idle = CpuWindow(stack.daemon_pid)
+        idle.start(time.monotonic())
+        time.sleep(idle_s)
+        cpu_idle = idle.stop(time.monotonic())
+        busy = CpuWindow(stack.daemon_pid)
+        busy.start(time.monotonic())
+        seen, load = _make_changes(stack, moves, interval_s)
         runs = stack.wait_runs_done(timeout_s=interval_s * 4 + 300)
+        cpu_busy = busy.stop(time.monotonic())
         connector_requests = stack.connector_requests()
         polling = polling_refresh_requests(stack, days)
-    result: dict[str, object] = {
+    return {
         "changes": changes,
         "visible": len(seen),
         "sensor_interval_s": interval_s,
+        "instance": _instance_settings(instance),
         **_freshness(sorted(seen.values())),
         "dagster_runs": runs,
         "webhook_requests": connector_requests,
@@ -443,15 +492,24 @@ def run(changes: int, interval_s: int, keep: Path | None = None) -> dict[str, ob
         "days_touched": len(days),
         "polling_requests_per_refresh": polling,
         "polling_requests_per_hour": polling * 12,
-        "load_average_1m": {
-            "before": load_before[0],
-            "during": load_during[0],
-            "after": load_after[0],
+        # The daemon's process tree (daemon, code server, run workers), in CPU seconds.
+        "daemon_cpu_idle": cpu_idle,
+        "daemon_cpu_under_events": {
+            **cpu_busy,
+            "cpu_s_per_change": round(cpu_busy["cpu_s"] / changes, 2),
         },
+        "load_average_1m": load,
         # Other work shares the machine's cores: its load is part of the figure.
         "uptime": {"start": uptime_start, "end": _uptime()},
     }
-    return result
+
+
+def _instance_settings(path: Path) -> dict[str, str]:
+    """Where the daemon's dagster.yaml came from, and its settings (comments left out)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    shown = path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
+    return {"file": str(shown), "settings": "\n".join(kept)}
 
 
 def _uptime() -> str:
@@ -475,12 +533,24 @@ def polling_refresh_requests(stack: WebhookStack, days: Sequence[dt.date]) -> in
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--changes", type=int, default=100, help="changes made, 1 per second")
-    parser.add_argument("--interval", type=int, default=30, help="sensor interval (s)")
+    parser.add_argument(
+        "--changes", type=int, default=DEFAULT_CHANGES, help="changes made, 1 per second"
+    )
+    parser.add_argument(
+        "--interval", type=int, default=None, help="sensor interval, s (default: the setting's)"
+    )
+    parser.add_argument("--idle", type=float, default=IDLE_S, help="idle CPU window, s")
+    parser.add_argument(
+        "--instance", type=Path, default=INSTANCE_CONFIG, help="the daemon's dagster.yaml"
+    )
     parser.add_argument("--keep", type=Path, default=None, help="work directory to keep")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
-    result = run(args.changes, args.interval, args.keep)
-    print(json.dumps(result, indent=2))
+    result = run(args.changes, args.interval, args.keep, args.idle, args.instance)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text + "\n", encoding="utf-8")
     return 0
 
 

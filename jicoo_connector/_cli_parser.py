@@ -181,7 +181,9 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
     serve.add_argument(
         "--db",
         default=None,
-        help=_setting_help("webhook_db", "SQLite event store"),
+        help="event store: an SQLite file or a postgresql:// URL (default: "
+        f"${_SPECS['webhook_db_url'].env}, else ${_SPECS['webhook_db'].env}, "
+        f"else {DEFAULTS.webhook_db})",
     )
     serve.add_argument(
         "--max-body-bytes", type=int, default=None, help="larger bodies get 413 (256 KiB)"

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TypeVar
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from jicoo_connector._cli_parser import build_parser
@@ -75,9 +75,16 @@ def _port_free(host: str, port: int) -> bool:
         return False
 
 
-def _extract(args: argparse.Namespace, done: _Done) -> int:
+def _progress_bar(total: int, *, quiet: bool) -> contextlib.AbstractContextManager[Any]:
+    """The extract's progress bar on stderr; with --quiet none (and no import of tqdm)."""
+    if quiet:
+        return contextlib.nullcontext()
     from tqdm import tqdm
 
+    return tqdm(total=total, unit="partition", file=sys.stderr)
+
+
+def _extract(args: argparse.Namespace, done: _Done) -> int:
     from jicoo_connector.extract import TABLES, ExtractResult, extract_range
 
     tables = args.tables or sorted(TABLES)
@@ -99,7 +106,7 @@ def _extract(args: argparse.Namespace, done: _Done) -> int:
     done.what = lambda: (
         f"{written} of {total} partitions written; the others keep their previous data"
     )
-    with tqdm(total=total, unit="partition", disable=args.quiet, file=sys.stderr) as bar:
+    with _progress_bar(total, quiet=args.quiet) as bar:
 
         def progress(result: ExtractResult) -> None:
             nonlocal written
@@ -109,8 +116,9 @@ def _extract(args: argparse.Namespace, done: _Done) -> int:
             else:
                 written += 1
                 done.anything = True
-            bar.set_postfix_str(f"{result.table} {result.partition_value}: {result.rows} rows")
-            bar.update()
+            if bar is not None:
+                bar.set_postfix_str(f"{result.table} {result.partition_value}: {result.rows} rows")
+                bar.update()
 
         extract_range(
             settings,
@@ -306,7 +314,8 @@ def _ledger(args: argparse.Namespace, done: _Done) -> int:
 def _serve_webhooks(args: argparse.Namespace, done: _Done) -> int:
     import logging
 
-    from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets
+    from jicoo_connector.changes import redact_location
+    from jicoo_connector.webhooks import WebhookSecrets, open_event_store
 
     try:
         from jicoo_connector.webhooks import (
@@ -323,7 +332,7 @@ def _serve_webhooks(args: argparse.Namespace, done: _Done) -> int:
             "pip install 'jicoo-connector[webhooks]'"
         ) from None
 
-    config = ConnectorConfig.from_env(webhook_db=args.db)
+    config = ConnectorConfig.from_env()
     try:
         secrets = WebhookSecrets.parse(config.webhook_secret or "")
     except ConfigError as exc:
@@ -332,12 +341,14 @@ def _serve_webhooks(args: argparse.Namespace, done: _Done) -> int:
     if not _port_free(args.host, args.port):
         return _usage(f"port {args.port} on {args.host} is in use; pick another (--port 0: any)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    db = config.path("webhook_db")
-    with SQLiteEventStore(db) as store:
-        done.what = lambda: f"the receiver stopped; every delivery answered 200 is in {db}"
+    location = args.db or config.webhook_store()
+    store = open_event_store(location)
+    shown = redact_location(location)
+    done.what = lambda: f"the receiver stopped; every delivery answered 200 is in {shown}"
+    try:
 
         def announce(url: str) -> None:
-            print(f"{READY_LINE_PREFIX}{url} (events in {db})", flush=True)
+            print(f"{READY_LINE_PREFIX}{url} (events in {shown})", flush=True)
 
         serve(
             store,
@@ -347,6 +358,8 @@ def _serve_webhooks(args: argparse.Namespace, done: _Done) -> int:
             on_ready=announce,
             max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
         )
+    finally:
+        store.close()
     return EXIT_OK
 
 

@@ -97,6 +97,13 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _postgres_url(text: str) -> str:
+    # Never quoted back: the URL may carry a password.
+    if not text.strip().startswith(("postgresql://", "postgres://")):
+        raise ValueError("is not a postgresql:// URL")
+    return text.strip()
+
+
 _positive_float = _number(float, 1e-9, "a number above 0")
 _positive_int = _number(int, 1, "a whole number of at least 1")
 _days = _number(int, 0, "a whole number of days (0 or more)")
@@ -175,8 +182,13 @@ class ConnectorConfig:
     webhook_db: str = setting(
         "JICOO_WEBHOOK_DB", "data/webhook_events.sqlite", _text, "webhook event store (SQLite)"
     )
+    # A postgresql:// URL may hold a password: secret, and Dagster gets it by EnvVar.
+    webhook_db_url: str | None = setting(
+        "JICOO_WEBHOOK_DB_URL", None, _postgres_url, "PostgreSQL webhook event store URL "
+        "(wins over the file)", secret=True,
+    )  # fmt: skip
     webhook_interval_s: int = setting(
-        "JICOO_WEBHOOK_INTERVAL_S", 30, _positive_int, "webhook sensor interval, seconds"
+        "JICOO_WEBHOOK_INTERVAL_S", 5, _positive_int, "webhook sensor interval, seconds"
     )
 
     def __post_init__(self) -> None:
@@ -238,6 +250,10 @@ class ConnectorConfig:
     def ledger_location(self) -> str:
         """The ledger: ``JICOO_LEDGER_URL`` (PostgreSQL), else the ``JICOO_LEDGER_PATH`` file."""
         return self.ledger_url or self.ledger_path
+
+    def webhook_store(self) -> str:
+        """The webhook events: ``JICOO_WEBHOOK_DB_URL`` (PostgreSQL), else the file."""
+        return self.webhook_db_url or self.webhook_db
 
     def path(self, name: str) -> Path:
         """A path-valued setting as a ``Path``."""

@@ -29,9 +29,10 @@ JicooError
 │   └── StaleLeaseError         a newer applier took over (fencing epoch)
 ├── WarehouseError              a warehouse URL, driver or load we refuse (password redacted)
 │   └── SchemaChangeError       a column whose type changed (names table, column, both types)
-└── WebhookError                a webhook delivery the receiver refuses
-    ├── WebhookSignatureError   missing, malformed, stale or non-matching signature (401)
-    └── WebhookPayloadError     a body that is not a Jicoo event (400)
+├── WebhookError                a webhook delivery the receiver refuses
+│   ├── WebhookSignatureError   missing, malformed, stale or non-matching signature (401)
+│   └── WebhookPayloadError     a body that is not a Jicoo event (400)
+└── WebhookStoreError           the webhook event store cannot be opened or used (URL redacted)
 """
 
 import datetime as dt
@@ -69,6 +70,7 @@ __all__ = [
     "WebhookError",
     "WebhookPayloadError",
     "WebhookSignatureError",
+    "WebhookStoreError",
 ]
 
 
@@ -344,3 +346,7 @@ class WebhookSignatureError(WebhookError):
 
 class WebhookPayloadError(WebhookError):
     """A signed body that is not a Jicoo event (not JSON, or no event, uid or createdAt)."""
+
+
+class WebhookStoreError(JicooError):
+    """The webhook event store cannot be opened or used; names it without its password."""

@@ -24,7 +24,7 @@ from assets.resources import JicooResource, WarehouseResource
 from assets.writeback import WriteBackResource
 from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE, build_parser, main
 from jicoo_connector.config import ConnectorConfig
-from jicoo_connector.webhooks import READY_LINE_PREFIX
+from jicoo_connector.webhooks import READY_LINE_PREFIX, PostgresEventStore
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import sign
 from tests.support.proxy import connect_proxy
@@ -99,6 +99,7 @@ def _example(env: str) -> str:
         "JICOO_REFRESH_FUTURE_DAYS": "4",
         "JICOO_SWEEP_PAST_DAYS": "33",
         "JICOO_LEDGER_URL": "postgresql://ledger:s3cret@127.0.0.1:9/jicoo",
+        "JICOO_WEBHOOK_DB_URL": "postgresql://hooks:s3cret@127.0.0.1:9/jicoo",
         "JICOO_WEBHOOK_INTERVAL_S": "7",
         "JICOO_REQUEST_DEADLINE": "7.5",
         "JICOO_PROXY_URL": "http://proxyuser:pw@127.0.0.1:9",
@@ -156,11 +157,18 @@ def _writeback(d: dg.Definitions) -> WriteBackResource:
     return resource
 
 
-def _events_sensor_skip(d: dg.Definitions) -> str | None:
-    """The events file the webhook sensor looks for (it does not exist here, so it says so)."""
+def _events_store(d: dg.Definitions) -> str | None:
+    """The event store the webhook sensor reads: the file it says does not exist here, or the
+    PostgreSQL server it names (redacted) when it cannot reach it."""
     sensor = d.resolve_sensor_def("booking_events_sensor")
     context = dg.build_sensor_context(resources={"warehouse": _warehouse(d)})
-    message = sensor.evaluate_tick(context).skip_message or ""
+    try:
+        message = sensor.evaluate_tick(context).skip_message or ""
+    except Exception as exc:  # noqa: BLE001 - the error is what names the server
+        message = str(exc)
+        assert "s3cret" not in message
+        found = re.search(r"webhook store (\S+):", message)
+        return found[1] if found else message
     found = re.search(r"\((.+) does not exist\)", message)
     return found[1] if found else None
 
@@ -191,7 +199,8 @@ LOCATION: dict[str, Callable[[dg.Definitions], object]] = {
     "JICOO_APPLY_LOG_ROOT": lambda d: _resource(d, "writeback", "apply_log_root"),
     "JICOO_LEDGER_URL": lambda d: _writeback(d).ledger_location(),
     "JICOO_CHANGESET_INBOX": lambda d: _resource(d, "writeback", "inbox"),
-    "JICOO_WEBHOOK_DB": _events_sensor_skip,
+    "JICOO_WEBHOOK_DB": _events_store,
+    "JICOO_WEBHOOK_DB_URL": _events_store,
     "JICOO_WEBHOOK_INTERVAL_S": lambda d: str(
         d.resolve_sensor_def("booking_events_sensor").minimum_interval_seconds
     ),
@@ -206,6 +215,7 @@ EXPECTED_IN_LOCATION: dict[str, object] = {
     "JICOO_REFRESH_PAST_DAYS": ("2026-06-13", "2026-06-29"),
     "JICOO_REFRESH_FUTURE_DAYS": ("2026-06-08", "2026-06-19"),
     "JICOO_SWEEP_PAST_DAYS": ("2026-05-13", "2026-07-15"),
+    "JICOO_WEBHOOK_DB_URL": "postgresql://hooks@127.0.0.1:9/jicoo",  # the password never shows
 }
 
 
@@ -275,6 +285,7 @@ CLI_TESTED = {
     "JICOO_LEDGER_URL",
     "JICOO_WEBHOOK_SECRET",
     "JICOO_WEBHOOK_DB",
+    "JICOO_WEBHOOK_DB_URL",
 }
 CHANGES = "action,booking_uid,new_started_at,time_zone,cancel_reason\ncancel,nosuchbooking1,,,x\n"
 
@@ -482,6 +493,53 @@ def test_cli_webhook_secret_and_db(cli_env: SandboxServer, tmp_path: Path) -> No
         finally:
             receiver.terminate()
     assert db.is_file()
+
+
+def _serve_and_post(env: dict[str, str], *args: str) -> str:
+    """``jicoo webhook serve`` with ``env``; one signed event posted; its ready line."""
+    jicoo = str(Path(sys.executable).with_name("jicoo"))
+    with subprocess.Popen(  # noqa: S603
+        [jicoo, "webhook", "serve", "--port", "0", *args],
+        env={**env, "JICOO_WEBHOOK_SECRET": "whsec_settings_test"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as receiver:
+        try:
+            assert receiver.stdout is not None
+            ready = receiver.stdout.readline()
+            url = ready.removeprefix(READY_LINE_PREFIX).split()[0]
+            body = event_body()
+            now = int(dt.datetime.now(dt.UTC).timestamp())
+            signed = {"Jicoo-Webhook-Signature": sign("whsec_settings_test", body, now)}
+            assert httpx.post(url, content=body, headers=signed, timeout=10).status_code == 200
+        finally:
+            receiver.terminate()
+    return ready
+
+
+def test_cli_webhook_db_url_beats_the_file_and_the_flag_beats_both(
+    postgres_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with_password = postgres_url.replace("postgres@", "postgres:s3cret@", 1)
+    env = {**os.environ, "JICOO_WEBHOOK_DB": str(tmp_path / "file.sqlite"),
+           "JICOO_WEBHOOK_DB_URL": with_password}  # fmt: skip
+    ready = _serve_and_post(env)
+    assert f"(events in {postgres_url})" in ready  # the password is never shown
+    assert not (tmp_path / "file.sqlite").exists()
+    with PostgresEventStore(postgres_url, create=False) as store:
+        assert len(store.read("", 10).events) == 1
+    flagged = tmp_path / "flag.sqlite"
+    assert f"(events in {flagged})" in _serve_and_post(env, "--db", str(flagged))
+    assert flagged.is_file()
+    os.environ["JICOO_WEBHOOK_DB_URL"] = "mysql://hooks:s3cret@db/x"
+    try:
+        assert main(["webhook", "serve", "--port", "0"]) == EXIT_UNUSABLE
+    finally:
+        del os.environ["JICOO_WEBHOOK_DB_URL"]
+    err = capsys.readouterr().err
+    assert "JICOO_WEBHOOK_DB_URL: is not a postgresql:// URL" in err
+    assert "s3cret" not in err
 
 
 def test_every_field_has_its_variable_documented_in_help_or_readme() -> None:

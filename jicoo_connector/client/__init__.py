@@ -7,7 +7,7 @@ the client does not import pyarrow; the other modules inside are private.
 """
 
 from jicoo_connector.client._api import AsyncJicooClient, JicooClient
-from jicoo_connector.client._paginate import PageDecoder
+from jicoo_connector.client._paginate import Page, PageDecoder, Prefix
 from jicoo_connector.client._ratelimit import RateLimiter, reset_shared_limiters, shared_limiter
 from jicoo_connector.client._report import FetchReport, Listing, PagedListing
 
@@ -16,8 +16,10 @@ __all__ = [
     "FetchReport",
     "JicooClient",
     "Listing",
+    "Page",
     "PageDecoder",
     "PagedListing",
+    "Prefix",
     "RateLimiter",
     "reset_shared_limiters",
     "shared_limiter",

@@ -16,6 +16,7 @@ from jicoo_connector.client._http import HttpCore, json_answer
 from jicoo_connector.client._paginate import (
     Page,
     PageDecoder,
+    Prefix,
     page_of,
     parse_page,
     walk_pages,
@@ -182,11 +183,38 @@ class AsyncJicooClient:
         *,
         max_rows: int | None = None,
     ) -> Listing:
-        paged = await self._list_decoded(
-            endpoint, params or {}, _RECORDS, max_rows=max_rows, in_thread=False
-        )
+        paged = await self._list_decoded(endpoint, params or {}, _RECORDS, max_rows=max_rows)
         records = [record for page in paged.pages for record in page]
         return Listing(records, paged.total_count, paged.report)
+
+    def _fetcher(
+        self,
+        endpoint: str,
+        params: Mapping[str, str],
+        decoder: PageDecoder[_R],
+        report: FetchReport,
+        per_page: int,
+    ) -> Callable[[int], Awaitable[Page[_R]]]:
+        async def fetch(number: int) -> Page[_R]:
+            query: dict[str, str | int] = {**params, "page": number, "perPage": per_page}
+            raw = await self._http.request_bytes(endpoint, report=report, params=query, page=number)
+            # Decoded here, on the loop: a hop to a thread per page costs more than it saves.
+            decoded = decoder.decode(raw)
+            if decoded is not None:
+                envelope, rows, keys = decoded
+                return page_of(envelope, rows, keys, number=number, method="GET", endpoint=endpoint)
+            body = json_answer(raw, method="GET", endpoint=endpoint, page=number)
+            records = parse_page(body, number=number, method="GET", endpoint=endpoint)
+            return page_of(
+                body,
+                decoder.from_records(records.rows),
+                records.uids,
+                number=number,
+                method="GET",
+                endpoint=endpoint,
+            )
+
+        return fetch
 
     async def _list_decoded(
         self,
@@ -195,51 +223,37 @@ class AsyncJicooClient:
         decoder: PageDecoder[_R],
         *,
         max_rows: int | None = None,
-        in_thread: bool = True,
+        first: Page[_R] | None = None,
+        prefix: Prefix[_R] | None = None,
     ) -> PagedListing[_R]:
         per_page = self.settings.per_page
 
         async def walk(report: FetchReport) -> PagedListing[_R]:
-            async def fetch(number: int) -> Page[_R]:
-                query: dict[str, str | int] = {**params, "page": number, "perPage": per_page}
-                raw = await self._http.request_bytes(
-                    endpoint, report=report, params=query, page=number
-                )
-                # A decoder's own reader (Arrow's drops the GIL) runs beside the event loop.
-                decoded = (
-                    await asyncio.to_thread(decoder.decode, raw)
-                    if in_thread
-                    else decoder.decode(raw)
-                )
-                if decoded is not None:
-                    envelope, rows, keys = decoded
-                    return page_of(
-                        envelope, rows, keys, number=number, method="GET", endpoint=endpoint
-                    )
-                body = json_answer(raw, method="GET", endpoint=endpoint, page=number)
-                records = parse_page(body, number=number, method="GET", endpoint=endpoint)
-                return page_of(
-                    body,
-                    decoder.from_records(records.rows),
-                    records.uids,
-                    number=number,
-                    method="GET",
-                    endpoint=endpoint,
-                )
-
             result = await walk_pages(
-                fetch,
+                self._fetcher(endpoint, params, decoder, report, per_page),
                 per_page=per_page,
                 concurrency=self.settings.page_concurrency,
                 report=report,
                 method="GET",
                 endpoint=endpoint,
                 max_rows=max_rows,
+                first=first,
+                prefix=prefix,
             )
             return PagedListing(result.pages, result.total_count, report)
 
         listing, _ = await self._measured(walk)
         return listing
+
+    async def _first_page(
+        self, endpoint: str, params: Mapping[str, str], decoder: PageDecoder[_R], per_page: int
+    ) -> tuple[Page[_R], FetchReport]:
+        async def read(report: FetchReport) -> Page[_R]:
+            page = await self._fetcher(endpoint, params, decoder, report, per_page)(1)
+            report.pages += 1
+            return page
+
+        return await self._measured(read)
 
     async def _call(
         self,
@@ -315,11 +329,35 @@ class AsyncJicooClient:
         order: str = "startedAt",
         sort: str = "asc",
         max_rows: int | None = None,
+        first: Page[_R] | None = None,
+        prefix: Prefix[_R] | None = None,
     ) -> PagedListing[_R]:
         """``list_bookings`` with each page's rows made by ``decoder`` from the raw answer
-        (e.g. ``pages.PageBatches``: Arrow batches without a Python object per row)."""
+        (e.g. ``pages.PageBatches``: Arrow batches without a Python object per row).
+        ``first`` is the listing's page 1 if already read (``first_bookings_page``); with
+        ``prefix``, only the leading pages it asks for are read (see ``Prefix``)."""
         params = _booking_params(started_at, ended_at, status, order, sort)
-        return await self._list_decoded("/v1/bookings", params, decoder, max_rows=max_rows)
+        return await self._list_decoded(
+            "/v1/bookings", params, decoder, max_rows=max_rows, first=first, prefix=prefix
+        )
+
+    async def first_bookings_page(
+        self,
+        decoder: PageDecoder[_R],
+        *,
+        started_at: dt.datetime | None = None,
+        ended_at: dt.datetime | None = None,
+        status: str | None = None,
+        order: str = "startedAt",
+        sort: str = "asc",
+        count_only: bool = False,
+    ) -> tuple[Page[_R], FetchReport]:
+        """Page 1 of a bookings listing (its ``total_count`` says how many rows it holds) and
+        what reading it cost. With ``count_only``, a page of one row: only the total is
+        wanted. Hand a full page 1 to ``list_bookings_pages(first=...)``."""
+        params = _booking_params(started_at, ended_at, status, order, sort)
+        per_page = 1 if count_only else self.settings.per_page
+        return await self._first_page("/v1/bookings", params, decoder, per_page)
 
     async def get_booking(self, uid: str) -> dict[str, object]:
         endpoint = f"/v1/bookings/{_segment(uid, 'uid')}"

@@ -1,7 +1,8 @@
 """Offset paging as a small state machine: page 1 -> totalCount -> the other pages in any order.
 
 ``Walk`` checks pages against each other (refusing lies with PaginationError and noticing
-drift); ``walk_pages`` drives walks concurrently and re-walks on drift. No HTTP here.
+drift); ``walk_pages`` drives walks concurrently and re-walks on drift, over a whole listing or
+over the leading pages a ``Prefix`` asks for. No HTTP here.
 """
 
 import asyncio
@@ -20,6 +21,7 @@ __all__ = [
     "Page",
     "PageDecoder",
     "PagesResult",
+    "Prefix",
     "Walk",
     "page_of",
     "parse_page",
@@ -76,6 +78,17 @@ class PagesResult(Generic[R]):
     pages: list[R]
     uids: list[str]
     total_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Prefix(Generic[R]):
+    """The leading part of a listing that a caller needs, when the listing runs on past it (a
+    listing sorted by start read only up to an instant). ``pages(first page)`` says how many
+    pages to read at once; after them, pages are read one at a time until ``reached`` holds for
+    the last page's rows or the listing ends, so a short estimate costs time, not rows."""
+
+    pages: Callable[[Page[R]], int]
+    reached: Callable[[R], bool]
 
 
 def _int_field(body: Mapping[str, object], name: str, error: Callable[[str], ProtocolError]) -> int:
@@ -170,6 +183,7 @@ class Walk(Generic[R]):
         method: str,
         endpoint: str,
         max_pages: int = MAX_PAGES,
+        upto: int | None = None,
     ) -> None:
         self.per_page = per_page
         self.method = method
@@ -178,6 +192,7 @@ class Walk(Generic[R]):
         self.drift: str | None = None
         self._pages: dict[int, Page[R]] = {}
         self._by_uids: dict[tuple[str, ...], int] = {}
+        self._max_pages = max_pages
         expected = math.ceil(first.total_count / per_page)
         if first.number_of_pages != expected and not (
             first.total_count == 0 and first.number_of_pages == 1
@@ -187,16 +202,34 @@ class Walk(Generic[R]):
                 f"numberOfPages {first.number_of_pages} does not match totalCount "
                 f"{first.total_count} at {per_page} per page",
             )
-        if first.number_of_pages > max_pages:
-            raise self._lie(1, f"{first.number_of_pages} pages exceed the cap of {max_pages}")
+        # The walk reads pages 1..upto: the whole listing unless a prefix is enough.
+        whole = first.number_of_pages
+        self.upto = whole if upto is None else max(1, min(upto, whole))
+        self._check_cap()
         self.add(first)
 
     @property
     def number_of_pages(self) -> int:
         return self.first.number_of_pages
 
+    def _check_cap(self) -> None:
+        if self.upto > self._max_pages:
+            raise self._lie(1, f"{self.upto} pages exceed the cap of {self._max_pages}")
+
+    def extend(self) -> int | None:
+        """Read one page more of a prefix: its number, or None at the listing's end."""
+        if self.upto >= self.number_of_pages:
+            return None
+        self.upto += 1
+        self._check_cap()
+        return self.upto
+
+    def last_rows(self) -> R:
+        """The rows of the last page read so far (pages 1..upto are all in)."""
+        return self._pages[self.upto].rows
+
     def remaining(self) -> list[int]:
-        return [n for n in range(1, self.number_of_pages + 1) if n not in self._pages]
+        return [n for n in range(1, self.upto + 1) if n not in self._pages]
 
     def _lie(self, number: int, why: str) -> PaginationError:
         return PaginationError(
@@ -243,25 +276,27 @@ class Walk(Generic[R]):
             raise self._lie(number, f"nextPage {page.next_page} after page {number}")
 
     def finish(self) -> tuple[PagesResult[R], str | None]:
-        """Every page's rows in page order, and why the walk drifted (duplicates, gaps,
-        totals) or None; a drifted result must not be used."""
+        """Every page's rows in page order (of pages 1..upto), and why the walk drifted
+        (duplicates, gaps, totals) or None; a drifted result must not be used."""
         if missing := self.remaining():
             raise self._lie(missing[0], "never fetched")  # a driver bug, not a server lie
         total = self.first.total_count
         uids: list[str] = []
         seen: set[str] = set()
         drift = self.drift
-        for number in range(1, self.number_of_pages + 1):
+        for number in range(1, self.upto + 1):
             for uid in self._pages[number].uids:
                 if uid in seen:
                     drift = drift or f"a row appeared twice (page {number}): rows moved"
                 seen.add(uid)
                 uids.append(uid)
-        if drift is None and len(uids) > total:
+        # A prefix holds full pages only (add() checks each); the total is the whole listing's.
+        whole = self.upto == self.number_of_pages
+        if whole and drift is None and len(uids) > total:
             raise self._lie(self.number_of_pages, f"{len(uids)} rows but totalCount {total}")
-        if drift is None and len(uids) < total:
+        if whole and drift is None and len(uids) < total:
             drift = f"{len(uids)} unique rows of totalCount {total}: rows moved"
-        pages = [self._pages[number].rows for number in range(1, self.number_of_pages + 1)]
+        pages = [self._pages[number].rows for number in range(1, self.upto + 1)]
         return PagesResult(pages, uids, total), drift
 
 
@@ -297,6 +332,54 @@ async def _fetch_rest(
         raise first  # noqa: B904 - the group adds nothing to the first failure
 
 
+async def _extend(
+    walk: Walk[R], fetch: FetchPageObject[R], reached: Callable[[R], bool], report: FetchReport
+) -> None:
+    """Read a prefix on, one page at a time, until it reaches what the caller needs."""
+    while walk.drift is None and not reached(walk.last_rows()):
+        number = walk.extend()
+        if number is None:
+            return
+        page = await fetch(number)
+        report.pages += 1
+        walk.add(page)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan(Generic[R]):
+    """How each walk of one listing goes (see walk_pages)."""
+
+    per_page: int
+    concurrency: int
+    method: str
+    endpoint: str
+    max_pages: int
+    max_rows: int | None
+    prefix: Prefix[R] | None
+
+
+async def _walk_once(
+    plan: _Plan[R], fetch: FetchPageObject[R], page_one: Page[R], report: FetchReport
+) -> tuple[PagesResult[R] | None, str | None]:
+    """One pass from page 1: its result, and why it drifted (None: clean)."""
+    if plan.max_rows is not None and page_one.total_count > plan.max_rows:
+        raise ListingTooLargeError(plan.endpoint, page_one.total_count, plan.max_rows)
+    walk = Walk(
+        page_one,
+        per_page=plan.per_page,
+        method=plan.method,
+        endpoint=plan.endpoint,
+        max_pages=plan.max_pages,
+        upto=plan.prefix.pages(page_one) if plan.prefix is not None else None,
+    )
+    await _fetch_rest(walk, fetch, plan.concurrency, report)
+    if plan.prefix is not None:
+        await _extend(walk, fetch, plan.prefix.reached, report)
+    if walk.drift is not None:
+        return None, walk.drift
+    return walk.finish()
+
+
 async def walk_pages(
     fetch: FetchPageObject[R],
     *,
@@ -308,10 +391,14 @@ async def walk_pages(
     max_rewalks: int = MAX_REWALKS,
     max_pages: int = MAX_PAGES,
     max_rows: int | None = None,
+    first: Page[R] | None = None,
+    prefix: Prefix[R] | None = None,
 ) -> PagesResult[R]:
     """Every row of a listing exactly once, or PaginationError. ``fetch(n)`` returns page
     ``n`` already decoded (see ``page_of``). Page 1 first (it tells how many pages there are),
-    then up to ``concurrency`` pages at a time.
+    then up to ``concurrency`` pages at a time. ``first`` is a page 1 the caller already read
+    (the first walk uses it; a re-walk reads page 1 again). With ``prefix``, only the leading
+    pages it asks for are read and checked, and the result holds those.
 
     A walk that drifted is repeated from page 1, at most ``max_rewalks`` times. Once drift was
     seen, one clean walk is not enough: a deletion behind the cursor balanced by an insertion
@@ -321,6 +408,7 @@ async def walk_pages(
     With ``max_rows``, a listing whose page 1 announces more rows raises ListingTooLargeError
     before any other page is fetched.
     """
+    plan = _Plan(per_page, concurrency, method, endpoint, max_pages, max_rows, prefix)
     reason = ""
     drift_seen = False
     previous: list[str] | None = None
@@ -328,24 +416,16 @@ async def walk_pages(
         if walk_number:
             report.drift_rewalks += 1
             logger.info("%s %s: re-walking (%s)", method, endpoint, reason)
-        first = await fetch(1)
-        report.pages += 1
-        if max_rows is not None and first.total_count > max_rows:
-            raise ListingTooLargeError(endpoint, first.total_count, max_rows)
-        walk = Walk(first, per_page=per_page, method=method, endpoint=endpoint, max_pages=max_pages)
-        await _fetch_rest(walk, fetch, concurrency, report)
-        if walk.drift is None:
-            result, drift = walk.finish()
-        else:
-            result, drift = None, walk.drift
+        if first is None or walk_number:
+            first = await fetch(1)
+            report.pages += 1
+        result, drift = await _walk_once(plan, fetch, first, report)
         if result is None or drift is not None:
             drift_seen = True
             previous = None
             reason = drift or "drift"
             continue
-        if not drift_seen:
-            return result
-        if result.uids == previous:
+        if not drift_seen or result.uids == previous:
             return result
         previous = result.uids
         reason = "confirming the clean walk that followed drift"

@@ -42,11 +42,12 @@ def read_envelope(
     """(the envelope's paging members, the records of ``data`` as one struct array), or None
     when the body is not plainly one conforming answer: the caller then parses it as JSON."""
     try:
-        read = pajson.read_json(
+        # The streaming reader: read_json starts a thread for every call, even unthreaded.
+        read = pajson.open_json(
             io.BytesIO(raw),
             read_options=pajson.ReadOptions(use_threads=False, block_size=len(raw) + 1),
             parse_options=options,
-        )
+        ).read_all()
     except pa.ArrowException:
         return None
     if read.num_rows != 1:

@@ -15,15 +15,16 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ZONE = DEFAULT_TIMEZONE
 DEFAULT_SLOT_HORIZON_DAYS = 14
-# The API's endedAt filter keeps bookings that END by it, so a booking starting late in the day
-# is found only if the query's end reaches past its end. Jicoo event types last minutes to hours;
-# one day of margin covers them at the cost of over-fetching about one day of bookings.
+# The API's endedAt filter keeps bookings that END by it, so a booking starting late on the last
+# day is found only if the query's end reaches past its end. Jicoo event types last minutes to
+# hours; one day past the run's last day covers them. Listings read only up to their own last
+# day (see catalog/bookings.py), so the margin costs no rows.
 DEFAULT_MAX_BOOKING_DURATION = dt.timedelta(days=1)
 # Per-booking / per-user / per-event-type calls in flight; the client's rate limiter still rules.
 DEFAULT_FANOUT_CONCURRENCY = 8
-# extract_range lists bookings for this many consecutive days at once and splits the rows into
-# day partitions: the end-filter margin is then fetched once per chunk instead of once per day
-# (a 1-day margin on 1-day listings fetched every booking twice).
+# extract_range lists bookings for up to this many consecutive days at once and splits the rows
+# into day partitions. Each listing costs the first page of the next one (its total tells where
+# this one ends) and leaves the rest of its last page unread: fewer, longer chunks cost less.
 DEFAULT_CHUNK_DAYS = 7
 # Listings (chunks of days, or snapshot partitions) extract_range runs at once: several, so that
 # one listing's wait on the API overlaps another's.

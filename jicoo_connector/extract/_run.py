@@ -112,6 +112,8 @@ def extract_range(
             "day_concurrency, chunk_days, rows_in_flight and horizon_days must be >= 1"
         )
     tz = zone_of(zone)
+    groups = _feed_groups(selected, feed_from_store)
+    days = days_between(start, end) if groups else []
     ctx = ExtractContext(
         tz,
         snapshot_date=(now or dt.datetime.now(dt.UTC)).astimezone(tz).date(),
@@ -122,9 +124,8 @@ def extract_range(
         max_booking_duration=max_booking_duration,
         fanout=DEFAULT_FANOUT_CONCURRENCY,
         full=full,
+        day_range=(days[0], days[-1]) if days else None,
     )
-    groups = _feed_groups(selected, feed_from_store)
-    days = days_between(start, end) if groups else []
     _check_folder(ctx.store, groups, days, zone)
     snapshots = [source for source in selected if isinstance(source, SnapshotSource)]
     loop = _Loop(ctx, groups, days, snapshots, progress, day_concurrency)
@@ -415,6 +416,7 @@ async def extract_partition(
         max_booking_duration=max_booking_duration,
         fanout=fanout,
         full=full,
+        day_range=(day, day) if day is not None else None,
     )
     results: list[ExtractResult] = []
     if isinstance(source, SnapshotSource):

@@ -56,6 +56,12 @@ class ExtractContext:
     fanout: int
     # Read everything again rather than carry unchanged rows over.
     full: bool
+    # The first and last day of the run's day tables (None: no day table): a feed may list
+    # across the whole range (the bookings feed reads every chunk's listing to its end).
+    day_range: tuple[dt.date, dt.date] | None = None
+    # What a feed keeps between the chunks of one run, by key (the bookings feed: the first
+    # page of the listing at each chunk boundary, read once for the two chunks that meet there).
+    shared: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,8 @@ from jicoo_connector.webhooks._events import (
     format_instant,
     parse_event,
 )
+from jicoo_connector.webhooks._open import event_store_exists, open_event_store
+from jicoo_connector.webhooks._pg_store import PostgresEventStore
 from jicoo_connector.webhooks._refresh import (
     RefreshPlan,
     RefreshRange,
@@ -30,6 +32,7 @@ from jicoo_connector.webhooks._signature import (
     verify_signature,
 )
 from jicoo_connector.webhooks._store import (
+    EventPage,
     EventStore,
     SQLiteEventStore,
     StoredEvent,
@@ -38,6 +41,7 @@ from jicoo_connector.webhooks._store import (
 if TYPE_CHECKING:
     from jicoo_connector.webhooks._receiver import (
         DEFAULT_MAX_BODY_BYTES,
+        HEALTH_PATH,
         READY_LINE_PREFIX,
         create_app,
         serve,
@@ -47,11 +51,14 @@ __all__ = [
     "CANCEL_EVENTS",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_TOLERANCE_S",
+    "HEALTH_PATH",
     "KNOWN_EVENTS",
     "READY_LINE_PREFIX",
     "RESCHEDULE_EVENTS",
     "SIGNATURE_HEADER",
+    "EventPage",
     "EventStore",
+    "PostgresEventStore",
     "RefreshPlan",
     "RefreshRange",
     "SQLiteEventStore",
@@ -59,7 +66,9 @@ __all__ = [
     "WebhookEvent",
     "WebhookSecrets",
     "create_app",
+    "event_store_exists",
     "format_instant",
+    "open_event_store",
     "parse_event",
     "plan_refresh",
     "serve",

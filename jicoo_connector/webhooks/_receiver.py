@@ -5,13 +5,14 @@ extra ``jicoo-connector[webhooks]``). Answers: 401 for a missing or bad signatur
 stored), 413 for a body over the cap, 400 for JSON that is not an event, 200 once the event is
 committed, replays and unknown event types included (stored, ignored downstream), 500 if the
 store fails (Jicoo retries). Logs never hold the secret, the signature header or the body.
+``GET /healthz`` is for a load balancer: 200 when the store answers, 503 when it does not.
 """
 
 import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
@@ -31,7 +32,7 @@ from jicoo_connector.webhooks._signature import (
 )
 from jicoo_connector.webhooks._store import EventStore
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "READY_LINE_PREFIX", "create_app", "serve"]
+__all__ = ["DEFAULT_MAX_BODY_BYTES", "HEALTH_PATH", "READY_LINE_PREFIX", "create_app", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,9 @@ READY_LINE_PREFIX: Final = "Jicoo webhook receiver listening on "
 READY_POLL_S: Final = 0.01
 STOP_TIMEOUT_S: Final = 10.0
 CLIENT_CLOSED_REQUEST: Final = 499
+HEALTH_PATH: Final = "/healthz"
+# A load balancer's probe waits this long for the store before it hears 503.
+HEALTH_TIMEOUT_S: Final = 5.0
 
 
 class _TooLargeError(Exception):
@@ -60,6 +64,24 @@ async def _read_capped(request: Request, cap: int) -> bytes:
             raise _TooLargeError
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _health_endpoint(
+    store: EventStore, writer: ThreadPoolExecutor
+) -> Callable[[Request], Awaitable[JSONResponse]]:
+    """GET /healthz: 200 once the store answers on its own thread (so healthy means a delivery
+    now would be recorded in time), 503 when it fails or takes over ``HEALTH_TIMEOUT_S``."""
+
+    async def health(request: Request) -> JSONResponse:
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.run_in_executor(writer, store.check), HEALTH_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - any failure of the store is "unavailable"
+            logger.warning("health check failed: %s", type(exc).__name__)
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    return health
 
 
 def create_app(
@@ -121,7 +143,8 @@ def create_app(
         )
         return JSONResponse({"recorded": new, "duplicate": not new, "known": event.known})
 
-    app = Starlette(routes=[Route("/{path:path}", receive, methods=["POST"])])
+    health = Route(HEALTH_PATH, _health_endpoint(store, writer), methods=["GET"])
+    app = Starlette(routes=[health, Route("/{path:path}", receive, methods=["POST"])])
     app.state.store = store
     return app
 

@@ -2,6 +2,8 @@
 
 A day is stale if an event's booking now starts on it, or if the warehouse still holds the
 booking on it (the day it was on before a reschedule, or any day a missed event left behind).
+Stale days a few days apart may share one range (``join_gap_days``): the days between cost a
+listing request each, a run of their own would cost a process start.
 """
 
 import datetime as dt
@@ -22,7 +24,8 @@ ONE_DAY = dt.timedelta(days=1)
 
 @dataclass(frozen=True, slots=True)
 class RefreshRange:
-    """Consecutive days to re-extract in one run, and the events that asked for them."""
+    """Consecutive days to re-extract in one run, and the events that asked for them (the days
+    between two stale days of a range, when it joined a gap, were asked for by none)."""
 
     start: dt.date
     end: dt.date
@@ -71,9 +74,11 @@ def plan_refresh(
     previous: Mapping[str, dt.date],
     first_day: dt.date,
     last_day: dt.date,
+    join_gap_days: int = 0,
 ) -> RefreshPlan:
     """Days each known event makes stale (its new start day in ``zone``, and the booking's day
-    in ``previous``, the warehouse), merged into ranges of consecutive days."""
+    in ``previous``, the warehouse), merged into ranges of consecutive days; two stale days at
+    most ``join_gap_days`` untouched days apart join one range."""
     tz = ZoneInfo(zone)
     by_day: dict[dt.date, list[StoredEvent]] = {}
     ignored: list[StoredEvent] = []
@@ -93,7 +98,7 @@ def plan_refresh(
                 outside.setdefault(day, []).append(stored.id)
     runs: list[list[dt.date]] = []
     for day in sorted(by_day):
-        if runs and day == runs[-1][-1] + ONE_DAY:
+        if runs and (day - runs[-1][-1]).days <= join_gap_days + 1:
             runs[-1].append(day)
         else:
             runs.append([day])

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     hooks.add_argument(
         "--webhook-reorder-ms", type=float, default=0.0, metavar="MS", help="random first delay"
     )
+    hooks.add_argument(
+        "--webhook-concurrency", type=int, default=1, metavar="N", help="deliveries in flight"
+    )
     hooks.add_argument("--churn", type=float, default=0.0, metavar="RATE", help="changes/s")
     hooks.add_argument("--churn-limit", type=int, default=0, metavar="N", help="stop after N")
     return parser
@@ -138,6 +141,7 @@ def _serve(args: argparse.Namespace) -> int:
             duplicate=args.webhook_duplicate,
             reorder_ms=args.webhook_reorder_ms,
             seed=args.seed,
+            concurrency=args.webhook_concurrency,
         )
         if args.webhook_url
         else None,

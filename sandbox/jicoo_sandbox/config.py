@@ -58,6 +58,7 @@ class WebhookOptions:
     backoff_s: float = 0.05
     max_backoff_s: float = 2.0
     seed: int = 0
+    concurrency: int = 1
 
     def __post_init__(self) -> None:
         if urlsplit(self.url).scheme not in ("http", "https"):
@@ -66,6 +67,8 @@ class WebhookOptions:
             raise ValueError("a webhook URL needs a secret")
         if not 0 <= self.duplicate <= 1 or self.reorder_ms < 0 or self.max_attempts < 1:
             raise ValueError("duplicate must be in [0, 1], reorder_ms >= 0, max_attempts >= 1")
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be >= 1 delivery thread")
 
 
 @dataclass(frozen=True)

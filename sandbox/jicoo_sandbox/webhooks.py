@@ -3,7 +3,8 @@
 Changes made through the API are sent as ``host_*`` events (an API key acts for the host side);
 churn (changes the sandbox makes on its own, a given number per second) as ``guest_*`` events.
 Delivery is at least once: a failed POST (connection error, non-2xx) is retried with capped
-exponential backoff. Faults: ``duplicate`` sends that share of events twice, ``reorder_ms``
+exponential backoff, by ``concurrency`` delivery threads (several POSTs in flight at once, as a
+real sender has). Faults: ``duplicate`` sends that share of events twice, ``reorder_ms``
 delays each first attempt by a random 0..N ms so deliveries overtake each other. The journal
 gets an ``EVENT`` entry per event (the test oracle) and a ``WEBHOOK`` entry per attempt.
 
@@ -99,8 +100,9 @@ class _Delivery:
 
 
 class WebhookSender:
-    """One delivery thread over a due-time heap; ``emit`` never blocks the request that changed
-    the booking. ``close`` stops it (undelivered events stay undelivered, as in a crash)."""
+    """``options.concurrency`` delivery threads over one due-time heap; ``emit`` never blocks the
+    request that changed the booking. ``close`` stops them (undelivered events stay undelivered,
+    as in a crash)."""
 
     def __init__(self, options: WebhookOptions, store: "SandboxStore") -> None:
         self.options = options
@@ -110,10 +112,14 @@ class WebhookSender:
         self._seq = 0
         self._cond = threading.Condition()
         self._closed = False
-        self._busy = False
+        self._in_flight = 0
         self._path = urlsplit(options.url).path or "/"
-        self._thread = threading.Thread(target=self._run, name="sandbox-webhooks", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"sandbox-webhooks-{n}", daemon=True)
+            for n in range(options.concurrency)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     def emit(self, event: str, uid: str) -> None:
         """Send ``event`` for the booking as it is now; journaled as an ``EVENT`` entry."""
@@ -136,16 +142,17 @@ class WebhookSender:
                 heapq.heappush(
                     self._heap, _Delivery(now + delay, self._seq, body, uid, event, copy)
                 )
-            self._cond.notify()
+            self._cond.notify(copies)
 
     def pending(self) -> int:
+        """Deliveries waiting or being sent."""
         with self._cond:
-            return len(self._heap)
+            return len(self._heap) + self._in_flight
 
     def drain(self, timeout_s: float) -> bool:
         """Wait until every delivery was answered 2xx or given up; False on timeout."""
         deadline = time.monotonic() + timeout_s
-        while self.pending() or self._busy:
+        while self.pending():
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.01)
@@ -154,15 +161,16 @@ class WebhookSender:
     def close(self) -> None:
         with self._cond:
             self._closed = True
-            self._cond.notify()
-        self._thread.join(DELIVERY_TIMEOUT_S)
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(DELIVERY_TIMEOUT_S)
 
     def _next(self) -> _Delivery | None:
         with self._cond:
             while not self._closed:
                 now = time.monotonic()
                 if self._heap and self._heap[0].due <= now:
-                    self._busy = True
+                    self._in_flight += 1
                     return heapq.heappop(self._heap)
                 self._cond.wait(self._heap[0].due - now if self._heap else IDLE_WAIT_S)
             return None
@@ -173,7 +181,8 @@ class WebhookSender:
                 try:
                     self._attempt(client, delivery)
                 finally:
-                    self._busy = False
+                    with self._cond:
+                        self._in_flight -= 1
 
     def _attempt(self, client: httpx.Client, delivery: _Delivery) -> None:
         delivery.attempt += 1

@@ -12,14 +12,14 @@ from hypothesis import strategies as st
 from jicoo_connector.client import FetchReport
 from jicoo_connector.client._paginate import (
     MAX_REWALKS,
-    ListingTooLargeError,
     Page,
     PagesResult,
+    Prefix,
     Walk,
     parse_page,
     walk_pages,
 )
-from jicoo_connector.errors import PaginationError, ProtocolError
+from jicoo_connector.errors import ListingTooLargeError, PaginationError, ProtocolError
 
 PER_PAGE = 10
 Body = dict[str, object]
@@ -289,3 +289,93 @@ def test_drift_never_yields_duplicates_or_gaps(
     assert len(set(uids(result))) == len(records(result)) == result.total_count
     if server.requests > max(plan, default=0):
         assert sorted(map(str, uids(result))) == sorted(server.rows)
+
+
+# -- prefixes: the leading pages of a listing that runs on past what the caller needs ----------
+
+
+def prefix_walk(
+    answer: Callable[[int], Body],
+    prefix: Prefix[Records],
+    *,
+    first: Page[Records] | None = None,
+) -> tuple[PagesResult[Records], list[int], FetchReport]:
+    asked: list[int] = []
+    report = FetchReport()
+
+    async def fetch(page: int) -> Page[Records]:
+        asked.append(page)
+        await asyncio.sleep(0)
+        return as_page(answer(page), page)
+
+    result = asyncio.run(
+        walk_pages(
+            fetch,
+            per_page=PER_PAGE,
+            concurrency=4,
+            report=report,
+            method="GET",
+            endpoint="/v1/bookings",
+            first=first,
+            prefix=prefix,
+        )
+    )
+    return result, asked, report
+
+
+def reaches(uid: str) -> Callable[[Records], bool]:
+    """A page reaches what the caller needs once it holds ``uid`` or a later row."""
+    return lambda rows: not rows or str(rows[-1]["uid"]) >= uid
+
+
+def test_a_prefix_reads_only_the_pages_it_asks_for() -> None:
+    result, asked, report = prefix_walk(
+        lambda page: envelope(ROWS, page), Prefix(lambda first: 3, reaches("b025"))
+    )
+    assert sorted(asked) == [1, 2, 3]
+    assert uids(result) == ROWS[:30]
+    assert result.total_count == len(ROWS)  # the whole listing's total, not the prefix's
+    assert (report.pages, report.drift_rewalks) == (3, 0)
+
+
+def test_a_short_estimate_reads_on_one_page_at_a_time_until_reached() -> None:
+    result, asked, _ = prefix_walk(
+        lambda page: envelope(ROWS, page), Prefix(lambda first: 1, reaches("b031"))
+    )
+    assert asked == [1, 2, 3, 4]
+    assert uids(result) == ROWS[:40]
+
+
+def test_a_prefix_past_the_end_is_the_whole_listing() -> None:
+    result, asked, _ = prefix_walk(
+        lambda page: envelope(ROWS, page), Prefix(lambda first: 99, reaches("z"))
+    )
+    assert sorted(asked) == [1, 2, 3, 4, 5]
+    assert uids(result) == ROWS
+
+
+def test_a_given_first_page_is_not_read_again() -> None:
+    first = as_page(envelope(ROWS, 1), 1)
+    result, asked, report = prefix_walk(
+        lambda page: envelope(ROWS, page), Prefix(lambda first: 2, reaches("b015")), first=first
+    )
+    assert sorted(asked) == [2]
+    assert uids(result) == ROWS[:20]
+    assert report.pages == 1  # the caller counted page 1 when it read it
+
+
+def test_a_prefix_still_refuses_lies_and_rewalks_on_drift() -> None:
+    with pytest.raises(PaginationError, match="repeats page 2"):
+        prefix_walk(lying(_repeat_page_two), Prefix(lambda first: 3, reaches("b025")))
+    grown = [*ROWS, "b999"]
+    calls: list[int] = []
+
+    def drifting(page: int) -> Body:
+        calls.append(page)
+        # The listing grows between the first two pages read: totals disagree, walk again.
+        return envelope(grown if len(calls) > 1 else ROWS, page)
+
+    result, asked, report = prefix_walk(drifting, Prefix(lambda first: 2, reaches("b015")))
+    assert uids(result) == ROWS[:20]
+    assert asked.count(1) >= 2
+    assert report.drift_rewalks >= 1

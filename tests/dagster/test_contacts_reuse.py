@@ -103,13 +103,23 @@ def _assert_each_day_listed_once(run: Run, days: list[dt.date]) -> None:
     )
     assert pages
     assert set(pages.values()) == {1}, pages
-    # Each listing covers [startedAt, endedAt - margin) (the margin catches late bookings'
-    # ends): every day lies in exactly one.
-    windows = {(_instant(started), _instant(ended)) for started, ended, _ in pages}
-    for day in days:
-        day_start = day_window(day, TOKYO)[0]
-        covering = [w for w in windows if w[0] <= day_start < w[1] - DEFAULT_MAX_BOOKING_DURATION]
-        assert len(covering) == 1, (day, windows)
+    # Each chunk lists from its first day to the run's end plus the margin for late bookings'
+    # ends (its size is its total less the next chunk's) and reads only its own rows, up to the
+    # next listing's start: every listing ends at that one instant, every listing starts at a
+    # day of the run or at its end (the count of what lies past it), and each day belongs to
+    # exactly one listing's own part. A second walk (contacts listing a day again) would end
+    # elsewhere or ask a page twice.
+    run_start, run_end = day_window(days[0], TOKYO)[0], day_window(days[-1], TOKYO)[1]
+    windows = sorted({(_instant(started), _instant(ended)) for started, ended, _ in pages})
+    assert {ended for _, ended in windows} == {run_end + DEFAULT_MAX_BOOKING_DURATION}, windows
+    starts = [started for started, _ in windows]
+    day_starts = [day_window(day, TOKYO)[0] for day in days]
+    assert starts[0] == run_start, windows
+    assert set(starts) <= {*day_starts, run_end}, windows
+    parts = list(zip(starts, [*starts[1:], run_end], strict=True))
+    for day_start in day_starts:
+        owners = [part for part in parts if part[0] <= day_start < part[1]]
+        assert len(owners) == 1, (day_start, windows)
 
 
 def test_a_run_lists_each_day_once_and_a_rerun_reads_only_changed_contacts(

@@ -32,6 +32,8 @@ def test_the_deploy_instance_queues_runs_and_limits_the_api_pool(
         assert config.pool_config.default_pool_limit == 1
         assert config.pool_config.pool_granularity is not None
         assert config.pool_config.pool_granularity.value == "op"
+        assert config.pool_config.op_granularity_run_buffer == 1
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
         # The pool the API-calling assets name gets the default limit of one slot.
         instance.event_log_storage.initialize_concurrency_limit_to_default(API_POOL)
         info = instance.event_log_storage.get_concurrency_info(API_POOL)

@@ -6,7 +6,10 @@ from pathlib import Path
 import dagster as dg
 import httpx
 import orjson
+import pytest
+from dagster._core.definitions.sensor_definition import SensorExecutionData
 
+from assets import webhook_sensor
 from assets.webhook_sensor import (
     EVENT_COUNT_TAG,
     EVENT_IDS_TAG,
@@ -18,6 +21,7 @@ from benchmarks.webhook_freshness import find_moves, reschedule, row_started_at
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import extract_range
 from jicoo_connector.webhooks import SQLiteEventStore, parse_event
+from jicoo_sandbox.config import Clock
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import event_payload
 from tests.dagster.support import extract_assets, jicoo_resource, warehouse_resource
@@ -106,3 +110,66 @@ def test_without_an_event_store_the_sensor_skips(tmp_path: Path) -> None:
     assert not tick.run_requests
     assert "does not exist" in (tick.skip_message or "")
     assert not (tmp_path / "none.sqlite").exists()
+
+
+def _one_event(tmp_path: Path, clock: Clock) -> tuple[Path, dict[str, object]]:
+    """An event store holding one booking's event, three days after the test day (a partition:
+    Dagster's partitions follow the test clock too); the store and the booking."""
+    store_path = tmp_path / "events.sqlite"
+    soon = (clock().astimezone(dt.UTC).date() + dt.timedelta(days=3)).isoformat()
+    booking: dict[str, object] = {"uid": "WAITING00001", "startedAt": f"{soon}T03:00:00.000Z",
+                                  "updatedAt": "2026-11-30T00:00:00.000Z"}  # fmt: skip
+    with SQLiteEventStore(store_path) as store:
+        _record(store, event_payload("guest_booked", booking, None))
+    return store_path, booking
+
+
+def test_no_new_refresh_while_the_last_one_has_not_started_then_one_for_all_events(
+    tmp_path: Path, clock: Clock
+) -> None:
+    store_path, booking = _one_event(tmp_path, clock)
+    sensor = build_booking_events_sensor(ConnectorConfig(webhook_db=str(store_path)))
+    warehouse = warehouse_resource(tmp_path)
+    with dg.instance_for_test() as instance:
+        waiting = instance.add_run(
+            dg.DagsterRun(job_name=webhook_refresh_job.name, status=dg.DagsterRunStatus.STARTING)
+        )
+
+        def tick(cursor: str | None = None) -> SensorExecutionData:
+            context = dg.build_sensor_context(
+                instance=instance, cursor=cursor, resources={"warehouse": warehouse}
+            )
+            return sensor.evaluate_tick(context)
+
+        held = tick()
+        assert not held.run_requests
+        assert held.skip_message == (
+            f"refresh {waiting.run_id} has not started yet: new events join the next"
+        )
+        assert held.cursor is None  # the event stays for the next tick
+        with SQLiteEventStore(store_path) as store:
+            later = {**booking, "uid": "WAITING00002", "updatedAt": "2026-11-30T00:00:01.000Z"}
+            _record(store, event_payload("guest_booked", later, None))
+        instance.report_run_canceled(waiting)  # it started and ended: no longer waiting
+        (request,) = tick().run_requests or []
+        assert request.tags[EVENT_IDS_TAG] == "1-2"
+
+
+def test_a_refresh_waiting_longer_than_the_hold_holds_nothing_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock
+) -> None:
+    store_path, _ = _one_event(tmp_path, clock)
+    sensor = build_booking_events_sensor(ConnectorConfig(webhook_db=str(store_path)))
+    with dg.instance_for_test() as instance:
+        # A launch lost without a status: STARTING for good.
+        stuck = dg.DagsterRun(
+            job_name=webhook_refresh_job.name, status=dg.DagsterRunStatus.STARTING
+        )
+        instance.add_run(stuck)
+        context = dg.build_sensor_context(
+            instance=instance, resources={"warehouse": warehouse_resource(tmp_path)}
+        )
+        assert stuck.run_id in (sensor.evaluate_tick(context).skip_message or "")
+        # Once it has waited longer than the hold (here: any wait), the events go on.
+        monkeypatch.setattr(webhook_sensor, "HOLD_AT_MOST", dt.timedelta(0))
+        assert sensor.evaluate_tick(context).run_requests

@@ -30,6 +30,7 @@ SERVE_OPTIONS = (
     "--webhook-secret",
     "--webhook-duplicate",
     "--webhook-reorder-ms",
+    "--webhook-concurrency",
     "--churn",
     "--churn-limit",
 )

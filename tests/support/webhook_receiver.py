@@ -11,7 +11,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from jicoo_connector.webhooks import SQLiteEventStore, WebhookSecrets, create_app
+from jicoo_connector.webhooks import EventStore, SQLiteEventStore, WebhookSecrets, create_app
 
 __all__ = ["NOW", "OLD_SECRET", "SECRET", "Receiver", "event_body"]
 
@@ -25,14 +25,14 @@ START_TIMEOUT_S = 10.0
 class Receiver:
     def __init__(
         self,
-        db: Path,
+        db: Path | EventStore,
         secrets: str,
         clock: Callable[[], float] = lambda: NOW,
         port: int = 0,
         *,
         route: str | None = None,
     ) -> None:
-        self.store = SQLiteEventStore(db)
+        self.store = SQLiteEventStore(db) if isinstance(db, Path) else db
         receiver = create_app(self.store, WebhookSecrets.parse(secrets), clock=clock)
         # As the README shows it: the receiver as one route of the user's own app.
         app = (
@@ -51,7 +51,8 @@ class Receiver:
                 raise RuntimeError("the receiver did not start")
             time.sleep(0.01)
         port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}{route or '/any/path'}"
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.url = f"{self.base_url}{route or '/any/path'}"
 
     def rows(self) -> list[tuple[str, str, str]]:
         return [(s.event.event, s.event.booking_uid, s.event.created_at)

@@ -4,6 +4,7 @@ every affected day partition requested by booking_events_sensor."""
 import datetime as dt
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -12,7 +13,7 @@ import dagster as dg
 import pytest
 
 from assets.partitions import daily_partitions
-from assets.webhook_sensor import EVENT_IDS_TAG, build_booking_events_sensor
+from assets.webhook_sensor import EVENT_IDS_TAG, JOIN_GAP_DAYS, build_booking_events_sensor
 from benchmarks.webhook_freshness import WEBHOOK_SECRET, receiver_process
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import extract_range
@@ -40,6 +41,31 @@ def _wait_events(sandbox: SandboxServer, count: int) -> None:
     while sum(1 for e in sandbox.store.journal() if e["method"] == "EVENT") < count:
         assert time.monotonic() < deadline, "churn stalled"
         time.sleep(0.02)
+
+
+def _requested(requests: Sequence[dg.RunRequest]) -> tuple[set[dt.date], set[int]]:
+    """The days the run requests refresh, and the event ids their tags list."""
+    days: set[dt.date] = set()
+    tagged: set[int] = set()
+    for request in requests:
+        start = dt.date.fromisoformat(request.tags["dagster/asset_partition_range_start"])
+        end = dt.date.fromisoformat(request.tags["dagster/asset_partition_range_end"])
+        days |= {start + dt.timedelta(days=n) for n in range((end - start).days + 1)}
+        for span in request.tags[EVENT_IDS_TAG].split(","):
+            low, _, high = span.partition("-")
+            tagged |= set(range(int(low), int(high or low) + 1))
+    return days, tagged
+
+
+def _assert_affected_days_requested(requested: set[dt.date], affected: set[dt.date]) -> None:
+    """Every affected day, and between two of them at most JOIN_GAP_DAYS others (one run)."""
+    assert affected <= requested
+    joined = requested - affected
+    assert all(
+        any(0 < (day - a).days <= JOIN_GAP_DAYS for a in affected)
+        and any(0 < (a - day).days <= JOIN_GAP_DAYS for a in affected)
+        for day in joined
+    ), sorted(joined)
 
 
 @pytest.mark.slow
@@ -96,15 +122,7 @@ def test_flood_with_duplicates_reordering_and_two_receiver_kills(
         dg.build_sensor_context(resources={"warehouse": warehouse})
     )
     assert tick.cursor == str(recorded[-1].id)
-    requested: set[dt.date] = set()
-    tagged: set[int] = set()
-    for request in tick.run_requests or []:
-        start = dt.date.fromisoformat(request.tags["dagster/asset_partition_range_start"])
-        end = dt.date.fromisoformat(request.tags["dagster/asset_partition_range_end"])
-        requested |= {start + dt.timedelta(days=n) for n in range((end - start).days + 1)}
-        for span in request.tags[EVENT_IDS_TAG].split(","):
-            low, _, high = span.partition("-")
-            tagged |= set(range(int(low), int(high or low) + 1))
+    requested, tagged = _requested(tick.run_requests or [])
     partitions = daily_partitions(config)
     first = dt.date.fromisoformat(partitions.get_first_partition_key() or "")
     last = dt.date.fromisoformat(partitions.get_last_partition_key() or "")
@@ -116,7 +134,7 @@ def test_flood_with_duplicates_reordering_and_two_receiver_kills(
     affected = set().union(
         *(days_of(e["booking_uid"], e["body"]["object"]["startedAt"]) for e in events)
     )
-    assert requested == affected
+    _assert_affected_days_requested(requested, affected)
     # Every event that touches a partition is listed by a run, and only those.
     assert all(r.event.started_at is not None for r in recorded)
     assert tagged == {

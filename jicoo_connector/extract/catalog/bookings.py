@@ -5,11 +5,13 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jicoo_connector.client import AsyncJicooClient, FetchReport
+from jicoo_connector.client import AsyncJicooClient, FetchReport, Page, Prefix
+from jicoo_connector.errors import ListingTooLargeError, PaginationError, ProtocolError
 from jicoo_connector.extract._days import day_window
 from jicoo_connector.extract.sources import (
     DayFeed,
@@ -19,13 +21,14 @@ from jicoo_connector.extract.sources import (
     FeedListing,
     Fetched,
 )
-from jicoo_connector.pages import PageBatches
+from jicoo_connector.pages import PageRecords
 from jicoo_connector.tables import (
     DAY_COLUMN,
     UTC_MS,
     TableSpec,
     column,
     constant_array,
+    parse_timestamps,
     struct_list_column,
 )
 
@@ -106,6 +109,10 @@ BOOKINGS_SPEC = TableSpec(
 )
 
 
+# Listings again after the two totals and the rows read disagreed (the data changed between).
+_RELISTS = 3
+
+
 async def list_booking_days(
     client: AsyncJicooClient,
     ctx: ExtractContext,
@@ -114,45 +121,61 @@ async def list_booking_days(
 ) -> FeedListing:
     """One listing for consecutive ``days``, split into the bookings that START on each day.
 
-    Query: startedAt = first day's start, endedAt = last day's end + the longest booking. The
-    API keeps start >= startedAt and end <= endedAt, so every booking starting in the window
-    and ending within the margin comes back, with some that start after the window; each day
-    keeps exactly [its start, its end) on the parsed start. Pages become Arrow batches as they
-    arrive, so a listing in flight holds no Python object per booking. The listing's totals
-    are checked, so each day's row count is also what the API says the day holds.
+    The API keeps start >= startedAt and end <= endedAt, and sorts by start. Every chunk of a
+    run lists from its first day's start to the END of the run's last day plus the longest
+    booking (so no booking that starts in the run is cut off by the end filter), and reads only
+    the leading pages that hold its own days: the rows before the next chunk's start. How many
+    there are is the difference of the two listings' totals, read from their first pages (the
+    next chunk's first page is read once, for both chunks), so the pages are asked for at once
+    and none past the chunk is read, only the rest of the last one. Each day keeps exactly
+    [its start, its end) on the parsed start.
     """
     windows = [day_window(day, ctx.zone) for day in days]
-    decoder = _StartedWithin(
-        PageBatches(
-            BOOKINGS_SPEC,
-            extracted_at=ctx.extracted_at,
-            run_id=ctx.run_id,
-            partition_value=days[0],
-        ),
-        windows[0][0],
-        windows[-1][1],
+    start, until = windows[0][0], windows[-1][1]
+    decoder = PageRecords(
+        BOOKINGS_SPEC, extracted_at=ctx.extracted_at, run_id=ctx.run_id, partition_value=days[0]
     )
-    listing = await client.list_bookings_pages(
-        decoder,
-        started_at=windows[0][0],
-        ended_at=windows[-1][1] + ctx.max_booking_duration,
-        order="startedAt",
-        sort="asc",
-        max_rows=max_rows,
+    heads = _Heads.of(client, ctx, until)
+    report = FetchReport()
+    for attempt in range(_RELISTS + 1):
+        (first, first_cost), (after, after_cost) = await asyncio.gather(
+            heads.read(start, decoder, fresh=attempt > 0),
+            heads.read(until, decoder, fresh=attempt > 0),
+        )
+        report.merge(first_cost)
+        report.merge(after_cost)
+        rows = first.total_count - after.total_count
+        if max_rows is not None and len(days) > 1 and rows > max_rows:
+            raise ListingTooLargeError("/v1/bookings", rows, max_rows)
+        listing = await client.list_bookings_pages(
+            decoder,
+            started_at=start,
+            ended_at=heads.ended_at,
+            order="startedAt",
+            sort="asc",
+            first=first,
+            prefix=_before(until, after.total_count, client.settings.per_page),
+        )
+        report.merge(listing.report)
+        heads.used(start)
+        # CPU work: off the event loop, so other listings keep paging meanwhile.
+        split = await asyncio.to_thread(
+            _decoded_days, decoder, listing.pages, days, windows, ctx.max_booking_duration
+        )
+        held = sum(day.rows.num_rows for day in split)
+        if held == listing.total_count - after.total_count:
+            return FeedListing(split, report, held)
+        logger.info("bookings %s..%s: the totals moved while listing; again", days[0], days[-1])
+    raise PaginationError(
+        f"GET /v1/bookings {days[0]}..{days[-1]}: the totals kept changing while listing",
+        method="GET",
+        endpoint="/v1/bookings",
     )
-    # Filtering is CPU work: off the event loop, so other listings keep paging meanwhile.
-    split = await asyncio.to_thread(
-        _split_days, listing.pages, days, windows, ctx.max_booking_duration
-    )
-    return FeedListing(split, listing.report, listing.total_count)
 
 
-def _max_booking_duration(ctx: ExtractContext) -> dt.timedelta:
-    return ctx.max_booking_duration
-
-
-# The feed of bookings and of every day table built on them (booking_contacts).
-BOOKINGS_FEED = DayFeed("bookings", list_booking_days, margin=_max_booking_duration)
+# The feed of bookings and of every day table built on them (booking_contacts). Its listings
+# hold no rows past their last day (but for the rest of the last page): no margin.
+BOOKINGS_FEED = DayFeed("bookings", list_booking_days)
 
 
 async def _bookings(
@@ -164,38 +187,102 @@ async def _bookings(
 
 BOOKINGS = DaySource(BOOKINGS_SPEC, ("GET /v1/bookings",), BOOKINGS_FEED, _bookings)
 
+# A page as the feed holds it: the records as read (PageRecords.decode), or a batch of the
+# table's schema where the page took the exact path.
+Rows = pa.StructArray | pa.RecordBatch
+Head = tuple[Page[Rows], FetchReport]
 
-class _StartedWithin:
-    """A PageDecoder keeping only the bookings that start in ``[start, end)``: the end-filter
-    margin brings rows of the following days, which need not be held while the listing runs
-    (the client still checks every row's key)."""
 
-    def __init__(self, pages: PageBatches, start: dt.datetime, end: dt.datetime) -> None:
-        self._pages = pages
-        self._start = start
+class _Heads:
+    """The first page of the listing that starts at each chunk boundary of a run, read once:
+    the chunk that ends there takes its total (what lies past its own end), the chunk that
+    starts there walks on from it. The run's end is only counted (a page of one row). Each
+    page's cost is handed to the first chunk that reads it, so reports count every request
+    once."""
+
+    def __init__(self, client: AsyncJicooClient, ended_at: dt.datetime, end: dt.datetime) -> None:
+        self.ended_at = ended_at
+        self._client = client
         self._end = end
+        self._pages: dict[dt.datetime, asyncio.Task[Head]] = {}
+        self._charged: set[asyncio.Task[Head]] = set()
 
-    def decode(self, raw: bytes) -> tuple[dict[str, object], pa.RecordBatch, list[object]] | None:
-        decoded = self._pages.decode(raw)
-        if decoded is None:
-            return None
-        envelope, batch, keys = decoded
-        return envelope, self._within(batch), keys
+    @classmethod
+    def of(cls, client: AsyncJicooClient, ctx: ExtractContext, until: dt.datetime) -> "_Heads":
+        """The run's heads (one set per client), or, outside a run's range, a set of its own."""
+        last = ctx.day_range[1] if ctx.day_range is not None else None
+        end = day_window(last, ctx.zone)[1] if last is not None else until
+        if end < until:  # a chunk outside the run's range lists to its own end
+            end = until
+        key = f"bookings.heads.{id(client)}.{end.isoformat()}"
+        heads = ctx.shared.get(key)
+        if not isinstance(heads, _Heads) or heads._client is not client:
+            heads = cls(client, end + ctx.max_booking_duration, end)
+            ctx.shared[key] = heads
+        return heads
 
-    def from_records(self, records: list[dict[str, object]]) -> pa.RecordBatch:
-        return self._within(self._pages.from_records(records))
+    async def read(self, at: dt.datetime, decoder: PageRecords, *, fresh: bool) -> Head:
+        """Page 1 of the listing from ``at`` (read now if ``fresh``) and what it cost this
+        caller (nothing if another chunk was charged)."""
+        task = self._pages.get(at)
+        if task is None or fresh:
+            task = asyncio.ensure_future(
+                self._client.first_bookings_page(
+                    decoder,
+                    started_at=at,
+                    ended_at=self.ended_at,
+                    order="startedAt",
+                    sort="asc",
+                    count_only=at >= self._end,
+                )
+            )
+            self._pages[at] = task
+        # Shielded: a chunk cancelled while it waits must not cancel the other chunk's page.
+        page, cost = await asyncio.shield(task)
+        if task in self._charged:
+            return page, FetchReport()
+        self._charged.add(task)
+        return page, cost
 
-    def _within(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        return _starting_in(batch, self._start, self._end)
+    def used(self, at: dt.datetime) -> None:
+        """The chunk starting at ``at`` has walked on from its first page: drop it."""
+        task = self._pages.pop(at, None)
+        if task is not None:
+            self._charged.discard(task)
 
 
-def _starting_in(batch: pa.RecordBatch, start: dt.datetime, end: dt.datetime) -> pa.RecordBatch:
-    """The bookings of ``batch`` that start in ``[start, end)``; ``batch`` itself, uncopied,
-    when that is all of them (pages come sorted by start, so most lie within one day)."""
-    started = batch.column("started_at")
-    lower, upper = (constant_array(bound, UTC_MS, 1)[0] for bound in (start, end))
-    keep = pc.and_(pc.greater_equal(started, lower), pc.less(started, upper))
-    return batch if keep.true_count == batch.num_rows else batch.filter(keep)
+def _before(until: dt.datetime, after: int, per_page: int) -> Prefix[Rows]:
+    """The leading pages of a listing that hold its rows starting before ``until``, knowing
+    ``after`` rows of it start at or after ``until``: up to the page of the first of those."""
+    bound = constant_array(until, UTC_MS, 1)[0].value
+
+    def pages(first: Page[Rows]) -> int:
+        return -(-(first.total_count - after + 1) // per_page)
+
+    def reached(rows: Rows) -> bool:
+        # Sorted by start: the last row is the latest (_split_days checks the order).
+        if len(rows) == 0:
+            return True
+        if isinstance(rows, pa.RecordBatch):
+            return bool(rows.column("started_at")[-1].value >= bound)
+        try:
+            last = parse_timestamps(rows.field("startedAt").slice(len(rows) - 1))[0].value
+        except pa.ArrowException:
+            return True  # converting the pages names the bad value
+        return bool(last >= bound)
+
+    return Prefix(pages, reached)
+
+
+def _decoded_days(
+    decoder: PageRecords,
+    pages: Sequence[Rows],
+    days: Sequence[dt.date],
+    windows: Sequence[tuple[dt.datetime, dt.datetime]],
+    max_booking_duration: dt.timedelta,
+) -> list[FeedDay]:
+    """The listing's pages converted to the table's schema at once, split into days."""
+    return _split_days(decoder.batches(pages), days, windows, max_booking_duration)
 
 
 def _split_days(
@@ -204,41 +291,49 @@ def _split_days(
     windows: Sequence[tuple[dt.datetime, dt.datetime]],
     max_booking_duration: dt.timedelta,
 ) -> list[FeedDay]:
+    """The rows of ``pages`` (sorted by start) that start on each day: zero-copy slices."""
     schema = BOOKINGS_SPEC.schema
-    _warn_if_margin_is_tight(pages, max_booking_duration, days[0])
+    table = pa.Table.from_batches([page for page in pages if page.num_rows], schema)
+    started = table.column("started_at")
+    if table.num_rows > 1 and not pc.all(pc.less_equal(started[:-1], started[1:])).as_py():
+        raise ProtocolError(
+            "GET /v1/bookings: bookings are not sorted by startedAt as asked (order=startedAt, "
+            "sort=asc); a listing read in part would miss rows",
+            method="GET",
+            endpoint="/v1/bookings",
+        )
+    # Where each day starts and the last one ends: how many rows start before each bound.
+    bounds = [windows[0][0], *(end for _, end in windows)]
+    cuts = [_count_before(started, bound) for bound in bounds]
+    _warn_if_margin_is_tight(
+        table.slice(cuts[0], cuts[-1] - cuts[0]), max_booking_duration, days[0]
+    )
     day_index = schema.get_field_index(DAY_COLUMN)
     day_field = schema.field(day_index)
     out: list[FeedDay] = []
-    for day, (start, end) in zip(days, windows, strict=True):
-        parts: list[pa.RecordBatch] = []
-        for page in pages:
-            part = _starting_in(page, start, end)
-            if part.num_rows == 0:
-                continue
-            if day != days[0]:
-                part = part.set_column(
-                    day_index, day_field, constant_array(day, pa.date32(), part.num_rows)
-                )
-            parts.append(part)
-        # Zero-copy pieces of the listing's pages; combined only when written.
-        out.append(FeedDay(day, pa.Table.from_batches(parts, schema)))
+    for day, low, high in zip(days, cuts, cuts[1:], strict=False):
+        rows = table.slice(low, high - low)
+        # Pages may have been decoded for another chunk: every day gets its own day column.
+        day_column = constant_array(day, pa.date32(), rows.num_rows)
+        out.append(FeedDay(day, rows.set_column(day_index, day_field, day_column)))
     return out
 
 
+def _count_before(started: "pa.ChunkedArray[Any]", bound: dt.datetime) -> int:
+    value = constant_array(bound, UTC_MS, 1)[0]
+    return int(pc.sum(pc.less(started, value).cast(pa.int64())).as_py() or 0)
+
+
 def _warn_if_margin_is_tight(
-    pages: Sequence[pa.RecordBatch], max_booking_duration: dt.timedelta, first_day: dt.date
+    table: pa.Table, max_booking_duration: dt.timedelta, first_day: dt.date
 ) -> None:
+    if table.num_rows == 0:
+        return
     # Arrow has no min/max kernel for durations; compare their millisecond counts.
-    longest_of_pages: list[object] = [
-        pc.max(
-            pc.subtract(page.column("ended_at"), page.column("started_at")).cast(pa.int64())
-        ).as_py()
-        for page in pages
-        if page.num_rows
-    ]
-    longest_ms = max((ms for ms in longest_of_pages if isinstance(ms, int)), default=None)
-    if longest_ms is None:
-        return  # no rows, or every end is null
+    lasted = pc.subtract(table.column("ended_at"), table.column("started_at")).cast(pa.int64())
+    longest_ms: object = pc.max(lasted).as_py()
+    if not isinstance(longest_ms, int):
+        return  # every end is null
     longest = dt.timedelta(milliseconds=longest_ms)
     if longest * 2 > max_booking_duration:
         logger.warning(
