@@ -11,7 +11,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
 .PHONY: dagster-home help setup demo dev test check lint typecheck test-unit test-slow test-dates test-deploy bench bench-quick bench-warehouse bench-webhooks sandbox example-changeset clean clean-all
 
-# The instance config (telemetry off, the `jicoo_api` pool's limit) from scripts/dagster.yaml;
+# The instance config (telemetry off, a limit for each organization's pool) from scripts/dagster.yaml;
 # an existing dagster.yaml is the user's and is left alone.
 dagster-home:
 	@mkdir -p $(DAGSTER_HOME)

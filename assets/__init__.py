@@ -1,1 +1,1 @@
-"""The Dagster code location of jicoo-connector: wiring and metadata; logic lives in the library."""
+"""This repository's Dagster code location: one user of ``jicoo_connector.dagster``."""

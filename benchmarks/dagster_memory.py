@@ -23,13 +23,16 @@ from zoneinfo import ZoneInfo
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from jicoo_connector.dagster import JicooNames  # noqa: E402
 from jicoo_sandbox.server import SandboxProcess  # noqa: E402
 
 KEY = "sk_test_sandbox"
 ZONE = ZoneInfo("Asia/Tokyo")
 KIB = 1024
 TARGET_RATIO = 1.3
-FULL = '{"ops": {"jicoo__booking_contacts": {"config": {"full": true}}}}'
+# The code location's organization here (JICOO_ORGANIZATION), and so its names.
+NAMES = JicooNames("bench")
+FULL = json.dumps({"ops": {NAMES.op("booking_contacts"): {"config": {"full": True}}}})
 
 
 def measure(base_url: str, start: dt.date, end: dt.date) -> dict[str, object]:
@@ -39,6 +42,7 @@ def measure(base_url: str, start: dt.date, end: dt.date) -> dict[str, object]:
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
+        "JICOO_ORGANIZATION": NAMES.organization,
         "JICOO_API_KEY": KEY,
         "JICOO_BASE_URL": base_url,
         "JICOO_RATE_LIMIT": "10000",
@@ -51,7 +55,7 @@ def measure(base_url: str, start: dt.date, end: dt.date) -> dict[str, object]:
         "dagster/asset_partition_range_end": end.isoformat(),
     }
     argv = [str(Path(sys.executable).with_name("dagster")), "job", "execute"]
-    argv += ["-m", "assets.definitions", "-a", "defs", "-j", "jicoo_daily_tables"]
+    argv += ["-m", "assets.definitions", "-a", "defs", "-j", NAMES.job("daily_tables")]
     argv += ["--tags", json.dumps(tags), "-c", str(home / "full.yaml")]
     started = time.perf_counter()
     with (home / "run.log").open("wb") as log:

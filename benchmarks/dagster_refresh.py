@@ -2,7 +2,7 @@
 
 A sandbox of N bookings (50,000 in `make bench`) is served in its own process. Dagster's own CLI
 (`dagster job execute`) runs the jobs against an instance configured like `make dagster-home`
-(scripts/dagster.yaml: the `jicoo_api` pool of one slot):
+(scripts/dagster.yaml: one slot for the organization's pool, `jicoo_api_bench`):
 
 1. seed: the refresh window (7 days back, 14 ahead, in Asia/Tokyo) extracted once, unthrottled,
    so the contacts partitions and their booking versions exist (a deployment's yesterday);
@@ -11,7 +11,7 @@ A sandbox of N bookings (50,000 in `make bench`) is served in its own process. D
 3. "alone": the daily refresh, alone. Requests by endpoint, wall time (process start to exit),
    share answered 429, against: requests <= (listing pages + changed bookings in the window)
    x 1.05 and wall <= 1.2 x requests / rate;
-4. another 2% cancelled; "with snapshots": the daily refresh and jicoo_snapshots launched at
+4. another 2% cancelled; "with snapshots": the daily refresh and the snapshots job launched at
    once. Share answered 429 over both runs' requests, against < 2%.
 
     .venv/bin/python benchmarks/dagster_refresh.py                  # 50,000 bookings
@@ -41,14 +41,19 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from jicoo_connector.dagster import JicooNames  # noqa: E402
 from jicoo_sandbox.server import SandboxProcess  # noqa: E402
 
 KEY = "sk_test_sandbox"
+# The code location's organization here (JICOO_ORGANIZATION), and so its job names.
+NAMES = JicooNames("bench")
+DAILY_JOB = NAMES.job("daily_tables")
+SNAPSHOTS_JOB = NAMES.job("snapshots")
 SEED = 7
 RATE = 10
 BURST = 20
 CHANGED_SHARE = 0.02
-PAST_DAYS, FUTURE_DAYS = 7, 14  # the refresh schedule's window (assets/automation.py)
+PAST_DAYS, FUTURE_DAYS = 7, 14  # the refresh schedule's window (the refresh_* settings' defaults)
 ZONE = ZoneInfo("Asia/Tokyo")
 OPEN_RATE, OPEN_BURST = 5_000, 1_000
 SANDBOX_START_TIMEOUT_S = 900.0
@@ -79,6 +84,7 @@ class Bench:
         return {
             **os.environ,
             "DAGSTER_HOME": str(self.home),
+            "JICOO_ORGANIZATION": NAMES.organization,
             "JICOO_API_KEY": KEY,
             "JICOO_BASE_URL": self.sandbox.base_url,
             "JICOO_RATE_LIMIT": str(rate),
@@ -95,7 +101,7 @@ class Bench:
     def launch(self, job: str, env: Mapping[str, str], name: str) -> subprocess.Popen[bytes]:
         argv = [str(Path(sys.executable).with_name("dagster")), "job", "execute"]
         argv += ["-m", "assets.definitions", "-a", "defs", "-j", job]
-        if job == "jicoo_daily_tables":
+        if job == DAILY_JOB:
             start, end = self.window()
             tags = {
                 "dagster/asset_partition_range_start": start.isoformat(),
@@ -173,7 +179,7 @@ def run(bookings: int) -> dict[str, object]:
     ) as sandbox:
         bench = Bench(sandbox, home, today)
         started = time.perf_counter()
-        seed = bench.launch("jicoo_daily_tables", bench.env(OPEN_RATE, OPEN_BURST), "seed")
+        seed = bench.launch(DAILY_JOB, bench.env(OPEN_RATE, OPEN_BURST), "seed")
         bench.wait(seed, "seed")
         print(f"seed run (unthrottled): {time.perf_counter() - started:.1f} s", flush=True)
 
@@ -184,11 +190,9 @@ def run(bookings: int) -> dict[str, object]:
             load = os.getloadavg()
             started = time.perf_counter()
             env = bench.env(RATE, BURST)
-            daily = bench.launch("jicoo_daily_tables", env, f"daily-{phase}")
+            daily = bench.launch(DAILY_JOB, env, f"daily-{phase}")
             snapshots = (
-                bench.launch("jicoo_snapshots", env, f"snapshots-{phase}")
-                if with_snapshots
-                else None
+                bench.launch(SNAPSHOTS_JOB, env, f"snapshots-{phase}") if with_snapshots else None
             )
             bench.wait(daily, f"daily-{phase}")
             wall = time.perf_counter() - started

@@ -173,7 +173,7 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         description=(
             "Verify, deduplicate and durably record Jicoo webhook deliveries (POST to any path). "
             f"Secrets: ${_SPECS['webhook_secret'].env} (comma-separated during a rotation), "
-            "never an argument."
+            "never an argument; with --organization, each organization's own variable."
         ),
     )
     serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
@@ -184,6 +184,15 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="event store: an SQLite file or a postgresql:// URL (default: "
         f"${_SPECS['webhook_db_url'].env}, else ${_SPECS['webhook_db'].env}, "
         f"else {DEFAULTS.webhook_db})",
+    )
+    serve.add_argument(
+        "--organization",
+        action="append",
+        metavar="NAME=DB",
+        default=None,
+        help="serve this organization at /NAME, its events in the SQLite file DB, its secrets "
+        "in $<NAME>_JICOO_WEBHOOK_SECRET (upper case); repeat for each organization. A POST to "
+        "another path goes to the organization whose secret signed it. Not with --db.",
     )
     serve.add_argument(
         "--max-body-bytes", type=int, default=None, help="larger bodies get 413 (256 KiB)"

@@ -14,14 +14,20 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from jicoo_connector._cli_parser import build_parser
 from jicoo_connector.atomic import atomic_path
-from jicoo_connector.config import ConnectorConfig
+from jicoo_connector.config import (
+    ConnectorConfig,
+    organization_name,
+    organization_variable,
+    read_organization_variable,
+)
 from jicoo_connector.errors import (
     ApplyIncompleteError,
     BatchMismatchError,
@@ -32,6 +38,9 @@ from jicoo_connector.errors import (
     LedgerBusyError,
     PlanError,
 )
+
+if TYPE_CHECKING:
+    from jicoo_connector.webhooks import EventStore, WebhookEndpoint
 
 __all__ = ["build_parser", "main"]
 
@@ -46,6 +55,7 @@ EXIT_SIGINT = 128 + signal.SIGINT  # 130: interrupted (Ctrl-C)
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143: interrupted (SIGTERM: kill, a scheduler's stop)
 # The receiver's server, an optional extra: a user who only extracts never installs it.
 WEBHOOKS_EXTRA_MODULES = frozenset({"starlette", "uvicorn"})
+_SECRET_ENV = ConnectorConfig.specs()["webhook_secret"].env
 
 
 def _usage(message: str) -> int:
@@ -311,11 +321,58 @@ def _ledger(args: argparse.Namespace, done: _Done) -> int:
     return EXIT_OK
 
 
+def _opened(location: str, stack: ExitStack) -> "EventStore":
+    """The event store at ``location`` (an SQLite file or a postgresql:// URL), closed with
+    ``stack``."""
+    from jicoo_connector.webhooks import open_event_store
+
+    store = open_event_store(location)
+    stack.callback(store.close)
+    return store
+
+
+def _organization_endpoint(spec: str, stack: ExitStack) -> tuple["WebhookEndpoint", str]:
+    """``acme=data/jicoo/acme/webhook_events.sqlite`` (or a postgresql:// URL) -> acme's
+    endpoint, its secrets from ``ACME_JICOO_WEBHOOK_SECRET``."""
+    from jicoo_connector.webhooks import WebhookEndpoint, WebhookSecrets
+
+    name, sep, db = spec.partition("=")
+    if not sep or not db.strip():
+        raise ConfigError(
+            f"--organization {spec!r}: expected NAME=DB (acme=data/acme/events.sqlite)"
+        )
+    name = organization_name(name, f"--organization {spec!r}")
+    variable = organization_variable(name, _SECRET_ENV)
+    secret = read_organization_variable(name, _SECRET_ENV)
+    if secret is None:
+        raise ConfigError(f"{variable} is not set: the webhook secret of organization {name}")
+    location = db.strip()
+    return WebhookEndpoint(name, _opened(location, stack), WebhookSecrets.parse(secret)), location
+
+
+def _webhook_endpoints(
+    args: argparse.Namespace, stack: ExitStack
+) -> list[tuple["WebhookEndpoint", str]]:
+    """The endpoints to serve, each with its event store's location."""
+    from jicoo_connector.webhooks import DEFAULT_ENDPOINT, WebhookEndpoint, WebhookSecrets
+
+    if args.organization:
+        if args.db is not None:
+            raise ConfigError("--db is for one organization; with --organization give NAME=DB")
+        return [_organization_endpoint(spec, stack) for spec in args.organization]
+    config = ConnectorConfig.from_env()
+    try:
+        secrets = WebhookSecrets.parse(config.webhook_secret or "")
+    except ConfigError as exc:
+        raise ConfigError(f"webhook serve: {exc}: set {_SECRET_ENV}") from None
+    location = args.db or config.webhook_store()
+    return [(WebhookEndpoint(DEFAULT_ENDPOINT, _opened(location, stack), secrets), location)]
+
+
 def _serve_webhooks(args: argparse.Namespace, done: _Done) -> int:
     import logging
 
     from jicoo_connector.changes import redact_location
-    from jicoo_connector.webhooks import WebhookSecrets, open_event_store
 
     try:
         from jicoo_connector.webhooks import (
@@ -332,34 +389,28 @@ def _serve_webhooks(args: argparse.Namespace, done: _Done) -> int:
             "pip install 'jicoo-connector[webhooks]'"
         ) from None
 
-    config = ConnectorConfig.from_env()
-    try:
-        secrets = WebhookSecrets.parse(config.webhook_secret or "")
-    except ConfigError as exc:
-        env = ConnectorConfig.specs()["webhook_secret"].env
-        return _usage(f"webhook serve: {exc}: set {env}")
     if not _port_free(args.host, args.port):
         return _usage(f"port {args.port} on {args.host} is in use; pick another (--port 0: any)")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    location = args.db or config.webhook_store()
-    store = open_event_store(location)
-    shown = redact_location(location)
-    done.what = lambda: f"the receiver stopped; every delivery answered 200 is in {shown}"
-    try:
+    with ExitStack() as stack:
+        served = _webhook_endpoints(args, stack)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        where = (
+            redact_location(served[0][1])
+            if not args.organization
+            else ", ".join(f"{e.name} in {redact_location(at)}" for e, at in served)
+        )
+        done.what = lambda: f"the receiver stopped; every delivery answered 200 is in {where}"
 
         def announce(url: str) -> None:
-            print(f"{READY_LINE_PREFIX}{url} (events in {shown})", flush=True)
+            print(f"{READY_LINE_PREFIX}{url} (events in {where})", flush=True)
 
         serve(
-            store,
-            secrets,
+            [endpoint for endpoint, _ in served],
             host=args.host,
             port=args.port,
             on_ready=announce,
             max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
         )
-    finally:
-        store.close()
     return EXIT_OK
 
 

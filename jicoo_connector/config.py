@@ -13,6 +13,7 @@ table; a field whose name is also a ``Settings`` field reaches the client on its
 import dataclasses
 import datetime as dt
 import os
+import re
 import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,9 +34,27 @@ from jicoo_connector.settings import (
     checked_tls_trust,
 )
 
-__all__ = ["ConnectorConfig", "SettingSpec", "parse_date", "parse_zone"]
+__all__ = [
+    "DATA_ROOT",
+    "ORGANIZATION_PATTERN",
+    "ConnectorConfig",
+    "SettingSpec",
+    "organization_name",
+    "organization_variable",
+    "parse_date",
+    "parse_organization",
+    "parse_zone",
+    "read_organization_variable",
+]
 
 T = TypeVar("T")
+
+# The folder every default path of a setting lies under (``data/ledger.sqlite``...): an
+# organization's own data root takes its place (``ConnectorConfig.with_data_root``).
+DATA_ROOT = "data"
+# An organization's name becomes part of Dagster names (jobs, pools, resource keys, asset keys),
+# which allow letters, digits and underscores; one case, so that names never differ by it alone.
+ORGANIZATION_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +81,46 @@ def parse_zone(text: str) -> str:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"{text!r} is not an IANA time zone (for example Asia/Tokyo)") from None
     return name
+
+
+def parse_organization(text: str) -> str:
+    """A short organization name: lower-case letters, digits and ``_``, starting with a letter.
+
+    >>> parse_organization("acme_prod")
+    'acme_prod'
+    """
+    name = text.strip()
+    if not ORGANIZATION_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"{text!r} is not an organization name: use 1-40 lower-case letters, digits and _, "
+            "starting with a letter (for example acme or acme_prod)"
+        )
+    return name
+
+
+def organization_name(text: str, where: str) -> str:
+    """``parse_organization`` for a name given in code or on a command line: a ``ConfigError``
+    that says ``where`` it came from."""
+    try:
+        return parse_organization(text)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def organization_variable(organization: str, variable: str) -> str:
+    """An organization's own copy of a variable: ``acme`` + ``JICOO_WEBHOOK_SECRET`` ->
+    ``ACME_JICOO_WEBHOOK_SECRET`` (the name the README's examples give each organization)."""
+    return f"{parse_organization(organization).upper()}_{variable}"
+
+
+def read_organization_variable(
+    organization: str, variable: str, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The value of ``organization_variable(organization, variable)``, read now (None: unset)."""
+    value = (os.environ if environ is None else environ).get(
+        organization_variable(organization, variable), ""
+    )
+    return value.strip() or None
 
 
 def parse_date(text: str) -> dt.date:
@@ -117,6 +176,12 @@ class ConnectorConfig:
     'Europe/Paris'
     """
 
+    organization: str = setting(
+        "JICOO_ORGANIZATION",
+        "default",
+        parse_organization,
+        "organization name (Dagster: jicoo/<organization>/<table>, jicoo_<organization>_* names)",
+    )
     api_key: ApiKey | None = setting(
         "JICOO_API_KEY", None, _api_key, "the API key (required to talk to the API)", secret=True
     )
@@ -254,6 +319,19 @@ class ConnectorConfig:
     def webhook_store(self) -> str:
         """The webhook events: ``JICOO_WEBHOOK_DB_URL`` (PostgreSQL), else the file."""
         return self.webhook_db_url or self.webhook_db
+
+    def with_data_root(self, root: str) -> "ConnectorConfig":
+        """The paths still at their defaults (``data/...``) moved under ``root`` instead:
+        ``data/ledger.sqlite`` becomes ``<root>/ledger.sqlite``. Paths set otherwise stay."""
+        prefix = f"{DATA_ROOT}/"
+        moved = {
+            item.name: f"{root.rstrip('/')}/{item.default.removeprefix(prefix)}"
+            for item in dataclasses.fields(self)
+            if isinstance(item.default, str)
+            and item.default.startswith(prefix)
+            and getattr(self, item.name) == item.default
+        }
+        return dataclasses.replace(self, **moved)  # type: ignore[arg-type]
 
     def path(self, name: str) -> Path:
         """A path-valued setting as a ``Path``."""

@@ -29,6 +29,8 @@ from jicoo_connector.settings import ApiKey  # noqa: E402
 if TYPE_CHECKING:
     import dagster as dg
 
+    from jicoo_connector.dagster import JicooNames
+
 DEMO_DIR = ROOT / "data" / "demo"
 # Marks a folder as the demo's own, so --data-dir never empties a folder the demo did not make.
 DEMO_MARKER = ".jicoo-demo"
@@ -81,13 +83,13 @@ def demo_dagster_home(data_dir: Path) -> Path:
     home = data_dir / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
-        # The same instance config as `make dagster-home`: telemetry off, the jicoo_api pool.
+        # The same instance config as `make dagster-home`: telemetry off, one slot per pool.
         shutil.copyfile(ROOT / "scripts" / "dagster.yaml", home / "dagster.yaml")
     os.environ["DAGSTER_HOME"] = str(home)
     return home
 
 
-def _extract(defs: "dg.Definitions", today: dt.date, warehouse: str) -> None:
+def _extract(defs: "dg.Definitions", names: "JicooNames", today: dt.date, warehouse: str) -> None:
     import dagster as dg
     from dagster._core.storage.tags import (
         ASSET_PARTITION_RANGE_END_TAG,
@@ -98,7 +100,7 @@ def _extract(defs: "dg.Definitions", today: dt.date, warehouse: str) -> None:
     end = today + dt.timedelta(days=DEMO_FUTURE_DAYS)
     instance = dg.DagsterInstance.get()
     print(f"Extracting bookings and contacts for {start} .. {end} (one Dagster run)")
-    daily = defs.resolve_job_def("jicoo_daily_tables").execute_in_process(
+    daily = defs.resolve_job_def(names.job("daily_tables")).execute_in_process(
         instance=instance,
         run_config=QUIET,
         tags={
@@ -108,7 +110,7 @@ def _extract(defs: "dg.Definitions", today: dt.date, warehouse: str) -> None:
     )
     print(f"  run {daily.run_id}: {'success' if daily.success else 'FAILED'}")
     print(f"Extracting snapshot tables and loading the warehouse {warehouse}")
-    snapshots = defs.resolve_job_def("jicoo_snapshots").execute_in_process(
+    snapshots = defs.resolve_job_def(names.job("snapshots")).execute_in_process(
         instance=instance, run_config=QUIET
     )
     print(f"  run {snapshots.run_id}: {'success' if snapshots.success else 'FAILED'}")
@@ -145,10 +147,10 @@ def _summary(config: ConnectorConfig) -> None:
         print(f"  {day}  {status:<8} {count:>4}")
 
 
-def _write_back(defs: "dg.Definitions", path: Path) -> None:
+def _write_back(defs: "dg.Definitions", names: "JicooNames", path: Path) -> None:
     import dagster as dg
 
-    job = defs.resolve_job_def("apply_changeset")
+    job = defs.resolve_job_def(names.job("apply_changeset"))
     instance = dg.DagsterInstance.get()
     steps = (
         (True, "dry run (plan, sends nothing)"),
@@ -163,7 +165,7 @@ def _write_back(defs: "dg.Definitions", path: Path) -> None:
             run_config={
                 **QUIET,
                 "ops": {
-                    "jicoo__apply_log": {
+                    names.op("apply_log"): {
                         "config": {"path": str(path), "dry_run": dry_run, "concurrency": 4}
                     }
                 },
@@ -196,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     data_dir: Path = parser.parse_args(argv).data_dir.resolve()
 
     from assets.definitions import build_definitions
+    from jicoo_connector.dagster import JicooNames
     from jicoo_connector.warehouse import WarehouseTarget
     from jicoo_sandbox import SandboxProcess
     from jicoo_sandbox.config import DEFAULT_SANDBOX_KEY
@@ -216,13 +219,14 @@ def main(argv: list[str] | None = None) -> int:
             os.environ.pop("JICOO_WAREHOUSE_URL", None)
         demo_dagster_home(data_dir)
         defs = build_definitions(config)
+        names = JicooNames(config.organization)
         today = dt.datetime.now(ZoneInfo(config.timezone)).date()
-        _extract(defs, today, WarehouseTarget.parse(config.warehouse()).describe())
+        _extract(defs, names, today, WarehouseTarget.parse(config.warehouse()).describe())
         _summary(config)
         changeset = data_dir / "changesets" / "demo.csv"
         # The sandbox process and the write-back job both run on the system clock.
         write_changeset(sandbox.base_url, DEFAULT_SANDBOX_KEY, changeset, dt.datetime.now(dt.UTC))
-        _write_back(defs, changeset)
+        _write_back(defs, names, changeset)
     print(SEPARATOR)
     print(f"Demo finished in {time.monotonic() - started:.1f} s.")
     print(f"Runs are in {data_dir / 'dagster_home'}; see them in the Dagster UI with: make dev")

@@ -48,6 +48,7 @@ DELIBERATE = {
     "jicoo_connector.client",
     "jicoo_connector.client.arrow_envelope",
     "jicoo_connector.config",
+    "jicoo_connector.dagster",
     "jicoo_connector.errors",
     "jicoo_connector.extract",
     "jicoo_connector.extract.catalog",

@@ -2,7 +2,8 @@
 and each variable changes what the CLI and the Dagster code location do.
 
 The code location is loaded the way Dagster loads it (``assets.definitions:defs`` with the
-variable set) and its resources, partitions and schedules are inspected; the CLI is run
+variable set) and its resources, partitions and schedules are inspected (found by kind, as their
+names carry the organization); the CLI is run
 against the sandbox and its files and requests are looked at.
 """
 
@@ -12,18 +13,18 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import dagster as dg
 import httpx
 import pytest
 
-from assets.resources import JicooResource, WarehouseResource
-from assets.writeback import WriteBackResource
 from jicoo_connector.cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_UNUSABLE, build_parser, main
 from jicoo_connector.config import ConnectorConfig
+from jicoo_connector.dagster import JicooResource, WarehouseResource, WriteBackResource
 from jicoo_connector.webhooks import READY_LINE_PREFIX, PostgresEventStore
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import sign
@@ -104,6 +105,7 @@ def _example(env: str) -> str:
         "JICOO_REQUEST_DEADLINE": "7.5",
         "JICOO_PROXY_URL": "http://proxyuser:pw@127.0.0.1:9",
         "JICOO_TLS_TRUST": "system",
+        "JICOO_ORGANIZATION": "acme",
     }.get(env, f"/srv/jicoo/{env.lower()}")
 
 
@@ -121,49 +123,58 @@ def _load(monkeypatch: pytest.MonkeyPatch, **env: str) -> dg.Definitions:
     return loaded
 
 
-def _resource(defs: dg.Definitions, name: str, field: str) -> object:
-    resources = defs.resources or {}
-    return getattr(resources[name], field)
+R = TypeVar("R", JicooResource, WarehouseResource, WriteBackResource)
+
+
+def _one(d: dg.Definitions, kind: type[R]) -> R:
+    """The location's one resource of ``kind``, as a run gets it (EnvVars read)."""
+    (resource,) = [r for r in (d.resources or {}).values() if isinstance(r, kind)]
+    initialized = resource.process_config_and_initialize()
+    assert isinstance(initialized, kind)
+    return initialized
+
+
+def _ending(names: Iterable[str], suffix: str) -> str:
+    (name,) = [n for n in names if n.endswith(suffix)]
+    return name
+
+
+def _schedule(d: dg.Definitions, kind: str) -> dg.ScheduleDefinition:
+    names = [s.name for s in d.get_repository_def().schedule_defs]
+    return d.resolve_schedule_def(_ending(names, f"_{kind}_schedule"))
+
+
+def _sensor(d: dg.Definitions, kind: str) -> dg.SensorDefinition:
+    names = [s.name for s in d.get_repository_def().sensor_defs]
+    return d.resolve_sensor_def(_ending(names, f"_{kind}_sensor"))
 
 
 def _partitions(defs: dg.Definitions) -> dg.DailyPartitionsDefinition:
-    partitions = defs.resolve_assets_def(dg.AssetKey(["jicoo", "bookings"])).partitions_def
+    keys = defs.resolve_asset_graph().get_all_asset_keys()
+    (bookings,) = [key for key in keys if key.path[-1] == "bookings"]
+    partitions = defs.resolve_assets_def(bookings).partitions_def
     assert isinstance(partitions, dg.DailyPartitionsDefinition)
     return partitions
 
 
 def _range(defs: dg.Definitions, schedule: str) -> tuple[str, str]:
     context = dg.build_schedule_context(scheduled_execution_time=TICK)
-    (request,) = defs.resolve_schedule_def(schedule).evaluate_tick(context).run_requests or []
+    (request,) = _schedule(defs, schedule).evaluate_tick(context).run_requests or []
     tags = request.tags
     return tags["dagster/asset_partition_range_start"], tags["dagster/asset_partition_range_end"]
 
 
-def _warehouse(d: dg.Definitions) -> WarehouseResource:
-    resource = (d.resources or {})["warehouse"].process_config_and_initialize()
-    assert isinstance(resource, WarehouseResource)
-    return resource
-
-
-def _jicoo(d: dg.Definitions) -> JicooResource:
-    resource = (d.resources or {})["jicoo"].process_config_and_initialize()
-    assert isinstance(resource, JicooResource)
-    return resource
-
-
-def _writeback(d: dg.Definitions) -> WriteBackResource:
-    resource = (d.resources or {})["writeback"].process_config_and_initialize()
-    assert isinstance(resource, WriteBackResource)
-    return resource
+def _organizations(d: dg.Definitions) -> list[str]:
+    """The organizations the asset keys (jicoo/<organization>/<table>) name."""
+    return sorted({key.path[1] for key in d.resolve_asset_graph().get_all_asset_keys()})
 
 
 def _events_store(d: dg.Definitions) -> str | None:
     """The event store the webhook sensor reads: the file it says does not exist here, or the
     PostgreSQL server it names (redacted) when it cannot reach it."""
-    sensor = d.resolve_sensor_def("booking_events_sensor")
-    context = dg.build_sensor_context(resources={"warehouse": _warehouse(d)})
     try:
-        message = sensor.evaluate_tick(context).skip_message or ""
+        with dg.build_sensor_context(resources=d.resources) as context:
+            message = _sensor(d, "booking_events").evaluate_tick(context).skip_message or ""
     except Exception as exc:  # noqa: BLE001 - the error is what names the server
         message = str(exc)
         assert "s3cret" not in message
@@ -174,40 +185,42 @@ def _events_store(d: dg.Definitions) -> str | None:
 
 
 LOCATION: dict[str, Callable[[dg.Definitions], object]] = {
-    "JICOO_API_KEY": lambda d: (d.resources or {})["jicoo"].process_config_and_initialize().api_key,
-    "JICOO_BASE_URL": lambda d: _resource(d, "jicoo", "base_url"),
-    "JICOO_RATE_LIMIT": lambda d: str(_resource(d, "jicoo", "rate_limit")),
-    "JICOO_BURST": lambda d: str(_resource(d, "jicoo", "burst")),
-    "JICOO_REQUEST_DEADLINE": lambda d: str(_jicoo(d).settings().request_deadline),
-    "JICOO_PROXY_URL": lambda d: _jicoo(d).settings().proxy_url,
-    "JICOO_CA_BUNDLE": lambda d: _jicoo(d).settings().ca_bundle,
-    "JICOO_TLS_TRUST": lambda d: _jicoo(d).settings().tls_trust,
+    "JICOO_ORGANIZATION": _organizations,
+    "JICOO_API_KEY": lambda d: _one(d, JicooResource).api_key,
+    "JICOO_BASE_URL": lambda d: _one(d, JicooResource).base_url,
+    "JICOO_RATE_LIMIT": lambda d: str(_one(d, JicooResource).rate_limit),
+    "JICOO_BURST": lambda d: str(_one(d, JicooResource).burst),
+    "JICOO_REQUEST_DEADLINE": lambda d: str(_one(d, JicooResource).settings().request_deadline),
+    "JICOO_PROXY_URL": lambda d: _one(d, JicooResource).settings().proxy_url,
+    "JICOO_CA_BUNDLE": lambda d: _one(d, JicooResource).settings().ca_bundle,
+    "JICOO_TLS_TRUST": lambda d: _one(d, JicooResource).settings().tls_trust,
     "JICOO_TIMEZONE": lambda d: (
         _partitions(d).timezone,
-        d.resolve_schedule_def("jicoo_refresh_schedule").execution_timezone,
+        _schedule(d, "refresh").execution_timezone,
     ),
     "JICOO_PARTITION_START": lambda d: _partitions(d).start.date().isoformat(),
-    "JICOO_FUTURE_DAYS": lambda d: (_partitions(d).end_offset, _range(d, "jicoo_sweep_schedule")),
-    "JICOO_REFRESH_PAST_DAYS": lambda d: _range(d, "jicoo_refresh_schedule"),
-    "JICOO_REFRESH_FUTURE_DAYS": lambda d: _range(d, "jicoo_refresh_schedule"),
-    "JICOO_SWEEP_PAST_DAYS": lambda d: _range(d, "jicoo_sweep_schedule"),
-    "JICOO_WAREHOUSE_ROOT": lambda d: _resource(d, "warehouse", "root"),
-    "JICOO_DUCKDB_PATH": lambda d: _resource(d, "warehouse", "duckdb_path"),
-    "JICOO_WAREHOUSE_URL": lambda d: _warehouse(d).warehouse().describe(),
-    "JICOO_WAREHOUSE_PASSWORD": lambda d: _warehouse(d).warehouse().password,
-    "JICOO_LEDGER_PATH": lambda d: _resource(d, "writeback", "ledger_path"),
-    "JICOO_APPLY_LOG_ROOT": lambda d: _resource(d, "writeback", "apply_log_root"),
-    "JICOO_LEDGER_URL": lambda d: _writeback(d).ledger_location(),
-    "JICOO_CHANGESET_INBOX": lambda d: _resource(d, "writeback", "inbox"),
+    "JICOO_FUTURE_DAYS": lambda d: (_partitions(d).end_offset, _range(d, "sweep")),
+    "JICOO_REFRESH_PAST_DAYS": lambda d: _range(d, "refresh"),
+    "JICOO_REFRESH_FUTURE_DAYS": lambda d: _range(d, "refresh"),
+    "JICOO_SWEEP_PAST_DAYS": lambda d: _range(d, "sweep"),
+    "JICOO_WAREHOUSE_ROOT": lambda d: _one(d, WarehouseResource).root,
+    "JICOO_DUCKDB_PATH": lambda d: _one(d, WarehouseResource).duckdb_path,
+    "JICOO_WAREHOUSE_URL": lambda d: _one(d, WarehouseResource).warehouse().describe(),
+    "JICOO_WAREHOUSE_PASSWORD": lambda d: _one(d, WarehouseResource).warehouse().password,
+    "JICOO_LEDGER_PATH": lambda d: _one(d, WriteBackResource).ledger_path,
+    "JICOO_APPLY_LOG_ROOT": lambda d: _one(d, WriteBackResource).apply_log_root,
+    "JICOO_LEDGER_URL": lambda d: _one(d, WriteBackResource).ledger_location(),
+    "JICOO_CHANGESET_INBOX": lambda d: _one(d, WriteBackResource).inbox,
     "JICOO_WEBHOOK_DB": _events_store,
     "JICOO_WEBHOOK_DB_URL": _events_store,
     "JICOO_WEBHOOK_INTERVAL_S": lambda d: str(
-        d.resolve_sensor_def("booking_events_sensor").minimum_interval_seconds
+        _sensor(d, "booking_events").minimum_interval_seconds
     ),
 }
 # Read by the webhook receiver only (`jicoo webhook serve`, tested below); Dagster never needs it.
 NOT_IN_LOCATION = {"JICOO_WEBHOOK_SECRET"}
 EXPECTED_IN_LOCATION: dict[str, object] = {
+    "JICOO_ORGANIZATION": ["acme"],
     "JICOO_RATE_LIMIT": "3.5",
     "JICOO_BURST": "3",
     "JICOO_TIMEZONE": ("Europe/Paris", "Europe/Paris"),
@@ -256,6 +269,8 @@ def test_a_bad_value_stops_the_code_location_with_one_line(
 # What the CLI has no use for (partitions, schedules and the inbox are Dagster's), or what it
 # does not read itself.
 NOT_IN_CLI = {
+    # The Dagster names' prefix: the CLI makes no Dagster definitions.
+    "JICOO_ORGANIZATION",
     "JICOO_PARTITION_START",
     "JICOO_FUTURE_DAYS",
     "JICOO_REFRESH_PAST_DAYS",

@@ -15,8 +15,9 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from assets.partitions import daily_partitions
+from assets.definitions import build_definitions
 from jicoo_connector.config import ConnectorConfig
+from jicoo_connector.dagster import JicooNames
 from jicoo_sandbox.config import Clock
 from jicoo_sandbox.server import SandboxServer
 
@@ -115,14 +116,15 @@ def test_the_shared_sandbox_and_dagster_run_on_the_test_clock(
     assert sandbox.store.anchor == clock().astimezone(dt.UTC).date()
     config = ConnectorConfig()
     zone = ZoneInfo(config.timezone)
-    partitions = daily_partitions(config)
+    bookings = JicooNames(config.organization).asset_key("bookings")
+    partitions = build_definitions(config).resolve_assets_def(bookings).partitions_def
+    assert isinstance(partitions, dg.DailyPartitionsDefinition)
     before = clock().astimezone(zone).date()
     last = dt.date.fromisoformat(partitions.get_last_partition_key() or "")
     after = clock().astimezone(zone).date()
     # Dagster's last daily partition: the test day's, JICOO_FUTURE_DAYS - 1 days ahead.
     ahead = dt.timedelta(days=config.future_days - 1)
     assert last in {before + ahead, after + ahead}
-    assert isinstance(partitions, dg.DailyPartitionsDefinition)
 
 
 def _moment(raw: str) -> dt.datetime:

@@ -1,8 +1,9 @@
 """Jicoo webhooks: signature check, event records, what to refresh, and the receiver.
 
 The receive flow's entry points are ``create_app`` (the ASGI receiver, to mount in your own
-server) and ``serve`` (the same under uvicorn). They need the extra ``[webhooks]`` (starlette
-and uvicorn), so they load on first use: the code location reads the event store without
+server), ``create_router`` (one receiver for several organizations' ``WebhookEndpoint``s)
+and ``serve`` (either under uvicorn). They need the extra ``[webhooks]`` (starlette and
+uvicorn), so they load on first use: the code location reads the event store without
 them. Every module inside is private: import from here.
 """
 
@@ -40,15 +41,19 @@ from jicoo_connector.webhooks._store import (
 
 if TYPE_CHECKING:
     from jicoo_connector.webhooks._receiver import (
+        DEFAULT_ENDPOINT,
         DEFAULT_MAX_BODY_BYTES,
         HEALTH_PATH,
         READY_LINE_PREFIX,
+        WebhookEndpoint,
         create_app,
+        create_router,
         serve,
     )
 
 __all__ = [
     "CANCEL_EVENTS",
+    "DEFAULT_ENDPOINT",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_TOLERANCE_S",
     "HEALTH_PATH",
@@ -63,9 +68,11 @@ __all__ = [
     "RefreshRange",
     "SQLiteEventStore",
     "StoredEvent",
+    "WebhookEndpoint",
     "WebhookEvent",
     "WebhookSecrets",
     "create_app",
+    "create_router",
     "event_store_exists",
     "format_instant",
     "open_event_store",

@@ -5,15 +5,21 @@ extra ``jicoo-connector[webhooks]``). Answers: 401 for a missing or bad signatur
 stored), 413 for a body over the cap, 400 for JSON that is not an event, 200 once the event is
 committed, replays and unknown event types included (stored, ignored downstream), 500 if the
 store fails (Jicoo retries). Logs never hold the secret, the signature header or the body.
-``GET /healthz`` is for a load balancer: 200 when the store answers, 503 when it does not.
+
+One receiver serves one organization or several (``create_router``): each ``WebhookEndpoint``
+has its own secrets and its own event store. A delivery to ``/<name>`` is checked against that
+organization's secrets only; to any other path, against every organization's, and the one
+whose secret signed it gets it (secrets are per endpoint in Jicoo's dashboard, so they differ).
+``GET /healthz`` is for a load balancer: 200 when every store answers, 503 when one does not.
 """
 
 import asyncio
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Final
 
 import uvicorn
@@ -22,7 +28,8 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from jicoo_connector.errors import WebhookPayloadError, WebhookSignatureError
+from jicoo_connector.config import organization_name
+from jicoo_connector.errors import ConfigError, WebhookPayloadError, WebhookSignatureError
 from jicoo_connector.webhooks._events import parse_event
 from jicoo_connector.webhooks._signature import (
     DEFAULT_TOLERANCE_S,
@@ -32,7 +39,16 @@ from jicoo_connector.webhooks._signature import (
 )
 from jicoo_connector.webhooks._store import EventStore
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "HEALTH_PATH", "READY_LINE_PREFIX", "create_app", "serve"]
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "DEFAULT_MAX_BODY_BYTES",
+    "HEALTH_PATH",
+    "READY_LINE_PREFIX",
+    "WebhookEndpoint",
+    "create_app",
+    "create_router",
+    "serve",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +62,23 @@ CLIENT_CLOSED_REQUEST: Final = 499
 HEALTH_PATH: Final = "/healthz"
 # A load balancer's probe waits this long for the store before it hears 503.
 HEALTH_TIMEOUT_S: Final = 5.0
+
+# The name of a receiver's only endpoint (create_app): its events go to its store whatever
+# the path.
+DEFAULT_ENDPOINT: Final = "default"
+
+
+@dataclass(frozen=True)
+class WebhookEndpoint:
+    """One organization's receiving end: the secrets its deliveries are signed with and the
+    store its events go to. ``name`` (an organization name) is also its path, ``/<name>``."""
+
+    name: str
+    store: EventStore
+    secrets: WebhookSecrets
+
+    def __post_init__(self) -> None:
+        organization_name(self.name, "webhook endpoint")
 
 
 class _TooLargeError(Exception):
@@ -67,21 +100,142 @@ async def _read_capped(request: Request, cap: int) -> bytes:
 
 
 def _health_endpoint(
-    store: EventStore, writer: ThreadPoolExecutor
+    endpoints: Sequence["WebhookEndpoint"], writers: dict[str, ThreadPoolExecutor]
 ) -> Callable[[Request], Awaitable[JSONResponse]]:
-    """GET /healthz: 200 once the store answers on its own thread (so healthy means a delivery
-    now would be recorded in time), 503 when it fails or takes over ``HEALTH_TIMEOUT_S``."""
+    """GET /healthz: 200 once every endpoint's store answers on its own thread (so healthy
+    means a delivery now would be recorded in time), 503 when one fails or takes over
+    ``HEALTH_TIMEOUT_S``."""
 
     async def health(request: Request) -> JSONResponse:
         loop = asyncio.get_running_loop()
-        try:
-            await asyncio.wait_for(loop.run_in_executor(writer, store.check), HEALTH_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - any failure of the store is "unavailable"
-            logger.warning("health check failed: %s", type(exc).__name__)
-            return JSONResponse({"status": "unavailable"}, status_code=503)
+        for endpoint in endpoints:
+            check = loop.run_in_executor(writers[endpoint.name], endpoint.store.check)
+            try:
+                await asyncio.wait_for(check, HEALTH_TIMEOUT_S)
+            except Exception as exc:  # noqa: BLE001 - any failure of a store is "unavailable"
+                logger.warning("health check of %s failed: %s", endpoint.name, type(exc).__name__)
+                return JSONResponse({"status": "unavailable"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     return health
+
+
+def _check_apart(endpoints: Sequence[WebhookEndpoint]) -> None:
+    """Distinct names and secrets: a delivery routed by its secret must have one owner."""
+    if not endpoints:
+        raise ConfigError("a webhook receiver needs at least one endpoint")
+    owners: dict[bytes, str] = {}
+    names: set[str] = set()
+    for endpoint in endpoints:
+        if endpoint.name in names:
+            raise ConfigError(f"two webhook endpoints are named {endpoint.name!r}")
+        names.add(endpoint.name)
+        for key in endpoint.secrets:
+            if key in owners:
+                raise ConfigError(
+                    f"organizations {owners[key]} and {endpoint.name} share a webhook secret; "
+                    "each Jicoo endpoint has its own"
+                )
+            owners[key] = endpoint.name
+
+
+def _signed_by(
+    candidates: Sequence[WebhookEndpoint],
+    header: str | None,
+    body: bytes,
+    now: float,
+    tolerance_s: float,
+) -> WebhookEndpoint:
+    """The endpoint whose secret signed the delivery; raises WebhookSignatureError if none."""
+    failure = WebhookSignatureError("no endpoint")
+    for endpoint in candidates:
+        try:
+            verify_signature(header, body, endpoint.secrets, now=now, tolerance_s=tolerance_s)
+        except WebhookSignatureError as exc:
+            failure = exc
+            continue
+        return endpoint
+    raise failure
+
+
+def create_router(
+    endpoints: Sequence[WebhookEndpoint],
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+    clock: Callable[[], float] = time.time,
+) -> Starlette:
+    """The receiver for several organizations as one ASGI app: POST a delivery to
+    ``/<name>`` (checked against that endpoint's secrets only) or to any other path (routed to
+    the endpoint whose secret signed it). Each store is called from a worker thread of its own,
+    never the event loop (commits fsync). ``clock`` (unix seconds) is injectable for tests.
+
+    >>> acme = WebhookEndpoint("acme", SQLiteEventStore("a.sqlite"), a_keys)  # doctest: +SKIP
+    >>> globex = WebhookEndpoint("globex", SQLiteEventStore("g.sqlite"), g_keys)  # doctest: +SKIP
+    >>> app = create_router([acme, globex])  # doctest: +SKIP
+    """
+    _check_apart(endpoints)
+    by_name = {endpoint.name: endpoint for endpoint in endpoints}
+    writers = {
+        endpoint.name: ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"jicoo-webhook-store-{endpoint.name}"
+        )
+        for endpoint in endpoints
+    }
+
+    async def receive(request: Request) -> JSONResponse:
+        try:
+            body = await _read_capped(request, max_body_bytes)
+        except _TooLargeError:
+            logger.warning("webhook refused: body over %d bytes", max_body_bytes)
+            return JSONResponse({"error": f"body over {max_body_bytes} bytes"}, status_code=413)
+        except ClientDisconnect:
+            return JSONResponse({}, status_code=CLIENT_CLOSED_REQUEST)
+        first = str(request.path_params.get("path", "")).strip("/").split("/")[0]
+        candidates = [by_name[first]] if first in by_name else list(endpoints)
+        try:
+            endpoint = _signed_by(
+                candidates, request.headers.get(SIGNATURE_HEADER), body, clock(), tolerance_s
+            )
+        except WebhookSignatureError as exc:
+            logger.warning("webhook refused (401): %s", exc)
+            return JSONResponse({"error": "invalid signature"}, status_code=401)
+        return await _record(endpoint, writers[endpoint.name], body)
+
+    health = Route(HEALTH_PATH, _health_endpoint(endpoints, writers), methods=["GET"])
+    app = Starlette(routes=[health, Route("/{path:path}", receive, methods=["POST"])])
+    app.state.endpoints = by_name
+    return app
+
+
+async def _record(
+    endpoint: WebhookEndpoint, writer: ThreadPoolExecutor, body: bytes
+) -> JSONResponse:
+    try:
+        event = parse_event(body)
+    except WebhookPayloadError as exc:
+        logger.warning("webhook refused (400): %s", exc)
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    loop = asyncio.get_running_loop()
+    try:
+        new = await loop.run_in_executor(writer, endpoint.store.record, event, body)
+    except Exception:
+        logger.exception(
+            "webhook %s for %s (%s) not recorded", event.event, event.booking_uid, endpoint.name
+        )
+        return JSONResponse({"error": "not recorded; retry"}, status_code=500)
+    logger.info(
+        "webhook %s %s %s for %s%s%s",
+        event.event,
+        event.booking_uid,
+        event.created_at,
+        endpoint.name,
+        "" if new else " (replay)",
+        "" if event.known else " (unknown event type, ignored)",
+    )
+    return JSONResponse(
+        {"recorded": new, "duplicate": not new, "known": event.known, "endpoint": endpoint.name}
+    )
 
 
 def create_app(
@@ -92,75 +246,33 @@ def create_app(
     tolerance_s: float = DEFAULT_TOLERANCE_S,
     clock: Callable[[], float] = time.time,
 ) -> Starlette:
-    """The receiver as an ASGI app: POST a delivery to its root (or any path under its mount).
-
-    ``store`` is called from one worker thread, never the event loop (commits fsync).
-    ``clock`` (unix seconds) is injectable for tests of the timestamp tolerance.
+    """The receiver of one organization as an ASGI app: POST a delivery to its root (or any
+    path under its mount). ``create_router`` serves several.
 
     >>> config = ConnectorConfig.from_env()  # doctest: +SKIP
     >>> store = SQLiteEventStore(config.webhook_db)  # doctest: +SKIP
     >>> app = create_app(store, WebhookSecrets.parse(config.webhook_secret or ""))  # doctest: +SKIP
     """
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jicoo-webhook-store")
-
-    async def receive(request: Request) -> JSONResponse:
-        try:
-            body = await _read_capped(request, max_body_bytes)
-        except _TooLargeError:
-            logger.warning("webhook refused: body over %d bytes", max_body_bytes)
-            return JSONResponse({"error": f"body over {max_body_bytes} bytes"}, status_code=413)
-        except ClientDisconnect:
-            return JSONResponse({}, status_code=CLIENT_CLOSED_REQUEST)
-        try:
-            verify_signature(
-                request.headers.get(SIGNATURE_HEADER),
-                body,
-                secrets,
-                now=clock(),
-                tolerance_s=tolerance_s,
-            )
-        except WebhookSignatureError as exc:
-            logger.warning("webhook refused (401): %s", exc)
-            return JSONResponse({"error": "invalid signature"}, status_code=401)
-        try:
-            event = parse_event(body)
-        except WebhookPayloadError as exc:
-            logger.warning("webhook refused (400): %s", exc)
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        loop = asyncio.get_running_loop()
-        try:
-            new = await loop.run_in_executor(writer, store.record, event, body)
-        except Exception:
-            logger.exception("webhook %s for %s not recorded", event.event, event.booking_uid)
-            return JSONResponse({"error": "not recorded; retry"}, status_code=500)
-        logger.info(
-            "webhook %s %s %s%s%s",
-            event.event,
-            event.booking_uid,
-            event.created_at,
-            "" if new else " (replay)",
-            "" if event.known else " (unknown event type, ignored)",
-        )
-        return JSONResponse({"recorded": new, "duplicate": not new, "known": event.known})
-
-    health = Route(HEALTH_PATH, _health_endpoint(store, writer), methods=["GET"])
-    app = Starlette(routes=[health, Route("/{path:path}", receive, methods=["POST"])])
-    app.state.store = store
-    return app
+    return create_router(
+        [WebhookEndpoint(DEFAULT_ENDPOINT, store, secrets)],
+        max_body_bytes=max_body_bytes,
+        tolerance_s=tolerance_s,
+        clock=clock,
+    )
 
 
 def serve(
-    store: EventStore,
-    secrets: WebhookSecrets,
+    endpoints: Sequence[WebhookEndpoint],
     *,
     host: str,
     port: int,
     on_ready: Callable[[str], None],
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> None:
-    """Serve until SIGINT/SIGTERM; ``on_ready`` gets the receiver's URL once it listens."""
+    """Serve ``endpoints`` until SIGINT/SIGTERM; ``on_ready`` gets the receiver's URL once it
+    listens."""
     config = uvicorn.Config(
-        create_app(store, secrets, max_body_bytes=max_body_bytes),
+        create_router(endpoints, max_body_bytes=max_body_bytes),
         host=host,
         port=port,
         lifespan="off",

@@ -1,8 +1,11 @@
-"""Helpers for the code-location tests: resources on the sandbox, range tags, event lookups."""
+"""Helpers for the Dagster tests: one organization's definitions on the sandbox (built by the
+shipped factory, as a user builds them), range tags, event lookups."""
 
 import datetime as dt
+import hashlib
 import itertools
-from collections.abc import Collection
+import os
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 import dagster as dg
@@ -11,31 +14,90 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from assets.extract_assets import build_extract_assets
-from assets.partitions import daily_partitions
-from assets.resources import JicooResource, WarehouseResource
-from jicoo_connector.config import ConnectorConfig
+from jicoo_connector.dagster import (
+    JicooNames,
+    JicooResource,
+    WarehouseResource,
+    WriteBackResource,
+    build_jicoo_definitions,
+)
+from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
 from tests.support.sandbox import TEST_BURST, TEST_RATE_LIMIT
 
-
-def extract_assets(config: ConnectorConfig | None = None) -> dict[str, dg.AssetsDefinition]:
-    """The code location's extract assets (default settings), by table name."""
-    built = build_extract_assets(daily_partitions(config or ConnectorConfig()))
-    return {asset.key.path[-1]: asset for asset in built}
+# The organization of the tests' definitions, and so every Dagster name they use.
+NAMES = JicooNames("test")
 
 
-def jicoo_resource(sandbox: SandboxServer, api_key: str | None = None) -> JicooResource:
-    return JicooResource(
-        api_key=api_key or sandbox.api_key,
+def api_key(key: str) -> dg.EnvVar:
+    """``key`` as Dagster takes it, a variable (set here for this process and its children,
+    under a name of its own, so two keys never share one)."""
+    variable = f"JICOO_TEST_KEY_{hashlib.sha256(key.encode()).hexdigest()[:12].upper()}"
+    os.environ[variable] = key
+    return dg.EnvVar(variable)
+
+
+def definitions(
+    sandbox: SandboxServer,
+    root: Path,
+    *,
+    key: str | None = None,
+    names: JicooNames = NAMES,
+    **settings: object,
+) -> dg.Definitions:
+    """One organization on ``sandbox``, every file under ``root`` (its data_root)."""
+    return build_jicoo_definitions(
+        names.organization,
+        api_key=api_key(key or sandbox.api_key),
+        data_root=str(root),
         base_url=sandbox.base_url,
         rate_limit=TEST_RATE_LIMIT,
         burst=TEST_BURST,
+        **settings,
     )
 
 
-def warehouse_resource(root: Path) -> WarehouseResource:
-    return WarehouseResource(root=str(root / "wh"), duckdb_path=str(root / "wh.duckdb"))
+def assets(
+    defs: dg.Definitions, tables: Iterable[str], names: JicooNames = NAMES
+) -> list[dg.AssetsDefinition]:
+    return [defs.resolve_assets_def(names.asset_key(table)) for table in tables]
+
+
+def materialize(
+    defs: dg.Definitions, tables: Iterable[str], **kwargs: object
+) -> dg.ExecuteInProcessResult:
+    """``tables``' assets (``warehouse`` and ``apply_log`` included) in one run; resolved
+    from the definitions, they carry its resources."""
+    return dg.materialize(assets(defs, tables), **kwargs)
+
+
+def resource_of(defs: dg.Definitions, key: str) -> object:
+    """A resource as a run gets it (EnvVars read)."""
+    resource = (defs.resources or {})[key]
+    assert isinstance(resource, dg.ConfigurableResource)
+    return resource.process_config_and_initialize()
+
+
+def warehouse_of(defs: dg.Definitions, names: JicooNames = NAMES) -> WarehouseResource:
+    resource = resource_of(defs, names.warehouse_resource)
+    assert isinstance(resource, WarehouseResource)
+    return resource
+
+
+def writeback_of(defs: dg.Definitions, names: JicooNames = NAMES) -> WriteBackResource:
+    resource = resource_of(defs, names.writeback_resource)
+    assert isinstance(resource, WriteBackResource)
+    return resource
+
+
+def jicoo_of(defs: dg.Definitions, names: JicooNames = NAMES) -> JicooResource:
+    resource = resource_of(defs, names.api_resource)
+    assert isinstance(resource, JicooResource)
+    return resource
+
+
+def store_of(defs: dg.Definitions, names: JicooNames = NAMES) -> ParquetStore:
+    return warehouse_of(defs, names).store()
 
 
 def range_tags(start: dt.date, end: dt.date) -> dict[str, str]:
@@ -52,6 +114,14 @@ def materializations(
         event.materialization
         for event in result.get_asset_materialization_events()
         if event.materialization.asset_key == key
+    ]
+
+
+def observations(result: dg.ExecuteInProcessResult, key: dg.AssetKey) -> list[dg.AssetObservation]:
+    return [
+        event.asset_observation_data.asset_observation
+        for event in result.get_asset_observation_events()
+        if event.asset_observation_data.asset_observation.asset_key == key
     ]
 
 

@@ -1,8 +1,9 @@
-"""One request budget for the account across Dagster runs and steps (the `jicoo_api` pool).
+"""One request budget for the account across Dagster runs and steps (the organization's pool,
+`jicoo_api_<organization>`).
 
 Three runs at once through a real instance configured as `make dagster-home` configures it,
 each launched by Dagster's own CLI, against the sandbox limited to 10 requests/s: the daily job
-over 10 days and jicoo_snapshots with the default (multiprocess) executor, and the webhook
+over 10 days and the snapshots job with the default (multiprocess) executor, and the webhook
 refresh of two other days with its in-process executor (the pool binds both executors).
 """
 
@@ -17,8 +18,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.resources import API_POOL
-from assets.webhook_sensor import webhook_refresh_job
+from jicoo_connector.dagster import JicooNames
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import assert_one_at_a_time, range_tags, step_spans
 from tests.support.sandbox import tokyo_today
@@ -26,17 +26,24 @@ from tests.support.sandbox import tokyo_today
 ROOT = Path(__file__).resolve().parents[2]
 RATE = 10
 MAX_429_SHARE = 0.02
-WEBHOOK_JOB = webhook_refresh_job.name
+# The code location's organization here (JICOO_ORGANIZATION), and so its names.
+NAMES = JicooNames("budget")
+DAILY_JOB = NAMES.job("daily_tables")
+SNAPSHOTS_JOB = NAMES.job("snapshots")
+WEBHOOK_JOB = NAMES.job("webhook_refresh")
 RUN_TIMEOUT_S = 300
 # The steps that call the API (their ops are in the pool); the warehouse reload is not.
 API_STEPS = {
-    "jicoo__bookings",
-    "jicoo__booking_contacts",
-    "jicoo__schedules",
-    "jicoo__availability_calendars",
-    "jicoo__available_slots",
-    "jicoo__event_types",
-    "jicoo__users",
+    NAMES.op(table)
+    for table in (
+        "bookings",
+        "booking_contacts",
+        "schedules",
+        "availability_calendars",
+        "available_slots",
+        "event_types",
+        "users",
+    )
 }
 
 
@@ -66,6 +73,7 @@ def test_runs_at_once_share_the_account_budget_whatever_the_executor(
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
+        "JICOO_ORGANIZATION": NAMES.organization,
         "JICOO_API_KEY": sandbox.api_key,
         "JICOO_BASE_URL": sandbox.base_url,
         "JICOO_RATE_LIMIT": str(RATE),
@@ -80,8 +88,8 @@ def test_runs_at_once_share_the_account_budget_whatever_the_executor(
     # Days the daily run does not write: the runs replace no partition of each other's.
     webhook = range_tags(today + dt.timedelta(days=5), today + dt.timedelta(days=6))
     runs = [
-        _launch("jicoo_daily_tables", env, daily, tmp_path / "daily.log"),
-        _launch("jicoo_snapshots", env, {}, tmp_path / "snapshots.log"),
+        _launch(DAILY_JOB, env, daily, tmp_path / "daily.log"),
+        _launch(SNAPSHOTS_JOB, env, {}, tmp_path / "snapshots.log"),
         _launch(WEBHOOK_JOB, env, webhook, tmp_path / "webhook.log"),
     ]
     for run, name in zip(runs, ("daily", "snapshots", "webhook"), strict=True):
@@ -105,11 +113,11 @@ def test_runs_at_once_share_the_account_budget_whatever_the_executor(
         }
         limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
     assert statuses == {
-        "jicoo_daily_tables": dg.DagsterRunStatus.SUCCESS,
-        "jicoo_snapshots": dg.DagsterRunStatus.SUCCESS,
+        DAILY_JOB: dg.DagsterRunStatus.SUCCESS,
+        SNAPSHOTS_JOB: dg.DagsterRunStatus.SUCCESS,
         WEBHOOK_JOB: dg.DagsterRunStatus.SUCCESS,
     }
-    assert limits == {API_POOL: 1}
+    assert limits == {NAMES.pool: 1}
     assert len(webhook_pids) == 1  # its two steps in one process: the in-process executor
     # The pool's one slot: no two API steps of any run ever ran at the same time.
     assert {step for _, _, step in spans} == API_STEPS

@@ -16,13 +16,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import dagster as dg
 import pyarrow.parquet as pq
 import pytest
 
-from assets.definitions import build_definitions
 from jicoo_connector.cli import EXIT_OK, main
-from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.extract import TABLES, extract_range, register_table, unregister_table
 from jicoo_connector.extract.catalog import BUILT_IN
 from jicoo_connector.extract.sources import DaySource, SnapshotSource, TableSource
@@ -30,11 +27,11 @@ from jicoo_connector.quality import check_names
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
+    NAMES,
     check_evaluations,
-    extract_assets,
-    jicoo_resource,
+    definitions,
     materializations,
-    warehouse_resource,
+    materialize,
 )
 from tests.support.sandbox import TEST_RATE_LIMIT, TOKYO, sandbox_settings
 
@@ -142,38 +139,34 @@ def test_a_registered_table_is_in_the_cli_tables(
 def test_a_registered_table_is_an_asset_with_its_checks(
     user_roles: TableSource, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    assets = extract_assets(ConnectorConfig())
-    asset = assets[TABLE]
-    key = dg.AssetKey(["jicoo", TABLE])
+    defs = definitions(sandbox, tmp_path)
+    key = NAMES.asset_key(TABLE)
+    asset = defs.resolve_assets_def(key)
     assert {check.name for check in asset.check_specs} == set(check_names(user_roles.spec))
     assert check_names(user_roles.spec) == ("key_unique_not_null", "extra_empty")
-    result = dg.materialize(
-        [asset],
-        resources={"jicoo": jicoo_resource(sandbox), "warehouse": warehouse_resource(tmp_path)},
-    )
+    result = materialize(defs, [TABLE])
     assert result.success
     (event,) = result.get_asset_materialization_events()
     assert event.materialization.asset_key == key
     metadata = event.materialization.metadata
     assert metadata["dagster/row_count"].value == len(_roles_in_sandbox(sandbox))
     assert check_evaluations(result) == {
-        f"jicoo/{TABLE}/key_unique_not_null": True,
-        f"jicoo/{TABLE}/extra_empty": True,
+        f"jicoo/test/{TABLE}/key_unique_not_null": True,
+        f"jicoo/test/{TABLE}/extra_empty": True,
     }
 
 
 def test_a_registered_table_is_in_the_code_location_jobs_and_warehouse(
-    user_roles: TableSource, monkeypatch: pytest.MonkeyPatch
+    user_roles: TableSource, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("JICOO_API_KEY", "placeholder-key")
-    defs = build_definitions(ConnectorConfig())
-    key = dg.AssetKey(["jicoo", TABLE])
-    snapshots = defs.resolve_job_def("jicoo_snapshots").asset_layer.selected_asset_keys
+    defs = definitions(sandbox, tmp_path)
+    key = NAMES.asset_key(TABLE)
+    snapshots = defs.resolve_job_def(NAMES.job("snapshots")).asset_layer.selected_asset_keys
     assert key in snapshots
-    daily = defs.resolve_job_def("jicoo_daily_tables").asset_layer.selected_asset_keys
+    daily = defs.resolve_job_def(NAMES.job("daily_tables")).asset_layer.selected_asset_keys
     assert key not in daily
     graph = defs.resolve_asset_graph()
-    assert key in graph.get(dg.AssetKey(["jicoo", "warehouse"])).parent_keys
+    assert key in graph.get(NAMES.asset_key("warehouse")).parent_keys
 
 
 def test_a_table_is_registered_once_and_built_ins_stay() -> None:
@@ -244,28 +237,21 @@ def test_a_registered_day_table_is_an_asset_fed_by_the_bookings_partition(
     booking_hosts: TableSource,
     sandbox: SandboxServer,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert HOSTS_TABLE in _cli_tables(capsys)
-    monkeypatch.setenv("JICOO_API_KEY", "placeholder-key")
-    defs = build_definitions(ConnectorConfig())
-    key = dg.AssetKey(["jicoo", HOSTS_TABLE])
-    daily = defs.resolve_job_def("jicoo_daily_tables").asset_layer.selected_asset_keys
+    defs = definitions(sandbox, tmp_path)
+    key = NAMES.asset_key(HOSTS_TABLE)
+    daily = defs.resolve_job_def(NAMES.job("daily_tables")).asset_layer.selected_asset_keys
     assert key in daily
-    assert dg.AssetKey(["jicoo", "bookings"]) in defs.resolve_asset_graph().get(key).parent_keys
+    assert NAMES.asset_key("bookings") in defs.resolve_asset_graph().get(key).parent_keys
 
     day, hosts = _busiest_day(sandbox)
-    assets = extract_assets(ConnectorConfig())
-    result = dg.materialize(
-        [assets["bookings"], assets[HOSTS_TABLE]],
-        partition_key=day.isoformat(),
-        resources={"jicoo": jicoo_resource(sandbox), "warehouse": warehouse_resource(tmp_path)},
-    )
+    result = materialize(defs, ["bookings", HOSTS_TABLE], partition_key=day.isoformat())
     assert result.success
     (event,) = materializations(result, key)
     assert event.metadata["dagster/row_count"].value == sum(hosts.values()) > 0
-    assert check_evaluations(result)[f"jicoo/{HOSTS_TABLE}/key_unique_not_null"] is True
+    assert check_evaluations(result)[f"jicoo/test/{HOSTS_TABLE}/key_unique_not_null"] is True
     # Its step read the bookings partition the bookings step wrote: one listing in the run.
     sandbox_pages = _listings(sandbox)
     sandbox.clear_requests()

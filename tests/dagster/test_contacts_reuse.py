@@ -14,28 +14,25 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from assets.automation import build_schedules
-from assets.extract_assets import daily_tables, op_name
-from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.errors import MissingPartitionError
 from jicoo_connector.extract import DEFAULT_MAX_BOOKING_DURATION, TABLES, day_window
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
-    extract_assets,
-    jicoo_resource,
-    materializations,
+    NAMES,
+    definitions,
+    materialize,
+    observations,
     range_tags,
-    warehouse_resource,
+    store_of,
 )
 from tests.support.sandbox import TOKYO, tokyo_today
 
-CONTACTS_OP = op_name("booking_contacts")
+CONTACTS_OP = NAMES.op("booking_contacts")
+DAILY = ("bookings", "booking_contacts")
 
 CONTACTS_PATH = "/contacts"
 FULL = {"ops": {CONTACTS_OP: {"config": {"full": True}}}}
-ASSETS = extract_assets()
-bookings, booking_contacts = ASSETS["bookings"], ASSETS["booking_contacts"]
 
 
 @dataclass
@@ -59,19 +56,17 @@ class Run:
         ]
 
     def metadata(self, name: str) -> int:
-        (event, *_) = materializations(self.result, dg.AssetKey(["jicoo", "booking_contacts"]))
-        value = event.metadata[name]
+        """The run's figure (all its partitions), from its observation of the asset."""
+        (run,) = observations(self.result, NAMES.asset_key("booking_contacts"))
+        value = run.metadata[name]
         assert isinstance(value, dg.IntMetadataValue)
         return value.value or 0
 
 
 def _run(sandbox: SandboxServer, root: Path, days: list[dt.date], run_config: object = None) -> Run:
     sandbox.clear_requests()
-    result = dg.materialize(
-        [bookings, booking_contacts],
-        resources={"jicoo": jicoo_resource(sandbox), "warehouse": warehouse_resource(root)},
-        tags=range_tags(days[0], days[-1]),
-        run_config=run_config,
+    result = materialize(
+        definitions(sandbox, root), DAILY, tags=range_tags(days[0], days[-1]), run_config=run_config
     )
     assert result.success
     return Run(result, sandbox.requests())
@@ -127,7 +122,7 @@ def test_a_run_lists_each_day_once_and_a_rerun_reads_only_changed_contacts(
 ) -> None:
     today = tokyo_today(sandbox)
     days = [today + dt.timedelta(days=offset) for offset in range(3)]
-    store = ParquetStore(warehouse_resource(tmp_path).root)
+    store = store_of(definitions(sandbox, tmp_path))
     uids = _uids_of(sandbox, days)
     assert uids
 
@@ -179,28 +174,29 @@ def test_contacts_without_their_bookings_partition_say_what_to_run(
 ) -> None:
     day = tokyo_today(sandbox)
     with pytest.raises(MissingPartitionError, match=rf"bookings has no partition for {day}"):
-        dg.materialize(
-            [booking_contacts],
-            resources={
-                "jicoo": jicoo_resource(sandbox),
-                "warehouse": warehouse_resource(tmp_path),
-            },
-            partition_key=day.isoformat(),
+        materialize(
+            definitions(sandbox, tmp_path), ["booking_contacts"], partition_key=day.isoformat()
         )
     assert [e for e in sandbox.requests() if str(e["path"]).startswith("/v1/")] == []
 
 
-def test_the_sweep_reads_every_contact_and_the_refresh_only_changed_ones() -> None:
+def test_the_sweep_reads_every_contact_and_the_refresh_only_changed_ones(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
     # A fixed Sunday: what the schedules ask for does not depend on the day.
     moment = dt.datetime(2026, 3, 1, 4, tzinfo=TOKYO)
     context = dg.build_schedule_context(scheduled_execution_time=moment)
-    jicoo_refresh_schedule, jicoo_sweep_schedule, _ = build_schedules(ConnectorConfig())
-    (sweep,) = list(jicoo_sweep_schedule.evaluate_tick(context).run_requests or [])
-    (refresh,) = list(jicoo_refresh_schedule.evaluate_tick(context).run_requests or [])
+    defs = definitions(sandbox, tmp_path)
+    sweep_schedule = defs.resolve_schedule_def(NAMES.schedule("sweep"))
+    refresh_schedule = defs.resolve_schedule_def(NAMES.schedule("refresh"))
+    (sweep,) = list(sweep_schedule.evaluate_tick(context).run_requests or [])
+    (refresh,) = list(refresh_schedule.evaluate_tick(context).run_requests or [])
+    day_tables = defs.resolve_job_def(NAMES.job("daily_tables")).asset_layer.selected_asset_keys
 
     def every_day_table(full: bool) -> dict[str, object]:
-        return {"ops": {op_name(table): {"config": {"full": full}} for table in daily_tables()}}
+        ops = {"__".join(key.path) for key in day_tables}
+        return {"ops": {op: {"config": {"full": full}} for op in ops}}
 
-    assert "booking_contacts" in daily_tables()
+    assert NAMES.asset_key("booking_contacts") in day_tables
     assert sweep.run_config == every_day_table(True)
     assert refresh.run_config == every_day_table(False)

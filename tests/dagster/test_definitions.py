@@ -1,4 +1,6 @@
-"""The code location loads and validates as Dagster itself would load it."""
+"""This repository's code location (one organization, `JICOO_ORGANIZATION`, built by the
+shipped factory) loads and validates as Dagster itself would load it, and shows a data engineer
+what each asset and column is."""
 
 import os
 import subprocess
@@ -8,7 +10,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from jicoo_connector.changes import APPLY_LOG
+from jicoo_connector.config import ConnectorConfig
+from jicoo_connector.dagster import JicooNames
+
 ROOT = Path(__file__).resolve().parents[2]
+# The code location's organization when JICOO_ORGANIZATION is not set.
+NAMES = JicooNames(ConnectorConfig().organization)
 
 
 def _dg_check_defs(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -50,10 +58,15 @@ def test_a_bad_setting_fails_the_load_with_one_line_naming_it(tmp_path: Path) ->
 def test_apply_log_names_the_configured_ledgers_backend(ledger_url: str, kind: str) -> None:
     # A fresh process: the code location reads the environment when it loads.
     probe = (
-        "from assets.definitions import defs; from assets.writeback import APPLY_LOG_KEY; "
-        "(spec,) = defs().resolve_assets_def(APPLY_LOG_KEY).specs; print(sorted(spec.kinds))"
+        "from assets.definitions import defs; import dagster as dg; "
+        "key = dg.AssetKey(['jicoo', 'default', 'apply_log']); "
+        "(spec,) = defs().resolve_assets_def(key).specs; print(sorted(spec.kinds))"
     )
-    env = {**os.environ, "JICOO_API_KEY": "placeholder-key", "JICOO_LEDGER_URL": ledger_url}
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "JICOO_ORGANIZATION"},
+        "JICOO_API_KEY": "placeholder-key",
+        "JICOO_LEDGER_URL": ledger_url,
+    }
     result = subprocess.run(  # noqa: S603 - our own interpreter
         [sys.executable, "-c", probe],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True,
@@ -61,52 +74,66 @@ def test_apply_log_names_the_configured_ledgers_backend(ledger_url: str, kind: s
     assert result.stdout.strip() == str(sorted({"jicoo", "parquet", kind}))
 
 
-def test_definitions_object_resolves_every_asset_and_job(monkeypatch: pytest.MonkeyPatch) -> None:
+def _location(monkeypatch: pytest.MonkeyPatch) -> dg.Definitions:
     monkeypatch.setenv("JICOO_API_KEY", "placeholder-key")
+    monkeypatch.delenv("JICOO_ORGANIZATION", raising=False)
     from assets.definitions import defs as load
 
-    defs = load()
+    loaded = load()
+    assert isinstance(loaded, dg.Definitions)
+    return loaded
 
+
+def test_definitions_object_resolves_every_asset_and_job(monkeypatch: pytest.MonkeyPatch) -> None:
+    defs = _location(monkeypatch)
     repository = defs.get_repository_def()
     keys = {key.to_user_string() for key in repository.asset_graph.get_all_asset_keys()}
     assert {
-        "jicoo/bookings",
-        "jicoo/booking_contacts",
-        "jicoo/schedules",
-        "jicoo/availability_calendars",
-        "jicoo/available_slots",
-        "jicoo/event_types",
-        "jicoo/users",
-        "jicoo/warehouse",
-        "jicoo/apply_log",
+        "jicoo/default/bookings",
+        "jicoo/default/booking_contacts",
+        "jicoo/default/schedules",
+        "jicoo/default/availability_calendars",
+        "jicoo/default/available_slots",
+        "jicoo/default/event_types",
+        "jicoo/default/users",
+        "jicoo/default/warehouse",
+        "jicoo/default/apply_log",
     } <= keys
-    for job in ("jicoo_daily_tables", "jicoo_snapshots", "apply_changeset"):
+    for job in (
+        "jicoo_default_daily_tables",
+        "jicoo_default_snapshots",
+        "jicoo_default_apply_changeset",
+        "jicoo_default_webhook_refresh",
+    ):
         assert isinstance(defs.resolve_job_def(job), dg.JobDefinition)
     assert {s.name for s in repository.schedule_defs} == {
-        "jicoo_refresh_schedule",
-        "jicoo_sweep_schedule",
-        "jicoo_snapshots_schedule",
+        "jicoo_default_refresh_schedule",
+        "jicoo_default_sweep_schedule",
+        "jicoo_default_snapshots_schedule",
     }
     assert {s.name for s in repository.sensor_defs} == {
-        "changeset_inbox_sensor",
-        "booking_events_sensor",
+        "jicoo_default_changeset_inbox_sensor",
+        "jicoo_default_booking_events_sensor",
+    }
+    assert set(defs.resources or {}) == {
+        "jicoo_default",
+        "jicoo_default_warehouse",
+        "jicoo_default_writeback",
     }
     checks = {key.to_user_string() for key in repository.asset_graph.asset_check_keys}
-    assert "jicoo/apply_log:no_change_in_flight" in checks
+    assert "jicoo/default/apply_log:no_change_in_flight" in checks
 
 
 def test_columns_and_checks_are_described_from_the_table_registry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("JICOO_API_KEY", "placeholder-key")
-    from assets.definitions import defs
     from jicoo_connector.extract import TABLES
     from jicoo_connector.quality import check_description
 
-    graph = defs().get_repository_def().asset_graph
+    graph = _location(monkeypatch).get_repository_def().asset_graph
     for table, source in TABLES.items():
         spec = source.spec
-        key = dg.AssetKey(["jicoo", table])
+        key = NAMES.asset_key(table)
         schema = graph.get(key).metadata["dagster/column_schema"]
         assert isinstance(schema, dg.TableSchema)
         assert {c.name: c.description for c in schema.columns} == spec.column_descriptions()
@@ -115,3 +142,31 @@ def test_columns_and_checks_are_described_from_the_table_registry(
         for check in checks:
             description = graph.get_check_spec(check).description
             assert description == check_description(spec, check.name)
+
+
+def test_every_asset_and_column_is_described_grouped_and_kinded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the UI shows: one group per organization, icons from the kinds, a description on
+    every asset and on every column it declares (apply_log's included)."""
+    graph = _location(monkeypatch).get_repository_def().asset_graph
+    warehouse_kinds = {"duckdb", "postgres", "snowflake", "bigquery"}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        assert key.path[:2] == ["jicoo", NAMES.organization], key
+        assert node.group_name == NAMES.group
+        assert "jicoo" in node.kinds
+        if key == NAMES.asset_key("warehouse"):
+            (backend,) = node.kinds - {"jicoo"}
+            assert backend in warehouse_kinds
+        else:
+            assert "parquet" in node.kinds, key
+        assert (node.description or "").strip(), key
+        schema = node.metadata.get("dagster/column_schema")
+        if key != NAMES.asset_key("warehouse"):
+            assert isinstance(schema, dg.TableSchema), key
+            assert all((c.description or "").strip() for c in schema.columns), key
+    apply_log = graph.get(NAMES.asset_key("apply_log")).metadata["dagster/column_schema"]
+    assert isinstance(apply_log, dg.TableSchema)
+    assert [c.name for c in apply_log.columns] == APPLY_LOG.schema.names
+    assert {c.name: c.description for c in apply_log.columns} == APPLY_LOG.column_descriptions()

@@ -7,8 +7,11 @@ import dagster as dg
 import pytest
 from dagster._core.run_coordinator import QueuedRunCoordinator
 
+from jicoo_connector.dagster import JicooNames
+
 DEPLOY = Path(__file__).parents[2] / "deploy"
-API_POOL = "jicoo_api"
+# Each organization's pool gets the default limit: two here, as a code location may hold both.
+POOLS = (JicooNames("acme").pool, JicooNames("globex").pool)
 
 
 def dagster_url(url: str) -> str:
@@ -35,6 +38,6 @@ def test_the_deploy_instance_queues_runs_and_limits_the_api_pool(
         assert config.pool_config.op_granularity_run_buffer == 1
         assert instance.run_coordinator.dequeue_interval_seconds == 1
         # The pool the API-calling assets name gets the default limit of one slot.
-        instance.event_log_storage.initialize_concurrency_limit_to_default(API_POOL)
-        info = instance.event_log_storage.get_concurrency_info(API_POOL)
-        assert info.slot_count == 1
+        for pool in POOLS:
+            instance.event_log_storage.initialize_concurrency_limit_to_default(pool)
+            assert instance.event_log_storage.get_concurrency_info(pool).slot_count == 1

@@ -15,19 +15,20 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from assets.extract_assets import op_name
-from assets.warehouse import warehouse_tables
 from jicoo_connector.extract import TABLES, day_window
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import EXTRACTED_AT_COLUMN, RUN_ID_COLUMN
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
+    NAMES,
     check_evaluations,
-    extract_assets,
-    jicoo_resource,
+    definitions,
     materializations,
+    materialize,
+    observations,
     range_tags,
-    warehouse_resource,
+    store_of,
+    warehouse_of,
 )
 from tests.support.sandbox import TOKYO, tokyo_today
 
@@ -35,7 +36,7 @@ from tests.support.sandbox import TOKYO, tokyo_today
 pytestmark = pytest.mark.system_clock(
     "the snapshot assets take their day, and the available slots' window, from the system clock"
 )
-CONTACTS_OP = op_name("booking_contacts")
+CONTACTS_OP = NAMES.op("booking_contacts")
 
 LINEAGE = (EXTRACTED_AT_COLUMN, RUN_ID_COLUMN)
 DAILY = ("bookings", "booking_contacts")
@@ -52,9 +53,7 @@ FAULTS: Mapping[str, object] = {
 }
 HALF_PAST_MIDNIGHT = dt.time(0, 30)
 BUSY_DAYS_SEARCH = 14
-ASSETS = extract_assets()
-DAILY_ASSETS = [ASSETS["bookings"], ASSETS["booking_contacts"]]
-SNAPSHOT_ASSETS = [*(ASSETS[table] for table in SNAPSHOTS), warehouse_tables]
+SNAPSHOTS_AND_WAREHOUSE = (*SNAPSHOTS, "warehouse")
 FULL = {"ops": {CONTACTS_OP: {"config": {"full": True}}}}
 
 
@@ -152,18 +151,17 @@ def scenario(system_sandbox: SandboxServer, tmp_path_factory: pytest.TempPathFac
             _rule_rows(calendar) for user in users for calendar in store.calendars(str(user["uid"]))
         ),
     }
-    wh = warehouse_resource(root)
-    resources = {"jicoo": jicoo_resource(sandbox), "warehouse": wh}
+    defs = definitions(sandbox, root)
     tags = range_tags(days[0], days[-1])
-    parquet = ParquetStore(wh.root)
-    clean = dg.materialize(DAILY_ASSETS, resources=resources, tags=tags)
+    parquet = store_of(defs)
+    clean = materialize(defs, DAILY, tags=tags)
     first_tables = {table: _read(parquet, table, days) for table in DAILY}
-    snapshots = dg.materialize(SNAPSHOT_ASSETS, resources=resources)
+    snapshots = materialize(defs, SNAPSHOTS_AND_WAREHOUSE)
     sandbox.clear_requests()
     sandbox.set_faults(FAULTS)
     try:
         # Full: every contacts call is made again, under the faults too.
-        faulted = dg.materialize(DAILY_ASSETS, resources=resources, tags=tags, run_config=FULL)
+        faulted = materialize(defs, DAILY, tags=tags, run_config=FULL)
         injected: dict[str, int] = {}
         for entry in sandbox.requests():
             fault = entry["fault"]
@@ -171,11 +169,11 @@ def scenario(system_sandbox: SandboxServer, tmp_path_factory: pytest.TempPathFac
                 injected[fault] = injected.get(fault, 0) + 1
     finally:
         sandbox.clear_faults()
-    snapshots_again = dg.materialize(SNAPSHOT_ASSETS, resources=resources)
+    snapshots_again = materialize(defs, SNAPSHOTS_AND_WAREHOUSE)
     return Scenario(
         days=days,
         store=parquet,
-        duckdb_path=wh.duckdb_path,
+        duckdb_path=warehouse_of(defs).duckdb_path,
         oracle=oracle,
         contacts=contacts,
         snapshot_counts=snapshot_counts,
@@ -244,9 +242,9 @@ def test_contacts_equal_the_sandbox_contacts_of_those_bookings(scenario: Scenari
 
 def test_snapshot_tables_hold_every_sandbox_row(scenario: Scenario) -> None:
     for table, count in scenario.snapshot_counts.items():
-        (event,) = materializations(scenario.snapshots, dg.AssetKey(["jicoo", table]))
+        (event,) = materializations(scenario.snapshots, NAMES.asset_key(table))
         assert event.metadata["dagster/row_count"] == dg.IntMetadataValue(count), table
-    (slots,) = materializations(scenario.snapshots, dg.AssetKey(["jicoo", "available_slots"]))
+    (slots,) = materializations(scenario.snapshots, NAMES.asset_key("available_slots"))
     assert isinstance(slots.metadata["dagster/row_count"], dg.IntMetadataValue)
     assert (slots.metadata["dagster/row_count"].value or 0) > 0
 
@@ -266,9 +264,15 @@ def _expected_schema(table: str) -> dg.TableSchema:
     )
 
 
-def test_materialization_metadata_is_exact(scenario: Scenario) -> None:
+RUN_FIGURES = ("jicoo/rows_by_partition", "jicoo/partitions", "jicoo/requests", "jicoo/pages")
+
+
+def test_a_partitions_metadata_describes_that_partition_and_the_run_is_one_observation(
+    scenario: Scenario,
+) -> None:
     for table in DAILY:
-        events = materializations(scenario.clean, dg.AssetKey(["jicoo", table]))
+        key = NAMES.asset_key(table)
+        events = materializations(scenario.clean, key)
         assert sorted(str(e.partition) for e in events) == [str(d) for d in scenario.days]
         per_day = {
             str(d): scenario.store.read_partition(TABLES[table].spec, d).num_rows
@@ -276,7 +280,8 @@ def test_materialization_metadata_is_exact(scenario: Scenario) -> None:
         }
         for event in events:
             metadata = event.metadata
-            # Each partition's page shows its own row count and file, the run's figures beside.
+            # Each partition's page shows its own row count, file and preview, and nothing
+            # of the other partitions of its run.
             day = str(event.partition)
             assert metadata["dagster/row_count"] == dg.IntMetadataValue(per_day[day])
             assert metadata["dagster/uri"] == dg.TextMetadataValue(
@@ -285,21 +290,41 @@ def test_materialization_metadata_is_exact(scenario: Scenario) -> None:
             assert metadata["dagster/column_schema"] == dg.TableSchemaMetadataValue(
                 _expected_schema(table)
             )
-            assert metadata["jicoo/rows_by_partition"] == dg.JsonMetadataValue(per_day)
-            for counter in ("requests", "pages", "retries", "server_errors", "rate_limited"):
-                assert isinstance(metadata[f"jicoo/{counter}"], dg.IntMetadataValue)
-            requests = metadata["jicoo/requests"]
-            assert isinstance(requests, dg.IntMetadataValue)
-            # Days are listed in chunks (several days per listing), so at least one request.
-            assert (requests.value or 0) >= 1
+            assert not set(RUN_FIGURES) & set(metadata), (table, day)
+        # The run's figures, once: one observation of the asset, no partition.
+        (run,) = observations(scenario.clean, key)
+        assert run.partition is None
+        assert run.metadata["jicoo/rows_by_partition"] == dg.JsonMetadataValue(per_day)
+        assert run.metadata["jicoo/rows"] == dg.IntMetadataValue(sum(per_day.values()))
+        for counter in ("requests", "pages", "retries", "server_errors", "rate_limited"):
+            assert isinstance(run.metadata[f"jicoo/{counter}"], dg.IntMetadataValue)
+        requests = run.metadata["jicoo/requests"]
+        assert isinstance(requests, dg.IntMetadataValue)
+        # Days are listed in chunks (several days per listing), so at least one request.
+        assert (requests.value or 0) >= 1
     schema = _expected_schema("bookings")
     started = next(c for c in schema.columns if c.name == "started_at")
     assert (started.type, started.constraints.nullable) == ("timestamp[ms, tz=UTC]", False)
     for table in SNAPSHOTS:
-        (event,) = materializations(scenario.snapshots, dg.AssetKey(["jicoo", table]))
+        (event,) = materializations(scenario.snapshots, NAMES.asset_key(table))
+        # A snapshot's run is its one partition: both kinds of figures on its materialization.
         assert event.metadata["dagster/column_schema"] == dg.TableSchemaMetadataValue(
             _expected_schema(table)
         )
+        assert {"dagster/row_count", "jicoo/requests"} <= set(event.metadata)
+        assert observations(scenario.snapshots, NAMES.asset_key(table)) == []
+
+
+def test_contacts_counters_are_the_partitions_own_and_sum_to_the_runs(scenario: Scenario) -> None:
+    key = NAMES.asset_key("booking_contacts")
+    events = materializations(scenario.clean, key)
+    (run,) = observations(scenario.clean, key)
+    for counter in ("contacts_fetched", "contacts_reused"):
+        per_day = [e.metadata[f"jicoo/{counter}"].value for e in events]
+        assert run.metadata[f"jicoo/{counter}"] == dg.IntMetadataValue(sum(per_day))  # type: ignore[arg-type]
+    fetched = {str(e.partition): e.metadata["jicoo/contacts_fetched"].value for e in events}
+    # A first extract reads every booking's contacts: each day's count is its own bookings'.
+    assert fetched == {str(day): len(scenario.expected_uids(day)) for day in scenario.days}
 
 
 def test_every_asset_check_ran_and_passed(scenario: Scenario) -> None:
@@ -308,24 +333,24 @@ def test_every_asset_check_ran_and_passed(scenario: Scenario) -> None:
         **check_evaluations(scenario.snapshots),
     }
     assert checks == {
-        "jicoo/bookings/key_unique_not_null": True,
-        "jicoo/bookings/extra_empty": True,
-        "jicoo/bookings/ended_after_started": True,
-        "jicoo/bookings/rows_match_total": True,
-        "jicoo/booking_contacts/key_unique_not_null": True,
-        "jicoo/booking_contacts/extra_empty": True,
-        "jicoo/booking_contacts/contacts_reference_bookings": True,
-        "jicoo/schedules/key_unique_not_null": True,
-        "jicoo/schedules/extra_empty": True,
-        "jicoo/schedules/ended_after_started": True,
-        "jicoo/availability_calendars/key_unique_not_null": True,
-        "jicoo/availability_calendars/extra_empty": True,
-        "jicoo/available_slots/key_unique_not_null": True,
-        "jicoo/available_slots/extra_empty": True,
-        "jicoo/event_types/key_unique_not_null": True,
-        "jicoo/event_types/extra_empty": True,
-        "jicoo/users/key_unique_not_null": True,
-        "jicoo/users/extra_empty": True,
+        "jicoo/test/bookings/key_unique_not_null": True,
+        "jicoo/test/bookings/extra_empty": True,
+        "jicoo/test/bookings/ended_after_started": True,
+        "jicoo/test/bookings/rows_match_total": True,
+        "jicoo/test/booking_contacts/key_unique_not_null": True,
+        "jicoo/test/booking_contacts/extra_empty": True,
+        "jicoo/test/booking_contacts/contacts_reference_bookings": True,
+        "jicoo/test/schedules/key_unique_not_null": True,
+        "jicoo/test/schedules/extra_empty": True,
+        "jicoo/test/schedules/ended_after_started": True,
+        "jicoo/test/availability_calendars/key_unique_not_null": True,
+        "jicoo/test/availability_calendars/extra_empty": True,
+        "jicoo/test/available_slots/key_unique_not_null": True,
+        "jicoo/test/available_slots/extra_empty": True,
+        "jicoo/test/event_types/key_unique_not_null": True,
+        "jicoo/test/event_types/extra_empty": True,
+        "jicoo/test/users/key_unique_not_null": True,
+        "jicoo/test/users/extra_empty": True,
     }
 
 
@@ -333,9 +358,9 @@ def test_a_faulted_rerun_gives_the_same_data_with_new_lineage(scenario: Scenario
     assert scenario.faulted.success
     assert scenario.faults_injected.get("status", 0) > 0
     assert scenario.faults_injected.get("rate_limited", 0) > 0
-    (event, *_) = materializations(scenario.faulted, dg.AssetKey(["jicoo", "bookings"]))
+    (run,) = observations(scenario.faulted, NAMES.asset_key("bookings"))
     for counter in ("retries", "server_errors"):
-        value = event.metadata[f"jicoo/{counter}"]
+        value = run.metadata[f"jicoo/{counter}"]
         assert isinstance(value, dg.IntMetadataValue)
         assert (value.value or 0) > 0, counter
     clean_checks = check_evaluations(scenario.clean)
@@ -350,7 +375,7 @@ def test_a_faulted_rerun_gives_the_same_data_with_new_lineage(scenario: Scenario
 
 def test_the_warehouse_after_two_loads_has_each_row_once(scenario: Scenario) -> None:
     assert scenario.snapshots_again.success
-    (event,) = materializations(scenario.snapshots_again, dg.AssetKey(["jicoo", "warehouse"]))
+    (event,) = materializations(scenario.snapshots_again, NAMES.asset_key("warehouse"))
     with duckdb.connect(scenario.duckdb_path, read_only=True) as con:
         for table in (*DAILY, *SNAPSHOTS):
             parquet_rows = sum(

@@ -33,10 +33,8 @@ from dagster._core.events import DagsterEventType
 from dagster._core.execution.backfill import PartitionBackfill
 from dagster._core.storage.dagster_run import DagsterRunStatus
 
-from assets.extract_assets import op_name
-from assets.resources import API_POOL
-from assets.writeback import APPLY_LOG_OP
 from jicoo_connector.changes import parse_changeset
+from jicoo_connector.dagster import JicooNames
 from jicoo_connector.settings import DEFAULT_BURST, DEFAULT_RATE_LIMIT
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import assert_one_at_a_time, step_spans
@@ -45,17 +43,20 @@ from tests.support.postgres_server import PostgresServer
 from tests.support.s3_server import moto_s3
 from tests.support.writeback_data import assert_server_matches, build_csv, effective_posts
 
-CONTACTS_OP = op_name("booking_contacts")
+# The code location's organization here (JICOO_ORGANIZATION), and so its names.
+NAMES = JicooNames("scale")
+CONTACTS_OP = NAMES.op("booking_contacts")
 
 REPO = Path(__file__).parents[2]
 BIN = Path(sys.executable).parent
 DEPLOY = REPO / "deploy"
 ZONE = ZoneInfo("Asia/Tokyo")
 BUCKET = "jicoo-lake"
-BOOKINGS = dg.AssetKey(["jicoo", "bookings"])
-CONTACTS = dg.AssetKey(["jicoo", "booking_contacts"])
-BOOKINGS_OP = "jicoo__bookings"  # the step of jicoo/bookings (its multi_asset's name)
-APPLY_LOG = dg.AssetKey(["jicoo", "apply_log"])
+BOOKINGS = NAMES.asset_key("bookings")
+CONTACTS = NAMES.asset_key("booking_contacts")
+BOOKINGS_OP = NAMES.op("bookings")  # the step of jicoo/scale/bookings
+APPLY_LOG = NAMES.asset_key("apply_log")
+APPLY_LOG_OP = NAMES.op("apply_log")
 # 14 past days, clear of the change set (which moves and cancels future bookings only).
 DAYS = 14
 FIRST_DAY_BACK = 21
@@ -63,7 +64,7 @@ CHUNKS = ((0, 5), (5, 10), (10, 14))  # the backfill in three runs
 RUNS = len(CHUNKS) + 1  # and the write-back run the sensor starts
 # The account's budget, enforced by the sandbox: the connector's (and the documented sandbox's)
 # 10 req/s with a burst of 20. Up to max_concurrent_runs (4) runs are in progress at once, each
-# step its own process with its own limiter: only the `jicoo_api` pool's one slot keeps them
+# step its own process with its own limiter: only the organization's pool's one slot keeps them
 # from sending several times the rate. The contacts (one request per booking) make the load
 # big enough for that to show: with 8 slots instead of 1, 31 of 350 requests were answered 429.
 RATE = DEFAULT_RATE_LIMIT
@@ -110,6 +111,7 @@ def _environment(
         "DAGSTER_HOME": str(home),
         "DAGSTER_POSTGRES_URL": dagster_url(instance_url),
         "PYTHONPATH": str(REPO),
+        "JICOO_ORGANIZATION": NAMES.organization,
         "JICOO_API_KEY": sandbox.api_key,
         "JICOO_BASE_URL": sandbox.base_url,
         "JICOO_RATE_LIMIT": str(RATE),
@@ -207,7 +209,7 @@ def test_the_deploy_configuration_runs_backfill_and_write_back_across_processes(
     home.mkdir()
     shutil.copy(DEPLOY / "dagster.yaml", home / "dagster.yaml")
     env = _environment(sandbox, home, instance_url, ledger_url, s3_endpoint)
-    for name in ("DAGSTER_HOME", "DAGSTER_POSTGRES_URL"):
+    for name in ("DAGSTER_HOME", "DAGSTER_POSTGRES_URL", "JICOO_ORGANIZATION"):
         monkeypatch.setenv(name, env[name])
     workspace = _workspace(tmp_path)
     days = _days()
@@ -220,7 +222,7 @@ def test_the_deploy_configuration_runs_backfill_and_write_back_across_processes(
     inbox.mkdir()
     (inbox / "moves.csv").write_text(text, encoding="utf-8")
     subprocess.run(  # noqa: S603 - Dagster's own CLI
-        [str(BIN / "dagster"), "sensor", "start", "changeset_inbox_sensor",
+        [str(BIN / "dagster"), "sensor", "start", NAMES.sensor("changeset_inbox"),
          "-w", str(workspace)],
         env=env, cwd=tmp_path, check=True, capture_output=True, timeout=120,
     )  # fmt: skip
@@ -260,10 +262,10 @@ def test_the_deploy_configuration_runs_backfill_and_write_back_across_processes(
         assert len(step_pids) == len(set(step_pids)) == 2 * len(CHUNKS) + 1, step_pids
         assert daemon.pid not in step_pids
 
-        # The pool: deploy/dagster.yaml's default_limit gave jicoo_api one slot in PostgreSQL,
+        # The pool: deploy/dagster.yaml's default_limit gave jicoo_api_scale one slot in PostgreSQL,
         # and runs that were in progress together took turns at the API.
         limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
-        assert limits == {API_POOL: 1}
+        assert limits == {NAMES.pool: 1}
         assert _most_at_once(instance) > 1
         spans = step_spans(instance, {BOOKINGS_OP, CONTACTS_OP, APPLY_LOG_OP})
         assert Counter(step for _, _, step in spans) == {

@@ -1,28 +1,30 @@
-"""`jicoo/warehouse` through Dagster into PostgreSQL, after the demo's extract path.
+"""`jicoo/<organization>/warehouse` through Dagster into PostgreSQL, after the demo's extract path.
 
-The snapshot assets and the warehouse asset are the demo's `jicoo_snapshots` job; the day tables
+The snapshot assets and the warehouse asset are the demo's snapshots job; the day tables
 come from the same extraction the daily job runs.
 """
 
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
-from assets.extract_assets import snapshot_tables
-from assets.resources import WarehouseResource
-from assets.warehouse import warehouse_tables
 from jicoo_connector.extract import TABLES
-from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
-from tests.dagster.support import extract_assets, jicoo_resource, materializations, range_tags
+from tests.dagster.support import (
+    NAMES,
+    definitions,
+    materializations,
+    materialize,
+    range_tags,
+    store_of,
+)
 from tests.support.checksums import parquet_checksum, postgres_checksum
 from tests.support.sandbox import tokyo_today
 
-KEY = dg.AssetKey(["jicoo", "warehouse"])
+KEY = NAMES.asset_key("warehouse")
 SECRET = "dagster-pw-never-shown"
-
-ASSETS = extract_assets()
-SNAPSHOT_ASSETS = [ASSETS[table] for table in snapshot_tables()]
+URL_VARIABLE = "TEST_WAREHOUSE_URL"
 
 
 def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
@@ -31,21 +33,21 @@ def _metadata(result: dg.ExecuteInProcessResult) -> dict[str, object]:
 
 
 def test_the_warehouse_asset_loads_postgres_incrementally_with_metadata(
-    sandbox: SandboxServer, postgres_url: str, tmp_path: Path
+    sandbox: SandboxServer, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url = postgres_url.replace("postgres@", f"postgres:{SECRET}@", 1)
-    warehouse = WarehouseResource(root=str(tmp_path / "wh"), url=url)
-    resources = {"jicoo": jicoo_resource(sandbox), "warehouse": warehouse}
+    # The URL holds a password: Dagster gets it by EnvVar, the UI shows the variable only.
+    monkeypatch.setenv(URL_VARIABLE, postgres_url.replace("postgres@", f"postgres:{SECRET}@", 1))
+    defs = definitions(sandbox, tmp_path, warehouse_url=dg.EnvVar(URL_VARIABLE))
+    (spec,) = defs.resolve_assets_def(KEY).specs
+    assert spec.kinds == {"jicoo", "postgres"}
+    assert SECRET not in repr(defs.resources)
     today = tokyo_today(sandbox)
-    extracted = dg.materialize(
-        [ASSETS["bookings"], ASSETS["booking_contacts"]],
-        resources=resources,
-        tags=range_tags(today, today),
-    )
+    extracted = materialize(defs, ["bookings", "booking_contacts"], tags=range_tags(today, today))
     assert extracted.success
-    first = dg.materialize([*SNAPSHOT_ASSETS, warehouse_tables], resources=resources)
+    snapshot_tables = [t for t in TABLES if TABLES[t].spec.partitioning == "snapshot"]
+    first = materialize(defs, [*snapshot_tables, "warehouse"])
     assert first.success
-    store = ParquetStore(warehouse.root)
+    store = store_of(defs)
     partitions = sum(len(store.list_partitions(TABLES[table].spec)) for table in TABLES)
     for table in TABLES:
         assert postgres_checksum(postgres_url, table) == parquet_checksum(store, table), table
@@ -62,7 +64,7 @@ def test_the_warehouse_asset_loads_postgres_incrementally_with_metadata(
     shown = " ".join(str(event) for event in first.all_events)
     assert SECRET not in shown
 
-    again = dg.materialize([warehouse_tables], resources=resources)
+    again = materialize(defs, ["warehouse"])
     meta = _metadata(again)
     assert (meta["jicoo/partitions_loaded"], meta["jicoo/partitions_skipped"]) == (0, partitions)
     assert meta["dagster/row_count"] == total
@@ -71,10 +73,8 @@ def test_the_warehouse_asset_loads_postgres_incrementally_with_metadata(
     assert isinstance(skipped, dict)
     assert skipped["bookings"] == [today.isoformat()]
 
-    full = dg.materialize(
-        [warehouse_tables],
-        resources=resources,
-        run_config={"ops": {"jicoo__warehouse": {"config": {"full": True}}}},
+    full = materialize(
+        defs, ["warehouse"], run_config={"ops": {NAMES.op("warehouse"): {"config": {"full": True}}}}
     )
     meta = _metadata(full)
     assert (meta["jicoo/partitions_loaded"], meta["jicoo/full_reload"]) == (partitions, True)

@@ -9,24 +9,26 @@ import orjson
 import pytest
 from dagster._core.definitions.sensor_definition import SensorExecutionData
 
-from assets import webhook_sensor
-from assets.webhook_sensor import (
-    EVENT_COUNT_TAG,
-    EVENT_IDS_TAG,
-    EVENTS_TAG,
-    build_booking_events_sensor,
-    webhook_refresh_job,
-)
 from benchmarks.webhook_freshness import find_moves, reschedule, row_started_at
-from jicoo_connector.config import ConnectorConfig
+from jicoo_connector.dagster import _webhooks
 from jicoo_connector.extract import extract_range
 from jicoo_connector.webhooks import SQLiteEventStore, parse_event
 from jicoo_sandbox.config import Clock
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import event_payload
-from tests.dagster.support import extract_assets, jicoo_resource, warehouse_resource
+from tests.dagster.support import (
+    NAMES,
+    definitions,
+    warehouse_of,
+)
 from tests.support.sandbox import sandbox_settings, tokyo_today
 
+# The run tags the README documents.
+EVENT_IDS_TAG = "jicoo/webhook_event_ids"
+EVENTS_TAG = "jicoo/webhook_events"
+EVENT_COUNT_TAG = "jicoo/webhook_event_count"
+SENSOR = NAMES.sensor("booking_events")
+REFRESH_JOB = NAMES.job("webhook_refresh")
 NEW_BOOKING = "NEWBOOKING01"
 FAR_DAYS = 20
 
@@ -45,10 +47,9 @@ def _days(request: dg.RunRequest) -> list[dt.date]:
 def test_events_become_one_run_per_range_of_days_and_the_runs_move_the_row(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    booking_events_sensor = build_booking_events_sensor(
-        ConnectorConfig(webhook_db=str(tmp_path / "events.sqlite"))
-    )
-    warehouse = warehouse_resource(tmp_path)
+    defs = definitions(sandbox, tmp_path, webhook_db=str(tmp_path / "events.sqlite"))
+    booking_events_sensor = defs.resolve_sensor_def(SENSOR)
+    warehouse = warehouse_of(defs)
     client = httpx.Client(base_url=sandbox.base_url, headers={"X-Jicoo-Api-Key": sandbox.api_key})
     with client:
         (move,) = find_moves(client, 1, tokyo_today(sandbox) + dt.timedelta(days=2), 10)
@@ -68,8 +69,8 @@ def test_events_become_one_run_per_range_of_days_and_the_runs_move_the_row(
         new = {**booking, "uid": NEW_BOOKING, "startedAt": f"{far}T03:00:00.000Z"}
         _record(store, event_payload("guest_booked", new, None))
 
-    context = dg.build_sensor_context(resources={"warehouse": warehouse})
-    tick = booking_events_sensor.evaluate_tick(context)
+    with dg.build_sensor_context(resources=defs.resources) as context:
+        tick = booking_events_sensor.evaluate_tick(context)
     requests = list(tick.run_requests or [])
     requested = sorted(day for r in requests for day in _days(r))
     assert requested == sorted({move.old_day, move.new_day, far})
@@ -82,17 +83,13 @@ def test_events_become_one_run_per_range_of_days_and_the_runs_move_the_row(
     assert all("guest_reminded" not in r.tags[EVENTS_TAG] for r in requests)
     assert [r.tags[EVENT_COUNT_TAG] for r in requests] == ["1"] * len(requests)
 
-    again = booking_events_sensor.evaluate_tick(
-        dg.build_sensor_context(cursor=tick.cursor, resources={"warehouse": warehouse})
-    )
+    with dg.build_sensor_context(cursor=tick.cursor, resources=defs.resources) as context:
+        again = booking_events_sensor.evaluate_tick(context)
     assert not again.run_requests
     assert again.skip_message == "no webhook events after #3"
 
-    job = dg.Definitions(
-        assets=list(extract_assets().values()),
-        jobs=[webhook_refresh_job],
-        resources={"jicoo": jicoo_resource(sandbox), "warehouse": warehouse},
-    ).resolve_job_def(booking_events_sensor.job_name)
+    job = defs.resolve_job_def(booking_events_sensor.job_name)
+    assert job.name == NAMES.job("webhook_refresh")
     for request in requests:
         if far not in _days(request):
             assert job.execute_in_process(tags=request.tags).success
@@ -101,12 +98,10 @@ def test_events_become_one_run_per_range_of_days_and_the_runs_move_the_row(
     assert row_started_at(root, move.old_day, move.uid) is None
 
 
-def test_without_an_event_store_the_sensor_skips(tmp_path: Path) -> None:
-    booking_events_sensor = build_booking_events_sensor(
-        ConnectorConfig(webhook_db=str(tmp_path / "none.sqlite"))
-    )
-    context = dg.build_sensor_context(resources={"warehouse": warehouse_resource(tmp_path)})
-    tick = booking_events_sensor.evaluate_tick(context)
+def test_without_an_event_store_the_sensor_skips(sandbox: SandboxServer, tmp_path: Path) -> None:
+    defs = definitions(sandbox, tmp_path, webhook_db=str(tmp_path / "none.sqlite"))
+    with dg.build_sensor_context(resources=defs.resources) as context:
+        tick = defs.resolve_sensor_def(SENSOR).evaluate_tick(context)
     assert not tick.run_requests
     assert "does not exist" in (tick.skip_message or "")
     assert not (tmp_path / "none.sqlite").exists()
@@ -125,21 +120,21 @@ def _one_event(tmp_path: Path, clock: Clock) -> tuple[Path, dict[str, object]]:
 
 
 def test_no_new_refresh_while_the_last_one_has_not_started_then_one_for_all_events(
-    tmp_path: Path, clock: Clock
+    sandbox: SandboxServer, tmp_path: Path, clock: Clock
 ) -> None:
     store_path, booking = _one_event(tmp_path, clock)
-    sensor = build_booking_events_sensor(ConnectorConfig(webhook_db=str(store_path)))
-    warehouse = warehouse_resource(tmp_path)
+    defs = definitions(sandbox, tmp_path, webhook_db=str(store_path))
+    sensor = defs.resolve_sensor_def(SENSOR)
     with dg.instance_for_test() as instance:
         waiting = instance.add_run(
-            dg.DagsterRun(job_name=webhook_refresh_job.name, status=dg.DagsterRunStatus.STARTING)
+            dg.DagsterRun(job_name=REFRESH_JOB, status=dg.DagsterRunStatus.STARTING)
         )
 
         def tick(cursor: str | None = None) -> SensorExecutionData:
-            context = dg.build_sensor_context(
-                instance=instance, cursor=cursor, resources={"warehouse": warehouse}
-            )
-            return sensor.evaluate_tick(context)
+            with dg.build_sensor_context(
+                instance=instance, cursor=cursor, resources=defs.resources
+            ) as context:
+                return sensor.evaluate_tick(context)
 
         held = tick()
         assert not held.run_requests
@@ -156,20 +151,17 @@ def test_no_new_refresh_while_the_last_one_has_not_started_then_one_for_all_even
 
 
 def test_a_refresh_waiting_longer_than_the_hold_holds_nothing_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock
+    sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock
 ) -> None:
     store_path, _ = _one_event(tmp_path, clock)
-    sensor = build_booking_events_sensor(ConnectorConfig(webhook_db=str(store_path)))
+    defs = definitions(sandbox, tmp_path, webhook_db=str(store_path))
+    sensor = defs.resolve_sensor_def(SENSOR)
     with dg.instance_for_test() as instance:
         # A launch lost without a status: STARTING for good.
-        stuck = dg.DagsterRun(
-            job_name=webhook_refresh_job.name, status=dg.DagsterRunStatus.STARTING
-        )
+        stuck = dg.DagsterRun(job_name=REFRESH_JOB, status=dg.DagsterRunStatus.STARTING)
         instance.add_run(stuck)
-        context = dg.build_sensor_context(
-            instance=instance, resources={"warehouse": warehouse_resource(tmp_path)}
-        )
-        assert stuck.run_id in (sensor.evaluate_tick(context).skip_message or "")
-        # Once it has waited longer than the hold (here: any wait), the events go on.
-        monkeypatch.setattr(webhook_sensor, "HOLD_AT_MOST", dt.timedelta(0))
-        assert sensor.evaluate_tick(context).run_requests
+        with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+            assert stuck.run_id in (sensor.evaluate_tick(context).skip_message or "")
+            # Once it has waited longer than the hold (here: any wait), the events go on.
+            monkeypatch.setattr(_webhooks, "HOLD_AT_MOST", dt.timedelta(0))
+            assert sensor.evaluate_tick(context).run_requests

@@ -7,26 +7,28 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.writeback import (
-    APPLY_LOG_KEY,
-    APPLY_LOG_OP,
-    WriteBackResource,
-    apply_changeset_job,
-    apply_log_for,
-    changeset_inbox_sensor,
-)
 from jicoo_connector.changes import is_postgres_url, redact_location
 from jicoo_connector.client import JicooClient
 from jicoo_connector.config import ConnectorConfig
 from jicoo_sandbox.server import SandboxServer
-from tests.dagster.support import check_evaluations, jicoo_resource, materializations
+from tests.dagster.support import (
+    NAMES,
+    check_evaluations,
+    definitions,
+    materializations,
+)
+from tests.support.sandbox import sandbox_settings
 from tests.support.writeback_data import booking, future_open_bookings
 
+APPLY_LOG_KEY = NAMES.asset_key("apply_log")
+APPLY_LOG_OP = NAMES.op("apply_log")
+APPLY_JOB = NAMES.job("apply_changeset")
+INBOX_SENSOR = NAMES.sensor("changeset_inbox")
 LEDGER_URL_ENV = ConnectorConfig.specs()["ledger_url"].env
 CANCELS = 3
 ALL_CHECKS_PASSED = {
-    "jicoo/apply_log/no_change_in_flight": True,
-    "jicoo/apply_log/every_row_went_through": True,
+    "jicoo/test/apply_log/no_change_in_flight": True,
+    "jicoo/test/apply_log/every_row_went_through": True,
 }
 FIELDS = ["action", "booking_uid", "new_started_at", "time_zone", "cancel_reason"]
 
@@ -34,7 +36,7 @@ FIELDS = ["action", "booking_uid", "new_started_at", "time_zone", "cancel_reason
 def _changeset(sandbox: SandboxServer, path: Path) -> dict[str, str]:
     """Cancels of future open bookings plus one reschedule to a free slot: booking uid -> action."""
     now = sandbox.config.clock()
-    with JicooClient(jicoo_resource(sandbox).settings()) as client:
+    with JicooClient(sandbox_settings(sandbox)) as client:
         upcoming = client.list_bookings(
             started_at=now + dt.timedelta(days=2), ended_at=now + dt.timedelta(days=9)
         )
@@ -73,43 +75,19 @@ def _posts(sandbox: SandboxServer, since: int = 0) -> list[dict[str, object]]:
     return [e for e in sandbox.store.journal(since) if e["method"] == "POST"]
 
 
-def _writeback_defs(
-    sandbox: SandboxServer,
-    tmp_path: Path,
-    writeback: WriteBackResource | None = None,
-    ledger_location: str | None = None,
-) -> dg.Definitions:
-    """The write-back's Definitions; ``writeback`` and ``ledger_location`` name the same
-    ledger (default: an SQLite file in ``tmp_path``)."""
-    return dg.Definitions(
-        assets=[apply_log_for(ledger_location or str(tmp_path / "ledger.sqlite"))],
-        jobs=[apply_changeset_job],
-        resources={
-            "jicoo": jicoo_resource(sandbox),
-            "writeback": writeback
-            or WriteBackResource(
-                ledger_path=str(tmp_path / "ledger.sqlite"),
-                apply_log_root=str(tmp_path / "apply_log"),
-                inbox=str(tmp_path / "inbox"),
-            ),
-        },
-    )
-
-
 def _writeback_job(sandbox: SandboxServer, tmp_path: Path) -> dg.JobDefinition:
-    return _writeback_defs(sandbox, tmp_path).resolve_job_def("apply_changeset")
+    return definitions(sandbox, tmp_path).resolve_job_def(APPLY_JOB)
 
 
-def _writeback_at(
-    ledger_location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> WriteBackResource:
-    """The resource for the ledger at ``ledger_location``, a PostgreSQL URL wired as
-    assets/definitions.py wires it: only through EnvVar (it may hold a password)."""
-    apply_log_root = str(tmp_path / "apply_log")
+def _definitions_at(
+    sandbox: SandboxServer, ledger_location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dg.Definitions:
+    """The test organization with its ledger at ``ledger_location``; a PostgreSQL URL only
+    through EnvVar (it may hold a password), as a user passes it."""
     if not is_postgres_url(ledger_location):
-        return WriteBackResource(ledger_path=ledger_location, apply_log_root=apply_log_root)
+        return definitions(sandbox, tmp_path, ledger_path=ledger_location)
     monkeypatch.setenv(LEDGER_URL_ENV, ledger_location.replace("postgres@", "postgres:s3cret@"))
-    return WriteBackResource(ledger_url=dg.EnvVar(LEDGER_URL_ENV), apply_log_root=apply_log_root)
+    return definitions(sandbox, tmp_path, ledger_url=dg.EnvVar(LEDGER_URL_ENV))
 
 
 @pytest.mark.system_clock(
@@ -125,10 +103,9 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     path = tmp_path / "changes.csv"
     changes = _changeset(sandbox, path)
     postgres = is_postgres_url(ledger_location)
-    writeback = _writeback_at(ledger_location, tmp_path, monkeypatch)
+    defs = _definitions_at(sandbox, ledger_location, tmp_path, monkeypatch)
     # The way scripts/demo.py launches it: the Definitions' job, run_config keyed by the op.
-    defs = _writeback_defs(sandbox, tmp_path, writeback, ledger_location)
-    job = defs.resolve_job_def("apply_changeset")
+    job = defs.resolve_job_def(APPLY_JOB)
     (spec,) = defs.resolve_assets_def(APPLY_LOG_KEY).specs
     assert spec.kinds == {"jicoo", "parquet", "postgres" if postgres else "sqlite"}
 
@@ -177,9 +154,12 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     assert check_evaluations(again) == ALL_CHECKS_PASSED
 
 
-def test_the_inbox_sensor_runs_by_default_and_says_so() -> None:
-    assert changeset_inbox_sensor.default_status is dg.DefaultSensorStatus.RUNNING
-    description = changeset_inbox_sensor.description or ""
+def test_the_inbox_sensor_runs_by_default_and_says_so(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    sensor = definitions(sandbox, tmp_path).resolve_sensor_def(INBOX_SENSOR)
+    assert sensor.default_status is dg.DefaultSensorStatus.RUNNING
+    description = sensor.description or ""
     assert "Running by default" in description
     assert "<name>.cp932.csv" in description
 
@@ -197,15 +177,17 @@ def test_a_cp932_file_in_the_inbox_is_applied_by_its_name(
         f"{','.join(FIELDS)}\ncancel,{uid},,,{reason}\n".encode("cp932")
     )
     (inbox / "notes.v2.csv").write_text(f"{','.join(FIELDS)}\n", encoding="utf-8")
-    context = dg.build_sensor_context(resources={"writeback": WriteBackResource(inbox=str(inbox))})
+    defs = definitions(sandbox, tmp_path, changeset_inbox=str(inbox))
+    with dg.build_sensor_context(resources=defs.resources) as context:
+        tick = defs.resolve_sensor_def(INBOX_SENSOR).evaluate_tick(context)
     requests = {
         Path(r.run_config["ops"][APPLY_LOG_OP]["config"]["path"]).name: r
-        for r in changeset_inbox_sensor.evaluate_tick(context).run_requests or []
+        for r in tick.run_requests or []
     }
     config = requests["orders.cp932.csv"].run_config["ops"][APPLY_LOG_OP]["config"]
     assert config["encoding"] == "cp932"
     assert requests["notes.v2.csv"].run_config["ops"][APPLY_LOG_OP]["config"]["encoding"] is None
-    result = _writeback_job(sandbox, tmp_path).execute_in_process(
+    result = defs.resolve_job_def(APPLY_JOB).execute_in_process(
         run_config=requests["orders.cp932.csv"].run_config
     )
     assert result.success

@@ -8,8 +8,9 @@
    built again with ``INSTALL_COMPANY_CA=yes``, the image's system bundle must hold it.
 3. The image's own command serves the code location (its port moved to a free one on
    loopback), a daemon configured by deploy/dagster.yaml on a throwaway PostgreSQL launches
-   through it one daily run of ``jicoo_daily_tables`` and one ``apply_changeset`` against a
-   sandbox, and both must succeed, with their rows in Parquet and their changes on the server.
+   through it one daily run of ``jicoo_default_daily_tables`` and one
+   ``jicoo_default_apply_changeset`` against a sandbox, and both must succeed, with their rows
+   in Parquet and their changes on the server.
 
 Anything missing or failing stops it with a message and a non-zero exit; it never skips.
 

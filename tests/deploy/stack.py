@@ -4,7 +4,7 @@ The code server is the image's own command (its port moved to a free one on loop
 buildah container on the host network; the daemon runs on the host with deploy/dagster.yaml
 (PostgreSQL storage, queued runs, DefaultRunLauncher), so each run it launches is started by
 the code server, inside the container, as the image's user. Two runs go through the queue:
-one day of ``jicoo_daily_tables`` and one ``apply_changeset``.
+one day of ``jicoo_default_daily_tables`` and one ``jicoo_default_apply_changeset``.
 """
 
 import datetime as dt
@@ -25,9 +25,9 @@ from zoneinfo import ZoneInfo
 
 import pyarrow.parquet as pq
 
-from assets.automation import daily_tables_job
-from assets.writeback import APPLY_LOG_OP, apply_changeset_job
 from jicoo_connector.changes import parse_changeset
+from jicoo_connector.config import ConnectorConfig
+from jicoo_connector.dagster import JicooNames
 from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.config import SandboxConfig, system_clock
@@ -43,6 +43,11 @@ BIN: Final = Path(sys.executable).parent
 ZONE: Final = "Asia/Tokyo"
 DATA: Final = "/data"  # the host folder the container sees, for Parquet and change sets
 LOCATION: Final = "jicoo"
+# The image's code location is one organization, JICOO_ORGANIZATION's default (not set here).
+NAMES: Final = JicooNames(ConnectorConfig().organization)
+DAILY_JOB: Final = NAMES.job("daily_tables")
+APPLY_JOB: Final = NAMES.job("apply_changeset")
+APPLY_LOG_OP: Final = NAMES.op("apply_log")
 BATCH_ID: Final = "deploy-test"
 SERVER_TIMEOUT_S: Final = 240.0
 RUNS_TIMEOUT_S: Final = 420.0
@@ -241,18 +246,18 @@ def run_deployment(image: str, work: Path) -> str:
         )  # fmt: skip
         with server, daemon(env, workspace, work / "daemon.log"):
             wait_for_definitions(server, port)
-            daily = launch(env, workspace, daily_tables_job.name,
+            daily = launch(env, workspace, DAILY_JOB,
                            tags={"dagster/partition": day.isoformat()})  # fmt: skip
             config_json = {"ops": {APPLY_LOG_OP: {"config": {
                 "path": f"{DATA}/changes/moves.csv", "batch_id": BATCH_ID}}}}  # fmt: skip
-            apply = launch(env, workspace, apply_changeset_job.name, config_json=config_json)
+            apply = launch(env, workspace, APPLY_JOB, config_json=config_json)
             statuses = wait_for_runs(home, [daily, apply], work / "daemon.log")
         written = check_day(sandbox, data, day)
         parsed = parse_changeset(text.encode())
         assert_server_matches(sandbox, parsed, ledger_url, BATCH_ID)
     return (
-        f"runs through the daemon and the image's code server: {daily_tables_job.name} "
-        f"{statuses[daily]}, {apply_changeset_job.name} {statuses[apply]}\n"
+        f"runs through the daemon and the image's code server: {DAILY_JOB} "
+        f"{statuses[daily]}, {APPLY_JOB} {statuses[apply]}\n"
         f"  {written}\n  change set: {len(parsed.changes)} changes applied, on the sandbox "
         "and final in the PostgreSQL ledger"
     )

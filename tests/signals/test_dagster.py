@@ -8,14 +8,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.extract_assets import partitioning_selection
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
-    extract_assets,
-    jicoo_resource,
+    NAMES,
+    definitions,
     materializations,
+    materialize,
+    observations,
     range_tags,
-    warehouse_resource,
+    warehouse_of,
 )
 from tests.support.sandbox import LIMITED_KEY, tokyo_today
 
@@ -34,21 +35,16 @@ def _failures(result: dg.ExecuteInProcessResult) -> dict[str, str]:
     return failed
 
 
-@pytest.mark.parametrize("partitioning", ["day", "snapshot"])
+@pytest.mark.parametrize("job_name", ["daily_tables", "snapshots"])
 def test_a_key_that_reads_nothing_fails_the_job_with_one_line(
-    partitioning: str, sandbox: SandboxServer, tmp_path: Path
+    job_name: str, sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    # jicoo_daily_tables, and jicoo_snapshots without its warehouse reload.
-    job = dg.define_asset_job("extract", selection=partitioning_selection(partitioning))
-    warehouse = warehouse_resource(tmp_path)
+    defs = definitions(sandbox, tmp_path, key=WRONG_KEY)
+    job = defs.resolve_job_def(NAMES.job(job_name))
     day = tokyo_today(sandbox)
-    resolved = dg.Definitions(
-        assets=list(extract_assets().values()),
-        jobs=[job],
-        resources={"jicoo": jicoo_resource(sandbox, api_key=WRONG_KEY), "warehouse": warehouse},
-    ).resolve_job_def(job.name)
+    tags = range_tags(day, day) if job_name == "daily_tables" else {}
     sandbox.clear_requests()
-    result = resolved.execute_in_process(tags=range_tags(day, day), raise_on_error=False)
+    result = job.execute_in_process(tags=tags, raise_on_error=False)
 
     assert not result.success
     failed = _failures(result)
@@ -58,7 +54,7 @@ def test_a_key_that_reads_nothing_fails_the_job_with_one_line(
         assert message.startswith("the API refused the key (GET /v1/"), message
         assert "check the API key (JICOO_API_KEY); 0 of 1 partitions written" in message
         assert WRONG_KEY not in message
-    assert not list(Path(warehouse.root).rglob("*.parquet"))
+    assert not list(Path(warehouse_of(defs).root).rglob("*.parquet"))
     # Never retried: every request was refused, and none went out more often than once per
     # failed step (each step's key check is the same request; a retry would repeat its own).
     asked = Counter((r["method"], r["path"], str(r["query"])) for r in sandbox.requests())
@@ -70,33 +66,22 @@ def test_a_key_that_reads_nothing_fails_the_job_with_one_line(
 def test_a_table_the_key_may_not_read_is_skipped_and_says_so_in_its_metadata(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
-    by_table = extract_assets()
-    selection = [by_table["event_types"], by_table["users"]]
-    warehouse = warehouse_resource(tmp_path)
-    first = dg.materialize(
-        selection, resources={"jicoo": jicoo_resource(sandbox), "warehouse": warehouse}
-    )
+    tables = ["event_types", "users"]
+    first = materialize(definitions(sandbox, tmp_path), tables)
     assert first.success
-    (earlier,) = list(Path(warehouse.root, "event_types").rglob("data.parquet"))
+    root = warehouse_of(definitions(sandbox, tmp_path)).root
+    (earlier,) = list(Path(root, "event_types").rglob("data.parquet"))
     kept = earlier.read_bytes()
 
-    result = dg.materialize(
-        selection,
-        resources={"jicoo": jicoo_resource(sandbox, api_key=LIMITED_KEY), "warehouse": warehouse},
-    )
+    result = materialize(definitions(sandbox, tmp_path, key=LIMITED_KEY), tables)
 
     assert result.success  # the key reads the rest: skipping one table is not a failure
-    event_types = dg.AssetKey(["jicoo", "event_types"])
+    event_types = NAMES.asset_key("event_types")
     assert materializations(result, event_types) == []
-    (observed,) = [
-        event.asset_observation_data.asset_observation
-        for event in result.all_events
-        if event.is_asset_observation
-        and event.asset_observation_data.asset_observation.asset_key == event_types
-    ]
+    (observed,) = observations(result, event_types)
     skipped = observed.metadata["jicoo/skipped"].value
     assert isinstance(skipped, str)
     assert skipped.startswith("403 on /v1/event_types")
     assert skipped.endswith("earlier partitions kept")
     assert earlier.read_bytes() == kept
-    assert len(materializations(result, dg.AssetKey(["jicoo", "users"]))) == 1
+    assert len(materializations(result, NAMES.asset_key("users"))) == 1

@@ -9,19 +9,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.writeback import (
-    APPLY_LOG_KEY,
-    APPLY_LOG_OP,
-    WriteBackResource,
-    apply_changeset_job,
-    apply_log_for,
-)
 from jicoo_sandbox.server import SandboxServer
-from tests.dagster.support import jicoo_resource
+from tests.dagster.support import NAMES, definitions
 from tests.signals.support import environment, run
 from tests.support.writeback_data import booking, build_csv, effective_posts
 
 TYPO = "Asia/Tokio"
+APPLY_LOG_KEY = NAMES.asset_key("apply_log")
+APPLY_LOG_OP = NAMES.op("apply_log")
 
 
 def _changes_with_a_typo(sandbox: SandboxServer, path: Path) -> tuple[str, list[str]]:
@@ -80,17 +75,7 @@ def test_in_dagster_rows_that_did_not_go_through_fail_a_warn_check_with_the_file
     changes = tmp_path / "orders.csv"
     moved, uids = _changes_with_a_typo(sandbox, changes)
     changes.write_text(changes.read_text("utf-8") + ",cancel,nosuchbooking1,,,gone\n", "utf-8")
-    job = dg.Definitions(
-        assets=[apply_log_for(str(tmp_path / "ledger.sqlite"))],
-        jobs=[apply_changeset_job],
-        resources={
-            "jicoo": jicoo_resource(sandbox),
-            "writeback": WriteBackResource(
-                ledger_path=str(tmp_path / "ledger.sqlite"),
-                apply_log_root=str(tmp_path / "apply_log"),
-            ),
-        },
-    ).resolve_job_def("apply_changeset")
+    job = definitions(sandbox, tmp_path).resolve_job_def(NAMES.job("apply_changeset"))
 
     def apply(path: Path) -> dg.ExecuteInProcessResult:
         config = {"path": str(path), "concurrency": 2}

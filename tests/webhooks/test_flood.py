@@ -12,16 +12,14 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import pytest
 
-from assets.partitions import daily_partitions
-from assets.webhook_sensor import EVENT_IDS_TAG, JOIN_GAP_DAYS, build_booking_events_sensor
 from benchmarks.webhook_freshness import WEBHOOK_SECRET, receiver_process
-from jicoo_connector.config import ConnectorConfig
+from jicoo_connector.dagster._webhooks import EVENT_IDS_TAG, JOIN_GAP_DAYS
 from jicoo_connector.extract import extract_range
 from jicoo_connector.webhooks import SQLiteEventStore
 from jicoo_sandbox.config import Clock, SandboxConfig, WebhookOptions
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import ChurnRunner
-from tests.dagster.support import warehouse_resource
+from tests.dagster.support import NAMES, definitions, warehouse_of
 from tests.support.sandbox import sandbox_settings
 
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -80,9 +78,10 @@ def test_flood_with_duplicates_reordering_and_two_receiver_kills(
         url=url, secret=WEBHOOK_SECRET, duplicate=0.1, reorder_ms=300,
         backoff_s=0.05, max_backoff_s=1.0, max_attempts=200, seed=11,
     )  # fmt: skip
-    warehouse = warehouse_resource(tmp_path)
     config = SandboxConfig(seed=7, bookings=2000, webhooks=options, clock=clock)
     with SandboxServer(config) as sandbox:
+        defs = definitions(sandbox, tmp_path, webhook_db=str(db))
+        warehouse = warehouse_of(defs)
         store = sandbox.store
         # The warehouse a daily refresh left: every seeded day, before any change.
         settings = sandbox_settings(sandbox)
@@ -117,13 +116,12 @@ def test_flood_with_duplicates_reordering_and_two_receiver_kills(
     assert len(duplicates) >= EVENTS // 20
     assert any(d["status"] is None for d in deliveries)  # the kills cut deliveries off
 
-    config = ConnectorConfig(webhook_db=str(db))
-    tick = build_booking_events_sensor(config).evaluate_tick(
-        dg.build_sensor_context(resources={"warehouse": warehouse})
-    )
+    with dg.build_sensor_context(resources=defs.resources) as context:
+        tick = defs.resolve_sensor_def(NAMES.sensor("booking_events")).evaluate_tick(context)
     assert tick.cursor == str(recorded[-1].id)
     requested, tagged = _requested(tick.run_requests or [])
-    partitions = daily_partitions(config)
+    partitions = defs.resolve_assets_def(NAMES.asset_key("bookings")).partitions_def
+    assert isinstance(partitions, dg.DailyPartitionsDefinition)
     first = dt.date.fromisoformat(partitions.get_first_partition_key() or "")
     last = dt.date.fromisoformat(partitions.get_last_partition_key() or "")
 

@@ -14,14 +14,13 @@ from urllib.parse import urlsplit
 import dagster as dg
 import pytest
 
-from assets.webhook_sensor import build_booking_events_sensor
 from benchmarks.webhook_freshness import WEBHOOK_SECRET, receiver_process
-from jicoo_connector.config import ConnectorConfig
+from jicoo_connector.dagster import build_jicoo_definitions
 from jicoo_connector.webhooks import PostgresEventStore, StoredEvent
 from jicoo_sandbox.config import Clock, SandboxConfig, WebhookOptions
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import ChurnRunner
-from tests.dagster.support import warehouse_resource
+from tests.dagster.support import NAMES, api_key
 from tests.webhooks.balancer import Balancer
 
 EVENTS = 1000
@@ -148,9 +147,13 @@ def test_two_receivers_on_postgres_record_a_flood_once_through_kills(
     assert sum(log.count(" webhook ") for log in logs) >= EVENTS  # each recorded by one
 
     # The sensor reads the same store from its start, to the same end.
-    config = ConnectorConfig(webhook_db_url=postgres_url)
-    tick = build_booking_events_sensor(config).evaluate_tick(
-        dg.build_sensor_context(resources={"warehouse": warehouse_resource(tmp_path)})
+    defs = build_jicoo_definitions(
+        NAMES.organization,
+        api_key=api_key("sk_unused_by_the_sensor"),
+        data_root=str(tmp_path),
+        webhook_db_url=api_key(postgres_url),  # a variable, as a user passes a URL
     )
+    with dg.build_sensor_context(resources=defs.resources) as context:
+        tick = defs.resolve_sensor_def(NAMES.sensor("booking_events")).evaluate_tick(context)
     assert tick.cursor == reader.cursor
     assert tick.run_requests

@@ -1,10 +1,12 @@
-"""booking_events_sensor: webhook events recorded by the receiver become day-partition refreshes.
+"""The booking-events sensor: an organization's recorded webhook events become refreshes of
+the day partitions they touch.
 
 Each tick reads the events after its cursor, asks the library which days they make stale (the
 new start day, and the day the warehouse still has the booking on) and requests one
-jicoo_webhook_refresh run per range of days (stale days up to ``JOIN_GAP_DAYS`` apart share one).
-A burst between ticks is one run; the cursor (the store's position after the last event
-handled, safe with many receivers writing at once) makes each event trigger exactly once.
+``jicoo_<organization>_webhook_refresh`` run per range of days (stale days up to
+``JOIN_GAP_DAYS`` apart share one). A burst between ticks is one run; the cursor (the store's
+position after the last event handled, safe with many receivers writing at once) makes each
+event trigger exactly once.
 
 While a refresh it requested has not started yet (queued, or its process still starting), a
 tick requests nothing and leaves the events for the next: they join one run instead of queueing
@@ -22,12 +24,10 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from assets.extract_assets import partitioning_selection
-from assets.partitions import daily_partitions
-from assets.resources import WarehouseResource
-from jicoo_connector.config import ConnectorConfig
+from jicoo_connector.changes import redact_location
+from jicoo_connector.dagster._resources import WarehouseResource, resource
+from jicoo_connector.dagster._setup import AssetJob, OrganizationSetup
 from jicoo_connector.webhooks import (
-    RefreshPlan,
     RefreshRange,
     StoredEvent,
     event_store_exists,
@@ -59,15 +59,18 @@ EVENT_COUNT_TAG = "jicoo/webhook_event_count"
 EVENT_IDS_TAG = "jicoo/webhook_event_ids"
 
 
-# The daily tables again, in one process: a refresh of a few days costs less than the two step
-# processes the multiprocess executor would start (each imports Dagster and pandas again),
-# and that start-up is most of a webhook's time to the tables.
-webhook_refresh_job = dg.define_asset_job(
-    "jicoo_webhook_refresh",
-    selection=partitioning_selection("day"),
-    executor_def=dg.in_process_executor,
-    description="Bookings and contacts for the days webhook events touched (one process).",
-)
+def build_webhook_refresh_job(setup: OrganizationSetup) -> AssetJob:
+    # The day tables again, in one process: a refresh of a few days costs less than the step
+    # processes the multiprocess executor would start (each imports Dagster and pandas again),
+    # and that start-up is most of a webhook's time to the tables.
+    names = setup.names
+    return dg.define_asset_job(
+        names.job("webhook_refresh"),
+        selection=dg.AssetSelection.assets(*setup.keys(setup.day_tables)),
+        executor_def=dg.in_process_executor,
+        description=f"{names.organization}: bookings and contacts for the days webhook events "
+        "touched (one process).",
+    )
 
 
 def _describe(events: Sequence[StoredEvent]) -> str:
@@ -107,29 +110,35 @@ def run_request(refresh: RefreshRange) -> dg.RunRequest:
     )
 
 
-def _plan(
-    events: Sequence[StoredEvent],
-    config: ConnectorConfig,
-    partitions: dg.DailyPartitionsDefinition,
-    warehouse: WarehouseResource,
-) -> RefreshPlan:
-    known_uids = {s.event.booking_uid for s in events if s.event.known}
+def _requests(
+    context: dg.SensorEvaluationContext, setup: OrganizationSetup, events: list[StoredEvent]
+) -> Iterator[dg.RunRequest]:
+    partitions = setup.partitions
     first = partitions.get_first_partition_key()
     last = partitions.get_last_partition_key()
     if first is None or last is None:
         raise dg.Failure("the daily partitions definition has no partitions")
-    return plan_refresh(
+    warehouse = resource(context, setup.names.warehouse_resource, WarehouseResource)
+    known_uids = {s.event.booking_uid for s in events if s.event.known}
+    plan = plan_refresh(
         events,
-        zone=config.timezone,
+        zone=setup.config.timezone,
         previous=warehouse_days(warehouse.store(), known_uids),
         first_day=dt.date.fromisoformat(first),
         last_day=dt.date.fromisoformat(last),
         join_gap_days=JOIN_GAP_DAYS,
     )
+    if plan.ignored:
+        names = sorted({s.event.event for s in plan.ignored})
+        context.log.info(f"{len(plan.ignored)} events of unknown types ignored: {names}")
+    for day, ids in plan.outside.items():
+        context.log.info(f"day {day} has no partition; events {list(ids)} leave it alone")
+    for refresh in plan.ranges:
+        yield run_request(refresh)
 
 
-def refresh_waiting(context: dg.SensorEvaluationContext) -> str | None:
-    """The id of a refresh this sensor requested within ``HOLD_AT_MOST`` that has not begun its
+def refresh_waiting(context: dg.SensorEvaluationContext, job_name: str) -> str | None:
+    """The id of a ``job_name`` run requested within ``HOLD_AT_MOST`` that has not begun its
     work, if any (None too when the context has no instance, as in a test's own evaluation)."""
     try:
         instance = context.instance
@@ -137,41 +146,42 @@ def refresh_waiting(context: dg.SensorEvaluationContext) -> str | None:
         return None
     recent = dt.datetime.now(dt.UTC) - HOLD_AT_MOST
     waiting = instance.get_run_ids(
-        dg.RunsFilter(
-            job_name=webhook_refresh_job.name, statuses=NOT_YET_WORKING, created_after=recent
-        ),
+        dg.RunsFilter(job_name=job_name, statuses=NOT_YET_WORKING, created_after=recent),
         limit=1,
     )
     return waiting[0] if waiting else None
 
 
-def build_booking_events_sensor(config: ConnectorConfig) -> dg.SensorDefinition:
-    """The sensor over ``config.webhook_store()``, ticking every ``config.webhook_interval_s``.
+def build_booking_events_sensor(setup: OrganizationSetup, job: AssetJob) -> dg.SensorDefinition:
+    """The sensor over the organization's event store (``webhook_db_url``, else the
+    ``webhook_db`` file), ticking every ``webhook_interval_s``.
 
     Its default, 5 s, is as often as Dagster's sensor daemon evaluates any sensor (it loops
     every 5 s): an event waits at most that long for its tick. Events are coalesced over the
     interval, and over the wait of a refresh that has not started yet (``refresh_waiting``).
     """
-    partitions = daily_partitions(config)
-    location = config.webhook_store()
+    names, location = setup.names, setup.config.webhook_store()
+    shown = redact_location(location)
 
     @dg.sensor(
-        job=webhook_refresh_job,
-        minimum_interval_seconds=config.webhook_interval_s,
+        name=names.sensor("booking_events"),
+        job=job,
+        minimum_interval_seconds=setup.config.webhook_interval_s,
         # Running by default: it spends no API request until the receiver has recorded events,
         # which only happens once someone points Jicoo's dashboard at a receiver.
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Refreshes the day partitions of bookings and contacts that recorded "
-        "webhook events touch (events in $JICOO_WEBHOOK_DB_URL or $JICOO_WEBHOOK_DB; one run per "
-        "range of days per tick, none while the last one has not started).",
+        required_resource_keys={names.warehouse_resource},
+        description=f"Refreshes the day partitions of {names.organization}'s bookings and "
+        f"contacts that recorded webhook events touch (events in {shown}; one run per range of "
+        "days per tick, none while the last one has not started).",
     )
     def booking_events_sensor(
-        context: dg.SensorEvaluationContext, warehouse: WarehouseResource
+        context: dg.SensorEvaluationContext,
     ) -> Iterator[dg.RunRequest | dg.SkipReason]:
         if not event_store_exists(location):
-            yield dg.SkipReason(f"no webhook events recorded yet ({location} does not exist)")
+            yield dg.SkipReason(f"no webhook events recorded yet ({shown} does not exist)")
             return
-        if (waiting := refresh_waiting(context)) is not None:
+        if (waiting := refresh_waiting(context, job.name)) is not None:
             yield dg.SkipReason(f"refresh {waiting} has not started yet: new events join the next")
             return
         store = open_event_store(location, create=False)
@@ -182,14 +192,7 @@ def build_booking_events_sensor(config: ConnectorConfig) -> dg.SensorDefinition:
         if not page.events:
             yield dg.SkipReason(f"no webhook events after #{context.cursor or 0}")
             return
-        plan = _plan(page.events, config, partitions, warehouse)
-        if plan.ignored:
-            names = sorted({s.event.event for s in plan.ignored})
-            context.log.info(f"{len(plan.ignored)} events of unknown types ignored: {names}")
-        for day, ids in plan.outside.items():
-            context.log.info(f"day {day} has no partition; events {list(ids)} leave it alone")
-        for refresh in plan.ranges:
-            yield run_request(refresh)
+        yield from _requests(context, setup, page.events)
         context.update_cursor(page.cursor)
 
     return booking_events_sensor
