@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # Dagster keeps its run storage here (ephemeral for demo/tests, never in the home folder).
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: dagster-home help setup demo dev test check lint typecheck test-unit test-slow test-dates test-deploy bench bench-quick bench-warehouse bench-webhooks sandbox example-changeset clean clean-all
+.PHONY: dagster-home help setup demo dev test check lint typecheck test-unit test-slow test-dates test-deploy test-py test-pythons bench bench-quick bench-warehouse bench-webhooks sandbox example-changeset clean clean-all
 
 # The instance config (telemetry off, a limit for each organization's pool) from scripts/dagster.yaml;
 # an existing dagster.yaml is the user's and is left alone.
@@ -65,6 +65,34 @@ test-slow: setup ## Heavy tests: crash-and-resume loops, large data
 	@$(MAKE) --no-print-directory dagster-home
 	$(VENV)/bin/pytest -m slow -q -n $(TEST_WORKERS)
 
+# The smoke set on another supported Python (3.10 to 3.13): the client against the sandbox (retries,
+# the total deadline), one day's extract, a failed range's error group, a dry-run apply, the
+# Dagster definitions loaded. Its own environment, .venv-py$(PY), with the locked versions, from
+# the interpreter pyenv installed (or python$(PY) on the PATH; PYTHON=/path/to/python overrides).
+PY ?= 3.10
+PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/$(PY).*/bin/python$(PY)) python$(PY))
+SMOKE_TESTS ?= \
+	tests/client/test_client.py::test_listing_returns_exactly_the_stores_bookings \
+	tests/client/test_client.py::test_5xx_and_429_bursts_still_yield_exactly_the_bookings \
+	tests/client/test_client.py::test_trickle_hits_the_total_deadline_quickly \
+	tests/extract/test_extract.py::test_bookings_of_a_jst_day_are_exactly_those_starting_that_day \
+	tests/extract/test_extract.py::test_an_unreachable_api_stops_the_range_after_the_first_failure \
+	tests/changes/test_apply.py::test_dry_run_sends_nothing_and_writes_no_ledger \
+	tests/dagster/test_definitions.py::test_definitions_object_resolves_every_asset_and_job
+
+test-py: $(UV) ## The smoke set on another Python: make test-py PY=3.13 (3.10, 3.12, 3.13)
+	UV_PROJECT_ENVIRONMENT=.venv-py$(PY) $(UV) sync --frozen --no-python-downloads --python $(PYTHON) --quiet
+	@$(MAKE) --no-print-directory dagster-home
+	.venv-py$(PY)/bin/pytest -q -n 0 $(SMOKE_TESTS)
+
+# The Pythons CI runs the smoke set on (the fast tier runs on 3.11), all at once: the set mostly
+# waits on the sandbox. Each printed whole when it ends; any failed one fails the target.
+SMOKE_PYTHONS ?= 3.10 3.13
+test-pythons: $(UV) ## The smoke set on each of SMOKE_PYTHONS at once (CI runs it)
+	@printf '%s\n' $(SMOKE_PYTHONS) | xargs -P $(words $(SMOKE_PYTHONS)) -I{} \
+		sh -c 'out=$$($(MAKE) --no-print-directory test-py PY={} 2>&1); \
+		rc=$$?; printf "== Python %s\n%s\n" {} "$$out"; exit $$rc'
+
 # Days the whole fast tier runs on again (JICOO_TEST_TODAY, read by tests/conftest.py): a month
 # end on a Sunday, a leap day, a year end late in the UTC evening (already the next year in
 # Tokyo), and the Sunday on which US daylight saving time ends.
@@ -106,7 +134,7 @@ sandbox: setup example-changeset ## Write data/changesets/example.csv, then serv
 	$(VENV)/bin/jicoo-sandbox serve --host 127.0.0.1 --port 8765 --seed 7 --bookings 2000
 
 clean: ## Remove the environments, caches and the demo's folder; keeps your ledger, apply log, warehouse, webhook events
-	rm -rf $(VENV) .uv .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
+	rm -rf $(VENV) .venv-py3.* .uv .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache
 	rm -rf data/demo
 
 # The state a user cannot rebuild: the ledger is the only record of what was applied (and what

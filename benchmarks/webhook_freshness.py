@@ -79,7 +79,7 @@ class Move:
 
 
 def _instant(day: dt.date) -> str:
-    start = dt.datetime.combine(day, dt.time(), tzinfo=TOKYO).astimezone(dt.UTC)
+    start = dt.datetime.combine(day, dt.time(), tzinfo=TOKYO).astimezone(dt.timezone.utc)
     return start.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
@@ -142,7 +142,7 @@ def row_started_at(root: Path, day: dt.date, uid: str) -> str | None:
     if not len(table):
         return None
     value = table["started_at"][0].as_py()
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 class _Child:
@@ -377,7 +377,7 @@ def wait_for(
                     known[day] = (stat.st_ino, stat.st_mtime_ns)
                     table = pq.read_table(path, columns=["uid", "started_at"])
                     starts[day] = {
-                        uid: value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+                        uid: value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
                         for uid, value in zip(
                             table["uid"].to_pylist(), table["started_at"].to_pylist(), strict=True
                         )

@@ -1,4 +1,5 @@
-"""Every error the connector raises, in one tree. Imports nothing else of the package.
+"""Every error the connector raises, in one tree. Imports nothing else of the package but
+``_compat`` (ExceptionGroup on Python 3.10).
 
 JicooError
 ├── ConfigError                 bad settings or arguments, before any request (a ValueError)
@@ -37,6 +38,8 @@ JicooError
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+
+from jicoo_connector._compat import ExceptionGroup
 
 __all__ = [
     "APIStatusError",

@@ -375,7 +375,8 @@ def to_record_batch(
 
     >>> users = TableSpec("users", (column("uid", "uid", pa.string(), doc="id"),), ("uid",),
     ...                   "snapshot")
-    >>> to_record_batch(users, [{"uid": "u1", "name": "A"}], extracted_at=dt.datetime.now(dt.UTC),
+    >>> now = dt.datetime.now(dt.timezone.utc)
+    >>> to_record_batch(users, [{"uid": "u1", "name": "A"}], extracted_at=now,
     ...                 run_id=None, partition_value=dt.date(2024, 3, 1)).column("_extra")[0]
     <pyarrow.StringScalar: '{"name":"A"}'>
     """
@@ -435,7 +436,7 @@ def with_lineage(
     return pa.RecordBatch.from_arrays(arrays, schema=spec.schema)
 
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 
 
 def constant_array(value: dt.date | dt.datetime | str | None, type_: pa.DataType, n: int) -> _Arr:

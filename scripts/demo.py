@@ -225,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         _summary(config)
         changeset = data_dir / "changesets" / "demo.csv"
         # The sandbox process and the write-back job both run on the system clock.
-        write_changeset(sandbox.base_url, DEFAULT_SANDBOX_KEY, changeset, dt.datetime.now(dt.UTC))
+        write_changeset(
+            sandbox.base_url, DEFAULT_SANDBOX_KEY, changeset, dt.datetime.now(dt.timezone.utc)
+        )
         _write_back(defs, names, changeset)
     print(SEPARATOR)
     print(f"Demo finished in {time.monotonic() - started:.1f} s.")

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from jicoo_connector._compat import parse_datetime
 from jicoo_connector.atomic import atomic_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,8 +29,8 @@ TOKYO = ZoneInfo("Asia/Tokyo")
 
 def _interval(booking: Mapping[str, object]) -> tuple[dt.datetime, dt.datetime]:
     return (
-        dt.datetime.fromisoformat(str(booking["startedAt"])),
-        dt.datetime.fromisoformat(str(booking["endedAt"])),
+        parse_datetime(str(booking["startedAt"])),
+        parse_datetime(str(booking["endedAt"])),
     )
 
 
@@ -41,7 +42,7 @@ def _spelling(index: int, target: dt.datetime) -> dict[str, str]:
         return {"new_started_at": local, "time_zone": "Asia/Tokyo"}
     if index == 1:
         return {"new_started_at": target.astimezone(TOKYO).isoformat(), "time_zone": ""}
-    return {"new_started_at": target.astimezone(dt.UTC).isoformat(), "time_zone": ""}
+    return {"new_started_at": target.astimezone(dt.timezone.utc).isoformat(), "time_zone": ""}
 
 
 def write_changeset(base_url: str, api_key: str, path: Path, now: dt.datetime) -> None:
@@ -77,7 +78,7 @@ def write_changeset(base_url: str, api_key: str, path: Path, now: dt.datetime) -
             start, end = _interval(booking)
             slots = client.list_available_slots(str(booking["eventTypeId"]), *window)
             for slot in slots:
-                target = dt.datetime.fromisoformat(str(slot["startedAt"]))
+                target = parse_datetime(str(slot["startedAt"]))
                 target_end = target + (end - start)
                 if any(
                     hosts & others and target < other_end and other_start < target_end
@@ -121,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=EXAMPLE, help=f"where ({EXAMPLE})")
     out: Path = parser.parse_args(argv).out
     with SandboxProcess(seed=SEED, bookings=BOOKINGS) as sandbox:
-        write_changeset(sandbox.base_url, DEFAULT_SANDBOX_KEY, out, dt.datetime.now(dt.UTC))
+        write_changeset(
+            sandbox.base_url, DEFAULT_SANDBOX_KEY, out, dt.datetime.now(dt.timezone.utc)
+        )
     print(f"wrote {out}: it plans cleanly against today's `make sandbox`")
     return 0
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from jicoo_connector._compat import parse_datetime
 from jicoo_connector.client import reset_shared_limiters
 from jicoo_sandbox.config import Clock, SandboxConfig, clock_from, system_clock
 from jicoo_sandbox.server import SandboxServer
@@ -29,7 +30,7 @@ TEST_TODAY_ENV = "JICOO_TEST_TODAY"
 # The mark of a test that cannot run on another day; its argument says why.
 SYSTEM_CLOCK_MARK = "system_clock"
 # 03:00 UTC is noon in Tokyo: the seeded working day is half past, half ahead.
-SHIFTED_TIME = dt.time(3, 0, tzinfo=dt.UTC)
+SHIFTED_TIME = dt.time(3, 0, tzinfo=dt.timezone.utc)
 
 
 def _test_clock() -> Clock:
@@ -38,7 +39,7 @@ def _test_clock() -> Clock:
         return system_clock
     try:
         if "T" in raw:
-            start = dt.datetime.fromisoformat(raw)
+            start = parse_datetime(raw)
             if start.tzinfo is None:
                 raise ValueError("an instant needs a time zone (Z or an offset)")
         else:

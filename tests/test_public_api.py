@@ -12,6 +12,7 @@ import pytest
 
 import jicoo_connector
 from jicoo_connector import errors
+from jicoo_connector._compat import ExceptionGroup
 from jicoo_connector.changes import APPLY_LOG
 from jicoo_connector.client import RateLimiter
 from jicoo_connector.extract import TABLES, day_window, extract_range, register_table

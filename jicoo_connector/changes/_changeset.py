@@ -15,9 +15,9 @@ import zoneinfo
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
+from jicoo_connector._compat import StrEnum, parse_datetime
 from jicoo_connector.atomic import atomic_path
 from jicoo_connector.errors import ChangeSetError
 
@@ -75,7 +75,7 @@ class Action(StrEnum):
 
 def format_instant(instant: dt.datetime) -> str:
     """The API's canonical UTC form: ``2026-11-26T01:00:00.000Z``."""
-    utc = instant.astimezone(dt.UTC)
+    utc = instant.astimezone(dt.timezone.utc)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
@@ -84,10 +84,10 @@ def parse_instant(value: object) -> dt.datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        parsed = dt.datetime.fromisoformat(value)
+        parsed = parse_datetime(value)
     except ValueError:
         return None
-    return parsed.astimezone(dt.UTC) if parsed.tzinfo is not None else None
+    return parsed.astimezone(dt.timezone.utc) if parsed.tzinfo is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +255,7 @@ def _parse_instant(raw: str, zone_name: str | None, now: dt.datetime) -> dt.date
     if "T" not in text and " " not in text:
         raise _RowError("new_started_at", f"{text!r} has no time of day")
     try:
-        parsed = dt.datetime.fromisoformat(text)
+        parsed = parse_datetime(text)
     except ValueError as exc:
         raise _RowError("new_started_at", f"{text!r} is not an ISO 8601 timestamp") from exc
     if parsed.tzinfo is None:
@@ -269,7 +269,7 @@ def _parse_instant(raw: str, zone_name: str | None, now: dt.datetime) -> dt.date
         early = parsed.replace(tzinfo=zone, fold=0)
         late = parsed.replace(tzinfo=zone, fold=1)
         if early.utcoffset() != late.utcoffset():
-            round_trip = early.astimezone(dt.UTC).astimezone(zone).replace(tzinfo=None)
+            round_trip = early.astimezone(dt.timezone.utc).astimezone(zone).replace(tzinfo=None)
             if round_trip != parsed:
                 raise _RowError(
                     "new_started_at",
@@ -283,7 +283,7 @@ def _parse_instant(raw: str, zone_name: str | None, now: dt.datetime) -> dt.date
             )
         parsed = early
     try:
-        instant = parsed.astimezone(dt.UTC)
+        instant = parsed.astimezone(dt.timezone.utc)
     except OverflowError as exc:
         raise _RowError("new_started_at", f"{text!r} is out of range") from exc
     if instant <= now:
@@ -449,7 +449,7 @@ def parse_changeset(
     >>> parse_changeset(csv_bytes).changes[0].row
     2
     """
-    moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    moment = (now or dt.datetime.now(dt.timezone.utc)).astimezone(dt.timezone.utc)
     data = _read_source(source, max_bytes)
     content_hash = hashlib.sha256(data).hexdigest()
     header, verdicts, cells_by_row = _read_rows(_text_of(data, encoding), max_rows, moment)

@@ -122,7 +122,7 @@ def _move_statement(intent: bool, sources: int) -> str:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
 def booking_snapshot(booking: Mapping[str, object] | None) -> dict[str, object] | None:

@@ -18,9 +18,10 @@ from ``intent`` or ``in_doubt``, and a final state is never left.
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from enum import Enum, StrEnum, auto
+from enum import Enum, auto
 from typing import TypeAlias
 
+from jicoo_connector._compat import StrEnum
 from jicoo_connector.changes._changeset import Action, Change, parse_instant
 from jicoo_connector.errors import (
     APIStatusError,

@@ -279,7 +279,7 @@ async def plan_changeset_async(
     if isinstance(client, Settings):
         async with AsyncJicooClient(client) as opened:
             return await plan_changeset_async(opened, parsed, concurrency=concurrency, now=now)
-    moment = now or dt.datetime.now(dt.UTC)
+    moment = now or dt.datetime.now(dt.timezone.utc)
     gate = asyncio.Semaphore(max(1, concurrency))
     planned = _clashing_moves(
         list(await asyncio.gather(*(_plan_one(client, c, gate, moment) for c in parsed.changes)))

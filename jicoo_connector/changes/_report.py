@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from jicoo_connector._compat import parse_datetime
 from jicoo_connector.atomic import atomic_path
 from jicoo_connector.changes._apply_log import APPLY_LOG
 from jicoo_connector.changes._changeset import ParsedChangeSet, RejectedRow, parse_instant
@@ -122,7 +123,7 @@ def _text(value: object) -> str | None:
 
 
 def _stamp(value: str | None) -> dt.datetime | None:
-    return dt.datetime.fromisoformat(value) if value else None
+    return parse_datetime(value) if value else None
 
 
 @dataclass(slots=True)

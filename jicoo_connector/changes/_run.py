@@ -145,7 +145,7 @@ def run_changeset(
             plan=Plan.read(plan_path) if plan_path is not None else None,
             concurrency=concurrency,
         )
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         log = Path(apply_log_root) / f"batch={batch}" / f"run-{stamp}.parquet"
         with _after_the_ledger(report, log):
             report.write_parquet(log)

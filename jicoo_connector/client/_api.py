@@ -9,8 +9,10 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import TypeVar
 from urllib.parse import quote
+
+from typing_extensions import Self
 
 from jicoo_connector.client._http import HttpCore, json_answer
 from jicoo_connector.client._paginate import (
@@ -55,7 +57,7 @@ def format_instant(value: dt.datetime, what: str) -> str:
     """A timezone-aware datetime as the API's UTC form, ``2024-03-01T20:00:00.000Z``."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise ConfigError(f"{what} must be timezone-aware, got naive {value.isoformat()}")
-    utc = value.astimezone(dt.UTC)
+    utc = value.astimezone(dt.timezone.utc)
     return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn, TypeVar
 
+import anyio
 import httpx
 import orjson
 
@@ -350,7 +351,7 @@ class HttpCore:
         try:
             # The read timeout bounds each silence; a server trickling one byte per read
             # timeout could hold a call for hours. This bounds the whole exchange.
-            async with asyncio.timeout(self._settings.request_deadline):
+            with anyio.fail_after(self._settings.request_deadline):
                 response = await self._client.send(request, stream=True)
                 answered = True
                 try:

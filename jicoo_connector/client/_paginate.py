@@ -5,13 +5,15 @@ drift); ``walk_pages`` drives walks concurrently and re-walks on drift, over a w
 over the leading pages a ``Prefix`` asks for. No HTTP here.
 """
 
-import asyncio
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+import anyio
+
+from jicoo_connector._compat import ExceptionGroup
 from jicoo_connector.client._report import FetchReport
 from jicoo_connector.errors import ListingTooLargeError, PaginationError, ProtocolError
 
@@ -322,9 +324,9 @@ async def _fetch_rest(
 
     workers = min(concurrency, len(walk.remaining()))
     try:
-        async with asyncio.TaskGroup() as group:
+        async with anyio.create_task_group() as group:
             for _ in range(workers):
-                group.create_task(worker())
+                group.start_soon(worker)
     except ExceptionGroup as failures:
         # Surface the first real error rather than a group: callers catch JicooError.
         first = failures.exceptions[0]

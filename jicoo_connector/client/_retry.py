@@ -132,8 +132,8 @@ def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> f
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:  # "-0000" means UTC with unknown origin (RFC 5322 §3.3)
-        when = when.replace(tzinfo=dt.UTC)
-    reference = now if now is not None else dt.datetime.now(dt.UTC)
+        when = when.replace(tzinfo=dt.timezone.utc)
+    reference = now if now is not None else dt.datetime.now(dt.timezone.utc)
     return _clamp((when - reference).total_seconds())
 
 

@@ -5,10 +5,11 @@ makes new definitions, and two organizations' definitions share no name."""
 import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import TypedDict, Unpack
+from typing import TypedDict
 from urllib.parse import parse_qsl, urlsplit
 
 import dagster as dg
+from typing_extensions import Unpack
 
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.dagster._automation import build_extract_jobs, build_schedules

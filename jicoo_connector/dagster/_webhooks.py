@@ -144,7 +144,7 @@ def refresh_waiting(context: dg.SensorEvaluationContext, job_name: str) -> str |
         instance = context.instance
     except dg.DagsterInvariantViolationError:  # built without one
         return None
-    recent = dt.datetime.now(dt.UTC) - HOLD_AT_MOST
+    recent = dt.datetime.now(dt.timezone.utc) - HOLD_AT_MOST
     waiting = instance.get_run_ids(
         dg.RunsFilter(job_name=job_name, statuses=NOT_YET_WORKING, created_after=recent),
         limit=1,

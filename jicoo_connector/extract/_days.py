@@ -34,7 +34,7 @@ def day_window(
     def start_of(d: dt.date) -> dt.datetime:
         # Midnight can fall in a DST gap; zoneinfo then uses the pre-transition offset (fold=0),
         # which lands exactly on the transition instant: the day's first existing instant.
-        return dt.datetime.combine(d, dt.time(), tzinfo=tz).astimezone(dt.UTC)
+        return dt.datetime.combine(d, dt.time(), tzinfo=tz).astimezone(dt.timezone.utc)
 
     return start_of(day), start_of(day + dt.timedelta(days=1))
 

@@ -6,6 +6,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TypeVar
 
+import anyio
+
+from jicoo_connector._compat import ExceptionGroup, add_note
 from jicoo_connector.client import (
     FetchReport,
 )
@@ -25,18 +28,21 @@ def bounded(
     async def run(fn: Callable[[_T], Awaitable[_R]], items: Sequence[_T]) -> list[_R]:
         semaphore = asyncio.Semaphore(limit)
 
-        async def one(item: _T) -> _R:
-            async with semaphore:
-                return await fn(item)
+        results: dict[int, _R] = {}
 
-        # A TaskGroup cancels the siblings when one call fails (a 403 stops the fan-out); its
+        async def one(index: int, item: _T) -> None:
+            async with semaphore:
+                results[index] = await fn(item)
+
+        # A task group cancels the siblings when one call fails (a 403 stops the fan-out); its
         # ExceptionGroup is unwrapped so callers handle the API's errors as usual.
         try:
-            async with asyncio.TaskGroup() as group:
-                tasks = [group.create_task(one(item)) for item in items]
+            async with anyio.create_task_group() as group:
+                for index, item in enumerate(items):
+                    group.start_soon(one, index, item)
         except ExceptionGroup as failed:
             raise _first_error(failed) from None
-        return [task.result() for task in tasks]
+        return [results[index] for index in range(len(items))]
 
     return run
 
@@ -46,7 +52,7 @@ def _first_error(group: ExceptionGroup[Exception]) -> Exception:
     denied = [exc for exc in leaves if isinstance(exc, PermissionDeniedError)]
     first = (denied or leaves)[0]
     if len(leaves) > 1:
-        first.add_note(f"{len(leaves) - 1} sibling call(s) failed too")
+        add_note(first, f"{len(leaves) - 1} sibling call(s) failed too")
     return first
 
 

@@ -6,11 +6,14 @@ import contextlib
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
+import anyio
+
+from jicoo_connector._compat import add_note
 from jicoo_connector.client import AsyncJicooClient, FetchReport
 from jicoo_connector.errors import (
     ConfigError,
@@ -116,8 +119,8 @@ def extract_range(
     days = days_between(start, end) if groups else []
     ctx = ExtractContext(
         tz,
-        snapshot_date=(now or dt.datetime.now(dt.UTC)).astimezone(tz).date(),
-        extracted_at=dt.datetime.now(dt.UTC),
+        snapshot_date=(now or dt.datetime.now(dt.timezone.utc)).astimezone(tz).date(),
+        extracted_at=dt.datetime.now(dt.timezone.utc),
         run_id=run_id,
         store=ParquetStore(out_root),
         horizon_days=horizon_days,
@@ -206,7 +209,7 @@ class _Loop:
 
     def _failed(self, exc: Exception, what: str) -> None:
         logger.error("extracting %s failed: %s", what, exc)
-        exc.add_note(f"while extracting {what}")
+        add_note(exc, f"while extracting {what}")
         self._errors.append(exc)
         if stops_the_run(exc) and self._stopped_by is None:
             self._stopped_by = exc
@@ -220,7 +223,7 @@ class _Loop:
             ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="jicoo-extract")
         )
         async with AsyncJicooClient(settings) as client:
-            workers = []
+            jobs: list[Callable[[], Coroutine[object, object, None]]] = []
             for group in self._groups:
                 # The budget is per feed: each feed's listings are sized on their own density.
                 sizer = ChunkSizer(
@@ -230,14 +233,15 @@ class _Loop:
                     margin_days=group.feed.margin(self._ctx) / dt.timedelta(days=1),
                     rows_in_flight=rows_in_flight,
                 )
-                workers += [self._chunks(client, group, sizer) for _ in range(self._concurrency)]
+                jobs += [partial(self._chunks, client, group, sizer)] * self._concurrency
+            jobs += [partial(self._snapshot, client, source) for source in self._snapshots]
             # A task group, not gather: cancelled (Ctrl-C), it waits for every task to end, so a
             # partition being written is finished and counted before the run stops. (gather
             # gives up at the first task that ends cancelled; asyncio.run then cancels the rest
             # a second time, and a partition its thread still wrote went uncounted.)
-            async with asyncio.TaskGroup() as tasks:
-                for job in [*workers, *map(partial(self._snapshot, client), self._snapshots)]:
-                    tasks.create_task(job)
+            async with anyio.create_task_group() as tasks:
+                for job in jobs:
+                    tasks.start_soon(job)
         if self._errors:
             # Every partition either has a result (written or skipped on a 403) or failed.
             written = sum(1 for result in self._results if result.path is not None)
@@ -287,7 +291,7 @@ async def _extract_days(
     The listing's report goes to the first table's first day; the calls of a table's fetcher
     to its first day: reports summed over results count every request once.
     """
-    ctx = dataclasses.replace(ctx, extracted_at=dt.datetime.now(dt.UTC))
+    ctx = dataclasses.replace(ctx, extracted_at=dt.datetime.now(dt.timezone.utc))
     try:
         listing = await _feed_days(
             client, ctx, group, chunk, chunk_rows if len(chunk) > 1 else None
@@ -363,7 +367,7 @@ async def _extract_snapshot(
     client: AsyncJicooClient, ctx: ExtractContext, source: SnapshotSource, emit: Emit
 ) -> None:
     """Today's partition of a snapshot table (skipped on a 403 if the key reads bookings)."""
-    ctx = dataclasses.replace(ctx, extracted_at=dt.datetime.now(dt.UTC))
+    ctx = dataclasses.replace(ctx, extracted_at=dt.datetime.now(dt.timezone.utc))
     try:
         fetched = await source.fetch(client, ctx)
     except PermissionDeniedError as denied:
@@ -409,7 +413,7 @@ async def extract_partition(
     ctx = ExtractContext(
         tz,
         snapshot_date=snapshot_date or dt.datetime.now(tz).date(),
-        extracted_at=dt.datetime.now(dt.UTC),
+        extracted_at=dt.datetime.now(dt.timezone.utc),
         run_id=run_id,
         store=store,
         horizon_days=horizon_days,

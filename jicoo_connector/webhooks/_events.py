@@ -5,6 +5,7 @@ import json
 from dataclasses import dataclass
 from typing import Final
 
+from jicoo_connector._compat import parse_datetime
 from jicoo_connector.errors import WebhookPayloadError
 
 __all__ = [
@@ -27,17 +28,17 @@ def _instant(value: object, field: str) -> dt.datetime:
     if not isinstance(value, str):
         raise WebhookPayloadError(f"{field} must be an ISO 8601 date-time string")
     try:
-        parsed = dt.datetime.fromisoformat(value)
+        parsed = parse_datetime(value)
     except ValueError:
         raise WebhookPayloadError(f"{field} is not an ISO 8601 date-time") from None
     if parsed.tzinfo is None:
         raise WebhookPayloadError(f"{field} has no time zone")
-    return parsed.astimezone(dt.UTC)
+    return parsed.astimezone(dt.timezone.utc)
 
 
 def format_instant(value: dt.datetime) -> str:
     """The API's canonical form: UTC with milliseconds and ``Z``."""
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
+    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + (
         f"{value.microsecond // 1000:03d}Z"
     )
 

@@ -151,7 +151,7 @@ class PostgresEventStore:
 
     def record(self, event: WebhookEvent, body: bytes) -> bool:
         started = None if event.started_at is None else event.started_at.isoformat()
-        received = dt.datetime.now(dt.UTC).isoformat()
+        received = dt.datetime.now(dt.timezone.utc).isoformat()
         with self._translated("record"):
             cursor = self._connection().execute(
                 _INSERT,

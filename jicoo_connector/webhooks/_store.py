@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Protocol
 
+from jicoo_connector._compat import parse_datetime
 from jicoo_connector.webhooks._events import WebhookEvent
 
 __all__ = [
@@ -62,7 +63,7 @@ def stored_event(row: Sequence[Any]) -> StoredEvent:
             event=row[1],
             booking_uid=row[2],
             created_at=row[3],
-            started_at=None if row[4] is None else dt.datetime.fromisoformat(row[4]),
+            started_at=None if row[4] is None else parse_datetime(row[4]),
         ),
         received_at=row[5],
     )
@@ -141,7 +142,7 @@ class SQLiteEventStore:
                 event.booking_uid,
                 event.created_at,
                 None if event.started_at is None else event.started_at.isoformat(),
-                dt.datetime.now(dt.UTC).isoformat(),
+                dt.datetime.now(dt.timezone.utc).isoformat(),
                 body,
             ),
         )

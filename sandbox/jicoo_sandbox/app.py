@@ -20,7 +20,7 @@ from starlette.routing import Route
 from jicoo_sandbox.config import SandboxConfig
 from jicoo_sandbox.faults import FAULT_EXTENSION, FaultControl
 from jicoo_sandbox.index import BookingQuery, page_count
-from jicoo_sandbox.instants import EPOCH, ONE_MS
+from jicoo_sandbox.instants import EPOCH, ONE_MS, parse_datetime
 from jicoo_sandbox.store import BookingPatch, SandboxError, SandboxStore, valid_zone
 from jicoo_sandbox.webhooks import API_EVENTS, ChurnRunner, WebhookSender
 
@@ -63,7 +63,7 @@ def parse_instant(value: str) -> int | None:
     if "T" not in value and "t" not in value:
         return None
     try:
-        parsed = dt.datetime.fromisoformat(value)
+        parsed = parse_datetime(value)
     except ValueError:
         return None
     if parsed.tzinfo is None:

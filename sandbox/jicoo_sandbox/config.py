@@ -23,7 +23,7 @@ Clock = Callable[[], dt.datetime]
 
 
 def system_clock() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def clock_from(start: dt.datetime) -> Clock:
@@ -115,4 +115,4 @@ class SandboxConfig:
         return frozenset(self.api_keys) | frozenset(self.denied)
 
     def effective_anchor(self) -> dt.date:
-        return self.anchor_date or self.clock().astimezone(dt.UTC).date()
+        return self.anchor_date or self.clock().astimezone(dt.timezone.utc).date()

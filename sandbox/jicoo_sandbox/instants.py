@@ -2,9 +2,14 @@
 ``2024-03-01T20:00:00.000Z`` out, as text or as its JSON bytes."""
 
 import datetime as dt
+import sys
 import time
 from functools import lru_cache
 from typing import Final
+
+if sys.version_info < (3, 11):
+    # Reads "...Z" and any number of fraction digits as 3.11's fromisoformat does (3.10 only).
+    from backports.datetime_fromisoformat import datetime_fromisoformat
 
 __all__ = [
     "EPOCH",
@@ -16,6 +21,7 @@ __all__ = [
     "ONE_MS",
     "format_ms",
     "json_instant",
+    "parse_datetime",
 ]
 
 MS_PER_S: Final = 1000
@@ -24,8 +30,16 @@ MS_PER_MINUTE: Final = SECONDS_PER_MINUTE * MS_PER_S
 MS_PER_DAY: Final = 24 * 60 * MS_PER_MINUTE
 MINUTES_PER_HOUR: Final = 60
 MINUTES_PER_DAY: Final = 24 * MINUTES_PER_HOUR
-EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+EPOCH: Final = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 ONE_MS: Final = dt.timedelta(milliseconds=1)
+
+
+def parse_datetime(text: str) -> dt.datetime:
+    """``datetime.fromisoformat`` as Python 3.11 reads it (``...Z``, any fraction digits)."""
+    if sys.version_info >= (3, 11):
+        return dt.datetime.fromisoformat(text)
+    parsed: dt.datetime = datetime_fromisoformat(text)
+    return parsed
 
 
 @lru_cache(maxsize=4096)

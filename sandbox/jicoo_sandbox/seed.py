@@ -141,7 +141,10 @@ def _person(rng: random.Random, index: int) -> tuple[str, str]:
 
 
 def _day_start_ms(day: dt.date) -> int:
-    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp()) * MS_PER_S
+    return (
+        int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp())
+        * MS_PER_S
+    )
 
 
 def _windows(user: User, first: dt.date, last: dt.date, lo: int, hi: int) -> list[tuple[int, int]]:

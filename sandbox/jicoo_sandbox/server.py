@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import httpx
 import uvicorn
+from typing_extensions import Self
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from jicoo_sandbox.app import create_app

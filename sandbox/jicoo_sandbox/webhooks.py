@@ -13,7 +13,6 @@ connector, and the receiver's verifier must be tested against an independent sig
 """
 
 import contextlib
-import datetime as dt
 import hashlib
 import heapq
 import hmac
@@ -32,7 +31,7 @@ import orjson
 from jicoo_sandbox.config import WebhookOptions
 from jicoo_sandbox.drift import drift_insert
 from jicoo_sandbox.index import BookingQuery
-from jicoo_sandbox.instants import MS_PER_DAY
+from jicoo_sandbox.instants import MS_PER_DAY, parse_datetime
 
 if TYPE_CHECKING:
     from jicoo_sandbox.store import SandboxStore
@@ -297,4 +296,4 @@ class ChurnRunner:
 
 
 def _ms(instant: str) -> int:
-    return int(dt.datetime.fromisoformat(instant).timestamp() * 1000)
+    return int(parse_datetime(instant).timestamp() * 1000)

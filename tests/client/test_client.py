@@ -248,7 +248,7 @@ def test_404_is_not_found_and_ids_are_quoted(sandbox: SandboxServer) -> None:
 
 def test_422_keeps_the_server_message(sandbox: SandboxServer) -> None:
     uid = open_future_booking(sandbox)
-    past = dt.datetime(2001, 1, 1, tzinfo=dt.UTC)
+    past = dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc)
     with pytest.raises(ValidationError) as caught:
         run(sandbox, lambda c: c.reschedule_booking(uid, started_at=past, time_zone="Asia/Tokyo"))
     message = caught.value.server_message

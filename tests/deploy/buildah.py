@@ -18,7 +18,9 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO
+
+from typing_extensions import Self
 
 __all__ = [
     "ISOLATION",

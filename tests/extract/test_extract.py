@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from jicoo_connector._compat import ExceptionGroup, parse_datetime
 from jicoo_connector.client import AsyncJicooClient
 from jicoo_connector.errors import ConfigError, ExtractError, JicooError, TransportError
 from jicoo_connector.extract import (
@@ -41,8 +42,8 @@ ZONES = sorted(
 
 def test_tokyo_day_starts_at_15_utc_the_day_before() -> None:
     start, end = day_window(dt.date(2024, 3, 1), "Asia/Tokyo")
-    assert start == dt.datetime(2024, 2, 29, 15, tzinfo=dt.UTC)
-    assert end == dt.datetime(2024, 3, 1, 15, tzinfo=dt.UTC)
+    assert start == dt.datetime(2024, 2, 29, 15, tzinfo=dt.timezone.utc)
+    assert end == dt.datetime(2024, 3, 1, 15, tzinfo=dt.timezone.utc)
 
 
 @pytest.mark.parametrize(
@@ -90,7 +91,7 @@ LIMITED_KEY = "sk_test_limited"
 
 
 def _instant(text: object) -> dt.datetime:
-    return dt.datetime.fromisoformat(str(text))
+    return parse_datetime(str(text))
 
 
 async def _all_bookings(sandbox: SandboxServer) -> list[dict[str, object]]:
@@ -171,9 +172,9 @@ def test_a_booking_at_half_past_midnight_jst_lands_on_that_jst_day(
         f"{sandbox.base_url}/v1/bookings/{moved}",
         headers={"X-Jicoo-Api-Key": sandbox.api_key},
         json={
-            "startedAt": start.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+            "startedAt": start.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z"),
             "endedAt": (start + dt.timedelta(minutes=30))
-            .astimezone(dt.UTC)
+            .astimezone(dt.timezone.utc)
             .isoformat()
             .replace("+00:00", "Z"),
         },
@@ -187,7 +188,7 @@ def test_a_booking_at_half_past_midnight_jst_lands_on_that_jst_day(
     assert moved in on_day
     assert moved not in day_before.column("uid").to_pylist()
     # The UTC calendar would have filed it on the day before.
-    assert start.astimezone(dt.UTC).date() == day - dt.timedelta(days=1)
+    assert start.astimezone(dt.timezone.utc).date() == day - dt.timedelta(days=1)
 
 
 def test_contacts_of_a_day_match_each_bookings_contacts(
@@ -456,7 +457,7 @@ def test_a_listing_over_the_chunk_budget_is_halved(sandbox: SandboxServer, tmp_p
     ctx = ExtractContext(
         JST,
         snapshot_date=last,
-        extracted_at=dt.datetime.now(dt.UTC),
+        extracted_at=dt.datetime.now(dt.timezone.utc),
         run_id=None,
         store=ParquetStore(tmp_path),
         horizon_days=DEFAULT_SLOT_HORIZON_DAYS,
@@ -491,7 +492,10 @@ def test_a_booking_near_the_margin_warns_once_per_listing(
     short = {"uid": "s", "startedAt": start.isoformat(), "endedAt": start.isoformat()}
     pages = [
         PageBatches(
-            BOOKINGS.spec, extracted_at=dt.datetime.now(dt.UTC), run_id=None, partition_value=day
+            BOOKINGS.spec,
+            extracted_at=dt.datetime.now(dt.timezone.utc),
+            run_id=None,
+            partition_value=day,
         ).from_records([{**record, "uid": f"{record['uid']}{i}"}])
         for i, record in enumerate([long_booking, short, long_booking])
     ]

@@ -16,7 +16,7 @@ __all__ = ["checksum", "parquet_checksum", "postgres_checksum", "scalar"]
 
 def _canonical(value: object) -> object:
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).isoformat()
+        return value.astimezone(dt.timezone.utc).isoformat()
     if isinstance(value, dt.date):
         return value.isoformat()
     if isinstance(value, str) and value[:1] in "[{":

@@ -5,11 +5,11 @@ They need the request's transport, which server.py hands each request under
 """
 
 import asyncio
-import contextlib
 import socket
 import struct
 from typing import Final, Protocol, runtime_checkable
 
+import anyio
 from starlette.types import Receive, Scope, Send
 
 from jicoo_sandbox.faults.profile import DEFAULT_TRICKLE_CHUNK_BYTES, FaultRule
@@ -31,9 +31,8 @@ async def _disconnected(receive: Receive) -> None:
 
 async def _wait_disconnect(receive: Receive) -> None:
     """Wait until uvicorn has seen the connection go, so it does not log a half-sent response."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(DISCONNECT_WAIT_S):
-            await _disconnected(receive)
+    with anyio.move_on_after(DISCONNECT_WAIT_S):
+        await _disconnected(receive)
 
 
 @runtime_checkable

@@ -112,7 +112,7 @@ def retry_after_header(rule: FaultRule) -> list[tuple[bytes, bytes]]:
     if rule.retry_after_format == "none":
         return []
     if rule.retry_after_format == "http_date":
-        when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+        when = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)
         return [(b"retry-after", email.utils.format_datetime(when, usegmt=True).encode())]
     return [(b"retry-after", str(max(MIN_RETRY_AFTER_S, math.ceil(seconds))).encode())]
 
