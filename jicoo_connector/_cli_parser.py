@@ -6,7 +6,7 @@ from pathlib import Path
 
 from jicoo_connector.config import ConnectorConfig, parse_date, parse_zone
 
-__all__ = ["DEFAULTS", "build_parser"]
+__all__ = ["DEFAULTS", "RECEIVER_FLAGS", "build_parser"]
 
 DEFAULTS = ConnectorConfig()
 _SPECS = ConnectorConfig.specs()
@@ -164,6 +164,19 @@ def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     status.add_argument("--ledger", help=LEDGER_HELP)
 
 
+# `jicoo webhook serve` flags for the receiver's bounds: (flag, setting, what it bounds).
+RECEIVER_FLAGS: tuple[tuple[str, str, str], ...] = (
+    ("--max-connections", "webhook_max_connections", "open connections; past it the oldest "
+     "one still sending its request is closed"),
+    ("--max-header-bytes", "webhook_max_header_bytes", "request line and headers (400)"),
+    ("--max-headers", "webhook_max_headers", "header fields (431)"),
+    ("--header-timeout", "webhook_header_timeout_s", "seconds for a request's head"),
+    ("--body-timeout", "webhook_body_timeout_s", "seconds for its body (408)"),
+    ("--keep-alive", "webhook_keep_alive_s", "seconds an idle connection is kept"),
+    ("--max-body-bytes", "webhook_max_body_bytes", "body bytes (413)"),
+)  # fmt: skip
+
+
 def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     webhook = commands.add_parser("webhook", help="receive Jicoo booking webhooks")
     webhook_commands = webhook.add_subparsers(dest="webhook_command", required=True)
@@ -185,6 +198,10 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         f"${_SPECS['webhook_db_url'].env}, else ${_SPECS['webhook_db'].env}, "
         f"else {DEFAULTS.webhook_db})",
     )
+    for flag, name, what in RECEIVER_FLAGS:
+        # The setting's own parser: a flag is checked as its variable is.
+        check = _SPECS[name].parse
+        serve.add_argument(flag, type=check, default=None, help=_setting_help(name, what))
     serve.add_argument(
         "--organization",
         action="append",
@@ -193,9 +210,6 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="serve this organization at /NAME, its events in the SQLite file DB, its secrets "
         "in $<NAME>_JICOO_WEBHOOK_SECRET (upper case); repeat for each organization. A POST to "
         "another path goes to the organization whose secret signed it. Not with --db.",
-    )
-    serve.add_argument(
-        "--max-body-bytes", type=int, default=None, help="larger bodies get 413 (256 KiB)"
     )
 
 

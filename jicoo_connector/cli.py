@@ -20,7 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from jicoo_connector._cli_parser import build_parser
+from jicoo_connector._cli_parser import RECEIVER_FLAGS, build_parser
 from jicoo_connector.atomic import atomic_path
 from jicoo_connector.config import (
     ConnectorConfig,
@@ -38,6 +38,7 @@ from jicoo_connector.errors import (
     LedgerBusyError,
     PlanError,
 )
+from jicoo_connector.redaction import redact_location
 
 if TYPE_CHECKING:
     from jicoo_connector.webhooks import EventStore, WebhookEndpoint
@@ -245,7 +246,7 @@ def _applied_so_far(location: str, batch: str, dry_run: bool) -> str:
 
 
 def _apply(args: argparse.Namespace, done: _Done) -> int:
-    from jicoo_connector.changes import default_batch_id, redact_location, run_changeset
+    from jicoo_connector.changes import default_batch_id, run_changeset
 
     config = ConnectorConfig.from_env(apply_log_root=args.apply_log)
     location = _ledger_location(args.ledger)
@@ -372,14 +373,8 @@ def _webhook_endpoints(
 def _serve_webhooks(args: argparse.Namespace, done: _Done) -> int:
     import logging
 
-    from jicoo_connector.changes import redact_location
-
     try:
-        from jicoo_connector.webhooks import (
-            DEFAULT_MAX_BODY_BYTES,
-            READY_LINE_PREFIX,
-            serve,
-        )
+        from jicoo_connector.webhooks import READY_LINE_PREFIX, serve
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").partition(".")[0]
         if missing not in WEBHOOKS_EXTRA_MODULES:
@@ -389,6 +384,8 @@ def _serve_webhooks(args: argparse.Namespace, done: _Done) -> int:
             "pip install 'jicoo-connector[webhooks]'"
         ) from None
 
+    flags = {name: getattr(args, flag[2:].replace("-", "_")) for flag, name, _ in RECEIVER_FLAGS}
+    limits = ConnectorConfig.from_env(**flags).receiver_limits()
     if not _port_free(args.host, args.port):
         return _usage(f"port {args.port} on {args.host} is in use; pick another (--port 0: any)")
     with ExitStack() as stack:
@@ -409,7 +406,7 @@ def _serve_webhooks(args: argparse.Namespace, done: _Done) -> int:
             host=args.host,
             port=args.port,
             on_ready=announce,
-            max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+            limits=limits,
         )
     return EXIT_OK
 
