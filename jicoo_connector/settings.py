@@ -86,16 +86,29 @@ class ApiKey:
 def checked_proxy_url(url: str) -> str:
     """``url`` stripped, or ``ConfigError`` when it is not an http(s) proxy URL (never quoted
     back: a proxy URL may carry a password)."""
+    if _only_the_port_is_bad(url.strip()):
+        raise ConfigError("the proxy URL's port is not a number from 1 to 65535")
     if not SecretURL.parse(url.strip()).parseable:
         raise ConfigError(f"the proxy URL {UNPARSEABLE_HINT}")
     proxy = urlsplit(url.strip())
     if proxy.scheme not in ("http", "https") or not proxy.hostname:
         raise ConfigError("the proxy URL must be http://[user:password@]host:port (or https://)")
-    try:
-        proxy.port  # noqa: B018 - urllib checks the port only when it is read
-    except ValueError:
-        raise ConfigError("the proxy URL's port is not a number from 1 to 65535") from None
     return url.strip()
+
+
+def _only_the_port_is_bad(url: str) -> bool:
+    """True when the port cannot be read but the authority holds at most one "@" and ends it
+    (a raw "/", "?" or "#" in a password also makes a bad port: that one is the password's)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    try:
+        parts.port  # noqa: B018 - urllib checks the port only when it is read
+    except ValueError:
+        after = url.partition("://")[2][len(parts.netloc) :]
+        return parts.netloc.count("@") <= 1 and "@" not in after
+    return False
 
 
 def checked_tls_trust(value: str) -> str:

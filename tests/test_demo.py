@@ -18,6 +18,7 @@ import pytest
 from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
 
 from jicoo_connector.changes import apply_changeset, parse_changeset, plan_changeset
+from jicoo_connector.dagster import JicooNames
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
 from scripts.example_changeset import CANCELS, RESCHEDULES, write_changeset
@@ -30,7 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "scripts" / "demo.py"
 EXAMPLE = ROOT / "scripts" / "example_changeset.py"
 DEV = ROOT / "scripts" / "dev.py"
-SCHEDULES = {"jicoo_refresh_schedule", "jicoo_sweep_schedule", "jicoo_snapshots_schedule"}
+# The demo serves one organization, "default": its schedules as the factory names them.
+SCHEDULES = {JicooNames("default").schedule(name) for name in ("refresh", "sweep", "snapshots")}
 DEV_START_S = 240.0
 
 
