@@ -34,6 +34,7 @@ from jicoo_connector.errors import (
     LedgerBusyError,
     PlanError,
 )
+from jicoo_connector.redaction import redact_location
 
 if TYPE_CHECKING:
     from jicoo_connector.webhooks import EventStore, WebhookEndpoint
@@ -311,7 +312,7 @@ def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from jicoo_connector.changes import redact_location, run_changeset
+    from jicoo_connector.changes import run_changeset
 
     config = ConnectorConfig.from_env(apply_log_root=args.apply_log)
     location = _ledger_location(args.ledger)
@@ -389,6 +390,19 @@ def _ledger(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# `jicoo webhook serve` flags for the receiver's bounds: (flag, setting, what it bounds).
+_RECEIVER_FLAGS: tuple[tuple[str, str, str], ...] = (
+    ("--max-connections", "webhook_max_connections", "open connections; past it the oldest "
+     "one still sending its request is closed"),
+    ("--max-header-bytes", "webhook_max_header_bytes", "request line and headers (400)"),
+    ("--max-headers", "webhook_max_headers", "header fields (431)"),
+    ("--header-timeout", "webhook_header_timeout_s", "seconds for a request's head"),
+    ("--body-timeout", "webhook_body_timeout_s", "seconds for its body (408)"),
+    ("--keep-alive", "webhook_keep_alive_s", "seconds an idle connection is kept"),
+    ("--max-body-bytes", "webhook_max_body_bytes", "body bytes (413)"),
+)  # fmt: skip
+
+
 def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     webhook = commands.add_parser("webhook", help="receive Jicoo booking webhooks")
     webhook_commands = webhook.add_subparsers(dest="webhook_command", required=True)
@@ -410,6 +424,10 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         f"${_SPECS['webhook_db_url'].env}, else ${_SPECS['webhook_db'].env}, "
         f"else {DEFAULTS.webhook_db})",
     )
+    for flag, name, what in _RECEIVER_FLAGS:
+        # The setting's own parser: a flag is checked as its variable is.
+        check = _SPECS[name].parse
+        serve.add_argument(flag, type=check, default=None, help=_setting_help(name, what))
     serve.add_argument(
         "--organization",
         action="append",
@@ -418,9 +436,6 @@ def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]"
         help="serve this organization at /NAME, its events in the SQLite file DB, its secrets "
         "in $<NAME>_JICOO_WEBHOOK_SECRET (upper case); repeat for each organization. A POST to "
         "another path goes to the organization whose secret signed it. Not with --db.",
-    )
-    serve.add_argument(
-        "--max-body-bytes", type=int, default=None, help="larger bodies get 413 (256 KiB)"
     )
 
 
@@ -475,14 +490,8 @@ def _webhook_endpoints(
 def _serve_webhooks(args: argparse.Namespace) -> int:
     import logging
 
-    from jicoo_connector.changes import redact_location
-
     try:
-        from jicoo_connector.webhooks import (
-            DEFAULT_MAX_BODY_BYTES,
-            READY_LINE_PREFIX,
-            serve,
-        )
+        from jicoo_connector.webhooks import READY_LINE_PREFIX, serve
     except ModuleNotFoundError as exc:
         missing = (exc.name or "").partition(".")[0]
         if missing not in WEBHOOKS_EXTRA_MODULES:
@@ -492,6 +501,8 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
             "pip install 'jicoo-connector[webhooks]'"
         ) from None
 
+    flags = {name: getattr(args, flag[2:].replace("-", "_")) for flag, name, _ in _RECEIVER_FLAGS}
+    limits = ConnectorConfig.from_env(**flags).receiver_limits()
     if not _port_free(args.host, args.port):
         return _usage(f"port {args.port} on {args.host} is in use; pick another (--port 0: any)")
     with ExitStack() as stack:
@@ -511,7 +522,7 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             on_ready=announce,
-            max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+            limits=limits,
         )
     return EXIT_OK
 

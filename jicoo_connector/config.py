@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from jicoo_connector.errors import ConfigError
+from jicoo_connector.receiver_limits import ReceiverLimits
+from jicoo_connector.redaction import UNPARSEABLE_HINT, SecretURL
 from jicoo_connector.settings import (
     DEFAULT_BASE_URL,
     DEFAULT_BURST,
@@ -48,6 +50,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+# The webhook receiver's defaults, held where its limits are declared.
+RECEIVER = ReceiverLimits()
 
 # The folder every default path of a setting lies under (``data/ledger.sqlite``...): an
 # organization's own data root takes its place (``ConnectorConfig.with_data_root``).
@@ -156,11 +160,21 @@ def _text(text: str) -> str:
     return text.strip()
 
 
+def _secret_location(text: str) -> str:
+    """A path, or a URL that may carry a password: refused (never quoted back) when a driver
+    could read it differently from us."""
+    value = _text(text)
+    if "://" in value and not SecretURL.parse(value).parseable:
+        raise ValueError(UNPARSEABLE_HINT)
+    return value
+
+
 def _postgres_url(text: str) -> str:
     # Never quoted back: the URL may carry a password.
-    if not text.strip().startswith(("postgresql://", "postgres://")):
+    value = _secret_location(text)
+    if not value.startswith(("postgresql://", "postgres://")):
         raise ValueError("is not a postgresql:// URL")
-    return text.strip()
+    return value
 
 
 _positive_float = _number(float, 1e-9, "a number above 0")
@@ -222,7 +236,7 @@ class ConnectorConfig:
     )
     # A URL may hold a password: secret, so it is never shown (and Dagster gets it by EnvVar).
     warehouse_url: str | None = setting(
-        "JICOO_WAREHOUSE_URL", None, _text, "warehouse URL or DuckDB path", secret=True
+        "JICOO_WAREHOUSE_URL", None, _secret_location, "warehouse URL or DuckDB path", secret=True
     )
     warehouse_password: str | None = setting(
         "JICOO_WAREHOUSE_PASSWORD", None, _text, "password when the URL has none", secret=True
@@ -233,7 +247,11 @@ class ConnectorConfig:
     ledger_path: str = setting("JICOO_LEDGER_PATH", "data/ledger.sqlite", _text, "SQLite ledger")
     # A postgresql:// URL may hold a password: secret, and Dagster gets it by EnvVar.
     ledger_url: str | None = setting(
-        "JICOO_LEDGER_URL", None, _text, "PostgreSQL ledger URL (wins over the file)", secret=True
+        "JICOO_LEDGER_URL",
+        None,
+        _secret_location,
+        "PostgreSQL ledger URL (wins over the file)",
+        secret=True,
     )
     apply_log_root: str = setting(
         "JICOO_APPLY_LOG_ROOT", "data/apply_log", _text, "apply_log Parquet table root"
@@ -254,6 +272,46 @@ class ConnectorConfig:
     )  # fmt: skip
     webhook_interval_s: int = setting(
         "JICOO_WEBHOOK_INTERVAL_S", 5, _positive_int, "webhook sensor interval, seconds"
+    )
+    # The receiver's bounds (jicoo webhook serve): what one sender, or a thousand, may hold.
+    webhook_max_connections: int = setting(
+        "JICOO_WEBHOOK_MAX_CONNECTIONS",
+        RECEIVER.max_connections,
+        _positive_int,
+        "receiver: open connections",
+    )
+    webhook_max_header_bytes: int = setting(
+        "JICOO_WEBHOOK_MAX_HEADER_BYTES",
+        RECEIVER.max_header_bytes,
+        _positive_int,
+        "receiver: request head bytes",
+    )
+    webhook_max_headers: int = setting(
+        "JICOO_WEBHOOK_MAX_HEADERS", RECEIVER.max_headers, _positive_int, "receiver: header fields"
+    )
+    webhook_header_timeout_s: float = setting(
+        "JICOO_WEBHOOK_HEADER_TIMEOUT_S",
+        RECEIVER.header_timeout_s,
+        _positive_float,
+        "receiver: seconds for a head",
+    )
+    webhook_body_timeout_s: float = setting(
+        "JICOO_WEBHOOK_BODY_TIMEOUT_S",
+        RECEIVER.body_timeout_s,
+        _positive_float,
+        "receiver: seconds for a body",
+    )
+    webhook_keep_alive_s: int = setting(
+        "JICOO_WEBHOOK_KEEP_ALIVE_S",
+        RECEIVER.keep_alive_s,
+        _positive_int,
+        "receiver: idle keep-alive, seconds",
+    )
+    webhook_max_body_bytes: int = setting(
+        "JICOO_WEBHOOK_MAX_BODY_BYTES",
+        RECEIVER.max_body_bytes,
+        _positive_int,
+        "receiver: body bytes",
     )
 
     def __post_init__(self) -> None:
@@ -297,6 +355,15 @@ class ConnectorConfig:
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]
+
+    def receiver_limits(self) -> ReceiverLimits:
+        """The webhook receiver's bounds: every ``webhook_*`` field ``ReceiverLimits`` has."""
+        return ReceiverLimits(
+            **{
+                name: getattr(self, f"webhook_{name}")
+                for name in ReceiverLimits.__dataclass_fields__
+            }
+        )
 
     def to_env(self) -> dict[str, str]:
         """Each non-secret setting as its variable would spell it (for a child process)."""

@@ -1,4 +1,4 @@
-"""The client's frozen settings and the redacted API key. Imports nothing else of the package.
+"""The client's frozen settings and the redacted API key. Imports only errors and redaction.
 
 Nothing here reads the environment: ``jicoo_connector.config`` does, and builds ``Settings``
 from it (``ConnectorConfig.from_env().settings()``). The checks of a value both accept
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from jicoo_connector.errors import ConfigError
+from jicoo_connector.redaction import UNPARSEABLE, UNPARSEABLE_HINT, SecretURL, redact_url
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -82,6 +83,8 @@ class ApiKey:
 def checked_proxy_url(url: str) -> str:
     """``url`` stripped, or ``ConfigError`` when it is not an http(s) proxy URL (never quoted
     back: a proxy URL may carry a password)."""
+    if not SecretURL.parse(url.strip()).parseable:
+        raise ConfigError(f"the proxy URL {UNPARSEABLE_HINT}")
     proxy = urlsplit(url.strip())
     if proxy.scheme not in ("http", "https") or not proxy.hostname:
         raise ConfigError("the proxy URL must be http://[user:password@]host:port (or https://)")
@@ -132,13 +135,14 @@ class Settings:
     tls_trust: str = DEFAULT_TLS_TRUST
 
     def __post_init__(self) -> None:
+        shown = redact_url(self.base_url)
+        if shown == UNPARSEABLE:
+            raise ConfigError(f"the base URL {UNPARSEABLE_HINT}")
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"base URL {self.base_url!r} is not an http(s) URL")
+            raise ConfigError(f"base URL {shown!r} is not an http(s) URL")
         if parts.scheme == "http" and not _is_loopback(parts.hostname):
-            raise ConfigError(
-                f"base URL {self.base_url!r}: plain http is allowed only to loopback hosts"
-            )
+            raise ConfigError(f"base URL {shown!r}: plain http is allowed only to loopback hosts")
         if parts.username or parts.password or parts.query or parts.fragment:
             raise ConfigError("base URL must not carry credentials, a query or a fragment")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))

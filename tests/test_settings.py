@@ -7,15 +7,19 @@ names carry the organization); the CLI is run
 against the sandbox and its files and requests are looked at.
 """
 
+import contextlib
 import dataclasses
 import datetime as dt
 import os
 import re
+import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import dagster as dg
@@ -30,6 +34,7 @@ from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import sign
 from tests.support.proxy import connect_proxy
 from tests.support.webhook_receiver import event_body
+from tests.webhooks.test_bounds import GRACE_S, _status, _until_closed
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIABLES = {spec.env: name for name, spec in ConnectorConfig.specs().items()}
@@ -105,8 +110,21 @@ def _example(env: str) -> str:
         "JICOO_REQUEST_DEADLINE": "7.5",
         "JICOO_PROXY_URL": "http://proxyuser:pw@127.0.0.1:9",
         "JICOO_TLS_TRUST": "system",
+        **RECEIVER_EXAMPLES,
         "JICOO_ORGANIZATION": "acme",
     }.get(env, f"/srv/jicoo/{env.lower()}")
+
+
+# The receiver's bounds, small enough for the CLI test below to see each one act.
+RECEIVER_EXAMPLES = {
+    "JICOO_WEBHOOK_MAX_CONNECTIONS": "5",
+    "JICOO_WEBHOOK_MAX_HEADER_BYTES": "4096",
+    "JICOO_WEBHOOK_MAX_HEADERS": "20",
+    "JICOO_WEBHOOK_HEADER_TIMEOUT_S": "3.5",
+    "JICOO_WEBHOOK_BODY_TIMEOUT_S": "1.5",
+    "JICOO_WEBHOOK_KEEP_ALIVE_S": "1",
+    "JICOO_WEBHOOK_MAX_BODY_BYTES": "1000",
+}
 
 
 # -- the code location --------------------------------------------------------------------
@@ -217,8 +235,8 @@ LOCATION: dict[str, Callable[[dg.Definitions], object]] = {
         _sensor(d, "booking_events").minimum_interval_seconds
     ),
 }
-# Read by the webhook receiver only (`jicoo webhook serve`, tested below); Dagster never needs it.
-NOT_IN_LOCATION = {"JICOO_WEBHOOK_SECRET"}
+# Read by the webhook receiver only (`jicoo webhook serve`, tested below); Dagster never needs them.
+NOT_IN_LOCATION = {"JICOO_WEBHOOK_SECRET", *RECEIVER_EXAMPLES}
 EXPECTED_IN_LOCATION: dict[str, object] = {
     "JICOO_ORGANIZATION": ["acme"],
     "JICOO_RATE_LIMIT": "3.5",
@@ -228,7 +246,7 @@ EXPECTED_IN_LOCATION: dict[str, object] = {
     "JICOO_REFRESH_PAST_DAYS": ("2026-06-13", "2026-06-29"),
     "JICOO_REFRESH_FUTURE_DAYS": ("2026-06-08", "2026-06-19"),
     "JICOO_SWEEP_PAST_DAYS": ("2026-05-13", "2026-07-15"),
-    "JICOO_WEBHOOK_DB_URL": "postgresql://hooks@127.0.0.1:9/jicoo",  # the password never shows
+    "JICOO_WEBHOOK_DB_URL": "postgresql://hooks:***@127.0.0.1:9/jicoo",  # the password never shows
 }
 
 
@@ -301,6 +319,7 @@ CLI_TESTED = {
     "JICOO_WEBHOOK_SECRET",
     "JICOO_WEBHOOK_DB",
     "JICOO_WEBHOOK_DB_URL",
+    *RECEIVER_EXAMPLES,
 }
 CHANGES = "action,booking_uid,new_started_at,time_zone,cancel_reason\ncancel,nosuchbooking1,,,x\n"
 
@@ -477,7 +496,7 @@ def test_cli_ledger_url_beats_the_ledger_path_and_the_flag_beats_both(
     monkeypatch.setenv("JICOO_LEDGER_URL", _example("JICOO_LEDGER_URL"))
     assert main(["ledger", "status", "b"]) == EXIT_UNUSABLE
     err = capsys.readouterr().err
-    assert "postgresql://ledger@127.0.0.1:9/jicoo" in err
+    assert "postgresql://ledger:***@127.0.0.1:9/jicoo" in err
     assert "s3cret" not in err
     assert main(["ledger", "status", "b", "--ledger", str(tmp_path / "flag.sqlite")]) == EXIT_OK
 
@@ -486,9 +505,24 @@ def test_cli_webhook_secret_and_db(cli_env: SandboxServer, tmp_path: Path) -> No
     secret = "whsec_settings_test"
     db = tmp_path / "from_env.sqlite"
     env = {**os.environ, "JICOO_WEBHOOK_SECRET": secret, "JICOO_WEBHOOK_DB": str(db)}
+    with _receiver(env) as ready:
+        assert f"(events in {db})" in ready, ready
+        url = ready.removeprefix(READY_LINE_PREFIX).split()[0]
+        body = event_body()
+        now = int(dt.datetime.now(dt.UTC).timestamp())
+        for key, status in (("whsec_other", 401), (secret, 200)):
+            signed = {"Jicoo-Webhook-Signature": sign(key, body, now)}
+            response = httpx.post(url, content=body, headers=signed, timeout=10)
+            assert response.status_code == status
+    assert db.is_file()
+
+
+@contextlib.contextmanager
+def _receiver(env: dict[str, str], *flags: str) -> Iterator[str]:
+    """`jicoo webhook serve` in a child process: its ready line."""
     jicoo = str(Path(sys.executable).with_name("jicoo"))
     with subprocess.Popen(  # noqa: S603
-        [jicoo, "webhook", "serve", "--port", "0"],
+        [jicoo, "webhook", "serve", "--port", "0", *flags],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -496,18 +530,56 @@ def test_cli_webhook_secret_and_db(cli_env: SandboxServer, tmp_path: Path) -> No
     ) as receiver:
         try:
             assert receiver.stdout is not None
-            ready = receiver.stdout.readline()
-            assert f"(events in {db})" in ready, ready
-            url = ready.removeprefix(READY_LINE_PREFIX).split()[0]
-            body = event_body()
-            now = int(dt.datetime.now(dt.UTC).timestamp())
-            for key, status in (("whsec_other", 401), (secret, 200)):
-                signed = {"Jicoo-Webhook-Signature": sign(key, body, now)}
-                response = httpx.post(url, content=body, headers=signed, timeout=10)
-                assert response.status_code == status
+            yield receiver.stdout.readline()
         finally:
             receiver.terminate()
-    assert db.is_file()
+
+
+def test_cli_webhook_receiver_bounds(cli_env: SandboxServer, tmp_path: Path) -> None:
+    """Each JICOO_WEBHOOK_* bound acts in `jicoo webhook serve`; a flag beats its variable."""
+    secret = "whsec_bounds"
+    env = {**os.environ, **RECEIVER_EXAMPLES, "JICOO_WEBHOOK_SECRET": secret,
+           "JICOO_WEBHOOK_DB": str(tmp_path / "events.sqlite")}  # fmt: skip
+    with (
+        _receiver(env, "--max-body-bytes", "2000") as ready,
+        httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as client,
+    ):
+        url = ready.removeprefix(READY_LINE_PREFIX).split()[0]
+
+        def post(body: bytes, **headers: str) -> int:
+            signed = {"Jicoo-Webhook-Signature": sign(secret, body, int(time.time())), **headers}
+            return client.post(url, content=body, headers=signed).status_code
+
+        padded = event_body()[:-1] + b', "pad": "' + b"p" * 1200 + b'"}'
+        assert post(padded) == 200  # over the variable's 1000 bytes, within the flag's 2000
+        assert post(padded.replace(b"p" * 1200, b"p" * 2200)) == 413
+        assert post(event_body(uid="fields"), **{f"x-{n}": "1" for n in range(21)}) == 431
+        assert post(event_body(uid="head"), **{"x-big": "b" * 5000}) in (400, 431)
+        parts = urlsplit(url)
+        where = (parts.hostname or "", parts.port or 0)
+        with socket.create_connection(where) as idle:  # keep-alive: 1 s, head timeout: 3.5 s
+            body = event_body(uid="idle")
+            idle.sendall(
+                b"POST / HTTP/1.1\r\nHost: x\r\nJicoo-Webhook-Signature: "
+                + sign(secret, body, int(time.time())).encode()
+                + f"\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            assert _status(_until_closed(idle, 1.0 + GRACE_S)[0]) == 200
+        with socket.create_connection(where) as silent:
+            received, after = _until_closed(silent, 3.5 + GRACE_S)
+            assert (received, after >= 3.5 * 0.9) == (b"", True)
+        with socket.create_connection(where) as slow:
+            slow.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+            assert _status(_until_closed(slow, 1.5 + GRACE_S)[0]) == 408
+        held = [socket.create_connection(where) for _ in range(5)]
+        try:
+            time.sleep(0.2)
+            assert post(event_body(uid="past-the-cap")) == 200
+            assert _until_closed(held[0], GRACE_S)[0] == b""  # the oldest made room
+        finally:
+            for sock in held:
+                sock.close()
 
 
 def _serve_and_post(env: dict[str, str], *args: str) -> str:
@@ -540,7 +612,8 @@ def test_cli_webhook_db_url_beats_the_file_and_the_flag_beats_both(
     env = {**os.environ, "JICOO_WEBHOOK_DB": str(tmp_path / "file.sqlite"),
            "JICOO_WEBHOOK_DB_URL": with_password}  # fmt: skip
     ready = _serve_and_post(env)
-    assert f"(events in {postgres_url})" in ready  # the password is never shown
+    shown = postgres_url.replace("postgres@", "postgres:***@", 1)
+    assert f"(events in {shown})" in ready  # the password is never shown
     assert not (tmp_path / "file.sqlite").exists()
     with PostgresEventStore(postgres_url, create=False) as store:
         assert len(store.read("", 10).events) == 1

@@ -2,7 +2,9 @@
 
 The flows' entry points: ``run_changeset`` (a file: validate, then plan or apply, and write the
 files beside it; the CLI and the Dagster asset use it), ``plan_changeset`` and
-``apply_changeset`` (a parsed change set; ``*_async`` are their coroutines). Every module
+``apply_changeset`` (a parsed change set; ``*_async`` are their coroutines); ``scan_inbox``
+and ``read_inbox_file`` (what of an inbox folder may be applied, read without following
+anything out of it). Every module
 inside is private: import from here. The errors are in ``jicoo_connector.errors``.
 """
 
@@ -20,8 +22,16 @@ from jicoo_connector.changes._changeset import (
     parse_changeset,
     write_rejected_csv,
 )
+from jicoo_connector.changes._inbox import (
+    OUTPUT_SUFFIXES,
+    InboxFile,
+    InboxScan,
+    SkippedEntry,
+    read_inbox_file,
+    scan_inbox,
+)
 from jicoo_connector.changes._ledger import Lease, Ledger, LedgerEntry
-from jicoo_connector.changes._ledger_backends import is_postgres_url, redact_location
+from jicoo_connector.changes._ledger_backends import is_postgres_url
 from jicoo_connector.changes._machine import (
     DONE_STATES,
     FINAL_STATES,
@@ -39,11 +49,14 @@ __all__ = [
     "DONE_STATES",
     "FINAL_STATES",
     "IN_FLIGHT_STATES",
+    "OUTPUT_SUFFIXES",
     "Action",
     "ApplyReport",
     "ApplyRow",
     "Change",
     "ChangesetRun",
+    "InboxFile",
+    "InboxScan",
     "Lease",
     "Ledger",
     "LedgerEntry",
@@ -52,6 +65,7 @@ __all__ = [
     "PlannedChange",
     "RejectedRow",
     "RunTally",
+    "SkippedEntry",
     "State",
     "Verdict",
     "apply_changeset",
@@ -60,7 +74,8 @@ __all__ = [
     "parse_changeset",
     "plan_changeset",
     "plan_changeset_async",
-    "redact_location",
+    "read_inbox_file",
     "run_changeset",
+    "scan_inbox",
     "write_rejected_csv",
 ]

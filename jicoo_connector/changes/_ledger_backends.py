@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
-from urllib.parse import urlsplit
 
 from jicoo_connector.errors import LedgerError, LedgerNotFoundError
+from jicoo_connector.redaction import UNPARSEABLE_HINT, SecretURL, scrub
 
 if TYPE_CHECKING:
     import sqlite3
@@ -33,8 +33,6 @@ __all__ = [
     "Transaction",
     "is_postgres_url",
     "open_backend",
-    "redact_location",
-    "redact_url",
 ]
 
 logger = logging.getLogger(__name__)
@@ -57,21 +55,6 @@ Unlock = Callable[[], None]
 
 def is_postgres_url(location: str | os.PathLike[str]) -> bool:
     return isinstance(location, str) and location.startswith(POSTGRES_SCHEMES)
-
-
-def redact_location(location: str | os.PathLike[str]) -> str:
-    """A ledger location fit for a message or metadata."""
-    return redact_url(str(location)) if is_postgres_url(location) else str(location)
-
-
-def redact_url(url: str) -> str:
-    """``url`` fit for a message: no password, no query string (it may carry one too)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}@" if parts.username else ""
-    return f"{parts.scheme}://{user}{host}{parts.path}"
 
 
 class Transaction(Protocol):
@@ -119,13 +102,17 @@ class _DriverErrors:
 
     where: str
     _errors: type[Exception]
+    # Whose secrets a driver message must not show (the PostgreSQL URL).
+    _secret_urls: tuple[str, ...] = ()
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
         try:
             yield
         except self._errors as exc:
-            raise LedgerError(f"ledger {self.where}: {type(exc).__name__}: {exc}") from exc
+            why = scrub(str(exc), self._secret_urls)
+            # Not chained: the driver's own message could be shown by whoever logs the chain.
+            raise LedgerError(f"ledger {self.where}: {type(exc).__name__}: {why}") from None
 
 
 # -- SQLite ---------------------------------------------------------------------------------
@@ -273,7 +260,12 @@ class PostgresBackend(_DriverErrors):
     row_lock = " FOR SHARE"
 
     def __init__(self, url: str, synchronous: Synchronous, *, read_only: bool = False) -> None:
-        self.where = redact_url(url)
+        parsed = SecretURL.parse(url)
+        self.where = parsed.display
+        self._secret_urls = (url,)
+        if not parsed.parseable:
+            # libpq would split it elsewhere than we do: refused before it reaches the driver.
+            raise LedgerError(f"the ledger URL {UNPARSEABLE_HINT}")
         try:
             import psycopg
         except ImportError as exc:
@@ -287,7 +279,8 @@ class PostgresBackend(_DriverErrors):
                 url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
             )
         except psycopg.Error as exc:
-            raise LedgerError(f"cannot open the ledger at {self.where}: {exc}") from exc
+            why = scrub(str(exc), [url])
+            raise LedgerError(f"cannot open the ledger at {self.where}: {why}") from None
         settings = {
             "search_path": POSTGRES_SCHEMA,
             # OFF trades the last commits for speed, as SQLite's synchronous=OFF does.

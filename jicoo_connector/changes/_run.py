@@ -118,6 +118,7 @@ def run_changeset(
     concurrency: int = DEFAULT_APPLY_CONCURRENCY,
     encoding: str | None = None,
     strict: bool = False,
+    content: bytes | None = None,
 ) -> ChangesetRun:
     """Validate ``path``, then plan it (``dry_run``: writes ``FILE.plan.json``, sends nothing)
     or apply it through ``ledger`` (an SQLite file, a postgresql:// URL or an open ``Ledger``;
@@ -127,10 +128,10 @@ def run_changeset(
     by the plan, conflict, failed, not sent) is written to ``FILE.rejected.csv`` in the
     input's shape plus its reason. A file-level problem raises ``ChangeSetError`` before any
     request; nothing is applied then. A failure after POSTs left (the ledger, the apply log,
-    that file) raises ``ApplyIncompleteError`` with what was done.
-    """
+    that file) raises ``ApplyIncompleteError`` with what was done. ``content``: bytes read."""
     source = Path(path)
-    parsed = parse_changeset(source, encoding=encoding, strict=strict)
+    read: Path | bytes = source if content is None else content  # the inbox reads its own way
+    parsed = parse_changeset(read, encoding=encoding, strict=strict)
     batch = batch_id or default_batch_id(source)
     if dry_run:
         plan, written_plan, not_done = _planned(settings, source, parsed, concurrency)

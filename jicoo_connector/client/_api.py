@@ -26,6 +26,7 @@ from jicoo_connector.client._paginate import (
 from jicoo_connector.client._ratelimit import RateLimiter, shared_limiter
 from jicoo_connector.client._report import FetchReport, Listing, PagedListing
 from jicoo_connector.errors import ConfigError, ProtocolError
+from jicoo_connector.redaction import redact_url
 from jicoo_connector.settings import Settings
 
 __all__ = ["AVAILABLE_SLOTS_WINDOW", "AsyncJicooClient", "JicooClient"]
@@ -158,7 +159,7 @@ class AsyncJicooClient:
         await self._http.aclose()
 
     def __repr__(self) -> str:
-        return f"AsyncJicooClient(base_url={self.settings.base_url!r})"
+        return f"AsyncJicooClient(base_url={redact_url(self.settings.base_url)!r})"
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -498,7 +499,7 @@ class JicooClient:
         self.close()
 
     def __repr__(self) -> str:
-        return f"JicooClient(base_url={self._client.settings.base_url!r})"
+        return f"JicooClient(base_url={redact_url(self._client.settings.base_url)!r})"
 
     def list_bookings(
         self,

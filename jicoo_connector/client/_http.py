@@ -20,7 +20,7 @@ import anyio
 import httpx
 import orjson
 
-from jicoo_connector.client._network import proxy_for, redacted, tls_context
+from jicoo_connector.client._network import proxy_for, tls_context
 from jicoo_connector.client._ratelimit import RateLimiter
 from jicoo_connector.client._report import FetchReport
 from jicoo_connector.client._retry import (
@@ -45,6 +45,7 @@ from jicoo_connector.errors import (
     TransportError,
     ValidationError,
 )
+from jicoo_connector.redaction import redact_url
 from jicoo_connector.settings import Settings
 
 __all__ = [
@@ -201,9 +202,8 @@ class HttpCore:
         context = tls_context(settings)
         proxy = None
         if proxy_url is not None:
-            logger.debug(
-                "connecting to %s through proxy %s", settings.base_url, redacted(proxy_url)
-            )
+            shown = (redact_url(settings.base_url), redact_url(proxy_url))
+            logger.debug("connecting to %s through proxy %s", *shown)
             # An https:// proxy is verified on the same trust as the origin.
             tunnel_tls = context if proxy_url.startswith("https:") else None
             proxy = httpx.Proxy(proxy_url, ssl_context=tunnel_tls)

@@ -20,20 +20,10 @@ from urllib.parse import urlsplit
 import certifi
 
 from jicoo_connector.errors import ConfigError
+from jicoo_connector.redaction import redact_url
 from jicoo_connector.settings import Settings
 
-__all__ = ["proxy_for", "redacted", "tls_context"]
-
-
-def redacted(url: str) -> str:
-    """``url`` as scheme://host:port, without user, password or path: fit for logs and errors."""
-    parts = urlsplit(url)
-    try:
-        port = f":{parts.port}" if parts.port is not None else ""
-    except ValueError:
-        port = ""
-    host = parts.hostname or "?"
-    return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}{port}"
+__all__ = ["proxy_for", "tls_context"]
 
 
 def proxy_for(settings: Settings) -> str | None:
@@ -53,7 +43,7 @@ def proxy_for(settings: Settings) -> str | None:
         proxy = f"http://{proxy}"
     if urlsplit(proxy).scheme not in ("http", "https"):
         raise ConfigError(
-            f"proxy {redacted(proxy)} from the environment: only http:// and https:// proxies "
+            f"proxy {redact_url(proxy)} from the environment: only http:// and https:// proxies "
             "are supported; set JICOO_PROXY_URL or NO_PROXY"
         )
     return proxy

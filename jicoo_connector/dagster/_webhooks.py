@@ -24,9 +24,9 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from jicoo_connector.changes import redact_location
 from jicoo_connector.dagster._resources import WarehouseResource, resource
 from jicoo_connector.dagster._setup import AssetJob, OrganizationSetup
+from jicoo_connector.redaction import redact_location
 from jicoo_connector.webhooks import (
     RefreshRange,
     StoredEvent,

@@ -2,7 +2,6 @@
 exactly once through its own ledger), its job, and the sensor on its change-set inbox."""
 
 import codecs
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +14,11 @@ from jicoo_connector.changes import (
     IN_FLIGHT_STATES,
     ApplyReport,
     ChangesetRun,
+    InboxFile,
     Ledger,
-    redact_location,
+    read_inbox_file,
     run_changeset,
+    scan_inbox,
 )
 from jicoo_connector.dagster._metadata import MetadataDict, spec_schema
 from jicoo_connector.dagster._names import NAMESPACE, JicooNames
@@ -28,11 +29,10 @@ from jicoo_connector.dagster._resources import (
     resource,
 )
 from jicoo_connector.dagster._setup import AssetJob, OrganizationSetup
+from jicoo_connector.redaction import redact_location
 
 APPLY_LOG_TABLE = APPLY_LOG.name
 NO_CHANGE_IN_FLIGHT = "no_change_in_flight"
-# What the asset writes next to a change set: never a new change set for the sensor.
-OUTPUT_SUFFIXES = (".rejected.csv",)
 INBOX_INTERVAL_S = 30
 
 
@@ -48,6 +48,11 @@ class ApplyChangesetConfig(dg.Config):
     )
     strict: bool = Field(default=False, description="Refuse the whole file if any row is bad.")
     encoding: str | None = Field(default=None, description="e.g. cp932 for Japanese Excel.")
+    inbox: str | None = Field(
+        default=None,
+        description="Set by the inbox sensor: `path` must still be a regular file directly "
+        "in this folder (no link followed) when the run reads it.",
+    )
 
 
 def _observe_plan(context: dg.AssetExecutionContext, key: dg.AssetKey, run: ChangesetRun) -> None:
@@ -160,9 +165,12 @@ def build_apply_log_asset(setup: OrganizationSetup) -> dg.AssetsDefinition:
     ) -> Iterator[dg.MaterializeResult[None]]:
         writeback = resource(context, names.writeback_resource, WriteBackResource)
         location = writeback.ledger_location()
+        # The sensor checked the file; it is checked again as it is read, in case it was swapped.
+        content = None if config.inbox is None else read_inbox_file(config.inbox, config.path)
         run = run_changeset(
             resource(context, names.api_resource, JicooResource).settings(),
             config.path,
+            content=content,
             ledger=location,
             apply_log_root=writeback.apply_log_root,
             batch_id=config.batch_id,
@@ -197,13 +205,14 @@ def inbox_encoding(path: Path) -> str | None:
         return None
 
 
-def inbox_run_request(names: JicooNames, path: Path) -> dg.RunRequest:
-    content_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+def inbox_run_request(names: JicooNames, change_set: InboxFile, inbox: str) -> dg.RunRequest:
+    path, content_hash = change_set.path, change_set.sha256
     config = {
-        # Absolute: the run may start in another working directory.
-        "path": str(path.resolve()),
+        # Absolute (inside the resolved inbox): the run may start elsewhere.
+        "path": str(path),
         "batch_id": f"{path.stem}-{content_hash[:12]}",
         "encoding": inbox_encoding(path),
+        "inbox": inbox,
     }
     # The same content never starts twice; an edited file is a new batch.
     return dg.RunRequest(
@@ -225,13 +234,17 @@ def build_inbox_sensor(names: JicooNames, job: AssetJob) -> dg.SensorDefinition:
         required_resource_keys={names.writeback_resource},
         description=f"Running by default: starts {job.name} once per CSV content dropped in "
         f"{names.organization}'s change-set inbox (its writeback resource's inbox). Name a "
-        "file <name>.cp932.csv to have it read as cp932 (any Python codec name works). Stop it "
-        f"in the UI, or with `dagster sensor stop {sensor_name}`, to apply by hand only.",
+        "file <name>.cp932.csv to have it read as cp932 (any Python codec name works). Only "
+        "regular files directly in the inbox are taken: links, folders, FIFOs and the like are "
+        "skipped with a warning in the tick's log. Stop it in the UI, or with `dagster sensor "
+        f"stop {sensor_name}`, to apply by hand only.",
     )
     def changeset_inbox_sensor(context: dg.SensorEvaluationContext) -> Iterator[dg.RunRequest]:
         inbox = resource(context, names.writeback_resource, WriteBackResource).inbox
-        for path in sorted(Path(inbox).glob("*.csv")):
-            if not path.name.endswith(OUTPUT_SUFFIXES):
-                yield inbox_run_request(names, path)
+        scan = scan_inbox(inbox)
+        for skipped in scan.skipped:
+            context.log.warning(f"change-set inbox: skipped {skipped.name}: it {skipped.reason}")
+        for change_set in scan.files:
+            yield inbox_run_request(names, change_set, inbox)
 
     return changeset_inbox_sensor

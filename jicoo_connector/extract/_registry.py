@@ -14,6 +14,7 @@ from types import MappingProxyType
 from jicoo_connector.errors import ConfigError
 from jicoo_connector.extract.catalog import BUILT_IN
 from jicoo_connector.extract.sources import DaySource, TableSource
+from jicoo_connector.names import check_column_names, check_table_name
 from jicoo_connector.quality import RULES
 
 __all__ = ["TABLES", "register_table", "unregister_table"]
@@ -29,6 +30,9 @@ def register_table(source: TableSource) -> None:
     one check per quality rule of its spec) and the warehouse load know it. The one way in, for
     the built-in tables too: every check of a declaration is made here."""
     spec = source.spec
+    # Checked here, where a name enters: every warehouse and the Parquet layout keep it as is.
+    check_table_name(source.table)
+    check_column_names(source.table, spec.schema)
     if source.table in _TABLES:
         raise ConfigError(f"a table named {source.table!r} is already registered")
     expected = "day" if isinstance(source, DaySource) else "snapshot"

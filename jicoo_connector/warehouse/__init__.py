@@ -15,7 +15,7 @@ from jicoo_connector.warehouse._loader import (
 )
 from jicoo_connector.warehouse._session import query_warehouse
 from jicoo_connector.warehouse._sql import LOADS_TABLE
-from jicoo_connector.warehouse._url import Backend, WarehouseTarget, redact
+from jicoo_connector.warehouse._url import Backend, WarehouseTarget
 
 __all__ = [
     "LOADS_TABLE",
@@ -27,5 +27,4 @@ __all__ = [
     "load_warehouse",
     "partition_files",
     "query_warehouse",
-    "redact",
 ]

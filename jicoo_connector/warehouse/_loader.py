@@ -20,8 +20,10 @@ import pyarrow.fs as pafs
 
 from jicoo_connector.errors import SchemaChangeError, WarehouseError
 from jicoo_connector.extract import TABLES
+from jicoo_connector.names import check_column_names, check_table_name, fitted_name
 from jicoo_connector.storage import ParquetStore
 from jicoo_connector.tables import TableSpec
+from jicoo_connector.warehouse._ident import quote_identifier
 from jicoo_connector.warehouse._session import Session, open_session
 from jicoo_connector.warehouse._sql import LOADS_TABLE, STAGE_PREFIX, LoadRecord
 from jicoo_connector.warehouse._types import logical_type, normalized
@@ -170,7 +172,8 @@ def _replace(
     run_id: str | None,
 ) -> None:
     result.columns_added = _evolve(session, spec)
-    stage = f"{STAGE_PREFIX}{spec.name}_{uuid.uuid4().hex[:12]}"
+    # The random part first: a warehouse that cuts long names keeps two stages apart.
+    stage = fitted_name(f"{STAGE_PREFIX}{uuid.uuid4().hex[:12]}_{spec.name}")
     counts: dict[dt.date, int] = {}
     unreadable: list[str] = []
     staged = _staged(spec, store, stale, counts, unreadable, json=session.dialect.nested_as_json)
@@ -211,8 +214,11 @@ def _count(session: Session, table: str) -> int:
 
 
 def _evolve(session: Session, spec: TableSpec) -> list[str]:
-    """Create the table, or add the schema's new columns; refuse a changed type. Committed
-    before the merge, so readers are blocked by DDL only for an instant."""
+    """Create the table, or add the schema's new columns; refuse a changed type or a name some
+    warehouse would not keep. Committed before the merge, so readers are blocked by DDL only
+    for an instant."""
+    check_table_name(spec.name)
+    check_column_names(spec.name, spec.schema)
     dialect = session.dialect
     found = {str(name): str(kind) for name, kind in session.query(dialect.columns_query(spec.name))}
     for column in spec.schema:
@@ -272,6 +278,13 @@ def _staged(
     return pa.RecordBatchReader.from_batches(schema, batches())
 
 
+_ENCODER_BATCH = "_jicoo_batch"
+
+
+def _duckdb(name: str) -> str:
+    return quote_identifier("duckdb", name)
+
+
 class _JsonEncoder:
     """Nested Arrow columns to JSON text, in DuckDB's vectorized ``to_json``: no Python object
     per value, as converting through Python objects and orjson would make."""
@@ -282,12 +295,15 @@ class _JsonEncoder:
         self._con: duckdb.DuckDBPyConnection = duckdb.connect()
 
     def encode(self, batch: pa.RecordBatch, nested: list[str], schema: pa.Schema) -> pa.RecordBatch:
-        self._con.register("_jicoo_batch", batch)
+        self._con.register(_ENCODER_BATCH, batch)
         try:
-            select = ", ".join(f'to_json("{name}")::VARCHAR AS "{name}"' for name in nested)
-            encoded = self._con.execute(f"SELECT {select} FROM _jicoo_batch").to_arrow_table()  # noqa: S608
+            select = ", ".join(
+                f"to_json({_duckdb(name)})::VARCHAR AS {_duckdb(name)}" for name in nested
+            )
+            sql = f"SELECT {select} FROM {_duckdb(_ENCODER_BATCH)}"  # noqa: S608
+            encoded = self._con.execute(sql).to_arrow_table()
         finally:
-            self._con.unregister("_jicoo_batch")
+            self._con.unregister(_ENCODER_BATCH)
         arrays = [
             encoded.column(name).combine_chunks() if name in nested else batch.column(name)
             for name in schema.names

@@ -1,7 +1,7 @@
 """One connection to a warehouse: DuckDB's own Python API, or an ADBC driver for the others.
 
 Drivers are imported only when their backend is used; a missing one names the extra to install.
-Driver errors are re-raised as ``WarehouseError`` with any URL password redacted.
+Driver errors are re-raised as ``WarehouseError`` with the URL's secrets masked (``redaction``).
 """
 
 import contextlib
@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from jicoo_connector.errors import WarehouseError
 from jicoo_connector.warehouse._sql import Dialect
-from jicoo_connector.warehouse._url import WarehouseTarget, redact
+from jicoo_connector.warehouse._url import WarehouseTarget
 
 __all__ = ["Session", "open_session", "query_warehouse"]
 
@@ -57,7 +57,7 @@ def _driver_errors(target: WarehouseTarget) -> Iterator[None]:
         raise
     except Exception as exc:  # noqa: BLE001 - every driver error, re-raised without secrets
         # Driver messages can echo the connection string: never let its password through.
-        raise WarehouseError(f"{target.describe()}: {redact(str(exc))}") from None
+        raise WarehouseError(f"{target.describe()}: {target.scrub(str(exc))}") from None
 
 
 class _DuckDBSession:
@@ -124,13 +124,11 @@ def _driver(target: WarehouseTarget) -> ModuleType:
 
 
 def _connect_adbc(target: WarehouseTarget, driver: ModuleType) -> Any:
-    password = target.password
     if target.backend == "postgresql":
         # libpq also reads PGPASSWORD and ~/.pgpass itself.
         return driver.connect(target.libpq_uri())
     if target.backend == "snowflake":
-        db_kwargs = {"password": password} if password else None
-        return driver.connect(target.snowflake_uri(), db_kwargs=db_kwargs, autocommit=True)
+        return driver.connect(db_kwargs=target.snowflake_options(), autocommit=True)
     options = {
         "adbc.bigquery.sql.project_id": target.project,
         "adbc.bigquery.sql.dataset_id": target.dataset,

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from jicoo_connector.errors import WarehouseError
+from jicoo_connector.names import fitted_name
+from jicoo_connector.warehouse._ident import quote_identifier
 from jicoo_connector.warehouse._types import (
     JSON_FROM_TEXT,
     ArrowField,
@@ -63,11 +65,7 @@ class Dialect:
     # -- quoting ---------------------------------------------------------------------------
 
     def ident(self, name: str) -> str:
-        if self.backend == "bigquery":
-            if "`" in name:
-                raise WarehouseError(f"refusing identifier {name!r}")
-            return f"`{name}`"
-        return '"' + name.replace('"', '""') + '"'
+        return quote_identifier(self.backend, name)
 
     def table(self, name: str) -> str:
         return self.ident(f"{self.prefix}.{name}" if self.prefix else name)
@@ -99,7 +97,7 @@ class Dialect:
         if self.backend == "bigquery":
             return [f"{create} PARTITION BY {self.ident(partition_column)}"]
         if self.backend == "postgresql":
-            index = self.ident(f"{name}_{partition_column}_idx")
+            index = self.ident(fitted_name(f"{name}_{partition_column}_idx"))
             on = f"{self.table(name)} ({self.ident(partition_column)})"
             return [create, f"CREATE INDEX IF NOT EXISTS {index} ON {on}"]
         return [create]

@@ -11,6 +11,7 @@ from typing import Any, Final, Literal, TypeAlias
 import pyarrow as pa
 
 from jicoo_connector.errors import WarehouseError
+from jicoo_connector.warehouse._ident import quote_identifier
 from jicoo_connector.warehouse._url import Backend
 
 __all__ = [
@@ -136,7 +137,9 @@ def _duckdb_nested(kind: pa.DataType) -> str:
     if pa.types.is_list(kind) or pa.types.is_large_list(kind):
         return f"{_duckdb_nested(kind.value_type)}[]"
     if pa.types.is_struct(kind):
-        inner = ", ".join(f'"{f.name}" {_duckdb_nested(f.type)}' for f in kind)
+        inner = ", ".join(
+            f"{quote_identifier('duckdb', f.name)} {_duckdb_nested(f.type)}" for f in kind
+        )
         return f"STRUCT({inner})"
     return TYPE_TABLE[logical_type(pa.field("element", kind))]["duckdb"].ddl
 

@@ -1,20 +1,21 @@
-"""A warehouse URL: which warehouse, parsed once, shown only with its password redacted.
+"""A warehouse URL: which warehouse, parsed once, shown only as ``jicoo_connector.redaction``
+shows a URL.
 
 Reads no environment: the URL and a password given apart from it (``JICOO_WAREHOUSE_PASSWORD``
 in ``config``) arrive as arguments."""
 
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from jicoo_connector.errors import WarehouseError
+from jicoo_connector.redaction import UNPARSEABLE_HINT, SecretURL, redact_url, scrub
 
 __all__ = [
+    "SNOWFLAKE_QUERY_OPTIONS",
     "Backend",
     "WarehouseTarget",
-    "redact",
 ]
 
 Backend = Literal["duckdb", "postgresql", "snowflake", "bigquery"]
@@ -25,14 +26,17 @@ _SCHEMES: dict[str, Backend] = {
     "bigquery": "bigquery",
     "duckdb": "duckdb",
 }
-_REDACTED = "***"
-# A password inside any URL-like text: scheme://user:PASSWORD@host.
-_PASSWORD_IN_TEXT = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/:@\s]*:)[^@\s]*(?P<at>@)")
-
-
-def redact(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@`` in it replaced by ***."""
-    return _PASSWORD_IN_TEXT.sub(rf"\g<head>{_REDACTED}\g<at>", text)
+# The ADBC Snowflake driver's documented options (adbc_driver_snowflake.DatabaseOptions) that a
+# snowflake:// URL's query may set by a short name; an ``adbc.snowflake.*`` key passes as is.
+SNOWFLAKE_QUERY_OPTIONS = {
+    "warehouse": "adbc.snowflake.sql.warehouse",
+    "role": "adbc.snowflake.sql.role",
+    "region": "adbc.snowflake.sql.region",
+    "host": "adbc.snowflake.sql.uri.host",
+    "port": "adbc.snowflake.sql.uri.port",
+    "protocol": "adbc.snowflake.sql.uri.protocol",
+}
+_SNOWFLAKE_PREFIX = "adbc.snowflake."
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +65,13 @@ class WarehouseTarget:
 
     @property
     def display(self) -> str:
-        return redact(self.url)
+        return redact_url(self.url) if "://" in self.url else self.url
+
+    def scrub(self, text: str) -> str:
+        """``text`` (a driver's message) with this URL's secrets and ``fallback_password``
+        masked in any spelling."""
+        given = self.fallback_password if "://" in self.url else None
+        return scrub(text, [self.url], [given] if given else [])
 
     @property
     def password(self) -> str | None:
@@ -83,10 +93,14 @@ class WarehouseTarget:
         scheme = text.split("://", 1)[0].lower() if "://" in text else ""
         if not scheme:
             return cls("duckdb", text, path=text)
+        shown = SecretURL.parse(text)
+        if not shown.parseable:
+            # A driver would split it elsewhere than we do: refused before it reaches one.
+            raise WarehouseError(f"the warehouse URL {UNPARSEABLE_HINT}")
         backend = _SCHEMES.get(scheme)
         if backend is None:
             raise WarehouseError(
-                f"warehouse URL {redact(text)!r}: unknown scheme {scheme!r}; use a DuckDB file "
+                f"warehouse URL {shown.display!r}: unknown scheme {scheme!r}; use a DuckDB file "
                 "path, postgresql://, snowflake:// or bigquery://project/dataset"
             )
         parts = urlsplit(text)
@@ -96,12 +110,15 @@ class WarehouseTarget:
             dataset = parts.path.strip("/")
             if not parts.hostname or not dataset or "/" in dataset:
                 raise WarehouseError(
-                    f"warehouse URL {redact(text)!r}: expected bigquery://PROJECT/DATASET"
+                    f"warehouse URL {shown.display!r}: expected bigquery://PROJECT/DATASET"
                 )
             return cls("bigquery", text, project=parts.netloc, dataset=dataset)
         if not parts.hostname:
-            raise WarehouseError(f"warehouse URL {redact(text)!r} has no host")
-        return cls(backend, text)
+            raise WarehouseError(f"warehouse URL {shown.display!r} has no host")
+        target = cls(backend, text)
+        if backend == "snowflake":
+            target.snowflake_options()  # an unknown parameter is refused here, not at connect
+        return target
 
     def describe(self) -> str:
         """Where the tables go, for humans and metadata (no secret)."""
@@ -119,14 +136,36 @@ class WarehouseTarget:
         user = f"{parts.username}:{quote(secret, safe='')}@"
         return uri.replace(f"{parts.username}@", user, 1)
 
-    def snowflake_uri(self) -> str:
-        """The DSN the ADBC Snowflake driver reads (``user@account/db/schema?...``), no password."""
+    def snowflake_options(self) -> dict[str, str]:
+        """The ADBC Snowflake driver's database options for this URL, password included.
+
+        No ``uri`` option: the driver applies a URI after every other option and takes the
+        password from it alone, so one set beside it never arrives ("password is empty").
+        The password goes in the standard ADBC ``password`` option, the user in ``username``.
+        """
         parts = urlsplit(self.url)
-        user = quote(unquote(parts.username or ""), safe="")
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        query = f"?{parts.query}" if parts.query else ""
-        return f"{user}@{host}{port}{parts.path}{query}"
+        account = parts.netloc.rpartition("@")[2].partition(":")[0]
+        database, _, schema = parts.path.strip("/").partition("/")
+        options = {"adbc.snowflake.sql.account": account}
+        if parts.username:
+            options["username"] = unquote(parts.username)
+        if (password := self.password) is not None:
+            options["password"] = password
+        if database:
+            options["adbc.snowflake.sql.db"] = database
+        if schema:
+            options["adbc.snowflake.sql.schema"] = schema
+        if parts.port:
+            options["adbc.snowflake.sql.uri.port"] = str(parts.port)
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            option = SNOWFLAKE_QUERY_OPTIONS.get(key, key)
+            if not option.startswith(_SNOWFLAKE_PREFIX):
+                raise WarehouseError(
+                    f"warehouse URL {self.display!r}: unknown parameter {key!r}; use "
+                    f"{', '.join(SNOWFLAKE_QUERY_OPTIONS)} or an adbc.snowflake.* option"
+                )
+            options[option] = value
+        return options
 
     def query(self) -> dict[str, str]:
         return dict(parse_qsl(urlsplit(self.url).query)) if "://" in self.url else {}

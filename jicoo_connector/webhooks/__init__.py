@@ -10,6 +10,7 @@ them. Every module inside is private: import from here.
 import importlib
 from typing import TYPE_CHECKING
 
+from jicoo_connector.receiver_limits import DEFAULT_MAX_BODY_BYTES, ReceiverLimits
 from jicoo_connector.webhooks._events import (
     CANCEL_EVENTS,
     KNOWN_EVENTS,
@@ -42,13 +43,13 @@ from jicoo_connector.webhooks._store import (
 if TYPE_CHECKING:
     from jicoo_connector.webhooks._receiver import (
         DEFAULT_ENDPOINT,
-        DEFAULT_MAX_BODY_BYTES,
         HEALTH_PATH,
         READY_LINE_PREFIX,
         WebhookEndpoint,
         create_app,
         create_router,
         serve,
+        server_config,
     )
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "EventPage",
     "EventStore",
     "PostgresEventStore",
+    "ReceiverLimits",
     "RefreshPlan",
     "RefreshRange",
     "SQLiteEventStore",
@@ -79,6 +81,7 @@ __all__ = [
     "parse_event",
     "plan_refresh",
     "serve",
+    "server_config",
     "verify_signature",
     "warehouse_days",
 ]

@@ -1,9 +1,14 @@
-"""What a Jicoo webhook delivery says: the event name, the booking and its instants. Pure."""
+"""What a Jicoo webhook delivery says: the event name, the booking and its instants. Pure.
+
+Any body that is not such an event is ``WebhookPayloadError`` (the receiver's 400), however
+deep, odd or out of range it is; nothing else escapes ``parse_event``.
+"""
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 from typing import Final
+
+import orjson
 
 from jicoo_connector._compat import parse_datetime
 from jicoo_connector.errors import WebhookPayloadError
@@ -24,6 +29,12 @@ CANCEL_EVENTS: Final = frozenset({"guest_cancelled", "host_cancelled"})
 KNOWN_EVENTS: Final = BOOKED_EVENTS | RESCHEDULE_EVENTS | CANCEL_EVENTS
 
 
+# Instants outside these years are no booking's: refused (400), as datetime cannot shift some
+# of them to UTC at all.
+EARLIEST_YEAR: Final = 1970
+LATEST_YEAR: Final = 9998
+
+
 def _instant(value: object, field: str) -> dt.datetime:
     if not isinstance(value, str):
         raise WebhookPayloadError(f"{field} must be an ISO 8601 date-time string")
@@ -33,13 +44,17 @@ def _instant(value: object, field: str) -> dt.datetime:
         raise WebhookPayloadError(f"{field} is not an ISO 8601 date-time") from None
     if parsed.tzinfo is None:
         raise WebhookPayloadError(f"{field} has no time zone")
+    if not EARLIEST_YEAR <= parsed.year <= LATEST_YEAR:
+        raise WebhookPayloadError(f"{field} is outside {EARLIEST_YEAR}-{LATEST_YEAR}")
     return parsed.astimezone(dt.timezone.utc)
 
 
 def format_instant(value: dt.datetime) -> str:
     """The API's canonical form: UTC with milliseconds and ``Z``."""
-    return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + (
-        f"{value.microsecond // 1000:03d}Z"
+    utc = value.astimezone(dt.timezone.utc)
+    return (
+        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d}T{utc.hour:02d}:{utc.minute:02d}:"
+        f"{utc.second:02d}.{utc.microsecond // 1000:03d}Z"
     )
 
 
@@ -66,9 +81,11 @@ def parse_event(body: bytes) -> WebhookEvent:
     'guest_booked'
     """
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise WebhookPayloadError("the body is not JSON") from None
+        # orjson refuses what would fail later: nesting past 1024 levels, lone surrogates
+        # (SQLite cannot store them), NaN and infinities.
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise WebhookPayloadError(f"the body is not JSON we take ({exc.msg})") from None
     if not isinstance(payload, dict):
         raise WebhookPayloadError("the body is not a JSON object")
     event = payload.get("event")

@@ -3,11 +3,11 @@
 import os
 from pathlib import Path
 
-from jicoo_connector.changes import is_postgres_url, redact_location
+from jicoo_connector.changes import is_postgres_url
 from jicoo_connector.webhooks._pg_store import PostgresEventStore
 from jicoo_connector.webhooks._store import EventStore, SQLiteEventStore
 
-__all__ = ["event_store_exists", "open_event_store", "redact_location"]
+__all__ = ["event_store_exists", "open_event_store"]
 
 
 def open_event_store(location: str | os.PathLike[str], *, create: bool = True) -> EventStore:

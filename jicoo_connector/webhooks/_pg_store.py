@@ -24,12 +24,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
-from jicoo_connector.changes._ledger_backends import (
-    CONNECT_TIMEOUT_S,
-    SERVER_KEEPALIVE,
-    redact_url,
-)
+from jicoo_connector.changes._ledger_backends import CONNECT_TIMEOUT_S, SERVER_KEEPALIVE
 from jicoo_connector.errors import WebhookStoreError
+from jicoo_connector.redaction import UNPARSEABLE_HINT, SecretURL, scrub
 from jicoo_connector.webhooks._events import WebhookEvent
 from jicoo_connector.webhooks._store import EventPage, stored_event
 
@@ -97,7 +94,11 @@ class PostgresEventStore:
     """
 
     def __init__(self, url: str, *, create: bool = True) -> None:
-        self.where = redact_url(url)
+        parsed = SecretURL.parse(url)
+        self.where = parsed.display
+        if not parsed.parseable:
+            # libpq would split it elsewhere than we do: refused before it reaches the driver.
+            raise WebhookStoreError(f"the webhook store URL {UNPARSEABLE_HINT}")
         try:
             import psycopg
         except ImportError as exc:
@@ -132,9 +133,10 @@ class PostgresEventStore:
         try:
             yield
         except self._psycopg.Error as exc:
+            why = scrub(str(exc), [self._url])
             raise WebhookStoreError(
-                f"webhook store {self.where}: {doing}: {type(exc).__name__}: {exc}"
-            ) from exc
+                f"webhook store {self.where}: {doing}: {type(exc).__name__}: {why}"
+            ) from None
 
     def _connection(self) -> "psycopg.Connection[Any]":
         if self._conn is None or self._conn.closed or self._conn.broken:

@@ -1,10 +1,13 @@
 """The webhook receiver: an ASGI app (mount it in your own server) and ``serve`` (uvicorn).
 
-The only module of the library that imports starlette and uvicorn (they are the optional
-extra ``jicoo-connector[webhooks]``). Answers: 401 for a missing or bad signature (nothing
-stored), 413 for a body over the cap, 400 for JSON that is not an event, 200 once the event is
-committed, replays and unknown event types included (stored, ignored downstream), 500 if the
-store fails (Jicoo retries). Logs never hold the secret, the signature header or the body.
+The only module of the library that imports starlette and uvicorn (with ``_guard``; they are
+the optional extra ``jicoo-connector[webhooks]``). Every input gets an answer under 500: 401 for
+a missing or malformed signature header or a bad signature (nothing stored), 413 for a body over
+the cap, 431 for too many header fields, 408 for a body that does not arrive in time, 400 for a
+signed body that is not an event, 200 once the event is committed, replays and unknown event
+types included (stored, ignored downstream). 500 only when a store fails (Jicoo retries). Logs
+never hold the secret, the signature header or the body. ``serve`` adds the connection bounds of
+``ReceiverLimits`` (see ``_guard``).
 
 One receiver serves one organization or several (``create_router``): each ``WebhookEndpoint``
 has its own secrets and its own event store. A delivery to ``/<name>`` is checked against that
@@ -15,6 +18,7 @@ whose secret signed it gets it (secrets are per endpoint in Jicoo's dashboard, s
 
 import asyncio
 import logging
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Final
 
+import anyio
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -30,7 +35,9 @@ from starlette.routing import Route
 
 from jicoo_connector.config import organization_name
 from jicoo_connector.errors import ConfigError, WebhookPayloadError, WebhookSignatureError
+from jicoo_connector.receiver_limits import ReceiverLimits
 from jicoo_connector.webhooks._events import parse_event
+from jicoo_connector.webhooks._guard import ConnectionGuard, guarded_protocol, usable_connections
 from jicoo_connector.webhooks._signature import (
     DEFAULT_TOLERANCE_S,
     SIGNATURE_HEADER,
@@ -41,24 +48,24 @@ from jicoo_connector.webhooks._store import EventStore
 
 __all__ = [
     "DEFAULT_ENDPOINT",
-    "DEFAULT_MAX_BODY_BYTES",
     "HEALTH_PATH",
     "READY_LINE_PREFIX",
     "WebhookEndpoint",
     "create_app",
     "create_router",
     "serve",
+    "server_config",
 ]
 
 logger = logging.getLogger(__name__)
 
-# A booking event is a few KB (answers and tracking included); 256 KiB leaves room for long
-# answers while a flood of large bodies cannot fill memory or the disk.
-DEFAULT_MAX_BODY_BYTES: Final = 256 * 1024
 READY_LINE_PREFIX: Final = "Jicoo webhook receiver listening on "
 READY_POLL_S: Final = 0.01
 STOP_TIMEOUT_S: Final = 10.0
 CLIENT_CLOSED_REQUEST: Final = 499
+_DIGITS: Final = re.compile(r"[0-9]{1,18}")
+# Said with every refusal: the connection is not kept for another request.
+_CLOSE: Final = {"connection": "close"}
 HEALTH_PATH: Final = "/healthz"
 # A load balancer's probe waits this long for the store before it hears 503.
 HEALTH_TIMEOUT_S: Final = 5.0
@@ -87,7 +94,7 @@ class _TooLargeError(Exception):
 
 async def _read_capped(request: Request, cap: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
+    if declared is not None and _DIGITS.fullmatch(declared) and int(declared) > cap:
         raise _TooLargeError
     chunks: list[bytes] = []
     size = 0
@@ -97,6 +104,36 @@ async def _read_capped(request: Request, cap: int) -> bytes:
             raise _TooLargeError
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _refusal(status: int, error: str) -> JSONResponse:
+    return JSONResponse({"error": error}, status_code=status, headers=_CLOSE)
+
+
+async def _body(request: Request, limits: ReceiverLimits) -> bytes | JSONResponse:
+    """The request's body, or the refusal to send instead."""
+    fields = request.headers.raw
+    if len(fields) > limits.max_headers:
+        logger.warning("webhook refused (431): over %d header fields", limits.max_headers)
+        return _refusal(431, f"over {limits.max_headers} header fields")
+    # h11 refuses a head still arriving past the cap; one that came whole in a single read
+    # (up to asyncio's 256 KiB) is measured here.
+    size = len(request.scope.get("raw_path", b"")) + sum(len(k) + len(v) + 4 for k, v in fields)
+    if size > limits.max_header_bytes:
+        logger.warning("webhook refused (431): head over %d bytes", limits.max_header_bytes)
+        return _refusal(431, f"request head over {limits.max_header_bytes} bytes")
+    try:
+        # anyio's deadline: asyncio.timeout is Python 3.11's, and the library runs on 3.10 too.
+        with anyio.fail_after(limits.body_timeout_s):
+            return await _read_capped(request, limits.max_body_bytes)
+    except _TooLargeError:
+        logger.warning("webhook refused (413): body over %d bytes", limits.max_body_bytes)
+        return _refusal(413, f"body over {limits.max_body_bytes} bytes")
+    except TimeoutError:
+        logger.warning("webhook refused (408): no whole body in %.1f s", limits.body_timeout_s)
+        return _refusal(408, f"no whole body within {limits.body_timeout_s:g} s")
+    except ClientDisconnect:
+        return JSONResponse({}, status_code=CLIENT_CLOSED_REQUEST)
 
 
 def _health_endpoint(
@@ -161,20 +198,23 @@ def _signed_by(
 def create_router(
     endpoints: Sequence[WebhookEndpoint],
     *,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    limits: ReceiverLimits | None = None,
     tolerance_s: float = DEFAULT_TOLERANCE_S,
     clock: Callable[[], float] = time.time,
 ) -> Starlette:
     """The receiver for several organizations as one ASGI app: POST a delivery to
     ``/<name>`` (checked against that endpoint's secrets only) or to any other path (routed to
     the endpoint whose secret signed it). Each store is called from a worker thread of its own,
-    never the event loop (commits fsync). ``clock`` (unix seconds) is injectable for tests.
+    never the event loop (commits fsync). ``limits`` bound the header count, the body's size and
+    its time to arrive (the connection bounds are the server's: ``serve``). ``clock`` (unix
+    seconds) is injectable for tests.
 
     >>> acme = WebhookEndpoint("acme", SQLiteEventStore("a.sqlite"), a_keys)  # doctest: +SKIP
     >>> globex = WebhookEndpoint("globex", SQLiteEventStore("g.sqlite"), g_keys)  # doctest: +SKIP
     >>> app = create_router([acme, globex])  # doctest: +SKIP
     """
     _check_apart(endpoints)
+    bounds = limits or ReceiverLimits()
     by_name = {endpoint.name: endpoint for endpoint in endpoints}
     writers = {
         endpoint.name: ThreadPoolExecutor(
@@ -184,13 +224,9 @@ def create_router(
     }
 
     async def receive(request: Request) -> JSONResponse:
-        try:
-            body = await _read_capped(request, max_body_bytes)
-        except _TooLargeError:
-            logger.warning("webhook refused: body over %d bytes", max_body_bytes)
-            return JSONResponse({"error": f"body over {max_body_bytes} bytes"}, status_code=413)
-        except ClientDisconnect:
-            return JSONResponse({}, status_code=CLIENT_CLOSED_REQUEST)
+        body = await _body(request, bounds)
+        if isinstance(body, JSONResponse):
+            return body
         first = str(request.path_params.get("path", "")).strip("/").split("/")[0]
         candidates = [by_name[first]] if first in by_name else list(endpoints)
         try:
@@ -242,7 +278,7 @@ def create_app(
     store: EventStore,
     secrets: WebhookSecrets,
     *,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    limits: ReceiverLimits | None = None,
     tolerance_s: float = DEFAULT_TOLERANCE_S,
     clock: Callable[[], float] = time.time,
 ) -> Starlette:
@@ -255,10 +291,33 @@ def create_app(
     """
     return create_router(
         [WebhookEndpoint(DEFAULT_ENDPOINT, store, secrets)],
-        max_body_bytes=max_body_bytes,
+        limits=limits,
         tolerance_s=tolerance_s,
         clock=clock,
     )
+
+
+def server_config(
+    app: Starlette, limits: ReceiverLimits, *, host: str, port: int
+) -> tuple[uvicorn.Config, ConnectionGuard]:
+    """uvicorn's configuration for ``app`` within ``limits``, and the guard that holds its
+    connection bounds (its counters say what it shed)."""
+    guard = ConnectionGuard(usable_connections(limits.max_connections), limits.header_timeout_s)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        lifespan="off",
+        # h11, whose head buffer is bounded; never httptools (see _guard).
+        http=guarded_protocol(guard),
+        h11_max_incomplete_event_size=limits.max_header_bytes,
+        timeout_keep_alive=limits.keep_alive_s,
+        ws="none",
+        # uvicorn's access log prints paths only, never headers; ours logs each event.
+        access_log=False,
+        log_level="warning",
+    )
+    return config, guard
 
 
 def serve(
@@ -267,19 +326,12 @@ def serve(
     host: str,
     port: int,
     on_ready: Callable[[str], None],
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    limits: ReceiverLimits | None = None,
 ) -> None:
     """Serve ``endpoints`` until SIGINT/SIGTERM; ``on_ready`` gets the receiver's URL once it
     listens."""
-    config = uvicorn.Config(
-        create_router(endpoints, max_body_bytes=max_body_bytes),
-        host=host,
-        port=port,
-        lifespan="off",
-        # uvicorn's access log prints paths only, never headers; ours logs each event.
-        access_log=False,
-        log_level="warning",
-    )
+    bounds = limits or ReceiverLimits()
+    config, _ = server_config(create_router(endpoints, limits=bounds), bounds, host=host, port=port)
     server = uvicorn.Server(config)
 
     def announce_when_started() -> None:

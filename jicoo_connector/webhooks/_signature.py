@@ -8,6 +8,7 @@ in constant time. Several ``v1`` values may come at once, and several secrets ma
 
 import hashlib
 import hmac
+import re
 from collections.abc import Iterator, Sequence
 
 from jicoo_connector.errors import ConfigError, WebhookSignatureError
@@ -26,6 +27,12 @@ DEFAULT_TOLERANCE_S = 300
 SCHEME = "v1"
 # A header is a handful of fields; anything much longer is not one of Jicoo's.
 MAX_HEADER_CHARS = 4096
+MAX_HEADER_PARTS = 16
+# Unix seconds in ASCII digits ("²".isdigit() is True, and int() reads it): 12 digits reach
+# the year 33658, and a 400-digit t would only cost time to compare.
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+# An HMAC-SHA256 in hex.
+_SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class WebhookSecrets:
@@ -62,19 +69,26 @@ class WebhookSecrets:
         raise TypeError("WebhookSecrets is not picklable: secrets do not travel")
 
 
-def _parse(header: str) -> tuple[int, list[str]]:
+def _parse(header: str) -> tuple[int, list[bytes]]:
+    """``t`` and the ``v1`` values of a header, read strictly: ``t`` ASCII digits of bounded
+    length, each ``v1`` hex of a SHA-256's length, at most ``MAX_HEADER_PARTS`` parts."""
+    parts = header.split(",")
+    if len(parts) > MAX_HEADER_PARTS:
+        raise WebhookSignatureError(f"malformed signature header: over {MAX_HEADER_PARTS} parts")
     timestamp: int | None = None
-    signatures: list[str] = []
-    for part in header.split(","):
+    signatures: list[bytes] = []
+    for part in parts:
         name, sep, value = part.strip().partition("=")
         if not sep:
             continue
         if name == "t":
-            if not value.isdigit() or timestamp is not None:
+            if not _TIMESTAMP.fullmatch(value) or timestamp is not None:
                 raise WebhookSignatureError("malformed signature header: bad or repeated t=")
             timestamp = int(value)
         elif name == SCHEME:
-            signatures.append(value)
+            if not _SIGNATURE.fullmatch(value):
+                raise WebhookSignatureError("malformed signature header: v1= is not hex")
+            signatures.append(value.lower().encode("ascii"))
     if timestamp is None or not signatures:
         raise WebhookSignatureError("malformed signature header: needs t= and at least one v1=")
     return timestamp, signatures
@@ -107,9 +121,9 @@ def verify_signature(
     signed = str(timestamp).encode() + b"." + body
     for key in secrets:
         expected = hmac.new(key, signed, hashlib.sha256).hexdigest().encode()
-        # Bytes: compare_digest refuses non-ASCII str. Every candidate is compared (no early
-        # exit on the first v1) so timing does not tell which one came close.
-        matched = [hmac.compare_digest(expected, c.encode("utf-8", "replace")) for c in signatures]
+        # Every candidate is compared (no early exit on the first v1) so timing does not tell
+        # which one came close.
+        matched = [hmac.compare_digest(expected, candidate) for candidate in signatures]
         if any(matched):
             return timestamp
     raise WebhookSignatureError("no v1 signature matches a configured secret")

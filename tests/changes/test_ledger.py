@@ -460,7 +460,7 @@ def test_a_postgres_ledger_without_psycopg_says_what_to_install(postgres_url: st
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
     )
     assert "pip install 'jicoo-connector[postgres]'" in done.stdout
-    assert "the ledger at postgresql://postgres@127.0.0.1:" in done.stdout
+    assert "the ledger at postgresql://postgres:***@127.0.0.1:" in done.stdout
     assert "s3cret" not in done.stdout
 
 

@@ -24,6 +24,7 @@ from jicoo_connector.dagster import (
     build_jicoo_definitions,
 )
 from jicoo_connector.errors import ConfigError
+from jicoo_connector.receiver_limits import ReceiverLimits
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -68,9 +69,10 @@ def test_the_components_attributes_are_the_factorys_arguments_and_every_setting(
     settings = set(JicooSettings.__annotations__)
     assert attributes == OWN_ATTRIBUTES | settings
     assert parameters == OWN_ATTRIBUTES | {"config"}
-    # Every documented setting but the receiver's secret, by the same name.
+    # Every documented setting but the receiver's own (its secret and bounds), by the same name.
     fields = {f.name for f in dataclasses.fields(ConnectorConfig)}
-    assert fields - attributes == {"webhook_secret"}
+    receiver = {f"webhook_{name}" for name in ReceiverLimits.__dataclass_fields__}
+    assert fields - attributes == {"webhook_secret", *receiver}
     schema = JicooComponent.model().model_json_schema()["properties"]
     for name in attributes:
         assert len(schema[name].get("description", "")) > 20, name

@@ -79,3 +79,20 @@ def test_the_warehouse_asset_loads_postgres_incrementally_with_metadata(
     meta = _metadata(full)
     assert (meta["jicoo/partitions_loaded"], meta["jicoo/full_reload"]) == (partitions, True)
     assert meta["dagster/row_count"] == total
+
+
+def test_a_password_in_the_warehouse_url_query_never_reaches_dagster(
+    sandbox: SandboxServer, postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dagster/uri` showed `?password=...`: the query's secret values are masked too."""
+    monkeypatch.setenv(URL_VARIABLE, f"{postgres_url}?password={SECRET}&sslmode=disable")
+    defs = definitions(sandbox, tmp_path, warehouse_url=dg.EnvVar(URL_VARIABLE))
+    home = tmp_path / "dagster"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        result = materialize(defs, ["warehouse"], instance=instance)
+        assert result.success
+        assert _metadata(result)["dagster/uri"] == f"{postgres_url}?password=***&sslmode=disable"
+        stored = instance.get_latest_materialization_event(KEY)
+        assert stored is not None
+        assert SECRET not in str(stored)

@@ -7,9 +7,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from jicoo_connector.changes import is_postgres_url, redact_location
+from jicoo_connector.changes import is_postgres_url
 from jicoo_connector.client import JicooClient
 from jicoo_connector.config import ConnectorConfig
+from jicoo_connector.redaction import redact_location
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import (
     NAMES,
@@ -77,13 +78,15 @@ def _writeback_job(sandbox: SandboxServer, tmp_path: Path) -> dg.JobDefinition:
 
 def _definitions_at(
     sandbox: SandboxServer, ledger_location: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> dg.Definitions:
-    """The test organization with its ledger at ``ledger_location``; a PostgreSQL URL only
-    through EnvVar (it may hold a password), as a user passes it."""
+) -> tuple[dg.Definitions, str]:
+    """The test organization with its ledger at ``ledger_location``, and the location it uses:
+    a PostgreSQL URL gets a password and goes only through EnvVar (it may hold a password), as
+    a user passes it."""
     if not is_postgres_url(ledger_location):
-        return definitions(sandbox, tmp_path, ledger_path=ledger_location)
-    monkeypatch.setenv(LEDGER_URL_ENV, ledger_location.replace("postgres@", "postgres:s3cret@"))
-    return definitions(sandbox, tmp_path, ledger_url=dg.EnvVar(LEDGER_URL_ENV))
+        return definitions(sandbox, tmp_path, ledger_path=ledger_location), ledger_location
+    used = ledger_location.replace("postgres@", "postgres:s3cret@")
+    monkeypatch.setenv(LEDGER_URL_ENV, used)
+    return definitions(sandbox, tmp_path, ledger_url=dg.EnvVar(LEDGER_URL_ENV)), used
 
 
 @pytest.mark.system_clock(
@@ -99,7 +102,7 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     path = tmp_path / "changes.csv"
     changes = _changeset(sandbox, path)
     postgres = is_postgres_url(ledger_location)
-    defs = _definitions_at(sandbox, ledger_location, tmp_path, monkeypatch)
+    defs, used = _definitions_at(sandbox, ledger_location, tmp_path, monkeypatch)
     # The way scripts/demo.py launches it: the Definitions' job, run_config keyed by the op.
     job = defs.resolve_job_def(APPLY_JOB)
     (spec,) = defs.resolve_assets_def(APPLY_LOG_KEY).specs
@@ -135,7 +138,7 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     with pytest.raises(dg.DagsterInvariantViolationError, match="no output named result"):
         applied.output_for_node(APPLY_LOG_OP)
     assert f"POSTs sent: {len(changes)}" in str(event.metadata["jicoo/summary"].value)
-    assert event.metadata["jicoo/ledger"] == dg.TextMetadataValue(redact_location(ledger_location))
+    assert event.metadata["jicoo/ledger"] == dg.TextMetadataValue(redact_location(used))
     assert event.metadata["jicoo/ledger_backend"] == dg.TextMetadataValue(
         "postgresql" if postgres else "sqlite"
     )

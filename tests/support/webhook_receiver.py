@@ -1,5 +1,5 @@
-"""A webhook receiver on a loopback port (uvicorn in a thread) with a pinned clock, and an
-event body of the shape Jicoo sends."""
+"""A webhook receiver on a loopback port (uvicorn in a thread, bounded as `jicoo webhook serve`
+bounds it) with a pinned clock, and an event body of the shape Jicoo sends."""
 
 import json
 import threading
@@ -11,7 +11,14 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from jicoo_connector.webhooks import EventStore, SQLiteEventStore, WebhookSecrets, create_app
+from jicoo_connector.webhooks import (
+    EventStore,
+    ReceiverLimits,
+    SQLiteEventStore,
+    WebhookSecrets,
+    create_app,
+    server_config,
+)
 
 __all__ = ["NOW", "OLD_SECRET", "SECRET", "Receiver", "event_body"]
 
@@ -31,18 +38,20 @@ class Receiver:
         port: int = 0,
         *,
         route: str | None = None,
+        limits: ReceiverLimits | None = None,
     ) -> None:
         self.store = SQLiteEventStore(db) if isinstance(db, Path) else db
-        receiver = create_app(self.store, WebhookSecrets.parse(secrets), clock=clock)
+        bounds = limits or ReceiverLimits()
+        receiver = create_app(self.store, WebhookSecrets.parse(secrets), clock=clock, limits=bounds)
         # As the README shows it: the receiver as one route of the user's own app.
         app = (
             receiver
             if route is None
             else Starlette(routes=[Route(route, receiver, methods=["POST"])])
         )
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
-        )
+        # The server `jicoo webhook serve` runs, with its connection bounds.
+        config, self.guard = server_config(app, bounds, host="127.0.0.1", port=port)
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -14,7 +14,7 @@ from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.errors import SchemaChangeError, WarehouseError
 from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import ParquetStore
-from jicoo_connector.warehouse import WarehouseTarget, load_warehouse, redact
+from jicoo_connector.warehouse import WarehouseTarget, load_warehouse
 from jicoo_connector.warehouse._session import open_session
 from jicoo_connector.warehouse._sql import Dialect, LoadRecord
 from jicoo_connector.warehouse._types import TYPE_TABLE, sql_type
@@ -167,12 +167,11 @@ def test_warehouse_urls(url: str, backend: str, shown: str) -> None:
 
 def test_url_details() -> None:
     snowflake = WarehouseTarget.parse("snowflake://me:pw@acme-xy123/JICOO/RAW?warehouse=LOAD")
-    assert snowflake.snowflake_uri() == "me@acme-xy123/JICOO/RAW?warehouse=LOAD"
     assert snowflake.password == "pw"
     bigquery = WarehouseTarget.parse("bigquery://acme-prod/jicoo?location=asia-northeast1")
     assert (bigquery.project, bigquery.dataset) == ("acme-prod", "jicoo")
     assert bigquery.query() == {"location": "asia-northeast1"}
-    assert redact("failed: postgresql://a:b@h/d and snowflake://c:d@e") == (
+    assert snowflake.scrub("failed: postgresql://a:b@h/d and snowflake://c:d@e") == (
         "failed: postgresql://a:***@h/d and snowflake://c:***@e"
     )
 

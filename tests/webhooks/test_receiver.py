@@ -129,6 +129,8 @@ def test_verify_signature_names_the_reason_without_the_secret() -> None:
         verify_signature(sign(SECRET, body, NOW - 400), body, secrets, now=NOW)
     assert SECRET not in str(stale.value)
     with pytest.raises(WebhookSignatureError, match="no v1 signature matches"):
+        verify_signature(f"t={NOW},v1={'0' * 64}", body, secrets, now=NOW)
+    with pytest.raises(WebhookSignatureError, match="v1= is not hex"):
         verify_signature(f"t={NOW},v1=é", body, secrets, now=NOW)
 
 

@@ -3,6 +3,7 @@ against that organization's secrets only; to any other path it goes to the organ
 secret signed it; each event lands in its own organization's store, never another's."""
 
 import json
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import uvicorn
 from jicoo_connector.cli import EXIT_UNUSABLE, main
 from jicoo_connector.errors import ConfigError
 from jicoo_connector.webhooks import (
+    HEALTH_PATH,
     SIGNATURE_HEADER,
     SQLiteEventStore,
     WebhookEndpoint,
@@ -90,6 +92,22 @@ def test_a_delivery_elsewhere_goes_to_the_organization_whose_secret_signed_it(
     assert router.post("/", "x1", "whsec_nobody").status_code == httpx.codes.UNAUTHORIZED
     assert router.uids("acme") == ["a1"]
     assert router.uids("globex") == ["g1"]
+
+
+def test_health_is_ok_only_while_every_organizations_store_answers(
+    router: Router, tmp_path: Path
+) -> None:
+    def health() -> int:
+        return httpx.get(router.url + HEALTH_PATH, timeout=TIMEOUT_S).status_code
+
+    assert health() == httpx.codes.OK
+    # A POST there is a delivery like any other, routed by its secret.
+    assert router.post(HEALTH_PATH, "a1", "whsec_acme").json()["endpoint"] == "acme"
+    with sqlite3.connect(tmp_path / "globex.sqlite") as other:
+        other.execute("DROP TABLE webhook_events")
+    # globex's deliveries could not be recorded now: the receiver is not healthy.
+    assert health() == httpx.codes.SERVICE_UNAVAILABLE
+    assert router.post("/acme", "a2", "whsec_acme").status_code == httpx.codes.OK
 
 
 def test_organizations_sharing_a_secret_or_a_name_are_refused(tmp_path: Path) -> None:
