@@ -14,12 +14,11 @@ import pytest
 
 from jicoo_connector.webhooks import ReceiverLimits
 from jicoo_sandbox.webhooks import sign
+from tests.support.raw_socket import GRACE_S, _status, _until_closed
 from tests.support.webhook_receiver import NOW, SECRET, Receiver, event_body
 from tests.webhooks.test_receiver import HEADER, TIMEOUT_S
 
 SHORT_S = 0.5
-# How long past a deadline the close may come on a loaded machine, and how long a test waits.
-GRACE_S = 3.0
 HEAD = b"POST /hooks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 
 
@@ -36,34 +35,11 @@ def _connect(receiver: Receiver) -> socket.socket:
     return socket.create_connection((parts.hostname or "", parts.port or 0), timeout=TIMEOUT_S)
 
 
-def _until_closed(sock: socket.socket, limit_s: float) -> tuple[bytes, float]:
-    """What the server sends until it closes the connection, and after how many seconds
-    (``limit_s`` and what came, if it never closes)."""
-    started = time.monotonic()
-    received = b""
-    sock.settimeout(0.1)
-    while time.monotonic() - started < limit_s:
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        received += chunk
-    return received, time.monotonic() - started
-
-
 def _wait_for(condition: Callable[[], bool]) -> None:
     deadline = time.monotonic() + GRACE_S
     while not condition():
         assert time.monotonic() < deadline, "the receiver never got there"
         time.sleep(0.01)
-
-
-def _status(received: bytes) -> int:
-    return int(received.split(b" ", 2)[1]) if received.startswith(b"HTTP/1.1 ") else 0
 
 
 def _signed_post(receiver: Receiver) -> httpx.Response:
