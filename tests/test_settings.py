@@ -1,10 +1,10 @@
 """Every documented setting is honoured: the README's table and ConnectorConfig match both ways,
-and each variable changes what the CLI and the Dagster code location do.
+and each variable changes what the Dagster code location does (the CLI's side is in
+tests/test_settings_cli.py).
 
 The code location is loaded the way Dagster loads it (``assets.definitions:defs`` with the
 variable set) and its resources, partitions and schedules are inspected (found by kind, as their
-names carry the organization); the CLI is run
-against the sandbox and its files and requests are looked at.
+names carry the organization).
 """
 
 import dataclasses
@@ -20,7 +20,7 @@ import pytest
 
 from jicoo_connector.config import ConnectorConfig
 from jicoo_connector.dagster import JicooResource, WarehouseResource, WriteBackResource
-from tests.support.setting_examples import RECEIVER_EXAMPLES, VARIABLES, _example
+from tests.support.setting_examples import RECEIVER_EXAMPLES, VARIABLES, example_value
 
 ROOT = Path(__file__).resolve().parent.parent
 # A fixed tick: schedules are evaluated at it, so no result depends on today.
@@ -62,7 +62,7 @@ def test_the_readme_table_and_the_config_object_match_both_ways() -> None:
 def test_every_variable_is_read_when_called_not_at_import(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    values = {env: _example(env) for env in VARIABLES}
+    values = {env: example_value(env) for env in VARIABLES}
     for env, raw in values.items():
         monkeypatch.setenv(env, raw)
     config = ConnectorConfig.from_env()
@@ -184,7 +184,8 @@ LOCATION: dict[str, Callable[[dg.Definitions], object]] = {
         _sensor(d, "booking_events").minimum_interval_seconds
     ),
 }
-# Read by the webhook receiver only (`jicoo webhook serve`, tested below); Dagster never needs them.
+# Read by the webhook receiver only (`jicoo webhook serve`, tests/test_settings_cli.py);
+# Dagster never needs them.
 NOT_IN_LOCATION = {"JICOO_WEBHOOK_SECRET", *RECEIVER_EXAMPLES}
 EXPECTED_IN_LOCATION: dict[str, object] = {
     "JICOO_ORGANIZATION": ["acme"],
@@ -217,7 +218,7 @@ def test_each_variable_changes_the_code_location(
     # The defaults are relative (data/...): checked as values, resolved under the test's folder,
     # never opened in the checkout's data/ (a user's events file may sit there).
     monkeypatch.chdir(tmp_path)
-    value = _example(env)
+    value = example_value(env)
     before = LOCATION[env](_load(monkeypatch, **ALONGSIDE.get(env, {})))
     after = LOCATION[env](_load(monkeypatch, **ALONGSIDE.get(env, {}), **{env: value}))
     assert after != before

@@ -1,10 +1,6 @@
-"""Every documented setting is honoured: the README's table and ConnectorConfig match both ways,
-and each variable changes what the CLI and the Dagster code location do.
-
-The code location is loaded the way Dagster loads it (``assets.definitions:defs`` with the
-variable set) and its resources, partitions and schedules are inspected (found by kind, as their
-names carry the organization); the CLI is run
-against the sandbox and its files and requests are looked at.
+"""Every documented setting the CLI reads changes what it does: the CLI is run against the
+sandbox and its files and requests are looked at (the code location's side, and the README's
+table, are in tests/test_settings.py).
 """
 
 import contextlib
@@ -28,11 +24,9 @@ from jicoo_connector.webhooks import READY_LINE_PREFIX, PostgresEventStore
 from jicoo_sandbox.server import SandboxServer
 from jicoo_sandbox.webhooks import sign
 from tests.support.proxy import connect_proxy
-from tests.support.raw_socket import GRACE_S, _status, _until_closed
-from tests.support.setting_examples import RECEIVER_EXAMPLES, VARIABLES, _example
+from tests.support.raw_socket import GRACE_S, status_of, until_closed
+from tests.support.setting_examples import RECEIVER_EXAMPLES, VARIABLES, example_value
 from tests.support.webhook_receiver import event_body
-
-# -- the CLI ------------------------------------------------------------------------------
 
 # What the CLI has no use for (partitions, schedules and the inbox are Dagster's), or what it
 # does not read itself.
@@ -46,7 +40,7 @@ NOT_IN_CLI = {
     "JICOO_SWEEP_PAST_DAYS",
     "JICOO_CHANGESET_INBOX",
     "JICOO_WEBHOOK_INTERVAL_S",
-    # Passed to the warehouse by the CLI and by the code location (the test above;
+    # Passed to the warehouse by the CLI and by the code location (tests/test_settings.py;
     # tests/warehouse/test_sql.py shows it reach libpq's URL); no password server runs here.
     "JICOO_WAREHOUSE_PASSWORD",
 }
@@ -243,7 +237,7 @@ def test_cli_ledger_url_beats_the_ledger_path_and_the_flag_beats_both(
     assert main(["ledger", "status", "b"]) == EXIT_OK
     capsys.readouterr()
     # Port 9 on loopback: nothing listens, so the CLI says where it tried, without the password.
-    monkeypatch.setenv("JICOO_LEDGER_URL", _example("JICOO_LEDGER_URL"))
+    monkeypatch.setenv("JICOO_LEDGER_URL", example_value("JICOO_LEDGER_URL"))
     assert main(["ledger", "status", "b"]) == EXIT_UNUSABLE
     err = capsys.readouterr().err
     assert "postgresql://ledger:***@127.0.0.1:9/jicoo" in err
@@ -315,18 +309,18 @@ def test_cli_webhook_receiver_bounds(cli_env: SandboxServer, tmp_path: Path) -> 
                 + f"\r\nContent-Length: {len(body)}\r\n\r\n".encode()
                 + body
             )
-            assert _status(_until_closed(idle, 1.0 + GRACE_S)[0]) == 200
+            assert status_of(until_closed(idle, 1.0 + GRACE_S)[0]) == 200
         with socket.create_connection(where) as silent:
-            received, after = _until_closed(silent, 3.5 + GRACE_S)
+            received, after = until_closed(silent, 3.5 + GRACE_S)
             assert (received, after >= 3.5 * 0.9) == (b"", True)
         with socket.create_connection(where) as slow:
             slow.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
-            assert _status(_until_closed(slow, 1.5 + GRACE_S)[0]) == 408
+            assert status_of(until_closed(slow, 1.5 + GRACE_S)[0]) == 408
         held = [socket.create_connection(where) for _ in range(5)]
         try:
             time.sleep(0.2)
             assert post(event_body(uid="past-the-cap")) == 200
-            assert _until_closed(held[0], GRACE_S)[0] == b""  # the oldest made room
+            assert until_closed(held[0], GRACE_S)[0] == b""  # the oldest made room
         finally:
             for sock in held:
                 sock.close()

@@ -3,11 +3,13 @@
 import socket
 import time
 
+__all__ = ["GRACE_S", "status_of", "until_closed"]
+
 # How long past a deadline the close may come on a loaded machine, and how long a test waits.
 GRACE_S = 3.0
 
 
-def _until_closed(sock: socket.socket, limit_s: float) -> tuple[bytes, float]:
+def until_closed(sock: socket.socket, limit_s: float) -> tuple[bytes, float]:
     """What the server sends until it closes the connection, and after how many seconds
     (``limit_s`` and what came, if it never closes)."""
     started = time.monotonic()
@@ -26,5 +28,5 @@ def _until_closed(sock: socket.socket, limit_s: float) -> tuple[bytes, float]:
     return received, time.monotonic() - started
 
 
-def _status(received: bytes) -> int:
+def status_of(received: bytes) -> int:
     return int(received.split(b" ", 2)[1]) if received.startswith(b"HTTP/1.1 ") else 0

@@ -2,10 +2,12 @@
 
 from jicoo_connector.config import ConnectorConfig
 
+__all__ = ["RECEIVER_EXAMPLES", "VARIABLES", "example_value"]
+
 VARIABLES = {spec.env: name for name, spec in ConnectorConfig.specs().items()}
 
 
-def _example(env: str) -> str:
+def example_value(env: str) -> str:
     """A valid value different from the default."""
     return {
         "JICOO_API_KEY": "sk_settings_test",
@@ -29,7 +31,7 @@ def _example(env: str) -> str:
     }.get(env, f"/srv/jicoo/{env.lower()}")
 
 
-# The receiver's bounds, small enough for the CLI test below to see each one act.
+# The receiver's bounds, small enough for tests/test_settings_cli.py to see each one act.
 RECEIVER_EXAMPLES = {
     "JICOO_WEBHOOK_MAX_CONNECTIONS": "5",
     "JICOO_WEBHOOK_MAX_HEADER_BYTES": "4096",
