@@ -34,12 +34,12 @@ $(VENV)/.synced: $(UV) pyproject.toml sandbox/pyproject.toml uv.lock
 
 setup: $(VENV)/.synced ## Install everything (uv from PyPI, then the locked environment in .venv)
 
+# Both keep their Dagster runs in the demo's own home, data/demo/dagster_home, never in
+# DAGSTER_HOME (a user's real instance).
 demo: setup ## Start the sandbox and run the main job end to end; print where the tables are
-	@$(MAKE) --no-print-directory dagster-home
 	$(PY) scripts/demo.py
 
-dev: setup ## Open the Dagster UI on the same setup as the demo (sandbox started alongside)
-	@$(MAKE) --no-print-directory dagster-home
+dev: setup ## The Dagster UI on the demo's setup (sandbox alongside, its own Dagster home, schedules started)
 	$(PY) scripts/dev.py
 
 check: setup ## Lint, format check, strict typing, import contracts, Dagster definitions
@@ -126,10 +126,11 @@ bench-warehouse: setup ## Only the warehouse load: 500,000 bookings into Postgre
 bench-webhooks: setup ## Webhook freshness alone: 60 changes at 1/s, daemon running, its CPU idle and busy (~6 minutes)
 	$(PY) benchmarks/webhook_freshness.py
 
-example-changeset: setup ## Regenerate data/changesets/example.csv (today's free slots of the seed-7 sandbox)
+example-changeset: setup ## Write data/changesets/example.csv afresh (today's free slots of the seed-7 sandbox)
 	$(PY) scripts/example_changeset.py
 
-sandbox: setup ## Serve the sandbox on 127.0.0.1:8765 until Ctrl-C
+# The example change set first: its slots are today's, so it plans cleanly against this sandbox.
+sandbox: setup example-changeset ## Write data/changesets/example.csv, then serve the sandbox on 127.0.0.1:8765 until Ctrl-C
 	$(VENV)/bin/jicoo-sandbox serve --host 127.0.0.1 --port 8765 --seed 7 --bookings 2000
 
 clean: ## Remove the environments, caches and the demo's folder; keeps your ledger, apply log, warehouse, webhook events

@@ -7,21 +7,25 @@ import argparse
 import contextlib
 import csv
 import datetime as dt
+import errno
+import logging
+import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
+from jicoo_connector._cli_parser import RECEIVER_FLAGS, build_parser
 from jicoo_connector.atomic import atomic_path
 from jicoo_connector.config import (
     ConnectorConfig,
     organization_name,
     organization_variable,
-    parse_date,
-    parse_zone,
     read_organization_variable,
 )
 from jicoo_connector.errors import (
@@ -39,65 +43,36 @@ from jicoo_connector.redaction import redact_location
 if TYPE_CHECKING:
     from jicoo_connector.webhooks import EventStore, WebhookEndpoint
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
 
-EXIT_OK = 0
-EXIT_SOME_FAILED = 1
-EXIT_UNUSABLE = 2
+_T = TypeVar("_T")
+
+# The exit codes (the README's table). 1 and 2 tell "done in part" from "nothing done": what
+# a scheduler needs to know before it re-runs or pages someone.
+EXIT_OK = 0  # done
+EXIT_SOME_FAILED = 1  # done in part: some partitions, tables or rows did not go through
+EXIT_UNUSABLE = 2  # nothing done: usage, configuration, refused before any side effect
+EXIT_SIGINT = 128 + signal.SIGINT  # 130: interrupted (Ctrl-C)
+EXIT_SIGTERM = 128 + signal.SIGTERM  # 143: interrupted (SIGTERM: kill, a scheduler's stop)
 # The receiver's server, an optional extra: a user who only extracts never installs it.
 WEBHOOKS_EXTRA_MODULES = frozenset({"starlette", "uvicorn"})
-
-
-DEFAULTS = ConnectorConfig()
-_SPECS = ConnectorConfig.specs()
-
-
-def _argument(parse: Callable[[str], object]) -> Callable[[str], object]:
-    """A config parser as an argparse type: a bad flag is a usage error (exit 2), no stack."""
-
-    def convert(text: str) -> object:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return convert
-
-
-_date = _argument(parse_date)
-_zone = _argument(parse_zone)
-
-
-def _setting_help(name: str, what: str) -> str:
-    """``what`` plus where the default comes from: the variable, else the built-in value."""
-    env = _SPECS[name].env
-    return f"{what} (default: ${env}, else {getattr(DEFAULTS, name)})"
-
-
-class _TableNames:
-    """The registry's table names, read only when shown: importing the registry imports the
-    extractor and pyarrow, which commands that never touch a table should not pay for."""
-
-    def __str__(self) -> str:
-        from jicoo_connector.extract import TABLES
-
-        return " ".join(TABLES)
-
-
-def _add_tables(parser: argparse.ArgumentParser, verb: str) -> None:
-    action = parser.add_argument(
-        "--tables",
-        nargs="+",
-        metavar="TABLE",
-        help=f"tables to {verb} (default: all): %(known)s",
-    )
-    # argparse fills %(known)s from the action's attributes when it formats the help.
-    action.known = _TableNames()  # type: ignore[attr-defined]
+_SECRET_ENV = ConnectorConfig.specs()["webhook_secret"].env
 
 
 def _usage(message: str) -> int:
     print(f"jicoo: {message}", file=sys.stderr)
     return EXIT_UNUSABLE
+
+
+class _Done:
+    """What a command has done so far: the line an interrupt or a failure ends with says it,
+    and whether anything was done decides between exit 1 and 2."""
+
+    def __init__(self) -> None:
+        self.anything = False
+        self.what: Callable[[], str] = lambda: "nothing was written"
+        # The signals received (SIGINT, SIGTERM): the exit code of an interrupt.
+        self.signals: list[int] = []
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -111,35 +86,6 @@ def _port_free(host: str, port: int) -> bool:
         return False
 
 
-def _add_extract(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    extract = commands.add_parser(
-        "extract",
-        help="extract tables to Parquet (no Dagster needed)",
-        description=(
-            "Extract Jicoo tables into hive-partitioned Parquet: day tables for every day in "
-            "[--start, --end] (calendar days in --timezone), snapshot tables once for today."
-        ),
-    )
-    _add_tables(extract, "extract")
-    extract.add_argument("--start", type=_date, default=None, help="first day (default today)")
-    extract.add_argument("--end", type=_date, default=None, help="last day (default --start)")
-    extract.add_argument(
-        "--out", default=None, help=_setting_help("warehouse_root", "Parquet root: a path or URI")
-    )
-    extract.add_argument(
-        "--timezone",
-        type=_zone,
-        default=None,
-        help=_setting_help("timezone", "IANA zone of the days"),
-    )
-    extract.add_argument("--quiet", action="store_true", help="no progress bar")
-    extract.add_argument(
-        "--full",
-        action="store_true",
-        help="read every booking's contacts (default: only new or changed bookings')",
-    )
-
-
 def _progress_bar(total: int, *, quiet: bool) -> contextlib.AbstractContextManager[Any]:
     """The extract's progress bar on stderr; with --quiet none (and no import of tqdm)."""
     if quiet:
@@ -149,7 +95,7 @@ def _progress_bar(total: int, *, quiet: bool) -> contextlib.AbstractContextManag
     return tqdm(total=total, unit="partition", file=sys.stderr)
 
 
-def _extract(args: argparse.Namespace) -> int:
+def _extract(args: argparse.Namespace, done: _Done) -> int:
     from jicoo_connector.extract import TABLES, ExtractResult, extract_range
 
     tables = args.tables or sorted(TABLES)
@@ -166,14 +112,21 @@ def _extract(args: argparse.Namespace) -> int:
     days = (end - start).days + 1
     total = sum(days if TABLES[t].spec.partitioning == "day" else 1 for t in tables)
     rows: dict[str, int] = {}
+    skipped: dict[str, str] = {}
+    written = 0
+    done.what = lambda: (
+        f"{written} of {total} partitions written; the others keep their previous data"
+    )
     with _progress_bar(total, quiet=args.quiet) as bar:
 
         def progress(result: ExtractResult) -> None:
+            nonlocal written
             rows[result.table] = rows.get(result.table, 0) + result.rows
             if result.skipped_reason:
-                (print if bar is None else bar.write)(
-                    f"skipped {result.table}: {result.skipped_reason}"
-                )
+                skipped[result.table] = result.skipped_reason
+            else:
+                written += 1
+                done.anything = True
             if bar is not None:
                 bar.set_postfix_str(f"{result.table} {result.partition_value}: {result.rows} rows")
                 bar.update()
@@ -188,55 +141,55 @@ def _extract(args: argparse.Namespace) -> int:
             zone=config.timezone,
             full=args.full,
         )
+    return _extract_summary(tables, rows, skipped, config.warehouse_root)
+
+
+def _extract_summary(
+    tables: Sequence[str], rows: dict[str, int], skipped: dict[str, str], root: str
+) -> int:
     for table in tables:
-        print(f"{table:<24} {rows.get(table, 0):>9} rows  {config.warehouse_root}/{table}/")
-    return EXIT_OK
-
-
-def _add_load(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    load = commands.add_parser(
-        "load",
-        help="load the extracted Parquet tables into the warehouse (incremental)",
-        description=(
-            "Load the Parquet partitions written since their last load into the warehouse: "
-            "a DuckDB file (default), postgresql://, snowflake:// or bigquery://PROJECT/DATASET. "
-            "Each table is staged, then merged in one transaction; the load state lives in the "
-            "warehouse's _jicoo_loads table. Exit 0 when every table loaded, 2 when the URL, "
-            "driver or a column's type stops the load (tables before it stay loaded)."
-        ),
-        epilog=(
-            "Credentials: in the URL, or JICOO_WAREHOUSE_PASSWORD (libpq's PGPASSWORD and "
-            "~/.pgpass work too; BigQuery uses Google's application default credentials). "
-            "The password is never printed."
-        ),
+        if table in skipped:
+            print(f"{table:<24} {'skipped':>9}       {skipped[table]}; earlier partitions kept")
+        else:
+            print(f"{table:<24} {rows.get(table, 0):>9} rows  {root}/{table}/")
+    if not skipped:
+        return EXIT_OK
+    # The key reads bookings but not these: the rest is written, so this is done in part.
+    print(
+        f"jicoo extract: {len(skipped)} of {len(tables)} tables skipped: the API key may "
+        "not read them (leave them out with --tables)",
+        file=sys.stderr,
     )
-    _add_tables(load, "load")
-    load.add_argument("--full", action="store_true", help="reload every partition, changed or not")
-    load.add_argument(
-        "--warehouse-url",
-        default=None,
-        metavar="URL",
-        help=f"warehouse (default: $JICOO_WAREHOUSE_URL, else $JICOO_DUCKDB_PATH, else "
-        f"{DEFAULTS.duckdb_path})",
-    )
-    load.add_argument(
-        "--root",
-        default=None,
-        help=_setting_help("warehouse_root", "Parquet root: a path or URI"),
-    )
+    return EXIT_SOME_FAILED
 
 
-def _load(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace, done: _Done) -> int:
     import uuid
 
+    from jicoo_connector.extract import TABLES
     from jicoo_connector.storage import ParquetStore
-    from jicoo_connector.warehouse import TableLoad, WarehouseTarget, load_warehouse
+    from jicoo_connector.warehouse import LoadReport, TableLoad, WarehouseTarget, load_warehouse
 
     config = ConnectorConfig.from_env(warehouse_url=args.warehouse_url, warehouse_root=args.root)
     target = WarehouseTarget.parse(config.warehouse(), password=config.warehouse_password)
     root = config.warehouse_root
+    store = ParquetStore(root)
+    if store.is_local and not Path(store.base).is_dir():
+        # Said before the warehouse is opened: a DuckDB file would be created for nothing.
+        return _usage(
+            f"load: no Parquet folder at {root} (--root or JICOO_WAREHOUSE_ROOT): nothing was "
+            "loaded; extract first (jicoo extract --out DIR)"
+        )
+    total = len(args.tables or TABLES)
+    loaded: list[str] = []
+    done.what = lambda: (
+        f"{len(loaded)} of {total} tables loaded; the others keep their previous rows "
+        "(re-run to finish)"
+    )
 
     def progress(table: TableLoad) -> None:
+        loaded.append(table.table)
+        done.anything = True
         added = f", columns added: {', '.join(table.columns_added)}" if table.columns_added else ""
         print(
             f"{table.table:<24} {len(table.loaded):>4} partitions loaded ({table.rows} rows), "
@@ -244,27 +197,25 @@ def _load(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    report = load_warehouse(
-        target,
-        ParquetStore(root),
-        tables=args.tables,
-        full=args.full,
-        run_id=f"cli-{uuid.uuid4().hex[:12]}",
-        progress=progress,
-    )
+    def load(between_tables: Callable[[], None]) -> LoadReport:
+        def reported(table: TableLoad) -> None:
+            progress(table)
+            between_tables()  # what is loaded is known exactly here
+
+        return load_warehouse(
+            target,
+            store,
+            tables=args.tables,
+            full=args.full,
+            run_id=f"cli-{uuid.uuid4().hex[:12]}",
+            progress=reported,
+        )
+
+    report = _in_steps(done, load)
     print(report.summary())
     if not report.loaded and not report.skipped:
-        print(
-            f"jicoo load: no Parquet partitions under {root} (run jicoo extract first?)",
-            file=sys.stderr,
-        )
+        return _usage(f"load: no Parquet partitions under {root} (run jicoo extract first?)")
     return EXIT_OK
-
-
-LEDGER_HELP = (
-    f"ledger: an SQLite file or a postgresql:// URL (default: ${_SPECS['ledger_url'].env}, "
-    f"else ${_SPECS['ledger_path'].env}, else {DEFAULTS.ledger_path})"
-)
 
 
 def _ledger_location(flag: str | None) -> str:
@@ -272,58 +223,43 @@ def _ledger_location(flag: str | None) -> str:
     return flag or ConnectorConfig.from_env().ledger_location()
 
 
-def _add_apply(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    apply = commands.add_parser(
-        "apply",
-        help="apply reschedules/cancellations from a CSV change set, exactly once",
-        description=(
-            "Validate a change-set CSV, then plan it (--dry-run) or apply it through the ledger. "
-            "Exit 0: every row applied or already in target; 1: some rows rejected or failed "
-            "(the report says which), or the ledger, the disk or the apply log failed after "
-            "changes were sent (the message gives the counts); 2: the file is unusable "
-            "(nothing applied)."
-        ),
-    )
-    apply.add_argument("file", type=Path, help="the change-set CSV")
-    apply.add_argument("--dry-run", action="store_true", help="plan only; writes FILE.plan.json")
-    apply.add_argument("--plan", type=Path, help="apply only if this plan still holds")
-    apply.add_argument("--ledger", help=LEDGER_HELP)
-    apply.add_argument("--concurrency", type=int, default=4, help="changes in flight at once")
-    apply.add_argument("--batch-id", help="ledger batch id (default: the file name)")
-    apply.add_argument("--encoding", help="file encoding, e.g. cp932 (default UTF-8)")
-    apply.add_argument("--strict", action="store_true", help="refuse the file if any row is bad")
-    apply.add_argument(
-        "--apply-log",
-        default=None,
-        help=_setting_help("apply_log_root", "apply_log Parquet table root"),
-    )
+def _applied_so_far(location: str, batch: str, dry_run: bool) -> str:
+    """What an interrupted apply did, as its ledger records it (read only, as `jicoo ledger
+    status`): the batch's changes applied, and those sent without an answer."""
+    from jicoo_connector.changes import Ledger, State
 
-    ledger = commands.add_parser("ledger", help="inspect the write-back ledger")
-    ledger_commands = ledger.add_subparsers(dest="ledger_command", required=True)
-    undo = ledger_commands.add_parser(
-        "undo", help="write the inverse change set of a batch's applied reschedules"
-    )
-    undo.add_argument("batch", help="the batch id")
-    undo.add_argument("--ledger", help=LEDGER_HELP)
-    undo.add_argument("--out", type=Path, help="output CSV (default BATCH.undo.csv)")
-    status = ledger_commands.add_parser("status", help="counts per state of a batch")
-    status.add_argument("batch", help="the batch id")
-    status.add_argument("--ledger", help=LEDGER_HELP)
+    if dry_run:
+        return "a dry run sends nothing; no plan was written"
+    try:
+        with Ledger(location, read_only=True) as ledger:
+            counts = ledger.counts(batch) if ledger.batch_holder(batch) else {}
+    except JicooError as exc:
+        return f"the ledger cannot be read ({exc}); re-run the same command to finish"
+    if not counts:
+        return "nothing was sent"
+    applied = counts.get(State.APPLIED, 0) + counts.get(State.ALREADY_APPLIED, 0)
+    line = f"{applied} of {sum(counts.values())} changes applied and recorded"
+    in_flight = counts.get(State.INTENT, 0) + counts.get(State.IN_DOUBT, 0)
+    if in_flight:
+        line += f", {in_flight} sent without an answer (the re-run reads them back first)"
+    return f"{line}; re-run the same command to finish"
 
 
-def _apply(args: argparse.Namespace) -> int:
-    from jicoo_connector.changes import run_changeset
+def _apply(args: argparse.Namespace, done: _Done) -> int:
+    from jicoo_connector.changes import default_batch_id, run_changeset
 
     config = ConnectorConfig.from_env(apply_log_root=args.apply_log)
     location = _ledger_location(args.ledger)
     path: Path = args.file
+    batch = args.batch_id or default_batch_id(path)
+    done.what = lambda: _applied_so_far(location, batch, args.dry_run)
     try:
         run = run_changeset(
             config.settings(),
             path,
             ledger=location,
             apply_log_root=config.apply_log_root,
-            batch_id=args.batch_id,
+            batch_id=batch,
             dry_run=args.dry_run,
             plan_path=args.plan,
             concurrency=args.concurrency,
@@ -335,10 +271,6 @@ def _apply(args: argparse.Namespace) -> int:
     except (PlanError, BatchMismatchError, LedgerBusyError) as exc:
         # All three are found before the first request of the batch leaves.
         return _usage(f"apply: {exc} (nothing was sent)")
-    except ApplyIncompleteError as exc:
-        # POSTs left before the ledger, the disk or the apply log failed: partly done.
-        print(f"jicoo: apply: {path}: {exc}", file=sys.stderr)
-        return EXIT_SOME_FAILED
     if run.parsed.rejected:
         print(f"{len(run.parsed.rejected)} rows rejected by validation:")
         for row in run.parsed.rejected:
@@ -353,13 +285,13 @@ def _apply(args: argparse.Namespace) -> int:
         print(run.report.summary())
         print(f"apply log: {run.apply_log}; ledger: {redact_location(location)}")
         if run.report.key_refused and not run.report.posts_sent:
-            return _usage("apply: the API refused JICOO_API_KEY (HTTP 401); nothing was sent")
+            return _usage("apply: the API refused JICOO_API_KEY (HTTP 401/403); nothing was sent")
     if run.rejected_path is not None:
         print(f"{len(run.not_done)} rows did not go through; fix and resubmit {run.rejected_path}")
     return EXIT_OK if run.ok else EXIT_SOME_FAILED
 
 
-def _ledger(args: argparse.Namespace) -> int:
+def _ledger(args: argparse.Namespace, done: _Done) -> int:
     from jicoo_connector.changes import Ledger
 
     location = _ledger_location(args.ledger)
@@ -390,55 +322,6 @@ def _ledger(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# `jicoo webhook serve` flags for the receiver's bounds: (flag, setting, what it bounds).
-_RECEIVER_FLAGS: tuple[tuple[str, str, str], ...] = (
-    ("--max-connections", "webhook_max_connections", "open connections; past it the oldest "
-     "one still sending its request is closed"),
-    ("--max-header-bytes", "webhook_max_header_bytes", "request line and headers (400)"),
-    ("--max-headers", "webhook_max_headers", "header fields (431)"),
-    ("--header-timeout", "webhook_header_timeout_s", "seconds for a request's head"),
-    ("--body-timeout", "webhook_body_timeout_s", "seconds for its body (408)"),
-    ("--keep-alive", "webhook_keep_alive_s", "seconds an idle connection is kept"),
-    ("--max-body-bytes", "webhook_max_body_bytes", "body bytes (413)"),
-)  # fmt: skip
-
-
-def _add_webhook(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    webhook = commands.add_parser("webhook", help="receive Jicoo booking webhooks")
-    webhook_commands = webhook.add_subparsers(dest="webhook_command", required=True)
-    serve = webhook_commands.add_parser(
-        "serve",
-        help="serve the webhook receiver until interrupted; prints its URL first",
-        description=(
-            "Verify, deduplicate and durably record Jicoo webhook deliveries (POST to any path). "
-            f"Secrets: ${_SPECS['webhook_secret'].env} (comma-separated during a rotation), "
-            "never an argument; with --organization, each organization's own variable."
-        ),
-    )
-    serve.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8787, help="port; 0 picks a free one")
-    serve.add_argument(
-        "--db",
-        default=None,
-        help="event store: an SQLite file or a postgresql:// URL (default: "
-        f"${_SPECS['webhook_db_url'].env}, else ${_SPECS['webhook_db'].env}, "
-        f"else {DEFAULTS.webhook_db})",
-    )
-    for flag, name, what in _RECEIVER_FLAGS:
-        # The setting's own parser: a flag is checked as its variable is.
-        check = _SPECS[name].parse
-        serve.add_argument(flag, type=check, default=None, help=_setting_help(name, what))
-    serve.add_argument(
-        "--organization",
-        action="append",
-        metavar="NAME=DB",
-        default=None,
-        help="serve this organization at /NAME, its events in the SQLite file DB, its secrets "
-        "in $<NAME>_JICOO_WEBHOOK_SECRET (upper case); repeat for each organization. A POST to "
-        "another path goes to the organization whose secret signed it. Not with --db.",
-    )
-
-
 def _opened(location: str, stack: ExitStack) -> "EventStore":
     """The event store at ``location`` (an SQLite file or a postgresql:// URL), closed with
     ``stack``."""
@@ -460,8 +343,8 @@ def _organization_endpoint(spec: str, stack: ExitStack) -> tuple["WebhookEndpoin
             f"--organization {spec!r}: expected NAME=DB (acme=data/acme/events.sqlite)"
         )
     name = organization_name(name, f"--organization {spec!r}")
-    variable = organization_variable(name, _SPECS["webhook_secret"].env)
-    secret = read_organization_variable(name, _SPECS["webhook_secret"].env)
+    variable = organization_variable(name, _SECRET_ENV)
+    secret = read_organization_variable(name, _SECRET_ENV)
     if secret is None:
         raise ConfigError(f"{variable} is not set: the webhook secret of organization {name}")
     location = db.strip()
@@ -482,12 +365,12 @@ def _webhook_endpoints(
     try:
         secrets = WebhookSecrets.parse(config.webhook_secret or "")
     except ConfigError as exc:
-        raise ConfigError(f"webhook serve: {exc}: set {_SPECS['webhook_secret'].env}") from None
+        raise ConfigError(f"webhook serve: {exc}: set {_SECRET_ENV}") from None
     location = args.db or config.webhook_store()
     return [(WebhookEndpoint(DEFAULT_ENDPOINT, _opened(location, stack), secrets), location)]
 
 
-def _serve_webhooks(args: argparse.Namespace) -> int:
+def _serve_webhooks(args: argparse.Namespace, done: _Done) -> int:
     import logging
 
     try:
@@ -501,7 +384,7 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
             "pip install 'jicoo-connector[webhooks]'"
         ) from None
 
-    flags = {name: getattr(args, flag[2:].replace("-", "_")) for flag, name, _ in _RECEIVER_FLAGS}
+    flags = {name: getattr(args, flag[2:].replace("-", "_")) for flag, name, _ in RECEIVER_FLAGS}
     limits = ConnectorConfig.from_env(**flags).receiver_limits()
     if not _port_free(args.host, args.port):
         return _usage(f"port {args.port} on {args.host} is in use; pick another (--port 0: any)")
@@ -513,6 +396,7 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
             if not args.organization
             else ", ".join(f"{e.name} in {redact_location(at)}" for e, at in served)
         )
+        done.what = lambda: f"the receiver stopped; every delivery answered 200 is in {where}"
 
         def announce(url: str) -> None:
             print(f"{READY_LINE_PREFIX}{url} (events in {where})", flush=True)
@@ -527,58 +411,120 @@ def _serve_webhooks(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jicoo",
-        description=(
-            "Jicoo connector: extract to Parquet, load the warehouse, apply change sets, "
-            "receive webhooks."
-        ),
-        epilog=(
-            "Settings come from JICOO_* environment variables (the README's Settings table "
-            "lists them); a flag beats its variable. The API key is read from JICOO_API_KEY "
-            "only. Network: HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY as curl reads them, or "
-            "JICOO_PROXY_URL to override; TLS trusts certifi's bundle, JICOO_CA_BUNDLE (a PEM "
-            "file) or, with JICOO_TLS_TRUST=system, the operating system's store; "
-            "JICOO_REQUEST_DEADLINE bounds each request (seconds, default 60)."
-        ),
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    _add_extract(commands)
-    _add_load(commands)
-    _add_apply(commands)
-    _add_webhook(commands)
-    return parser
+_COMMANDS: dict[str, Callable[[argparse.Namespace, _Done], int]] = {
+    "extract": _extract,
+    "load": _load,
+    "apply": _apply,
+    "ledger": _ledger,
+    "webhook": _serve_webhooks,
+}
+
+
+@contextlib.contextmanager
+def _sigterm_as_sigint(done: _Done) -> Iterator[None]:
+    """SIGTERM stops a command the way Ctrl-C does: the same clean-up, one line saying what was
+    done. Both are noted in ``done.signals`` for the exit code."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only
+        return
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        done.signals.append(signum)
+        # Whoever handles Ctrl-C now does the same: Python's default raises KeyboardInterrupt,
+        # asyncio.run cancels its main task first (the run unwinds, then it raises).
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _in_steps(done: _Done, work: Callable[[Callable[[], None]], _T]) -> _T:
+    """``work(check)`` in a thread of its own, where Ctrl-C or SIGTERM take effect at the next
+    ``check()`` it makes between two steps (two tables' transactions): the line then says
+    exactly what is done. A second signal stops at once. In that thread no database driver
+    takes the signal over either (ADBC cancels the running statement on SIGINT)."""
+    outcome: list[_T] = []
+    failure: list[BaseException] = []
+
+    def check() -> None:
+        if done.signals:
+            raise KeyboardInterrupt
+
+    def run() -> None:
+        try:
+            outcome.append(work(check))
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread as is
+            failure.append(exc)
+
+    def defer(signum: int, frame: FrameType | None) -> None:
+        done.signals.append(signum)
+        if len(done.signals) > 1:
+            raise KeyboardInterrupt
+
+    # A daemon: after a second signal the process ends without waiting for the step in hand
+    # (its server rolls the open transaction back).
+    worker = threading.Thread(target=run, name="jicoo-steps", daemon=True)
+    previous = {sig: signal.signal(sig, defer) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker.start()
+        worker.join()  # interruptible: the handlers run while the main thread waits
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failure:
+        raise failure[0]
+    return outcome[0]
+
+
+def _fail(exc: BaseException, done: _Done) -> int:
+    """The one way every command ends on an error or an interrupt: one line on stderr, no
+    traceback, and the exit code of the README's table. Anything else is a bug: raised."""
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"jicoo: interrupted: {done.what()}", file=sys.stderr)
+        return EXIT_SIGTERM if signal.SIGTERM in done.signals else EXIT_SIGINT
+    if isinstance(exc, ApplyIncompleteError):
+        # POSTs left before the ledger, the disk or the apply log failed: done in part. The
+        # message has the counts and says whether a re-run is safe.
+        print(f"jicoo: apply: {exc}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    if isinstance(exc, ExtractError):
+        # extract_range attempts every partition and raises the failures together; its
+        # message says why and how many partitions were written.
+        message = exc.message
+    elif isinstance(exc, JicooError):  # ConfigError among them
+        message = str(exc)
+    elif isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        where = f" writing {exc.filename}" if exc.filename else ""
+        message = f"no space left on the device{where}: free some space or write elsewhere"
+    elif isinstance(exc, OSError):
+        # A path the user gave that cannot be read or written: say which.
+        message = f"{exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}"
+    else:
+        raise exc
+    if done.anything and not isinstance(exc, ExtractError):
+        message += f"; {done.what()}"
+    print(f"jicoo: {message}", file=sys.stderr)
+    return EXIT_SOME_FAILED if done.anything else EXIT_UNUSABLE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "extract":
-            return _extract(args)
-        if args.command == "load":
-            return _load(args)
-        if args.command == "apply":
-            return _apply(args)
-        if args.command == "ledger":
-            return _ledger(args)
-        if args.command == "webhook":
-            return _serve_webhooks(args)
-    except KeyboardInterrupt:
-        return EXIT_OK
-    except ExtractError as group:
-        # extract_range attempts every partition and raises the failures together.
-        for failure in group.exceptions:
-            notes = "; ".join(getattr(failure, "__notes__", []))
-            print(f"jicoo: {type(failure).__name__}: {failure} ({notes})", file=sys.stderr)
-        return EXIT_SOME_FAILED
-    except JicooError as exc:  # ConfigError among them
-        return _usage(str(exc))
-    except OSError as exc:
-        # A path the user gave that cannot be read or written: say which, no stack.
-        where = f": {exc.filename}" if exc.filename else ""
-        return _usage(f"{exc.strerror or exc}{where}")
-    raise AssertionError(f"unhandled command {args.command}")
+    # The library logs what it does; the command prints its own lines (no log line doubles one).
+    library = logging.getLogger("jicoo_connector")
+    if not any(isinstance(h, logging.NullHandler) for h in library.handlers):
+        library.addHandler(logging.NullHandler())
+    done = _Done()
+    with _sigterm_as_sigint(done):
+        try:
+            return _COMMANDS[args.command](args, done)
+        except (KeyboardInterrupt, JicooError, OSError) as exc:
+            return _fail(exc, done)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ JicooError
 ├── ConfigError                 bad settings or arguments, before any request (a ValueError)
 ├── APIStatusError              the server answered with a non-2xx status
 │   ├── BadRequestError         400
-│   ├── AuthenticationError     401: the key is missing or invalid
-│   ├── PermissionDeniedError   403: the key may not call this endpoint (carries it)
+│   ├── AuthenticationError     401 or 403: the API refused the key for this request
+│   │   └── PermissionDeniedError   403: the key, or this key for this endpoint (carries it)
 │   ├── NotFoundError           404
 │   ├── ValidationError         422 (and 402): the server's message is kept
 │   ├── RateLimitedError        429 once retries are spent (carries retry_after)
@@ -119,11 +119,17 @@ class BadRequestError(APIStatusError):
 
 
 class AuthenticationError(APIStatusError):
-    """401: the API key is missing or invalid."""
+    """401 or 403: the API refused the key for this request. Never retried.
+
+    The real API answers 403 to a request without a valid key (``../shared/jicoo-api``,
+    "Auth"), so a 403 is a configuration error like a 401 until a request with the same key
+    reads something else (``AsyncJicooClient.check_key``)."""
 
 
-class PermissionDeniedError(APIStatusError):
-    """403: the key may not call ``endpoint``; callers may skip that stream."""
+class PermissionDeniedError(AuthenticationError):
+    """403: the API refused the key for ``endpoint``: a wrong key, or one that may not read
+    this endpoint (the status alone cannot tell). An extract skips the table only when the
+    key reads bookings."""
 
 
 class NotFoundError(APIStatusError):
@@ -243,7 +249,14 @@ class ListingTooLargeError(JicooError):
 class ExtractError(ExceptionGroup[Exception], JicooError):
     """Partitions of an extract failed; the others were written. ``exceptions`` holds each
     failure (its note names the partitions), so ``except JicooError`` catches the whole and
-    ``except* TransportError`` a kind of failure."""
+    ``except* TransportError`` a kind of failure. ``message`` is one line: why, and how many
+    partitions were written."""
+
+    @property
+    def key_refused(self) -> bool:
+        """The API refused the key (401, or 403 where it reads no bookings either): a
+        configuration error, which no retry mends."""
+        return any(isinstance(exc, AuthenticationError) for exc in self.exceptions)
 
 
 class MissingPartitionError(JicooError):

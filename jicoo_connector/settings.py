@@ -60,6 +60,9 @@ class ApiKey:
     def __init__(self, secret: str) -> None:
         if not secret or secret != secret.strip() or any(ord(c) < 0x21 for c in secret):
             raise ConfigError("the API key is empty or contains whitespace/control characters")
+        if not secret.isascii():
+            # HTTP header values are ASCII; a typographic quote or dash pasted with the key.
+            raise ConfigError("the API key contains non-ASCII characters: copy it again")
         self._secret = secret
 
     def reveal(self) -> str:
@@ -83,12 +86,29 @@ class ApiKey:
 def checked_proxy_url(url: str) -> str:
     """``url`` stripped, or ``ConfigError`` when it is not an http(s) proxy URL (never quoted
     back: a proxy URL may carry a password)."""
+    if _only_the_port_is_bad(url.strip()):
+        raise ConfigError("the proxy URL's port is not a number from 1 to 65535")
     if not SecretURL.parse(url.strip()).parseable:
         raise ConfigError(f"the proxy URL {UNPARSEABLE_HINT}")
     proxy = urlsplit(url.strip())
     if proxy.scheme not in ("http", "https") or not proxy.hostname:
         raise ConfigError("the proxy URL must be http://[user:password@]host:port (or https://)")
     return url.strip()
+
+
+def _only_the_port_is_bad(url: str) -> bool:
+    """True when the port cannot be read but the authority holds at most one "@" and ends it
+    (a raw "/", "?" or "#" in a password also makes a bad port: that one is the password's)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    try:
+        parts.port  # noqa: B018 - urllib checks the port only when it is read
+    except ValueError:
+        after = url.partition("://")[2][len(parts.netloc) :]
+        return parts.netloc.count("@") <= 1 and "@" not in after
+    return False
 
 
 def checked_tls_trust(value: str) -> str:
@@ -146,6 +166,12 @@ class Settings:
         if parts.username or parts.password or parts.query or parts.fragment:
             raise ConfigError("base URL must not carry credentials, a query or a fragment")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        if parts.path.rstrip("/").endswith("/v1"):
+            # Every path already starts with /v1: /v1/v1/bookings answers a bare 404.
+            raise ConfigError(
+                f"base URL {self.base_url!r} ends in /v1: give the origin alone "
+                f"({DEFAULT_BASE_URL}); the client adds /v1 to every path"
+            )
         if self.rate_limit <= 0 or self.burst < 1:
             raise ConfigError("rate_limit must be > 0 and burst >= 1")
         if not 1 <= self.per_page <= 100:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DATA_FILE_NAME",
+    "ZONE_KEY",
     "ParquetStore",
     "PartitionWriteResult",
 ]
@@ -36,6 +37,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DATA_FILE_NAME = "data.parquet"
+# Footer key of the IANA zone a partition's days (and snapshot dates) were cut in: a folder
+# cut in Tokyo days and one cut in UTC days hold the same booking on different days.
+ZONE_KEY = "jicoo.time_zone"
 PARQUET_COMPRESSION: Final = "zstd"
 # Row groups large enough for good compression, small enough to keep reader memory modest.
 ROW_GROUP_ROWS = 64 * 1024
@@ -180,6 +184,14 @@ class ParquetStore:
             for key, value in stored.items()
             if not key.startswith(b"ARROW:")  # pyarrow's own schema copy
         }
+
+    def time_zone(self, spec: TableSpec) -> str | None:
+        """The zone the latest partition of the table was cut in (``ZONE_KEY`` in its footer),
+        or None when there is no partition or it was written before zones were recorded."""
+        values = self.list_partitions(spec)
+        if not values:
+            return None
+        return (self.partition_metadata(spec, values[-1]) or {}).get(ZONE_KEY)
 
     def dataset(self, spec: TableSpec) -> "ds.FileSystemDataset":
         """Every partition of the table as one pyarrow dataset, partition column typed."""

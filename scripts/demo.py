@@ -77,13 +77,16 @@ def fresh_demo_dir(data_dir: Path) -> None:
     (data_dir / DEMO_MARKER).write_text("made by scripts/demo.py; emptied by each demo\n")
 
 
-def _dagster_home() -> None:
-    os.environ.setdefault("DAGSTER_HOME", str(ROOT / ".dagster_home"))
-    home = Path(os.environ["DAGSTER_HOME"])
+def demo_dagster_home(data_dir: Path) -> Path:
+    """The demo's own Dagster home (``<data_dir>/dagster_home``, also `make dev`'s), set in
+    DAGSTER_HOME: its runs never land in a user's instance, whatever DAGSTER_HOME says."""
+    home = data_dir / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         # The same instance config as `make dagster-home`: telemetry off, one slot per pool.
         shutil.copyfile(ROOT / "scripts" / "dagster.yaml", home / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
 
 
 def _extract(defs: "dg.Definitions", names: "JicooNames", today: dt.date, warehouse: str) -> None:
@@ -214,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["JICOO_WAREHOUSE_URL"] = demo_warehouse
         else:
             os.environ.pop("JICOO_WAREHOUSE_URL", None)
-        _dagster_home()
+        demo_dagster_home(data_dir)
         defs = build_definitions(config)
         names = JicooNames(config.organization)
         today = dt.datetime.now(ZoneInfo(config.timezone)).date()
@@ -228,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         _write_back(defs, names, changeset)
     print(SEPARATOR)
     print(f"Demo finished in {time.monotonic() - started:.1f} s.")
-    print("Open the Dagster UI on the same setup with: make dev")
+    print(f"Runs are in {data_dir / 'dagster_home'}; see them in the Dagster UI with: make dev")
     return 0
 
 

@@ -1,10 +1,13 @@
-"""`make example-changeset`: data/changesets/example.csv made from a seed-7 sandbox's data.
+"""`make example-changeset` (and `make sandbox`, first): data/changesets/example.csv made from
+a seed-7 sandbox's data.
 
 A change set names bookings and free future slots, and slots age: a committed file with fixed
-dates stops planning cleanly within weeks. This writes one from the data a `make sandbox`
-(seed 7, 2,000 bookings, anchored on today) serves today; the demo uses the same generator.
+dates stopped planning cleanly within days. This writes one from the data a `make sandbox`
+(seed 7, 2,000 bookings, anchored on today) serves today, so `make sandbox` writes it afresh
+before it serves; the demo uses the same generator. The file is not in git.
 """
 
+import argparse
 import csv
 import datetime as dt
 import sys
@@ -111,15 +114,18 @@ def write_changeset(base_url: str, api_key: str, path: Path, now: dt.datetime) -
         writer.writerows(rows)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     from jicoo_sandbox import SandboxProcess
     from jicoo_sandbox.config import DEFAULT_SANDBOX_KEY
 
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=EXAMPLE, help=f"where ({EXAMPLE})")
+    out: Path = parser.parse_args(argv).out
     with SandboxProcess(seed=SEED, bookings=BOOKINGS) as sandbox:
         write_changeset(
-            sandbox.base_url, DEFAULT_SANDBOX_KEY, EXAMPLE, dt.datetime.now(dt.timezone.utc)
+            sandbox.base_url, DEFAULT_SANDBOX_KEY, out, dt.datetime.now(dt.timezone.utc)
         )
-    print(f"wrote {EXAMPLE} (valid against `make sandbox` for about ten days)")
+    print(f"wrote {out}: it plans cleanly against today's `make sandbox`")
     return 0
 
 

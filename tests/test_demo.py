@@ -4,14 +4,21 @@ own folder).
 """
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
+import dagster as dg
+import httpx
 import pytest
+from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
 
 from jicoo_connector.changes import apply_changeset, parse_changeset, plan_changeset
+from jicoo_connector.dagster import JicooNames
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.server import SandboxServer
 from scripts.example_changeset import CANCELS, RESCHEDULES, write_changeset
@@ -22,6 +29,11 @@ from tests.support.writeback_data import assert_server_matches
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "scripts" / "demo.py"
+EXAMPLE = ROOT / "scripts" / "example_changeset.py"
+DEV = ROOT / "scripts" / "dev.py"
+# The demo serves one organization, "default": its schedules as the factory names them.
+SCHEDULES = {JicooNames("default").schedule(name) for name in ("refresh", "sweep", "snapshots")}
+DEV_START_S = 240.0
 
 
 def _state(root: Path) -> dict[str, tuple[bytes, int]]:
@@ -134,3 +146,90 @@ def test_the_demo_changeset_plans_and_applies_without_failures(
     report = apply_changeset(settings, parsed, ledger=ledger, batch_id="demo", plan=plan)
     assert report.counts == {"applied": rows}, report.summary()
     assert_server_matches(sandbox, parsed, ledger, batch_id="demo")
+
+
+@pytest.mark.system_clock(
+    "make sandbox writes today's free slots and the CLI refuses targets in the past, both by "
+    "the system clock"
+)
+def test_make_sandbox_writes_an_example_changeset_that_plans_cleanly_against_it(
+    system_sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    """`make sandbox` first writes data/changesets/example.csv from a seed-7 sandbox of its own
+    (here into the test's folder), then serves the same world: the session's sandbox is one
+    (seed 7, 2,000 bookings, today on the system clock, as the script's). Any day."""
+    rule = next(
+        line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith("sandbox:")
+    )
+    assert "example-changeset" in rule.split("##")[0]
+    example = tmp_path / "example.csv"
+    subprocess.run(  # noqa: S603 - the project's own script, as make runs it
+        [sys.executable, str(EXAMPLE), "--out", str(example)],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        timeout=300,
+        check=True,
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("JICOO_")},
+        "PYTHONPATH": str(ROOT),
+        "JICOO_API_KEY": system_sandbox.api_key,
+        "JICOO_BASE_URL": system_sandbox.base_url,
+        "JICOO_RATE_LIMIT": "200",
+    }
+    done = subprocess.run(  # noqa: S603 - our own CLI, as the README says to run it
+        [sys.executable, "-m", "jicoo_connector.cli", "apply", str(example), "--dry-run"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    rows = RESCHEDULES + CANCELS
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"will_apply {rows} (nothing was sent)" in done.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _serving(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+# Slow tier: `dagster dev` starts a webserver, a daemon and code servers (about a minute).
+@pytest.mark.slow
+def test_make_dev_runs_the_schedules_in_its_own_dagster_home(tmp_path: Path) -> None:
+    users_home, demo_dir, port = tmp_path / "users_home", tmp_path / "demo", _free_port()
+    child = subprocess.Popen(  # noqa: S603 - the project's own script, as make runs it
+        [sys.executable, str(DEV), "--data-dir", str(demo_dir), "--port", str(port)],
+        cwd=tmp_path,
+        env={**os.environ, "DAGSTER_HOME": str(users_home), "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its group: dev.py, dagster dev and their children
+    )
+    try:
+        deadline = time.monotonic() + DEV_START_S
+        while not _serving(f"http://127.0.0.1:{port}/server_info"):
+            assert child.poll() is None, "make dev ended before the UI served"
+            assert time.monotonic() < deadline, "the UI did not serve"
+            time.sleep(1)
+        with dg.DagsterInstance.from_config(str(demo_dir / "dagster_home")) as instance:
+            states = {
+                state.instigator_name: state.status
+                for state in instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)
+            }
+    finally:
+        os.killpg(child.pid, signal.SIGINT)  # Ctrl-C, as in a terminal
+        child.wait(timeout=120)
+    assert states == dict.fromkeys(SCHEDULES, InstigatorStatus.RUNNING)
+    assert not users_home.exists()  # a user's instance never sees the demo's runs

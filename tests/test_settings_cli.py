@@ -111,7 +111,7 @@ def test_cli_key_and_base_url(
     assert main(argv) == EXIT_OK
     assert cli_env.requests()  # JICOO_BASE_URL is where the requests went
     monkeypatch.setenv("JICOO_API_KEY", "sk_not_this_one")
-    assert main(argv) == EXIT_SOME_FAILED  # 401 from the sandbox: the key that was sent
+    assert main(argv) == EXIT_UNUSABLE  # 403 from the sandbox: the key that was sent
     monkeypatch.setenv("JICOO_BASE_URL", "ftp://127.0.0.1")
     assert main(argv) == EXIT_UNUSABLE
 

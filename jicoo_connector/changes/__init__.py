@@ -41,7 +41,7 @@ from jicoo_connector.changes._machine import (
 )
 from jicoo_connector.changes._plan import Plan, PlannedChange, plan_changeset, plan_changeset_async
 from jicoo_connector.changes._report import ApplyReport, ApplyRow, RunTally
-from jicoo_connector.changes._run import ChangesetRun, run_changeset
+from jicoo_connector.changes._run import ChangesetRun, default_batch_id, run_changeset
 
 __all__ = [
     "APPLY_LOG",
@@ -70,6 +70,7 @@ __all__ = [
     "Verdict",
     "apply_changeset",
     "apply_changeset_async",
+    "default_batch_id",
     "is_postgres_url",
     "parse_changeset",
     "plan_changeset",

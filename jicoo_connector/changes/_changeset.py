@@ -210,8 +210,9 @@ def _read_source(source: str | os.PathLike[str] | bytes, max_bytes: int) -> byte
 def _parse_header(first: list[str]) -> list[str]:
     header = [name.strip().lower() for name in first]
     # Unknown columns are refused, not ignored: a typo such as "cancel_reson" would otherwise
-    # drop data silently, and a write-back must do exactly what the file says.
-    unknown = [name for name in header if name not in ALL_COLUMNS]
+    # drop data silently, and a write-back must do exactly what the file says. The error_*
+    # columns of a *.rejected.csv are ignored: fixed in place, it is resubmitted as is.
+    unknown = [name for name in header if name not in (*ALL_COLUMNS, *ERROR_COLUMNS)]
     if unknown:
         raise ChangeSetError(
             f"unknown column {unknown[0]!r}; expected columns: {', '.join(ALL_COLUMNS)}",
@@ -531,13 +532,15 @@ def write_rejected_csv(
     UTF-8 with a BOM so Excel opens it correctly; written atomically. Returns the row count.
     """
     rows = sorted([*parsed.rejected, *extra], key=lambda rejected: rejected.row)
-    columns = [*parsed.header, *ERROR_COLUMNS]
+    # A resubmitted *.rejected.csv's own error_* columns give way to the new reasons.
+    kept = [name for name in parsed.header if name not in ERROR_COLUMNS]
+    columns = [*kept, *ERROR_COLUMNS]
     with atomic_path(path) as temp, temp.open("w", encoding="utf-8-sig", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for rejected in rows:
             values: Iterable[str] = (
-                *(rejected.cells.get(name, "") for name in parsed.header),
+                *(rejected.cells.get(name, "") for name in kept),
                 str(rejected.row),
                 rejected.column or "",
                 rejected.reason,

@@ -174,7 +174,7 @@ class ApplyReport:
     rows: list[ApplyRow]
     posts_sent: int = 0
     counts: dict[str, int] = field(default_factory=dict)
-    # The API answered 401 to our reads: the key is wrong, and the rest were not tried.
+    # The API answered 401 or 403 to our reads: the key is wrong; the rest were not tried.
     key_refused: bool = False
     tally: RunTally = field(default_factory=RunTally)
 
@@ -231,7 +231,7 @@ class ApplyReport:
         sent = f"POSTs sent: {self.posts_sent}" if self.posts_sent else "nothing was sent"
         lines = [f"batch {self.batch_id} ({mode}): {counts}; {sent}"]
         if self.key_refused:
-            lines.append("  the API refused the key (HTTP 401)")
+            lines.append("  the API refused the key (HTTP 401/403)")
         lines.extend(
             f"  row {row.row}: {row.state} {row.action or '?'} "
             f"{row.booking_uid or '?'}: {row.reason or ''}".rstrip()

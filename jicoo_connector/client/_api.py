@@ -25,7 +25,7 @@ from jicoo_connector.client._paginate import (
 )
 from jicoo_connector.client._ratelimit import RateLimiter, shared_limiter
 from jicoo_connector.client._report import FetchReport, Listing, PagedListing
-from jicoo_connector.errors import ConfigError, ProtocolError
+from jicoo_connector.errors import AuthenticationError, ConfigError, ProtocolError
 from jicoo_connector.redaction import redact_url
 from jicoo_connector.settings import Settings
 
@@ -143,6 +143,9 @@ class AsyncJicooClient:
         self.limiter = limiter if limiter is not None else shared_limiter(settings)
         self.report = FetchReport()
         self._http = HttpCore(settings, limiter=self.limiter)
+        self._key_check = asyncio.Lock()
+        # None: not asked yet; True: the key reads bookings; else the refusal, raised again.
+        self._key_reads: bool | AuthenticationError | None = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -273,6 +276,32 @@ class AsyncJicooClient:
 
         body, _ = await self._measured(send, into=report)
         return body
+
+    async def check_key(self) -> None:
+        """Raise ``AuthenticationError`` (401) or ``PermissionDeniedError`` (403) if the API
+        refuses this client's key for listing bookings, the table every account reads.
+
+        One request (``GET /v1/bookings``, one row), asked once per client. After a 403 on
+        another endpoint it tells a key that may not read that endpoint (skip it) from a key
+        the API refuses everywhere (a configuration error: the real API answers a missing or
+        unknown key with 403 too)."""
+        async with self._key_check:
+            if self._key_reads is None:
+                try:
+                    await self._call("GET", "/v1/bookings", params={"page": "1", "perPage": "1"})
+                    self._key_reads = True
+                except AuthenticationError as exc:
+                    self._key_reads = exc
+        first = self._key_reads
+        if isinstance(first, AuthenticationError):
+            # A new instance per caller: each failed partition adds its own note to it.
+            raise type(first)(
+                str(first),
+                status_code=first.status_code,
+                method=first.method,
+                endpoint=first.endpoint,
+                errors=first.errors,
+            )
 
     # -- bookings ---------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import certifi
 
 from jicoo_connector.errors import ConfigError
 from jicoo_connector.redaction import redact_url
-from jicoo_connector.settings import Settings
+from jicoo_connector.settings import Settings, checked_proxy_url
 
 __all__ = ["proxy_for", "tls_context"]
 
@@ -46,7 +46,10 @@ def proxy_for(settings: Settings) -> str | None:
             f"proxy {redact_url(proxy)} from the environment: only http:// and https:// proxies "
             "are supported; set JICOO_PROXY_URL or NO_PROXY"
         )
-    return proxy
+    try:
+        return checked_proxy_url(proxy)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (from HTTPS_PROXY/HTTP_PROXY/ALL_PROXY)") from None
 
 
 def bypassed(host: str, port: int, no_proxy: str) -> bool:

@@ -1,6 +1,7 @@
 """One asset per table of an organization (``jicoo/<organization>/<table>``): each calls the
 library's ``extract_range`` and adds metadata, checks and a run-wide observation."""
 
+import contextlib
 import datetime as dt
 import time
 from collections.abc import Iterator, Sequence
@@ -21,6 +22,7 @@ from jicoo_connector.dagster._metadata import (
 from jicoo_connector.dagster._names import NAMESPACE
 from jicoo_connector.dagster._resources import JicooResource, WarehouseResource, resource
 from jicoo_connector.dagster._setup import OrganizationSetup
+from jicoo_connector.errors import ExtractError
 from jicoo_connector.extract import TABLES, ExtractResult, extract_range
 from jicoo_connector.extract.sources import DaySource
 from jicoo_connector.quality import assess
@@ -59,9 +61,20 @@ def _materialize(
     key = setup.names.asset_key(table)
     skipped = [r for r in results if r.skipped_reason]
     if skipped:
-        # A 403 on this endpoint: the key may not read it. Skip the asset (and its checks),
-        # keep the run green. Dagster skips the steps downstream of it (the warehouse reload).
-        context.log.warning(f"{key.to_user_string()} skipped: {skipped[0].skipped_reason}")
+        # A 403 on this endpoint while the key reads bookings: it may not read this table.
+        # Skip the asset (and its checks), keep the run green, and say so on the asset; its
+        # earlier partitions stay. Dagster skips the steps downstream (the warehouse reload).
+        reason = skipped[0].skipped_reason
+        context.log.warning(f"{key.to_user_string()} skipped: {reason}")
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=key,
+                metadata={
+                    "jicoo/skipped": f"{reason}; earlier partitions kept",
+                    "jicoo/partitions_skipped": len(skipped),
+                },
+            )
+        )
         return
     results.sort(key=lambda r: r.partition_value)
     run = run_metadata(results, time.monotonic() - started)
@@ -86,6 +99,18 @@ def _materialize(
             check_result(key, q) for q in verdicts if dg.AssetCheckKey(key, q.name) in selected
         ],
     )
+
+
+@contextlib.contextmanager
+def _refused_key_fails_plainly() -> Iterator[None]:
+    """A key the API refuses fails the step with the library's one line (it names
+    JICOO_API_KEY) and is never retried: no retry mends a configuration error."""
+    try:
+        yield
+    except ExtractError as exc:
+        if not exc.key_refused:
+            raise
+        raise dg.Failure(description=exc.message, allow_retries=False) from None
 
 
 def _spec(
@@ -140,17 +165,18 @@ def _day_asset(setup: OrganizationSetup, source: DaySource) -> dg.AssetsDefiniti
     ) -> Iterator[dg.MaterializeResult[None]]:
         started = time.monotonic()
         days = [dt.date.fromisoformat(key) for key in context.partition_keys]
-        results = extract_range(
-            resource(context, names.api_resource, JicooResource).settings(),
-            [table],
-            min(days),
-            max(days),
-            resource(context, names.warehouse_resource, WarehouseResource).root,
-            zone=zone,
-            run_id=context.run.run_id,
-            full=config.full,
-            feed_from_store=True,
-        )
+        with _refused_key_fails_plainly():
+            results = extract_range(
+                resource(context, names.api_resource, JicooResource).settings(),
+                [table],
+                min(days),
+                max(days),
+                resource(context, names.warehouse_resource, WarehouseResource).root,
+                zone=zone,
+                run_id=context.run.run_id,
+                full=config.full,
+                feed_from_store=True,
+            )
         yield from _materialize(context, setup, table, results, started)
 
     return _asset
@@ -171,15 +197,16 @@ def _snapshot_asset(setup: OrganizationSetup, table: str) -> dg.AssetsDefinition
     def _asset(context: dg.AssetExecutionContext) -> Iterator[dg.MaterializeResult[None]]:
         started = time.monotonic()
         today = dt.datetime.now(ZoneInfo(zone)).date()
-        results = extract_range(
-            resource(context, names.api_resource, JicooResource).settings(),
-            [table],
-            today,
-            today,
-            resource(context, names.warehouse_resource, WarehouseResource).root,
-            zone=zone,
-            run_id=context.run.run_id,
-        )
+        with _refused_key_fails_plainly():
+            results = extract_range(
+                resource(context, names.api_resource, JicooResource).settings(),
+                [table],
+                today,
+                today,
+                resource(context, names.warehouse_resource, WarehouseResource).root,
+                zone=zone,
+                run_id=context.run.run_id,
+            )
         yield from _materialize(context, setup, table, results, started)
 
     return _asset

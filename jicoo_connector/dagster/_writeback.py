@@ -2,7 +2,7 @@
 exactly once through its own ledger), its job, and the sensor on its change-set inbox."""
 
 import codecs
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -11,6 +11,7 @@ from pydantic import Field
 from jicoo_connector.changes import (
     APPLY_LOG,
     DEFAULT_APPLY_CONCURRENCY,
+    DONE_STATES,
     IN_FLIGHT_STATES,
     ApplyReport,
     ChangesetRun,
@@ -33,6 +34,8 @@ from jicoo_connector.redaction import redact_location
 
 APPLY_LOG_TABLE = APPLY_LOG.name
 NO_CHANGE_IN_FLIGHT = "no_change_in_flight"
+# WARN: rows that did not go through are the user's to fix; the run itself did its job.
+EVERY_ROW_WENT_THROUGH = "every_row_went_through"
 INBOX_INTERVAL_S = 30
 
 
@@ -107,19 +110,54 @@ def _results(
     with Ledger(location) as ledger:
         ledger_counts = ledger.counts(batch_id)
         backend = ledger.backend
+    checks = {
+        NO_CHANGE_IN_FLIGHT: in_flight_check(key, batch_id, ledger_counts),
+        EVERY_ROW_WENT_THROUGH: rows_check(key, len(report.rows), report.counts, run.rejected_path),
+    }
+    selected = context.selected_asset_check_keys
+    yield dg.MaterializeResult(
+        asset_key=key,
+        metadata=_apply_metadata(report, out, batch_id, location, backend),
+        check_results=[c for n, c in checks.items() if dg.AssetCheckKey(key, n) in selected],
+    )
+
+
+def in_flight_check(
+    key: dg.AssetKey, batch_id: str, ledger_counts: Mapping[str, int]
+) -> dg.AssetCheckResult:
+    """ERROR when changes of the batch are left sent without an answer (the next run reads
+    them back before anything is resent)."""
     in_flight = sum(ledger_counts.get(state, 0) for state in IN_FLIGHT_STATES)
-    check = dg.AssetCheckResult(
+    return dg.AssetCheckResult(
         check_name=NO_CHANGE_IN_FLIGHT,
         asset_key=key,
         passed=in_flight == 0,
         description=f"{in_flight} changes of batch {batch_id} left in intent/in doubt",
         metadata={"in_flight": in_flight},
     )
-    selected = dg.AssetCheckKey(key, NO_CHANGE_IN_FLIGHT) in context.selected_asset_check_keys
-    yield dg.MaterializeResult(
+
+
+def rows_check(
+    key: dg.AssetKey, rows: int, counts: Mapping[str, int], rejected: Path | None
+) -> dg.AssetCheckResult:
+    """WARN when rows did not go through: how many, in which states, and the file to fix."""
+    not_done = {state: n for state, n in counts.items() if state not in DONE_STATES}
+    left = sum(not_done.values())
+    metadata: dict[str, dg.RawMetadataValue] = {
+        "jicoo/rows": rows,
+        "jicoo/rows_not_done": left,
+        **{f"jicoo/state/{state}": n for state, n in not_done.items()},
+    }
+    if rejected is not None:
+        metadata["jicoo/rejected_path"] = dg.MetadataValue.path(str(rejected))
+    return dg.AssetCheckResult(
+        check_name=EVERY_ROW_WENT_THROUGH,
         asset_key=key,
-        metadata=_apply_metadata(report, out, batch_id, location, backend),
-        check_results=[check] if selected else [],
+        passed=left == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{left} of {rows} rows did not go through"
+        + (f"; fix them in {rejected} and resubmit it as is" if rejected else ""),
+        metadata=metadata,
     )
 
 
@@ -153,7 +191,14 @@ def build_apply_log_asset(setup: OrganizationSetup) -> dg.AssetsDefinition:
                 asset=key,
                 description="No change of the batch is left in intent or in doubt: each one "
                 "ended applied, already in target, in conflict, failed or pending.",
-            )
+            ),
+            dg.AssetCheckSpec(
+                EVERY_ROW_WENT_THROUGH,
+                asset=key,
+                description="Every row of the change set ended applied or already in target. "
+                "Fails (WARN) when rows were rejected, refused or failed: they are in the "
+                "metadata's jicoo/rejected_path, to fix in place and resubmit as is.",
+            ),
         ],
         can_subset=True,
         # Write-back spends the same account's requests as the extracts.

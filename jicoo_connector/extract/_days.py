@@ -8,6 +8,8 @@ from jicoo_connector.errors import (
     ConfigError,
 )
 from jicoo_connector.extract._defaults import DEFAULT_ZONE
+from jicoo_connector.storage import ParquetStore
+from jicoo_connector.tables import TableSpec
 
 logger = logging.getLogger(__name__)
 
@@ -42,3 +44,15 @@ def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
     if end < start:
         raise ConfigError(f"end {end} is before start {start}")
     return [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+
+
+def check_zone(store: ParquetStore, spec: TableSpec, zone: str) -> None:
+    """Refuse to add days cut in ``zone`` to a folder whose ``table`` was cut in another zone:
+    a booking would sit on one day in the old partitions and on another in the new ones (the
+    same key twice). Before any request; partitions that record no zone are let be."""
+    recorded = store.time_zone(spec)
+    if recorded is not None and recorded != zone:
+        raise ConfigError(
+            f"{spec.name} in {store.root} holds days cut in {recorded}, not {zone}: extract with "
+            f"the same zone (--timezone {recorded}), or into a new folder (--out NEW --full)"
+        )

@@ -1,6 +1,7 @@
 """The extractor's defaults and tunables: how wide, how concurrent, how much in memory."""
 
 import datetime as dt
+import errno
 import logging
 
 from jicoo_connector.errors import (
@@ -38,6 +39,24 @@ BATCH_ROWS = 10_000
 # heap in Arrow's allocator (mimalloc), so peak memory grows with every thread added.
 WORKER_THREADS = 1
 # Failures no other partition can escape, raised once retries are spent: the API unreachable
-# (connect, reset, timeouts) or the key refused. After one, extract_range starts no new
-# partition; it would only wait out the same retries again for each.
+# (connect, reset, timeouts), the key refused (401, or 403 where it reads no bookings either)
+# or a full disk. After one, extract_range starts no new partition; it would only fail again.
 STOPS_THE_RUN = (TransportError, AuthenticationError)
+
+
+def stops_the_run(exc: BaseException) -> bool:
+    return isinstance(exc, STOPS_THE_RUN) or (
+        isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    )
+
+
+def failure_message(cause: BaseException, written: int, total: int) -> str:
+    """One line for a failed extract: why (the failure that stopped it, or the first), and
+    what was done."""
+    done = f"{written} of {total} partitions written, the others keep their previous data"
+    if isinstance(cause, AuthenticationError):
+        return f"the API refused the key ({cause}): check the API key (JICOO_API_KEY); {done}"
+    if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+        where = f" writing {cause.filename}" if cause.filename else ""
+        return f"no space left on the device{where}: free some space or extract elsewhere; {done}"
+    return f"{cause}; {done}"

@@ -13,6 +13,7 @@ from jicoo_connector.errors import PermissionDeniedError
 from jicoo_connector.extract._defaults import BATCH_ROWS
 from jicoo_connector.extract.sources import ExtractContext, Fetched
 from jicoo_connector.quality import PartitionQuality, QualityRecorder
+from jicoo_connector.storage import ZONE_KEY
 from jicoo_connector.tables import TableSpec, to_record_batch
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def write_fetched(
         spec,
         value,
         (recorder.observe(batch) for batch in _batches(spec, value, fetched, ctx)),
-        metadata=fetched.footer or None,
+        metadata={**fetched.footer, ZONE_KEY: ctx.zone.key},
     )
     return ExtractResult(
         spec.name,

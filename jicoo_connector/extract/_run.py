@@ -2,12 +2,16 @@
 and snapshot partitions, and extract_partition() for a single partition."""
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
+
+import anyio
 
 from jicoo_connector._compat import add_note
 from jicoo_connector.client import AsyncJicooClient, FetchReport
@@ -18,7 +22,7 @@ from jicoo_connector.errors import (
     MissingPartitionError,
     PermissionDeniedError,
 )
-from jicoo_connector.extract._days import days_between, zone_of
+from jicoo_connector.extract._days import check_zone, days_between, zone_of
 from jicoo_connector.extract._defaults import (
     DEFAULT_CHUNK_DAYS,
     DEFAULT_DAY_CONCURRENCY,
@@ -27,8 +31,9 @@ from jicoo_connector.extract._defaults import (
     DEFAULT_ROWS_IN_FLIGHT,
     DEFAULT_SLOT_HORIZON_DAYS,
     DEFAULT_ZONE,
-    STOPS_THE_RUN,
     WORKER_THREADS,
+    failure_message,
+    stops_the_run,
 )
 from jicoo_connector.extract._fanout import merged
 from jicoo_connector.extract._registry import TABLES
@@ -40,11 +45,13 @@ from jicoo_connector.extract.sources import (
     ExtractContext,
     FeedDay,
     FeedListing,
+    Fetched,
     SnapshotSource,
     TableSource,
 )
 from jicoo_connector.settings import Settings
 from jicoo_connector.storage import ParquetStore
+from jicoo_connector.tables import TableSpec
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +129,7 @@ def extract_range(
         full=full,
         day_range=(days[0], days[-1]) if days else None,
     )
-    _check_stored_feeds(ctx.store, groups, days)
+    _check_folder(ctx.store, groups, days, zone)
     snapshots = [source for source in selected if isinstance(source, SnapshotSource)]
     loop = _Loop(ctx, groups, days, snapshots, progress, day_concurrency)
     return asyncio.run(loop.run(settings, chunk_days, rows_in_flight))
@@ -136,10 +143,14 @@ def _selected(tables: Collection[str]) -> list[TableSource]:
     return [source for name, source in TABLES.items() if name in tables]
 
 
-def _check_stored_feeds(store: ParquetStore, groups: list[_FeedGroup], days: list[dt.date]) -> None:
-    """Raise MissingPartitionError, before any request, if a feed read from the store lacks a
-    day's partition."""
+def _check_folder(
+    store: ParquetStore, groups: list[_FeedGroup], days: list[dt.date], zone: str
+) -> None:
+    """Before any request: refuse a folder whose day tables were cut in another zone, and
+    raise MissingPartitionError if a feed read from the store lacks a day's partition."""
     for group in groups:
+        for table in dict.fromkeys([group.feed.table, *(s.table for s in group.sources)]):
+            check_zone(store, TABLES[table].spec, zone)
         if not group.stored:
             continue
         table = group.feed.table
@@ -200,7 +211,7 @@ class _Loop:
         logger.error("extracting %s failed: %s", what, exc)
         add_note(exc, f"while extracting {what}")
         self._errors.append(exc)
-        if isinstance(exc, STOPS_THE_RUN) and self._stopped_by is None:
+        if stops_the_run(exc) and self._stopped_by is None:
             self._stopped_by = exc
             logger.error("no further partition is started: every one would fail the same way")
 
@@ -212,7 +223,7 @@ class _Loop:
             ThreadPoolExecutor(max_workers=WORKER_THREADS, thread_name_prefix="jicoo-extract")
         )
         async with AsyncJicooClient(settings) as client:
-            workers = []
+            jobs: list[Callable[[], Coroutine[object, object, None]]] = []
             for group in self._groups:
                 # The budget is per feed: each feed's listings are sized on their own density.
                 sizer = ChunkSizer(
@@ -222,17 +233,22 @@ class _Loop:
                     margin_days=group.feed.margin(self._ctx) / dt.timedelta(days=1),
                     rows_in_flight=rows_in_flight,
                 )
-                workers += [self._chunks(client, group, sizer) for _ in range(self._concurrency)]
-            await asyncio.gather(
-                *workers, *(self._snapshot(client, source) for source in self._snapshots)
-            )
+                jobs += [partial(self._chunks, client, group, sizer)] * self._concurrency
+            jobs += [partial(self._snapshot, client, source) for source in self._snapshots]
+            # A task group, not gather: cancelled (Ctrl-C), it waits for every task to end, so a
+            # partition being written is finished and counted before the run stops. (gather
+            # gives up at the first task that ends cancelled; asyncio.run then cancels the rest
+            # a second time, and a partition its thread still wrote went uncounted.)
+            async with anyio.create_task_group() as tasks:
+                for job in jobs:
+                    tasks.start_soon(job)
         if self._errors:
             # Every partition either has a result (written or skipped on a 403) or failed.
-            total = self._partitions
-            message = f"{total - len(self._results)} of {total} partitions failed"
-            if self._stopped_by is not None:
-                message += f"; stopped starting new ones after: {self._stopped_by}"
-            raise ExtractError(message, self._errors)
+            written = sum(1 for result in self._results if result.path is not None)
+            raise ExtractError(
+                failure_message(self._stopped_by or self._errors[0], written, self._partitions),
+                self._errors,
+            )
         return sorted(self._results, key=lambda r: (r.table, r.partition_value))
 
     async def _chunks(self, client: AsyncJicooClient, group: _FeedGroup, sizer: ChunkSizer) -> None:
@@ -255,11 +271,9 @@ class _Loop:
             if self._stopped_by is not None:
                 return
             try:
-                result = await _extract_snapshot(client, self._ctx, source)
+                await _extract_snapshot(client, self._ctx, source, self._emit)
             except Exception as exc:  # noqa: BLE001 - one partition must not stop the others
                 self._failed(exc, f"{source.table} {self._ctx.snapshot_date}")
-                return
-        self._emit(result)
 
 
 async def _extract_days(
@@ -290,6 +304,7 @@ async def _extract_days(
             listed += await _extract_days(client, ctx, group, narrower, emit, chunk_rows) or 0
         return listed
     except PermissionDeniedError as denied:
+        await client.check_key()  # a refused key raises here: no table escapes it
         for source in group.sources:
             for day in chunk:
                 emit(skipped(source.table, day, denied))
@@ -299,6 +314,7 @@ async def _extract_days(
         try:
             fetched = await source.fetch(client, ctx, listing.days)
         except PermissionDeniedError as denied:
+            await client.check_key()
             for day in chunk:
                 emit(skipped(source.table, day, denied))
             continue
@@ -311,8 +327,24 @@ async def _extract_days(
             if unreported is not None:
                 one = dataclasses.replace(one, report=merged(unreported, one.report))
                 unreported = None
-            emit(await asyncio.to_thread(write_fetched, source.spec, feed_day.day, one, ctx))
+            await _write(emit, source.spec, feed_day.day, one, ctx)
     return listing.listed
+
+
+async def _write(
+    emit: Emit, spec: TableSpec, value: dt.date, fetched: Fetched, ctx: ExtractContext
+) -> None:
+    """Write one partition in a worker thread and emit its result, also when the run is
+    cancelled meanwhile (Ctrl-C, SIGTERM): the thread finishes the file anyway, and what an
+    interrupted run says it wrote must count it."""
+    job = asyncio.ensure_future(asyncio.to_thread(write_fetched, spec, value, fetched, ctx))
+    try:
+        result = await asyncio.shield(job)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):  # a write that failed wrote nothing to count
+            emit(await job)
+        raise
+    emit(result)
 
 
 async def _feed_days(
@@ -332,16 +364,18 @@ async def _feed_days(
 
 
 async def _extract_snapshot(
-    client: AsyncJicooClient, ctx: ExtractContext, source: SnapshotSource
-) -> ExtractResult:
-    """Today's partition of a snapshot table (skipped on a 403)."""
+    client: AsyncJicooClient, ctx: ExtractContext, source: SnapshotSource, emit: Emit
+) -> None:
+    """Today's partition of a snapshot table (skipped on a 403 if the key reads bookings)."""
     ctx = dataclasses.replace(ctx, extracted_at=dt.datetime.now(dt.timezone.utc))
     try:
         fetched = await source.fetch(client, ctx)
     except PermissionDeniedError as denied:
-        return skipped(source.table, ctx.snapshot_date, denied)
+        await client.check_key()
+        emit(skipped(source.table, ctx.snapshot_date, denied))
+        return
     # Conversion and file I/O block: off the event loop, so other partitions keep going.
-    return await asyncio.to_thread(write_fetched, source.spec, ctx.snapshot_date, fetched, ctx)
+    await _write(emit, source.spec, ctx.snapshot_date, fetched, ctx)
 
 
 async def extract_partition(
@@ -363,7 +397,8 @@ async def extract_partition(
 
     Day tables take ``day`` (the start day in ``zone``; their feed is listed for it); snapshot
     tables take ``snapshot_date``. A 403 returns a result with ``skipped_reason`` and writes
-    nothing; every other error propagates.
+    nothing when the key reads bookings (else the 403 is the key's and is raised, as every
+    other error is). A folder cut in another zone raises ``ConfigError`` before any request.
 
     >>> async with AsyncJicooClient(settings) as client:  # doctest: +SKIP
     ...     await extract_partition(client, "bookings", day=dt.date(2024, 3, 1), store=store,
@@ -387,14 +422,16 @@ async def extract_partition(
         full=full,
         day_range=(day, day) if day is not None else None,
     )
+    results: list[ExtractResult] = []
     if isinstance(source, SnapshotSource):
         if snapshot_date is None or day is not None:
             raise ConfigError(f"{table} is a daily snapshot: pass snapshot_date=, not day=")
-        return await _extract_snapshot(client, ctx, source)
-    if day is None or snapshot_date is not None:
-        raise ConfigError(f"{table} is partitioned by day: pass day=, not snapshot_date=")
-    results: list[ExtractResult] = []
-    group = _FeedGroup(source.feed, [source], stored=False)
-    await _extract_days(client, ctx, group, [day], results.append, None)
+        await _extract_snapshot(client, ctx, source, results.append)
+    else:
+        if day is None or snapshot_date is not None:
+            raise ConfigError(f"{table} is partitioned by day: pass day=, not snapshot_date=")
+        check_zone(store, source.spec, zone)
+        group = _FeedGroup(source.feed, [source], stored=False)
+        await _extract_days(client, ctx, group, [day], results.append, None)
     (result,) = results
     return result

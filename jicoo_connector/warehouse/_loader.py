@@ -21,12 +21,18 @@ import pyarrow.fs as pafs
 from jicoo_connector.errors import SchemaChangeError, WarehouseError
 from jicoo_connector.extract import TABLES
 from jicoo_connector.names import check_column_names, check_table_name, fitted_name
-from jicoo_connector.storage import ParquetStore
+from jicoo_connector.storage import ZONE_KEY, ParquetStore
 from jicoo_connector.tables import TableSpec
 from jicoo_connector.warehouse._ident import quote_identifier
 from jicoo_connector.warehouse._session import Session, open_session
-from jicoo_connector.warehouse._sql import LOADS_TABLE, STAGE_PREFIX, LoadRecord
-from jicoo_connector.warehouse._types import logical_type, normalized
+from jicoo_connector.warehouse._sql import (
+    LOADS_SCHEMA,
+    LOADS_TABLE,
+    STAGE_PREFIX,
+    Dialect,
+    LoadRecord,
+)
+from jicoo_connector.warehouse._types import ArrowField, logical_type, normalized
 from jicoo_connector.warehouse._url import WarehouseTarget
 
 __all__ = ["LoadReport", "PartitionFile", "TableLoad", "load_warehouse", "partition_files"]
@@ -145,6 +151,41 @@ def _ensure_loads_table(session: Session) -> None:
     for statement in [*dialect.lock(LOADS_TABLE), *dialect.loads_table()]:
         session.execute(statement)
     session.commit()
+    found = {str(name) for name, _ in session.query(dialect.columns_query(LOADS_TABLE))}
+    missing = [column for column in LOADS_SCHEMA if column.name not in found]
+    if missing:  # a load state written by an older version
+        for statement in [*dialect.lock(LOADS_TABLE), *map(_add_to_loads(dialect), missing)]:
+            session.execute(statement)
+        session.commit()
+
+
+def _zone_of(store: ParquetStore, spec: TableSpec, value: dt.date) -> str | None:
+    try:
+        return (store.partition_metadata(spec, value) or {}).get(ZONE_KEY)
+    except (pa.ArrowException, OSError):
+        return None  # unreadable: the staging read says so, naming the file
+
+
+def _add_to_loads(dialect: Dialect) -> Callable[[ArrowField], str]:
+    return lambda column: dialect.add_column(LOADS_TABLE, column)
+
+
+def _zones(
+    session: Session, spec: TableSpec, store: ParquetStore, stale: Sequence[PartitionFile]
+) -> dict[dt.date, str | None]:
+    """The zone each partition to load was cut in; refuses a mix, within the files or with the
+    days the warehouse already holds (one booking would then sit on two days)."""
+    zones = {f.value: _zone_of(store, spec, f.value) for f in stale}
+    held = {str(zone) for (zone,) in session.query(session.dialect.zones_query(spec.name))}
+    session.commit()
+    cut = {zone for zone in zones.values() if zone is not None}
+    if len(cut | held) > 1:
+        raise WarehouseError(
+            f"{spec.name}: days cut in {', '.join(sorted(held)) or 'no recorded zone'} are in "
+            f"the warehouse, and these partitions were cut in {', '.join(sorted(cut))}: load "
+            "them into another warehouse, or extract again in the warehouse's zone"
+        )
+    return zones
 
 
 def _load_table(
@@ -171,6 +212,7 @@ def _replace(
     result: TableLoad,
     run_id: str | None,
 ) -> None:
+    zones = _zones(session, spec, store, stale)
     result.columns_added = _evolve(session, spec)
     # The random part first: a warehouse that cuts long names keeps two stages apart.
     stage = fitted_name(f"{STAGE_PREFIX}{uuid.uuid4().hex[:12]}_{spec.name}")
@@ -183,7 +225,10 @@ def _replace(
         if unreadable:  # the driver's message wraps ours in its own: say it plainly
             raise WarehouseError(unreadable[0]) from None
         raise
-    records = [LoadRecord(spec.name, f.value, f.fingerprint, counts.get(f.value, 0)) for f in stale]
+    records = [
+        LoadRecord(spec.name, f.value, f.fingerprint, counts.get(f.value, 0), zones[f.value])
+        for f in stale
+    ]
     try:
         for statement in session.dialect.merge(
             spec.name, stage, spec.schema, spec.partition_column, records, run_id

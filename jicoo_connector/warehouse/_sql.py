@@ -41,6 +41,9 @@ _LOADS_FIELDS: list[ArrowField] = [
     pa.field("row_count", pa.int64(), nullable=False),
     pa.field("loaded_at", pa.timestamp("ms", tz="UTC"), nullable=False),
     pa.field("run_id", pa.string()),
+    # The IANA zone the partition's days were cut in (storage.ZONE_KEY); null before it was
+    # recorded. Added to older warehouses' load state on the next load.
+    pa.field("time_zone", pa.string()),
 ]
 LOADS_SCHEMA = pa.schema(_LOADS_FIELDS)
 
@@ -53,6 +56,7 @@ class LoadRecord:
     partition_value: dt.date
     fingerprint: str
     rows: int
+    time_zone: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,14 @@ class Dialect:
     def loads_table(self) -> list[str]:
         return self.create_table(LOADS_TABLE, LOADS_SCHEMA, None)
 
+    def zones_query(self, table: str) -> str:
+        """The zones the warehouse's partitions of ``table`` were cut in."""
+        zone = self.ident("time_zone")
+        return (
+            f"SELECT DISTINCT {zone} FROM {self.table(LOADS_TABLE)} "  # noqa: S608
+            f"WHERE {self.ident('table_name')} = {self.text(table)} AND {zone} IS NOT NULL"
+        )
+
     def loads_query(self, table: str) -> str:
         return (
             f"SELECT {self.ident('partition_value')}, {self.ident('fingerprint')} "  # noqa: S608
@@ -182,7 +194,7 @@ class Dialect:
         load_columns = ", ".join(self.ident(f.name) for f in LOADS_SCHEMA)
         rows = ", ".join(
             f"({self.text(table)}, {self.date(r.partition_value)}, {self.text(r.fingerprint)}, "
-            f"{int(r.rows)}, CURRENT_TIMESTAMP, {self.text(run_id)})"
+            f"{int(r.rows)}, CURRENT_TIMESTAMP, {self.text(run_id)}, {self.text(r.time_zone)})"
             for r in records
         )
         statements = [

@@ -87,6 +87,12 @@ def _data(payload: object) -> Response:
     return _json(200, {"data": payload, "errors": {}})
 
 
+def _data_only(payload: object) -> Response:
+    """The portal's Reschedule (and Update Event Type Host) 200 example: ``{data}`` without
+    ``errors``, which the contract therefore makes optional on success bodies."""
+    return _json(200, {"data": payload})
+
+
 def _raw_data(raw: bytes) -> Response:
     return Response(b'{"data":' + raw + b"," + EMPTY_ERRORS + b"}", media_type=JSON)
 
@@ -190,12 +196,18 @@ class _Api:
         self.sender = sender
         self.keys = config.valid_keys()
         self.denied = config.denied
+        self.auth_failure_status = config.auth_failure_status
 
     def _guard(self, request: Request, operation: str) -> None:
         key = request.headers.get(API_KEY_HEADER)
         if key is None or key not in self.keys:
-            # Bearer auth is not documented by the portal: refused like a missing key.
-            raise SandboxError(401, "unauthorized", "a valid X-Jicoo-Api-Key header is required")
+            # Bearer auth is not documented by the portal: refused like a missing key, with 403
+            # as the real API did (or 401, SandboxConfig.auth_failure_status).
+            raise SandboxError(
+                self.auth_failure_status,
+                "unauthorized",
+                "a valid X-Jicoo-Api-Key header is required",
+            )
         if operation in self.denied.get(key, frozenset()):
             raise SandboxError(403, "forbidden", f"this API key may not call {operation}")
 
@@ -322,7 +334,7 @@ class _Api:
         fields.raise_if_any()
         if start is None or not isinstance(zone, str):
             raise AssertionError("validated above")
-        return _data(self.store.reschedule(uid, start, zone)), True
+        return _data_only(self.store.reschedule(uid, start, zone)), True
 
     def update(self, request: Request, body: object) -> tuple[Response, bool]:
         uid = request.path_params["uid"]

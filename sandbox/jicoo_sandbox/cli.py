@@ -12,7 +12,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jicoo_sandbox.config import DEFAULT_SANDBOX_KEY, SandboxConfig, WebhookOptions
+from jicoo_sandbox.config import (
+    AUTH_FAILURE_STATUSES,
+    DEFAULT_SANDBOX_KEY,
+    SandboxConfig,
+    WebhookOptions,
+)
 from jicoo_sandbox.server import READY_LINE_PREFIX, serve
 
 __all__ = ["build_parser", "main"]
@@ -49,6 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
         dest="api_keys",
         metavar="KEY",
         help=f"a key the sandbox accepts (repeatable; default {DEFAULT_SANDBOX_KEY})",
+    )
+    options.add_argument(
+        "--auth-failure-status",
+        type=int,
+        choices=AUTH_FAILURE_STATUSES,
+        default=AUTH_FAILURE_STATUSES[0],
+        help="what a missing or wrong X-Jicoo-Api-Key gets: 403 (as the real API answered a "
+        "missing key) or 401 (default 403)",
     )
     options.add_argument("--latency-ms", type=float, default=None, help="added to every answer")
     options.add_argument("--rate-limit", type=float, default=None, metavar="RPS", help="per key")
@@ -118,6 +131,7 @@ def _serve(args: argparse.Namespace) -> int:
         seed=args.seed,
         bookings=args.bookings,
         api_keys=tuple(args.api_keys or (DEFAULT_SANDBOX_KEY,)),
+        auth_failure_status=args.auth_failure_status,
         anchor_date=args.anchor_date,
         faults=faults,
         journal_path=args.journal,

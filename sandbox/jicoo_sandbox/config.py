@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 __all__ = [
+    "AUTH_FAILURE_STATUSES",
     "DEFAULT_SANDBOX_KEY",
     "Clock",
     "SandboxConfig",
@@ -39,6 +40,10 @@ def clock_from(start: dt.datetime) -> Clock:
 
 # A sandbox key, not a secret: it only opens the local fake server.
 DEFAULT_SANDBOX_KEY = "sk_test_sandbox"
+# What a request without a valid X-Jicoo-Api-Key gets. The real API answered 403 to a missing
+# key (a caller that sent Bearer auth, ../shared/jicoo-api/README.md "Auth"); what it answers
+# to a wrong key is unknown, so 401 can be chosen instead to test clients against both.
+AUTH_FAILURE_STATUSES = (403, 401)
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,8 @@ class SandboxConfig:
     ``anchor_date`` is the day the seeded data is spread around (default: the clock's day,
     UTC); fix it for byte-identical data across days. ``clock`` is the sandbox's "now": what
     "in the past" means for reschedules and slots, and the time stamped on changes.
+    ``auth_failure_status`` is what a request without a valid ``X-Jicoo-Api-Key`` gets
+    (missing, wrong, or Bearer auth instead): 403 as observed on the real API, or 401.
     ``webhooks`` makes it send signed events for every booking change; ``churn_rate`` makes it
     change bookings on its own (per second, up to ``churn_limit`` changes, 0 = no limit); see
     ``webhooks.py``.
@@ -86,6 +93,7 @@ class SandboxConfig:
     bookings: int = 2000
     api_keys: tuple[str, ...] = (DEFAULT_SANDBOX_KEY,)
     denied: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    auth_failure_status: int = AUTH_FAILURE_STATUSES[0]
     anchor_date: dt.date | None = None
     past_days: int = 60
     future_days: int = 30
@@ -95,6 +103,13 @@ class SandboxConfig:
     webhooks: WebhookOptions | None = None
     churn_rate: float = 0.0
     churn_limit: int = 0
+
+    def __post_init__(self) -> None:
+        if self.auth_failure_status not in AUTH_FAILURE_STATUSES:
+            raise ValueError(
+                f"auth_failure_status must be one of {AUTH_FAILURE_STATUSES}, "
+                f"not {self.auth_failure_status}"
+            )
 
     def valid_keys(self) -> frozenset[str]:
         return frozenset(self.api_keys) | frozenset(self.denied)

@@ -267,6 +267,7 @@ class SandboxProcess:
         seed: int | None = None,
         bookings: int | None = None,
         api_keys: tuple[str, ...] = (DEFAULT_SANDBOX_KEY,),
+        auth_failure_status: int | None = None,
         latency_ms: float | None = None,
         rate_limit: float | None = None,
         burst: int | None = None,
@@ -285,6 +286,7 @@ class SandboxProcess:
         options: dict[str, object | None] = {
             "--seed": seed,
             "--bookings": bookings,
+            "--auth-failure-status": auth_failure_status,
             "--latency-ms": latency_ms,
             "--rate-limit": rate_limit,
             "--burst": burst,

@@ -27,6 +27,10 @@ APPLY_JOB = NAMES.job("apply_changeset")
 INBOX_SENSOR = NAMES.sensor("changeset_inbox")
 LEDGER_URL_ENV = ConnectorConfig.specs()["ledger_url"].env
 CANCELS = 3
+ALL_CHECKS_PASSED = {
+    "jicoo/test/apply_log/no_change_in_flight": True,
+    "jicoo/test/apply_log/every_row_went_through": True,
+}
 FIELDS = ["action", "booking_uid", "new_started_at", "time_zone", "cancel_reason"]
 
 
@@ -128,7 +132,7 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     assert all(p["changed"] and p["status"] == 200 for p in posts)
     assert sorted(str(p["booking_uid"]) for p in posts) == sorted(changes)
     assert {str(p["booking_uid"]): str(p["path"]).rsplit("/", 1)[-1] for p in posts} == changes
-    assert check_evaluations(applied) == {"jicoo/test/apply_log/no_change_in_flight": True}
+    assert check_evaluations(applied) == ALL_CHECKS_PASSED
     (event,) = materializations(applied, APPLY_LOG_KEY)
     assert event.metadata["dagster/row_count"] == dg.IntMetadataValue(len(changes))
     assert event.metadata["jicoo/posts_sent"] == dg.IntMetadataValue(len(changes))
@@ -150,7 +154,7 @@ def test_dry_run_then_apply_then_rerun_through_the_job(
     assert _posts(sandbox, since=seen) == []
     (event,) = materializations(again, APPLY_LOG_KEY)
     assert event.metadata["jicoo/posts_sent"] == dg.IntMetadataValue(0)
-    assert check_evaluations(again) == {"jicoo/test/apply_log/no_change_in_flight": True}
+    assert check_evaluations(again) == ALL_CHECKS_PASSED
 
 
 def test_the_inbox_sensor_runs_by_default_and_says_so(

@@ -268,7 +268,11 @@ def test_an_unreachable_api_stops_the_range_after_the_first_failure(tmp_path: Pa
     assert isinstance(caught.value, JicooError)
     assert isinstance(caught.value, ExceptionGroup)
     # 30 day partitions + 1 snapshot, all failed; only the ones already under way were tried.
-    assert caught.value.message.startswith("31 of 31 partitions failed; stopped starting new ones")
+    assert caught.value.message.startswith("GET /v1/")
+    assert caught.value.message.endswith(
+        f"could not connect to http://127.0.0.1:{port} (All connection attempts failed); "
+        "0 of 31 partitions written, the others keep their previous data"
+    )
     assert 1 <= len(caught.value.exceptions) <= 2
     assert all(isinstance(exc, TransportError) for exc in caught.value.exceptions)
     assert not list(tmp_path.rglob("*.parquet"))

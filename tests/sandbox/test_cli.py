@@ -6,8 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
+from jicoo_sandbox import SandboxProcess
 from jicoo_sandbox.cli import EXIT_UNUSABLE, main
 
 # Every option of `jicoo-sandbox serve` (those `jicoo sandbox serve` had before the split).
@@ -17,6 +19,7 @@ SERVE_OPTIONS = (
     "--seed",
     "--bookings",
     "--api-key",
+    "--auth-failure-status",
     "--latency-ms",
     "--rate-limit",
     "--burst",
@@ -74,3 +77,12 @@ def test_a_port_in_use_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]
     assert capsys.readouterr().err == (
         f"jicoo-sandbox: port {port} on 127.0.0.1 is in use; pick another (--port 0: any)\n"
     )
+
+
+@pytest.mark.parametrize("status", [None, 401, 403])
+def test_serve_answers_a_wrong_key_with_the_chosen_status(status: int | None) -> None:
+    with SandboxProcess(bookings=20, auth_failure_status=status) as sandbox:
+        answer = httpx.get(
+            f"{sandbox.base_url}/v1/bookings", headers={"X-Jicoo-Api-Key": "sk_wrong"}, timeout=10
+        )
+    assert answer.status_code == (status or 403)

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
+from jicoo_sandbox.config import DEFAULT_SANDBOX_KEY, Clock, SandboxConfig
 from jicoo_sandbox.server import SandboxServer
 from tests.support.sandbox import LIMITED_KEY
 
@@ -178,18 +179,37 @@ def test_bad_query_parameters_are_422_naming_the_field(
     assert name in body["errors"]["message"]
 
 
-def test_missing_or_wrong_key_is_401_and_bearer_is_refused(sandbox: SandboxServer) -> None:
-    url = f"{sandbox.base_url}{BOOKINGS}"
-    for headers in (
-        {},
-        {"X-Jicoo-Api-Key": "sk_test_wrong"},
-        {"Authorization": f"Bearer {sandbox.api_key}"},
-    ):
-        response = httpx.get(url, headers=headers, timeout=TIMEOUT_S)
-        assert response.status_code == 401
-        assert response.json()["errors"]["code"] == "unauthorized"
-    upper = httpx.get(url, headers={"X-JICOO-API-KEY": sandbox.api_key}, timeout=TIMEOUT_S)
+def _refusals(base_url: str) -> list[tuple[int, str]]:
+    """(status, errors.code) for no key, a wrong key and Bearer auth (no X-Jicoo-Api-Key)."""
+    answers = [
+        httpx.get(f"{base_url}{BOOKINGS}", headers=headers, timeout=TIMEOUT_S)
+        for headers in (
+            {},
+            {"X-Jicoo-Api-Key": "sk_test_wrong"},
+            {"Authorization": f"Bearer {DEFAULT_SANDBOX_KEY}"},
+        )
+    ]
+    return [(answer.status_code, answer.json()["errors"]["code"]) for answer in answers]
+
+
+def test_missing_or_wrong_key_is_403_as_the_real_api_answered(sandbox: SandboxServer) -> None:
+    assert _refusals(sandbox.base_url) == [(403, "unauthorized")] * 3
+    upper = httpx.get(
+        f"{sandbox.base_url}{BOOKINGS}",
+        headers={"X-JICOO-API-KEY": sandbox.api_key},
+        timeout=TIMEOUT_S,
+    )
     assert upper.status_code == 200
+
+
+def test_the_refusal_can_be_401_instead(clock: Clock) -> None:
+    config = SandboxConfig(
+        bookings=20, api_keys=(DEFAULT_SANDBOX_KEY,), auth_failure_status=401, clock=clock
+    )
+    with SandboxServer(config) as server:
+        assert _refusals(server.base_url) == [(401, "unauthorized")] * 3
+    with pytest.raises(ValueError, match="auth_failure_status"):
+        SandboxConfig(auth_failure_status=400, clock=clock)
 
 
 def test_denied_operation_is_403_only_for_that_key_and_operation(sandbox: SandboxServer) -> None:

@@ -321,8 +321,8 @@ def test_writes_need_the_key_and_are_journaled_anyway(
     response = httpx.post(
         f"{sandbox.base_url}{BOOKINGS}/{booking['uid']}/cancel", timeout=TIMEOUT_S
     )
-    assert response.status_code == 401
-    assert journal_for(sandbox, booking["uid"]) == [("POST", 401, False)]
+    assert response.status_code == 403
+    assert journal_for(sandbox, booking["uid"]) == [("POST", 403, False)]
     assert client.get(f"{BOOKINGS}/{booking['uid']}").json()["data"]["status"] == "open"
 
 

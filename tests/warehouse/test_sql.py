@@ -22,7 +22,7 @@ from jicoo_connector.warehouse._types import TYPE_TABLE, sql_type
 BACKENDS = ("duckdb", "postgresql", "snowflake", "bigquery")
 DAY = dt.date(2026, 11, 30)
 RECORDS = [
-    LoadRecord("bookings", DAY, "1234:5678", 10),
+    LoadRecord("bookings", DAY, "1234:5678", 10, "Asia/Tokyo"),
     LoadRecord("bookings", DAY + dt.timedelta(days=1), "99:100", 0),
 ]
 
@@ -91,9 +91,10 @@ def test_snowflake_merge_is_one_explicit_transaction() -> None:
     )
     assert sql[4] == (
         'INSERT INTO "_jicoo_loads" ("table_name", "partition_value", "fingerprint", '
-        '"row_count", "loaded_at", "run_id") VALUES '
-        "('bookings', DATE '2026-11-30', '1234:5678', 10, CURRENT_TIMESTAMP, 'run-1'), "
-        "('bookings', DATE '2026-12-01', '99:100', 0, CURRENT_TIMESTAMP, 'run-1')"
+        '"row_count", "loaded_at", "run_id", "time_zone") VALUES '
+        "('bookings', DATE '2026-11-30', '1234:5678', 10, CURRENT_TIMESTAMP, 'run-1', "
+        "'Asia/Tokyo'), "
+        "('bookings', DATE '2026-12-01', '99:100', 0, CURRENT_TIMESTAMP, 'run-1', NULL)"
     )
 
 
@@ -111,7 +112,7 @@ def test_bigquery_merge_is_one_script_with_a_transaction_and_qualified_names() -
     )
     assert "CAST(`created_at` AS TIMESTAMP)" in statements[2]
     assert statements[2].endswith("FROM `acme-prod.jicoo._jicoo_stage_users_x`")
-    assert statements[4].endswith("10, CURRENT_TIMESTAMP, NULL)")
+    assert statements[4].endswith("10, CURRENT_TIMESTAMP, NULL, 'Asia/Tokyo')")
     assert dialect.columns_query("users") == (
         "SELECT column_name, data_type FROM `acme-prod.jicoo`.INFORMATION_SCHEMA.COLUMNS "
         "WHERE table_name = 'users' ORDER BY ordinal_position"
