@@ -165,6 +165,49 @@ def figures(log: Sequence[Mapping[str, object]]) -> dict[str, object]:
     }
 
 
+def measure_phase(
+    bench: Bench, phase: str, with_snapshots: bool, rng: random.Random, bookings: int
+) -> dict[str, object]:
+    """One throttled daily refresh after a share of bookings changed (the snapshots job beside
+    it if ``with_snapshots``): its requests, wall time and load."""
+    changed = bench.change(CHANGED_SHARE, rng, bookings)
+    bench.set_limit(RATE)
+    bench.clear()
+    load = os.getloadavg()
+    started = time.perf_counter()
+    env = bench.env(RATE, BURST)
+    daily = bench.launch(DAILY_JOB, env, f"daily-{phase}")
+    snapshots = bench.launch(SNAPSHOTS_JOB, env, f"snapshots-{phase}") if with_snapshots else None
+    bench.wait(daily, f"daily-{phase}")
+    wall = time.perf_counter() - started
+    if snapshots is not None:
+        bench.wait(snapshots, f"snapshots-{phase}")
+    log = bench.requests()
+    bench.set_limit(None)
+    measured = figures(log)
+    by_endpoint = measured["by_endpoint"]
+    assert isinstance(by_endpoint, dict)
+    pages = by_endpoint.get("GET /v1/bookings", 0)
+    contacts = by_endpoint.get("GET /v1/bookings/{uid}/contacts", 0)
+    daily_requests = pages + contacts
+    measured.update(
+        {
+            "changed_in_window": changed,
+            "listing_pages": pages,
+            "contacts_calls": contacts,
+            "daily_wall_s": round(wall, 1),
+            "floor_s": daily_requests / RATE,
+            "wall_ratio": wall / (daily_requests / RATE),
+            "request_ratio": daily_requests / (pages + changed),
+            "load_average_1_5_15": [round(x, 2) for x in load],
+            "uptime_after": subprocess.run(
+                ["uptime"], capture_output=True, text=True, check=False
+            ).stdout.strip(),
+        }
+    )
+    return measured
+
+
 def run(bookings: int) -> dict[str, object]:
     home = Path(tempfile.mkdtemp(prefix="jicoo-bench-dagster-"))
     shutil.copyfile(ROOT / "scripts" / "dagster.yaml", home / "dagster.yaml")
@@ -184,43 +227,7 @@ def run(bookings: int) -> dict[str, object]:
         print(f"seed run (unthrottled): {time.perf_counter() - started:.1f} s", flush=True)
 
         for phase, with_snapshots in (("alone", False), ("with_snapshots", True)):
-            changed = bench.change(CHANGED_SHARE, rng, bookings)
-            bench.set_limit(RATE)
-            bench.clear()
-            load = os.getloadavg()
-            started = time.perf_counter()
-            env = bench.env(RATE, BURST)
-            daily = bench.launch(DAILY_JOB, env, f"daily-{phase}")
-            snapshots = (
-                bench.launch(SNAPSHOTS_JOB, env, f"snapshots-{phase}") if with_snapshots else None
-            )
-            bench.wait(daily, f"daily-{phase}")
-            wall = time.perf_counter() - started
-            if snapshots is not None:
-                bench.wait(snapshots, f"snapshots-{phase}")
-            log = bench.requests()
-            bench.set_limit(None)
-            measured = figures(log)
-            by_endpoint = measured["by_endpoint"]
-            assert isinstance(by_endpoint, dict)
-            pages = by_endpoint.get("GET /v1/bookings", 0)
-            contacts = by_endpoint.get("GET /v1/bookings/{uid}/contacts", 0)
-            daily_requests = pages + contacts
-            measured.update(
-                {
-                    "changed_in_window": changed,
-                    "listing_pages": pages,
-                    "contacts_calls": contacts,
-                    "daily_wall_s": round(wall, 1),
-                    "floor_s": daily_requests / RATE,
-                    "wall_ratio": wall / (daily_requests / RATE),
-                    "request_ratio": daily_requests / (pages + changed),
-                    "load_average_1_5_15": [round(x, 2) for x in load],
-                    "uptime_after": subprocess.run(
-                        ["uptime"], capture_output=True, text=True, check=False
-                    ).stdout.strip(),
-                }
-            )
+            measured = measure_phase(bench, phase, with_snapshots, rng, bookings)
             result[phase] = measured
             print(f"{phase}: {json.dumps(measured)}", flush=True)
     # Kept when a run fails: its logs are there.

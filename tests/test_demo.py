@@ -20,8 +20,9 @@ from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
 from jicoo_connector.changes import apply_changeset, parse_changeset, plan_changeset
 from jicoo_connector.dagster import JicooNames
 from jicoo_connector.storage import ParquetStore
+from jicoo_sandbox.config import SandboxConfig, system_clock
 from jicoo_sandbox.server import SandboxServer
-from scripts.example_changeset import CANCELS, RESCHEDULES, write_changeset
+from scripts.example_changeset import BOOKINGS, CANCELS, RESCHEDULES, SEED, write_changeset
 from tests.support.checksums import parquet_checksum, postgres_checksum, scalar
 from tests.support.postgres_server import PostgresServer
 from tests.support.sandbox import sandbox_settings
@@ -153,11 +154,12 @@ def test_the_demo_changeset_plans_and_applies_without_failures(
     "the system clock"
 )
 def test_make_sandbox_writes_an_example_changeset_that_plans_cleanly_against_it(
-    system_sandbox: SandboxServer, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     """`make sandbox` first writes data/changesets/example.csv from a seed-7 sandbox of its own
-    (here into the test's folder), then serves the same world: the session's sandbox is one
-    (seed 7, 2,000 bookings, today on the system clock, as the script's). Any day."""
+    (here into the test's folder), then serves the same world: seed 7, 2,000 bookings, anchored
+    on the system clock's today. Any day. The world is started here, not taken from the
+    session, whose anchor stays on the day the session began (a run crossing midnight)."""
     rule = next(
         line for line in (ROOT / "Makefile").read_text().splitlines() if line.startswith("sandbox:")
     )
@@ -171,22 +173,24 @@ def test_make_sandbox_writes_an_example_changeset_that_plans_cleanly_against_it(
         timeout=300,
         check=True,
     )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("JICOO_")},
-        "PYTHONPATH": str(ROOT),
-        "JICOO_API_KEY": system_sandbox.api_key,
-        "JICOO_BASE_URL": system_sandbox.base_url,
-        "JICOO_RATE_LIMIT": "200",
-    }
-    done = subprocess.run(  # noqa: S603 - our own CLI, as the README says to run it
-        [sys.executable, "-m", "jicoo_connector.cli", "apply", str(example), "--dry-run"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    world = SandboxConfig(seed=SEED, bookings=BOOKINGS, clock=system_clock)
+    with SandboxServer(world) as served:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("JICOO_")},
+            "PYTHONPATH": str(ROOT),
+            "JICOO_API_KEY": served.api_key,
+            "JICOO_BASE_URL": served.base_url,
+            "JICOO_RATE_LIMIT": "200",
+        }
+        done = subprocess.run(  # noqa: S603 - our own CLI, as the README says to run it
+            [sys.executable, "-m", "jicoo_connector.cli", "apply", str(example), "--dry-run"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
     rows = RESCHEDULES + CANCELS
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"will_apply {rows} (nothing was sent)" in done.stdout

@@ -76,20 +76,12 @@ def _dagster_instance() -> Iterator[tuple[dg.DagsterInstance, Path]]:
             yield inst, home
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(1200)
-@pytest.mark.system_clock(
-    "jicoo apply and the write-back job decide what is in the past by the system clock"
-)
-def test_no_password_of_200_shows_after_load_apply_and_a_dagster_run(
-    system_sandbox: SandboxServer,
-    postgres_url: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    sandbox = system_sandbox
+def _warehouse_changes_and_definitions(
+    sandbox: SandboxServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dg.Definitions, Path]:
+    """A warehouse root with today's users, a change set (one cancel of an unknown booking), the
+    CLI's variables, and a code location whose warehouse and ledger URLs are read from
+    JICOO_WAREHOUSE_URL and JICOO_LEDGER_URL: its definitions and the change set's path."""
     root, work = tmp_path / "warehouse", tmp_path / "work"
     settings = Settings(
         api_key=ApiKey(sandbox.api_key), base_url=sandbox.base_url, rate_limit=TEST_RATE_LIMIT
@@ -113,6 +105,25 @@ def test_no_password_of_200_shows_after_load_apply_and_a_dagster_run(
         ledger_url=dg.EnvVar("JICOO_LEDGER_URL"),
         apply_log_root=str(work / "apply_log"),
     )
+    return defs, changes
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+@pytest.mark.system_clock(
+    "jicoo apply and the write-back job decide what is in the past by the system clock"
+)
+def test_no_password_of_200_shows_after_load_apply_and_a_dagster_run(
+    system_sandbox: SandboxServer,
+    postgres_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sandbox = system_sandbox
+    work = tmp_path / "work"
+    defs, changes = _warehouse_changes_and_definitions(sandbox, tmp_path, monkeypatch)
     run_config = {"ops": {NAMES.op("apply_log"): {"config": {"path": str(changes)}}}}
     caplog.set_level("DEBUG")
     seen: list[str] = []

@@ -14,12 +14,11 @@ import pytest
 
 from jicoo_connector.webhooks import ReceiverLimits
 from jicoo_sandbox.webhooks import sign
+from tests.support.raw_socket import GRACE_S, status_of, until_closed
 from tests.support.webhook_receiver import NOW, SECRET, Receiver, event_body
 from tests.webhooks.test_receiver import HEADER, TIMEOUT_S
 
 SHORT_S = 0.5
-# How long past a deadline the close may come on a loaded machine, and how long a test waits.
-GRACE_S = 3.0
 HEAD = b"POST /hooks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
 
 
@@ -36,34 +35,11 @@ def _connect(receiver: Receiver) -> socket.socket:
     return socket.create_connection((parts.hostname or "", parts.port or 0), timeout=TIMEOUT_S)
 
 
-def _until_closed(sock: socket.socket, limit_s: float) -> tuple[bytes, float]:
-    """What the server sends until it closes the connection, and after how many seconds
-    (``limit_s`` and what came, if it never closes)."""
-    started = time.monotonic()
-    received = b""
-    sock.settimeout(0.1)
-    while time.monotonic() - started < limit_s:
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        except ConnectionResetError:
-            break
-        if not chunk:
-            break
-        received += chunk
-    return received, time.monotonic() - started
-
-
 def _wait_for(condition: Callable[[], bool]) -> None:
     deadline = time.monotonic() + GRACE_S
     while not condition():
         assert time.monotonic() < deadline, "the receiver never got there"
         time.sleep(0.01)
-
-
-def _status(received: bytes) -> int:
-    return int(received.split(b" ", 2)[1]) if received.startswith(b"HTTP/1.1 ") else 0
 
 
 def _signed_post(receiver: Receiver) -> httpx.Response:
@@ -77,7 +53,7 @@ def test_a_connection_that_sends_nothing_is_closed_at_the_header_timeout(
     bounded: Receiver,
 ) -> None:
     with _connect(bounded) as silent:
-        received, after = _until_closed(silent, SHORT_S + GRACE_S)
+        received, after = until_closed(silent, SHORT_S + GRACE_S)
     assert received == b""
     assert SHORT_S * 0.9 <= after < SHORT_S + GRACE_S
 
@@ -94,7 +70,7 @@ def test_a_head_sent_a_byte_at_a_time_is_cut_at_the_header_timeout(bounded: Rece
                 time.sleep(0.05)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        _, after = _until_closed(slow, GRACE_S)
+        _, after = until_closed(slow, GRACE_S)
     assert time.monotonic() - started < SHORT_S + GRACE_S + after
     assert after < GRACE_S
 
@@ -113,8 +89,8 @@ def test_a_body_that_trickles_gets_408_and_the_connection_closes(bounded: Receiv
                     received += slow.recv(65536)
         except (BrokenPipeError, ConnectionResetError):
             pass
-        rest, _ = _until_closed(slow, GRACE_S)
-    assert _status(received + rest) == 408
+        rest, _ = until_closed(slow, GRACE_S)
+    assert status_of(received + rest) == 408
     assert b"connection: close" in (received + rest).lower()
     assert bounded.rows() == []
 
@@ -124,10 +100,10 @@ def test_a_head_over_the_byte_cap_is_refused_and_closed(bounded: Receiver) -> No
     with _connect(bounded) as big:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             big.sendall(HEAD + b"X-Big: " + b"a" * (cap * 4) + b"\r\n\r\n")
-        received, after = _until_closed(big, GRACE_S + 2)
+        received, after = until_closed(big, GRACE_S + 2)
     # 400 from h11 when the head outgrew its buffer while arriving, 431 from the app when it
     # came whole in one read: refused either way, and the connection closed.
-    assert _status(received) in (400, 431)
+    assert status_of(received) in (400, 431)
     assert after < GRACE_S + 2
 
 
@@ -155,8 +131,8 @@ def test_an_idle_keep_alive_connection_is_closed(bounded: Receiver) -> None:
     signed = HEAD + f"{HEADER}: {sign(SECRET, body, NOW)}\r\n".encode()
     with _connect(bounded) as idle:
         idle.sendall(signed + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        received, after = _until_closed(idle, 1 + GRACE_S)
-    assert _status(received) == 200
+        received, after = until_closed(idle, 1 + GRACE_S)
+    assert status_of(received) == 200
     assert after < 1 + GRACE_S
 
 
@@ -173,7 +149,7 @@ def test_past_the_connection_cap_the_oldest_slow_connection_makes_room(bounded: 
             silent.append(_connect(bounded))
             _wait_for(lambda: len(bounded.guard.open) == len(silent))
         assert _signed_post(bounded).status_code == 200
-        oldest, _ = _until_closed(silent[0], GRACE_S)
+        oldest, _ = until_closed(silent[0], GRACE_S)
         assert oldest == b""
         assert bounded.guard.shed == 1
         for later in silent[1:]:  # the valid sender's one connection shed only the oldest

@@ -15,9 +15,10 @@ import pytest
 from benchmarks.webhook_freshness import WEBHOOK_SECRET, receiver_process
 from jicoo_connector.dagster._webhooks import EVENT_IDS_TAG, JOIN_GAP_DAYS
 from jicoo_connector.extract import extract_range
-from jicoo_connector.webhooks import SQLiteEventStore
+from jicoo_connector.webhooks import SQLiteEventStore, StoredEvent
 from jicoo_sandbox.config import Clock, SandboxConfig, WebhookOptions
 from jicoo_sandbox.server import SandboxServer
+from jicoo_sandbox.store import JournalEntry
 from jicoo_sandbox.webhooks import ChurnRunner
 from tests.dagster.support import NAMES, definitions, warehouse_of
 from tests.support.sandbox import sandbox_settings
@@ -66,6 +67,59 @@ def _assert_affected_days_requested(requested: set[dt.date], affected: set[dt.da
     ), sorted(joined)
 
 
+def _assert_every_event_recorded_once_and_reordered(
+    journal: Sequence[JournalEntry], events: Sequence[JournalEntry], db: Path
+) -> list[StoredEvent]:
+    """Every event the sandbox sent is in the receiver's store exactly once, in another order,
+    though deliveries were duplicated and cut off by the kills: the recorded events."""
+    sent = [(e["path"], e["booking_uid"], e["body"]["createdAt"]) for e in events]
+    assert len(sent) == len(set(sent)) == EVENTS
+    with SQLiteEventStore(db) as recorded_store:
+        recorded = recorded_store.events_after(0, 10 * EVENTS)
+    keys = [(r.event.event, r.event.booking_uid, r.event.created_at) for r in recorded]
+    assert sorted(keys) == sorted(sent)  # every event, exactly once
+    assert keys != sent  # reordered on the way
+    deliveries = [e for e in journal if e["method"] == "WEBHOOK"]
+    duplicates = [d for d in deliveries if d["body"]["copy"] == 1 and d["changed"]]
+    assert len(duplicates) >= EVENTS // 20
+    assert any(d["status"] is None for d in deliveries)  # the kills cut deliveries off
+    return recorded
+
+
+def _assert_the_sensor_requests_every_affected_day(
+    defs: dg.Definitions,
+    events: Sequence[JournalEntry],
+    recorded: Sequence[StoredEvent],
+    before: dict[str, dt.date],
+) -> None:
+    """One tick of booking_events_sensor reads every recorded event and requests each day
+    partition an event touched (its booking's old day and new one)."""
+    with dg.build_sensor_context(resources=defs.resources) as context:
+        tick = defs.resolve_sensor_def(NAMES.sensor("booking_events")).evaluate_tick(context)
+    assert tick.cursor == str(recorded[-1].id)
+    requested, tagged = _requested(tick.run_requests or [])
+    partitions = defs.resolve_assets_def(NAMES.asset_key("bookings")).partitions_def
+    assert isinstance(partitions, dg.DailyPartitionsDefinition)
+    first = dt.date.fromisoformat(partitions.get_first_partition_key() or "")
+    last = dt.date.fromisoformat(partitions.get_last_partition_key() or "")
+
+    def days_of(uid: str, started_at: object) -> set[dt.date]:
+        days = {_day(started_at)} | ({before[uid]} if uid in before else set())
+        return {day for day in days if first <= day <= last}
+
+    affected = set().union(
+        *(days_of(e["booking_uid"], e["body"]["object"]["startedAt"]) for e in events)
+    )
+    _assert_affected_days_requested(requested, affected)
+    # Every event that touches a partition is listed by a run, and only those.
+    assert all(r.event.started_at is not None for r in recorded)
+    assert tagged == {
+        r.id
+        for r in recorded
+        if r.event.started_at and days_of(r.event.booking_uid, r.event.started_at.isoformat())
+    }
+
+
 @pytest.mark.slow
 def test_flood_with_duplicates_reordering_and_two_receiver_kills(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: Clock
@@ -104,39 +158,5 @@ def test_flood_with_duplicates_reordering_and_two_receiver_kills(
         journal = store.journal()
 
     events = [e for e in journal if e["method"] == "EVENT"]
-    sent = [(e["path"], e["booking_uid"], e["body"]["createdAt"]) for e in events]
-    assert len(sent) == len(set(sent)) == EVENTS
-    with SQLiteEventStore(db) as recorded_store:
-        recorded = recorded_store.events_after(0, 10 * EVENTS)
-    keys = [(r.event.event, r.event.booking_uid, r.event.created_at) for r in recorded]
-    assert sorted(keys) == sorted(sent)  # every event, exactly once
-    assert keys != sent  # reordered on the way
-    deliveries = [e for e in journal if e["method"] == "WEBHOOK"]
-    duplicates = [d for d in deliveries if d["body"]["copy"] == 1 and d["changed"]]
-    assert len(duplicates) >= EVENTS // 20
-    assert any(d["status"] is None for d in deliveries)  # the kills cut deliveries off
-
-    with dg.build_sensor_context(resources=defs.resources) as context:
-        tick = defs.resolve_sensor_def(NAMES.sensor("booking_events")).evaluate_tick(context)
-    assert tick.cursor == str(recorded[-1].id)
-    requested, tagged = _requested(tick.run_requests or [])
-    partitions = defs.resolve_assets_def(NAMES.asset_key("bookings")).partitions_def
-    assert isinstance(partitions, dg.DailyPartitionsDefinition)
-    first = dt.date.fromisoformat(partitions.get_first_partition_key() or "")
-    last = dt.date.fromisoformat(partitions.get_last_partition_key() or "")
-
-    def days_of(uid: str, started_at: object) -> set[dt.date]:
-        days = {_day(started_at)} | ({before[uid]} if uid in before else set())
-        return {day for day in days if first <= day <= last}
-
-    affected = set().union(
-        *(days_of(e["booking_uid"], e["body"]["object"]["startedAt"]) for e in events)
-    )
-    _assert_affected_days_requested(requested, affected)
-    # Every event that touches a partition is listed by a run, and only those.
-    assert all(r.event.started_at is not None for r in recorded)
-    assert tagged == {
-        r.id
-        for r in recorded
-        if r.event.started_at and days_of(r.event.booking_uid, r.event.started_at.isoformat())
-    }
+    recorded = _assert_every_event_recorded_once_and_reordered(journal, events, db)
+    _assert_the_sensor_requests_every_affected_day(defs, events, recorded, before)
