@@ -123,8 +123,8 @@ bench-quick: setup ## Smoke benchmark run: small sizes, 1 run, no extract_1m or 
 bench-warehouse: setup ## Only the warehouse load: 500,000 bookings into PostgreSQL vs pandas to_sql
 	$(PY) benchmarks/run.py --only warehouse --out benchmarks/results/$$(date -u +%F)-warehouse.json
 
-bench-webhooks: setup ## Webhook freshness alone: 60 changes at 1/s, daemon running, its CPU idle and busy (~6 minutes)
-	$(PY) benchmarks/webhook_freshness.py
+bench-webhooks: setup ## Webhook freshness alone: 60 changes at 1/s, daemon running, its CPU idle and busy (~6 minutes); results in benchmarks/results/<date>-webhooks-load-<N>.json
+	$(PY) benchmarks/webhook_freshness.py --save
 
 example-changeset: setup ## Write data/changesets/example.csv afresh (today's free slots of the seed-7 sandbox)
 	$(PY) scripts/example_changeset.py

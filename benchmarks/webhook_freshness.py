@@ -25,11 +25,11 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.process_cpu import CpuWindow  # noqa: E402
+from benchmarks.webhook_timeline import run_timelines, summarize  # noqa: E402
 from jicoo_connector.config import ConnectorConfig  # noqa: E402
 from jicoo_connector.extract import TABLES  # noqa: E402
 from jicoo_connector.storage import ParquetStore  # noqa: E402
@@ -63,6 +64,8 @@ DEFAULT_CHANGES = 60
 # The instance `make dev` and the demo use (pool, run queue).
 INSTANCE_CONFIG = ROOT / "scripts" / "dagster.yaml"
 IDLE_S = 120.0
+TARGET_P95_S = 15.0
+RESULTS = ROOT / "benchmarks" / "results"
 SETTLE_S = 30.0
 
 
@@ -480,6 +483,7 @@ def run(
         cpu_busy = busy.stop(time.monotonic())
         connector_requests = stack.connector_requests()
         polling = polling_refresh_requests(stack, days)
+        timelines = run_timelines(stack.home, stack.events_db)
     return {
         "changes": changes,
         "visible": len(seen),
@@ -487,6 +491,9 @@ def run(
         "instance": _instance_settings(instance),
         **_freshness(sorted(seen.values())),
         "dagster_runs": runs,
+        # Where each refresh's time went (benchmarks/webhook_timeline.py), and over the runs.
+        "stages": summarize(timelines),
+        "run_timelines": timelines,
         "webhook_requests": connector_requests,
         "webhook_requests_per_change": round(connector_requests / changes, 1),
         "days_touched": len(days),
@@ -545,13 +552,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--keep", type=Path, default=None, help="work directory to keep")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument(
+        "--save", action="store_true",
+        help="also write benchmarks/results/<UTC date>-webhooks-load-<N>.json (N: the load)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     result = run(args.changes, args.interval, args.keep, args.idle, args.instance)
     text = json.dumps(result, indent=2)
     print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    out: Path | None = args.out
+    if args.save:
+        out = RESULTS / f"{dt.datetime.now(dt.timezone.utc):%F}-webhooks-load-{_load(result)}.json"
+    if out is not None:
+        out.write_text(text + "\n", encoding="utf-8")
+    print(summary(result, out))
     return 0
+
+
+def _load(result: Mapping[str, Any]) -> int:
+    """The 1-minute load average while the changes were made, rounded."""
+    return round(float(result["load_average_1m"]["during"]))
+
+
+def summary(result: Mapping[str, Any], out: Path | None) -> str:
+    idle, busy = result["daemon_cpu_idle"], result["daemon_cpu_under_events"]
+    return (
+        f"freshness p50 {result['freshness_p50_s']} s, p95 {result['freshness_p95_s']} s, "
+        f"max {result['freshness_max_s']} s ({result['visible']}/{result['changes']} visible; "
+        f"target p95 <= {TARGET_P95_S} s); {result['webhook_requests_per_change']} requests per "
+        f"change; runs {result['dagster_runs']}; daemon CPU {idle['cpu_s_per_hour']} s/h idle, "
+        f"{busy['cpu_s_per_hour']} s/h under events ({busy['cpu_s_per_change']} s per change); "
+        f"load {result['load_average_1m']['during']:.1f} during the changes"
+        + (f"; written to {out}" if out is not None else "")
+    )
 
 
 if __name__ == "__main__":
