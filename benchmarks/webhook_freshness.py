@@ -64,6 +64,8 @@ DEFAULT_CHANGES = 60
 # The instance `make dev` and the demo use (pool, run queue).
 INSTANCE_CONFIG = ROOT / "scripts" / "dagster.yaml"
 IDLE_S = 120.0
+# Issue 28: a webhook'd change readable in Parquet within 15 s (p95, daemon running; was a
+# minute, issue 18). The `webhooks` scenario of run.py judges it too.
 TARGET_P95_S = 15.0
 RESULTS = ROOT / "benchmarks" / "results"
 SETTLE_S = 30.0

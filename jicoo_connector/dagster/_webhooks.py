@@ -47,9 +47,9 @@ MAX_EVENTS_PER_TICK = 5000
 JOIN_GAP_DAYS = 2
 # A refresh in these states is still in the run queue (not launched): new events wait and join
 # the next one, so at most one refresh is queued. One launched (STARTING: its process on its
-# way) holds nothing back: the next one is requested and queues behind it, and the pool's run
-# buffer lets its process start while the slot is taken (pipelined; see build_booking_events_sensor).
-# One queued longer than HOLD_AT_MOST (a queue stopped) holds nothing back either.
+# way) holds nothing back: the next one is requested, and the pool's run buffer lets its
+# process start while the slot is taken. One queued longer than HOLD_AT_MOST (a queue stopped)
+# holds nothing back either.
 HOLD_AT_MOST = dt.timedelta(minutes=5)
 NOT_YET_LAUNCHED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED]
 # Run tags stay readable in the UI: the first events by name, then the count.
