@@ -186,7 +186,7 @@ def build_booking_events_sensor(setup: OrganizationSetup, job: AssetJob) -> dg.S
             yield dg.SkipReason(f"no webhook events recorded yet ({shown} does not exist)")
             return
         if (waiting := refresh_waiting(context, job.name)) is not None:
-            yield dg.SkipReason(f"refresh {waiting} is still queued: new events join the next")
+            yield dg.SkipReason(f"refresh {waiting} is not launched yet: new events join the next")
             return
         store = open_event_store(location, create=False)
         try:

@@ -119,15 +119,17 @@ def _one_event(tmp_path: Path, clock: Clock) -> tuple[Path, dict[str, object]]:
     return store_path, booking
 
 
-def test_no_new_refresh_while_the_last_one_is_queued_then_one_for_all_events(
+def test_no_new_refresh_while_the_last_one_is_not_launched_then_one_for_all_events(
     sandbox: SandboxServer, tmp_path: Path, clock: Clock
 ) -> None:
     store_path, booking = _one_event(tmp_path, clock)
     defs = definitions(sandbox, tmp_path, webhook_db=str(store_path))
     sensor = defs.resolve_sensor_def(SENSOR)
     with dg.instance_for_test() as instance:
+        # Requested, not launched (a QUEUED run needs a code location's origin; the sensor
+        # treats both alike).
         waiting = instance.add_run(
-            dg.DagsterRun(job_name=REFRESH_JOB, status=dg.DagsterRunStatus.QUEUED)
+            dg.DagsterRun(job_name=REFRESH_JOB, status=dg.DagsterRunStatus.NOT_STARTED)
         )
 
         def tick(cursor: str | None = None) -> SensorExecutionData:
@@ -139,13 +141,13 @@ def test_no_new_refresh_while_the_last_one_is_queued_then_one_for_all_events(
         held = tick()
         assert not held.run_requests
         assert held.skip_message == (
-            f"refresh {waiting.run_id} is still queued: new events join the next"
+            f"refresh {waiting.run_id} is not launched yet: new events join the next"
         )
         assert held.cursor is None  # the event stays for the next tick
         with SQLiteEventStore(store_path) as store:
             later = {**booking, "uid": "WAITING00002", "updatedAt": "2026-11-30T00:00:01.000Z"}
             _record(store, event_payload("guest_booked", later, None))
-        instance.report_run_canceled(waiting)  # it left the queue: no longer waiting
+        instance.report_run_canceled(waiting)  # it ended unlaunched: no longer waiting
         (request,) = tick().run_requests or []
         assert request.tags[EVENT_IDS_TAG] == "1-2"
 
@@ -171,8 +173,8 @@ def test_a_refresh_waiting_longer_than_the_hold_holds_nothing_back(
     defs = definitions(sandbox, tmp_path, webhook_db=str(store_path))
     sensor = defs.resolve_sensor_def(SENSOR)
     with dg.instance_for_test() as instance:
-        # A queue that stopped: QUEUED for good.
-        stuck = dg.DagsterRun(job_name=REFRESH_JOB, status=dg.DagsterRunStatus.QUEUED)
+        # A queue that stopped: never launched.
+        stuck = dg.DagsterRun(job_name=REFRESH_JOB, status=dg.DagsterRunStatus.NOT_STARTED)
         instance.add_run(stuck)
         with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
             assert stuck.run_id in (sensor.evaluate_tick(context).skip_message or "")
