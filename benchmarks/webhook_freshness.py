@@ -10,7 +10,7 @@ shows its new start. The daemon's cost is its process tree's CPU (the daemon, it
 the run workers): while idle, and from the first change until the last run ended. The e2e test
 (tests/webhooks/test_end_to_end.py) uses the same stack.
 
-    .venv/bin/python benchmarks/webhook_freshness.py [--changes 60] [--interval S] [--out FILE]
+    .venv/bin/python benchmarks/webhook_freshness.py [--changes 60] [--interval S] [--save]
 """
 
 import argparse
