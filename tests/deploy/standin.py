@@ -84,7 +84,8 @@ def dockerfile_base(dockerfile: Path) -> str:
 def choose_base(dockerfile: Path) -> Base:
     """The Dockerfile's own FROM when a registry gives it, else the stand-in."""
     wanted = dockerfile_base(dockerfile)
-    why_not = try_pull(wanted, PULL_TIMEOUT_S)
+    with step(f"buildah pull {wanted}"):
+        why_not = try_pull(wanted, PULL_TIMEOUT_S)
     if why_not is None:
         return Base(None, f"{wanted}, pulled from its registry")
     tag = _python_tag(wanted)
@@ -125,7 +126,10 @@ def standin_image() -> tuple[str, str]:
 def _make_rootfs(tarball: Path) -> None:
     tarball.parent.mkdir(parents=True, exist_ok=True)
     print(f"debootstrap {RECIPE.suite} (minbase) for the stand-in base image", flush=True)
-    with tempfile.TemporaryDirectory(dir=tarball.parent, prefix="rootfs-") as tmp:
+    with (
+        step("root filesystem made, tarred and its folder removed"),
+        tempfile.TemporaryDirectory(dir=tarball.parent, prefix="rootfs-") as tmp,
+    ):
         root = Path(tmp) / "root"
         try:
             _fill_rootfs(root, tarball)
