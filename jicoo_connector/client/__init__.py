@@ -7,7 +7,6 @@ the client does not import pyarrow; the other modules inside are private.
 """
 
 import sys
-from typing import Any
 
 
 def _import_httpx_without_its_command_line() -> None:
@@ -22,7 +21,7 @@ def _import_httpx_without_its_command_line() -> None:
     finally:
         del sys.modules["httpx._main"]
 
-    def main(*args: Any, **kwargs: Any) -> Any:
+    def main(*args: object, **kwargs: object) -> object:
         from httpx._main import main as command_line
 
         return command_line(*args, **kwargs)
