@@ -156,12 +156,19 @@ def test_a_hostile_entry_is_skipped_with_one_warning_and_blocks_nothing(
     inbox, outside = tmp_path / "inbox", tmp_path / "elsewhere"
     _good(inbox)
     name = HOSTILE[case](inbox, outside)
-    requests, warnings = _tick(instance, _defs(sandbox, inbox))
+    defs = _defs(sandbox, inbox)
+    requests, warnings = _tick(instance, defs)
     assert _names(requests) == ["good.csv"]
     assert [w for w in warnings if name in w] == [w for w in warnings if "inbox" in w]
     (warning,) = [w for w in warnings if name in w]
     assert warning.startswith(f"change-set inbox: skipped {name}: it ")
-    assert not list(outside.glob("*.rejected.csv")) if outside.exists() else True
+    # What the tick's runs write stays in the inbox: a run of a link once wrote the target's
+    # rejected rows beside the target (private.rejected.csv, outside).
+    for request in requests:
+        assert _run(defs, instance, request).success
+    written_outside = sorted(p.name for p in outside.iterdir()) if outside.exists() else []
+    assert written_outside in ([], ["private.csv"])
+    assert "good.rejected.csv" in {p.name for p in inbox.iterdir()}
 
 
 def test_a_socket_is_skipped_too(
