@@ -6,35 +6,10 @@ envelope read into Arrow, for page decoders) is a public module of its own, so t
 the client does not import pyarrow; the other modules inside are private.
 """
 
-import sys
-
-
-def _import_httpx_without_its_command_line() -> None:
-    """Import httpx without ``httpx._main``, its command-line client, which imports rich, click
-    and pygments (about 80 modules, a third of httpx's import CPU) whenever they are installed
-    (Dagster brings them). ``httpx.main`` still runs that client: it imports it when called."""
-    if "httpx" in sys.modules:
-        return
-    sys.modules["httpx._main"] = None  # type: ignore[assignment]  # None: "not importable"
-    try:
-        import httpx
-    finally:
-        del sys.modules["httpx._main"]
-
-    def main(*args: object, **kwargs: object) -> object:
-        from httpx._main import main as command_line
-
-        return command_line(*args, **kwargs)
-
-    httpx.main = main  # type: ignore[assignment]  # a click Command; this calls one
-
-
-_import_httpx_without_its_command_line()
-
-from jicoo_connector.client._api import AsyncJicooClient, JicooClient  # noqa: E402
-from jicoo_connector.client._paginate import Page, PageDecoder, Prefix  # noqa: E402
-from jicoo_connector.client._ratelimit import RateLimiter, reset_shared_limiters, shared_limiter  # noqa: E402
-from jicoo_connector.client._report import FetchReport, Listing, PagedListing  # noqa: E402
+from jicoo_connector.client._api import AsyncJicooClient, JicooClient
+from jicoo_connector.client._paginate import Page, PageDecoder, Prefix
+from jicoo_connector.client._ratelimit import RateLimiter, reset_shared_limiters, shared_limiter
+from jicoo_connector.client._report import FetchReport, Listing, PagedListing
 
 __all__ = [
     "AsyncJicooClient",
