@@ -113,8 +113,9 @@ test-dates: setup ## The whole fast tier again on each of TEST_DATES (the clock 
 
 # The deployment image for real (tests/deploy/check_image.py): buildah (installed from Debian's
 # packages when missing; root, as in CI) builds deploy/Dockerfile on its own base image or on a
-# debootstrap stand-in cached in ~/.cache/jicoo-connector/deploy/, then its code server and a
-# daemon on PostgreSQL run a daily run and a change set against a sandbox.
+# debootstrap stand-in cached in ~/.cache/jicoo-connector/deploy/ (JICOO_DEPLOY_CACHE=DIR: another
+# folder; an empty one runs it from nothing), then its code server and a daemon on PostgreSQL run
+# a daily run and a change set against a sandbox.
 test-deploy: setup ## Build deploy/Dockerfile with buildah and run it: code server, daemon, two runs (root)
 	$(PY) -m tests.deploy.check_image
 

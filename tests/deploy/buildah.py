@@ -35,6 +35,7 @@ __all__ = [
     "mounted_image",
     "remove_images",
     "require_tools",
+    "step",
     "try_pull",
 ]
 
@@ -47,7 +48,10 @@ STOP_TIMEOUT_S = 30
 
 
 def cache_dir() -> Path:
-    """~/.cache/jicoo-connector/deploy (``$XDG_CACHE_HOME`` if set)."""
+    """``$JICOO_DEPLOY_CACHE`` if set (a run from nothing: an empty folder), else
+    ~/.cache/jicoo-connector/deploy (``$XDG_CACHE_HOME`` if set)."""
+    if chosen := os.environ.get("JICOO_DEPLOY_CACHE"):
+        return Path(chosen)
     root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(root) / "jicoo-connector" / "deploy"
 
@@ -55,6 +59,14 @@ def cache_dir() -> Path:
 def buildah(*args: str) -> list[str]:
     """A buildah command line on the test's own storage."""
     return ["buildah", "--root", str(cache_dir() / "storage"), "--runroot", str(RUN_ROOT), *args]
+
+
+@contextlib.contextmanager
+def step(what: str) -> Iterator[None]:
+    """Print how long ``what`` took: where a phase's time goes, in every run's output."""
+    start = time.monotonic()
+    yield
+    print(f"  {what}: {time.monotonic() - start:.1f} s", flush=True)
 
 
 class DeployTestError(RuntimeError):

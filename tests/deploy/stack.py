@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
@@ -32,8 +33,8 @@ from jicoo_connector.extract import TABLES
 from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.config import SandboxConfig, system_clock
 from jicoo_sandbox.server import SandboxServer
-from tests.deploy.buildah import Container, DeployTestError, image_config
-from tests.support.postgres_server import PostgresServer
+from tests.deploy.buildah import Container, DeployTestError, image_config, step
+from tests.support.postgres_server import PostgresServer, dagster_url
 from tests.support.writeback_data import assert_server_matches, build_csv
 
 __all__ = ["run_deployment"]
@@ -52,7 +53,7 @@ BATCH_ID: Final = "deploy-test"
 SERVER_TIMEOUT_S: Final = 240.0
 RUNS_TIMEOUT_S: Final = 420.0
 CLI_TIMEOUT_S: Final = 180.0
-POLL_S: Final = 1.0
+POLL_S: Final = 0.25
 FINISHED: Final = frozenset({"SUCCESS", "FAILURE", "CANCELED"})
 
 
@@ -61,11 +62,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def dagster_url(url: str) -> str:
-    """The instance's URL as deploy/dagster.yaml asks for it: SQLAlchemy's psycopg2 driver."""
-    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
 def server_command(image: str, port: int) -> list[str]:
@@ -232,7 +228,9 @@ def run_deployment(image: str, work: Path) -> str:
     port = _free_port()
     # The runs date their partitions by the system clock inside the image: so does the sandbox.
     config = SandboxConfig(seed=7, bookings=2000, clock=system_clock)
+    started = time.monotonic()
     with PostgresServer() as postgres, SandboxServer(config) as sandbox:
+        print(f"  PostgreSQL and sandbox: {time.monotonic() - started:.1f} s", flush=True)
         instance_url = postgres.create_database("dagster")
         ledger_url = postgres.create_database("ledger")
         text, _ = build_csv(sandbox, reschedules=2, cancels=1)
@@ -245,13 +243,19 @@ def run_deployment(image: str, work: Path) -> str:
             volumes={data: DATA}, log=work / "code-server.log",
         )  # fmt: skip
         with server, daemon(env, workspace, work / "daemon.log"):
-            wait_for_definitions(server, port)
-            daily = launch(env, workspace, DAILY_JOB,
-                           tags={"dagster/partition": day.isoformat()})  # fmt: skip
+            with step("code server up, definitions loaded"):
+                wait_for_definitions(server, port)
             config_json = {"ops": {APPLY_LOG_OP: {"config": {
                 "path": f"{DATA}/changes/moves.csv", "batch_id": BATCH_ID}}}}  # fmt: skip
-            apply = launch(env, workspace, APPLY_JOB, config_json=config_json)
-            statuses = wait_for_runs(home, [daily, apply], work / "daemon.log")
+            # Both CLIs at once: each is a Python start and a workspace load, seconds apiece.
+            with step("two runs launched"), ThreadPoolExecutor(2) as pool:
+                daily_future = pool.submit(launch, env, workspace, DAILY_JOB,
+                                           tags={"dagster/partition": day.isoformat()})  # fmt: skip
+                apply_future = pool.submit(launch, env, workspace, APPLY_JOB,
+                                           config_json=config_json)  # fmt: skip
+                daily, apply = daily_future.result(), apply_future.result()
+            with step("both runs finished"):
+                statuses = wait_for_runs(home, [daily, apply], work / "daemon.log")
         written = check_day(sandbox, data, day)
         parsed = parse_changeset(text.encode())
         assert_server_matches(sandbox, parsed, ledger_url, BATCH_ID)

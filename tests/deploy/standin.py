@@ -26,6 +26,7 @@ from tests.deploy.buildah import (
     cache_dir,
     command,
     image_exists,
+    step,
     try_pull,
 )
 
@@ -83,7 +84,8 @@ def dockerfile_base(dockerfile: Path) -> str:
 def choose_base(dockerfile: Path) -> Base:
     """The Dockerfile's own FROM when a registry gives it, else the stand-in."""
     wanted = dockerfile_base(dockerfile)
-    why_not = try_pull(wanted, PULL_TIMEOUT_S)
+    with step(f"buildah pull {wanted}"):
+        why_not = try_pull(wanted, PULL_TIMEOUT_S)
     if why_not is None:
         return Base(None, f"{wanted}, pulled from its registry")
     tag = _python_tag(wanted)
@@ -116,14 +118,18 @@ def standin_image() -> tuple[str, str]:
     if not tarball.exists():
         _make_rootfs(tarball)
         how = f"made now, cached as {tarball}"
-    _import(tarball, tag)
+    with step("import into buildah"):
+        _import(tarball, tag)
     return tag, how
 
 
 def _make_rootfs(tarball: Path) -> None:
     tarball.parent.mkdir(parents=True, exist_ok=True)
     print(f"debootstrap {RECIPE.suite} (minbase) for the stand-in base image", flush=True)
-    with tempfile.TemporaryDirectory(dir=tarball.parent, prefix="rootfs-") as tmp:
+    with (
+        step("root filesystem made, tarred and its folder removed"),
+        tempfile.TemporaryDirectory(dir=tarball.parent, prefix="rootfs-") as tmp,
+    ):
         root = Path(tmp) / "root"
         try:
             _fill_rootfs(root, tarball)
@@ -142,13 +148,15 @@ def _unmount_below(root: Path) -> None:
 
 
 def _fill_rootfs(root: Path, tarball: Path) -> None:
-    command(
-        ["debootstrap", f"--variant={RECIPE.variant}", f"--include={','.join(RECIPE.packages)}",
-         RECIPE.suite, str(root), RECIPE.mirror],
-        what="debootstrap", timeout_s=DEBOOTSTRAP_TIMEOUT_S,
-    )  # fmt: skip
-    command(["chroot", str(root), "python3", "-m", "venv", VENV],
-            what="python3 -m venv in the stand-in", timeout_s=300)  # fmt: skip
+    with step("debootstrap"):
+        command(
+            ["debootstrap", f"--variant={RECIPE.variant}",
+             f"--include={','.join(RECIPE.packages)}", RECIPE.suite, str(root), RECIPE.mirror],
+            what="debootstrap", timeout_s=DEBOOTSTRAP_TIMEOUT_S,
+        )  # fmt: skip
+    with step("python3 -m venv"):
+        command(["chroot", str(root), "python3", "-m", "venv", VENV],
+                what="python3 -m venv in the stand-in", timeout_s=300)  # fmt: skip
     version = command(
         ["chroot", str(root), f"{VENV}/bin/python", "-c",
          "import sys; print('%d.%d' % sys.version_info[:2])"],
@@ -159,7 +167,8 @@ def _fill_rootfs(root: Path, tarball: Path) -> None:
     for leftover in ("var/cache/apt/archives", "var/lib/apt/lists"):
         shutil.rmtree(root / leftover, ignore_errors=True)
     partial = tarball.with_suffix(".partial")
-    command(["tar", "-C", str(root), "-cf", str(partial), "."], what="tar", timeout_s=600)
+    with step("tar"):
+        command(["tar", "-C", str(root), "-cf", str(partial), "."], what="tar", timeout_s=600)
     partial.replace(tarball)
 
 
