@@ -8,6 +8,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Dagster keeps its run storage here (ephemeral for demo/tests, never in the home folder).
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+# pytest keeps each test module's assertion-rewritten bytecode in tests/__pycache__ only when
+# bytecode may be written: under a PYTHONDONTWRITEBYTECODE from the caller's environment every
+# pytest process (seven in CI) rewrote the 100 test modules again, about 4 s of CPU each.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: dagster-home help setup demo dev test check lint typecheck test-unit test-slow test-dates test-deploy test-py test-pythons bench bench-quick bench-warehouse bench-webhooks sandbox example-changeset clean clean-all
 

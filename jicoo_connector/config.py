@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from jicoo_connector._postgres import POSTGRES_SCHEMES
 from jicoo_connector.errors import ConfigError
 from jicoo_connector.receiver_limits import ReceiverLimits
 from jicoo_connector.redaction import UNPARSEABLE_HINT, SecretURL
@@ -172,7 +173,7 @@ def _secret_location(text: str) -> str:
 def _postgres_url(text: str) -> str:
     # Never quoted back: the URL may carry a password.
     value = _secret_location(text)
-    if not value.startswith(("postgresql://", "postgres://")):
+    if not value.startswith(POSTGRES_SCHEMES):
         raise ValueError("is not a postgresql:// URL")
     return value
 

@@ -177,7 +177,7 @@ def check_description(spec: TableSpec, name: str) -> str:
         "rows_match_total": "Rows written equal what the API's totalCount said the listed days "
         "hold.",
         "contacts_reference_bookings": "Every contact's booking_uid is a booking of the same "
-        "day's jicoo/bookings partition.",
+        "day's bookings partition of the same organization.",
     }
     return rules[name]
 

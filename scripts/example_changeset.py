@@ -11,7 +11,7 @@ import argparse
 import csv
 import datetime as dt
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -45,11 +45,55 @@ def _spelling(index: int, target: dt.datetime) -> dict[str, str]:
     return {"new_started_at": target.astimezone(dt.timezone.utc).isoformat(), "time_zone": ""}
 
 
+# Busy times per host in the target window: existing bookings, then the rows' targets.
+Busy = list[tuple[frozenset[str], dt.datetime, dt.datetime]]
+
+
+def _take_free_slot(
+    slots: Iterable[Mapping[str, object]],
+    hosts: frozenset[str],
+    length: dt.timedelta,
+    busy: Busy,
+) -> dt.datetime | None:
+    """The first slot that overlaps none of these hosts' busy times; it is then busy too (the
+    API refuses a move onto a host's other booking, including one moved there by an earlier
+    row)."""
+    for slot in slots:
+        target = parse_datetime(str(slot["startedAt"]))
+        target_end = target + length
+        if any(
+            hosts & others and target < other_end and other_start < target_end
+            for others, other_start, other_end in busy
+        ):
+            continue
+        busy.append((hosts, target, target_end))
+        return target
+    return None
+
+
+def _cancel_rows(
+    open_bookings: Iterable[Mapping[str, object]], rows: list[dict[str, str]]
+) -> list[dict[str, str]]:
+    """Cancels for up to CANCELS open bookings that no row moves."""
+    moved = {row["booking_uid"] for row in rows}
+    cancels = [b for b in open_bookings if b["uid"] not in moved][:CANCELS]
+    return [
+        {
+            "change_id": f"cancel-{len(rows) - RESCHEDULES + index + 1:03d}",
+            "action": "cancel",
+            "booking_uid": str(booking["uid"]),
+            "new_started_at": "",
+            "time_zone": "",
+            "cancel_reason": "会議室が使えなくなりました (room closed)",
+        }
+        for index, booking in enumerate(cancels)
+    ]
+
+
 def write_changeset(base_url: str, api_key: str, path: Path, now: dt.datetime) -> None:
     """A change set made from the sandbox's current data, so its slots are free and after
     ``now`` (the sandbox's clock): clear of every host's bookings and of the slots the change
-    set itself takes (the API refuses a move onto a host's other booking, including one moved
-    there by an earlier row). tests/test_demo.py runs it on other days."""
+    set itself takes. tests/test_demo.py runs it on other days."""
     from jicoo_connector.changes._plan import host_ids
     from jicoo_connector.client import JicooClient
     from jicoo_connector.settings import ApiKey, Settings
@@ -62,8 +106,7 @@ def write_changeset(base_url: str, api_key: str, path: Path, now: dt.datetime) -
             started_at=now + dt.timedelta(days=2), ended_at=now + dt.timedelta(days=9)
         )
         open_bookings = [b for b in upcoming.records if b.get("status") == "open"]
-        # Busy times per host in the target window: existing bookings, then the rows' targets.
-        busy: list[tuple[frozenset[str], dt.datetime, dt.datetime]] = [
+        busy: Busy = [
             (host_ids(b), *_interval(b))
             for b in client.list_bookings(
                 started_at=window[0] - dt.timedelta(days=1),
@@ -74,18 +117,10 @@ def write_changeset(base_url: str, api_key: str, path: Path, now: dt.datetime) -
         for booking in open_bookings:
             if len(rows) >= RESCHEDULES:
                 break
-            hosts = host_ids(booking)
             start, end = _interval(booking)
             slots = client.list_available_slots(str(booking["eventTypeId"]), *window)
-            for slot in slots:
-                target = parse_datetime(str(slot["startedAt"]))
-                target_end = target + (end - start)
-                if any(
-                    hosts & others and target < other_end and other_start < target_end
-                    for others, other_start, other_end in busy
-                ):
-                    continue
-                busy.append((hosts, target, target_end))
+            target = _take_free_slot(slots, host_ids(booking), end - start, busy)
+            if target is not None:
                 rows.append(
                     {
                         "change_id": f"move-{len(rows) + 1:03d}",
@@ -95,19 +130,7 @@ def write_changeset(base_url: str, api_key: str, path: Path, now: dt.datetime) -
                         "cancel_reason": "",
                     }
                 )
-                break
-        moved = {row["booking_uid"] for row in rows}
-        for booking in [b for b in open_bookings if b["uid"] not in moved][:CANCELS]:
-            rows.append(
-                {
-                    "change_id": f"cancel-{len(rows) - RESCHEDULES + 1:03d}",
-                    "action": "cancel",
-                    "booking_uid": str(booking["uid"]),
-                    "new_started_at": "",
-                    "time_zone": "",
-                    "cancel_reason": "会議室が使えなくなりました (room closed)",
-                }
-            )
+        rows.extend(_cancel_rows(open_bookings, rows))
     with atomic_path(path) as temp, temp.open("w", encoding="utf-8", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -79,7 +79,8 @@ def test_the_readme_snippets_run_as_copied(system_sandbox: SandboxServer, checko
     store = ParquetStore(str(checkout / "data" / "warehouse"))
     assert store.list_partitions(TABLES["bookings"].spec)
 
-    # What the jicoo/warehouse asset does, so the DuckDB line of the Python snippet has a file.
+    # What the jicoo/<organization>/warehouse asset does, so the DuckDB line of the Python
+    # snippet has a file.
     load_warehouse(str(checkout / "data" / "warehouse.duckdb"), store, tables=["bookings"])
     (python,) = _blocks("python", "import duckdb")
     _run([str(ROOT / ".venv" / "bin" / "python"), "-c", python], checkout)

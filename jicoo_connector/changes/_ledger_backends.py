@@ -15,6 +15,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from jicoo_connector._postgres import CONNECT_TIMEOUT_S, POSTGRES_SCHEMES, SERVER_KEEPALIVE
 from jicoo_connector.errors import LedgerError, LedgerNotFoundError
 from jicoo_connector.redaction import UNPARSEABLE_HINT, SecretURL, scrub
 
@@ -39,14 +40,8 @@ logger = logging.getLogger(__name__)
 
 # The ledger's tables sit in their own schema, clear of anything else in the database.
 POSTGRES_SCHEMA = "jicoo_ledger"
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 BUSY_TIMEOUT_MS = 30_000
 WAL_SWITCH_RETRY_S = 0.01
-CONNECT_TIMEOUT_S = 10
-# A worker that vanishes without closing its socket (power loss, partition) holds its advisory
-# lock until the server gives up on the connection: about idle + interval * count seconds.
-SERVER_KEEPALIVE = {"tcp_keepalives_idle": 30, "tcp_keepalives_interval": 10,
-                    "tcp_keepalives_count": 3}  # fmt: skip
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 Row = tuple[Any, ...]

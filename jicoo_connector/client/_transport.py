@@ -3,7 +3,8 @@
 httpcore's pool does O(connections**2) work on every request it queues or releases (it probes
 every idle socket with poll() and getpeername() and recounts the pool for each): at the
 client's 20 connections that was a third of its CPU (cProfile of a 50,000-booking extract,
-again on 2026-12-01). Pools of CONNECTIONS_PER_SHARD connections keep that work small.
+again on 2026-12-01). Pools of 4 connections still made six such probes per request (cProfile,
+2026-12-08); a pool of one connection makes two, so each shard holds one.
 """
 
 import ssl
@@ -13,7 +14,7 @@ import httpx
 
 __all__ = ["CONNECTIONS_PER_SHARD", "ShardedTransport"]
 
-CONNECTIONS_PER_SHARD = 4
+CONNECTIONS_PER_SHARD = 1
 
 
 class _Release:

@@ -288,7 +288,8 @@ def build_inbox_sensor(names: JicooNames, job: AssetJob) -> dg.SensorDefinition:
         inbox = resource(context, names.writeback_resource, WriteBackResource).inbox
         scan = scan_inbox(inbox)
         for skipped in scan.skipped:
-            context.log.warning(f"change-set inbox: skipped {skipped.name}: it {skipped.reason}")
+            # Quoted: a name may hold line breaks or terminal escapes that would forge log lines.
+            context.log.warning(f"change-set inbox: skipped {skipped.name!r}: it {skipped.reason}")
         for change_set in scan.files:
             yield inbox_run_request(names, change_set, inbox)
 

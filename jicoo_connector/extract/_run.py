@@ -10,6 +10,7 @@ from collections.abc import Callable, Collection, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from zoneinfo import ZoneInfo
 
 import anyio
 
@@ -117,7 +118,25 @@ def extract_range(
     tz = zone_of(zone)
     groups = _feed_groups(selected, feed_from_store)
     days = days_between(start, end) if groups else []
-    ctx = ExtractContext(
+    ctx = _context(tz, days, now, run_id, out_root, horizon_days, max_booking_duration, full)
+    _check_folder(ctx.store, groups, days, zone)
+    snapshots = [source for source in selected if isinstance(source, SnapshotSource)]
+    loop = _Loop(ctx, groups, days, snapshots, progress, day_concurrency)
+    return asyncio.run(loop.run(settings, chunk_days, rows_in_flight))
+
+
+def _context(
+    tz: ZoneInfo,
+    days: Sequence[dt.date],
+    now: dt.datetime | None,
+    run_id: str | None,
+    out_root: str,
+    horizon_days: int,
+    max_booking_duration: dt.timedelta,
+    full: bool,
+) -> ExtractContext:
+    """What every partition of one run shares; snapshots are dated today in ``tz``."""
+    return ExtractContext(
         tz,
         snapshot_date=(now or dt.datetime.now(dt.timezone.utc)).astimezone(tz).date(),
         extracted_at=dt.datetime.now(dt.timezone.utc),
@@ -129,10 +148,6 @@ def extract_range(
         full=full,
         day_range=(days[0], days[-1]) if days else None,
     )
-    _check_folder(ctx.store, groups, days, zone)
-    snapshots = [source for source in selected if isinstance(source, SnapshotSource)]
-    loop = _Loop(ctx, groups, days, snapshots, progress, day_concurrency)
-    return asyncio.run(loop.run(settings, chunk_days, rows_in_flight))
 
 
 def _selected(tables: Collection[str]) -> list[TableSource]:

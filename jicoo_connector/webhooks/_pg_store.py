@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Final
 
-from jicoo_connector.changes._ledger_backends import CONNECT_TIMEOUT_S, SERVER_KEEPALIVE
+from jicoo_connector._postgres import CONNECT_TIMEOUT_S, SERVER_KEEPALIVE
 from jicoo_connector.errors import WebhookStoreError
 from jicoo_connector.redaction import UNPARSEABLE_HINT, SecretURL, scrub
 from jicoo_connector.webhooks._events import WebhookEvent

@@ -8,15 +8,11 @@ import pytest
 from dagster._core.run_coordinator import QueuedRunCoordinator
 
 from jicoo_connector.dagster import JicooNames
+from tests.support.postgres_server import dagster_url
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
 # Each organization's pool gets the default limit: two here, as a code location may hold both.
 POOLS = (JicooNames("acme").pool, JicooNames("globex").pool)
-
-
-def dagster_url(url: str) -> str:
-    """The instance's URL as deploy/dagster.yaml asks for it: SQLAlchemy's psycopg2 driver."""
-    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
 def test_the_deploy_instance_queues_runs_and_limits_the_api_pool(

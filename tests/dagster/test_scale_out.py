@@ -38,8 +38,7 @@ from jicoo_connector.dagster import JicooNames
 from jicoo_connector.settings import DEFAULT_BURST, DEFAULT_RATE_LIMIT
 from jicoo_sandbox.server import SandboxServer
 from tests.dagster.support import assert_one_at_a_time, step_spans
-from tests.dagster.test_deploy_config import dagster_url
-from tests.support.postgres_server import PostgresServer
+from tests.support.postgres_server import PostgresServer, dagster_url
 from tests.support.s3_server import moto_s3
 from tests.support.writeback_data import assert_server_matches, build_csv, effective_posts
 
@@ -188,6 +187,131 @@ def _wait_for_runs(instance: dg.DagsterInstance, daemon: subprocess.Popen[bytes]
     raise AssertionError(f"runs not finished in {RUNS_TIMEOUT_S} s: {dict(statuses)}")
 
 
+def _drop_changeset_and_start_sensor(
+    sandbox: SandboxServer, env: dict[str, str], workspace: Path, cwd: Path
+) -> tuple[str, list[str]]:
+    """A change set in the inbox (future bookings only), then the sensor on."""
+    text, uids = build_csv(sandbox, reschedules=2, cancels=3)
+    inbox = Path(env["JICOO_CHANGESET_INBOX"])
+    inbox.mkdir()
+    (inbox / "moves.csv").write_text(text, encoding="utf-8")
+    subprocess.run(  # noqa: S603 - Dagster's own CLI
+        [str(BIN / "dagster"), "sensor", "start", NAMES.sensor("changeset_inbox"),
+         "-w", str(workspace)],
+        env=env, cwd=cwd, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return text, uids
+
+
+def _run_daemon_until_done(
+    instance: dg.DagsterInstance, env: dict[str, str], workspace: Path, where: Path
+) -> int:
+    """The daemon, in a working directory of its own, until every run has finished; its pid."""
+    daemon_dir = where / "daemon"
+    daemon_dir.mkdir()
+    with (where / "daemon.log").open("wb") as log:
+        daemon = subprocess.Popen(  # noqa: S603 - Dagster's own daemon
+            [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
+            env=env, cwd=daemon_dir, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            _wait_for_runs(instance, daemon)
+        finally:
+            daemon.send_signal(signal.SIGINT)
+            try:
+                daemon.wait(60)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+    runs = instance.get_runs()
+    failed = [r.run_id for r in runs if r.status != DagsterRunStatus.SUCCESS]
+    assert not failed, (where / "daemon.log").read_text(errors="replace")[-4000:]
+    assert len(runs) == RUNS
+    return daemon.pid
+
+
+def _assert_steps_took_turns(instance: dg.DagsterInstance, daemon_pid: int) -> None:
+    # Each step in a process of its own (the multiprocess executor), none of them the
+    # daemon: a backfill run's two steps, the write-back run's one.
+    step_pids = [
+        record.event_log_entry.dagster_event.pid
+        for run in instance.get_runs()
+        for record in instance.get_records_for_run(
+            run.run_id, of_type=DagsterEventType.STEP_START
+        ).records
+        if record.event_log_entry.dagster_event is not None
+    ]
+    assert len(step_pids) == len(set(step_pids)) == 2 * len(CHUNKS) + 1, step_pids
+    assert daemon_pid not in step_pids
+
+    # The pool: deploy/dagster.yaml's default_limit gave jicoo_api_scale one slot in PostgreSQL,
+    # and runs that were in progress together took turns at the API.
+    limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
+    assert limits == {NAMES.pool: 1}
+    assert _most_at_once(instance) > 1
+    spans = step_spans(instance, {BOOKINGS_OP, CONTACTS_OP, APPLY_LOG_OP})
+    assert Counter(step for _, _, step in spans) == {
+        BOOKINGS_OP: len(CHUNKS),
+        CONTACTS_OP: len(CHUNKS),
+        APPLY_LOG_OP: 1,
+    }
+    assert_one_at_a_time(spans)
+
+
+def _assert_partitions_written_once(
+    instance: dg.DagsterInstance, sandbox: SandboxServer, s3_endpoint: str, days: list[dt.date]
+) -> None:
+    """Every partition written once, with the sandbox's bookings (and their contacts) of that
+    day."""
+    for key in (BOOKINGS, CONTACTS):
+        written = instance.fetch_materializations(key, limit=10 * DAYS).records
+        counts = Counter(r.asset_materialization.partition for r in written)  # type: ignore[union-attr]
+        assert counts == Counter(d.isoformat() for d in days), key
+    fs = pafs.S3FileSystem(
+        endpoint_override=s3_endpoint, scheme="http", access_key="testing",
+        secret_key="testing", region="us-east-1",
+    )  # fmt: skip
+    for day in days:
+        path = f"{BUCKET}/warehouse/bookings/day={day.isoformat()}/data.parquet"
+        uids_written = pq.read_table(path, filesystem=fs, columns=["uid"]).column("uid")
+        assert sorted(uids_written.to_pylist()) == sorted(_expected_uids(sandbox, day)), day
+        path = f"{BUCKET}/warehouse/booking_contacts/day={day.isoformat()}/data.parquet"
+        owners = pq.read_table(path, filesystem=fs, columns=["booking_uid"])
+        assert Counter(owners.column("booking_uid").to_pylist()) == _expected_contacts(
+            sandbox, day
+        ), day
+    assert sum(len(_expected_uids(sandbox, d)) for d in days) > 0
+
+
+def _assert_applied_once(
+    instance: dg.DagsterInstance,
+    sandbox: SandboxServer,
+    text: str,
+    uids: list[str],
+    ledger_url: str,
+) -> None:
+    """The change set applied exactly once, through the ledger in PostgreSQL."""
+    (apply_event,) = instance.fetch_materializations(APPLY_LOG, limit=10).records
+    assert apply_event.asset_materialization is not None
+    metadata = apply_event.asset_materialization.metadata
+    assert metadata["jicoo/posts_sent"] == dg.IntMetadataValue(len(uids))
+    assert effective_posts(sandbox) == Counter(dict.fromkeys(uids, 1))
+    parsed = parse_changeset(text.encode(), now=sandbox.config.clock())
+    batch = f"moves-{parsed.content_hash[:12]}"
+    assert_server_matches(sandbox, parsed, ledger_url, batch)
+
+
+def _assert_instance_in_postgres(instance_url: str) -> None:
+    """Run and asset records are in the instance's PostgreSQL database itself."""
+    with psycopg.connect(instance_url) as conn:
+        stored_runs = conn.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'").fetchone()
+        materialized = conn.execute(
+            "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
+        ).fetchone()
+    assert stored_runs == (RUNS,)
+    assert materialized == (2 * DAYS + 1,)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(420)
 # Dagster's own backfill code calls its deprecated AssetSelection.sources (1.13).
@@ -216,104 +340,14 @@ def test_the_deploy_configuration_runs_backfill_and_write_back_across_processes(
     sandbox.set_faults(SANDBOX_LIMIT)
     sandbox.clear_requests()
 
-    # A change set in the inbox (future bookings only), then the sensor on, then the backfill.
-    text, uids = build_csv(sandbox, reschedules=2, cancels=3)
-    inbox = Path(env["JICOO_CHANGESET_INBOX"])
-    inbox.mkdir()
-    (inbox / "moves.csv").write_text(text, encoding="utf-8")
-    subprocess.run(  # noqa: S603 - Dagster's own CLI
-        [str(BIN / "dagster"), "sensor", "start", NAMES.sensor("changeset_inbox"),
-         "-w", str(workspace)],
-        env=env, cwd=tmp_path, check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+    text, uids = _drop_changeset_and_start_sensor(sandbox, env, workspace, tmp_path)
     with dg.DagsterInstance.get() as instance:
         _submit_backfills(instance, days)
-        daemon_dir = tmp_path / "daemon"
-        daemon_dir.mkdir()
-        log = (tmp_path / "daemon.log").open("wb")
-        daemon = subprocess.Popen(  # noqa: S603 - Dagster's own daemon
-            [str(BIN / "dagster-daemon"), "run", "-w", str(workspace)],
-            env=env, cwd=daemon_dir, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            _wait_for_runs(instance, daemon)
-        finally:
-            daemon.send_signal(signal.SIGINT)
-            try:
-                daemon.wait(60)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
-            log.close()
-        runs = instance.get_runs()
-        failed = [r.run_id for r in runs if r.status != DagsterRunStatus.SUCCESS]
-        assert not failed, (tmp_path / "daemon.log").read_text(errors="replace")[-4000:]
-        assert len(runs) == RUNS
-        # Each step in a process of its own (the multiprocess executor), none of them the
-        # daemon: a backfill run's two steps, the write-back run's one.
-        step_pids = [
-            record.event_log_entry.dagster_event.pid
-            for run in runs
-            for record in instance.get_records_for_run(
-                run.run_id, of_type=DagsterEventType.STEP_START
-            ).records
-            if record.event_log_entry.dagster_event is not None
-        ]
-        assert len(step_pids) == len(set(step_pids)) == 2 * len(CHUNKS) + 1, step_pids
-        assert daemon.pid not in step_pids
-
-        # The pool: deploy/dagster.yaml's default_limit gave jicoo_api_scale one slot in PostgreSQL,
-        # and runs that were in progress together took turns at the API.
-        limits = {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()}
-        assert limits == {NAMES.pool: 1}
-        assert _most_at_once(instance) > 1
-        spans = step_spans(instance, {BOOKINGS_OP, CONTACTS_OP, APPLY_LOG_OP})
-        assert Counter(step for _, _, step in spans) == {
-            BOOKINGS_OP: len(CHUNKS),
-            CONTACTS_OP: len(CHUNKS),
-            APPLY_LOG_OP: 1,
-        }
-        assert_one_at_a_time(spans)
-
-        # Every partition written once, with the sandbox's bookings (and their contacts) of
-        # that day.
-        for key in (BOOKINGS, CONTACTS):
-            written = instance.fetch_materializations(key, limit=10 * DAYS).records
-            counts = Counter(r.asset_materialization.partition for r in written)  # type: ignore[union-attr]
-            assert counts == Counter(d.isoformat() for d in days), key
-        fs = pafs.S3FileSystem(
-            endpoint_override=s3_endpoint, scheme="http", access_key="testing",
-            secret_key="testing", region="us-east-1",
-        )  # fmt: skip
-        for day in days:
-            path = f"{BUCKET}/warehouse/bookings/day={day.isoformat()}/data.parquet"
-            uids_written = pq.read_table(path, filesystem=fs, columns=["uid"]).column("uid")
-            assert sorted(uids_written.to_pylist()) == sorted(_expected_uids(sandbox, day)), day
-            path = f"{BUCKET}/warehouse/booking_contacts/day={day.isoformat()}/data.parquet"
-            owners = pq.read_table(path, filesystem=fs, columns=["booking_uid"])
-            assert Counter(owners.column("booking_uid").to_pylist()) == _expected_contacts(
-                sandbox, day
-            ), day
-        assert sum(len(_expected_uids(sandbox, d)) for d in days) > 0
-
-        # The change set applied exactly once, through the ledger in PostgreSQL.
-        (apply_event,) = instance.fetch_materializations(APPLY_LOG, limit=10).records
-        assert apply_event.asset_materialization is not None
-        metadata = apply_event.asset_materialization.metadata
-        assert metadata["jicoo/posts_sent"] == dg.IntMetadataValue(len(uids))
-    assert effective_posts(sandbox) == Counter(dict.fromkeys(uids, 1))
-    parsed = parse_changeset(text.encode(), now=sandbox.config.clock())
-    batch = f"moves-{parsed.content_hash[:12]}"
-    assert_server_matches(sandbox, parsed, ledger_url, batch)
-
-    # Run and asset records are in the instance's PostgreSQL database itself.
-    with psycopg.connect(instance_url) as conn:
-        stored_runs = conn.execute("SELECT count(*) FROM runs WHERE status = 'SUCCESS'").fetchone()
-        materialized = conn.execute(
-            "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
-        ).fetchone()
-    assert stored_runs == (RUNS,)
-    assert materialized == (2 * DAYS + 1,)
+        daemon_pid = _run_daemon_until_done(instance, env, workspace, tmp_path)
+        _assert_steps_took_turns(instance, daemon_pid)
+        _assert_partitions_written_once(instance, sandbox, s3_endpoint, days)
+        _assert_applied_once(instance, sandbox, text, uids, ledger_url)
+    _assert_instance_in_postgres(instance_url)
 
     requests = [r for r in sandbox.requests() if str(r.get("path", "")).startswith("/v1/")]
     limited = sum(1 for r in requests if r.get("status") == 429)

@@ -34,7 +34,7 @@ from jicoo_connector.storage import ParquetStore
 from jicoo_sandbox.config import SandboxConfig, system_clock
 from jicoo_sandbox.server import SandboxServer
 from tests.deploy.buildah import Container, DeployTestError, image_config, step
-from tests.support.postgres_server import PostgresServer
+from tests.support.postgres_server import PostgresServer, dagster_url
 from tests.support.writeback_data import assert_server_matches, build_csv
 
 __all__ = ["run_deployment"]
@@ -62,11 +62,6 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def dagster_url(url: str) -> str:
-    """The instance's URL as deploy/dagster.yaml asks for it: SQLAlchemy's psycopg2 driver."""
-    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
 def server_command(image: str, port: int) -> list[str]:

@@ -21,10 +21,15 @@ from types import TracebackType
 
 import psycopg
 
-__all__ = ["PostgresServer", "find_bin_dir", "postgres_server", "wheel_bin_dir"]
+__all__ = ["PostgresServer", "dagster_url", "find_bin_dir", "postgres_server", "wheel_bin_dir"]
 
 SERVER_USER = "postgres"
 START_TIMEOUT_S = 60
+
+
+def dagster_url(url: str) -> str:
+    """The instance's URL as deploy/dagster.yaml asks for it: SQLAlchemy's psycopg2 driver."""
+    return url.replace("postgresql://", "postgresql+psycopg2://", 1)
 
 
 def wheel_bin_dir() -> Path:

@@ -7,11 +7,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Route
 
 from jicoo_connector.webhooks import (
+    SIGNATURE_HEADER,
     EventStore,
     ReceiverLimits,
     SQLiteEventStore,
@@ -20,13 +22,16 @@ from jicoo_connector.webhooks import (
     server_config,
 )
 
-__all__ = ["NOW", "OLD_SECRET", "SECRET", "Receiver", "event_body"]
+__all__ = ["HEADER", "NOW", "OLD_SECRET", "SECRET", "TIMEOUT_S", "Receiver", "event_body", "post"]
 
 SECRET = "whsec_current"
 OLD_SECRET = "whsec_previous"
 # The receiver's clock in these tests: every signature is made against it, never the real one.
 NOW = 1_764_000_000
 START_TIMEOUT_S = 10.0
+# A test's wait for one answer, and the header the receiver reads the signature from.
+TIMEOUT_S = 10.0
+HEADER = SIGNATURE_HEADER
 
 
 class Receiver:
@@ -81,3 +86,10 @@ def event_body(event: str = "guest_booked", uid: str = "mzgdPJVBb7RE") -> bytes:
             "object": {"uid": uid, "status": "open", "startedAt": "2026-12-02T01:00:00.000Z"},
         }
     ).encode()
+
+
+def post(receiver: Receiver, body: bytes, signature: str | None) -> httpx.Response:
+    headers = {"content-type": "application/json"}
+    if signature is not None:
+        headers[HEADER] = signature
+    return httpx.post(receiver.url, content=body, headers=headers, timeout=TIMEOUT_S)

@@ -15,8 +15,7 @@ import pytest
 from jicoo_connector.webhooks import ReceiverLimits
 from jicoo_sandbox.webhooks import sign
 from tests.support.raw_socket import GRACE_S, status_of, until_closed
-from tests.support.webhook_receiver import NOW, SECRET, Receiver, event_body
-from tests.webhooks.test_receiver import HEADER, TIMEOUT_S
+from tests.support.webhook_receiver import HEADER, NOW, SECRET, TIMEOUT_S, Receiver, event_body
 
 SHORT_S = 0.5
 HEAD = b"POST /hooks HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"

@@ -16,8 +16,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jicoo_sandbox.webhooks import sign
-from tests.support.webhook_receiver import NOW, OLD_SECRET, SECRET, Receiver, event_body
-from tests.webhooks.test_receiver import HEADER, TIMEOUT_S, post
+from tests.support.webhook_receiver import (
+    HEADER,
+    NOW,
+    OLD_SECRET,
+    SECRET,
+    TIMEOUT_S,
+    Receiver,
+    event_body,
+    post,
+)
 
 VALID = event_body()
 

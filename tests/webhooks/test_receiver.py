@@ -9,17 +9,15 @@ import pytest
 from jicoo_connector.errors import WebhookSignatureError
 from jicoo_connector.webhooks import WebhookSecrets, verify_signature
 from jicoo_sandbox.webhooks import sign
-from tests.support.webhook_receiver import NOW, OLD_SECRET, SECRET, Receiver, event_body
-
-TIMEOUT_S = 10.0
-HEADER = "Jicoo-Webhook-Signature"
-
-
-def post(receiver: Receiver, body: bytes, signature: str | None) -> httpx.Response:
-    headers = {"content-type": "application/json"}
-    if signature is not None:
-        headers[HEADER] = signature
-    return httpx.post(receiver.url, content=body, headers=headers, timeout=TIMEOUT_S)
+from tests.support.webhook_receiver import (
+    NOW,
+    OLD_SECRET,
+    SECRET,
+    TIMEOUT_S,
+    Receiver,
+    event_body,
+    post,
+)
 
 
 def test_a_valid_signature_is_recorded_once_and_a_replay_answers_200(receiver: Receiver) -> None:
