@@ -2,7 +2,6 @@
 and snapshot partitions, and extract_partition() for a single partition."""
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime as dt
 import logging
@@ -351,14 +350,11 @@ async def _write(
 ) -> None:
     """Write one partition in a worker thread and emit its result, also when the run is
     cancelled meanwhile (Ctrl-C, SIGTERM): the thread finishes the file anyway, and what an
-    interrupted run says it wrote must count it."""
-    job = asyncio.ensure_future(asyncio.to_thread(write_fetched, spec, value, fetched, ctx))
-    try:
-        result = await asyncio.shield(job)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):  # a write that failed wrote nothing to count
-            emit(await job)
-        raise
+    interrupted run says it wrote must count it. The wait is shielded from the task group's
+    cancellation: anyio delivers it again at every await inside the cancelled scope, so a
+    catch-and-await-again (asyncio.shield) lost the result of a file already in place."""
+    with anyio.CancelScope(shield=True):
+        result = await asyncio.to_thread(write_fetched, spec, value, fetched, ctx)
     emit(result)
 
 
