@@ -17,8 +17,16 @@ MAX_FUNCTION_LINES = 60
 
 
 def _sources() -> list[Path]:
+    # Hidden folders are environments, not our code: .venv, and benchmarks/.venv-bench (dlt's,
+    # made by make bench) or .venv-py3.10 (make test-py).
     found = [path for root in ROOTS for path in (REPO / root).rglob("*.py")]
-    return sorted(p for p in found if not {".venv", "__pycache__"} & set(p.parts))
+    return sorted(
+        p
+        for p in found
+        if not any(
+            part.startswith(".") or part == "__pycache__" for part in p.relative_to(REPO).parts
+        )
+    )
 
 
 def _too_long_functions(path: Path, base: Path = REPO) -> list[str]:
