@@ -8,13 +8,10 @@ new start day, and the day the warehouse still has the booking on) and requests 
 position after the last event handled, safe with many receivers writing at once) makes each
 event trigger exactly once.
 
-While a refresh it requested is still in the run queue (not launched), a tick requests nothing
-and leaves the events for the next: they join one run instead of queueing one run each behind
-it, so at most one refresh waits in the queue. A refresh already launched (its process starting)
-holds nothing back: the next one is requested at the next tick, and the instance's pool buffer
-(``op_granularity_run_buffer: 1``) lets its process start while the one ahead holds the pool's
-slot. Process starts thus overlap the work ahead instead of adding to each change's wait; the
-pool's one slot still runs one refresh step at a time.
+While a refresh it requested has not started yet (queued, or its process still starting), a
+tick requests nothing and leaves the events for the next: they join one run instead of queueing
+one run each behind it. Under a stream of changes the runs thus grow with the wait instead of
+piling up, each costing a process start (the code location's imports, seconds of CPU).
 """
 
 import datetime as dt
@@ -45,13 +42,15 @@ MAX_EVENTS_PER_TICK = 5000
 # costs a listing request (its unchanged bookings' contacts are not read again), a second run
 # costs a process start.
 JOIN_GAP_DAYS = 2
-# A refresh in these states is still in the run queue (not launched): new events wait and join
-# the next one, so at most one refresh is queued. One launched (STARTING: its process on its
-# way) holds nothing back: the next one is requested, and the pool's run buffer lets its
-# process start while the slot is taken. One queued longer than HOLD_AT_MOST (a queue stopped)
-# holds nothing back either.
+# A refresh in these states has not begun its work: new events can wait and join the next one.
+# One that has been waiting longer than HOLD_AT_MOST (a queue stopped, a launch lost without a
+# status) holds nothing back: the sensor goes on requesting.
 HOLD_AT_MOST = dt.timedelta(minutes=5)
-NOT_YET_LAUNCHED = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED]
+NOT_YET_WORKING = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+]
 # Run tags stay readable in the UI: the first events by name, then the count.
 LISTED_EVENTS = 20
 TRIGGER_TAG = "jicoo/trigger"
@@ -139,15 +138,15 @@ def _requests(
 
 
 def refresh_waiting(context: dg.SensorEvaluationContext, job_name: str) -> str | None:
-    """The id of a ``job_name`` run requested within ``HOLD_AT_MOST`` that is still queued, if
-    any (None too when the context has no instance, as in a test's own evaluation)."""
+    """The id of a ``job_name`` run requested within ``HOLD_AT_MOST`` that has not begun its
+    work, if any (None too when the context has no instance, as in a test's own evaluation)."""
     try:
         instance = context.instance
     except dg.DagsterInvariantViolationError:  # built without one
         return None
     recent = dt.datetime.now(dt.timezone.utc) - HOLD_AT_MOST
     waiting = instance.get_run_ids(
-        dg.RunsFilter(job_name=job_name, statuses=NOT_YET_LAUNCHED, created_after=recent),
+        dg.RunsFilter(job_name=job_name, statuses=NOT_YET_WORKING, created_after=recent),
         limit=1,
     )
     return waiting[0] if waiting else None
@@ -157,12 +156,9 @@ def build_booking_events_sensor(setup: OrganizationSetup, job: AssetJob) -> dg.S
     """The sensor over the organization's event store (``webhook_db_url``, else the
     ``webhook_db`` file), ticking every ``webhook_interval_s``.
 
-    Its default, 5 s, is as often as Dagster's sensor daemon evaluates any sensor (its loop
-    sleeps up to ``MIN_INTERVAL_LOOP_TIME``, 5 s): an event waits at most that long for its
-    tick. Events are coalesced over the interval, and over the wait of a refresh still queued
-    (``refresh_waiting``). Holding until a refresh had started (its process up) made the next
-    request wait for that process start and then for the next tick: refreshes came one per
-    start plus a tick instead of one per tick (benchmarks/README.md, "Webhook freshness").
+    Its default, 5 s, is as often as Dagster's sensor daemon evaluates any sensor (it loops
+    every 5 s): an event waits at most that long for its tick. Events are coalesced over the
+    interval, and over the wait of a refresh that has not started yet (``refresh_waiting``).
     """
     names, location = setup.names, setup.config.webhook_store()
     shown = redact_location(location)
@@ -177,7 +173,7 @@ def build_booking_events_sensor(setup: OrganizationSetup, job: AssetJob) -> dg.S
         required_resource_keys={names.warehouse_resource},
         description=f"Refreshes the day partitions of {names.organization}'s bookings and "
         f"contacts that recorded webhook events touch (events in {shown}; one run per range of "
-        "days per tick, none while the last one is still queued).",
+        "days per tick, none while the last one has not started).",
     )
     def booking_events_sensor(
         context: dg.SensorEvaluationContext,
@@ -186,7 +182,7 @@ def build_booking_events_sensor(setup: OrganizationSetup, job: AssetJob) -> dg.S
             yield dg.SkipReason(f"no webhook events recorded yet ({shown} does not exist)")
             return
         if (waiting := refresh_waiting(context, job.name)) is not None:
-            yield dg.SkipReason(f"refresh {waiting} is not launched yet: new events join the next")
+            yield dg.SkipReason(f"refresh {waiting} has not started yet: new events join the next")
             return
         store = open_event_store(location, create=False)
         try:

@@ -119,17 +119,15 @@ def _one_event(tmp_path: Path, clock: Clock) -> tuple[Path, dict[str, object]]:
     return store_path, booking
 
 
-def test_no_new_refresh_while_the_last_one_is_not_launched_then_one_for_all_events(
+def test_no_new_refresh_while_the_last_one_has_not_started_then_one_for_all_events(
     sandbox: SandboxServer, tmp_path: Path, clock: Clock
 ) -> None:
     store_path, booking = _one_event(tmp_path, clock)
     defs = definitions(sandbox, tmp_path, webhook_db=str(store_path))
     sensor = defs.resolve_sensor_def(SENSOR)
     with dg.instance_for_test() as instance:
-        # Requested, not launched (a QUEUED run needs a code location's origin; the sensor
-        # treats both alike).
         waiting = instance.add_run(
-            dg.DagsterRun(job_name=REFRESH_JOB, status=dg.DagsterRunStatus.NOT_STARTED)
+            dg.DagsterRun(job_name=REFRESH_JOB, status=dg.DagsterRunStatus.STARTING)
         )
 
         def tick(cursor: str | None = None) -> SensorExecutionData:
@@ -141,29 +139,15 @@ def test_no_new_refresh_while_the_last_one_is_not_launched_then_one_for_all_even
         held = tick()
         assert not held.run_requests
         assert held.skip_message == (
-            f"refresh {waiting.run_id} is not launched yet: new events join the next"
+            f"refresh {waiting.run_id} has not started yet: new events join the next"
         )
         assert held.cursor is None  # the event stays for the next tick
         with SQLiteEventStore(store_path) as store:
             later = {**booking, "uid": "WAITING00002", "updatedAt": "2026-11-30T00:00:01.000Z"}
             _record(store, event_payload("guest_booked", later, None))
-        instance.report_run_canceled(waiting)  # it ended unlaunched: no longer waiting
+        instance.report_run_canceled(waiting)  # it started and ended: no longer waiting
         (request,) = tick().run_requests or []
         assert request.tags[EVENT_IDS_TAG] == "1-2"
-
-
-def test_a_launched_refresh_holds_nothing_back(
-    sandbox: SandboxServer, tmp_path: Path, clock: Clock
-) -> None:
-    # Its process is starting: the next refresh is requested now and queues behind it.
-    store_path, _ = _one_event(tmp_path, clock)
-    defs = definitions(sandbox, tmp_path, webhook_db=str(store_path))
-    sensor = defs.resolve_sensor_def(SENSOR)
-    with dg.instance_for_test() as instance:
-        instance.add_run(dg.DagsterRun(job_name=REFRESH_JOB, status=dg.DagsterRunStatus.STARTING))
-        with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
-            (request,) = sensor.evaluate_tick(context).run_requests or []
-    assert request.tags[EVENT_IDS_TAG] == "1"
 
 
 def test_a_refresh_waiting_longer_than_the_hold_holds_nothing_back(
@@ -173,8 +157,8 @@ def test_a_refresh_waiting_longer_than_the_hold_holds_nothing_back(
     defs = definitions(sandbox, tmp_path, webhook_db=str(store_path))
     sensor = defs.resolve_sensor_def(SENSOR)
     with dg.instance_for_test() as instance:
-        # A queue that stopped: never launched.
-        stuck = dg.DagsterRun(job_name=REFRESH_JOB, status=dg.DagsterRunStatus.NOT_STARTED)
+        # A launch lost without a status: STARTING for good.
+        stuck = dg.DagsterRun(job_name=REFRESH_JOB, status=dg.DagsterRunStatus.STARTING)
         instance.add_run(stuck)
         with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
             assert stuck.run_id in (sensor.evaluate_tick(context).skip_message or "")
