@@ -10,6 +10,7 @@ days. Tests that need byte-identical data start their own store/server with a fi
 
 import datetime as dt
 import os
+import signal
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +32,12 @@ from tests.support.webhook_receiver import OLD_SECRET, SECRET, Receiver
 # failed it at load 15. Speed targets live in benchmarks/.
 settings.register_profile("jicoo", deadline=None)
 settings.load_profile("jicoo")
+
+# A suite started as a background job of a script (nohup, `cmd &`, some CI runners) inherits
+# SIGINT ignored, and so would every command it starts: the interrupt tests' Ctrl-C would then
+# do nothing. Their children get Ctrl-C as a program started from a terminal does.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TEST_TODAY_ENV = "JICOO_TEST_TODAY"
 # The mark of a test that cannot run on another day; its argument says why.
