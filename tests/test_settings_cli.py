@@ -328,24 +328,12 @@ def test_cli_webhook_receiver_bounds(cli_env: SandboxServer, tmp_path: Path) -> 
 
 def _serve_and_post(env: dict[str, str], *args: str) -> str:
     """``jicoo webhook serve`` with ``env``; one signed event posted; its ready line."""
-    jicoo = str(Path(sys.executable).with_name("jicoo"))
-    with subprocess.Popen(  # noqa: S603
-        [jicoo, "webhook", "serve", "--port", "0", *args],
-        env={**env, "JICOO_WEBHOOK_SECRET": "whsec_settings_test"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    ) as receiver:
-        try:
-            assert receiver.stdout is not None
-            ready = receiver.stdout.readline()
-            url = ready.removeprefix(READY_LINE_PREFIX).split()[0]
-            body = event_body()
-            now = int(dt.datetime.now(dt.UTC).timestamp())
-            signed = {"Jicoo-Webhook-Signature": sign("whsec_settings_test", body, now)}
-            assert httpx.post(url, content=body, headers=signed, timeout=10).status_code == 200
-        finally:
-            receiver.terminate()
+    with _receiver({**env, "JICOO_WEBHOOK_SECRET": "whsec_settings_test"}, *args) as ready:
+        url = ready.removeprefix(READY_LINE_PREFIX).split()[0]
+        body = event_body()
+        now = int(dt.datetime.now(dt.UTC).timestamp())
+        signed = {"Jicoo-Webhook-Signature": sign("whsec_settings_test", body, now)}
+        assert httpx.post(url, content=body, headers=signed, timeout=10).status_code == 200
     return ready
 
 
